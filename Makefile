@@ -1,0 +1,27 @@
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install test demo clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+# The demo works on a copy of the example tasks so the repository's tasks/ stays clean.
+demo: install
+	rm -rf .demo && mkdir -p .demo
+	cp tasks/*.toml .demo/
+	cd .demo && ../$(VENV)/bin/coordinator run --tasks . --agents 3 --agent echo --until-empty; \
+	  ../$(VENV)/bin/coordinator tasks list --tasks .
+
+clean:
+	rm -rf .demo .venv .pytest_cache .ruff_cache
