@@ -1,0 +1,76 @@
+"""The pipeline's error tree.
+
+    OrchestratorError
+    ├── Overloaded            a stage queue was full; the request was shed
+    ├── BudgetExceeded        a session or global spend limit would be crossed
+    ├── DeadlineExceeded      (also TimeoutError) the request's deadline passed
+    └── ProviderError         an upstream call failed; `retryable` says whether to try again
+        └── CircuitOpen       the provider's breaker is open; nothing was sent
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Root of every error the pipeline raises on purpose."""
+
+
+class Overloaded(OrchestratorError):
+    """A bounded stage queue was full and this request was shed."""
+
+    def __init__(self, stage: str, priority: str, depth: int, capacity: int) -> None:
+        self.stage, self.priority, self.depth, self.capacity = stage, priority, depth, capacity
+        super().__init__(
+            f"overloaded: stage {stage!r} queue is at {depth}/{capacity}; "
+            f"{priority} request shed"
+        )
+
+
+class BudgetExceeded(OrchestratorError):
+    """Serving the request would cross a spend limit (`scope` is 'session:<id>' or 'global')."""
+
+    def __init__(self, scope: str, spent_usd: float, limit_usd: float) -> None:
+        self.scope, self.spent_usd, self.limit_usd = scope, spent_usd, limit_usd
+        super().__init__(
+            f"budget exceeded for {scope}: spent ${spent_usd:.4f} of ${limit_usd:.4f}"
+        )
+
+
+class DeadlineExceeded(OrchestratorError, TimeoutError):
+    """The request's deadline passed before an answer arrived."""
+
+    def __init__(self, request_id: str, timeout_s: float, where: str) -> None:
+        self.request_id, self.timeout_s, self.where = request_id, timeout_s, where
+        super().__init__(f"request {request_id} missed its {timeout_s:g}s deadline in {where}")
+
+
+class ProviderError(OrchestratorError):
+    """An upstream provider call failed.
+
+    `retryable` is True for 429, 5xx, timeouts and connection errors; False for 400/401/403/404.
+    `retry_after_s` carries the provider's Retry-After hint when it sent one.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.provider, self.status = provider, status
+        self.retryable, self.retry_after_s = retryable, retry_after_s
+        where = f"{provider} (HTTP {status})" if status is not None else provider
+        super().__init__(f"{where}: {message}")
+
+
+class CircuitOpen(ProviderError):
+    """The provider's circuit breaker is open; the call was not attempted."""
+
+    def __init__(self, provider: str, retry_in_s: float) -> None:
+        self.retry_in_s = retry_in_s
+        super().__init__(
+            provider, f"circuit open, next probe in {retry_in_s:.1f}s", retryable=True
+        )
