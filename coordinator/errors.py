@@ -1,0 +1,57 @@
+"""The coordinator's error tree.
+
+    CoordinatorError
+    ├── TaskFileError        (ValueError) a task file is malformed; names file, line and field
+    ├── UnknownTask          (LookupError) no task with that id
+    ├── InvalidTransition    (ValueError) the task is not in a state that allows the action
+    ├── LeaseLost            (PermissionError) the caller's lease expired or was taken over
+    └── ConfigError          (ValueError) coordinator.toml or a flag is malformed
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CoordinatorError(Exception):
+    """Root of every error the coordinator raises on purpose."""
+
+
+class TaskFileError(CoordinatorError, ValueError):
+    """A task file was rejected: it names the file, and the line and field where known."""
+
+    def __init__(
+        self, path: Path | str, message: str, *, line: int | None = None, field: str | None = None
+    ) -> None:
+        self.path, self.line, self.field, self.message = Path(path), line, field, message
+        where = str(path) + (f":{line}" if line is not None else "")
+        what = f"field {field!r}: " if field else ""
+        super().__init__(f"{where}: {what}{message}")
+
+
+class UnknownTask(CoordinatorError, LookupError):
+    """No task with this id is known to the queue."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"no task with id {task_id!r}")
+
+
+class InvalidTransition(CoordinatorError, ValueError):
+    """The task's current state does not allow the requested action."""
+
+    def __init__(self, task_id: str, state: str, action: str) -> None:
+        self.task_id, self.state, self.action = task_id, state, action
+        super().__init__(f"cannot {action} task {task_id!r}: it is {state}")
+
+
+class LeaseLost(CoordinatorError, PermissionError):
+    """The caller no longer holds the task's lease (expired, taken over, or wrong token)."""
+
+    def __init__(self, task_id: str, token: int, reason: str) -> None:
+        self.task_id, self.token, self.reason = task_id, token, reason
+        super().__init__(f"lease on task {task_id!r} with token {token} is lost: {reason}")
+
+
+class ConfigError(CoordinatorError, ValueError):
+    """A setting is malformed; names where it came from."""
