@@ -1,0 +1,180 @@
+"""How the HTTP providers turn upstream failures and slow streams into `ProviderError`.
+
+Shared by the Anthropic, OpenAI and llama.cpp workers so that all three classify a status,
+read `Retry-After`, keep API keys out of messages and time out a stalled stream the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import inspect
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TypeVar
+
+from orchestrator.errors import ProviderError
+
+T = TypeVar("T")
+
+_RETRYABLE_4XX = frozenset({408, 409, 429})
+_REDACTED = "[redacted]"
+_MAX_DETAIL_CHARS = 500
+
+
+def is_retryable_status(status: int) -> bool:
+    """True for statuses worth trying again: 408, 409, 429 and every 5xx (Anthropic's 529 too)."""
+    return status in _RETRYABLE_4XX or status >= 500
+
+
+def parse_retry_after(
+    headers: Mapping[str, str], *, now: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds the server asked us to wait, or None when it did not say.
+
+    Reads `retry-after-ms` (sent by OpenAI and Anthropic) first, then `retry-after` as delta
+    seconds or an HTTP date (compared against `now()`, Unix seconds). Never negative.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        seconds = _finite_float(raw_ms)
+        if seconds is not None:
+            return max(0.0, seconds / 1000.0)
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    seconds = _finite_float(raw)
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+def _finite_float(text: str) -> float | None:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with every non-empty secret replaced by a marker."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def describe_body(body: object) -> str:
+    """A short human summary of an error body: `type: message` when the body has them."""
+    error = body.get("error", body) if isinstance(body, Mapping) else body
+    if isinstance(error, Mapping):
+        kind, message = error.get("type"), error.get("message")
+        parts = [str(p) for p in (kind, message) if p]
+        text = ": ".join(parts) if parts else str(dict(error))
+    elif error is None:
+        text = ""
+    else:
+        text = str(error)
+    return text[:_MAX_DETAIL_CHARS]
+
+
+def status_error(
+    provider: str,
+    status: int,
+    detail: str,
+    headers: Mapping[str, str],
+    *,
+    secrets: Iterable[str | None] = (),
+    now: Callable[[], float] = time.time,
+) -> ProviderError:
+    """The `ProviderError` for an HTTP error status, classified and carrying Retry-After.
+
+    An explicit `x-should-retry: true|false` header from the server overrides the status rule.
+    """
+    retryable = is_retryable_status(status)
+    should_retry = {k.lower(): v for k, v in headers.items()}.get("x-should-retry")
+    if should_retry in ("true", "false"):
+        retryable = should_retry == "true"
+    retry_after_s = parse_retry_after(headers, now=now)
+    message = redact(detail, secrets) or "upstream returned an error"
+    if retry_after_s is not None:
+        message += f" (retry after {retry_after_s:g}s)"
+    return ProviderError(
+        provider, message, status=status, retryable=retryable, retry_after_s=retry_after_s
+    )
+
+
+def connection_error(
+    provider: str, what: str, exc: BaseException, *, secrets: Iterable[str | None] = ()
+) -> ProviderError:
+    """A retryable `ProviderError` for a failed connection or a broken response body."""
+    reason = redact(str(exc), secrets) or type(exc).__name__
+    return ProviderError(provider, f"{what}: {reason}"[:_MAX_DETAIL_CHARS], retryable=True)
+
+
+def truncated_stream_error(provider: str, received_chunks: int) -> ProviderError:
+    """A retryable `ProviderError` for a stream that ended before its end-of-answer marker."""
+    return ProviderError(
+        provider,
+        f"stream ended before the answer was complete (after {received_chunks} text chunks)",
+        retryable=True,
+    )
+
+
+class CallTimer:
+    """One upstream call's time budget: a whole-call deadline plus a limit on stream silence.
+
+    Create it inside the running loop when the call starts. `within(awaitable)` awaits under
+    the time left; `within(awaitable, stall=True)` also gives up after `stall_timeout_s`
+    without a new event. Either raises a retryable `ProviderError`. Only the timer's own
+    expiry is translated: a `TimeoutError` raised by the awaitable itself propagates.
+    """
+
+    def __init__(self, provider: str, timeout_s: float, stall_timeout_s: float) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        if not stall_timeout_s > 0:
+            raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s!r}")
+        self._provider = provider
+        self._timeout_s = timeout_s
+        self._stall_timeout_s = stall_timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + timeout_s
+
+    async def within(self, awaitable: Awaitable[T], *, stall: bool = False) -> T:
+        """Await `awaitable` under the remaining budget (and the stall limit if `stall`)."""
+        remaining = self._deadline - self._loop.time()
+        stalled = stall and self._stall_timeout_s < remaining
+        limit = self._stall_timeout_s if stalled else remaining
+        if limit <= 0:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise self._expired()
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout:
+                return await awaitable
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            if stalled:
+                raise ProviderError(
+                    self._provider,
+                    f"stream stalled: no data for {self._stall_timeout_s:g}s",
+                    retryable=True,
+                ) from None
+            raise self._expired() from None
+
+    def _expired(self) -> ProviderError:
+        return ProviderError(
+            self._provider,
+            f"timed out: no complete answer within {self._timeout_s:g}s",
+            retryable=True,
+        )

@@ -1,0 +1,209 @@
+"""`AnthropicWorker`: the Messages API through the official `anthropic` SDK over aiohttp."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anthropic
+import httpx2  # the SDK's HTTP layer; its transport errors escape the SDK's stream iterator
+
+from orchestrator.errors import ProviderError
+from orchestrator.providers._http import (
+    CallTimer,
+    connection_error,
+    describe_body,
+    status_error,
+    truncated_stream_error,
+)
+from orchestrator.request import Completion, InferenceRequest, StreamChunk, Usage
+
+DEFAULT_MODEL = "claude-sonnet-4-5"
+
+# Anthropic sends errors inside an open stream as `event: error` with HTTP status 200;
+# the error type tells us which status it stands for.
+_STATUS_OF_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+# Normalised to the OpenAI vocabulary the rest of the pipeline uses.
+_FINISH_REASON = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+class AnthropicWorker:
+    """A `Worker` for Anthropic's Messages API (or anything that speaks it, via `base_url`).
+
+    Uses one `AsyncAnthropic` client with the SDK's aiohttp transport, so every call shares one
+    aiohttp session (httpx's own pool collapses at a few hundred requests/s). The SDK's own
+    retries are off: the pipeline retries. `stall_timeout_s` bounds the silence between stream
+    events; `timeout_s` on each call bounds the whole call. Call `aclose()` when done.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        model: str = DEFAULT_MODEL,
+        base_url: str | None = None,
+        name: str = "anthropic",
+        stall_timeout_s: float = 30.0,
+        max_connections: int = 1000,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key must be a non-empty string")
+        if not model:
+            raise ValueError(f"model must be a non-empty string, got {model!r}")
+        if not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if not stall_timeout_s > 0:
+            raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        self.name = name
+        self.default_model = model
+        self._api_key = api_key
+        self._stall_timeout_s = stall_timeout_s
+        self._wall_clock = wall_clock
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            # Our CallTimer owns deadlines; this only stops the SDK imposing its own.
+            timeout=anthropic.Timeout(None, connect=10.0),
+            http_client=anthropic.DefaultAioHttpClient(
+                limits=httpx2.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                ),
+            ),
+        )
+
+    def __repr__(self) -> str:
+        return f"AnthropicWorker(name={self.name!r}, model={self.default_model!r})"
+
+    async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
+        """One Messages API call; raises `ProviderError` on failure or after `timeout_s`."""
+        timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        try:
+            message = await timer.within(
+                self._client.messages.create(**self._params(request), stream=False)
+            )
+        except anthropic.APIError as exc:
+            raise self._translate(exc) from None
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return Completion(
+            text=text,
+            usage=Usage(
+                input_tokens=message.usage.input_tokens or 0,
+                output_tokens=message.usage.output_tokens or 0,
+            ),
+            model=message.model or self.default_model,
+            finish_reason=_finish_reason(message.stop_reason),
+        )
+
+    async def stream(
+        self, request: InferenceRequest, *, timeout_s: float
+    ) -> AsyncIterator[StreamChunk]:
+        """Yield one chunk per text delta, then a final empty chunk with finish reason and usage.
+
+        Raises a retryable `ProviderError` if the stream stalls, runs past `timeout_s`, or ends
+        before `message_stop`. Closing the iterator early closes the upstream response.
+        """
+        timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        try:
+            events = await timer.within(
+                self._client.messages.create(**self._params(request), stream=True)
+            )
+        except anthropic.APIError as exc:
+            raise self._translate(exc) from None
+        index = input_tokens = output_tokens = 0
+        stop_reason: str | None = None
+        finished = False
+        try:
+            while not finished:
+                try:
+                    event = await timer.within(anext(events), stall=True)
+                except StopAsyncIteration:
+                    break
+                if event.type == "message_start":
+                    input_tokens = event.message.usage.input_tokens or 0
+                    output_tokens = event.message.usage.output_tokens or 0
+                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    yield StreamChunk(text=event.delta.text, index=index)
+                    index += 1
+                elif event.type == "message_delta":
+                    stop_reason = event.delta.stop_reason
+                    output_tokens = event.usage.output_tokens or output_tokens
+                    input_tokens = event.usage.input_tokens or input_tokens
+                elif event.type == "message_stop":
+                    finished = True
+        except anthropic.APIError as exc:
+            raise self._translate(exc) from None
+        except httpx2.TransportError as exc:
+            raise connection_error(
+                self.name, "connection lost mid-stream", exc, secrets=(self._api_key,)
+            ) from None
+        finally:
+            await events.close()
+        if not finished:
+            raise truncated_stream_error(self.name, index)
+        yield StreamChunk(
+            text="",
+            index=index,
+            finish_reason=_finish_reason(stop_reason),
+            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+        )
+
+    async def aclose(self) -> None:
+        """Close the shared HTTP session."""
+        await self._client.close()
+
+    def _params(self, request: InferenceRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model or self.default_model,
+            "max_tokens": request.max_tokens,
+            "messages": [
+                {"role": m.role, "content": m.content} for m in request.messages_or_prompt
+            ],
+        }
+        if request.system is not None:
+            params["system"] = request.system
+        if request.temperature is not None:
+            # This SDK version no longer has a `temperature` argument; the API still takes it.
+            params["extra_body"] = {"temperature": request.temperature}
+        return params
+
+    def _translate(self, exc: anthropic.APIError) -> ProviderError:
+        secrets = (self._api_key,)
+        if isinstance(exc, anthropic.APITimeoutError):
+            return connection_error(self.name, "request timed out", exc, secrets=secrets)
+        if isinstance(exc, anthropic.APIConnectionError):
+            return connection_error(self.name, "connection failed", exc, secrets=secrets)
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code
+            if status < 400:  # an `event: error` inside a 200 stream
+                kind = exc.type or ""
+                status = _STATUS_OF_ERROR_TYPE.get(kind, 500)
+            return status_error(
+                self.name,
+                status,
+                describe_body(exc.body) or exc.message,
+                exc.response.headers,
+                secrets=secrets,
+                now=self._wall_clock,
+            )
+        return connection_error(self.name, "bad response", exc, secrets=secrets)
+
+
+def _finish_reason(stop_reason: str | None) -> str | None:
+    if stop_reason is None:
+        return None
+    return _FINISH_REASON.get(stop_reason, stop_reason)

@@ -1,0 +1,23 @@
+"""Fake upstream servers speaking the providers' wire formats, with fault injection.
+
+    async with FakeAnthropic() as upstream:
+        upstream.fail_next(Fail(status=429, retry_after="2"))
+        worker = AnthropicWorker("sk-test", base_url=upstream.url)
+        ...
+        assert upstream.request_count == 1
+"""
+
+from .anthropic_api import FakeAnthropic
+from .faults import CutStream, Fail, Fault, Hang, StallStream
+from .upstream import FakeUpstream, ReceivedRequest
+
+__all__ = [
+    "CutStream",
+    "Fail",
+    "FakeAnthropic",
+    "FakeUpstream",
+    "Fault",
+    "Hang",
+    "ReceivedRequest",
+    "StallStream",
+]

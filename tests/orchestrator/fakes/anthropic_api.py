@@ -1,0 +1,117 @@
+"""`FakeAnthropic`: speaks the Anthropic Messages API (`POST /v1/messages`), streaming included."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .faults import Fail
+from .upstream import Event, FakeUpstream, count_words, word_chunks
+
+_ERROR_TYPE = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def _sse(event: str, data: Mapping[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+class FakeAnthropic(FakeUpstream):
+    """Answers `reply` one word per token; stops at `max_tokens` with `stop_reason: max_tokens`.
+
+    Input tokens are the words in `system` and the messages. The stream is the exact event
+    sequence of the real API: message_start, content_block_start, ping, content_block_delta…,
+    content_block_stop, message_delta (with usage), message_stop.
+    """
+
+    routes = ("/v1/messages",)
+
+    def error_body(self, fail: Fail) -> Mapping[str, Any]:
+        kind = _ERROR_TYPE.get(fail.status, "api_error" if fail.status >= 500 else "error")
+        return {"type": "error", "error": {"type": kind, "message": fail.message}}
+
+    def _tokens(self, body: Mapping[str, Any]) -> tuple[list[str], str, int]:
+        chunks = word_chunks(self.reply)
+        max_tokens = int(body.get("max_tokens", len(chunks)))
+        stop_reason = "max_tokens" if len(chunks) > max_tokens else "end_turn"
+        system = body.get("system")
+        words = count_words(system if isinstance(system, str) else None)
+        words += count_words(*(str(m.get("content", "")) for m in body.get("messages", ())))
+        return chunks[:max_tokens], stop_reason, words
+
+    def _message(self, body: Mapping[str, Any], n: int) -> dict[str, Any]:
+        return {
+            "id": f"msg_fake_{n}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "claude-fake"),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+
+    def answer_body(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        chunks, stop_reason, input_tokens = self._tokens(body)
+        message = self._message(body, self.request_count)
+        message["content"] = [{"type": "text", "text": "".join(chunks)}]
+        message["stop_reason"] = stop_reason
+        message["usage"] = {"input_tokens": input_tokens, "output_tokens": len(chunks)}
+        return message
+
+    def answer_events(self, body: Mapping[str, Any]) -> list[Event]:
+        chunks, stop_reason, input_tokens = self._tokens(body)
+        message = self._message(body, self.request_count)
+        message["usage"] = {"input_tokens": input_tokens, "output_tokens": 1}
+        events = [
+            Event(data=_sse("message_start", {"type": "message_start", "message": message})),
+            Event(
+                data=_sse(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
+            ),
+            Event(data=_sse("ping", {"type": "ping"})),
+        ]
+        events += [
+            Event(
+                data=_sse(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": chunk},
+                    },
+                ),
+                text=True,
+            )
+            for chunk in chunks
+        ]
+        events += [
+            Event(data=_sse("content_block_stop", {"type": "content_block_stop", "index": 0})),
+            Event(
+                data=_sse(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                        "usage": {"output_tokens": len(chunks)},
+                    },
+                )
+            ),
+            Event(data=_sse("message_stop", {"type": "message_stop"})),
+        ]
+        return events

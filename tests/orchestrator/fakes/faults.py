@@ -1,0 +1,48 @@
+"""What a fake upstream can be told to do wrong, one request at a time or until told otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fail:
+    """Answer with HTTP `status` and the provider's error body.
+
+    `retry_after` is the raw `Retry-After` header value (delta seconds or an HTTP date);
+    `message` goes into the error body verbatim (a test may put a secret in it).
+    """
+
+    status: int
+    retry_after: str | None = None
+    message: str = "injected failure"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hang:
+    """Accept the request and never answer (until the client gives up or the server stops)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CutStream:
+    """Send `after_chunks` text chunks, then end the answer without its end-of-answer marker.
+
+    `abrupt=True` drops the TCP connection mid-body; `abrupt=False` ends the HTTP body cleanly,
+    which only the missing marker (`message_stop`, a finish reason, `stop: true`) betrays.
+    A non-streaming answer is cut halfway through its JSON body.
+    """
+
+    after_chunks: int = 1
+    abrupt: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StallStream:
+    """Send `after_chunks` text chunks, then go silent with the connection open."""
+
+    after_chunks: int = 1
+
+
+Fault = Fail | Hang | CutStream | StallStream
