@@ -1,2 +1,400 @@
-def main() -> int:
+"""The `coordinator` command: a thin layer over the queue, the fleet and agent memory.
+
+Imports of anything heavy happen inside the commands, so `coordinator --help` stays fast.
+Exit codes: 0 success; 1 the work did not all succeed (or nothing to claim); 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coordinator.errors import CoordinatorError
+from coordinator.task import Priority, TaskState
+
+if TYPE_CHECKING:
+    from coordinator.config import Settings
+    from coordinator.queue import FolderQueue, TaskRecord
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except CoordinatorError as exc:
+        print(f"coordinator: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        # Errors from agent memory (memory_db) carry their own clear messages.
+        if type(exc).__module__.startswith("memory_db"):
+            print(f"coordinator: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coordinator",
+        description="Run a fleet of coding agents over a folder of TOML task files.",
+    )
+    parser.add_argument("--config", type=Path, help="settings file (default ./coordinator.toml)")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = _command(sub, "run", _run, "claim and run tasks with a fleet of agents")
+    run.add_argument("--agents", type=int, help="agent loops to run (default 1)")
+    run.add_argument("--agent", help="agent profile (echo, claude, a configured one) or a "
+                     "shell command; {prompt} and {task_id} are substituted, shell-quoted")
+    run.add_argument("--until-empty", action="store_true",
+                     help="exit when nothing is claimable or running (exit 1 if any task "
+                     "did not end done)")
+    run.add_argument("--lease-s", type=float, help="lease length in seconds (default 60)")
+    run.add_argument("--grace-s", type=float,
+                     help="on SIGINT/SIGTERM, seconds running agents may finish (default 10)")
+    run.add_argument("--workdir", type=Path,
+                     help="directory agents run in (a task's workdir is relative to it)")
+    run.add_argument("--no-memory", action="store_true", help="do not record in agent memory")
+    _db_flag(run)
+
+    status = _command(sub, "status", _status, "task counts, running tasks and rejected files")
+    _json_flag(status)
+
+    tasks = sub.add_parser("tasks", help="list, add, show, retry and cancel tasks")
+    tasks_sub = tasks.add_subparsers(metavar="ACTION")
+    lst = _command(tasks_sub, "list", _tasks_list, "list tasks")
+    lst.add_argument("--state", choices=[s.value for s in TaskState], help="only this state")
+    _json_flag(lst)
+    add = _command(tasks_sub, "add", _tasks_add, "add a task (written atomically to the folder)")
+    add.add_argument("prompt")
+    add.add_argument("--priority", choices=[p.value for p in Priority], default="normal")
+    add.add_argument("--id", dest="task_id", help="task id (default: generated)")
+    add.add_argument("--depends-on", nargs="+", default=[], metavar="ID")
+    add.add_argument("--title", default="")
+    show = _command(tasks_sub, "show", _tasks_show, "everything about one task")
+    show.add_argument("task_id", metavar="ID")
+    _json_flag(show)
+    retry = _command(tasks_sub, "retry", _tasks_retry, "send a failed/cancelled task back")
+    retry.add_argument("task_id", metavar="ID")
+    cancel = _command(tasks_sub, "cancel", _tasks_cancel, "cancel a pending or running task")
+    cancel.add_argument("task_id", metavar="ID")
+
+    claim = _command(sub, "claim", _claim, "claim the next task for an agent outside the fleet")
+    claim.add_argument("--agent", required=True, help="the claiming agent's name")
+    claim.add_argument("--lease-s", type=float)
+    _json_flag(claim)
+    heartbeat = _command(sub, "heartbeat", _heartbeat, "renew a claim's lease")
+    heartbeat.add_argument("task_id", metavar="ID")
+    heartbeat.add_argument("--token", type=int, required=True)
+    heartbeat.add_argument("--lease-s", type=float)
+    complete = _command(sub, "complete", _complete, "mark a claimed task done")
+    complete.add_argument("task_id", metavar="ID")
+    complete.add_argument("--token", type=int, required=True)
+    fail = _command(sub, "fail", _fail, "report a failed attempt (retried up to max_attempts)")
+    fail.add_argument("task_id", metavar="ID")
+    fail.add_argument("--token", type=int, required=True)
+    fail.add_argument("--reason", required=True)
+
+    memory = sub.add_parser("memory", help="read agent memory (read-only)")
+    memory_sub = memory.add_subparsers(metavar="ACTION")
+    query = memory_sub.add_parser("query", help="a named query; `memory query --list` lists them")
+    query.set_defaults(handler=_memory_query)
+    query.add_argument("name", nargs="?", help="query name")
+    query.add_argument("--list", action="store_true", help="list the named queries")
+    query.add_argument("--task", help="filter by task id")
+    query.add_argument("--module", help="filter by module")
+    query.add_argument("--outcome", help="filter by outcome")
+    query.add_argument("--limit", type=int, default=100)
+    _db_flag(query)
+    _json_flag(query)
+    sql = memory_sub.add_parser("sql", help="run one read-only SQL statement")
+    sql.set_defaults(handler=_memory_sql)
+    sql.add_argument("statement", metavar="SQL")
+    _db_flag(sql)
+    _json_flag(sql)
+    return parser
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Any, text: str
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=text, description=text)
+    parser.set_defaults(handler=handler)
+    parser.add_argument("--tasks", type=Path, help="the task folder (default ./tasks)")
+    return parser
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _db_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="agent memory SQLAlchemy URL "
+                        "(default sqlite:///.coordinator/memory.db, or COORDINATOR_DB_URL)")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from coordinator.config import load_settings
+
+    flags = {name: getattr(args, name, None) for name in
+             ("tasks", "agents", "agent", "lease_s", "grace_s", "db", "workdir")}
+    return load_settings(flags, config_path=args.config)
+
+
+def _queue(settings: Settings) -> FolderQueue:
+    from coordinator.queue import FolderQueue
+
+    return FolderQueue(settings.tasks, retry_backoff_s=settings.retry_backoff_s)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _record_summary(record: TaskRecord) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "id": record.task.id,
+        "state": record.state.value,
+        "priority": record.task.priority.value,
+        "title": record.task.title,
+        "attempts": sum(1 for a in record.history if a.outcome != "released"),
+        "max_attempts": record.task.max_attempts,
+        "depends_on": list(record.task.depends_on),
+        "source": record.source,
+        "reason": record.reason,
+    }
+    if record.lease is not None:
+        summary["agent"] = record.lease.agent
+        summary["lease_expires_at"] = record.lease.expires_at
+    return summary
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+              for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _run(args: argparse.Namespace) -> int:
+    from coordinator.agents import resolve_profile
+    from coordinator.fleet import Fleet, FleetSettings
+    from coordinator.progress import Progress
+
+    settings = _settings(args)
+    queue = _queue(settings)
+    ingest = queue.ingest()
+    for rejected in ingest.rejected:
+        print(f"rejected {rejected.name}: {rejected.reason}", file=sys.stderr)
+    memory = None
+    if not args.no_memory:
+        from memory_db import AgentMemory
+
+        memory = AgentMemory(settings.db)
+    fleet_settings = FleetSettings(
+        agents=settings.agents, lease_s=settings.lease_s, grace_s=settings.grace_s,
+        poll_s=settings.poll_s, workdir=settings.workdir,
+    )
+    profile = resolve_profile(settings.agent, settings.profiles)
+    with Progress(queue, settings.agents) as progress:
+        fleet = Fleet(queue, profile, settings=fleet_settings, profiles=settings.profiles,
+                      memory=memory, on_event=progress.on_event)
+        with fleet.signals_handled():
+            result = fleet.run(until_empty=args.until_empty)
+    if memory is not None:
+        memory.close()
+    counts = ", ".join(f"{state.value} {n}" for state, n in result.counts.items() if n)
+    print(f"coordinator: {counts or 'no tasks'}", file=sys.stderr)
+    if result.stopped_by_signal:
+        return 130
+    return 0 if result.all_done else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    queue = _queue(_settings(args))
+    queue.ingest()
+    counts = queue.counts()
+    running = queue.records(TaskState.CLAIMED)
+    rejected = queue.rejected()
+    if args.json:
+        _print_json({
+            "counts": {state.value: n for state, n in counts.items()},
+            "running": [_record_summary(r) for r in running],
+            "rejected": [{"file": r.name, "reason": r.reason} for r in rejected],
+        })
+        return 0
+    print(_table([[state.value, str(n)] for state, n in counts.items()], ["state", "tasks"]))
+    if running:
+        now = time.time()
+        print("\nrunning:")
+        print(_table(
+            [[r.task.id, r.lease.agent if r.lease else "?", str(r.attempts + 1),
+              f"{(r.lease.expires_at - now):.0f}s" if r.lease else "?"] for r in running],
+            ["task", "agent", "attempt", "lease left"],
+        ))
+    if rejected:
+        print("\nrejected:")
+        for r in rejected:
+            print(f"  {r.reason}")
     return 0
+
+
+def _tasks_list(args: argparse.Namespace) -> int:
+    queue = _queue(_settings(args))
+    queue.ingest()
+    state = TaskState(args.state) if args.state else None
+    rows = [_record_summary(r) for r in queue.records(state)] if state != TaskState.REJECTED \
+        else []
+    if state in (None, TaskState.REJECTED):
+        rows += [{"id": r.name, "state": "rejected", "priority": "", "title": "",
+                  "attempts": 0, "reason": r.reason, "file": str(r.path)}
+                 for r in queue.rejected()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no tasks")
+        return 0
+    print(_table(
+        [[r["id"], r["state"], r["priority"], f"{r['attempts']}", r.get("reason") or r["title"]]
+         for r in rows],
+        ["id", "state", "priority", "attempts", "title / reason"],
+    ))
+    return 0
+
+
+def _tasks_add(args: argparse.Namespace) -> int:
+    queue = _queue(_settings(args))
+    task = queue.add(args.prompt, task_id=args.task_id, priority=Priority(args.priority),
+                     depends_on=tuple(args.depends_on), title=args.title)
+    print(task.id)
+    return 0
+
+
+def _tasks_show(args: argparse.Namespace) -> int:
+    queue = _queue(_settings(args))
+    record = queue.get(args.task_id)
+    if args.json:
+        _print_json(record.to_json() | {"state": record.state.value})
+        return 0
+    task = record.task
+    print(f"{task.id}: {record.state.value}" + (f" — {record.reason}" if record.reason else ""))
+    print(f"  title:      {task.title}")
+    print(f"  priority:   {task.priority.value}")
+    print(f"  attempts:   {record.attempts} of {task.max_attempts}")
+    print(f"  depends on: {', '.join(task.depends_on) or '-'}")
+    print(f"  source:     {queue.root / record.source}")
+    if record.lease:
+        print(f"  lease:      {record.lease.agent}, token {record.lease.token}, "
+              f"{record.lease.expires_at - time.time():.0f}s left")
+    print(f"  prompt:     {task.prompt}")
+    for attempt in record.history:
+        print(f"  attempt {attempt.attempt}: {attempt.outcome} by {attempt.agent}"
+              + (f", exit {attempt.exit_code}" if attempt.exit_code is not None else "")
+              + (f" — {attempt.reason}" if attempt.reason else "")
+              + (f" (log {attempt.log_path})" if attempt.log_path else ""))
+    return 0
+
+
+def _tasks_retry(args: argparse.Namespace) -> int:
+    record = _queue(_settings(args)).retry(args.task_id)
+    print(f"{record.task.id}: {record.state.value}")
+    return 0
+
+
+def _tasks_cancel(args: argparse.Namespace) -> int:
+    record = _queue(_settings(args)).cancel(args.task_id)
+    print(f"{record.task.id}: {record.state.value}")
+    return 0
+
+
+def _claim(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    claim = _queue(settings).claim(args.agent, lease_s=settings.lease_s)
+    if claim is None:
+        print("coordinator: no task is ready to claim", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json({
+            "id": claim.task.id, "token": claim.token, "attempt": claim.attempt,
+            "prompt": claim.task.prompt, "task_file": str(claim.source),
+            "expires_at": claim.expires_at, "lease_s": settings.lease_s,
+        })
+    else:
+        print(f"{claim.task.id} {claim.token}")
+    return 0
+
+
+def _heartbeat(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    expires = _queue(settings).heartbeat(args.task_id, args.token, lease_s=settings.lease_s)
+    print(f"{args.task_id}: lease renewed for {expires - time.time():.0f}s")
+    return 0
+
+
+def _complete(args: argparse.Namespace) -> int:
+    _queue(_settings(args)).complete(args.task_id, args.token)
+    print(f"{args.task_id}: done")
+    return 0
+
+
+def _fail(args: argparse.Namespace) -> int:
+    state = _queue(_settings(args)).fail(args.task_id, args.token, reason=args.reason)
+    print(f"{args.task_id}: {state.value}")
+    return 0
+
+
+def _memory_query(args: argparse.Namespace) -> int:
+    from memory_db import NAMED_QUERIES, open_engine, run_named_query
+
+    if args.list or not args.name:
+        for name, query in NAMED_QUERIES.items():
+            print(f"{name:16} {query.description}")
+        return 0
+    filters = {k: v for k, v in (("task_id", args.task), ("module", args.module),
+                                 ("outcome", args.outcome)) if v is not None}
+    engine = open_engine(_settings(args).db)
+    columns, rows = run_named_query(engine, args.name, limit=args.limit, **filters)
+    _print_rows(columns, rows, as_json=args.json)
+    return 0
+
+
+def _memory_sql(args: argparse.Namespace) -> int:
+    from memory_db import open_engine, run_readonly_sql
+
+    engine = open_engine(_settings(args).db)
+    columns, rows = run_readonly_sql(engine, args.statement)
+    _print_rows(columns, rows, as_json=args.json)
+    return 0
+
+
+def _print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, as_json: bool) -> None:
+    if as_json:
+        _print_json([dict(zip(columns, row, strict=True)) for row in rows])
+    elif rows:
+        print(_table([["" if v is None else str(v) for v in row] for row in rows], list(columns)))
+    else:
+        print("(no rows)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -611,12 +611,14 @@ class FolderQueue:
         log_path: str | None = None,
         started_at: float | None = None,
         outcome: str = "failed",
+        permanent: bool = False,
     ) -> TaskState:
         """Record a failed attempt: back to `pending` after a backoff, or `failed` when the
-        task has used `max_attempts`. Returns the new state. Raises `LeaseLost`."""
+        task has used `max_attempts` (or at once if `permanent`, for a failure no retry can
+        fix). Returns the new state. Raises `LeaseLost`."""
         with self._held(task_id, token) as record:
             attempt = self._attempt(record, outcome, exit_code, reason, log_path, started_at)
-            return self._after_failed_attempt(record, attempt).state
+            return self._after_failed_attempt(record, attempt, permanent=permanent).state
 
     def release(self, task_id: str, token: int, *, reason: str = "released") -> None:
         """Give the task back to `pending` without using up an attempt (e.g. on shutdown)."""
@@ -648,9 +650,16 @@ class FolderQueue:
             log_path=log_path,
         )
 
-    def _after_failed_attempt(self, record: TaskRecord, attempt: AttemptRecord) -> TaskRecord:
+    def _after_failed_attempt(
+        self, record: TaskRecord, attempt: AttemptRecord, *, permanent: bool = False
+    ) -> TaskRecord:
         attempts = record.attempts + 1
         history = (*record.history, attempt)
+        if permanent:
+            return self._move(
+                record, TaskState.FAILED, lease=None, attempts=attempts, history=history,
+                reason=attempt.reason,
+            )
         if attempts >= record.task.max_attempts:
             why = f"{attempt.outcome} on attempt {attempts} of {record.task.max_attempts}"
             reason = f"{why}: {attempt.reason}" if attempt.reason else why

@@ -1,0 +1,142 @@
+"""Settings: flags, then environment, then `coordinator.toml`, then defaults.
+
+`coordinator.toml` (in the current directory, or `--config PATH` / `COORDINATOR_CONFIG`):
+
+    tasks = "tasks"          # the queue folder
+    agents = 4               # agent loops for `coordinator run`
+    agent = "claude"         # default profile name, or a command
+    lease_s = 60
+    grace_s = 10
+    db = "sqlite:///.coordinator/memory.db"
+
+    [profiles.reviewer]      # a named agent profile; tasks pick it with agent = "reviewer"
+    command = "claude --print --model opus {prompt}"
+    env = { REVIEW = "1" }
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from coordinator.agents import AgentProfile
+from coordinator.errors import ConfigError
+
+CONFIG_FILE = "coordinator.toml"
+DEFAULT_DB_URL = "sqlite:///.coordinator/memory.db"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the CLI needs, resolved once. Defaults live here."""
+
+    tasks: Path = Path("tasks")
+    agents: int = 1
+    agent: str = "echo"
+    lease_s: float = 60.0
+    grace_s: float = 10.0
+    poll_s: float = 0.5
+    retry_backoff_s: float = 5.0
+    db: str = DEFAULT_DB_URL
+    workdir: Path = field(default_factory=Path.cwd)
+    profiles: Mapping[str, AgentProfile] = field(default_factory=dict)
+
+
+# setting -> (environment variable, type)
+_SOURCES: dict[str, tuple[str, type]] = {
+    "tasks": ("COORDINATOR_TASKS", Path),
+    "agents": ("COORDINATOR_AGENTS", int),
+    "agent": ("COORDINATOR_AGENT", str),
+    "lease_s": ("COORDINATOR_LEASE_S", float),
+    "grace_s": ("COORDINATOR_GRACE_S", float),
+    "poll_s": ("COORDINATOR_POLL_S", float),
+    "retry_backoff_s": ("COORDINATOR_RETRY_BACKOFF_S", float),
+    "db": ("COORDINATOR_DB_URL", str),
+    "workdir": ("COORDINATOR_WORKDIR", Path),
+}
+
+
+def load_settings(
+    flags: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] = os.environ,
+    config_path: Path | None = None,
+) -> Settings:
+    """Resolve settings; `flags` holds only the flags the user actually gave.
+
+    Raises `ConfigError` naming the flag, variable or file key that is malformed.
+    """
+    path = config_path or (Path(environ["COORDINATOR_CONFIG"]) if "COORDINATOR_CONFIG" in
+                           environ else Path(CONFIG_FILE))
+    file_values = _read_config_file(path, required=config_path is not None)
+    values: dict[str, Any] = {}
+    for name, (env_name, kind) in _SOURCES.items():
+        if flags.get(name) is not None:
+            values[name] = _coerce(flags[name], kind, f"flag --{name.replace('_', '-')}")
+        elif env_name in environ:
+            values[name] = _coerce(environ[env_name], kind, f"environment variable {env_name}")
+        elif name in file_values:
+            values[name] = _coerce(file_values[name], kind, f"{path}: key {name!r}")
+    values["profiles"] = _profiles(file_values.get("profiles", {}), path)
+    unknown = set(file_values) - set(_SOURCES) - {"profiles"}
+    if unknown:
+        known = ", ".join([*_SOURCES, "profiles"])
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {known}")
+    settings = Settings(**values)
+    for item in fields(Settings):
+        value = getattr(settings, item.name)
+        if item.name in ("agents",) and value < 1:
+            raise ConfigError(f"agents must be >= 1, got {value}")
+        if item.name in ("lease_s", "poll_s") and value <= 0:
+            raise ConfigError(f"{item.name} must be > 0, got {value}")
+    return settings
+
+
+def _read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: no such config file") from None
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from exc
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got a boolean")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+
+
+def _profiles(table: Any, path: Path) -> dict[str, AgentProfile]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [profiles] must be a table of tables")
+    profiles = {}
+    for name, spec in table.items():
+        where = f"{path}: [profiles.{name}]"
+        if not isinstance(spec, dict) or not isinstance(spec.get("command"), str):
+            raise ConfigError(f"{where}: needs command = \"...\"")
+        extra = set(spec) - {"command", "env", "description"}
+        if extra:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
+        env = spec.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise ConfigError(f"{where}: env must be a table of strings")
+        try:
+            profiles[name] = AgentProfile(
+                name=name, command=spec["command"], env=env,
+                description=str(spec.get("description", "")),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    return profiles

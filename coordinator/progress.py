@@ -1,0 +1,94 @@
+"""Showing a running fleet: a live status line in a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TextIO
+
+from coordinator.fleet import EventKind, FleetEvent
+from coordinator.queue import FolderQueue
+from coordinator.task import TaskState
+
+
+class Progress:
+    """Receives fleet events and prints them; in a terminal, keeps a status line fresh."""
+
+    def __init__(
+        self, queue: FolderQueue, agents: int, *, out: TextIO = sys.stderr,
+        live: bool | None = None, refresh_s: float = 0.5,
+    ) -> None:
+        self._queue = queue
+        self._agents = agents
+        self._out = out
+        self._live = out.isatty() if live is None else live
+        self._refresh_s = refresh_s
+        self._running: dict[str, str] = {}  # agent -> task id
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        if self._live:
+            self._thread = threading.Thread(target=self._refresh_loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._write_line(self.status_line())
+            self._out.write("\n")
+            self._out.flush()
+
+    def on_event(self, event: FleetEvent) -> None:
+        with self._lock:
+            if event.kind == EventKind.STARTED:
+                self._running[event.agent] = event.task_id
+            else:
+                self._running.pop(event.agent, None)
+        self._print(_describe(event))
+
+    def status_line(self) -> str:
+        counts = self._queue.counts()
+        with self._lock:
+            busy = len(self._running)
+        return (
+            f"pending {counts[TaskState.PENDING]} · running {counts[TaskState.CLAIMED]} · "
+            f"done {counts[TaskState.DONE]} · failed {counts[TaskState.FAILED]} · "
+            f"rejected {counts[TaskState.REJECTED]} · agents busy {busy}/{self._agents}"
+        )
+
+    def _print(self, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with self._lock:
+            if self._live:
+                self._out.write(f"\r\x1b[K{stamp} {line}\n")
+            else:
+                self._out.write(f"{stamp} {line}\n")
+            self._out.flush()
+
+    def _write_line(self, text: str) -> None:
+        with self._lock:
+            self._out.write(f"\r\x1b[K{text}")
+            self._out.flush()
+
+    def _refresh_loop(self) -> None:
+        while not self._stopped.wait(self._refresh_s):
+            self._write_line(self.status_line())
+
+
+def _describe(event: FleetEvent) -> str:
+    where = f"{event.task_id} (attempt {event.attempt}, {event.agent})"
+    if event.kind == EventKind.STARTED:
+        return f"started   {where}"
+    if event.kind == EventKind.SUCCEEDED:
+        return f"done      {where}"
+    if event.kind == EventKind.FAILED:
+        then = "will retry" if event.task_state == TaskState.PENDING else "failed for good"
+        return f"failed    {where}: {event.detail} — {then}"
+    if event.kind == EventKind.LEASE_LOST:
+        return f"lost      {where}: {event.detail}"
+    return f"released  {where}: {event.detail}"
