@@ -1,0 +1,145 @@
+"""Response cache: one interface, an in-process LRU and a Redis backend.
+
+Keys are opaque strings built by the pipeline (scope prefix + request fingerprint); values are
+`CachedAnswer`s. TTLs are passed on every `put`, so a live change applies to new entries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from orchestrator.request import Usage
+
+__all__ = ["CachedAnswer", "MemoryCache", "RedisCache", "ResponseCache"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CachedAnswer:
+    """What is kept of an answer to serve it again."""
+
+    text: str
+    usage: Usage
+    provider: str
+    model: str
+    finish_reason: str | None = "stop"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "text": self.text,
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "provider": self.provider,
+                "model": self.model,
+                "finish_reason": self.finish_reason,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> CachedAnswer:
+        data: dict[str, Any] = json.loads(raw)
+        return cls(
+            text=data["text"],
+            usage=Usage(input_tokens=data["input_tokens"], output_tokens=data["output_tokens"]),
+            provider=data["provider"],
+            model=data["model"],
+            finish_reason=data["finish_reason"],
+        )
+
+
+@runtime_checkable
+class ResponseCache(Protocol):
+    """A key → `CachedAnswer` store with per-entry TTL."""
+
+    async def get(self, key: str) -> CachedAnswer | None: ...
+
+    async def put(self, key: str, answer: CachedAnswer, *, ttl_s: float) -> None: ...
+
+    async def clear(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryCache:
+    """In-process LRU with TTL; holds at most `max_entries`, evicting the least recently used."""
+
+    __slots__ = ("_clock", "_entries", "max_entries")
+
+    def __init__(self, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, CachedAnswer]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> CachedAnswer | None:
+        return self.get_nowait(key)
+
+    def get_nowait(self, key: str) -> CachedAnswer | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    async def put(self, key: str, answer: CachedAnswer, *, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be > 0, got {ttl_s!r}")
+        entries = self._entries
+        entries[key] = (self._clock() + ttl_s, answer)
+        entries.move_to_end(key)
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+
+    async def clear(self) -> None:
+        self._entries.clear()
+
+    async def aclose(self) -> None:
+        self._entries.clear()
+
+
+class RedisCache:
+    """Cache in Redis (`redis.asyncio`), shared by every process pointed at the same URL.
+
+    Entries expire through Redis' own TTL (millisecond precision); keys carry `prefix`.
+    Eviction beyond memory limits is Redis' policy (`maxmemory-policy allkeys-lru`).
+    """
+
+    __slots__ = ("_client", "prefix", "url")
+
+    def __init__(self, url: str, *, prefix: str = "orchestrator:cache:") -> None:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"url must be a redis:// or rediss:// or unix:// URL, got {url!r}")
+        import redis.asyncio as aioredis  # optional dependency, loaded on use
+
+        self.url, self.prefix = url, prefix
+        self._client = aioredis.Redis.from_url(url)
+
+    async def get(self, key: str) -> CachedAnswer | None:
+        raw = await self._client.get(self.prefix + key)
+        return None if raw is None else CachedAnswer.from_json(raw)
+
+    async def put(self, key: str, answer: CachedAnswer, *, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be > 0, got {ttl_s!r}")
+        await self._client.set(self.prefix + key, answer.to_json(), px=max(1, round(ttl_s * 1000)))
+
+    async def clear(self) -> None:
+        """Delete every key under this cache's prefix."""
+        keys = [key async for key in self._client.scan_iter(match=self.prefix + "*", count=500)]
+        if keys:
+            await self._client.delete(*keys)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

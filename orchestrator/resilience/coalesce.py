@@ -1,0 +1,155 @@
+"""Exact in-flight dedup: identical concurrent requests share one upstream call.
+
+`request_key` fingerprints what determines an answer (model, system prompt, messages, sampling
+parameters) after normalising whitespace and line endings. `Coalescer` maps a key to the flight
+serving it while that flight is in the air; `Broadcast` fans a streamed answer out, chunk by
+chunk, to every subscriber (late subscribers replay from the first chunk). A `DedupHook` may
+match a request to an in-flight one that is not byte-identical (semantic dedup plugs in here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Generic, Protocol, TypeVar, runtime_checkable
+
+from orchestrator.request import InferenceRequest, StreamChunk
+
+__all__ = ["Broadcast", "Coalescer", "DedupHook", "normalise_text", "request_key"]
+
+F = TypeVar("F")
+
+
+def normalise_text(text: str) -> str:
+    """Line endings to \\n, trailing spaces off every line, outer blank space off."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if " \n" in text or "\t\n" in text:
+        text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return text.strip()
+
+
+def request_key(request: InferenceRequest) -> str:
+    """A stable fingerprint of everything that determines the answer to `request`.
+
+    Session, tenant, priority, deadline, metadata and request id are not part of it.
+    """
+    parts = (
+        request.model,
+        normalise_text(request.system) if request.system else None,
+        tuple((m.role, normalise_text(m.content)) for m in request.messages_or_prompt),
+        request.max_tokens,
+        request.temperature,
+    )
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+
+
+@runtime_checkable
+class DedupHook(Protocol):
+    """Finds an in-flight request equivalent to a new one when the exact key does not match.
+
+    `started`/`finished` bracket each flight so the hook can index what is in the air;
+    `match` returns the key of an equivalent flight, or None.
+    """
+
+    def match(self, key: str, request: InferenceRequest) -> str | None: ...
+
+    def started(self, key: str, request: InferenceRequest) -> None: ...
+
+    def finished(self, key: str) -> None: ...
+
+
+class Coalescer(Generic[F]):
+    """The table of flights in the air, keyed by `request_key`."""
+
+    __slots__ = ("_hooks", "_inflight", "hits", "leads")
+
+    def __init__(self, *, hooks: Sequence[DedupHook] = ()) -> None:
+        self._hooks = tuple(hooks)
+        self._inflight: dict[str, F] = {}
+        self.hits = 0
+        self.leads = 0
+
+    def __len__(self) -> int:
+        return len(self._inflight)
+
+    def find(self, key: str, request: InferenceRequest) -> F | None:
+        """The flight already serving `key` (or a hook's equivalent), counting a hit; else None."""
+        flight = self._inflight.get(key)
+        if flight is None and self._hooks:
+            for hook in self._hooks:
+                other = hook.match(key, request)
+                if other is not None and other in self._inflight:
+                    flight = self._inflight[other]
+                    break
+        if flight is not None:
+            self.hits += 1
+        return flight
+
+    def lead(self, key: str, request: InferenceRequest, flight: F) -> None:
+        """Register `flight` as the one serving `key` from now until `finish`."""
+        self._inflight[key] = flight
+        self.leads += 1
+        for hook in self._hooks:
+            hook.started(key, request)
+
+    def finish(self, key: str, flight: F) -> None:
+        """`flight` has landed; later requests for `key` start a new one."""
+        if self._inflight.get(key) is flight:
+            del self._inflight[key]
+            for hook in self._hooks:
+                hook.finished(key)
+
+
+class Broadcast:
+    """One streamed answer, delivered to any number of subscribers chunk by chunk."""
+
+    __slots__ = ("_changed", "_error", "_loop", "chunks", "closed")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._changed: asyncio.Future[None] = self._loop.create_future()
+        self.chunks: list[StreamChunk] = []
+        self.closed = False
+        self._error: BaseException | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(chunk.text for chunk in self.chunks)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def publish(self, chunk: StreamChunk) -> None:
+        if self.closed:
+            raise RuntimeError("publish on a closed Broadcast")
+        self.chunks.append(chunk)
+        self._notify()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """End the stream; subscribers finish normally, or raise `error` after the last chunk."""
+        if self.closed:
+            return
+        self.closed, self._error = True, error
+        self._notify()
+
+    async def subscribe(self) -> AsyncIterator[StreamChunk]:
+        """Every chunk from the first, then those still to come."""
+        index = 0
+        while True:
+            if index < len(self.chunks):
+                chunk = self.chunks[index]
+                index += 1
+                yield chunk
+            elif self.closed:
+                if self._error is not None:
+                    raise self._error
+                return
+            else:
+                await asyncio.shield(self._changed)
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, self._loop.create_future()
+        changed.set_result(None)

@@ -1,0 +1,116 @@
+"""Token-bucket rate limits per provider: requests per second and tokens per minute."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from orchestrator.config import LiveConfig
+
+__all__ = ["RateLimiter", "TokenBucket"]
+
+
+class TokenBucket:
+    """A bucket refilled at `rate_per_s` up to `capacity`; `try_take` never blocks.
+
+    The bucket may go negative through `debit` (work found to cost more after the fact);
+    it then refuses until refilled above zero.
+    """
+
+    __slots__ = ("_clock", "_level", "_stamp", "capacity", "rate_per_s")
+
+    def __init__(
+        self, *, rate_per_s: float, capacity: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate_per_s <= 0:
+            raise ValueError(f"rate_per_s must be > 0, got {rate_per_s!r}")
+        if capacity <= 0:
+            raise ValueError(f"capacity must be > 0, got {capacity!r}")
+        self.rate_per_s, self.capacity, self._clock = rate_per_s, capacity, clock
+        self._level = capacity
+        self._stamp = clock()
+
+    def reconfigure(self, *, rate_per_s: float, capacity: float) -> None:
+        """Change rate and size, keeping the tokens already earned (clipped to the new size)."""
+        self._refill()
+        self.rate_per_s, self.capacity = rate_per_s, capacity
+        self._level = min(self._level, capacity)
+
+    def try_take(self, amount: float = 1.0) -> float:
+        """Take `amount` and return 0.0, or take nothing and return the seconds until it fits.
+
+        An `amount` larger than the bucket is allowed once the bucket is full.
+        """
+        self._refill()
+        need = min(amount, self.capacity)
+        if self._level >= need:
+            self._level -= amount
+            return 0.0
+        return (need - self._level) / self.rate_per_s
+
+    def debit(self, amount: float) -> None:
+        """Remove `amount` unconditionally."""
+        self._refill()
+        self._level -= amount
+
+    def _refill(self) -> None:
+        now = self._clock()
+        elapsed = now - self._stamp
+        if elapsed > 0:
+            self._level = min(self.capacity, self._level + elapsed * self.rate_per_s)
+        self._stamp = now
+
+
+class RateLimiter:
+    """One provider's limits, read live: `rate_limit_rps` (burst of one second) and
+    `rate_limit_tokens_per_min` (burst of one minute). None means unlimited."""
+
+    __slots__ = ("_clock", "_live", "_requests", "_tokens", "name")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        live: LiveConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._live = live if live is not None else LiveConfig()
+        self._clock = clock
+        self._requests: TokenBucket | None = None
+        self._tokens: TokenBucket | None = None
+
+    def try_acquire(self, tokens: int = 0) -> float:
+        """Admit one request estimated at `tokens` input tokens: 0.0, or seconds to wait."""
+        tunables = self._live.current
+        rps, tpm = tunables.rate_limit_rps, tunables.rate_limit_tokens_per_min
+        if rps is None and tpm is None:
+            return 0.0
+        requests = self._bucket("_requests", rps, 1.0) if rps is not None else None
+        token_bucket = self._bucket("_tokens", tpm / 60.0, 60.0) if tpm is not None else None
+        if token_bucket is not None and tokens > 0:
+            wait_s = token_bucket.try_take(tokens)
+            if wait_s > 0:
+                return wait_s
+        if requests is not None:
+            wait_s = requests.try_take(1.0)
+            if wait_s > 0:
+                if token_bucket is not None and tokens > 0:
+                    token_bucket.debit(-tokens)  # give the tokens back
+                return wait_s
+        return 0.0
+
+    def debit_tokens(self, tokens: int) -> None:
+        """Charge tokens learnt after the call (the output) to the tokens/min bucket."""
+        if self._tokens is not None and self._live.current.rate_limit_tokens_per_min is not None:
+            self._tokens.debit(tokens)
+
+    def _bucket(self, attr: str, rate_per_s: float, burst_s: float) -> TokenBucket:
+        bucket: TokenBucket | None = getattr(self, attr)
+        capacity = max(1.0, rate_per_s * burst_s)
+        if bucket is None:
+            bucket = TokenBucket(rate_per_s=rate_per_s, capacity=capacity, clock=self._clock)
+            setattr(self, attr, bucket)
+        elif bucket.rate_per_s != rate_per_s:
+            bucket.reconfigure(rate_per_s=rate_per_s, capacity=capacity)
+        return bucket

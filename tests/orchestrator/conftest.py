@@ -1,0 +1,12 @@
+"""Shared fixtures for the orchestrator tests."""
+
+from __future__ import annotations
+
+import pytest
+from pipeline_fakes import FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when a test advances it."""
+    return FakeClock()

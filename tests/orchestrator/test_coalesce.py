@@ -1,0 +1,112 @@
+"""Coalescing primitives: request fingerprints, the in-flight table, stream fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrator.request import InferenceRequest, Message, StreamChunk
+from orchestrator.resilience.coalesce import Broadcast, Coalescer, request_key
+
+
+def test_identical_after_normalisation_share_a_key() -> None:
+    """Whitespace, line endings and prompt-vs-messages spelling do not change the key."""
+    a = InferenceRequest("Explain  this\r\n", system="be brief ", session_id="s1")
+    b = InferenceRequest(messages=(Message("user", "Explain  this"),), system="be brief")
+    assert request_key(a) == request_key(b)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        InferenceRequest("hi", model="m2"),
+        InferenceRequest("hi", system="s"),
+        InferenceRequest("hi", max_tokens=5),
+        InferenceRequest("hi", temperature=0.5),
+        InferenceRequest("hi!"),
+    ],
+)
+def test_anything_that_changes_the_answer_changes_the_key(other: InferenceRequest) -> None:
+    """Model, system, messages and sampling parameters are part of the key."""
+    assert request_key(InferenceRequest("hi")) != request_key(other)
+
+
+def test_bookkeeping_fields_are_not_part_of_the_key() -> None:
+    """Session, tenant, priority, deadline and metadata do not split a flight."""
+    a = InferenceRequest("hi")
+    b = InferenceRequest(
+        "hi", session_id="x", tenant="t", priority="low", timeout_s=3, metadata={"a": "b"}
+    )
+    assert request_key(a) == request_key(b)
+
+
+def test_coalescer_finds_the_flight_in_the_air_until_it_lands() -> None:
+    """`find` returns the leader while in flight and nothing after `finish`."""
+    coalescer: Coalescer[str] = Coalescer()
+    request = InferenceRequest("hi")
+    key = request_key(request)
+    assert coalescer.find(key, request) is None
+    coalescer.lead(key, request, "flight-1")
+    assert coalescer.find(key, request) == "flight-1"
+    coalescer.finish(key, "flight-1")
+    assert coalescer.find(key, request) is None
+    assert (coalescer.leads, coalescer.hits) == (1, 1)
+
+
+class CaseInsensitiveHook:
+    """A real (if simple) hook: prompts equal ignoring case are equivalent."""
+
+    def __init__(self) -> None:
+        self.by_text: dict[str, str] = {}
+
+    def _text(self, request: InferenceRequest) -> str:
+        return request.messages_or_prompt[-1].content.lower()
+
+    def match(self, key: str, request: InferenceRequest) -> str | None:
+        return self.by_text.get(self._text(request))
+
+    def started(self, key: str, request: InferenceRequest) -> None:
+        self.by_text[self._text(request)] = key
+
+    def finished(self, key: str) -> None:
+        self.by_text = {t: k for t, k in self.by_text.items() if k != key}
+
+
+def test_a_dedup_hook_can_match_non_identical_requests() -> None:
+    """When the exact key misses, a hook may point at an equivalent flight."""
+    coalescer: Coalescer[str] = Coalescer(hooks=[CaseInsensitiveHook()])
+    first, second = InferenceRequest("Hello"), InferenceRequest("HELLO")
+    coalescer.lead(request_key(first), first, "flight")
+    assert coalescer.find(request_key(second), second) == "flight"
+    coalescer.finish(request_key(first), "flight")
+    assert coalescer.find(request_key(second), second) is None
+
+
+async def _collect(broadcast: Broadcast) -> list[str]:
+    return [chunk.text async for chunk in broadcast.subscribe()]
+
+
+async def test_broadcast_fans_every_chunk_to_every_subscriber() -> None:
+    """Early and late subscribers all receive the whole stream in order."""
+    broadcast = Broadcast()
+    early = asyncio.create_task(_collect(broadcast))
+    await asyncio.sleep(0)
+    broadcast.publish(StreamChunk(text="a ", index=0))
+    await asyncio.sleep(0)
+    late = asyncio.create_task(_collect(broadcast))
+    broadcast.publish(StreamChunk(text="b", index=1, finish_reason="stop"))
+    broadcast.close()
+    assert await early == await late == ["a ", "b"]
+
+
+async def test_broadcast_error_reaches_subscribers_after_the_chunks() -> None:
+    """A stream cut mid-answer delivers what arrived, then raises."""
+    broadcast = Broadcast()
+    broadcast.publish(StreamChunk(text="part", index=0))
+    broadcast.close(ConnectionError("cut"))
+    received = []
+    with pytest.raises(ConnectionError):
+        async for chunk in broadcast.subscribe():
+            received.append(chunk.text)
+    assert received == ["part"]

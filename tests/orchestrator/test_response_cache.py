@@ -1,0 +1,110 @@
+"""Response cache conformance: the same behaviour from the in-memory LRU and from Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from pipeline_fakes import FakeClock
+
+from orchestrator.request import Usage
+from orchestrator.resilience.cache import CachedAnswer, MemoryCache, RedisCache, ResponseCache
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+ANSWER = CachedAnswer(
+    text="hello", usage=Usage(input_tokens=3, output_tokens=1), provider="echo", model="echo"
+)
+
+
+def _redis_available() -> bool:
+    try:
+        import redis
+    except ImportError:
+        return False
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def cache(request: pytest.FixtureRequest) -> AsyncIterator[ResponseCache]:
+    if request.param == "memory":
+        yield MemoryCache(max_entries=100)
+        return
+    if not _redis_available():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    backend = RedisCache(REDIS_URL, prefix=f"test:{uuid.uuid4().hex}:")
+    try:
+        yield backend
+    finally:
+        await backend.clear()
+        await backend.aclose()
+
+
+async def test_miss_then_hit(cache: ResponseCache) -> None:
+    """A key not put is a miss; after `put` it returns the same answer."""
+    assert await cache.get("k") is None
+    await cache.put("k", ANSWER, ttl_s=60)
+    assert await cache.get("k") == ANSWER
+
+
+async def test_put_replaces(cache: ResponseCache) -> None:
+    """A second put for a key replaces the first."""
+    await cache.put("k", ANSWER, ttl_s=60)
+    newer = CachedAnswer(text="bye", usage=Usage(), provider="p", model="m", finish_reason=None)
+    await cache.put("k", newer, ttl_s=60)
+    assert await cache.get("k") == newer
+
+
+async def test_entries_expire(cache: ResponseCache) -> None:
+    """An entry past its TTL is gone."""
+    await cache.put("k", ANSWER, ttl_s=0.05)
+    if isinstance(cache, MemoryCache):
+        cache._clock = lambda: float("inf")  # the LRU's clock jumps past the TTL
+    else:
+        await asyncio.sleep(0.1)  # Redis expires on its own clock; 50 ms is the least it can be
+    assert await cache.get("k") is None
+
+
+async def test_clear_empties(cache: ResponseCache) -> None:
+    """`clear` removes every entry."""
+    await cache.put("a", ANSWER, ttl_s=60)
+    await cache.put("b", ANSWER, ttl_s=60)
+    await cache.clear()
+    assert await cache.get("a") is None and await cache.get("b") is None
+
+
+async def test_rejects_non_positive_ttl(cache: ResponseCache) -> None:
+    """ttl_s must be positive."""
+    with pytest.raises(ValueError, match="ttl_s"):
+        await cache.put("k", ANSWER, ttl_s=0)
+
+
+async def test_memory_cache_evicts_the_least_recently_used(clock: FakeClock) -> None:
+    """Beyond max_entries the entry untouched longest goes first."""
+    cache = MemoryCache(max_entries=2, clock=clock)
+    await cache.put("a", ANSWER, ttl_s=60)
+    await cache.put("b", ANSWER, ttl_s=60)
+    await cache.get("a")
+    await cache.put("c", ANSWER, ttl_s=60)
+    assert await cache.get("b") is None
+    assert await cache.get("a") == ANSWER
+
+
+async def test_memory_cache_ttl_follows_its_clock(clock: FakeClock) -> None:
+    """Expiry is judged by the injected clock."""
+    cache = MemoryCache(clock=clock)
+    await cache.put("k", ANSWER, ttl_s=10)
+    clock.advance(9.9)
+    assert await cache.get("k") == ANSWER
+    clock.advance(0.1)
+    assert await cache.get("k") is None
+
+
+def test_redis_cache_refuses_a_non_redis_url() -> None:
+    """A URL of the wrong scheme is rejected naming `url`."""
+    with pytest.raises(ValueError, match="url"):
+        RedisCache("http://localhost:6379")
