@@ -1,0 +1,141 @@
+"""The memory's tables, as typed SQLAlchemy models.
+
+Timestamps are epoch seconds (UTC) stored as double-precision floats: the same value the
+injected clock returns, portable across SQLite and PostgreSQL, and subtractable for
+durations. Outcomes are stored as their enum values in plain VARCHAR columns.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, Double, Enum, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "AttemptOutcome",
+    "AttemptRow",
+    "Base",
+    "ConfigSnapshotRow",
+    "DeadEndRow",
+    "ModificationOutcome",
+    "ModificationRow",
+    "SchemaVersionRow",
+    "TaskRow",
+]
+
+
+class AttemptOutcome(StrEnum):
+    """How one agent attempt at a task ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    LEASE_LOST = "lease_lost"
+    RELEASED = "released"
+
+
+class ModificationOutcome(StrEnum):
+    """Where a self-modification stands; the values are the gate's vocabulary."""
+
+    DEPLOYED = "Deployed"
+    ROLLED_BACK = "RolledBack"
+    VALIDATION_FAILED = "ValidationFailed"
+    REJECTED = "Rejected"
+    IN_PROGRESS = "InProgress"
+
+
+def _enum_column_type(enum_cls: type[StrEnum]) -> Enum:
+    return Enum(
+        enum_cls,
+        native_enum=False,
+        create_constraint=False,
+        length=32,
+        validate_strings=True,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Base(DeclarativeBase):
+    """Declarative base; `Base.metadata` is the current (SCHEMA_VERSION) shape."""
+
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        float: Double(),
+        dict[str, Any]: JSON(),
+        list[str]: JSON(),
+    }
+
+
+class SchemaVersionRow(Base):
+    """One row: the schema version this database was last migrated to."""
+
+    __tablename__ = "schema_version"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    stamped_at: Mapped[float]
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    title: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text)
+    priority: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[float]
+    updated_at: Mapped[float]
+
+
+class AttemptRow(Base):
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(255), ForeignKey("tasks.id"), index=True)
+    attempt: Mapped[int]
+    agent: Mapped[str] = mapped_column(String(255), index=True)
+    started_at: Mapped[float]
+    ended_at: Mapped[float | None]
+    exit_code: Mapped[int | None]
+    outcome: Mapped[AttemptOutcome | None] = mapped_column(_enum_column_type(AttemptOutcome))
+    duration_s: Mapped[float | None]
+    log_path: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)  # added by migration 1
+
+
+class ModificationRow(Base):
+    __tablename__ = "modifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    description: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[str | None] = mapped_column(String(255), ForeignKey("tasks.id"), index=True)
+    files_changed: Mapped[list[str]]
+    outcome: Mapped[ModificationOutcome] = mapped_column(
+        _enum_column_type(ModificationOutcome), index=True
+    )
+    metric_deltas: Mapped[dict[str, Any]]
+    created_at: Mapped[float]
+    updated_at: Mapped[float]
+
+
+class DeadEndRow(Base):
+    __tablename__ = "dead_ends"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    description: Mapped[str] = mapped_column(Text)
+    module: Mapped[str] = mapped_column(String(255), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float]
+
+
+class ConfigSnapshotRow(Base):
+    __tablename__ = "config_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String(255))
+    # Column renamed because VALUES is an SQL keyword, which would trip up raw queries.
+    values: Mapped[dict[str, Any]] = mapped_column("config_values")
+    created_at: Mapped[float]

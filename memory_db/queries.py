@@ -1,0 +1,376 @@
+"""Read-only access to the memory: checked raw SQL, and the named queries the CLI exposes.
+
+Two locks on the door. `check_read_only_sql` lets through exactly one SELECT / WITH /
+EXPLAIN / VALUES statement with no write keyword outside strings and comments; then the
+statement runs in `transaction(read_only=True)`, where the database itself refuses any
+write that slipped past the check.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from sqlalchemy import Double, Engine, Select, case, cast, func, select, text
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from memory_db.engine import transaction
+from memory_db.errors import InvalidQuery, ReadOnlyViolation
+from memory_db.models import (
+    AttemptOutcome,
+    AttemptRow,
+    DeadEndRow,
+    ModificationOutcome,
+    ModificationRow,
+    TaskRow,
+)
+
+__all__ = [
+    "NAMED_QUERIES",
+    "NamedQuery",
+    "QueryFilter",
+    "QueryResult",
+    "check_read_only_sql",
+    "run_named_query",
+    "run_readonly_sql",
+]
+
+_READ_STARTS = frozenset({"SELECT", "WITH", "EXPLAIN", "VALUES"})
+
+# Words that never belong in a read: DML/DDL (also inside a CTE), SQLite's ATTACH/PRAGMA,
+# PostgreSQL's SELECT ... INTO (creates a table), COPY, locking reads, session changes.
+_WRITE_WORDS = frozenset(
+    {
+        "ALTER", "ATTACH", "CALL", "COPY", "CREATE", "DELETE", "DETACH", "DROP", "GRANT",
+        "INSERT", "INTO", "LOCK", "MERGE", "PRAGMA", "REINDEX", "REVOKE", "SET", "TRUNCATE",
+        "UPDATE", "UPSERT", "VACUUM",
+    }
+)  # fmt: skip
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_DOLLAR_TAG = re.compile(r"\$[A-Za-z_0-9]*\$")
+
+
+class QueryResult(NamedTuple):
+    """Column names and rows of one query; unpacks as `columns, rows`."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+
+def check_read_only_sql(sql: str) -> None:
+    """Raise `ReadOnlyViolation` unless `sql` is one SELECT / WITH / EXPLAIN / VALUES statement."""
+    if not isinstance(sql, str):
+        raise InvalidQuery(f"sql must be a str, got {type(sql).__name__}")
+    code = _blank_literals_and_comments(sql).strip()
+    if code.endswith(";"):
+        code = code[:-1].rstrip()
+    if not code:
+        raise ReadOnlyViolation(sql, "empty statement")
+    if ";" in code:
+        raise ReadOnlyViolation(sql, "more than one statement")
+    words = [word.upper() for word in _WORD.findall(code)]
+    if not words or words[0] not in _READ_STARTS:
+        raise ReadOnlyViolation(sql, "only SELECT, WITH, EXPLAIN or VALUES may run")
+    forbidden = sorted(set(words) & _WRITE_WORDS)
+    if forbidden:
+        raise ReadOnlyViolation(sql, f"{forbidden[0]} is not allowed in a read-only query")
+
+
+def run_readonly_sql(
+    engine: Engine, sql: str, params: Mapping[str, Any] | None = None
+) -> QueryResult:
+    """Run one read statement (`:name` placeholders bound from `params`); nothing is written.
+
+    Raises `ReadOnlyViolation` for anything but one read statement (checked before it runs,
+    and again by the database), `InvalidQuery` when the database rejects the SQL.
+    """
+    check_read_only_sql(sql)
+    return _run(engine, text(sql), dict(params or {}), sql)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryFilter:
+    """One optional filter of a named query; `parse` turns the CLI's text into a value."""
+
+    name: str
+    description: str
+    parse: Callable[[str], Any] = str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamedQuery:
+    """A read-only query with a name, a description and optional filters."""
+
+    name: str
+    description: str
+    filters: tuple[QueryFilter, ...]
+    build: Callable[..., Select[Any]]
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.filters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"filters of {self.name!r} repeat a name: {names!r}")
+
+
+def run_named_query(engine: Engine, name: str, **filters: Any) -> QueryResult:
+    """Run `NAMED_QUERIES[name]`; filters left None are ignored, text values are parsed.
+
+    Raises `InvalidQuery` for an unknown name, an unknown filter, or a bad filter value.
+    """
+    query = NAMED_QUERIES.get(name)
+    if query is None:
+        raise InvalidQuery(f"unknown query {name!r}; known: {', '.join(NAMED_QUERIES)}")
+    known = {f.name: f for f in query.filters}
+    unknown = sorted(set(filters) - set(known))
+    if unknown:
+        allowed = ", ".join(known) or "none"
+        raise InvalidQuery(f"query {name!r} has no filter {unknown[0]!r} (filters: {allowed})")
+    parsed: dict[str, Any] = {}
+    for key, value in filters.items():
+        if value is None:
+            continue
+        try:
+            parsed[key] = known[key].parse(value) if isinstance(value, str) else value
+        except ValueError as exc:
+            raise InvalidQuery(f"query {name!r}: bad {key} {value!r}: {exc}") from exc
+    return _run(engine, query.build(**parsed), {}, name)
+
+
+def _run(engine: Engine, statement: Any, params: dict[str, Any], shown: str) -> QueryResult:
+    try:
+        with transaction(engine, read_only=True) as session:
+            result = session.connection().execute(statement, params)
+            if not result.returns_rows:
+                return QueryResult((), ())
+            return QueryResult(tuple(result.keys()), tuple(tuple(row) for row in result))
+    except ReadOnlyViolation:
+        raise
+    except (DBAPIError, StatementError) as exc:
+        cause = exc.orig if exc.orig is not None else exc
+        raise InvalidQuery(f"query failed: {cause}", query=shown) from exc
+
+
+def _blank_literals_and_comments(sql: str) -> str:
+    """`sql` with string literals, quoted identifiers and comments replaced by spaces."""
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"`":
+            end = i + 1
+            while end < n:
+                if sql[end] == ch:
+                    if end + 1 < n and sql[end + 1] == ch:  # doubled quote escapes itself
+                        end += 2
+                        continue
+                    break
+                end += 1
+            i = end + 1
+            out.append(" ")
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end == -1 else end + 1
+            out.append(" ")
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+            out.append(" ")
+        elif ch == "$" and (match := _DOLLAR_TAG.match(sql, i)):
+            end = sql.find(match.group(), match.end())
+            i = n if end == -1 else end + len(match.group())
+            out.append(" ")
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+# -- named queries ----------------------------------------------------------------------
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be >= 1")
+    return number
+
+
+_LIMIT = QueryFilter(name="limit", description="at most this many rows", parse=_positive_int)
+_TASK = QueryFilter(name="task_id", description="only this task")
+_AGENT = QueryFilter(name="agent", description="only this agent")
+_FAILED = (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT)
+
+
+def _tasks(*, state: str | None = None, limit: int = 100) -> Select[Any]:
+    query = select(
+        TaskRow.id.label("task_id"),
+        TaskRow.state,
+        TaskRow.priority,
+        TaskRow.title,
+        TaskRow.created_by,
+        TaskRow.created_at,
+        TaskRow.updated_at,
+    ).order_by(TaskRow.updated_at.desc(), TaskRow.id)
+    if state is not None:
+        query = query.where(TaskRow.state == state)
+    return query.limit(limit)
+
+
+def _attempts(
+    *, task_id: str | None = None, agent: str | None = None, limit: int = 50
+) -> Select[Any]:
+    query = select(
+        AttemptRow.id.label("attempt_id"),
+        AttemptRow.task_id,
+        AttemptRow.attempt,
+        AttemptRow.agent,
+        AttemptRow.outcome,
+        AttemptRow.exit_code,
+        AttemptRow.duration_s,
+        AttemptRow.started_at,
+        AttemptRow.ended_at,
+        AttemptRow.reason,
+        AttemptRow.log_path,
+    ).order_by(AttemptRow.started_at.desc(), AttemptRow.id.desc())
+    if task_id is not None:
+        query = query.where(AttemptRow.task_id == task_id)
+    if agent is not None:
+        query = query.where(AttemptRow.agent == agent)
+    return query.limit(limit)
+
+
+def _failures(*, task_id: str | None = None, limit: int = 50) -> Select[Any]:
+    query = (
+        select(
+            AttemptRow.id.label("attempt_id"),
+            AttemptRow.task_id,
+            AttemptRow.attempt,
+            AttemptRow.agent,
+            AttemptRow.outcome,
+            AttemptRow.exit_code,
+            AttemptRow.reason,
+            AttemptRow.ended_at,
+            AttemptRow.log_path,
+        )
+        .where(AttemptRow.outcome.in_(_FAILED))
+        .order_by(AttemptRow.ended_at.desc(), AttemptRow.id.desc())
+    )
+    if task_id is not None:
+        query = query.where(AttemptRow.task_id == task_id)
+    return query.limit(limit)
+
+
+def _dead_ends(*, module: str | None = None, limit: int = 50) -> Select[Any]:
+    query = select(
+        DeadEndRow.id.label("dead_end_id"),
+        DeadEndRow.module,
+        DeadEndRow.description,
+        DeadEndRow.reason,
+        DeadEndRow.evidence,
+        DeadEndRow.created_at,
+    ).order_by(DeadEndRow.created_at.desc(), DeadEndRow.id.desc())
+    if module is not None:
+        query = query.where(DeadEndRow.module == module)
+    return query.limit(limit)
+
+
+def _modifications(
+    *, outcome: ModificationOutcome | None = None, task_id: str | None = None, limit: int = 50
+) -> Select[Any]:
+    query = select(
+        ModificationRow.id.label("mod_id"),
+        ModificationRow.outcome,
+        ModificationRow.description,
+        ModificationRow.task_id,
+        ModificationRow.files_changed,
+        ModificationRow.metric_deltas,
+        ModificationRow.created_at,
+        ModificationRow.updated_at,
+    ).order_by(ModificationRow.created_at.desc(), ModificationRow.id.desc())
+    if outcome is not None:
+        query = query.where(ModificationRow.outcome == ModificationOutcome(outcome))
+    if task_id is not None:
+        query = query.where(ModificationRow.task_id == task_id)
+    return query.limit(limit)
+
+
+def _stats(*, task_id: str | None = None) -> Select[Any]:
+    def count_of(outcome: AttemptOutcome) -> Any:
+        return func.coalesce(func.sum(case((AttemptRow.outcome == outcome, 1), else_=0)), 0)
+
+    finished = func.count(AttemptRow.outcome)  # COUNT(col) skips attempts still running
+    query = (
+        select(
+            AttemptRow.agent,
+            func.count().label("attempts"),
+            *(count_of(outcome).label(outcome.value) for outcome in AttemptOutcome),
+            (func.count() - finished).label("running"),
+            func.avg(AttemptRow.duration_s).label("mean_duration_s"),
+            (cast(count_of(AttemptOutcome.SUCCEEDED), Double) / func.nullif(finished, 0)).label(
+                "success_rate"
+            ),
+        )
+        .group_by(AttemptRow.agent)
+        .order_by(AttemptRow.agent)
+    )
+    if task_id is not None:
+        query = query.where(AttemptRow.task_id == task_id)
+    return query
+
+
+def _named(*queries: NamedQuery) -> Mapping[str, NamedQuery]:
+    return MappingProxyType({query.name: query for query in queries})
+
+
+NAMED_QUERIES: Mapping[str, NamedQuery] = _named(
+    NamedQuery(
+        name="tasks",
+        description="known tasks, most recently changed first",
+        filters=(QueryFilter(name="state", description="only tasks in this state"), _LIMIT),
+        build=_tasks,
+    ),
+    NamedQuery(
+        name="attempts",
+        description="agent attempts, newest first",
+        filters=(_TASK, _AGENT, _LIMIT),
+        build=_attempts,
+    ),
+    NamedQuery(
+        name="failures",
+        description="failed and timed-out attempts with their reasons, newest first",
+        filters=(_TASK, _LIMIT),
+        build=_failures,
+    ),
+    NamedQuery(
+        name="dead-ends",
+        description="approaches that failed and should not be retried, newest first",
+        filters=(QueryFilter(name="module", description="only this module"), _LIMIT),
+        build=_dead_ends,
+    ),
+    NamedQuery(
+        name="modifications",
+        description="changes the fleet made to this system, newest first",
+        filters=(
+            QueryFilter(
+                name="outcome",
+                description="only this outcome: "
+                + ", ".join(outcome.value for outcome in ModificationOutcome),
+                parse=ModificationOutcome,
+            ),
+            _TASK,
+            _LIMIT,
+        ),
+        build=_modifications,
+    ),
+    NamedQuery(
+        name="stats",
+        description="per agent: attempts by outcome, mean duration (s), success rate",
+        filters=(_TASK,),
+        build=_stats,
+    ),
+)
+"""Every named query, by the name `coordinator memory query NAME` takes."""

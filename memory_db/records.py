@@ -1,0 +1,81 @@
+"""Detached, immutable copies of stored rows, as `AgentMemory` returns them.
+
+Timestamps are epoch seconds (UTC), exactly as the memory's clock returned them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from memory_db.models import AttemptOutcome, ModificationOutcome
+
+__all__ = [
+    "AttemptRecord",
+    "ConfigSnapshotRecord",
+    "DeadEndRecord",
+    "ModificationRecord",
+    "TaskRecord",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRecord:
+    task_id: str
+    title: str
+    prompt: str
+    priority: str
+    state: str
+    created_by: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRecord:
+    """One agent's attempt at a task; `outcome` is None while it is still running."""
+
+    attempt_id: int
+    task_id: str
+    attempt: int
+    agent: str
+    started_at: float
+    ended_at: float | None
+    exit_code: int | None
+    outcome: AttemptOutcome | None
+    duration_s: float | None
+    log_path: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModificationRecord:
+    mod_id: int
+    description: str
+    task_id: str | None
+    files_changed: tuple[str, ...]
+    outcome: ModificationOutcome
+    metric_deltas: Mapping[str, float]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadEndRecord:
+    """An approach that was tried and should not be tried again, and why."""
+
+    dead_end_id: int
+    description: str
+    module: str
+    reason: str
+    evidence: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigSnapshotRecord:
+    snapshot_id: int
+    label: str
+    values: Mapping[str, Any]
+    created_at: float

@@ -1,0 +1,88 @@
+"""Schema versioning: create a fresh database, migrate an older one, refuse a newer one.
+
+Version history (each migration takes the database from version N-1 to N):
+
+    0  the shape before versioning: today's tables, minus `attempts.reason`,
+       and no `schema_version` table
+    1  `attempts.reason` added; `schema_version` stamped
+
+A fresh database gets `Base.metadata` (always the current shape) and is stamped with
+`SCHEMA_VERSION` directly. Migrations run inside one write transaction that first takes
+the database's write lock (SQLite `BEGIN IMMEDIATE`, a PostgreSQL advisory lock), so
+processes opening the same database at once take turns and the losers find it done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from sqlalchemy import Connection, Engine, delete, func, inspect, select, text
+
+from memory_db.engine import transaction
+from memory_db.errors import SchemaTooNew
+from memory_db.models import Base, SchemaVersionRow
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "ensure_schema", "read_schema_version"]
+
+SCHEMA_VERSION = 1
+"""The schema version this code reads and writes."""
+
+Migration = Callable[[Connection], None]
+
+# Any constant shared by every process that migrates this database ("memdb").
+_PG_MIGRATION_LOCK_KEY = 0x6D656D6462
+
+
+def _v1_add_attempt_reason(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE attempts ADD COLUMN reason TEXT"))
+
+
+MIGRATIONS: Mapping[int, Migration] = MappingProxyType({1: _v1_add_attempt_reason})
+"""Migration N takes a database from version N-1 to N; keys are exactly 1..SCHEMA_VERSION."""
+
+
+def ensure_schema(engine: Engine, *, clock: Callable[[], float]) -> int:
+    """Bring the database to `SCHEMA_VERSION` and return it.
+
+    Raises `SchemaTooNew` (leaving the database untouched) when it was written by newer code.
+    """
+    with transaction(engine) as session:
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
+            )
+        found = _current_version(conn)
+        if found is None:
+            Base.metadata.create_all(conn)
+            _stamp(conn, SCHEMA_VERSION, clock())
+            return SCHEMA_VERSION
+        if found > SCHEMA_VERSION:
+            raise SchemaTooNew(found, SCHEMA_VERSION)
+        if found < SCHEMA_VERSION:
+            SchemaVersionRow.__table__.create(conn, checkfirst=True)
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[version](conn)
+            _stamp(conn, SCHEMA_VERSION, clock())
+        return SCHEMA_VERSION
+
+
+def read_schema_version(engine: Engine) -> int | None:
+    """The database's schema version without changing anything; None for an empty database."""
+    with transaction(engine, read_only=True) as session:
+        return _current_version(session.connection())
+
+
+def _current_version(conn: Connection) -> int | None:
+    inspector = inspect(conn)
+    if not inspector.has_table(SchemaVersionRow.__tablename__):
+        # Tables but no stamp: the pre-versioning shape (version 0). Nothing: a fresh database.
+        return 0 if inspector.has_table("tasks") else None
+    stamped = conn.execute(select(func.max(SchemaVersionRow.version))).scalar_one()
+    return 0 if stamped is None else int(stamped)
+
+
+def _stamp(conn: Connection, version: int, now: float) -> None:
+    conn.execute(delete(SchemaVersionRow))
+    conn.execute(SchemaVersionRow.__table__.insert().values(version=version, stamped_at=now))
