@@ -847,6 +847,8 @@ class FolderQueue:
         """When the next pending task can be claimed (now or after its backoff), or None if
         no pending task can run until something else changes (all wait on dependencies)."""
         self._housekeeping()
+        if self._inbox() or any(self._incoming.iterdir()):
+            return self._clock()  # another process is ingesting new work right now
         earliest = None
         for record in self.records(TaskState.PENDING):
             if not self._dependencies_ready(record.task.id):

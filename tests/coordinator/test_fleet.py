@@ -1,0 +1,224 @@
+"""The fleet runs real agent processes: environment, output, retries, timeouts, stops."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from coordinator.agents import AgentProfile, resolve_profile
+from coordinator.fleet import EventKind, Fleet, FleetEvent, FleetSettings
+from coordinator.queue import FolderQueue
+from coordinator.task import TaskState
+
+
+def make_queue(tmp_path: Path, *files: tuple[str, str]) -> FolderQueue:
+    folder = tmp_path / "tasks"
+    folder.mkdir(exist_ok=True)
+    for name, text in files:
+        (folder / name).write_text(text)
+    return FolderQueue(folder, retry_backoff_s=0)
+
+
+def run_fleet(
+    queue: FolderQueue, command: str, *, agents: int = 1, events: list[FleetEvent] | None = None,
+    **settings: object,
+) -> Fleet:
+    fleet = Fleet(
+        queue,
+        resolve_profile(command, {}),
+        settings=FleetSettings(agents=agents, poll_s=0.05, workdir=queue.root.parent,
+                               **settings),  # type: ignore[arg-type]
+        on_event=events.append if events is not None else None,
+    )
+    fleet.run(until_empty=True)
+    return fleet
+
+
+def test_echo_agent_gets_prompt_on_stdin_and_output_goes_to_the_attempt_log(tmp_path):
+    """The built-in echo agent writes the prompt back into the attempt's log file."""
+    queue = make_queue(tmp_path, ("t1.toml", 'prompt = "hello fleet"\n'))
+    run_fleet(queue, "echo")
+    assert queue.get("t1").state == TaskState.DONE
+    assert queue.log_path("t1", 1).read_text() == "hello fleet"
+
+
+def test_agent_sees_the_coordinator_environment(tmp_path):
+    """COORDINATOR_TASK_ID/TASK_FILE/AGENT_ID/ATTEMPT/PROMPT are set for the agent."""
+    queue = make_queue(tmp_path, ("envy.toml", 'prompt = "p r o m p t"\n'))
+    run_fleet(queue, 'env | grep ^COORDINATOR_ | sort')
+    lines = dict(
+        line.split("=", 1) for line in queue.log_path("envy", 1).read_text().splitlines()
+    )
+    assert lines["COORDINATOR_TASK_ID"] == "envy"
+    assert lines["COORDINATOR_ATTEMPT"] == "1"
+    assert lines["COORDINATOR_PROMPT"] == "p r o m p t"
+    assert lines["COORDINATOR_AGENT_ID"].startswith("agent-1@")
+    assert Path(lines["COORDINATOR_TASK_FILE"]).read_text() == 'prompt = "p r o m p t"\n'
+
+
+def test_prompt_and_task_id_are_substituted_shell_quoted(tmp_path):
+    """A prompt full of shell syntax reaches the agent as one literal argument."""
+    nasty = "it's $(touch pwned) `touch pwned2`; echo \\\"hi\\\" > pwned3"
+    queue = make_queue(tmp_path, ("q.toml", f'prompt = "{nasty}"\n'))
+    run_fleet(queue, "printf '%s|%s' {task_id} {prompt}")
+    assert queue.log_path("q", 1).read_text() == 'q|' + nasty.replace('\\"', '"')
+    assert not list(tmp_path.glob("pwned*"))
+
+
+def test_failed_attempts_are_retried_up_to_max_attempts_then_fail(tmp_path):
+    """A non-zero exit is a failed attempt; after max_attempts the task fails with the reason."""
+    queue = make_queue(tmp_path, ("bad.toml", 'prompt = "x"\nmax_attempts = 3\n'))
+    events: list[FleetEvent] = []
+    run_fleet(queue, "exit 7", events=events)
+    record = queue.get("bad")
+    assert record.state == TaskState.FAILED
+    assert [a.exit_code for a in record.history] == [7, 7, 7]
+    assert "exited with code 7" in (record.reason or "")
+    assert [e.kind for e in events].count(EventKind.FAILED) == 3
+
+
+def test_a_flaky_agent_succeeds_on_a_later_attempt(tmp_path):
+    """An agent killed by SIGKILL on its first attempt gets its task again, and finishes it."""
+    queue = make_queue(tmp_path, ("flaky.toml", 'prompt = "x"\n'))
+    run_fleet(queue, 'if [ "$COORDINATOR_ATTEMPT" = 1 ]; then kill -9 $$; fi; echo ok')
+    record = queue.get("flaky")
+    assert record.state == TaskState.DONE
+    assert [a.outcome for a in record.history] == ["failed", "succeeded"]
+    assert record.history[0].reason == "agent killed by signal 9"
+
+
+def test_acceptance_commands_must_pass_for_done(tmp_path):
+    """A failing acceptance command fails the attempt and is named in the reason."""
+    queue = make_queue(
+        tmp_path,
+        ("ok.toml", 'prompt = "x"\nacceptance = ["test -f made.txt"]\n'),
+        ("no.toml", 'prompt = "x"\nmax_attempts = 1\nacceptance = ["true", "test -f nope"]\n'),
+    )
+    run_fleet(queue, 'if [ "$COORDINATOR_TASK_ID" = ok ]; then touch made.txt; fi')
+    assert queue.get("ok").state == TaskState.DONE
+    failed = queue.get("no")
+    assert failed.state == TaskState.FAILED
+    assert "acceptance command 'test -f nope' exited with code 1" in (failed.reason or "")
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    """On timeout the agent and everything it started are killed; the attempt times out."""
+    pid_file = tmp_path / "child.pid"
+    queue = make_queue(tmp_path, ("slow.toml", 'prompt = "x"\ntimeout_s = 0.5\nmax_attempts = 1\n'))
+    run_fleet(queue, f"sleep 300 & echo $! > {pid_file}; wait")
+    record = queue.get("slow")
+    assert record.state == TaskState.FAILED
+    assert record.history[0].outcome == "timed_out"
+    child = int(pid_file.read_text())
+    assert not _alive(child)
+
+
+def test_an_agent_printing_50_mb_is_not_blocked(tmp_path):
+    """Large output streams to the log file while the agent runs; nothing blocks or is lost."""
+    queue = make_queue(tmp_path, ("loud.toml", 'prompt = "x"\n'))
+    run_fleet(queue, "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo tail >&2")
+    assert queue.get("loud").state == TaskState.DONE
+    log = queue.log_path("loud", 1)
+    assert log.stat().st_size == 50_000_000 + len("\ntail\n")
+
+
+def test_a_task_naming_an_unknown_profile_fails_at_once_with_the_reason(tmp_path):
+    """`agent = "nobody"` fails the task without retries, saying which profile is missing."""
+    queue = make_queue(tmp_path, ("who.toml", 'prompt = "x"\nagent = "nobody"\n'))
+    run_fleet(queue, "echo")
+    record = queue.get("who")
+    assert record.state == TaskState.FAILED
+    assert record.reason == "unknown agent profile 'nobody'"
+    assert len(record.history) == 1
+
+
+def test_a_task_picks_its_own_profile(tmp_path):
+    """A task's `agent` field selects a configured profile with its environment."""
+    queue = make_queue(tmp_path, ("mine.toml", 'prompt = "x"\nagent = "greeter"\n'))
+    fleet = Fleet(
+        queue,
+        resolve_profile("echo", {}),
+        settings=FleetSettings(poll_s=0.05, workdir=tmp_path),
+        profiles={"greeter": AgentProfile(name="greeter", command='echo "$GREETING"',
+                                          env={"GREETING": "hi there"})},
+    )
+    fleet.run(until_empty=True)
+    assert queue.log_path("mine", 1).read_text() == "hi there\n"
+
+
+def test_several_agents_share_the_queue_and_run_each_task_once(tmp_path):
+    """Four agent loops run twenty tasks; each task runs exactly once."""
+    queue = make_queue(tmp_path, *[(f"t{i}.toml", f'prompt = "{i}"\n') for i in range(20)])
+    ran = tmp_path / "ran.txt"
+    run_fleet(queue, f"echo $COORDINATOR_TASK_ID >> {ran}", agents=4)
+    assert sorted(ran.read_text().split()) == sorted(f"t{i}" for i in range(20))
+    assert queue.counts()[TaskState.DONE] == 20
+
+
+def test_stop_gives_grace_then_releases_running_tasks_without_using_an_attempt(tmp_path):
+    """After a stop request and its grace period, running agents are killed and released."""
+    started = threading.Event()
+    queue = make_queue(tmp_path, ("long.toml", 'prompt = "x"\n'))
+    fleet = Fleet(
+        queue, resolve_profile("sleep 300", {}),
+        settings=FleetSettings(poll_s=0.05, grace_s=0.0, workdir=tmp_path),
+        on_event=lambda e: started.set() if e.kind == EventKind.STARTED else None,
+    )
+    runner = threading.Thread(target=fleet.run)
+    runner.start()
+    assert started.wait(10)
+    fleet.request_stop()
+    runner.join(10)
+    assert not runner.is_alive()
+    record = queue.get("long")
+    assert record.state == TaskState.PENDING
+    assert record.attempts == 0
+    assert record.history[-1].outcome == "released"
+
+
+def test_cancelling_a_running_task_kills_its_agent(tmp_path):
+    """A cancelled task's agent loses its lease at the next heartbeat and is killed."""
+    started = threading.Event()
+    queue = make_queue(tmp_path, ("doomed.toml", 'prompt = "x"\n'))
+    events: list[FleetEvent] = []
+
+    def on_event(event: FleetEvent) -> None:
+        events.append(event)
+        if event.kind == EventKind.STARTED:
+            started.set()
+
+    fleet = Fleet(
+        queue, resolve_profile("sleep 300", {}),
+        settings=FleetSettings(poll_s=0.05, lease_s=3, heartbeat_s=0.1, workdir=tmp_path),
+        on_event=on_event,
+    )
+    runner = threading.Thread(target=fleet.run, kwargs={"until_empty": True})
+    runner.start()
+    assert started.wait(10)
+    queue.cancel("doomed")
+    runner.join(20)
+    assert not runner.is_alive()
+    assert queue.get("doomed").state == TaskState.CANCELLED
+    assert events[-1].kind == EventKind.LEASE_LOST
+
+
+@pytest.mark.parametrize("bad", [{"agents": 0}, {"lease_s": 0}, {"grace_s": -1},
+                                 {"lease_s": 10, "heartbeat_s": 10}])
+def test_fleet_settings_are_validated(bad):
+    """Nonsense settings raise ValueError naming the parameter."""
+    with pytest.raises(ValueError, match=next(iter(bad)) if "heartbeat_s" not in bad
+                       else "heartbeat_s"):
+        FleetSettings(**bad)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie of a process we never reaped still "exists"; check its state.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] != "Z"
