@@ -1,0 +1,113 @@
+"""The `coordinator run` process itself: killed, restarted, signalled — nothing lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from coordinator.queue import FolderQueue
+from coordinator.task import TaskState
+
+COORDINATOR = [sys.executable, "-m", "coordinator.cli"]
+
+
+def _tasks(tmp_path: Path, n: int) -> Path:
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"t{i:02}.toml").write_text(f'prompt = "task {i}"\n')
+    return folder
+
+
+def _wait_for(condition, timeout_s: float = 30.0) -> None:
+    """Poll for a condition another process brings about (not a wait for time to pass)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.02)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_coordinator_sigkilled_and_restarted_loses_nothing_and_completes_nothing_twice(tmp_path):
+    """SIGKILL mid-run, then restart: every task ends done, and each agent's work ran to its
+    end exactly once (the restarted coordinator kills the dead one's orphaned agents)."""
+    folder = _tasks(tmp_path, 8)
+    starts, ends = tmp_path / "starts", tmp_path / "ends"
+    agent = f"echo $COORDINATOR_TASK_ID >> {starts}; sleep 2; echo $COORDINATOR_TASK_ID >> {ends}"
+    args = [*COORDINATOR, "run", "--tasks", str(folder), "--agents", "3", "--agent", agent,
+            "--until-empty", "--no-memory"]
+    first = subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: len(_lines(starts)) >= 3)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    interrupted = set(_lines(starts))
+
+    second = subprocess.run(args, cwd=tmp_path, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+
+    queue = FolderQueue(folder)
+    assert queue.counts()[TaskState.DONE] == 8
+    assert sorted(_lines(ends)) == [f"t{i:02}" for i in range(8)]  # each finished once
+    for task_id in interrupted:
+        outcomes = [a.outcome for a in queue.get(task_id).history]
+        assert outcomes == ["lease_lost", "succeeded"], (task_id, outcomes)
+    assert sorted(p.name for p in (folder / "sources").iterdir()) == [
+        f"t{i:02}.toml" for i in range(8)
+    ]
+
+
+def test_sigterm_releases_running_tasks_back_to_pending(tmp_path):
+    """SIGTERM: stop claiming, kill agents after the grace period, release their tasks."""
+    folder = _tasks(tmp_path, 2)
+    starts = tmp_path / "starts"
+    proc = subprocess.Popen(
+        [*COORDINATOR, "run", "--tasks", str(folder), "--agents", "2", "--agent",
+         f"echo $COORDINATOR_TASK_ID >> {starts}; sleep 300", "--grace-s", "0", "--no-memory"],
+        cwd=tmp_path, stderr=subprocess.DEVNULL,
+    )
+    _wait_for(lambda: len(_lines(starts)) == 2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130
+    queue = FolderQueue(folder)
+    for record in queue.records():
+        assert record.state == TaskState.PENDING
+        assert record.attempts == 0
+        assert record.history[-1].outcome == "released"
+
+
+def test_until_empty_exits_1_when_a_task_failed_or_a_file_was_rejected(tmp_path):
+    """--until-empty: exit 0 only if every task ended done."""
+    folder = _tasks(tmp_path, 1)
+    ok = subprocess.run([*COORDINATOR, "run", "--tasks", str(folder), "--agent", "echo",
+                         "--until-empty", "--no-memory"], cwd=tmp_path, capture_output=True)
+    assert ok.returncode == 0
+    (folder / "broken.toml").write_text("prompt = \n")
+    bad = subprocess.run([*COORDINATOR, "run", "--tasks", str(folder), "--agent", "echo",
+                          "--until-empty", "--no-memory"], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert bad.returncode == 1
+    assert "broken.toml:1" in bad.stderr
+
+
+def test_new_files_dropped_while_running_are_picked_up(tmp_path):
+    """Without --until-empty the coordinator watches the folder for new task files."""
+    folder = _tasks(tmp_path, 0)
+    proc = subprocess.Popen(
+        [*COORDINATOR, "run", "--tasks", str(folder), "--agent", "echo", "--no-memory"],
+        cwd=tmp_path, stderr=subprocess.DEVNULL,
+    )
+    try:
+        staged = tmp_path / "late.toml"
+        staged.write_text('prompt = "late arrival"\n')
+        os.rename(staged, folder / "late.toml")
+        _wait_for(lambda: (folder / "done" / "late.json").exists())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
