@@ -115,7 +115,9 @@ def connection_error(
     provider: str, what: str, exc: BaseException, *, secrets: Iterable[str | None] = ()
 ) -> ProviderError:
     """A retryable `ProviderError` for a failed connection or a broken response body."""
-    reason = redact(str(exc), secrets) or type(exc).__name__
+    # SDKs wrap the transport error in a generic one; the cause says what actually happened.
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    reason = " ".join(redact(f"{type(cause).__name__}: {cause}", secrets).split()).rstrip(":")
     return ProviderError(provider, f"{what}: {reason}"[:_MAX_DETAIL_CHARS], retryable=True)
 
 

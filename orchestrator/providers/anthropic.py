@@ -19,7 +19,7 @@ from orchestrator.providers._http import (
 )
 from orchestrator.request import Completion, InferenceRequest, StreamChunk, Usage
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-5-5"
 
 # Anthropic sends errors inside an open stream as `event: error` with HTTP status 200;
 # the error type tells us which status it stands for.

@@ -9,12 +9,16 @@
 
 from .anthropic_api import FakeAnthropic
 from .faults import CutStream, Fail, Fault, Hang, StallStream
+from .llamacpp_api import FakeLlamaCpp
+from .openai_api import FakeOpenAI
 from .upstream import FakeUpstream, ReceivedRequest
 
 __all__ = [
     "CutStream",
     "Fail",
     "FakeAnthropic",
+    "FakeLlamaCpp",
+    "FakeOpenAI",
     "FakeUpstream",
     "Fault",
     "Hang",

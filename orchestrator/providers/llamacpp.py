@@ -1,0 +1,263 @@
+"""`LlamaCppWorker`: llama.cpp's native `/completion` endpoint over one shared aiohttp session.
+
+For llama.cpp's OpenAI-compatible `/v1/chat/completions`, use `OpenAIWorker(base_url=...)`;
+this worker is for servers where the raw endpoint (and our own chat template) is wanted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from orchestrator.errors import ProviderError
+from orchestrator.providers._http import (
+    CallTimer,
+    connection_error,
+    describe_body,
+    status_error,
+    truncated_stream_error,
+)
+from orchestrator.request import Completion, InferenceRequest, Message, StreamChunk, Usage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatTemplate:
+    """How a system prompt and chat turns become one prompt string.
+
+    Each turn format holds `{content}`; `generation_prompt` opens the assistant's turn and
+    `stop` ends generation at the close of that turn. The default is ChatML.
+    """
+
+    system: str = "<|im_start|>system\n{content}<|im_end|>\n"
+    user: str = "<|im_start|>user\n{content}<|im_end|>\n"
+    assistant: str = "<|im_start|>assistant\n{content}<|im_end|>\n"
+    generation_prompt: str = "<|im_start|>assistant\n"
+    stop: tuple[str, ...] = ("<|im_end|>",)
+
+    def __post_init__(self) -> None:
+        for field_name in ("system", "user", "assistant"):
+            if "{content}" not in getattr(self, field_name):
+                raise ValueError(f"{field_name} must contain '{{content}}'")
+
+    def render(self, system: str | None, messages: Sequence[Message]) -> str:
+        """The prompt for `system` and `messages`, ending with the assistant's open turn."""
+        parts = [] if system is None else [self.system.replace("{content}", system)]
+        for message in messages:
+            turn = self.user if message.role == "user" else self.assistant
+            parts.append(turn.replace("{content}", message.content))
+        parts.append(self.generation_prompt)
+        return "".join(parts)
+
+
+CHATML = ChatTemplate()
+
+
+class LlamaCppWorker:
+    """A `Worker` for a llama.cpp server's `/completion` endpoint (JSON, or SSE when streaming).
+
+    `base_url` is the server root (e.g. `http://127.0.0.1:8080`). `model` is only the name we
+    report (llama.cpp serves the one model it loaded). `api_key` is sent as a bearer token for
+    servers started with `--api-key`. One aiohttp session, opened on first use, serves every call.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str = "llama.cpp",
+        name: str = "llamacpp",
+        api_key: str | None = None,
+        template: ChatTemplate = CHATML,
+        stall_timeout_s: float = 30.0,
+        max_connections: int = 1000,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        if api_key is not None and not api_key:
+            raise ValueError("api_key must be a non-empty string or None")
+        if not model:
+            raise ValueError(f"model must be a non-empty string, got {model!r}")
+        if not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if not stall_timeout_s > 0:
+            raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        self.name = name
+        self.default_model = model
+        self._url = base_url.rstrip("/") + "/completion"
+        self._api_key = api_key
+        self._template = template
+        self._stall_timeout_s = stall_timeout_s
+        self._max_connections = max_connections
+        self._wall_clock = wall_clock
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"LlamaCppWorker(name={self.name!r}, url={self._url!r})"
+
+    async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
+        """One `/completion` call; raises `ProviderError` on failure or after `timeout_s`."""
+        timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        try:
+            response = await timer.within(self._post(request, stream=False))
+            try:
+                await self._raise_for_status(response, timer)
+                raw = await timer.within(response.read())
+            finally:
+                response.close()
+            payload = _json_object(raw)
+        except aiohttp.ClientError as exc:
+            raise connection_error(
+                self.name, "request failed", exc, secrets=self._secrets
+            ) from None
+        except ValueError as exc:
+            raise connection_error(self.name, "bad response", exc, secrets=self._secrets) from None
+        if "error" in payload:
+            raise self._error_payload(payload)
+        return Completion(
+            text=str(payload.get("content", "")),
+            usage=_usage(payload),
+            model=self.default_model,
+            finish_reason=_finish_reason(payload),
+        )
+
+    async def stream(
+        self, request: InferenceRequest, *, timeout_s: float
+    ) -> AsyncIterator[StreamChunk]:
+        """Yield one chunk per `data:` event with content, then a final chunk with finish and usage.
+
+        Raises a retryable `ProviderError` if the stream stalls, runs past `timeout_s`, or ends
+        before an event with `stop: true`.
+        """
+        timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        index = 0
+        final: Mapping[str, Any] | None = None
+        try:
+            response = await timer.within(self._post(request, stream=True))
+            try:
+                await self._raise_for_status(response, timer)
+                while final is None:
+                    line = await timer.within(response.content.readline(), stall=True)
+                    if not line:
+                        break
+                    event = _sse_payload(line)
+                    if event is None:
+                        continue
+                    if "error" in event:
+                        raise self._error_payload(event)
+                    content = str(event.get("content", ""))
+                    if content:
+                        yield StreamChunk(text=content, index=index)
+                        index += 1
+                    if event.get("stop"):
+                        final = event
+            finally:
+                response.close()
+        except aiohttp.ClientError as exc:
+            raise connection_error(
+                self.name, "connection lost mid-stream", exc, secrets=self._secrets
+            ) from None
+        except ValueError as exc:
+            raise connection_error(self.name, "bad event", exc, secrets=self._secrets) from None
+        if final is None:
+            raise truncated_stream_error(self.name, index)
+        yield StreamChunk(
+            text="", index=index, finish_reason=_finish_reason(final), usage=_usage(final)
+        )
+
+    async def aclose(self) -> None:
+        """Close the shared HTTP session (if one was opened)."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    @property
+    def _secrets(self) -> tuple[str | None]:
+        return (self._api_key,)
+
+    def _session_for_call(self) -> aiohttp.ClientSession:
+        # Opened lazily: an aiohttp session belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                # CallTimer owns the deadlines; aiohttp's default 5-minute total would fight it.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
+            )
+        return self._session
+
+    async def _post(self, request: InferenceRequest, *, stream: bool) -> aiohttp.ClientResponse:
+        body: dict[str, Any] = {
+            "prompt": self._template.render(request.system, request.messages_or_prompt),
+            "n_predict": request.max_tokens,
+            "stream": stream,
+            "cache_prompt": True,
+            "stop": list(self._template.stop),
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        return await self._session_for_call().post(self._url, json=body, headers=headers)
+
+    async def _raise_for_status(self, response: aiohttp.ClientResponse, timer: CallTimer) -> None:
+        if response.status < 400:
+            return
+        raw = await timer.within(response.read())
+        try:
+            detail = describe_body(json.loads(raw))
+        except ValueError:
+            detail = raw.decode("utf-8", "replace")[:500]
+        raise status_error(
+            self.name,
+            response.status,
+            detail,
+            response.headers,
+            secrets=self._secrets,
+            now=self._wall_clock,
+        )
+
+    def _error_payload(self, payload: Mapping[str, Any]) -> ProviderError:
+        error = payload.get("error")
+        code = error.get("code") if isinstance(error, Mapping) else None
+        status = code if isinstance(code, int) else 500
+        return status_error(self.name, status, describe_body(payload), {}, secrets=self._secrets)
+
+
+def _json_object(raw: bytes) -> Mapping[str, Any]:
+    payload = json.loads(raw)
+    if not isinstance(payload, dict):
+        raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def _sse_payload(line: bytes) -> Mapping[str, Any] | None:
+    """The JSON object of a `data:` (or llama.cpp's `error:`) line; None for other lines."""
+    text = line.decode("utf-8").strip()
+    for prefix in ("data:", "error:"):
+        if text.startswith(prefix):
+            payload = _json_object(text[len(prefix) :].strip().encode())
+            if prefix == "error:" and "error" not in payload:
+                payload = {"error": payload}
+            return payload
+    return None
+
+
+def _usage(payload: Mapping[str, Any]) -> Usage:
+    timings = payload.get("timings")
+    timings = timings if isinstance(timings, Mapping) else {}
+    return Usage(
+        input_tokens=int(payload.get("tokens_evaluated", timings.get("prompt_n", 0)) or 0),
+        output_tokens=int(payload.get("tokens_predicted", timings.get("predicted_n", 0)) or 0),
+    )
+
+
+def _finish_reason(payload: Mapping[str, Any]) -> str:
+    if payload.get("stop_type") == "limit" or payload.get("stopped_limit"):
+        return "length"
+    return "stop"
