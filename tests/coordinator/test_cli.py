@@ -1,0 +1,178 @@
+"""The `coordinator` CLI: a thin layer whose output and exit codes scripts can rely on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coordinator.cli import main
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Run the CLI in-process in an empty directory; return (exit code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("COORDINATOR_TASKS", "COORDINATOR_CONFIG", "COORDINATOR_DB_URL",
+                 "COORDINATOR_LEASE_S"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_tasks_add_then_list_json_shows_id_and_state(cli):
+    """`tasks add` files a task; `tasks list --json` is an array of objects with id and state."""
+    assert cli("tasks", "add", "write docs", "--id", "docs", "--priority", "high")[0] == 0
+    code, out, _ = cli("tasks", "list", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert rows[0]["id"] == "docs" and rows[0]["state"] == "pending"
+    assert rows[0]["priority"] == "high"
+
+
+def test_tasks_add_with_a_known_id_is_refused(cli):
+    """Adding a task whose id is already known exits 2 and says so."""
+    cli("tasks", "add", "one", "--id", "dup")
+    code, _, err = cli("tasks", "add", "two", "--id", "dup")
+    assert code == 2
+    assert "'dup' is already known" in err
+
+
+def test_tasks_add_refuses_a_path_traversal_id(cli, tmp_path):
+    """An id like ../evil is refused and nothing is written outside the folder."""
+    code, _, err = cli("tasks", "add", "x", "--id", "../evil")
+    assert code == 2
+    assert "id must match" in err
+    assert not (tmp_path / "evil.toml").exists()
+
+
+def test_show_of_a_traversal_id_is_unknown(cli):
+    """`tasks show ../../etc/passwd` is simply an unknown task."""
+    code, _, err = cli("tasks", "show", "../../etc/passwd")
+    assert code == 2
+    assert "no task with id" in err
+
+
+def test_external_agent_claims_heartbeats_and_completes(cli):
+    """claim --json gives id and token; heartbeat and complete with that token work."""
+    cli("tasks", "add", "do it", "--id", "job")
+    code, out, _ = cli("claim", "--agent", "outside", "--json")
+    assert code == 0
+    claim = json.loads(out)
+    assert claim["id"] == "job" and claim["prompt"] == "do it" and claim["attempt"] == 1
+    token = str(claim["token"])
+    assert cli("heartbeat", "job", "--token", token)[0] == 0
+    assert cli("complete", "job", "--token", token)[0] == 0
+    assert json.loads(cli("tasks", "list", "--json")[1])[0]["state"] == "done"
+
+
+def test_claim_with_nothing_ready_exits_1(cli):
+    """claim exits 1 when no task is ready, so scripts can loop on it."""
+    code, out, err = cli("claim", "--agent", "a")
+    assert code == 1 and out == ""
+    assert "no task is ready" in err
+
+
+def test_a_stale_token_cannot_complete(cli):
+    """complete with a token that does not hold the lease exits 2 naming the lease problem."""
+    cli("tasks", "add", "x", "--id", "job")
+    _, out, _ = cli("claim", "--agent", "a")
+    task_id, token = out.split()
+    code, _, err = cli("complete", task_id, "--token", str(int(token) + 1))
+    assert code == 2
+    assert "lease on task 'job'" in err
+
+
+def test_fail_retries_then_fails(cli, tmp_path):
+    """fail with a reason sends the task back until max_attempts, then it is failed."""
+    (tmp_path / "coordinator.toml").write_text("retry_backoff_s = 0\n")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "f.toml").write_text('prompt = "x"\nmax_attempts = 2\n')
+    for expected in ("pending", "failed"):
+        _, out, _ = cli("claim", "--agent", "a")
+        task_id, token = out.split()
+        code, out, _ = cli("fail", task_id, "--token", token, "--reason", "tests red")
+        assert code == 0 and out.strip() == f"f: {expected}"
+    code, out, _ = cli("tasks", "show", "f")
+    assert "failed — failed on attempt 2 of 2: tests red" in out
+
+
+def test_cancel_and_retry(cli):
+    """cancel a pending task; retry brings it back to pending."""
+    cli("tasks", "add", "x", "--id", "c")
+    assert cli("tasks", "cancel", "c")[1].strip() == "c: cancelled"
+    assert cli("tasks", "retry", "c")[1].strip() == "c: pending"
+    code, _, err = cli("tasks", "retry", "c")
+    assert code == 2 and "cannot retry task 'c': it is pending" in err
+
+
+def test_rejected_files_are_listed_with_their_reason(cli, tmp_path):
+    """A malformed file shows up as rejected, with file, line and field in the reason."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "bad.toml").write_text('prompt = "x"\npriority = "urgent"\n')
+    rows = json.loads(cli("tasks", "list", "--state", "rejected", "--json")[1])
+    assert rows == [{"id": "bad.toml", "state": "rejected", "priority": "", "title": "",
+                     "attempts": 0, "reason": rows[0]["reason"],
+                     "file": "tasks/rejected/bad.toml"}]
+    assert rows[0]["reason"].startswith("bad.toml:2: field 'priority': expected one of")
+
+
+def test_status_json_counts_every_state(cli):
+    """status --json reports counts for every state."""
+    cli("tasks", "add", "x", "--id", "s")
+    status = json.loads(cli("status", "--json")[1])
+    assert status["counts"] == {"pending": 1, "claimed": 0, "done": 0, "failed": 0,
+                                "cancelled": 0, "rejected": 0}
+
+
+def test_tasks_flag_beats_environment_beats_config_file(cli, tmp_path, monkeypatch):
+    """Settings: flag, then environment, then coordinator.toml, then the default."""
+    (tmp_path / "coordinator.toml").write_text('tasks = "from-file"\n')
+    cli("tasks", "add", "x", "--id", "a")
+    assert (tmp_path / "from-file" / "pending" / "a.json").exists()
+    monkeypatch.setenv("COORDINATOR_TASKS", str(tmp_path / "from-env"))
+    cli("tasks", "add", "x", "--id", "b")
+    assert (tmp_path / "from-env" / "pending" / "b.json").exists()
+    cli("tasks", "add", "x", "--id", "c", "--tasks", str(tmp_path / "from-flag"))
+    assert (tmp_path / "from-flag" / "pending" / "c.json").exists()
+
+
+def test_a_malformed_config_file_is_named(cli, tmp_path):
+    """A bad coordinator.toml value exits 2 naming the file and key."""
+    (tmp_path / "coordinator.toml").write_text('lease_s = "soon"\n')
+    code, _, err = cli("status")
+    assert code == 2
+    assert "coordinator.toml: key 'lease_s': expected float, got 'soon'" in err
+
+
+@pytest.mark.parametrize("command", [
+    ["run"], ["status"], ["tasks", "list"], ["tasks", "add"], ["tasks", "show"],
+    ["tasks", "retry"], ["tasks", "cancel"], ["claim"], ["heartbeat"], ["complete"],
+    ["fail"], ["memory", "query"], ["memory", "sql"],
+])
+def test_every_command_has_help(cli, command):
+    """Every command answers --help with a usage line."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli(*command, "--help")
+    assert exit_info.value.code == 0
+
+
+def test_help_does_not_import_heavy_modules(tmp_path):
+    """`coordinator --help` loads neither SQLAlchemy nor the pipeline (it must stay fast)."""
+    probe = (
+        "import sys; from coordinator.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('sqlalchemy', 'orchestrator', 'memory_db', 'filelock')"
+        " if m in sys.modules]\nprint(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=Path(__file__).parent, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
