@@ -1,0 +1,61 @@
+"""Helpers shared by the coordinator tests and the worker processes they spawn.
+
+The worker functions are top-level so that the `spawn` start method can import them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from coordinator.lease import Owner
+from coordinator.queue import FolderQueue
+
+
+class FakeClock:
+    """A wall clock that moves only when a test advances it."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, s: float) -> None:
+        self.now += s
+
+
+def drop(folder: Path, name: str, text: str | bytes) -> Path:
+    """Drop a task file into the inbox the documented way: write elsewhere, then rename."""
+    data = text.encode() if isinstance(text, str) else text
+    tmp = folder / f".{name}.partial"
+    tmp.write_bytes(data)
+    target = folder / name
+    os.rename(tmp, target)
+    return target
+
+
+def claim_until_empty(root: str, log_dir: str, worker: int, start: object) -> None:
+    """Claim and complete tasks until none is ready, appending each won id to a log."""
+    queue = FolderQueue(root)
+    start.wait()  # type: ignore[attr-defined]
+    with open(Path(log_dir) / f"worker-{worker}.log", "a") as log:
+        while True:
+            claim = queue.claim(f"w{worker}", lease_s=60)
+            if claim is None:
+                return
+            log.write(f"{claim.task.id} {claim.token}\n")
+            log.flush()
+            queue.complete(claim.task.id, claim.token)
+
+
+def claim_and_hang(root: str, with_owner: bool, ready: object) -> None:
+    """Claim one task, report its id and token, then wait to be killed."""
+    queue = FolderQueue(root)
+    owner = Owner.current() if with_owner else None
+    claim = queue.claim("doomed", lease_s=60, owner=owner)
+    assert claim is not None
+    ready.send((claim.task.id, claim.token))  # type: ignore[attr-defined]
+    while True:
+        time.sleep(60)
