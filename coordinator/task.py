@@ -8,6 +8,7 @@ that names the file, the line and the field.
 from __future__ import annotations
 
 import json
+import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -72,8 +73,8 @@ class Task:
             raise ValueError(f"id must match {ID_PATTERN.pattern}, got {self.id!r}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ValueError(f"timeout_s must be a finite number > 0, got {self.timeout_s}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +120,7 @@ def parse_task_file(path: Path, *, data: bytes | None = None) -> list[Task]:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = _line_from_toml_error(str(exc))
+        line = _line_from_toml_error(str(exc), text)
         raise TaskFileError(path, f"TOML syntax error: {exc}", line=line) from exc
     locator = _Locator(text)
     if "tasks" in doc:
@@ -205,7 +206,7 @@ def _task_from_table(
     if table.get("max_attempts", 1) < 1:
         raise error("max_attempts", f"expected {_FIELDS['max_attempts'][1]}, got "
                     f"{table['max_attempts']}")
-    if table.get("timeout_s", 1) <= 0:
+    if not (math.isfinite(table.get("timeout_s", 1)) and table.get("timeout_s", 1) > 0):
         raise error("timeout_s", f"expected {_FIELDS['timeout_s'][1]}, got {table['timeout_s']}")
     return Task(
         id=task_id,
@@ -229,9 +230,13 @@ def _describe(value: object) -> str:
     return f"{names.get(type(value), type(value).__name__)} ({value!r:.40})"
 
 
-def _line_from_toml_error(message: str) -> int | None:
+def _line_from_toml_error(message: str, text: str) -> int | None:
     match = re.search(r"at line (\d+)", message)
-    return int(match.group(1)) if match else None
+    if match:
+        return int(match.group(1))
+    if "end of document" in message:
+        return max(1, len(text.splitlines()))
+    return None
 
 
 class _Locator:
@@ -293,7 +298,9 @@ def tasks_to_toml(tasks: Sequence[Task]) -> str:
 
 def _toml_value(value: object) -> str:
     if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
+        # A JSON string is a TOML basic string, given raw non-ASCII (TOML has no surrogate
+        # escapes) and DEL escaped (TOML forbids it raw).
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)

@@ -157,11 +157,6 @@ def test_task_file_rendering_round_trips_every_field(tmp_path: Path) -> None:
     assert parse_task_file(path) == [task]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tasks_to_toml uses json.dumps (ensure_ascii) which writes characters beyond "
-    "the BMP as surrogate pairs (\\ud83d\\ude00); TOML forbids those escapes",
-)
 def test_task_file_rendering_round_trips_characters_beyond_the_bmp(tmp_path: Path) -> None:
     """A prompt with an emoji survives `tasks_to_toml` and parses back unchanged."""
     task = Task(id="t1", prompt="ship it 🚀 — naïve café")
@@ -252,11 +247,6 @@ def test_out_of_range_numbers_are_rejected(tmp_path: Path, field: str, value: st
     assert "expected" in error.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `nan <= 0` is False, so timeout_s = nan passes both the parser's and "
-    "Task.__post_init__'s range checks",
-)
 def test_nan_timeout_is_rejected(tmp_path: Path) -> None:
     """`timeout_s = nan` is not a number of seconds > 0."""
     error = _rejection(tmp_path, "t.toml", 'prompt = "p"\ntimeout_s = nan\n')
@@ -314,11 +304,6 @@ def test_duplicate_toml_key_is_a_syntax_error(tmp_path: Path) -> None:
     assert error.line == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tomllib reports errors found at the end of the document as "
-    "'(at end of document)', which _line_from_toml_error does not turn into a line",
-)
 def test_syntax_error_at_end_of_document_still_names_a_line(tmp_path: Path) -> None:
     """An unterminated string at the end of the file is reported at the last line."""
     error = _rejection(tmp_path, "t.toml", 'title = "t"\nprompt = "never closed')
