@@ -113,10 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     query.set_defaults(handler=_memory_query)
     query.add_argument("name", nargs="?", help="query name")
     query.add_argument("--list", action="store_true", help="list the named queries")
-    query.add_argument("--task", help="filter by task id")
-    query.add_argument("--module", help="filter by module")
-    query.add_argument("--outcome", help="filter by outcome")
-    query.add_argument("--limit", type=int, default=100)
+    for flag, text in (("--task", "only this task"), ("--agent", "only this agent"),
+                       ("--state", "only tasks in this state"), ("--module", "only this module"),
+                       ("--outcome", "only this outcome"), ("--limit", "at most this many rows")):
+        query.add_argument(flag, help=text)
     _db_flag(query)
     _json_flag(query)
     sql = memory_sub.add_parser("sql", help="run one read-only SQL statement")
@@ -370,10 +370,11 @@ def _memory_query(args: argparse.Namespace) -> int:
         for name, query in NAMED_QUERIES.items():
             print(f"{name:16} {query.description}")
         return 0
-    filters = {k: v for k, v in (("task_id", args.task), ("module", args.module),
-                                 ("outcome", args.outcome)) if v is not None}
+    given = {"task_id": args.task, "agent": args.agent, "state": args.state,
+             "module": args.module, "outcome": args.outcome, "limit": args.limit}
+    filters = {name: value for name, value in given.items() if value is not None}
     engine = open_engine(_settings(args).db)
-    columns, rows = run_named_query(engine, args.name, limit=args.limit, **filters)
+    columns, rows = run_named_query(engine, args.name, **filters)
     _print_rows(columns, rows, as_json=args.json)
     return 0
 

@@ -235,7 +235,7 @@ class Fleet:
 
     def _attempt(self, agent: str, claim: Claim) -> None:
         task = claim.task
-        log_path = self.queue.log_path(task.id, claim.attempt)
+        log_path = self.queue.log_path(task.id, claim.attempt).resolve()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started_at = time.time()
         self._emit(EventKind.STARTED, claim, agent)
