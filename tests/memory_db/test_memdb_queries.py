@@ -1,0 +1,223 @@
+"""Read-only access: one read statement runs; anything that could write is refused."""
+
+from __future__ import annotations
+
+import pytest
+from memdb_helpers import FakeClock
+from sqlalchemy import inspect, text
+
+from memory_db import (
+    NAMED_QUERIES,
+    AgentMemory,
+    InvalidQuery,
+    ReadOnlyViolation,
+    run_named_query,
+    run_readonly_sql,
+    transaction,
+)
+
+
+def _snapshot(memory: AgentMemory) -> tuple[object, ...]:
+    """Everything a write could change: table names and every task and attempt row."""
+    with memory.engine.connect() as conn:
+        tables = sorted(inspect(conn).get_table_names())
+        tasks = conn.execute(text("SELECT * FROM tasks ORDER BY id")).all()
+        attempts = conn.execute(text("SELECT * FROM attempts ORDER BY id")).all()
+    return tables, tasks, attempts
+
+
+@pytest.fixture
+def history(memory: AgentMemory, task_id: str, clock: FakeClock) -> AgentMemory:
+    """A memory with a little history: two agents, each outcome kind, a dead end, a change."""
+    memory.record_task("t2", title="", prompt="", priority="low", state="pending", created_by=None)
+    for task, agent, outcome, seconds, reason in [
+        (task_id, "a1", "succeeded", 10.0, None),
+        (task_id, "a1", "failed", 20.0, "tests failed"),
+        ("t2", "a1", "timed_out", 30.0, "ran past 30s"),
+        ("t2", "a2", "succeeded", 4.0, None),
+        ("t2", "a2", "lease_lost", 6.0, "heartbeat missed"),
+    ]:
+        attempt_id = memory.start_attempt(task, attempt=1, agent=agent, log_path=None)
+        clock.advance(seconds)
+        memory.finish_attempt(attempt_id, outcome=outcome, exit_code=None, reason=reason)
+    memory.start_attempt("t2", attempt=2, agent="a2", log_path=None)  # still running
+    memory.record_dead_end("drop retries", module="retry", reason="worse", evidence="e")
+    memory.record_dead_end("huge cache", module="cache", reason="no gain", evidence="e")
+    memory.record_modification("ttl 60s", files_changed=["c.py"], outcome="Deployed")
+    memory.record_modification("breaker 3", files_changed=["b.py"], outcome="RolledBack")
+    return memory
+
+
+# -- raw SQL ----------------------------------------------------------------------------
+
+
+def test_select_returns_columns_and_rows(memory: AgentMemory, task_id: str) -> None:
+    """A SELECT returns its column names and rows, with :name parameters bound."""
+    columns, rows = run_readonly_sql(
+        memory.engine, "SELECT id, state FROM tasks WHERE id = :id", {"id": task_id}
+    )
+    assert (columns, rows) == (("id", "state"), ((task_id, "pending"),))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "WITH t AS (SELECT id FROM tasks) SELECT count(*) FROM t",
+        "VALUES (1, 2)",
+        "EXPLAIN SELECT * FROM tasks",
+        "select 'DELETE FROM tasks; DROP TABLE tasks' as quoted;",
+        'SELECT 1 AS "update" -- ; DROP TABLE tasks',
+        "SELECT replace(title, 'a', 'b') FROM tasks /* no INSERT here */",
+    ],
+)
+def test_plain_reads_are_allowed(memory: AgentMemory, task_id: str, sql: str) -> None:
+    """CTEs, VALUES, EXPLAIN, and write words inside strings or comments are fine."""
+    before = _snapshot(memory)
+    columns, _rows = run_readonly_sql(memory.engine, sql)
+    assert columns
+    assert _snapshot(memory) == before
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO tasks (id) VALUES ('x')",
+        "UPDATE tasks SET state = 'done'",
+        "DELETE FROM tasks",
+        "DROP TABLE tasks",
+        "CREATE TABLE evil (x INTEGER)",
+        "ALTER TABLE tasks ADD COLUMN evil TEXT",
+        "ATTACH DATABASE 'evil.db' AS evil",
+        "PRAGMA query_only = OFF",
+        "PRAGMA journal_mode = DELETE",
+        "SELECT 1; DELETE FROM tasks",
+        "SELECT 1;; ",
+        "WITH gone AS (DELETE FROM tasks RETURNING id) SELECT * FROM gone",
+        "WITH x AS (SELECT 1) DELETE FROM tasks",
+        "WITH x AS (SELECT 1) INSERT INTO tasks (id) SELECT 'y' FROM x",
+        "SELECT * INTO copied FROM tasks",
+        "SELECT * FROM tasks FOR UPDATE",
+        "EXPLAIN ANALYZE DELETE FROM tasks",
+        "/* hello */ DELETE FROM tasks",
+        "VACUUM",
+        "",
+        "   -- only a comment",
+    ],
+)
+def test_anything_that_is_not_one_read_is_refused(
+    memory: AgentMemory, task_id: str, sql: str
+) -> None:
+    """Writes, DDL, ATTACH, PRAGMA, several statements and disguised writes are all refused."""
+    before = _snapshot(memory)
+    with pytest.raises(ReadOnlyViolation) as caught:
+        run_readonly_sql(memory.engine, sql)
+    assert isinstance(caught.value, PermissionError)
+    assert caught.value.statement == sql
+    assert _snapshot(memory) == before
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        "DELETE FROM tasks",
+        "UPDATE tasks SET state = 'done'",
+        "INSERT INTO tasks (id, title, prompt, priority, state, created_at, updated_at) "
+        "VALUES ('x', '', '', 'low', 'pending', 0, 0)",
+        "DROP TABLE attempts",
+    ],
+)
+def test_the_database_itself_refuses_writes_in_a_read_only_transaction(
+    memory: AgentMemory, task_id: str, write: str
+) -> None:
+    """Past the statement check, a read-only transaction still cannot change anything."""
+    before = _snapshot(memory)
+    with pytest.raises(ReadOnlyViolation), transaction(memory.engine, read_only=True) as session:
+        session.execute(text(write))
+    assert _snapshot(memory) == before
+
+
+def test_read_only_mode_does_not_leak_into_later_writes(memory: AgentMemory, task_id: str) -> None:
+    """After a read-only query, the same engine writes normally again."""
+    with pytest.raises(ReadOnlyViolation):
+        run_readonly_sql(memory.engine, "DELETE FROM tasks")
+    with pytest.raises(ReadOnlyViolation), transaction(memory.engine, read_only=True) as session:
+        session.execute(text("DELETE FROM tasks"))
+    run_readonly_sql(memory.engine, "SELECT 1")
+    memory.set_task_state(task_id, "done")
+    assert memory.task(task_id).state == "done"
+
+
+def test_sql_the_database_rejects_raises_invalid_query(memory: AgentMemory) -> None:
+    """A read of a table that does not exist is an InvalidQuery naming the problem."""
+    with pytest.raises(InvalidQuery, match="no_such_table"):
+        run_readonly_sql(memory.engine, "SELECT * FROM no_such_table")
+
+
+# -- named queries ----------------------------------------------------------------------
+
+
+def test_named_queries_registry_lists_the_cli_queries() -> None:
+    """The registry holds the queries the CLI exposes, each described."""
+    assert set(NAMED_QUERIES) >= {"attempts", "failures", "dead-ends", "modifications", "stats"}
+    for name, query in NAMED_QUERIES.items():
+        assert query.name == name
+        assert query.description
+        assert all(f.description for f in query.filters)
+
+
+def test_stats_counts_outcomes_and_rates_per_agent(history: AgentMemory) -> None:
+    """stats: per agent, attempts by outcome, mean duration and success rate."""
+    columns, rows = run_named_query(history.engine, "stats")
+    by_agent = {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
+    a1, a2 = by_agent["a1"], by_agent["a2"]
+    assert (a1["attempts"], a1["succeeded"], a1["failed"], a1["timed_out"]) == (3, 1, 1, 1)
+    assert a1["mean_duration_s"] == pytest.approx(20.0)
+    assert a1["success_rate"] == pytest.approx(1 / 3)
+    assert (a2["attempts"], a2["succeeded"], a2["lease_lost"], a2["running"]) == (3, 1, 1, 1)
+    assert a2["mean_duration_s"] == pytest.approx(5.0)
+    assert a2["success_rate"] == pytest.approx(0.5)
+
+
+def test_failures_lists_failed_and_timed_out_attempts_with_reasons(history: AgentMemory) -> None:
+    """failures: only failed and timed-out attempts, newest first, with their reasons."""
+    columns, rows = run_named_query(history.engine, "failures")
+    got = [(row[columns.index("outcome")], row[columns.index("reason")]) for row in rows]
+    assert got == [("timed_out", "ran past 30s"), ("failed", "tests failed")]
+
+
+def test_attempts_can_be_narrowed_by_task_and_limited(history: AgentMemory, task_id: str) -> None:
+    """attempts: a task filter and a limit given as text, as the CLI passes them."""
+    columns, rows = run_named_query(history.engine, "attempts", task_id=task_id, limit="1")
+    assert len(rows) == 1
+    assert rows[0][columns.index("task_id")] == task_id
+    assert rows[0][columns.index("outcome")] == "failed"
+    _, all_rows = run_named_query(history.engine, "attempts", task_id=None, limit=None)
+    assert len(all_rows) == 6
+
+
+def test_dead_ends_and_modifications_filter(history: AgentMemory) -> None:
+    """dead-ends by module; modifications by outcome."""
+    columns, rows = run_named_query(history.engine, "dead-ends", module="cache")
+    assert [row[columns.index("description")] for row in rows] == ["huge cache"]
+    columns, rows = run_named_query(history.engine, "modifications", outcome="RolledBack")
+    assert [row[columns.index("description")] for row in rows] == ["breaker 3"]
+    assert rows[0][columns.index("files_changed")] == ["b.py"]
+
+
+@pytest.mark.parametrize(
+    ("name", "filters", "message"),
+    [
+        ("nope", {}, "unknown query 'nope'"),
+        ("stats", {"module": "x"}, "no filter 'module'"),
+        ("attempts", {"limit": "zero"}, "bad limit"),
+        ("attempts", {"limit": "0"}, "bad limit"),
+        ("modifications", {"outcome": "Done"}, "bad outcome"),
+    ],
+)
+def test_bad_named_query_requests_raise_invalid_query(
+    memory: AgentMemory, name: str, filters: dict[str, str], message: str
+) -> None:
+    """Unknown names, unknown filters and bad filter values are InvalidQuery (a ValueError)."""
+    with pytest.raises(InvalidQuery, match=message) as caught:
+        run_named_query(memory.engine, name, **filters)
+    assert isinstance(caught.value, ValueError)
