@@ -21,7 +21,10 @@ demo: install
 	rm -rf .demo && mkdir -p .demo
 	cp tasks/*.toml .demo/
 	cd .demo && ../$(VENV)/bin/coordinator run --tasks . --agents 3 --agent echo --until-empty; \
-	  ../$(VENV)/bin/coordinator tasks list --tasks .
+	  echo; ../$(VENV)/bin/coordinator tasks list --tasks . && \
+	  echo && ../$(VENV)/bin/coordinator tasks show hello --tasks . && \
+	  echo && echo "what the echo agent wrote for 'hello':" && cat logs/hello/attempt-1.log && \
+	  echo && echo && ../$(VENV)/bin/coordinator memory query stats
 
 clean:
 	rm -rf .demo .venv .pytest_cache .ruff_cache

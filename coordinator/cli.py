@@ -300,7 +300,8 @@ def _tasks_show(args: argparse.Namespace) -> int:
     print(f"{task.id}: {record.state.value}" + (f" — {record.reason}" if record.reason else ""))
     print(f"  title:      {task.title}")
     print(f"  priority:   {task.priority.value}")
-    print(f"  attempts:   {record.attempts} of {task.max_attempts}")
+    made = sum(1 for a in record.history if a.outcome != "released")
+    print(f"  attempts:   {made} made; {record.attempts} of {task.max_attempts} used by failures")
     print(f"  depends on: {', '.join(task.depends_on) or '-'}")
     print(f"  source:     {queue.root / record.source}")
     if record.lease:
