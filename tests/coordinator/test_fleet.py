@@ -222,3 +222,25 @@ def _alive(pid: int) -> bool:
     # A zombie of a process we never reaped still "exists"; check its state.
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_every_attempt_is_recorded_in_agent_memory(tmp_path):
+    """The fleet records each task and attempt (agent, outcome, exit code, log) in memory."""
+    from memory_db import AgentMemory
+
+    queue = make_queue(tmp_path, ("good.toml", 'prompt = "x"\n'),
+                       ("bad.toml", 'prompt = "x"\nmax_attempts = 2\n'))
+    memory = AgentMemory(f"sqlite:///{tmp_path / 'memory.db'}")
+    fleet = Fleet(
+        queue, resolve_profile('[ "$COORDINATOR_TASK_ID" = good ] || exit 4', {}),
+        settings=FleetSettings(poll_s=0.05, workdir=tmp_path), memory=memory,
+    )
+    fleet.run(until_empty=True)
+    assert memory.task("good").state == "done"
+    assert memory.task("bad").state == "failed"
+    bad = sorted(memory.attempts("bad"), key=lambda a: a.attempt)
+    assert [(a.attempt, a.outcome, a.exit_code) for a in bad] == [(1, "failed", 4),
+                                                                  (2, "failed", 4)]
+    assert bad[0].reason == "agent exited with code 4"
+    assert bad[0].log_path == str(queue.log_path("bad", 1).resolve())
+    memory.close()
