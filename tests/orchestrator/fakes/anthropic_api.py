@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .faults import Fail
+from .faults import Fail, StreamError
 from .upstream import Event, FakeUpstream, count_words, word_chunks
 
 _ERROR_TYPE = {
@@ -38,6 +38,10 @@ class FakeAnthropic(FakeUpstream):
     def error_body(self, fail: Fail) -> Mapping[str, Any]:
         kind = _ERROR_TYPE.get(fail.status, "api_error" if fail.status >= 500 else "error")
         return {"type": "error", "error": {"type": kind, "message": fail.message}}
+
+    def error_event(self, fault: StreamError) -> bytes:
+        body = self.error_body(Fail(status=fault.status, message=fault.message))
+        return _sse("error", body)
 
     def _tokens(self, body: Mapping[str, Any]) -> tuple[list[str], str, int]:
         chunks = word_chunks(self.reply)

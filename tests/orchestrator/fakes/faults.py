@@ -45,4 +45,17 @@ class StallStream:
     after_chunks: int = 1
 
 
-Fault = Fail | Hang | CutStream | StallStream
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamError:
+    """Send `after_chunks` text chunks, then the provider's in-stream error event for `status`.
+
+    The HTTP status stays 200: the error arrives inside the open stream, as providers do when
+    they fail mid-answer (Anthropic's `event: error` with `overloaded_error`, for one).
+    """
+
+    after_chunks: int = 1
+    status: int = 529
+    message: str = "injected mid-stream failure"
+
+
+Fault = Fail | Hang | CutStream | StallStream | StreamError

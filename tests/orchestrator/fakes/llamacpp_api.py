@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .faults import Fail
+from .faults import Fail, StreamError
 from .upstream import Event, FakeUpstream, count_words, word_chunks
 
 _ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
@@ -28,6 +28,9 @@ class FakeLlamaCpp(FakeUpstream):
     def error_body(self, fail: Fail) -> Mapping[str, Any]:
         kind = _ERROR_TYPE.get(fail.status, "server_error")
         return {"error": {"code": fail.status, "message": fail.message, "type": kind}}
+
+    def error_event(self, fault: StreamError) -> bytes:
+        return _data(self.error_body(Fail(status=fault.status, message=fault.message)))
 
     def _tokens(self, body: Mapping[str, Any]) -> tuple[list[str], str, int]:
         chunks = word_chunks(self.reply)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .faults import Fail
+from .faults import Fail, StreamError
 from .upstream import Event, FakeUpstream, count_words, word_chunks
 
 _ERROR_TYPE = {
@@ -46,6 +46,11 @@ class FakeOpenAI(FakeUpstream):
     def error_body(self, fail: Fail) -> Mapping[str, Any]:
         kind = _ERROR_TYPE.get(fail.status, "server_error" if fail.status >= 500 else "error")
         return {"error": {"message": fail.message, "type": kind, "param": None, "code": None}}
+
+    def error_event(self, fault: StreamError) -> bytes:
+        # vLLM's shape: an error object with the HTTP-like status as its numeric code.
+        kind = _ERROR_TYPE.get(fault.status, "server_error")
+        return _data({"error": {"message": fault.message, "type": kind, "code": fault.status}})
 
     def _tokens(self, body: Mapping[str, Any]) -> tuple[list[str], str, int]:
         chunks = word_chunks(self.reply)

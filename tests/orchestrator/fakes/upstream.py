@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from .faults import CutStream, Fail, Fault, Hang, StallStream
+from .faults import CutStream, Fail, Fault, Hang, StallStream, StreamError
 
 _WORD = re.compile(r"\S+\s*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReceivedRequest:
-    """One request as the fake saw it."""
+    """One request as the fake saw it; `headers` look up case-insensitively."""
 
     method: str
     path: str
@@ -159,6 +160,9 @@ class FakeUpstream:
     def error_body(self, fail: Fail) -> Mapping[str, Any]:
         raise NotImplementedError
 
+    def error_event(self, fault: StreamError) -> bytes:
+        raise NotImplementedError
+
     def answer_body(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         raise NotImplementedError
 
@@ -179,7 +183,7 @@ class FakeUpstream:
             ReceivedRequest(
                 method=request.method,
                 path=request.path,
-                headers=dict(request.headers),
+                headers=CIMultiDictProxy(CIMultiDict(request.headers)),
                 body=body,
             )
         )
@@ -230,7 +234,9 @@ class FakeUpstream:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        limit = fault.after_chunks if isinstance(fault, CutStream | StallStream) else None
+        limit = (
+            fault.after_chunks if isinstance(fault, CutStream | StallStream | StreamError) else None
+        )
         sent = 0
         for event in events:
             if limit is not None and event.text and sent >= limit:
@@ -242,7 +248,10 @@ class FakeUpstream:
             return response
         if isinstance(fault, StallStream):
             await self._stopping.wait()
-        if isinstance(fault, CutStream) and not fault.abrupt:
+        if isinstance(fault, StreamError):
+            await response.write(self.error_event(fault))
+            await response.write_eof()
+        elif isinstance(fault, CutStream) and not fault.abrupt:
             await response.write_eof()
         else:
             self._drop_connection(request)

@@ -8,13 +8,13 @@ import time
 import traceback
 
 import pytest
-from fakes import CutStream, Fail, Hang, StallStream
+from fakes import CutStream, Fail, Hang, StallStream, StreamError
 
 from orchestrator.errors import ProviderError
 from orchestrator.providers.base import Worker
 from orchestrator.request import InferenceRequest, Message, StreamChunk
 
-from .conftest import API_KEY, Provider
+from .harness import API_KEY, Provider
 
 REPLY = "Hello from the fake upstream."
 PROMPT = "Explain backpressure in one sentence."  # five words: five input tokens
@@ -183,6 +183,16 @@ async def test_api_key_never_appears_in_errors(provider: Provider) -> None:
         assert API_KEY not in shown
     assert "Incorrect API key" in str(errors[0])
     assert API_KEY not in repr(worker)
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(529, True), (500, True), (400, False)])
+async def test_error_inside_an_open_stream_is_classified(
+    provider: Provider, status: int, retryable: bool
+) -> None:
+    """An error event sent mid-stream (HTTP 200) is classified by the status it stands for."""
+    provider.upstream.fail_next(StreamError(after_chunks=2, status=status))
+    error = await stream_error(provider.worker(), InferenceRequest(PROMPT))
+    assert (error.status, error.retryable) == (status, retryable)
 
 
 # --- time -------------------------------------------------------------------------------------
