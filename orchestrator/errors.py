@@ -4,6 +4,7 @@
     ├── Overloaded            a stage queue was full; the request was shed
     ├── BudgetExceeded        a session or global spend limit would be crossed
     ├── DeadlineExceeded      (also TimeoutError) the request's deadline passed
+    ├── PipelineClosed        the pipeline shut down before the request was answered
     └── ProviderError         an upstream call failed; `retryable` says whether to try again
         └── CircuitOpen       the provider's breaker is open; nothing was sent
 """
@@ -42,6 +43,10 @@ class DeadlineExceeded(OrchestratorError, TimeoutError):
     def __init__(self, request_id: str, timeout_s: float, where: str) -> None:
         self.request_id, self.timeout_s, self.where = request_id, timeout_s, where
         super().__init__(f"request {request_id} missed its {timeout_s:g}s deadline in {where}")
+
+
+class PipelineClosed(OrchestratorError):
+    """The pipeline shut down before the request was answered."""
 
 
 class ProviderError(OrchestratorError):

@@ -1,0 +1,183 @@
+"""Pipeline measurements and the frozen snapshot the dashboards and the tuning loop read.
+
+`PipelineMetrics` is the recorder the pipeline updates on its hot path (plain counters and a
+ring of the last `window` outcomes); `MetricsSnapshot` is what `Pipeline.snapshot()` returns.
+Latency percentiles and the error rate are over the ring; throughput is over the ring's
+outcomes within the last `throughput_window_s` seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "MetricsSnapshot",
+    "PipelineMetrics",
+    "ProviderSnapshot",
+    "StageSnapshot",
+    "percentile",
+]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The nearest-rank `q`-th percentile (0..100) of an ascending list; 0.0 when empty."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[min(len(sorted_values), int(rank)) - 1]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageSnapshot:
+    """One stage queue: items waiting now, the live capacity, requests shed there so far."""
+
+    name: str
+    depth: int
+    capacity: int
+    shed_total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderSnapshot:
+    """One provider: its breaker and its call counts."""
+
+    name: str
+    breaker_state: str
+    consecutive_failures: int
+    breaker_opened_total: int
+    calls_total: int
+    failures_total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSnapshot:
+    """Everything measured, at one instant. Units are in the names; rates are 0..1."""
+
+    taken_at_s: float
+    uptime_s: float
+    stages: tuple[StageSnapshot, ...]
+    providers: tuple[ProviderSnapshot, ...]
+    requests_total: int
+    completed_total: int
+    errors_total: int
+    errors_by_type: Mapping[str, int]
+    shed_total: int
+    in_flight: int
+    inference_active: int
+    inference_concurrency: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    throughput_rps: float
+    error_rate: float
+    dedup_hits: int
+    dedup_hit_rate: float
+    cache_hits: int
+    cache_misses: int
+    cache_hit_rate: float
+    upstream_calls: int
+    retries: int
+    fallbacks: int
+    cost_usd_total: float
+    budget_warnings: int
+    budget_refusals: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        data = dataclasses.asdict(self)
+        data["errors_by_type"] = dict(self.errors_by_type)
+        return data
+
+
+class PipelineMetrics:
+    """Counters and a ring of recent outcomes, updated by the stages."""
+
+    __slots__ = (
+        "_clock",
+        "_latencies_s",
+        "_next",
+        "_ok",
+        "_times",
+        "cache_hits",
+        "cache_misses",
+        "completed_total",
+        "cost_usd_total",
+        "dedup_hits",
+        "errors_by_type",
+        "errors_total",
+        "fallbacks",
+        "requests_total",
+        "retries",
+        "started_at_s",
+        "throughput_window_s",
+        "upstream_calls",
+        "window",
+    )
+
+    def __init__(
+        self,
+        *,
+        window: int = 4096,
+        throughput_window_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window!r}")
+        if throughput_window_s <= 0:
+            raise ValueError(f"throughput_window_s must be > 0, got {throughput_window_s!r}")
+        self.window = window
+        self.throughput_window_s = throughput_window_s
+        self._clock = clock
+        self.started_at_s = clock()
+        self._times: list[float] = []
+        self._latencies_s: list[float] = []
+        self._ok: list[bool] = []
+        self._next = 0
+        self.requests_total = self.completed_total = self.errors_total = 0
+        self.errors_by_type: dict[str, int] = {}
+        self.dedup_hits = self.cache_hits = self.cache_misses = 0
+        self.upstream_calls = self.retries = self.fallbacks = 0
+        self.cost_usd_total = 0.0
+
+    def observe(self, latency_s: float, ok: bool, now: float) -> None:
+        """Record one finished request (answered or failed) `latency_s` after it arrived."""
+        if len(self._times) < self.window:
+            self._times.append(now)
+            self._latencies_s.append(latency_s)
+            self._ok.append(ok)
+        else:
+            i = self._next
+            self._times[i], self._latencies_s[i], self._ok[i] = now, latency_s, ok
+            self._next = (i + 1) % self.window
+
+    def completed(self, latency_s: float, now: float) -> None:
+        self.completed_total += 1
+        self.observe(latency_s, True, now)
+
+    def failed(self, error: BaseException, latency_s: float, now: float) -> None:
+        self.errors_total += 1
+        name = type(error).__name__
+        self.errors_by_type[name] = self.errors_by_type.get(name, 0) + 1
+        self.observe(latency_s, False, now)
+
+    def window_stats(self) -> tuple[float, float, float, float, float]:
+        """(p50_ms, p95_ms, p99_ms, throughput_rps, error_rate) over the recent window."""
+        now = self._clock()
+        latencies = sorted(lat for lat, ok in zip(self._latencies_s, self._ok, strict=True) if ok)
+        p50, p95, p99 = (percentile(latencies, q) * 1000 for q in (50, 95, 99))
+        n = len(self._ok)
+        error_rate = (n - sum(self._ok)) / n if n else 0.0
+        horizon = now - self.throughput_window_s
+        recent = [t for t in self._times if t >= horizon]
+        if not recent:
+            return p50, p95, p99, 0.0, error_rate
+        if len(self._times) == self.window and min(self._times) >= horizon:
+            span = now - min(self._times)  # the ring holds less than the window: use its span
+        else:
+            span = min(self.throughput_window_s, now - self.started_at_s)
+        throughput = len(recent) / span if span > 0 else 0.0
+        return p50, p95, p99, throughput, error_rate

@@ -1,0 +1,452 @@
+"""`Pipeline`: RAG → Assemble → Inference → Post-process → Stream, as asyncio tasks joined by
+bounded priority queues.
+
+    async with Pipeline(PipelineConfig(), EchoWorker()) as pipeline:
+        response = await pipeline.infer(InferenceRequest("Explain backpressure."))
+        async for chunk in pipeline.stream(InferenceRequest("...")):
+            ...
+
+A full queue sheds with `Overloaded` (lowest priority first; a higher-priority arrival may
+displace a queued lower-priority request). Each request has a deadline (`timeout_s`, else
+`default_timeout_s`), enforced on the event loop's clock: it fails with `DeadlineExceeded`
+wherever it is. Live values are read from `live` at each use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from orchestrator.config import LiveConfig, PipelineConfig
+from orchestrator.cost import Budget, PriceTable
+from orchestrator.errors import DeadlineExceeded, Overloaded, PipelineClosed
+from orchestrator.metrics import MetricsSnapshot, PipelineMetrics, ProviderSnapshot, StageSnapshot
+from orchestrator.providers.base import Worker
+from orchestrator.request import InferenceRequest, InferenceResponse, StreamChunk
+from orchestrator.resilience.breaker import CircuitBreaker
+from orchestrator.resilience.cache import MemoryCache, RedisCache, ResponseCache
+from orchestrator.resilience.coalesce import Broadcast, Coalescer, DedupHook
+from orchestrator.resilience.priority import PriorityQueue
+from orchestrator.resilience.ratelimit import RateLimiter
+from orchestrator.resilience.retry import RetryPolicy
+from orchestrator.retrieval import DocumentIndex
+from orchestrator.stages.assemble import AssembleStage
+from orchestrator.stages.inference import InferenceStage, Route
+from orchestrator.stages.job import Job
+from orchestrator.stages.postprocess import PostProcessStage, QualityHook
+from orchestrator.stages.rag import RagStage
+from orchestrator.stages.stream import StreamStage
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """The inference pipeline over one or more `Worker`s (tried in `fallback_order`).
+
+    Use as an async context manager; it owns the workers and closes them on exit.
+    `clock` times breakers, rate limits, ageing and latencies; `sleep` waits retry backoffs;
+    `rng` jitters them (seeded from `config.seed` when not given). `cache` overrides the
+    response cache the config would build. Raises ValueError for no workers, duplicate worker
+    names, or a `fallback_order` naming an unknown worker.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *workers: Worker,
+        live: LiveConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        cache: ResponseCache | None = None,
+        quality_hooks: Sequence[QualityHook] = (),
+        dedup_hooks: Sequence[DedupHook] = (),
+    ) -> None:
+        if not workers:
+            raise ValueError("workers: a pipeline needs at least one Worker")
+        names = [w.name for w in workers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"workers: names must be unique, got {names!r}")
+        unknown = [n for n in config.fallback_order if n not in names]
+        if unknown:
+            raise ValueError(f"fallback_order names unknown worker(s) {unknown!r}; have {names!r}")
+        order = list(config.fallback_order) + [n for n in names if n not in config.fallback_order]
+        by_name = {w.name: w for w in workers}
+
+        self.config = config
+        self.live = live if live is not None else LiveConfig(config.tunables)
+        self._clock = clock
+        self._started_at = clock()
+        self.metrics = PipelineMetrics(window=config.metrics_window, clock=clock)
+        self.prices = PriceTable.load(config.price_table_path)
+        self.budget = Budget(
+            session_limit_usd=config.session_budget_usd,
+            global_limit_usd=config.global_budget_usd,
+            warn_fraction=config.budget_warn_fraction,
+        )
+        self.coalescer: Coalescer[Job] = Coalescer(hooks=dedup_hooks)
+        self._owns_cache = cache is None
+        if cache is None and config.cache_enabled:
+            cache = (
+                RedisCache(config.redis_url)
+                if config.redis_url
+                else MemoryCache(max_entries=config.cache_max_entries, clock=clock)
+            )
+        self.cache = cache if config.cache_enabled else None
+        live_ = self.live
+        self.routes = tuple(
+            Route(
+                by_name[name],
+                breaker=CircuitBreaker(
+                    name,
+                    live=live_,
+                    probe_count=config.breaker_probe_count,
+                    close_success_ratio=config.breaker_close_success_ratio,
+                    clock=clock,
+                ),
+                limiter=RateLimiter(name, live=live_, clock=clock),
+            )
+            for name in order
+        )
+
+        def queue(name: str, capacity: Callable[[], int]) -> PriorityQueue[Job]:
+            return PriorityQueue(
+                name,
+                capacity=capacity,
+                shed_threshold=lambda: live_.current.shed_threshold,
+                ageing_s=config.priority_ageing_s,
+                clock=clock,
+            )
+
+        self._rag_queue = queue("rag", lambda: live_.current.rag_queue_capacity)
+        self._assemble_queue = queue("assemble", lambda: live_.current.assemble_queue_capacity)
+        self._postprocess_queue = queue(
+            "postprocess", lambda: live_.current.postprocess_queue_capacity
+        )
+        self._stream_queue = queue("stream", lambda: live_.current.stream_queue_capacity)
+
+        self.rag = RagStage(None, top_k=config.rag_top_k)
+        self.assemble = AssembleStage(
+            coalescer=self.coalescer,
+            budget=self.budget,
+            prices=self.prices,
+            default_model=self.routes[0].worker.default_model,
+            scope=config.cache_scope,
+            system_prompt=config.system_prompt,
+            template=config.prompt_template,
+        )
+        self.inference = InferenceStage(
+            self.routes,
+            live=live_,
+            shards=config.inference_shards,
+            ageing_s=config.priority_ageing_s,
+            retry=RetryPolicy(
+                live=live_,
+                rng=rng if rng is not None else random.Random(config.seed),
+                max_delay_s=config.retry_max_delay_s,
+            ),
+            cache=self.cache,
+            metrics=self.metrics,
+            prices=self.prices,
+            budget=self.budget,
+            forward=lambda job: self._push(self._postprocess_queue, job),
+            fail=self._fail,
+            finish_stream=self._finish_stream,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.postprocess = PostProcessStage(quality_hooks)
+        self.stream_stage = StreamStage(metrics=self.metrics, land=self._land, clock=clock)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Pipeline:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Build the RAG index (if a folder is configured) and start the stage tasks."""
+        if self._loop is not None:
+            raise RuntimeError("pipeline already started")
+        config = self.config
+        if config.rag_folder is not None:
+            self.rag.index = await asyncio.to_thread(
+                DocumentIndex.build,
+                config.rag_folder,
+                chunk_chars=config.rag_chunk_chars,
+                max_file_bytes=config.rag_max_file_bytes,
+            )
+        self._loop = asyncio.get_running_loop()
+        stages: list[tuple[PriorityQueue[Job], Callable[[Job], Any], str]] = [
+            (self._rag_queue, self._after_rag, "rag"),
+            (self._assemble_queue, self._after_assemble, "assemble"),
+            (self._postprocess_queue, self._after_postprocess, "postprocess"),
+            (self._stream_queue, self.stream_stage.process, "stream"),
+        ]
+        self._tasks = [
+            asyncio.create_task(self._run_stage(q, step), name=f"orchestrator-{name}")
+            for q, step, name in stages
+        ]
+        self._tasks += self.inference.start()
+
+    async def aclose(self) -> None:
+        """Stop the stages, fail whatever is still pending with `PipelineClosed`, close the
+        workers and the cache."""
+        if self._closing:
+            return
+        self._closing = True
+        running = self.inference.cancel_running()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *running, return_exceptions=True)
+        queues = (
+            self._rag_queue,
+            self._assemble_queue,
+            *self.inference.queues,
+            self._postprocess_queue,
+            self._stream_queue,
+        )
+        for q in queues:
+            for job in q.drain():
+                self._fail(job, PipelineClosed("pipeline closed"))
+        for route in self.routes:
+            try:
+                await route.worker.aclose()
+            except Exception:
+                log.exception("closing worker %s failed", route.name)
+        if self.cache is not None and self._owns_cache:
+            await self.cache.aclose()
+
+    # -- the front door ----------------------------------------------------------------------
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Answer `request`. Raises `Overloaded`, `BudgetExceeded`, `DeadlineExceeded`,
+        `ProviderError` (incl. `CircuitOpen`)."""
+        job = self._submit(request, stream=False)
+        result: InferenceResponse = await job.future
+        return result
+
+    async def stream(self, request: InferenceRequest) -> AsyncIterator[StreamChunk]:
+        """Answer `request` chunk by chunk; the errors are those of `infer`, raised when met."""
+        job = self._submit(request, stream=True)
+        broadcast: Broadcast = await job.future
+        async for chunk in broadcast.subscribe():
+            yield chunk
+
+    def shard_of(self, request: InferenceRequest) -> int | None:
+        """The inference shard a request with a session id goes to (None without a session)."""
+        from orchestrator.stages.inference import shard_for
+
+        if request.session_id is None:
+            return None
+        return shard_for(request.session_id, self.inference.shards)
+
+    def snapshot(self) -> MetricsSnapshot:
+        """Every measurement, now."""
+        metrics = self.metrics
+        p50, p95, p99, throughput, error_rate = metrics.window_stats()
+        inference_queues = self.inference.queues
+        stages = (
+            self._stage_snapshot(self._rag_queue),
+            self._stage_snapshot(self._assemble_queue),
+            StageSnapshot(
+                name="inference",
+                depth=sum(len(q) for q in inference_queues),
+                capacity=self.live.current.inference_queue_capacity,
+                shed_total=sum(q.shed_total for q in inference_queues),
+            ),
+            self._stage_snapshot(self._postprocess_queue),
+            self._stage_snapshot(self._stream_queue),
+        )
+        providers = tuple(
+            ProviderSnapshot(
+                name=r.name,
+                breaker_state=str(r.breaker.state),
+                consecutive_failures=r.breaker.consecutive_failures,
+                breaker_opened_total=r.breaker.opened_total,
+                calls_total=r.calls_total,
+                failures_total=r.failures_total,
+            )
+            for r in self.routes
+        )
+        lookups = metrics.cache_hits + metrics.cache_misses
+        finished = metrics.completed_total + metrics.errors_total
+        now = self._clock()
+        return MetricsSnapshot(
+            taken_at_s=now,
+            uptime_s=now - self._started_at,
+            stages=stages,
+            providers=providers,
+            requests_total=metrics.requests_total,
+            completed_total=metrics.completed_total,
+            errors_total=metrics.errors_total,
+            errors_by_type=dict(metrics.errors_by_type),
+            shed_total=sum(s.shed_total for s in stages),
+            in_flight=metrics.requests_total - finished,
+            inference_active=self.inference.limit.active,
+            inference_concurrency=self.live.current.inference_concurrency,
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            latency_p99_ms=p99,
+            throughput_rps=throughput,
+            error_rate=error_rate,
+            dedup_hits=self.coalescer.hits,
+            dedup_hit_rate=self.coalescer.hits / metrics.requests_total
+            if metrics.requests_total
+            else 0.0,
+            cache_hits=metrics.cache_hits,
+            cache_misses=metrics.cache_misses,
+            cache_hit_rate=metrics.cache_hits / lookups if lookups else 0.0,
+            upstream_calls=metrics.upstream_calls,
+            retries=metrics.retries,
+            fallbacks=metrics.fallbacks,
+            cost_usd_total=metrics.cost_usd_total,
+            budget_warnings=self.budget.warnings,
+            budget_refusals=self.budget.refusals,
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _submit(self, request: InferenceRequest, *, stream: bool) -> Job:
+        loop = self._loop
+        if loop is None or self._closing:
+            raise RuntimeError("pipeline is not running; use 'async with Pipeline(...)'")
+        timeout_s = request.timeout_s or self.config.default_timeout_s
+        deadline = loop.time() + timeout_s
+        job = Job(
+            request,
+            stream=stream,
+            future=loop.create_future(),
+            submitted_at=self._clock(),
+            timeout_s=timeout_s,
+            deadline=deadline,
+        )
+        job.timer = loop.call_at(deadline, self._expire, job)
+        self.metrics.requests_total += 1
+        self._push(self._rag_queue, job)
+        return job
+
+    async def _run_stage(self, inbox: PriorityQueue[Job], step: Callable[[Job], Any]) -> None:
+        get = inbox.get
+        while True:
+            job = await get()
+            if not job.wanted:
+                self._land(job)
+                continue
+            try:
+                step(job)
+            except Exception as exc:
+                self._fail(job, exc)
+
+    def _after_rag(self, job: Job) -> None:
+        self.rag.process(job)
+        self._push(self._assemble_queue, job)
+
+    def _after_assemble(self, job: Job) -> None:
+        leader = self.assemble.process(job)
+        if leader is None:
+            self._push(self.inference.queue_for(job), job)
+            return
+        leader.followers.append(job)
+        if leader.broadcast is not None and leader.future.done():
+            self.stream_stage.deliver_stream(leader, job)  # the stream is already flowing
+
+    def _after_postprocess(self, job: Job) -> None:
+        self.postprocess.process(job)
+        self._push(self._stream_queue, job)
+
+    def _push(self, queue: PriorityQueue[Job], job: Job) -> None:
+        job.stage = queue.name
+        try:
+            displaced = queue.put(job)
+        except Overloaded as exc:
+            self._fail(job, exc)
+            return
+        if displaced is not None:
+            self._fail(
+                displaced,
+                Overloaded(queue.name, str(displaced.priority), len(queue), queue.capacity),
+            )
+
+    def _expire(self, job: Job) -> None:
+        job.timer = None
+        if job.future.done():
+            return
+        error = DeadlineExceeded(job.request.request_id, job.timeout_s, job.stage)
+        job.future.set_exception(error)
+        now = self._clock()
+        self.metrics.failed(error, now - job.submitted_at, now)
+        if job.task is not None and not job.followers:
+            job.task.cancel()
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        if isinstance(error, asyncio.CancelledError):
+            error = (
+                PipelineClosed("pipeline closed")
+                if self._closing
+                else DeadlineExceeded(job.request.request_id, job.timeout_s, job.stage)
+            )
+        now = self._clock()
+        for each in (job, *job.followers):
+            if each.timer is not None:
+                each.timer.cancel()
+                each.timer = None
+            if not each.future.done():
+                each.future.set_exception(error)
+                self.metrics.failed(error, now - each.submitted_at, now)
+        if job.broadcast is not None and not job.broadcast.closed:
+            job.broadcast.close(error)
+        self._land(job)
+
+    def _finish_stream(self, job: Job, error: BaseException | None) -> None:
+        """A leader's stream ended (normally, or with `error`): close it and record it."""
+        broadcast = job.broadcast
+        assert broadcast is not None
+        if error is not None and not job.future.done():
+            self._fail(job, error)  # it never reached the caller
+            return
+        if isinstance(error, asyncio.CancelledError):
+            error = (
+                PipelineClosed("pipeline closed")
+                if self._closing
+                else DeadlineExceeded(job.request.request_id, job.timeout_s, "inference")
+            )
+        broadcast.close(error)
+        now = self._clock()
+        for each in (job, *job.followers):
+            if not each.future.done() and error is None:
+                self.stream_stage.deliver_stream(job, each)
+            if error is None:
+                self.metrics.completed(now - each.submitted_at, now)
+            else:
+                self.metrics.failed(error, now - each.submitted_at, now)
+        if error is None and self.postprocess.hooks:
+            self.postprocess.run_hooks(job.assembled, broadcast.text)
+        self._land(job)
+
+    def _land(self, job: Job) -> None:
+        if job.flight_key is not None:
+            self.coalescer.finish(job.flight_key, job)
+
+    def _stage_snapshot(self, queue: PriorityQueue[Job]) -> StageSnapshot:
+        return StageSnapshot(
+            name=queue.name, depth=len(queue), capacity=queue.capacity, shed_total=queue.shed_total
+        )

@@ -1,0 +1,80 @@
+"""`EchoWorker`: an offline provider that answers with the last user message."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from orchestrator.errors import ProviderError
+from orchestrator.request import Completion, InferenceRequest, StreamChunk, Usage
+from orchestrator.tokens import estimate_request_tokens, estimate_tokens
+
+__all__ = ["EchoWorker"]
+
+
+class EchoWorker:
+    """Answers every request with its last user message, after `latency_s` seconds.
+
+    Streams the answer word by word. Usage is estimated (four characters a token). If
+    `latency_s` exceeds the call's `timeout_s` it waits `timeout_s` and raises a retryable
+    `ProviderError`, like a real provider timing out. `sleep` is injectable so tests need not
+    wait; `calls` counts the calls received.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        name: str = "echo",
+        model: str = "echo",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0, got {latency_s!r}")
+        self.name = name
+        self.default_model = model
+        self.latency_s = latency_s
+        self._sleep = sleep
+        self.calls = 0
+
+    async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
+        self.calls += 1
+        await self._wait(timeout_s)
+        text, usage = self._answer(request)
+        return Completion(text=text, usage=usage, model=request.model or self.default_model)
+
+    async def stream(
+        self, request: InferenceRequest, *, timeout_s: float
+    ) -> AsyncIterator[StreamChunk]:
+        self.calls += 1
+        await self._wait(timeout_s)
+        text, usage = self._answer(request)
+        words = text.split(" ")
+        for index, word in enumerate(words):
+            last = index == len(words) - 1
+            yield StreamChunk(
+                text=word if last else word + " ",
+                index=index,
+                finish_reason="stop" if last else None,
+                usage=usage if last else None,
+            )
+
+    async def aclose(self) -> None:
+        return None
+
+    async def _wait(self, timeout_s: float) -> None:
+        if self.latency_s <= 0:
+            return
+        if self.latency_s > timeout_s:
+            await self._sleep(timeout_s)
+            raise ProviderError(self.name, f"timed out after {timeout_s:g}s", retryable=True)
+        await self._sleep(self.latency_s)
+
+    def _answer(self, request: InferenceRequest) -> tuple[str, Usage]:
+        messages = request.messages_or_prompt
+        text = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        usage = Usage(
+            input_tokens=estimate_request_tokens(request.system, (m.content for m in messages)),
+            output_tokens=estimate_tokens(text),
+        )
+        return text, usage

@@ -1,0 +1,381 @@
+"""Inference stage: sharded queues, a live concurrency limit, and for each request the cache,
+then breaker → rate limit → call → retry/fallback across the configured providers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+
+from orchestrator.config import LiveConfig
+from orchestrator.cost import Budget, PriceTable
+from orchestrator.errors import CircuitOpen, DeadlineExceeded, ProviderError
+from orchestrator.metrics import PipelineMetrics
+from orchestrator.providers.base import Worker
+from orchestrator.request import Completion, StreamChunk, Usage
+from orchestrator.resilience.breaker import CircuitBreaker
+from orchestrator.resilience.cache import CachedAnswer, ResponseCache
+from orchestrator.resilience.coalesce import Broadcast
+from orchestrator.resilience.priority import PriorityQueue
+from orchestrator.resilience.ratelimit import RateLimiter
+from orchestrator.resilience.retry import RetryPolicy
+from orchestrator.stages.job import Job
+from orchestrator.stages.postprocess import normalise_chunk
+from orchestrator.tokens import estimate_tokens
+
+__all__ = ["ConcurrencyLimit", "InferenceStage", "Route", "shard_for"]
+
+Attempt = Callable[[Job, "Route", float], Awaitable[Completion]]
+
+
+def shard_for(session_id: str, shards: int) -> int:
+    """The shard a session always lands on: a stable hash, the same in every process."""
+    digest = hashlib.blake2b(session_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+class Route:
+    """One provider as the pipeline uses it: the worker, its breaker and its rate limiter."""
+
+    __slots__ = ("breaker", "calls_total", "failures_total", "limiter", "name", "worker")
+
+    def __init__(self, worker: Worker, *, breaker: CircuitBreaker, limiter: RateLimiter) -> None:
+        self.worker = worker
+        self.name = worker.name
+        self.breaker = breaker
+        self.limiter = limiter
+        self.calls_total = 0
+        self.failures_total = 0
+
+
+class ConcurrencyLimit:
+    """At most `limit()` holders at once; the limit is read on every acquire and release."""
+
+    __slots__ = ("_limit", "_waiters", "active")
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.active = 0
+
+    async def acquire(self) -> None:
+        if self.active < self._limit() and not self._waiters:
+            self.active += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # we were handed a slot but will not use it
+            raise
+
+    def release(self) -> None:
+        self.active -= 1
+        self.wake()
+
+    def wake(self) -> None:
+        """Hand free slots to waiters (call after the limit was raised)."""
+        limit = self._limit()
+        while self._waiters and self.active < limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.active += 1
+                waiter.set_result(None)
+
+
+class InferenceStage:
+    """Runs each job's upstream call in its own task, at most `inference_concurrency` at once.
+
+    Per job: a cache hit answers at once. Otherwise each round tries the providers in fallback
+    order, skipping those whose breaker is open or whose rate limit is spent; a retryable failure
+    moves on to the next provider at once, so a dead primary costs one failed call (none once its
+    breaker is open). When a whole round fails, `RetryPolicy` decides the backoff before the
+    next. Non-retryable errors end the job. A stream that has sent chunks is never retried.
+    Only the answered call is billed.
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        *,
+        live: LiveConfig,
+        shards: int,
+        ageing_s: float,
+        retry: RetryPolicy,
+        cache: ResponseCache | None,
+        metrics: PipelineMetrics,
+        prices: PriceTable,
+        budget: Budget,
+        forward: Callable[[Job], None],
+        fail: Callable[[Job, BaseException], None],
+        finish_stream: Callable[[Job, BaseException | None], None],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not routes:
+            raise ValueError("routes: at least one provider is needed")
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards!r}")
+        self.routes = tuple(routes)
+        self._live = live
+        self.shards = shards
+        self._retry = retry
+        self._cache = cache
+        self._metrics = metrics
+        self._prices = prices
+        self._budget = budget
+        self._forward = forward
+        self._fail = fail
+        self._finish_stream = finish_stream
+        self._sleep = sleep
+        self.limit = ConcurrencyLimit(lambda: live.current.inference_concurrency)
+        self.queues: tuple[PriorityQueue[Job], ...] = tuple(
+            PriorityQueue(
+                f"inference[{i}]",
+                capacity=self._shard_capacity,
+                shed_threshold=lambda: live.current.shed_threshold,
+                ageing_s=ageing_s,
+                clock=clock,
+            )
+            for i in range(shards)
+        )
+        self._round_robin = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        live.on_change(self._on_live_change)
+
+    def _shard_capacity(self) -> int:
+        return math.ceil(self._live.current.inference_queue_capacity / self.shards)
+
+    def _on_live_change(self, changed: dict[str, tuple[object, object]]) -> None:
+        if "inference_concurrency" in changed:
+            self.limit.wake()
+
+    def queue_for(self, job: Job) -> PriorityQueue[Job]:
+        """Sessions stick to one shard; requests without a session go round-robin."""
+        session_id = job.request.session_id
+        if session_id is not None:
+            job.shard = shard_for(session_id, self.shards)
+        else:
+            self._round_robin = job.shard = (self._round_robin + 1) % self.shards
+        return self.queues[job.shard]
+
+    def start(self) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(self._shard_loop(q), name=f"orchestrator-{q.name}")
+            for q in self.queues
+        ]
+
+    def cancel_running(self) -> list[asyncio.Task[None]]:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    async def _shard_loop(self, queue: PriorityQueue[Job]) -> None:
+        limit = self.limit
+        tasks = self._tasks
+        while True:
+            job = await queue.get()
+            if not job.wanted:
+                self._fail(job, asyncio.CancelledError())
+                continue
+            await limit.acquire()
+            task = asyncio.create_task(self._run(job))
+            job.task = task
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def _run(self, job: Job) -> None:
+        try:
+            if self._cache is not None and job.cache_key is not None:
+                answer = await self._cache.get(job.cache_key)
+                if answer is not None:
+                    self._metrics.cache_hits += 1
+                    job.completion = Completion(
+                        text=answer.text,
+                        usage=answer.usage,
+                        model=answer.model,
+                        finish_reason=answer.finish_reason,
+                    )
+                    job.provider, job.cached = answer.provider, True
+                    if job.stream:
+                        self._replay(job, answer)
+                    else:
+                        self._forward(job)
+                    return
+                self._metrics.cache_misses += 1
+            if job.stream:
+                await self._run_stream(job)
+                return
+            completion, route = await self._call(job, self._complete_attempt)
+            await self._settle(job, completion, route)
+            self._forward(job)
+        except asyncio.CancelledError as exc:
+            self._fail(job, exc)
+            raise
+        except Exception as exc:
+            self._fail(job, exc)
+        finally:
+            job.task = None
+            self.limit.release()
+
+    async def _run_stream(self, job: Job) -> None:
+        job.broadcast = Broadcast()
+        self._forward(job)  # the caller starts reading now; chunks follow as they come
+        if job.broadcast.closed:
+            return
+        try:
+            completion, route = await self._call(job, self._stream_attempt)
+            await self._settle(job, completion, route)
+        except asyncio.CancelledError as exc:
+            self._finish_stream(job, exc)
+            raise
+        except Exception as exc:
+            self._finish_stream(job, exc)
+        else:
+            self._finish_stream(job, None)
+
+    def _replay(self, job: Job, answer: CachedAnswer) -> None:
+        job.broadcast = broadcast = Broadcast()
+        self._forward(job)
+        if not broadcast.closed:
+            broadcast.publish(
+                StreamChunk(
+                    text=answer.text,
+                    index=0,
+                    finish_reason=answer.finish_reason,
+                    usage=answer.usage,
+                )
+            )
+            self._finish_stream(job, None)
+
+    async def _settle(self, job: Job, completion: Completion, route: Route) -> None:
+        cost_usd = self._prices.cost_usd(completion.model, completion.usage)
+        job.completion, job.provider, job.cost_usd = completion, route.name, cost_usd
+        self._budget.charge(job.request.session_id, cost_usd)
+        self._metrics.cost_usd_total += cost_usd
+        route.limiter.debit_tokens(completion.usage.output_tokens)
+        if self._cache is not None and job.cache_key is not None:
+            answer = CachedAnswer(
+                text=completion.text,
+                usage=completion.usage,
+                provider=route.name,
+                model=completion.model,
+                finish_reason=completion.finish_reason,
+            )
+            await self._cache.put(job.cache_key, answer, ttl_s=self._live.current.cache_ttl_s)
+
+    @staticmethod
+    async def _complete_attempt(job: Job, route: Route, timeout_s: float) -> Completion:
+        return await route.worker.complete(job.assembled, timeout_s=timeout_s)
+
+    @staticmethod
+    async def _stream_attempt(job: Job, route: Route, timeout_s: float) -> Completion:
+        broadcast = job.broadcast
+        assert broadcast is not None
+        parts: list[str] = []
+        usage: Usage | None = None
+        finish_reason: str | None = None
+        chunks = route.worker.stream(job.assembled, timeout_s=timeout_s)
+        try:
+            async for chunk in chunks:
+                text = normalise_chunk(chunk.text)
+                parts.append(text)
+                usage = chunk.usage or usage
+                finish_reason = chunk.finish_reason or finish_reason
+                broadcast.publish(
+                    StreamChunk(
+                        text=text,
+                        index=len(broadcast.chunks),
+                        finish_reason=chunk.finish_reason,
+                        usage=chunk.usage,
+                    )
+                )
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        text = "".join(parts)
+        if usage is None:
+            usage = Usage(input_tokens=job.input_tokens, output_tokens=estimate_tokens(text))
+        model = job.assembled.model or route.worker.default_model
+        return Completion(text=text, usage=usage, model=model, finish_reason=finish_reason)
+
+    async def _call(self, job: Job, attempt: Attempt) -> tuple[Completion, Route]:
+        loop = asyncio.get_running_loop()
+        metrics = self._metrics
+        rounds = 0
+        while True:
+            rounds += 1
+            failure: ProviderError | None = None
+            circuit_open: CircuitOpen | None = None
+            waits_s: list[float] = []
+            for index, route in enumerate(self.routes):
+                breaker = route.breaker
+                try:
+                    breaker.allow()
+                except CircuitOpen as exc:
+                    circuit_open = circuit_open or exc
+                    continue
+                wait_s = route.limiter.try_acquire(job.input_tokens)
+                if wait_s > 0:
+                    breaker.release()
+                    waits_s.append(wait_s)
+                    continue
+                timeout_s = job.deadline - loop.time()
+                if timeout_s <= 0:
+                    breaker.release()
+                    raise DeadlineExceeded(job.request.request_id, job.timeout_s, "inference")
+                metrics.upstream_calls += 1
+                route.calls_total += 1
+                try:
+                    completion = await attempt(job, route, timeout_s)
+                except ProviderError as exc:
+                    error = exc
+                except TimeoutError:
+                    error = ProviderError(
+                        route.name, f"timed out after {timeout_s:.3g}s", retryable=True
+                    )
+                except asyncio.CancelledError:
+                    breaker.release()
+                    raise
+                except Exception as exc:
+                    breaker.release()
+                    raise ProviderError(
+                        route.name, f"worker raised {type(exc).__name__}: {exc}", retryable=False
+                    ) from exc
+                else:
+                    breaker.record_success()
+                    if index > 0:
+                        metrics.fallbacks += 1
+                    return completion, route
+                route.failures_total += 1
+                if not error.retryable:
+                    breaker.record_success()  # the provider is up; the request is at fault
+                    raise error
+                breaker.record_failure()
+                if job.broadcast is not None and job.broadcast.chunks:
+                    raise error  # the caller has part of an answer: a retry would repeat it
+                failure = error
+            if failure is None:
+                if not waits_s:
+                    assert circuit_open is not None
+                    raise circuit_open
+                delay_s = min(waits_s)  # rate limited everywhere: wait, not an attempt
+                rounds -= 1
+            else:
+                backoff_s = self._retry.backoff_s(rounds, failure)
+                if backoff_s is None:
+                    raise failure
+                delay_s = backoff_s
+                metrics.retries += 1
+            if loop.time() + delay_s >= job.deadline:
+                if failure is not None:
+                    raise failure
+                raise DeadlineExceeded(job.request.request_id, job.timeout_s, "inference")
+            await self._sleep(delay_s)
