@@ -417,12 +417,12 @@ class Pipeline:
         self._land(job)
 
     def _finish_stream(self, job: Job, error: BaseException | None) -> None:
-        """A leader's stream ended (normally, or with `error`): close it and record it."""
+        """A leader's stream ended (normally, or with `error`): close it and record it.
+
+        Callers not yet handed the stream get it now; they read what arrived, then the error.
+        """
         broadcast = job.broadcast
         assert broadcast is not None
-        if error is not None and not job.future.done():
-            self._fail(job, error)  # it never reached the caller
-            return
         if isinstance(error, asyncio.CancelledError):
             error = (
                 PipelineClosed("pipeline closed")
@@ -432,8 +432,11 @@ class Pipeline:
         broadcast.close(error)
         now = self._clock()
         for each in (job, *job.followers):
-            if not each.future.done() and error is None:
+            future = each.future
+            if not future.done():
                 self.stream_stage.deliver_stream(job, each)
+            elif future.cancelled() or future.exception() is not None:
+                continue  # the caller left or already failed (and was counted then)
             if error is None:
                 self.metrics.completed(now - each.submitted_at, now)
             else:

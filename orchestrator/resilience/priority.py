@@ -128,8 +128,8 @@ class PriorityQueue(Generic[T]):
         self._size -= 1
         return levels[best].popleft()
 
-    async def get(self) -> T:
-        """Wait for and return the next item."""
+    async def wait(self) -> None:
+        """Return once the queue holds an item (without taking it)."""
         while not self._size:
             getter = asyncio.get_running_loop().create_future()
             self._getters.append(getter)
@@ -140,6 +140,11 @@ class PriorityQueue(Generic[T]):
                 if self._size and not getter.cancelled():
                     self._wake_next()
                 raise
+
+    async def get(self) -> T:
+        """Wait for and return the next item."""
+        if not self._size:
+            await self.wait()
         item = self.get_nowait()
         assert item is not None
         return item

@@ -177,14 +177,23 @@ class InferenceStage:
         return tasks
 
     async def _shard_loop(self, queue: PriorityQueue[Job]) -> None:
+        # Take a slot before choosing the job, so the choice is made by priority at the moment
+        # work can start, not when it arrived.
         limit = self.limit
         tasks = self._tasks
         while True:
-            job = await queue.get()
+            if not len(queue):
+                await queue.wait()
+            await limit.acquire()
+            job = queue.get_nowait()
+            if job is None:
+                limit.release()
+                continue
             if not job.wanted:
+                limit.release()
                 self._fail(job, asyncio.CancelledError())
                 continue
-            await limit.acquire()
+            job.stage = "inference"
             task = asyncio.create_task(self._run(job))
             job.task = task
             tasks.add(task)
