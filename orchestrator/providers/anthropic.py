@@ -128,7 +128,8 @@ class AnthropicWorker:
         stop_reason: str | None = None
         finished = False
         try:
-            while not finished:
+            # Read on past message_stop to the end of the body so the connection is reused.
+            while True:
                 try:
                     event = await timer.within(anext(events), stall=True)
                 except StopAsyncIteration:

@@ -143,12 +143,10 @@ class LlamaCppWorker:
             response = await timer.within(self._post(request, stream=True))
             try:
                 await self._raise_for_status(response, timer)
-                while final is None:
-                    line = await timer.within(response.content.readline(), stall=True)
-                    if not line:
-                        break
+                # Read on past the final event to the end of the body so the connection is reused.
+                while line := await timer.within(response.content.readline(), stall=True):
                     event = _sse_payload(line)
-                    if event is None:
+                    if event is None or final is not None:
                         continue
                     if "error" in event:
                         raise self._error_payload(event)

@@ -30,6 +30,7 @@ class ReceivedRequest:
     path: str
     headers: Mapping[str, str]
     body: Mapping[str, Any]
+    client_port: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +39,11 @@ class Event:
 
     data: bytes
     text: bool = False
+
+
+def _client_port(request: web.Request) -> int:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return int(peer[1]) if peer else 0
 
 
 def word_chunks(text: str) -> list[str]:
@@ -185,6 +191,7 @@ class FakeUpstream:
                 path=request.path,
                 headers=CIMultiDictProxy(CIMultiDict(request.headers)),
                 body=body,
+                client_port=_client_port(request),
             )
         )
         self._notify()

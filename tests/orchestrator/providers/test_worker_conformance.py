@@ -104,6 +104,29 @@ async def test_message_history_reaches_the_upstream(provider: Provider) -> None:
         assert text in sent
 
 
+async def test_many_concurrent_calls_share_one_worker(provider: Provider) -> None:
+    """200 calls in flight at once through one worker are all answered."""
+    worker = provider.worker()
+    provider.upstream.hold()
+    calls = [
+        asyncio.create_task(worker.complete(InferenceRequest(PROMPT), timeout_s=10))
+        for _ in range(200)
+    ]
+    await provider.upstream.wait_for_requests(200)
+    provider.upstream.release()
+    completions = await asyncio.gather(*calls)
+    assert {c.text for c in completions} == {REPLY}
+
+
+async def test_sequential_calls_reuse_one_connection(provider: Provider) -> None:
+    """Plain and streamed calls one after another all travel over one kept-alive connection."""
+    worker = provider.worker()
+    for _ in range(3):
+        await worker.complete(InferenceRequest(PROMPT), timeout_s=5)
+        await collect(worker, InferenceRequest(PROMPT))
+    assert len({r.client_port for r in provider.upstream.requests}) == 1
+
+
 # --- error classification ------------------------------------------------------------------------
 
 
