@@ -7,8 +7,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from pipeline_fakes import FakeClock
+from pipeline_fakes import FakeClock, ScriptedWorker
 
+from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
 from orchestrator.request import Usage
 from orchestrator.resilience.cache import CachedAnswer, MemoryCache, RedisCache, ResponseCache
 
@@ -108,3 +109,29 @@ def test_redis_cache_refuses_a_non_redis_url() -> None:
     """A URL of the wrong scheme is rejected naming `url`."""
     with pytest.raises(ValueError, match="url"):
         RedisCache("http://localhost:6379")
+
+
+async def test_two_pipelines_share_answers_through_redis() -> None:
+    """A second pipeline (another process, in real life) is served the first one's answer."""
+    if not _redis_available():
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    shared = RedisCache(REDIS_URL, prefix=f"test:{uuid.uuid4().hex}:")
+    first, second = ScriptedWorker(), ScriptedWorker()
+    try:
+        async with Pipeline(PipelineConfig(), first, cache=shared) as pipeline:
+            await pipeline.infer(InferenceRequest("shared question"))
+        async with Pipeline(PipelineConfig(), second, cache=shared) as pipeline:
+            response = await pipeline.infer(InferenceRequest("shared question"))
+    finally:
+        await shared.clear()
+        await shared.aclose()
+    assert response.cached and response.text == "shared question"
+    assert (first.calls, second.calls) == (1, 0)
+
+
+async def test_a_redis_url_in_the_config_selects_the_redis_backend() -> None:
+    """PipelineConfig(redis_url=...) builds a RedisCache; without it the cache is in memory."""
+    assert isinstance(Pipeline(PipelineConfig(), EchoWorker()).cache, MemoryCache)
+    pipeline = Pipeline(PipelineConfig(redis_url=REDIS_URL), EchoWorker())
+    assert isinstance(pipeline.cache, RedisCache)
+    await pipeline.cache.aclose()
