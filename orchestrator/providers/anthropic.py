@@ -98,6 +98,10 @@ class AnthropicWorker:
             )
         except anthropic.APIError as exc:
             raise self._translate(exc) from None
+        except httpx2.TransportError as exc:
+            raise connection_error(
+                self.name, "connection lost", exc, secrets=(self._api_key,)
+            ) from None
         text = "".join(block.text for block in message.content if block.type == "text")
         return Completion(
             text=text,

@@ -143,19 +143,26 @@ class LlamaCppWorker:
             response = await timer.within(self._post(request, stream=True))
             try:
                 await self._raise_for_status(response, timer)
-                # Read on past the final event to the end of the body so the connection is reused.
-                while line := await timer.within(response.content.readline(), stall=True):
-                    event = _sse_payload(line)
-                    if event is None or final is not None:
-                        continue
-                    if "error" in event:
-                        raise self._error_payload(event)
-                    content = str(event.get("content", ""))
-                    if content:
-                        yield StreamChunk(text=content, index=index)
-                        index += 1
-                    if event.get("stop"):
-                        final = event
+                # Lines are split here, not with readline(): the final event echoes the whole
+                # prompt and can outgrow aiohttp's line limit. Reading on past the final event
+                # to the end of the body lets the connection be reused.
+                pending = bytearray()
+                while data := await timer.within(response.content.readany(), stall=True):
+                    pending += data
+                    *lines, rest = pending.split(b"\n")
+                    pending = bytearray(rest)
+                    for line in lines:
+                        event = _sse_payload(bytes(line))
+                        if event is None or final is not None:
+                            continue
+                        if "error" in event:
+                            raise self._error_payload(event)
+                        content = str(event.get("content", ""))
+                        if content:
+                            yield StreamChunk(text=content, index=index)
+                            index += 1
+                        if event.get("stop"):
+                            final = event
             finally:
                 response.close()
         except aiohttp.ClientError as exc:

@@ -44,6 +44,7 @@ class FakeLlamaCpp(FakeUpstream):
         return {
             "content": content,
             "stop": True,
+            "prompt": body.get("prompt", ""),  # llama-server echoes the prompt at the end
             "model": "/models/fake.gguf",
             "tokens_evaluated": input_tokens,
             "tokens_predicted": len(chunks),

@@ -85,7 +85,7 @@ class FakeUpstream:
 
     async def start(self) -> None:
         """Listen on 127.0.0.1 (an ephemeral port the first time, the same port afterwards)."""
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 2**20)  # agents send long contexts
         for path in self.routes:
             app.router.add_post(path, self._handle)
         # handler_cancellation: a client that hangs up cancels its handler, which we count.

@@ -58,6 +58,20 @@ async def test_completion_reports_the_configured_model(fake_llamacpp: FakeLlamaC
     assert completion.model == "qwen-7b"
 
 
+async def test_stream_survives_a_final_event_longer_than_a_line_buffer(
+    fake_llamacpp: FakeLlamaCpp,
+) -> None:
+    """The final event echoes the prompt; a 700 KB prompt (a long agent context) still streams."""
+    worker = LlamaCppWorker(fake_llamacpp.url)
+    prompt = "word " * 140_000
+    try:
+        chunks = [c async for c in worker.stream(InferenceRequest(prompt), timeout_s=5)]
+    finally:
+        await worker.aclose()
+    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.input_tokens > 140_000
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
