@@ -1,0 +1,264 @@
+"""Claim throughput of the folder queue against the filesystem's limit and Huey.
+
+    .venv/bin/python benchmarks/claims.py [--tasks 10000] [--procs 8] [--dir DIR]
+
+In one run, on one disk (a fresh folder under --dir):
+
+1. writes N task files and ingests them (timed and printed on its own, not part of claims/s);
+2. the folder queue: P processes claim and complete no-op tasks through the public
+   `FolderQueue` API until none is left; claims/s is N over the time from the start signal
+   to the last process finding the queue empty; latency is that of `claim()` alone;
+   duplicates are task ids claimed more than once (any > 0 is a bug);
+3. bare `os.rename`: P processes claim copies of the same N files with one rename each
+   (each starts at its own offset of the listing, as a good rename loop would): the
+   filesystem's limit for a rename-based claim;
+4. Huey with `SqliteHuey` (its default settings: WAL, fsync off): N no-op jobs enqueued
+   first (not timed), then `huey_consumer -w P -k process`; jobs/s is N over the time from
+   the first job leaving the queue to the queue being empty (polled every 2 ms).
+
+The last line printed is one JSON object: claims_per_s, p99_claim_ms, duplicates,
+rename_per_s, huey_per_s (plus a few more keys for the record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from coordinator.queue import FolderQueue
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _queue_worker(root: str, worker: int, profile: str | None, start: Any, out: str) -> None:
+    if profile and worker == 0:
+        import cProfile
+
+        cProfile.runctx(
+            "_queue_worker(root, worker, None, start, out)", globals(), locals(), profile
+        )
+        return
+    queue = FolderQueue(root)
+    ids: list[str] = []
+    latencies: list[float] = []
+    start.wait()
+    while True:
+        t0 = time.perf_counter()
+        claim = queue.claim(f"w{worker}", lease_s=300)
+        t1 = time.perf_counter()
+        if claim is None:
+            break
+        latencies.append(t1 - t0)
+        queue.complete(claim.task.id, claim.token)
+        ids.append(claim.task.id)
+    Path(out).write_text(json.dumps({"ids": ids, "lat": latencies, "end": time.monotonic()}))
+
+
+def _rename_worker(pending: str, claimed: str, worker: int, procs: int, start: Any,
+                   out: str) -> None:
+    start.wait()
+    names = sorted(os.listdir(pending))
+    k = len(names) * worker // procs
+    won = []
+    for name in names[k:] + names[:k]:
+        try:
+            os.rename(os.path.join(pending, name), os.path.join(claimed, name))
+        except FileNotFoundError:
+            continue
+        won.append(name)
+    Path(out).write_text(json.dumps({"ids": won, "end": time.monotonic()}))
+
+
+def _run_workers(target: Any, args_of: Any, procs: int) -> tuple[float, list[dict[str, Any]]]:
+    """Start P workers, release them together; return (seconds to the last one done, outs)."""
+    start = SPAWN.Barrier(procs + 1)  # everyone imported and at the start line
+    outs = [f"{args_of(n)[-1]}" for n in range(procs)]
+    workers = [SPAWN.Process(target=target, args=(*args_of(n)[:-1], start, outs[n]))
+               for n in range(procs)]
+    for w in workers:
+        w.start()
+    start.wait()
+    t0 = time.monotonic()
+    for w in workers:
+        w.join()
+        if w.exitcode != 0:
+            raise SystemExit(f"a worker exited with {w.exitcode}")
+    results = [json.loads(Path(o).read_text()) for o in outs]
+    return max(r["end"] for r in results) - t0, results
+
+
+def _write_task_files(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        name = f"task-{i:05d}.toml"
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(f'prompt = "no-op task {i}"\n')
+        os.rename(tmp, folder / name)
+
+
+def bench_queue(base: Path, n: int, procs: int, profile: str | None) -> dict[str, Any]:
+    root = base / "queue"
+    _write_task_files(root, n)
+    t0 = time.perf_counter()
+    accepted = FolderQueue(root).ingest().accepted
+    ingest_s = time.perf_counter() - t0
+    assert len(accepted) == n, f"ingested {len(accepted)} of {n}"
+    outs = base / "queue-out"
+    outs.mkdir()
+    wall, results = _run_workers(
+        _queue_worker, lambda w: (str(root), w, profile, str(outs / f"{w}.json")), procs
+    )
+    claims = Counter(task_id for r in results for task_id in r["ids"])
+    latencies = sorted(x for r in results for x in r["lat"])
+    return {
+        "ingest_s": ingest_s,
+        "wall_s": wall,
+        "claims": sum(claims.values()),
+        "claims_per_s": sum(claims.values()) / wall,
+        "p50_claim_ms": statistics.median(latencies) * 1000,
+        "p99_claim_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1000,
+        "duplicates": sum(c - 1 for c in claims.values() if c > 1),
+        "missing": n - len(claims),
+        "per_worker": sorted(len(r["ids"]) for r in results),
+    }
+
+
+def bench_rename(base: Path, n: int, procs: int) -> dict[str, Any]:
+    pending, claimed = base / "rename" / "pending", base / "rename" / "claimed"
+    claimed.mkdir(parents=True)
+    shutil.copytree(base / "queue" / "sources", pending)  # the same task files, byte for byte
+    assert len(os.listdir(pending)) == n
+    outs = base / "rename-out"
+    outs.mkdir()
+    wall, results = _run_workers(
+        _rename_worker,
+        lambda w: (str(pending), str(claimed), w, procs, str(outs / f"{w}.json")),
+        procs,
+    )
+    won = Counter(name for r in results for name in r["ids"])
+    return {
+        "wall_s": wall,
+        "rename_per_s": sum(won.values()) / wall,
+        "duplicates": sum(c - 1 for c in won.values() if c > 1),
+        "missing": n - len(won),
+    }
+
+
+_HUEY_APP = """
+from huey import SqliteHuey
+
+huey = SqliteHuey("bench", filename={db!r})
+
+
+@huey.task()
+def noop():
+    pass
+"""
+
+
+def bench_huey(base: Path, n: int, procs: int) -> dict[str, Any]:
+    app_dir = base / "huey"
+    app_dir.mkdir()
+    (app_dir / "huey_bench_app.py").write_text(_HUEY_APP.format(db=str(app_dir / "huey.db")))
+    sys.path.insert(0, str(app_dir))
+    import huey_bench_app  # type: ignore[import-not-found]
+
+    app = huey_bench_app.huey
+    t0 = time.perf_counter()
+    for _ in range(n):
+        huey_bench_app.noop()
+    enqueue_s = time.perf_counter() - t0
+    assert app.pending_count() == n
+    env = {**os.environ, "PYTHONPATH": str(app_dir)}
+    consumer = subprocess.Popen(
+        [sys.executable, "-m", "huey.bin.huey_consumer", "huey_bench_app.huey",
+         "-w", str(procs), "-k", "process", "-q", "-C"],
+        cwd=app_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        began = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            left = app.pending_count()
+            now = time.monotonic()
+            if began is None and left < n:
+                began = now
+            if left == 0:
+                break
+            time.sleep(0.002)
+        else:
+            raise SystemExit("huey did not finish in 10 minutes")
+        assert began is not None
+        wall = now - began
+    finally:
+        consumer.send_signal(signal.SIGINT)
+        try:
+            consumer.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            consumer.kill()
+            consumer.wait()
+    return {"enqueue_s": enqueue_s, "wall_s": wall, "huey_per_s": n / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--procs", type=int, default=8)
+    parser.add_argument("--dir", default=None, help="where to make the scratch folder")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--profile", default=None,
+                        help="write a cProfile of queue worker 0 to this file")
+    parser.add_argument("--only-queue", action="store_true", help="skip rename and huey")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="claims-bench-", dir=args.dir))
+    n, procs = args.tasks, args.procs
+    print(f"{n} tasks, {procs} processes, {os.cpu_count()} CPUs, scratch folder {base}")
+    try:
+        q = bench_queue(base, n, procs, args.profile)
+        print(f"ingest: {n} files in {q['ingest_s']:.2f} s ({n / q['ingest_s']:.0f} files/s)"
+              " (not part of claims/s)")
+        print(f"folder queue: {q['claims']} claim+complete in {q['wall_s']:.2f} s = "
+              f"{q['claims_per_s']:.0f}/s; claim latency p50 {q['p50_claim_ms']:.2f} ms, "
+              f"p99 {q['p99_claim_ms']:.2f} ms; duplicates {q['duplicates']}, "
+              f"missing {q['missing']}; per process {q['per_worker']}")
+        if args.only_queue:
+            return
+        r = bench_rename(base, n, procs)
+        print(f"bare os.rename: {n} claims in {r['wall_s']:.2f} s = {r['rename_per_s']:.0f}/s; "
+              f"duplicates {r['duplicates']}, missing {r['missing']}")
+        h = bench_huey(base, n, procs)
+        print(f"huey (SqliteHuey, -w {procs} -k process): {n} no-op jobs in {h['wall_s']:.2f} s"
+              f" = {h['huey_per_s']:.0f}/s (enqueueing took {h['enqueue_s']:.2f} s, not timed)")
+        print(f"ratios: folder queue / rename limit = {q['claims_per_s'] / r['rename_per_s']:.3f};"
+              f" folder queue / huey = {q['claims_per_s'] / h['huey_per_s']:.2f}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    print(json.dumps({
+        "claims_per_s": round(q["claims_per_s"], 1),
+        "p99_claim_ms": round(q["p99_claim_ms"], 3),
+        "duplicates": q["duplicates"],
+        "rename_per_s": round(r["rename_per_s"], 1),
+        "huey_per_s": round(h["huey_per_s"], 1),
+        "p50_claim_ms": round(q["p50_claim_ms"], 3),
+        "missing": q["missing"],
+        "ingest_s": round(q["ingest_s"], 3),
+        "tasks": n,
+        "procs": procs,
+    }))
+
+
+if __name__ == "__main__":
+    main()
