@@ -1,10 +1,20 @@
 """Fake upstream servers speaking the providers' wire formats, with fault injection.
 
-async with FakeAnthropic() as upstream:
-    upstream.fail_next(Fail(status=429, retry_after="2"))
-    worker = AnthropicWorker("sk-test", base_url=upstream.url)
-    ...
-    assert upstream.request_count == 1
+Each fake is a real aiohttp server on 127.0.0.1 (ephemeral port), started with `async with`:
+
+- `FakeAnthropic` (`/v1/messages`; point `AnthropicWorker(base_url=fake.url)` at it),
+  `FakeOpenAI` (`/v1/chat/completions`; `OpenAIWorker(base_url=fake.api_url)`),
+  `FakeLlamaCpp` (`/completion`; `LlamaCppWorker(fake.url)`).
+- Answers: `fake.reply` (one token per word), streamed or not, with usage.
+- Counters: `request_count`, `requests` (each a `ReceivedRequest`), `disconnects` (clients that
+  hung up mid-request); `await wait_for_requests(n)` / `wait_for_disconnects(n)`.
+- Faults: `fail_next(*faults)` for the next requests, `fail_always(fault)` until
+  `fail_always(None)`; faults are `Fail` (status, Retry-After), `Hang`, `CutStream`,
+  `StallStream`, `StreamError`.
+- `hold()` / `release()` keep requests in flight; `stop()` / `restart()` kill the server and
+  bring it back on the same port.
+
+Import as `from fakes import ...` (pytest puts `tests/orchestrator` on `sys.path`).
 """
 
 from .anthropic_api import FakeAnthropic
