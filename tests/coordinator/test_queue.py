@@ -600,11 +600,6 @@ def test_add_is_not_blamed_for_another_rejected_file(queue: FolderQueue) -> None
     assert queue.get("task").state is TaskState.PENDING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tasks_to_toml writes non-BMP characters as JSON surrogate escapes, which "
-    "TOML forbids, so add() rejects its own file",
-)
 def test_add_accepts_a_prompt_with_an_emoji(queue: FolderQueue) -> None:
     """Any Unicode prompt can be added."""
     queue.add("deploy 🚀", task_id="emoji")
