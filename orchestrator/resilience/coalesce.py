@@ -34,15 +34,25 @@ def request_key(request: InferenceRequest) -> str:
     """A stable fingerprint of everything that determines the answer to `request`.
 
     Session, tenant, priority, deadline, metadata and request id are not part of it.
+    Every field is length-prefixed, so no choice of text can make two requests collide.
     """
-    parts = (
-        request.model,
-        normalise_text(request.system) if request.system else None,
-        tuple((m.role, normalise_text(m.content)) for m in request.messages_or_prompt),
-        request.max_tokens,
-        request.temperature,
-    )
-    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+    parts = [
+        _field(request.model),
+        _field(normalise_text(request.system) if request.system else None),
+        _field(str(request.max_tokens)),
+        _field(repr(request.temperature)),
+    ]
+    for message in request.messages:
+        parts.append(_field(message.role))
+        parts.append(_field(normalise_text(message.content)))
+    if request.prompt is not None:
+        parts.append("4:user")
+        parts.append(_field(normalise_text(request.prompt)))
+    return hashlib.blake2b("".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def _field(value: str | None) -> str:
+    return "-" if value is None else f"{len(value)}:{value}"
 
 
 @runtime_checkable

@@ -7,7 +7,7 @@ import dataclasses
 
 from orchestrator.config import CacheScope
 from orchestrator.cost import Budget, PriceTable
-from orchestrator.request import InferenceRequest, Message, Usage
+from orchestrator.request import InferenceRequest, Message
 from orchestrator.resilience.coalesce import Coalescer, request_key
 from orchestrator.stages.job import Job
 from orchestrator.tokens import estimate_request_tokens
@@ -60,7 +60,7 @@ class AssembleStage:
         contents = (m.content for m in assembled.messages_or_prompt)
         job.input_tokens = estimate_request_tokens(assembled.system, contents)
         price = self._prices.price(assembled.model or self._default_model)
-        estimate_usd = price.cost_usd(Usage(input_tokens=job.input_tokens)) if price else 0.0
+        estimate_usd = job.input_tokens * price.input_per_mtok_usd / 1e6 if price else 0.0
         self._budget.check(request.session_id, estimate_usd)
         cache_key = self._scope_prefix(request) + request_key(assembled)
         job.cache_key = cache_key
