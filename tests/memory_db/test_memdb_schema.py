@@ -212,14 +212,19 @@ def test_newer_database_is_refused_and_left_unchanged(db_url: str, clock: FakeCl
     assert _columns(db_url, "attempts") == columns_before
 
 
+RACERS = 4
+
+
 def test_many_processes_opening_a_fresh_database_at_once_all_succeed(db_url: str) -> None:
-    """Eight processes racing to create the schema all open it; none fails."""
+    """Processes racing to create the schema all open it; none fails."""
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(8)
-    children = [context.Process(target=open_fresh_memory, args=(db_url, barrier)) for _ in range(8)]
+    barrier = context.Barrier(RACERS)
+    children = [
+        context.Process(target=open_fresh_memory, args=(db_url, barrier)) for _ in range(RACERS)
+    ]
     for child in children:
         child.start()
     for child in children:
         child.join(timeout=120)
-    assert [child.exitcode for child in children] == [0] * 8
+    assert [child.exitcode for child in children] == [0] * RACERS
     assert _version(db_url) == SCHEMA_VERSION
