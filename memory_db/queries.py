@@ -117,7 +117,7 @@ class NamedQuery:
 
 
 def run_named_query(engine: Engine, name: str, **filters: Any) -> QueryResult:
-    """Run `NAMED_QUERIES[name]`; filters left None are ignored, text values are parsed.
+    """Run `NAMED_QUERIES[name]`; filters left None are ignored, the others parsed and checked.
 
     Raises `InvalidQuery` for an unknown name, an unknown filter, or a bad filter value.
     """
@@ -134,8 +134,9 @@ def run_named_query(engine: Engine, name: str, **filters: Any) -> QueryResult:
         if value is None:
             continue
         try:
-            parsed[key] = known[key].parse(value) if isinstance(value, str) else value
-        except ValueError as exc:
+            # Parse typed values too (`limit=0` from argparse), so every value is checked.
+            parsed[key] = known[key].parse(value if isinstance(value, str) else str(value))
+        except (TypeError, ValueError) as exc:
             raise InvalidQuery(f"query {name!r}: bad {key} {value!r}: {exc}") from exc
     return _run(engine, query.build(**parsed), {}, name)
 
@@ -243,7 +244,9 @@ def _attempts(
     return query.limit(limit)
 
 
-def _failures(*, task_id: str | None = None, limit: int = 50) -> Select[Any]:
+def _failures(
+    *, task_id: str | None = None, agent: str | None = None, limit: int = 50
+) -> Select[Any]:
     query = (
         select(
             AttemptRow.id.label("attempt_id"),
@@ -261,6 +264,8 @@ def _failures(*, task_id: str | None = None, limit: int = 50) -> Select[Any]:
     )
     if task_id is not None:
         query = query.where(AttemptRow.task_id == task_id)
+    if agent is not None:
+        query = query.where(AttemptRow.agent == agent)
     return query.limit(limit)
 
 
@@ -298,7 +303,7 @@ def _modifications(
     return query.limit(limit)
 
 
-def _stats(*, task_id: str | None = None) -> Select[Any]:
+def _stats(*, task_id: str | None = None, agent: str | None = None) -> Select[Any]:
     def count_of(outcome: AttemptOutcome) -> Any:
         return func.coalesce(func.sum(case((AttemptRow.outcome == outcome, 1), else_=0)), 0)
 
@@ -319,6 +324,8 @@ def _stats(*, task_id: str | None = None) -> Select[Any]:
     )
     if task_id is not None:
         query = query.where(AttemptRow.task_id == task_id)
+    if agent is not None:
+        query = query.where(AttemptRow.agent == agent)
     return query
 
 
@@ -342,7 +349,7 @@ NAMED_QUERIES: Mapping[str, NamedQuery] = _named(
     NamedQuery(
         name="failures",
         description="failed and timed-out attempts with their reasons, newest first",
-        filters=(_TASK, _LIMIT),
+        filters=(_TASK, _AGENT, _LIMIT),
         build=_failures,
     ),
     NamedQuery(
@@ -369,7 +376,7 @@ NAMED_QUERIES: Mapping[str, NamedQuery] = _named(
     NamedQuery(
         name="stats",
         description="per agent: attempts by outcome, mean duration (s), success rate",
-        filters=(_TASK,),
+        filters=(_TASK, _AGENT),
         build=_stats,
     ),
 )

@@ -183,6 +183,13 @@ def test_failures_lists_failed_and_timed_out_attempts_with_reasons(history: Agen
     columns, rows = run_named_query(history.engine, "failures")
     got = [(row[columns.index("outcome")], row[columns.index("reason")]) for row in rows]
     assert got == [("timed_out", "ran past 30s"), ("failed", "tests failed")]
+    assert run_named_query(history.engine, "failures", agent="a2").rows == ()
+
+
+def test_stats_can_be_narrowed_to_one_agent(history: AgentMemory) -> None:
+    """stats with an agent filter reports only that agent."""
+    columns, rows = run_named_query(history.engine, "stats", agent="a2")
+    assert [row[columns.index("agent")] for row in rows] == ["a2"]
 
 
 def test_attempts_can_be_narrowed_by_task_and_limited(history: AgentMemory, task_id: str) -> None:
@@ -211,11 +218,12 @@ def test_dead_ends_and_modifications_filter(history: AgentMemory) -> None:
         ("stats", {"module": "x"}, "no filter 'module'"),
         ("attempts", {"limit": "zero"}, "bad limit"),
         ("attempts", {"limit": "0"}, "bad limit"),
+        ("attempts", {"limit": 0}, "bad limit"),
         ("modifications", {"outcome": "Done"}, "bad outcome"),
     ],
 )
 def test_bad_named_query_requests_raise_invalid_query(
-    memory: AgentMemory, name: str, filters: dict[str, str], message: str
+    memory: AgentMemory, name: str, filters: dict[str, object], message: str
 ) -> None:
     """Unknown names, unknown filters and bad filter values are InvalidQuery (a ValueError)."""
     with pytest.raises(InvalidQuery, match=message) as caught:
