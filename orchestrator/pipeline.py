@@ -36,7 +36,7 @@ from orchestrator.resilience.ratelimit import RateLimiter
 from orchestrator.resilience.retry import RetryPolicy
 from orchestrator.retrieval import DocumentIndex
 from orchestrator.stages.assemble import AssembleStage
-from orchestrator.stages.inference import InferenceStage, Route
+from orchestrator.stages.inference import InferenceStage, Route, shard_for
 from orchestrator.stages.job import Job
 from orchestrator.stages.postprocess import PostProcessStage, QualityHook
 from orchestrator.stages.rag import RagStage
@@ -51,6 +51,8 @@ class Pipeline:
     """The inference pipeline over one or more `Worker`s (tried in `fallback_order`).
 
     Use as an async context manager; it owns the workers and closes them on exit.
+    Live values start from `config.tunables` unless a `live` config is passed (then `live` is
+    used as is, and whoever holds it may change values while the pipeline runs).
     `clock` times breakers, rate limits, ageing and latencies; `sleep` waits retry backoffs;
     `rng` jitters them (seeded from `config.seed` when not given). `cache` overrides the
     response cache the config would build. Raises ValueError for no workers, duplicate worker
@@ -253,8 +255,6 @@ class Pipeline:
 
     def shard_of(self, request: InferenceRequest) -> int | None:
         """The inference shard a request with a session id goes to (None without a session)."""
-        from orchestrator.stages.inference import shard_for
-
         if request.session_id is None:
             return None
         return shard_for(request.session_id, self.inference.shards)
