@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
 
 from memdb_helpers import write_attempts
 
@@ -39,3 +40,18 @@ def test_eight_processes_writing_attempts_at_once_lose_nothing(db_url: str) -> N
             for number in range(1, ATTEMPTS_EACH + 1)
         }
         assert memory.task("shared").created_by in {f"worker-{w}" for w in range(WORKERS)}
+
+
+def test_threads_sharing_one_memory_lose_nothing(memory: AgentMemory, task_id: str) -> None:
+    """8 threads × 50 attempts through one AgentMemory (as the fleet's agent loops do) → 400."""
+    threads_n, each = 8, 50
+
+    def work(worker: int) -> None:
+        for number in range(1, each + 1):
+            memory.start_attempt(task_id, attempt=number, agent=f"thread-{worker}", log_path=None)
+
+    with ThreadPoolExecutor(max_workers=threads_n) as pool:
+        for future in [pool.submit(work, worker) for worker in range(threads_n)]:
+            future.result()
+    attempts = memory.attempts(task_id, limit=10 * threads_n * each)
+    assert len({(a.agent, a.attempt) for a in attempts}) == len(attempts) == threads_n * each
