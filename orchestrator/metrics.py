@@ -79,6 +79,7 @@ class MetricsSnapshot:
     cache_hits: int
     cache_misses: int
     cache_hit_rate: float
+    cache_errors: int
     upstream_calls: int
     retries: int
     fallbacks: int
@@ -102,6 +103,7 @@ class PipelineMetrics:
         "_next",
         "_ok",
         "_times",
+        "cache_errors",
         "cache_hits",
         "cache_misses",
         "completed_total",
@@ -139,7 +141,7 @@ class PipelineMetrics:
         self._next = 0
         self.requests_total = self.completed_total = self.errors_total = 0
         self.errors_by_type: dict[str, int] = {}
-        self.dedup_hits = self.cache_hits = self.cache_misses = 0
+        self.dedup_hits = self.cache_hits = self.cache_misses = self.cache_errors = 0
         self.upstream_calls = self.retries = self.fallbacks = 0
         self.cost_usd_total = 0.0
 

@@ -315,6 +315,7 @@ class Pipeline:
             cache_hits=metrics.cache_hits,
             cache_misses=metrics.cache_misses,
             cache_hit_rate=metrics.cache_hits / lookups if lookups else 0.0,
+            cache_errors=metrics.cache_errors,
             upstream_calls=metrics.upstream_calls,
             retries=metrics.retries,
             fallbacks=metrics.fallbacks,

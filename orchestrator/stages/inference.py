@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import time
 from collections import deque
@@ -27,6 +28,8 @@ from orchestrator.stages.postprocess import normalise_chunk
 from orchestrator.tokens import estimate_tokens
 
 __all__ = ["ConcurrencyLimit", "InferenceStage", "Route", "shard_for"]
+
+log = logging.getLogger(__name__)
 
 Attempt = Callable[[Job, "Route", float], Awaitable[Completion]]
 
@@ -202,7 +205,7 @@ class InferenceStage:
     async def _run(self, job: Job) -> None:
         try:
             if self._cache is not None and job.cache_key is not None:
-                answer = await self._cache.get(job.cache_key)
+                answer = await self._cache_get(job.cache_key)
                 if answer is not None:
                     self._metrics.cache_hits += 1
                     job.completion = Completion(
@@ -277,7 +280,21 @@ class InferenceStage:
                 model=completion.model,
                 finish_reason=completion.finish_reason,
             )
-            await self._cache.put(job.cache_key, answer, ttl_s=self._live.current.cache_ttl_s)
+            try:
+                await self._cache.put(job.cache_key, answer, ttl_s=self._live.current.cache_ttl_s)
+            except Exception:
+                self._metrics.cache_errors += 1
+                log.warning("response cache put failed; answer served uncached", exc_info=True)
+
+    async def _cache_get(self, key: str) -> CachedAnswer | None:
+        """A cache that fails (Redis down) is a miss, not a failed request."""
+        assert self._cache is not None
+        try:
+            return await self._cache.get(key)
+        except Exception:
+            self._metrics.cache_errors += 1
+            log.warning("response cache get failed; treated as a miss", exc_info=True)
+            return None
 
     @staticmethod
     async def _complete_attempt(job: Job, route: Route, timeout_s: float) -> Completion:

@@ -135,3 +135,29 @@ async def test_a_redis_url_in_the_config_selects_the_redis_backend() -> None:
     pipeline = Pipeline(PipelineConfig(redis_url=REDIS_URL), EchoWorker())
     assert isinstance(pipeline.cache, RedisCache)
     await pipeline.cache.aclose()
+
+
+class BrokenCache:
+    """A cache backend that is down: every call raises."""
+
+    async def get(self, key: str) -> CachedAnswer | None:
+        raise ConnectionError("cache down")
+
+    async def put(self, key: str, answer: CachedAnswer, *, ttl_s: float) -> None:
+        raise ConnectionError("cache down")
+
+    async def clear(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_failing_cache_never_fails_a_request() -> None:
+    """With the cache backend down, requests are answered upstream and the errors counted."""
+    worker = ScriptedWorker()
+    async with Pipeline(PipelineConfig(), worker, cache=BrokenCache()) as pipeline:
+        response = await pipeline.infer(InferenceRequest("q"))
+        snapshot = pipeline.snapshot()
+    assert response.text == "q" and not response.cached
+    assert snapshot.cache_errors == 2 and snapshot.errors_total == 0
