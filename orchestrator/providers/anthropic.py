@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anthropic
-import httpx2  # the SDK's HTTP layer; its transport errors escape the SDK's stream iterator
+import httpx2  # the SDK's HTTP layer: its errors can escape the SDK's stream iterator
 
 from orchestrator.errors import ProviderError
 from orchestrator.providers._http import (
@@ -98,9 +99,13 @@ class AnthropicWorker:
             )
         except anthropic.APIError as exc:
             raise self._translate(exc) from None
-        except httpx2.TransportError as exc:
+        except httpx2.HTTPError as exc:
             raise connection_error(
                 self.name, "connection lost", exc, secrets=(self._api_key,)
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise connection_error(
+                self.name, "malformed response", exc, secrets=(self._api_key,)
             ) from None
         text = "".join(block.text for block in message.content if block.type == "text")
         return Completion(
@@ -152,9 +157,13 @@ class AnthropicWorker:
                     finished = True
         except anthropic.APIError as exc:
             raise self._translate(exc) from None
-        except httpx2.TransportError as exc:
+        except httpx2.HTTPError as exc:
             raise connection_error(
                 self.name, "connection lost mid-stream", exc, secrets=(self._api_key,)
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise connection_error(
+                self.name, "malformed stream event", exc, secrets=(self._api_key,)
             ) from None
         finally:
             await events.close()

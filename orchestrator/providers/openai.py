@@ -5,11 +5,12 @@ With `base_url` it serves any OpenAI-compatible server: vLLM, llama.cpp's `llama
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
-import httpx2  # the SDK's HTTP layer; only its Limits type is needed here
+import httpx2  # the SDK's HTTP layer: its Limits, and errors the SDK lets through
 import openai
 
 from orchestrator.errors import ProviderError
@@ -105,9 +106,13 @@ class OpenAIWorker:
             )
         except openai.APIError as exc:
             raise self._translate(exc) from None
-        except httpx2.TransportError as exc:
+        except httpx2.HTTPError as exc:
             raise connection_error(
                 self.name, "connection lost", exc, secrets=self._secrets
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise connection_error(
+                self.name, "malformed response", exc, secrets=self._secrets
             ) from None
         if not response.choices:
             raise ProviderError(self.name, "response has no choices", retryable=True)
@@ -167,6 +172,10 @@ class OpenAIWorker:
             ) from None
         except openai.APIError as exc:
             raise self._translate(exc) from None
+        except json.JSONDecodeError as exc:
+            raise connection_error(
+                self.name, "malformed stream event", exc, secrets=self._secrets
+            ) from None
         finally:
             await chunks.close()
         if finish_reason is None:

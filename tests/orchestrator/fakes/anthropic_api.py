@@ -43,6 +43,9 @@ class FakeAnthropic(FakeUpstream):
         body = self.error_body(Fail(status=fault.status, message=fault.message))
         return _sse("error", body)
 
+    def malformed_event(self) -> bytes:
+        return b"event: content_block_delta\ndata: {not json\n\n"
+
     def _tokens(self, body: Mapping[str, Any]) -> tuple[list[str], str, int]:
         chunks = word_chunks(self.reply)
         max_tokens = int(body.get("max_tokens", len(chunks)))

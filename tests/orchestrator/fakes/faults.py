@@ -58,4 +58,12 @@ class StreamError:
     message: str = "injected mid-stream failure"
 
 
-Fault = Fail | Hang | CutStream | StallStream | StreamError
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Malformed:
+    """Answer 200 with JSON that does not parse: after `after_chunks` chunks of a stream, or
+    as the whole body of a plain answer."""
+
+    after_chunks: int = 1
+
+
+Fault = Fail | Hang | CutStream | StallStream | StreamError | Malformed

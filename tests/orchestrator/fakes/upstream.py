@@ -17,7 +17,7 @@ from typing import Any, Self
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .faults import CutStream, Fail, Fault, Hang, StallStream, StreamError
+from .faults import CutStream, Fail, Fault, Hang, Malformed, StallStream, StreamError
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -169,6 +169,10 @@ class FakeUpstream:
     def error_event(self, fault: StreamError) -> bytes:
         raise NotImplementedError
 
+    def malformed_event(self) -> bytes:
+        """A stream event whose JSON does not parse (named, where the format names events)."""
+        return b"data: {not json\n\n"
+
     def answer_body(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         raise NotImplementedError
 
@@ -223,6 +227,8 @@ class FakeUpstream:
         self, request: web.Request, answer: Mapping[str, Any], fault: Fault | None
     ) -> web.StreamResponse:
         payload = json.dumps(answer).encode()
+        if isinstance(fault, Malformed):
+            return web.Response(body=b"{not json", content_type="application/json")
         if fault is None:
             return web.json_response(body=payload)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -242,7 +248,9 @@ class FakeUpstream:
         )
         await response.prepare(request)
         limit = (
-            fault.after_chunks if isinstance(fault, CutStream | StallStream | StreamError) else None
+            fault.after_chunks
+            if isinstance(fault, CutStream | StallStream | StreamError | Malformed)
+            else None
         )
         sent = 0
         for event in events:
@@ -255,8 +263,9 @@ class FakeUpstream:
             return response
         if isinstance(fault, StallStream):
             await self._stopping.wait()
-        if isinstance(fault, StreamError):
-            await response.write(self.error_event(fault))
+        if isinstance(fault, StreamError | Malformed):
+            event = self.error_event(fault) if isinstance(fault, StreamError) else None
+            await response.write(event or self.malformed_event())
             await response.write_eof()
         elif isinstance(fault, CutStream) and not fault.abrupt:
             await response.write_eof()

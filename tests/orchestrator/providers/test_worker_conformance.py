@@ -8,7 +8,7 @@ import time
 import traceback
 
 import pytest
-from fakes import CutStream, Fail, Hang, StallStream, StreamError
+from fakes import CutStream, Fail, Hang, Malformed, StallStream, StreamError
 
 from orchestrator.errors import ProviderError
 from orchestrator.providers.base import Worker
@@ -281,6 +281,20 @@ async def test_stream_ended_without_end_marker_raises(provider: Provider) -> Non
 async def test_plain_answer_cut_mid_body_raises(provider: Provider) -> None:
     """A plain answer whose body is cut halfway raises a retryable error."""
     provider.upstream.fail_next(CutStream())
+    error = await complete_error(provider.worker(), InferenceRequest(PROMPT))
+    assert error.retryable
+
+
+async def test_malformed_stream_event_is_a_retryable_provider_error(provider: Provider) -> None:
+    """An event whose JSON does not parse fails as a retryable ProviderError, not a raw one."""
+    provider.upstream.fail_next(Malformed(after_chunks=2))
+    error = await stream_error(provider.worker(), InferenceRequest(PROMPT))
+    assert error.retryable
+
+
+async def test_malformed_answer_is_a_retryable_provider_error(provider: Provider) -> None:
+    """A plain answer whose JSON does not parse fails as a retryable ProviderError."""
+    provider.upstream.fail_next(Malformed())
     error = await complete_error(provider.worker(), InferenceRequest(PROMPT))
     assert error.retryable
 
