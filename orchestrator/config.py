@@ -157,12 +157,14 @@ class PipelineConfig:
     first; empty means the order the workers were given in. `price_table_path` overrides the
     price table shipped with the package. `rag_folder` None turns retrieval off.
     `redis_url` set makes the response cache live in Redis instead of process memory.
+    `attempt_timeout_s` caps one upstream attempt (None: only the request's deadline does).
     """
 
     tunables: Tunables = field(default_factory=Tunables)
     inference_shards: int = 4
     fallback_order: tuple[str, ...] = ()
     default_timeout_s: float = 120.0
+    attempt_timeout_s: float | None = None
     priority_ageing_s: float = 5.0
     price_table_path: Path | None = None
     session_budget_usd: float | None = None
@@ -197,7 +199,7 @@ class PipelineConfig:
             _positive_int(name, getattr(self, name))
         for name in ("default_timeout_s", "priority_ageing_s", "retry_max_delay_s"):
             _positive_float(name, getattr(self, name))
-        for name in ("session_budget_usd", "global_budget_usd"):
+        for name in ("session_budget_usd", "global_budget_usd", "attempt_timeout_s"):
             if getattr(self, name) is not None:
                 _positive_float(name, getattr(self, name))
         for name in ("budget_warn_fraction", "breaker_close_success_ratio"):

@@ -161,6 +161,7 @@ class Pipeline:
             forward=lambda job: self._push(self._postprocess_queue, job),
             fail=self._fail,
             finish_stream=self._finish_stream,
+            attempt_timeout_s=config.attempt_timeout_s,
             clock=clock,
             sleep=sleep,
         )

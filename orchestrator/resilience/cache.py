@@ -114,17 +114,24 @@ class RedisCache:
 
     Entries expire through Redis' own TTL (millisecond precision); keys carry `prefix`.
     Eviction beyond memory limits is Redis' policy (`maxmemory-policy allkeys-lru`).
+    `timeout_s` bounds each Redis call, so a hung Redis slows a request by at most that much.
     """
 
     __slots__ = ("_client", "prefix", "url")
 
-    def __init__(self, url: str, *, prefix: str = "orchestrator:cache:") -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "orchestrator:cache:", timeout_s: float = 1.0
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"url must be a redis:// or rediss:// or unix:// URL, got {url!r}")
         import redis.asyncio as aioredis  # optional dependency, loaded on use
 
         self.url, self.prefix = url, prefix
-        self._client = aioredis.Redis.from_url(url)
+        self._client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
 
     async def get(self, key: str) -> CachedAnswer | None:
         raw = await self._client.get(self.prefix + key)

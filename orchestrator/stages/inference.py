@@ -97,7 +97,9 @@ class InferenceStage:
     Per job: a cache hit answers at once. Otherwise each round tries the providers in fallback
     order, skipping those whose breaker is open or whose rate limit is spent; a retryable failure
     moves on to the next provider at once, so a dead primary costs one failed call (none once its
-    breaker is open). When a whole round fails, `RetryPolicy` decides the backoff before the
+    breaker is open). An attempt with providers still untried in its round gets at most half the
+    time left (and at most `attempt_timeout_s`), so a hung provider leaves time for the next.
+    When a whole round fails, `RetryPolicy` decides the backoff before the
     next. Non-retryable errors end the job. A stream that has sent chunks is never retried.
     Only the answered call is billed.
     """
@@ -117,6 +119,7 @@ class InferenceStage:
         forward: Callable[[Job], None],
         fail: Callable[[Job, BaseException], None],
         finish_stream: Callable[[Job, BaseException | None], None],
+        attempt_timeout_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -136,6 +139,7 @@ class InferenceStage:
         self._fail = fail
         self._finish_stream = finish_stream
         self._sleep = sleep
+        self._attempt_timeout_s = attempt_timeout_s
         self.limit = ConcurrencyLimit(lambda: live.current.inference_concurrency)
         self.queues: tuple[PriorityQueue[Job], ...] = tuple(
             PriorityQueue(
@@ -336,6 +340,7 @@ class InferenceStage:
         loop = asyncio.get_running_loop()
         metrics = self._metrics
         rounds = 0
+        last = len(self.routes) - 1
         while True:
             rounds += 1
             failure: ProviderError | None = None
@@ -357,6 +362,10 @@ class InferenceStage:
                 if timeout_s <= 0:
                     breaker.release()
                     raise DeadlineExceeded(job.request.request_id, job.timeout_s, "inference")
+                if index < last:
+                    timeout_s /= 2  # a hung provider must leave time for the next one
+                if self._attempt_timeout_s is not None:
+                    timeout_s = min(timeout_s, self._attempt_timeout_s)
                 metrics.upstream_calls += 1
                 route.calls_total += 1
                 try:

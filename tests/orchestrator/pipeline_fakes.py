@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from orchestrator.errors import ProviderError
 from orchestrator.request import Completion, InferenceRequest, StreamChunk, Usage
 
 
@@ -85,26 +86,31 @@ class GatedWorker:
         self.started: list[str] = []
         self.chunks = chunks
 
-    async def _enter(self, request: InferenceRequest) -> str:
+    async def _enter(self, request: InferenceRequest, timeout_s: float) -> str:
         self.calls += 1
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         text = request.messages_or_prompt[-1].content
         self.started.append(text)
         try:
-            await self.gate.wait()
+            async with asyncio.timeout(timeout_s):  # honour the call's timeout, as workers must
+                await self.gate.wait()
+        except TimeoutError:
+            raise ProviderError(
+                self.name, f"timed out after {timeout_s:.3g}s", retryable=True
+            ) from None
         finally:
             self.active -= 1
         return text
 
     async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
-        text = await self._enter(request)
+        text = await self._enter(request, timeout_s)
         return Completion(text=text, usage=Usage(input_tokens=1, output_tokens=1), model="echo")
 
     async def stream(
         self, request: InferenceRequest, *, timeout_s: float
     ) -> AsyncIterator[StreamChunk]:
-        text = await self._enter(request)
+        text = await self._enter(request, timeout_s)
         for i in range(self.chunks):
             yield StreamChunk(text=f"{text}-{i} ", index=i)
             await asyncio.sleep(0)  # let subscribers interleave, as a network stream would

@@ -190,3 +190,12 @@ async def test_a_stream_cut_mid_answer_is_not_retried(clock: FakeClock) -> None:
         await asyncio.sleep(0)
         assert pipeline.snapshot().errors_by_type == {"ProviderError": 1}
     assert received == ["partial "] and worker.calls == 1
+
+
+async def test_a_hung_primary_leaves_time_for_the_fallback() -> None:
+    """A primary that never answers gets half the deadline; the backup answers in the rest."""
+    hung, backup = GatedWorker("hung"), ScriptedWorker("backup")
+    async with Pipeline(PipelineConfig(cache_enabled=False), hung, backup) as pipeline:
+        response = await pipeline.infer(InferenceRequest("q", timeout_s=0.2))
+    assert response.provider == "backup"
+    assert hung.calls == 1 and hung.active == 0
