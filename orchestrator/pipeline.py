@@ -347,9 +347,12 @@ class Pipeline:
         return job
 
     async def _run_stage(self, inbox: PriorityQueue[Job], step: Callable[[Job], Any]) -> None:
-        get = inbox.get
         while True:
-            job = await get()
+            if not len(inbox):
+                await inbox.wait()
+            job = inbox.get_nowait()
+            if job is None:
+                continue
             if not job.wanted:
                 self._land(job)
                 continue
