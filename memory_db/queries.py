@@ -51,7 +51,7 @@ _WRITE_WORDS = frozenset(
 )  # fmt: skip
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-_DOLLAR_TAG = re.compile(r"\$[A-Za-z_0-9]*\$")
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
 
 
 class QueryResult(NamedTuple):
@@ -62,10 +62,19 @@ class QueryResult(NamedTuple):
 
 
 def check_read_only_sql(sql: str) -> None:
-    """Raise `ReadOnlyViolation` unless `sql` is one SELECT / WITH / EXPLAIN / VALUES statement."""
+    """Raise `ReadOnlyViolation` unless `sql` is one SELECT / WITH / EXPLAIN / VALUES statement.
+
+    PRAGMA is refused outright; SQLite's `pragma_*` table-valued functions still work.
+    """
     if not isinstance(sql, str):
         raise InvalidQuery(f"sql must be a str, got {type(sql).__name__}")
-    code = _blank_literals_and_comments(sql).strip()
+    # Dialects disagree on backslashes in E'...' strings; the statement must pass both ways.
+    for e_strings_escape in (False, True):
+        _check_code(sql, _blank_literals_and_comments(sql, e_strings_escape=e_strings_escape))
+
+
+def _check_code(sql: str, code: str) -> None:
+    code = code.strip()
     if code.endswith(";"):
         code = code[:-1].rstrip()
     if not code:
@@ -155,15 +164,24 @@ def _run(engine: Engine, statement: Any, params: dict[str, Any], shown: str) -> 
         raise InvalidQuery(f"query failed: {cause}", query=shown) from exc
 
 
-def _blank_literals_and_comments(sql: str) -> str:
-    """`sql` with string literals, quoted identifiers and comments replaced by spaces."""
+def _blank_literals_and_comments(sql: str, *, e_strings_escape: bool) -> str:
+    """`sql` with string literals, quoted identifiers and comments replaced by spaces.
+
+    `e_strings_escape`: whether a backslash escapes a quote inside E'...' (PostgreSQL) or
+    not (SQLite). A block comment ends at its first */, so nesting only reveals more code.
+    """
     out: list[str] = []
     i, n = 0, len(sql)
     while i < n:
         ch = sql[i]
+        after_word = i > 0 and (sql[i - 1].isalnum() or sql[i - 1] in "_$")
         if ch in "'\"`":
+            backslash_escapes = e_strings_escape and ch == "'" and _is_escape_string_prefix(sql, i)
             end = i + 1
             while end < n:
+                if backslash_escapes and sql[end] == "\\":
+                    end += 2
+                    continue
                 if sql[end] == ch:
                     if end + 1 < n and sql[end + 1] == ch:  # doubled quote escapes itself
                         end += 2
@@ -180,7 +198,7 @@ def _blank_literals_and_comments(sql: str) -> str:
             end = sql.find("*/", i + 2)
             i = n if end == -1 else end + 2
             out.append(" ")
-        elif ch == "$" and (match := _DOLLAR_TAG.match(sql, i)):
+        elif ch == "$" and not after_word and (match := _DOLLAR_TAG.match(sql, i)):
             end = sql.find(match.group(), match.end())
             i = n if end == -1 else end + len(match.group())
             out.append(" ")
@@ -188,6 +206,13 @@ def _blank_literals_and_comments(sql: str) -> str:
             out.append(ch)
             i += 1
     return "".join(out)
+
+
+def _is_escape_string_prefix(sql: str, quote_at: int) -> bool:
+    """True when the quote at `quote_at` opens a PostgreSQL E'...' string."""
+    if quote_at == 0 or sql[quote_at - 1] not in "eE":
+        return False
+    return quote_at == 1 or not (sql[quote_at - 2].isalnum() or sql[quote_at - 2] in "_$")
 
 
 # -- named queries ----------------------------------------------------------------------

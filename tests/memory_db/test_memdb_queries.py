@@ -68,6 +68,7 @@ def test_select_returns_columns_and_rows(memory: AgentMemory, task_id: str) -> N
         "select 'DELETE FROM tasks; DROP TABLE tasks' as quoted;",
         'SELECT 1 AS "update" -- ; DROP TABLE tasks',
         "SELECT replace(title, 'a', 'b') FROM tasks /* no INSERT here */",
+        "SELECT 'it''s; DELETE' AS quoted",
     ],
 )
 def test_plain_reads_are_allowed(memory: AgentMemory, task_id: str, sql: str) -> None:
@@ -99,6 +100,9 @@ def test_plain_reads_are_allowed(memory: AgentMemory, task_id: str, sql: str) ->
         "SELECT * FROM tasks FOR UPDATE",
         "EXPLAIN ANALYZE DELETE FROM tasks",
         "/* hello */ DELETE FROM tasks",
+        "SELECT E'\\'' ; DELETE FROM tasks; --'",
+        "SELECT E'\\' ; DELETE FROM tasks; --'",
+        "SELECT $$x$$; DELETE FROM tasks",
         "VACUUM",
         "",
         "   -- only a comment",
