@@ -191,7 +191,8 @@ class AnthropicWorker:
         if request.system is not None:
             params["system"] = request.system
         if request.temperature is not None:
-            # This SDK version no longer has a `temperature` argument; the API still takes it.
+            # This SDK version has no `temperature` argument; pass it through for models that
+            # still accept it (only when the caller asked for one).
             params["extra_body"] = {"temperature": request.temperature}
         return params
 

@@ -51,6 +51,7 @@ class StreamError:
 
     The HTTP status stays 200: the error arrives inside the open stream, as providers do when
     they fail mid-answer (Anthropic's `event: error` with `overloaded_error`, for one).
+    A non-streaming request gets `status` as its HTTP status instead.
     """
 
     after_chunks: int = 1

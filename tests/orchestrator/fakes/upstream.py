@@ -229,6 +229,9 @@ class FakeUpstream:
         payload = json.dumps(answer).encode()
         if isinstance(fault, Malformed):
             return web.Response(body=b"{not json", content_type="application/json")
+        if isinstance(fault, StreamError):  # without a stream, the failure is the HTTP status
+            error = Fail(status=fault.status, message=fault.message)
+            return web.json_response(self.error_body(error), status=fault.status)
         if fault is None:
             return web.json_response(body=payload)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
