@@ -66,6 +66,7 @@ class MetricsSnapshot:
     errors_total: int
     errors_by_type: Mapping[str, int]
     shed_total: int
+    cancelled_total: int
     in_flight: int
     inference_active: int
     inference_concurrency: int
@@ -106,6 +107,7 @@ class PipelineMetrics:
         "cache_errors",
         "cache_hits",
         "cache_misses",
+        "cancelled_total",
         "completed_total",
         "cost_usd_total",
         "dedup_hits",
@@ -140,6 +142,7 @@ class PipelineMetrics:
         self._ok: list[bool] = []
         self._next = 0
         self.requests_total = self.completed_total = self.errors_total = 0
+        self.cancelled_total = 0
         self.errors_by_type: dict[str, int] = {}
         self.dedup_hits = self.cache_hits = self.cache_misses = self.cache_errors = 0
         self.upstream_calls = self.retries = self.fallbacks = 0

@@ -244,13 +244,21 @@ class Pipeline:
         """Answer `request`. Raises `Overloaded`, `BudgetExceeded`, `DeadlineExceeded`,
         `ProviderError` (incl. `CircuitOpen`)."""
         job = self._submit(request, stream=False)
-        result: InferenceResponse = await job.future
+        try:
+            result: InferenceResponse = await job.future
+        except asyncio.CancelledError:
+            self._cancelled(job)
+            raise
         return result
 
     async def stream(self, request: InferenceRequest) -> AsyncIterator[StreamChunk]:
         """Answer `request` chunk by chunk; the errors are those of `infer`, raised when met."""
         job = self._submit(request, stream=True)
-        broadcast: Broadcast = await job.future
+        try:
+            broadcast: Broadcast = await job.future
+        except asyncio.CancelledError:
+            self._cancelled(job)
+            raise
         async for chunk in broadcast.subscribe():
             yield chunk
 
@@ -301,7 +309,8 @@ class Pipeline:
             errors_total=metrics.errors_total,
             errors_by_type=dict(metrics.errors_by_type),
             shed_total=sum(s.shed_total for s in stages),
-            in_flight=metrics.requests_total - finished,
+            in_flight=metrics.requests_total - finished - metrics.cancelled_total,
+            cancelled_total=metrics.cancelled_total,
             inference_active=self.inference.limit.active,
             inference_concurrency=self.live.current.inference_concurrency,
             latency_p50_ms=p50,
@@ -449,6 +458,14 @@ class Pipeline:
         if error is None and self.postprocess.hooks:
             self.postprocess.run_hooks(job.assembled, broadcast.text)
         self._land(job)
+
+    def _cancelled(self, job: Job) -> None:
+        """The caller stopped waiting; its job is dropped where it is (unless others wait)."""
+        if job.future.cancelled():
+            self.metrics.cancelled_total += 1
+            if job.timer is not None:
+                job.timer.cancel()
+                job.timer = None
 
     def _land(self, job: Job) -> None:
         if job.flight_key is not None:

@@ -131,8 +131,10 @@ async def test_a_cancelled_leader_still_answers_its_followers() -> None:
         await settle()
         worker.gate.set()
         response = await follower
+        snapshot = pipeline.snapshot()
     assert response.text == "q" and response.deduped
     assert worker.calls == 1
+    assert snapshot.cancelled_total == 1 and snapshot.in_flight == 0
 
 
 class CaseInsensitiveHook:
