@@ -32,17 +32,18 @@ class TokenBucket:
 
     def reconfigure(self, *, rate_per_s: float, capacity: float) -> None:
         """Change rate and size, keeping the tokens already earned (clipped to the new size)."""
-        self._refill()
+        self._refill(self._clock())
         self.rate_per_s, self.capacity = rate_per_s, capacity
         self._level = min(self._level, capacity)
 
-    def try_take(self, amount: float = 1.0) -> float:
+    def try_take(self, amount: float = 1.0, now: float | None = None) -> float:
         """Take `amount` and return 0.0, or take nothing and return the seconds until it fits.
 
-        An `amount` larger than the bucket is allowed once the bucket is full.
+        An `amount` larger than the bucket is allowed once the bucket is full. `now` saves a
+        clock read when the caller has one.
         """
-        self._refill()
-        need = min(amount, self.capacity)
+        self._refill(self._clock() if now is None else now)
+        need = amount if amount < self.capacity else self.capacity
         if self._level >= need:
             self._level -= amount
             return 0.0
@@ -50,14 +51,14 @@ class TokenBucket:
 
     def debit(self, amount: float) -> None:
         """Remove `amount` unconditionally."""
-        self._refill()
+        self._refill(self._clock())
         self._level -= amount
 
-    def _refill(self) -> None:
-        now = self._clock()
+    def _refill(self, now: float) -> None:
         elapsed = now - self._stamp
         if elapsed > 0:
-            self._level = min(self.capacity, self._level + elapsed * self.rate_per_s)
+            level = self._level + elapsed * self.rate_per_s
+            self._level = level if level < self.capacity else self.capacity
         self._stamp = now
 
 
@@ -86,16 +87,22 @@ class RateLimiter:
         rps, tpm = tunables.rate_limit_rps, tunables.rate_limit_tokens_per_min
         if rps is None and tpm is None:
             return 0.0
-        requests = self._bucket("_requests", rps, 1.0) if rps is not None else None
-        token_bucket = self._bucket("_tokens", tpm / 60.0, 60.0) if tpm is not None else None
-        if token_bucket is not None and tokens > 0:
-            wait_s = token_bucket.try_take(tokens)
+        now = self._clock()
+        token_bucket = None
+        if tpm is not None and tokens > 0:
+            token_bucket = self._tokens
+            if token_bucket is None or token_bucket.rate_per_s != tpm / 60.0:
+                token_bucket = self._tokens = self._bucket(self._tokens, tpm / 60.0, 60.0)
+            wait_s = token_bucket.try_take(tokens, now)
             if wait_s > 0:
                 return wait_s
-        if requests is not None:
-            wait_s = requests.try_take(1.0)
+        if rps is not None:
+            requests = self._requests
+            if requests is None or requests.rate_per_s != rps:
+                requests = self._requests = self._bucket(self._requests, rps, 1.0)
+            wait_s = requests.try_take(1.0, now)
             if wait_s > 0:
-                if token_bucket is not None and tokens > 0:
+                if token_bucket is not None:
                     token_bucket.debit(-tokens)  # give the tokens back
                 return wait_s
         return 0.0
@@ -105,12 +112,9 @@ class RateLimiter:
         if self._tokens is not None and self._live.current.rate_limit_tokens_per_min is not None:
             self._tokens.debit(tokens)
 
-    def _bucket(self, attr: str, rate_per_s: float, burst_s: float) -> TokenBucket:
-        bucket: TokenBucket | None = getattr(self, attr)
+    def _bucket(self, bucket: TokenBucket | None, rate_per_s: float, burst_s: float) -> TokenBucket:
         capacity = max(1.0, rate_per_s * burst_s)
         if bucket is None:
-            bucket = TokenBucket(rate_per_s=rate_per_s, capacity=capacity, clock=self._clock)
-            setattr(self, attr, bucket)
-        elif bucket.rate_per_s != rate_per_s:
-            bucket.reconfigure(rate_per_s=rate_per_s, capacity=capacity)
+            return TokenBucket(rate_per_s=rate_per_s, capacity=capacity, clock=self._clock)
+        bucket.reconfigure(rate_per_s=rate_per_s, capacity=capacity)
         return bucket
