@@ -8,6 +8,7 @@ from memory_db.engine import DEFAULT_URL, open_engine, transaction
 from memory_db.errors import (
     InvalidQuery,
     MemoryDBError,
+    MigrationFailed,
     ReadOnlyViolation,
     SchemaTooNew,
     UnknownRecord,
@@ -43,6 +44,7 @@ __all__ = [
     "DeadEndRecord",
     "InvalidQuery",
     "MemoryDBError",
+    "MigrationFailed",
     "ModificationOutcome",
     "ModificationRecord",
     "NamedQuery",

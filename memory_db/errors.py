@@ -2,6 +2,7 @@
 
     MemoryDBError
     ├── SchemaTooNew        the database was written by a newer prompt-orchestrator
+    ├── MigrationFailed     (also RuntimeError) a schema migration failed; nothing was changed
     ├── ReadOnlyViolation   (also PermissionError) a read-only path was asked to write
     ├── UnknownRecord       (also LookupError) no task / attempt / modification with that id
     └── InvalidQuery        (also ValueError) an unknown named query, a bad filter, or SQL
@@ -13,6 +14,7 @@ from __future__ import annotations
 __all__ = [
     "InvalidQuery",
     "MemoryDBError",
+    "MigrationFailed",
     "ReadOnlyViolation",
     "SchemaTooNew",
     "UnknownRecord",
@@ -32,6 +34,17 @@ class SchemaTooNew(MemoryDBError):
             f"memory database schema version {found} is newer than the supported "
             f"version {supported}; upgrade prompt-orchestrator to open it "
             "(the database was left unchanged)"
+        )
+
+
+class MigrationFailed(MemoryDBError, RuntimeError):
+    """Migration `version` raised; the whole upgrade was rolled back, the database is as it was."""
+
+    def __init__(self, version: int, found: int, cause: BaseException) -> None:
+        self.version, self.found = version, found
+        super().__init__(
+            f"memory database migration {version} failed ({type(cause).__name__}: {cause}); "
+            f"the database was left at schema version {found}"
         )
 
 

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from sqlalchemy import Connection, Engine, delete, func, inspect, select, text
 
 from memory_db.engine import transaction
-from memory_db.errors import SchemaTooNew
+from memory_db.errors import MigrationFailed, SchemaTooNew
 from memory_db.models import Base, SchemaVersionRow
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "ensure_schema", "read_schema_version"]
@@ -45,7 +45,8 @@ MIGRATIONS: Mapping[int, Migration] = MappingProxyType({1: _v1_add_attempt_reaso
 def ensure_schema(engine: Engine, *, clock: Callable[[], float]) -> int:
     """Bring the database to `SCHEMA_VERSION` and return it.
 
-    Raises `SchemaTooNew` (leaving the database untouched) when it was written by newer code.
+    Raises `SchemaTooNew` (leaving the database untouched) when it was written by newer code,
+    and `MigrationFailed` (after rolling the whole upgrade back) when a migration fails.
     """
     with transaction(engine) as session:
         conn = session.connection()
@@ -63,7 +64,11 @@ def ensure_schema(engine: Engine, *, clock: Callable[[], float]) -> int:
         if found < SCHEMA_VERSION:
             SchemaVersionRow.__table__.create(conn, checkfirst=True)
             for version in range(found + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[version](conn)
+                try:
+                    MIGRATIONS[version](conn)
+                except Exception as exc:
+                    # The transaction rolls back: DDL is transactional on SQLite and PostgreSQL.
+                    raise MigrationFailed(version, found, exc) from exc
             _stamp(conn, SCHEMA_VERSION, clock())
         return SCHEMA_VERSION
 

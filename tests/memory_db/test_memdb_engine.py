@@ -128,6 +128,7 @@ def test_public_names_are_exactly_the_curated_surface() -> None:
             "DeadEndRecord",
             "InvalidQuery",
             "MemoryDBError",
+            "MigrationFailed",
             "ModificationOutcome",
             "ModificationRecord",
             "NamedQuery",
@@ -157,6 +158,8 @@ def test_errors_form_one_tree_with_fitting_builtins() -> None:
     assert issubclass(memory_db.ReadOnlyViolation, PermissionError)
     assert issubclass(memory_db.UnknownRecord, LookupError)
     assert issubclass(memory_db.InvalidQuery, ValueError)
+    assert issubclass(memory_db.MigrationFailed, memory_db.MemoryDBError)
+    assert issubclass(memory_db.MigrationFailed, RuntimeError)
     too_new = memory_db.SchemaTooNew(found=3, supported=1)
     assert (too_new.found, too_new.supported) == (3, 1)
     assert "3" in str(too_new) and "1" in str(too_new)

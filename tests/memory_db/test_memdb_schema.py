@@ -24,9 +24,11 @@ from memory_db import (
     SCHEMA_VERSION,
     AgentMemory,
     AttemptOutcome,
+    MigrationFailed,
     SchemaTooNew,
     open_engine,
     read_schema_version,
+    schema,
 )
 from memory_db.schema import MIGRATIONS
 
@@ -189,6 +191,41 @@ def test_version_0_database_is_migrated_keeping_its_data(db_url: str, clock: Fak
         memory.finish_attempt(new_id, outcome="failed", exit_code=1, reason="now recorded")
         assert memory.attempt(new_id).reason == "now recorded"
     assert "reason" in _columns(db_url, "attempts")
+
+
+def test_migrations_run_in_order_from_the_version_found(
+    db_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every migration above the found version runs once, in order, then the new stamp."""
+    ran: list[int] = []
+
+    def later(version: int):
+        return lambda conn: ran.append(version)
+
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(schema, "MIGRATIONS", {1: MIGRATIONS[1], 2: later(2), 3: later(3)})
+    _make_version_0_database(db_url)
+    AgentMemory(db_url, clock=clock).close()
+    assert ran == [2, 3]
+    assert _version(db_url) == 3
+
+
+def test_a_failing_migration_leaves_the_database_as_it_was(
+    db_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If any migration fails, the whole upgrade rolls back: old version, old shape."""
+
+    def broken(conn) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "MIGRATIONS", {1: MIGRATIONS[1], 2: broken})
+    _make_version_0_database(db_url)
+    with pytest.raises(MigrationFailed, match=r"migration 2 failed.*disk on fire") as caught:
+        AgentMemory(db_url, clock=clock)
+    assert (caught.value.version, caught.value.found) == (2, 0)
+    assert _version(db_url) == 0
+    assert "reason" not in _columns(db_url, "attempts")
 
 
 def test_newer_database_is_refused_and_left_unchanged(db_url: str, clock: FakeClock) -> None:
