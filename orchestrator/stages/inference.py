@@ -4,6 +4,7 @@ then breaker → rate limit → call → retry/fallback across the configured pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import math
@@ -16,7 +17,7 @@ from orchestrator.cost import Budget, PriceTable
 from orchestrator.errors import CircuitOpen, DeadlineExceeded, ProviderError
 from orchestrator.metrics import PipelineMetrics
 from orchestrator.providers.base import Worker
-from orchestrator.request import Completion, StreamChunk, Usage
+from orchestrator.request import Completion, InferenceRequest, StreamChunk, Usage
 from orchestrator.resilience.breaker import CircuitBreaker
 from orchestrator.resilience.cache import CachedAnswer, ResponseCache
 from orchestrator.resilience.coalesce import Broadcast
@@ -31,7 +32,7 @@ __all__ = ["ConcurrencyLimit", "InferenceStage", "Route", "shard_for"]
 
 log = logging.getLogger(__name__)
 
-Attempt = Callable[[Job, "Route", float], Awaitable[Completion]]
+Attempt = Callable[[Job, InferenceRequest, "Route", float], Awaitable[Completion]]
 
 
 def shard_for(session_id: str, shards: int) -> int:
@@ -99,9 +100,10 @@ class InferenceStage:
     moves on to the next provider at once, so a dead primary costs one failed call (none once its
     breaker is open). An attempt with providers still untried in its round gets at most half the
     time left (and at most `attempt_timeout_s`), so a hung provider leaves time for the next.
-    When a whole round fails, `RetryPolicy` decides the backoff before the
-    next. Non-retryable errors end the job. A stream that has sent chunks is never retried.
-    Only the answered call is billed.
+    When a whole round fails, `RetryPolicy` decides the backoff before the next round.
+    Non-retryable errors end the job. A stream that has sent chunks is never retried.
+    A request naming a `model` sends it to the first provider in the order only; fallbacks
+    answer with their own default model. Only the answered call is billed.
     """
 
     def __init__(
@@ -301,17 +303,21 @@ class InferenceStage:
             return None
 
     @staticmethod
-    async def _complete_attempt(job: Job, route: Route, timeout_s: float) -> Completion:
-        return await route.worker.complete(job.assembled, timeout_s=timeout_s)
+    async def _complete_attempt(
+        job: Job, request: InferenceRequest, route: Route, timeout_s: float
+    ) -> Completion:
+        return await route.worker.complete(request, timeout_s=timeout_s)
 
     @staticmethod
-    async def _stream_attempt(job: Job, route: Route, timeout_s: float) -> Completion:
+    async def _stream_attempt(
+        job: Job, request: InferenceRequest, route: Route, timeout_s: float
+    ) -> Completion:
         broadcast = job.broadcast
         assert broadcast is not None
         parts: list[str] = []
         usage: Usage | None = None
         finish_reason: str | None = None
-        chunks = route.worker.stream(job.assembled, timeout_s=timeout_s)
+        chunks = route.worker.stream(request, timeout_s=timeout_s)
         try:
             async for chunk in chunks:
                 text = normalise_chunk(chunk.text)
@@ -333,7 +339,7 @@ class InferenceStage:
         text = "".join(parts)
         if usage is None:
             usage = Usage(input_tokens=job.input_tokens, output_tokens=estimate_tokens(text))
-        model = job.assembled.model or route.worker.default_model
+        model = request.model or route.worker.default_model
         return Completion(text=text, usage=usage, model=model, finish_reason=finish_reason)
 
     async def _call(self, job: Job, attempt: Attempt) -> tuple[Completion, Route]:
@@ -369,7 +375,11 @@ class InferenceStage:
                 metrics.upstream_calls += 1
                 route.calls_total += 1
                 try:
-                    completion = await attempt(job, route, timeout_s)
+                    request = job.assembled
+                    if index and request.model is not None:
+                        # a model name belongs to the primary; a fallback uses its own default
+                        request = dataclasses.replace(request, model=None)
+                    completion = await attempt(job, request, route, timeout_s)
                 except ProviderError as exc:
                     error = exc
                 except TimeoutError:

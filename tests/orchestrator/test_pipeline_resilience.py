@@ -199,3 +199,14 @@ async def test_a_hung_primary_leaves_time_for_the_fallback() -> None:
         response = await pipeline.infer(InferenceRequest("q", timeout_s=0.2))
     assert response.provider == "backup"
     assert hung.calls == 1 and hung.active == 0
+
+
+async def test_a_fallback_answers_with_its_own_default_model(clock: FakeClock) -> None:
+    """A model name is the primary's; the fallback is asked for its default model instead."""
+    primary = ScriptedWorker("primary", script=[_unavailable("primary")], model="big-model")
+    backup = ScriptedWorker("backup", model="backup-model")
+    async with Pipeline(_config(), primary, backup, clock=clock, sleep=clock.sleep) as pipeline:
+        response = await pipeline.infer(InferenceRequest("q", model="big-model"))
+    assert primary.requests[0].model == "big-model"
+    assert backup.requests[0].model is None
+    assert response.model == "backup-model"
