@@ -180,6 +180,8 @@ class InferenceStage:
         ]
 
     def cancel_running(self) -> list[asyncio.Task[None]]:
+        """Cancel every call in flight (shutdown) and stop listening to live changes."""
+        self._live.remove_listener(self._on_live_change)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

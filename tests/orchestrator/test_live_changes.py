@@ -103,3 +103,11 @@ async def test_cache_ttl_change_applies_to_new_entries(clock: FakeClock) -> None
         clock.advance(2)
         assert not (await pipeline.infer(InferenceRequest("q"))).cached
     assert worker.calls == 2
+
+
+async def test_a_closed_pipeline_stops_listening_to_a_shared_live_config() -> None:
+    """A LiveConfig that outlives a pipeline holds no reference to it after close."""
+    live = LiveConfig()
+    async with Pipeline(PipelineConfig(), ScriptedWorker(), live=live):
+        assert live._listeners
+    assert live._listeners == []
