@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fakes import Fail, FakeAnthropic, FakeOpenAI
+from fakes import CutStream, Fail, FakeAnthropic, FakeOpenAI
 from pipeline_fakes import FakeClock
 
 from orchestrator import (
@@ -91,3 +91,20 @@ async def test_identical_streams_share_one_upstream_stream() -> None:
             texts = await asyncio.gather(*readers)
     assert upstream.request_count == 1
     assert set(texts) == {"one two three four"}
+
+
+async def test_a_stream_cut_mid_answer_reaches_the_caller_without_a_repeat(
+    clock: FakeClock,
+) -> None:
+    """The caller keeps the chunks that arrived, then gets the error; nothing is re-sent."""
+    async with FakeOpenAI(reply="alpha beta gamma delta") as upstream:
+        upstream.fail_next(CutStream(after_chunks=2))
+        worker = OpenAIWorker(API_KEY, base_url=upstream.url + "/v1")
+        received: list[str] = []
+        async with Pipeline(_config(), worker, clock=clock, sleep=clock.sleep) as pipeline:
+            with pytest.raises(ProviderError) as info:
+                async for chunk in pipeline.stream(InferenceRequest("q")):
+                    received.append(chunk.text)
+    assert info.value.retryable
+    assert "".join(received).split() == ["alpha", "beta"]
+    assert upstream.request_count == 1
