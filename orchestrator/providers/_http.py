@@ -130,13 +130,21 @@ def truncated_stream_error(provider: str, received_chunks: int) -> ProviderError
     )
 
 
+def stalled_error(provider: str, stall_timeout_s: float) -> ProviderError:
+    """A retryable `ProviderError` for a stream that sent no bytes for `stall_timeout_s`."""
+    return ProviderError(
+        provider, f"stream stalled: no data for {stall_timeout_s:g}s", retryable=True
+    )
+
+
 class CallTimer:
     """One upstream call's time budget: a whole-call deadline plus a limit on stream silence.
 
     Create it inside the running loop when the call starts. `within(awaitable)` awaits under
     the time left; `within(awaitable, stall=True)` also gives up after `stall_timeout_s`
-    without a new event. Either raises a retryable `ProviderError`. Only the timer's own
-    expiry is translated: a `TimeoutError` raised by the awaitable itself propagates.
+    (use it around raw reads, where any byte counts). Either raises a retryable
+    `ProviderError`. Only the timer's own expiry is translated: a `TimeoutError` raised by
+    the awaitable itself propagates.
     """
 
     def __init__(self, provider: str, timeout_s: float, stall_timeout_s: float) -> None:
@@ -167,11 +175,7 @@ class CallTimer:
             if not timeout.expired():
                 raise
             if stalled:
-                raise ProviderError(
-                    self._provider,
-                    f"stream stalled: no data for {self._stall_timeout_s:g}s",
-                    retryable=True,
-                ) from None
+                raise stalled_error(self._provider, self._stall_timeout_s) from None
             raise self._expired() from None
 
     def _expired(self) -> ProviderError:

@@ -15,6 +15,7 @@ from orchestrator.providers._http import (
     CallTimer,
     connection_error,
     describe_body,
+    stalled_error,
     status_error,
     truncated_stream_error,
 )
@@ -44,8 +45,9 @@ class AnthropicWorker:
 
     Uses one `AsyncAnthropic` client with the SDK's aiohttp transport, so every call shares one
     aiohttp session (httpx's own pool collapses at a few hundred requests/s). The SDK's own
-    retries are off: the pipeline retries. `stall_timeout_s` bounds the silence between stream
-    events; `timeout_s` on each call bounds the whole call. Call `aclose()` when done.
+    retries are off: the pipeline retries. `stall_timeout_s` bounds how long a stream may send
+    no bytes at all (pings count); `timeout_s` on each call bounds the whole call.
+    Call `aclose()` when done.
     """
 
     def __init__(
@@ -73,6 +75,9 @@ class AnthropicWorker:
         self.default_model = model
         self._api_key = api_key
         self._stall_timeout_s = stall_timeout_s
+        # Streams: the transport's read timeout spots silence at the byte level, so the pings
+        # the SDK swallows still count as signs of life.
+        self._stream_timeout = httpx2.Timeout(None, connect=10.0, read=stall_timeout_s)
         self._wall_clock = wall_clock
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key,
@@ -129,7 +134,9 @@ class AnthropicWorker:
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
         try:
             events = await timer.within(
-                self._client.messages.create(**self._params(request), stream=True)
+                self._client.messages.create(
+                    **self._params(request), stream=True, timeout=self._stream_timeout
+                )
             )
         except anthropic.APIError as exc:
             raise self._translate(exc) from None
@@ -140,7 +147,7 @@ class AnthropicWorker:
             # Read on past message_stop to the end of the body so the connection is reused.
             while True:
                 try:
-                    event = await timer.within(anext(events), stall=True)
+                    event = await timer.within(anext(events))
                 except StopAsyncIteration:
                     break
                 if event.type == "message_start":
@@ -157,6 +164,8 @@ class AnthropicWorker:
                     finished = True
         except anthropic.APIError as exc:
             raise self._translate(exc) from None
+        except httpx2.TimeoutException:
+            raise stalled_error(self.name, self._stall_timeout_s) from None
         except httpx2.HTTPError as exc:
             raise connection_error(
                 self.name, "connection lost mid-stream", exc, secrets=(self._api_key,)

@@ -18,6 +18,7 @@ from orchestrator.providers._http import (
     CallTimer,
     connection_error,
     describe_body,
+    stalled_error,
     status_error,
     truncated_stream_error,
 )
@@ -39,7 +40,8 @@ class OpenAIWorker:
     older compatible servers only know `max_tokens` (the default when `base_url` is given).
     `stream_usage` asks for usage in the last stream chunk (`stream_options.include_usage`);
     turn it off for a server that rejects it, and the final chunk's `usage` is then None.
-    One aiohttp session is shared by every call; the SDK's own retries are off.
+    `stall_timeout_s` bounds how long a stream may send no bytes at all (keep-alive comments
+    count). One aiohttp session is shared by every call; the SDK's own retries are off.
     """
 
     def __init__(
@@ -80,6 +82,9 @@ class OpenAIWorker:
         )
         self._stream_usage = stream_usage
         self._stall_timeout_s = stall_timeout_s
+        # Streams: the transport's read timeout spots silence at the byte level, so keep-alive
+        # comments (which the SDK skips) still count as signs of life.
+        self._stream_timeout = httpx2.Timeout(None, connect=10.0, read=stall_timeout_s)
         self._wall_clock = wall_clock
         self._client = openai.AsyncOpenAI(
             api_key=api_key or _NO_KEY,
@@ -141,7 +146,11 @@ class OpenAIWorker:
         if self._stream_usage:
             params["stream_options"] = {"include_usage": True}
         try:
-            chunks = await timer.within(self._client.chat.completions.create(**params, stream=True))
+            chunks = await timer.within(
+                self._client.chat.completions.create(
+                    **params, stream=True, timeout=self._stream_timeout
+                )
+            )
         except openai.APIError as exc:
             raise self._translate(exc) from None
         index = 0
@@ -150,7 +159,7 @@ class OpenAIWorker:
         try:
             while True:
                 try:
-                    chunk = await timer.within(anext(chunks), stall=True)
+                    chunk = await timer.within(anext(chunks))
                 except StopAsyncIteration:
                     break
                 if chunk.usage is not None:
@@ -166,6 +175,8 @@ class OpenAIWorker:
                     index += 1
                 if choice.finish_reason is not None:
                     finish_reason = choice.finish_reason
+        except openai.APITimeoutError:
+            raise stalled_error(self.name, self._stall_timeout_s) from None
         except openai.APIConnectionError as exc:
             raise connection_error(
                 self.name, "connection lost mid-stream", exc, secrets=self._secrets

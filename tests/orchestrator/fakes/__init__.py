@@ -10,7 +10,7 @@ Each fake is a real aiohttp server on 127.0.0.1 (ephemeral port), started with `
   hung up mid-request); `await wait_for_requests(n)` / `wait_for_disconnects(n)`.
 - Faults: `fail_next(*faults)` for the next requests, `fail_always(fault)` until
   `fail_always(None)`; faults are `Fail` (status, Retry-After), `Hang`, `CutStream`,
-  `StallStream`, `StreamError`, `Malformed`.
+  `StallStream`, `StreamError`, `Malformed`, `KeepAlive`.
 - `hold()` / `release()` keep requests in flight; `stop()` / `restart()` kill the server and
   bring it back on the same port.
 
@@ -18,7 +18,16 @@ Import as `from fakes import ...` (pytest puts `tests/orchestrator` on `sys.path
 """
 
 from .anthropic_api import FakeAnthropic
-from .faults import CutStream, Fail, Fault, Hang, Malformed, StallStream, StreamError
+from .faults import (
+    CutStream,
+    Fail,
+    Fault,
+    Hang,
+    KeepAlive,
+    Malformed,
+    StallStream,
+    StreamError,
+)
 from .llamacpp_api import FakeLlamaCpp
 from .openai_api import FakeOpenAI
 from .upstream import FakeUpstream, ReceivedRequest
@@ -32,6 +41,7 @@ __all__ = [
     "FakeUpstream",
     "Fault",
     "Hang",
+    "KeepAlive",
     "Malformed",
     "ReceivedRequest",
     "StallStream",

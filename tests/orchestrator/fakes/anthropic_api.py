@@ -43,6 +43,9 @@ class FakeAnthropic(FakeUpstream):
         body = self.error_body(Fail(status=fault.status, message=fault.message))
         return _sse("error", body)
 
+    def keepalive_event(self) -> bytes:
+        return _sse("ping", {"type": "ping"})
+
     def malformed_event(self) -> bytes:
         return b"event: content_block_delta\ndata: {not json\n\n"
 

@@ -67,4 +67,17 @@ class Malformed:
     after_chunks: int = 1
 
 
-Fault = Fail | Hang | CutStream | StallStream | StreamError | Malformed
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeepAlive:
+    """After `after_chunks` text chunks, pause `pause_s` sending only keep-alives (Anthropic's
+    `ping` event, an SSE comment elsewhere) every `every_s`, then finish the answer normally.
+
+    A stream like this is slow but not stalled: bytes keep arriving.
+    """
+
+    after_chunks: int = 1
+    pause_s: float = 0.5
+    every_s: float = 0.05
+
+
+Fault = Fail | Hang | CutStream | StallStream | StreamError | Malformed | KeepAlive

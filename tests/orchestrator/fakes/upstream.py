@@ -17,7 +17,16 @@ from typing import Any, Self
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .faults import CutStream, Fail, Fault, Hang, Malformed, StallStream, StreamError
+from .faults import (
+    CutStream,
+    Fail,
+    Fault,
+    Hang,
+    KeepAlive,
+    Malformed,
+    StallStream,
+    StreamError,
+)
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -169,6 +178,10 @@ class FakeUpstream:
     def error_event(self, fault: StreamError) -> bytes:
         raise NotImplementedError
 
+    def keepalive_event(self) -> bytes:
+        """Bytes that keep a stream alive without carrying an answer: an SSE comment."""
+        return b": keep-alive\n\n"
+
     def malformed_event(self) -> bytes:
         """A stream event whose JSON does not parse (named, where the format names events)."""
         return b"data: {not json\n\n"
@@ -257,7 +270,9 @@ class FakeUpstream:
         )
         sent = 0
         for event in events:
-            if limit is not None and event.text and sent >= limit:
+            if isinstance(fault, KeepAlive) and event.text and sent == fault.after_chunks:
+                await self._keep_alive(response, fault)
+            elif limit is not None and event.text and sent >= limit:
                 break
             await response.write(event.data)
             sent += event.text
@@ -275,6 +290,13 @@ class FakeUpstream:
         else:
             self._drop_connection(request)
         return response
+
+    async def _keep_alive(self, response: web.StreamResponse, fault: KeepAlive) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + fault.pause_s
+        while loop.time() < until:
+            await asyncio.sleep(min(fault.every_s, until - loop.time()))
+            await response.write(self.keepalive_event())
 
     @staticmethod
     def _drop_connection(request: web.Request) -> None:

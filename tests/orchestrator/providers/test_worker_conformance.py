@@ -8,7 +8,7 @@ import time
 import traceback
 
 import pytest
-from fakes import CutStream, Fail, Hang, Malformed, StallStream, StreamError
+from fakes import CutStream, Fail, Hang, KeepAlive, Malformed, StallStream, StreamError
 
 from orchestrator.errors import ProviderError
 from orchestrator.providers.base import Worker
@@ -238,6 +238,14 @@ async def test_stalled_stream_times_out(provider: Provider) -> None:
     error = await stream_error(worker, InferenceRequest(PROMPT), timeout_s=5)
     assert time.monotonic() - started < 1.0
     assert error.retryable and "stalled" in str(error)
+
+
+async def test_keep_alives_keep_a_slow_stream_from_stalling(provider: Provider) -> None:
+    """A pause longer than the stall limit is no stall while keep-alive bytes arrive."""
+    provider.upstream.fail_next(KeepAlive(after_chunks=1, pause_s=0.5, every_s=0.05))
+    worker = provider.worker(stall_timeout_s=0.2)
+    chunks = await collect(worker, InferenceRequest(PROMPT), timeout_s=5)
+    assert "".join(c.text for c in chunks) == REPLY
 
 
 async def test_stream_deadline_covers_the_whole_stream(provider: Provider) -> None:
