@@ -357,7 +357,7 @@ def _upsert_task(session: Session, task_id: str, fields: dict[str, str | None], 
 
 
 def _get(session: Session, model: type[_RowT], record_id: object, kind: str) -> _RowT:
-    row = session.get(model, record_id, populate_existing=True)
+    row = session.get(model, record_id)
     if row is None:
         raise UnknownRecord(kind, record_id)
     return row

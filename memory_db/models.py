@@ -77,6 +77,8 @@ class SchemaVersionRow(Base):
 
 
 class TaskRow(Base):
+    """A task the fleet has seen; upserted whenever it is claimed."""
+
     __tablename__ = "tasks"
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -90,6 +92,8 @@ class TaskRow(Base):
 
 
 class AttemptRow(Base):
+    """One agent's attempt at a task; the ending columns are null while it runs."""
+
     __tablename__ = "attempts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -106,6 +110,8 @@ class AttemptRow(Base):
 
 
 class ModificationRow(Base):
+    """A change the fleet made to this system, and where it stands."""
+
     __tablename__ = "modifications"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -121,6 +127,8 @@ class ModificationRow(Base):
 
 
 class DeadEndRow(Base):
+    """An approach that failed and should not be tried again."""
+
     __tablename__ = "dead_ends"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -132,6 +140,8 @@ class DeadEndRow(Base):
 
 
 class ConfigSnapshotRow(Base):
+    """A labelled copy of live configuration values."""
+
     __tablename__ = "config_snapshots"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

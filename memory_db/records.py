@@ -22,6 +22,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskRecord:
+    """A task as the memory last heard of it."""
+
     task_id: str
     title: str
     prompt: str
@@ -51,6 +53,8 @@ class AttemptRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModificationRecord:
+    """A change the fleet made to this system; `metric_deltas` are after-minus-before."""
+
     mod_id: int
     description: str
     task_id: str | None
@@ -75,6 +79,8 @@ class DeadEndRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigSnapshotRecord:
+    """A labelled copy of live configuration values (secrets already redacted)."""
+
     snapshot_id: int
     label: str
     values: Mapping[str, Any]

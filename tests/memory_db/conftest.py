@@ -44,14 +44,14 @@ def pg_database() -> Iterator[str]:
 
 @pytest.fixture
 def pg_url(pg_database: str) -> str:
-    """The session database, emptied, as a SQLAlchemy URL."""
+    """The session database, emptied, as a plain postgresql:// URL (mapped to psycopg)."""
     import psycopg
 
     dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={pg_database}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_database}"
+    return f"postgresql://postgres@127.0.0.1:5432/{pg_database}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
