@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -208,7 +209,16 @@ class InferenceStage:
             task = asyncio.create_task(self._run(job))
             job.task = task
             tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            task.add_done_callback(functools.partial(self._ran, job))
+
+    def _ran(self, job: Job, task: asyncio.Task[None]) -> None:
+        # A done callback, not a `finally`: a task cancelled before its first step never runs
+        # its body, and its slot and its flight must still be given back.
+        self._tasks.discard(task)
+        job.task = None
+        self.limit.release()
+        if task.cancelled():
+            self._fail(job, asyncio.CancelledError())
 
     async def _run(self, job: Job) -> None:
         try:
@@ -235,14 +245,8 @@ class InferenceStage:
             completion, route = await self._call(job, self._complete_attempt)
             await self._settle(job, completion, route)
             self._forward(job)
-        except asyncio.CancelledError as exc:
-            self._fail(job, exc)
-            raise
         except Exception as exc:
             self._fail(job, exc)
-        finally:
-            job.task = None
-            self.limit.release()
 
     async def _run_stream(self, job: Job) -> None:
         job.broadcast = Broadcast()

@@ -210,3 +210,23 @@ async def test_a_fallback_answers_with_its_own_default_model(clock: FakeClock) -
     assert primary.requests[0].model == "big-model"
     assert backup.requests[0].model is None
     assert response.model == "backup-model"
+
+
+async def test_a_call_cancelled_before_it_starts_gives_back_its_slot_and_flight() -> None:
+    """A deadline landing between scheduling a call and its first step leaks nothing."""
+
+    class CancelledOnArrival(set):  # type: ignore[type-arg]
+        def add(self, task: asyncio.Task[None]) -> None:
+            super().add(task)
+            task.cancel()  # as `_expire` would, before the task ever runs
+
+    worker = ScriptedWorker()
+    pipeline = Pipeline(PipelineConfig(), worker)
+    pipeline.inference._tasks = CancelledOnArrival()
+    async with pipeline:
+        with pytest.raises(DeadlineExceeded):
+            await pipeline.infer(InferenceRequest("q"))
+        assert pipeline.inference.limit.active == 0
+        assert len(pipeline.coalescer) == 0
+        assert pipeline.snapshot().in_flight == 0
+    assert worker.calls == 0
