@@ -282,8 +282,8 @@ class FakeUpstream:
         if isinstance(fault, StallStream):
             await self._stopping.wait()
         if isinstance(fault, StreamError | Malformed):
-            event = self.error_event(fault) if isinstance(fault, StreamError) else None
-            await response.write(event or self.malformed_event())
+            bad = self.error_event(fault) if isinstance(fault, StreamError) else None
+            await response.write(bad or self.malformed_event())
             await response.write_eof()
         elif isinstance(fault, CutStream) and not fault.abrupt:
             await response.write_eof()
