@@ -65,7 +65,9 @@ class AgentMemory:
         """Open (and create or migrate) the memory at `url`, or on an existing `engine`.
 
         `clock` returns epoch seconds. Raises `SchemaTooNew` for a database written by a
-        newer prompt-orchestrator. An engine passed in is not disposed by `close()`.
+        newer prompt-orchestrator, `MigrationFailed` if upgrading an older one fails.
+        Pass an engine made by `open_engine` (it sets up SQLite's WAL and write locking);
+        an engine passed in is not disposed by `close()`.
         """
         if url is not None and engine is not None:
             raise ValueError(f"pass url or engine, not both (url={url!r})")
