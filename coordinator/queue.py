@@ -39,7 +39,15 @@ from coordinator.errors import (
     UnknownTask,
 )
 from coordinator.lease import Lease, Owner
-from coordinator.task import Priority, Task, TaskState, is_valid_id, parse_task_file, tasks_to_toml
+from coordinator.task import (
+    Priority,
+    Task,
+    TaskState,
+    field_line,
+    is_valid_id,
+    parse_task_file,
+    tasks_to_toml,
+)
 
 RECORD_STATES = (
     TaskState.PENDING,
@@ -282,9 +290,13 @@ class FolderQueue:
 
     # ------------------------------------------------------------------ ingest
 
-    def ingest(self) -> IngestResult:
-        """Accept or reject every task file in the inbox; a no-op while another process does."""
-        lock = self._lock("ingest", timeout_s=0)
+    def ingest(self, *, wait_s: float = 0.0) -> IngestResult:
+        """Accept or reject every task file in the inbox.
+
+        If another process is ingesting, wait up to `wait_s` for it (by default not at all:
+        that process takes care of the inbox) and then return an empty result.
+        """
+        lock = self._lock("ingest", timeout_s=wait_s)
         try:
             lock.acquire()
         except Timeout:
@@ -322,7 +334,7 @@ class FolderQueue:
                 continue
             try:
                 tasks = parse_task_file(path, data=data)
-                self._check_against_known(path, tasks, known)
+                self._check_against_known(path, data, tasks, known)
             except TaskFileError as exc:
                 rejected.append(self._reject(path, exc))
                 continue
@@ -368,14 +380,15 @@ class FolderQueue:
         return known
 
     def _check_against_known(
-        self, path: Path, tasks: list[Task], known: dict[str, TaskState]
+        self, path: Path, data: bytes, tasks: list[Task], known: dict[str, TaskState]
     ) -> None:
-        for task in tasks:
+        for index, task in enumerate(tasks):
             if task.id in known:
                 raise TaskFileError(
                     path,
                     f"task id {task.id!r} is already known (it is {known[task.id]}); "
                     "give the new task another id",
+                    line=field_line(data, "id", index),
                     field="id",
                 )
         # A cycle must pass through a new task; follow dependencies from each new task.
@@ -388,14 +401,18 @@ class FolderQueue:
                 return self._static_of(task_id)[2]
             return ()
 
-        for start in new:
+        for index, start in enumerate(new):
             stack, seen = [(start, (start,))], set()
             while stack:
                 node, trail = stack.pop()
                 for dep in deps_of(node):
                     if dep == start:
-                        cycle = " -> ".join((*trail, dep))
-                        raise TaskFileError(path, f"dependency cycle: {cycle}", field="depends_on")
+                        raise TaskFileError(
+                            path,
+                            f"dependency cycle: {' -> '.join((*trail, dep))}",
+                            line=field_line(data, "depends_on", index),
+                            field="depends_on",
+                        )
                     if dep not in seen:
                         seen.add(dep)
                         stack.append((dep, (*trail, dep)))
@@ -769,10 +786,14 @@ class FolderQueue:
         tmp = self.root / f".{target.name}.{os.getpid()}.tmp"
         tmp.write_text(tasks_to_toml([task]))
         os.rename(tmp, target)
-        result = self.ingest()
+        result = self.ingest(wait_s=30.0)
         for rejected in result.rejected:
-            if rejected.name.startswith(target.stem):
+            if rejected.reason.startswith(f"{target.name}:"):
                 raise TaskFileError(target, rejected.reason)
+        if self._locate(task_id) is None:  # another process's ingest took it: look again
+            self.ingest(wait_s=30.0)
+            if self._locate(task_id) is None:
+                raise TaskFileError(target, "the task file was not accepted; see rejected/")
         return task
 
     def cancel(self, task_id: str) -> TaskRecord:

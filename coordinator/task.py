@@ -224,6 +224,14 @@ def _task_from_table(
     )
 
 
+def field_line(data: bytes, field: str, index: int) -> int | None:
+    """The line of `field` in task number `index` (0-based) of a task file, if written there."""
+    text = data.decode("utf-8", errors="replace")
+    locator = _Locator(text)
+    multi = any(_Locator._TABLE.match(line) for line in text.splitlines())
+    return locator.line_of(field, table=index if multi else None)
+
+
 def _describe(value: object) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
              list: "a list", dict: "a table"}

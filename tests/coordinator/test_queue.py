@@ -135,11 +135,6 @@ def test_file_with_an_already_known_id_is_rejected(queue: FolderQueue) -> None:
     assert queue.get("dup").state is TaskState.CLAIMED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _check_against_known raises TaskFileError without line=, so a file rejected "
-    "for a known id names no line even when its `id = ...` line is right there",
-)
 def test_known_id_rejection_names_the_id_line(queue: FolderQueue) -> None:
     """The error file of a known-id rejection points at the `id` line."""
     _queued(queue, "dup")
@@ -148,11 +143,6 @@ def test_known_id_rejection_names_the_id_line(queue: FolderQueue) -> None:
     assert rejected.reason.startswith("other.toml:3: field 'id'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the dependency-cycle TaskFileError is raised without line=, so the error "
-    "file names no line although the `depends_on` line is known",
-)
 def test_cycle_rejection_names_the_depends_on_line(queue: FolderQueue) -> None:
     """The error file of a cycle rejection points at the `depends_on` line."""
     _queued(queue, "a", depends_on=["b"])
@@ -616,12 +606,6 @@ def test_add_refuses_a_task_that_closes_a_cycle(queue: FolderQueue) -> None:
         queue.get("b")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: add() matches its own rejection by `rejected.name.startswith(target.stem)`, "
-    "so an unrelated rejected file whose name starts with the new id makes add() raise "
-    "even though its task was accepted",
-)
 def test_add_is_not_blamed_for_another_rejected_file(queue: FolderQueue) -> None:
     """A malformed file in the inbox does not make an unrelated `add` raise."""
     drop(queue.root, "task-broken.toml", "prompt = 5\n")
@@ -629,12 +613,6 @@ def test_add_is_not_blamed_for_another_rejected_file(queue: FolderQueue) -> None
     assert queue.get("task").state is TaskState.PENDING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: add() calls ingest(), which gives up at once (try-lock) while another "
-    "process ingests; add() then returns without its task queued or checked (a known id "
-    "or a cycle is not reported to the caller)",
-)
 def test_add_while_another_process_ingests_still_queues_the_task(queue: FolderQueue) -> None:
     """`add` returns only once its task is queued, even if an ingest is running elsewhere."""
     held, added = threading.Event(), queue.root / "x.toml"
