@@ -19,7 +19,7 @@ from orchestrator.errors import CircuitOpen, DeadlineExceeded, ProviderError
 from orchestrator.metrics import PipelineMetrics
 from orchestrator.providers.base import Worker
 from orchestrator.request import Completion, InferenceRequest, StreamChunk, Usage
-from orchestrator.resilience.breaker import CircuitBreaker
+from orchestrator.resilience.breaker import BreakerState, CircuitBreaker
 from orchestrator.resilience.cache import CachedAnswer, ResponseCache
 from orchestrator.resilience.coalesce import Broadcast
 from orchestrator.resilience.priority import PriorityQueue
@@ -374,7 +374,9 @@ class InferenceStage:
                 if timeout_s <= 0:
                     breaker.release()
                     raise DeadlineExceeded(job.request.request_id, job.timeout_s, "inference")
-                if index < last:
+                if index < last and any(
+                    r.breaker.state is not BreakerState.OPEN for r in self.routes[index + 1 :]
+                ):
                     timeout_s /= 2  # a hung provider must leave time for the next one
                 if self._attempt_timeout_s is not None:
                     timeout_s = min(timeout_s, self._attempt_timeout_s)
