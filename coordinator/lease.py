@@ -64,12 +64,16 @@ def _hostname() -> str:
 
 
 def process_start_ticks(pid: int) -> int:
-    """The start time of `pid` (clock ticks since boot), or -1 if there is no such process."""
+    """The start time of `pid` (clock ticks since boot), or -1 if there is no such process
+    or it has exited (a zombie, not yet reaped by its parent, is dead for our purposes)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return -1
-    # Field 22 (starttime); the command name in field 2 may hold spaces, so split after ')'.
+    # The command name in field 2 may hold spaces, so split after its ')'. Then field 3 is
+    # the state and field 22 the start time.
     fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return -1
     return int(fields[19])

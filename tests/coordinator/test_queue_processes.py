@@ -97,11 +97,6 @@ def test_claim_without_owner_comes_back_only_after_its_lease(tmp_path: Path) -> 
     assert queue.claim("next", lease_s=60) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Owner.is_dead() compares only the start time in /proc/<pid>/stat, which a "
-    "zombie (killed, not yet reaped by its parent) still has; its state field is 'Z'",
-)
 def test_claim_of_a_killed_but_unreaped_owner_is_reclaimed_at_once(tmp_path: Path) -> None:
     """A SIGKILLed owner whose parent has not reaped it yet (a zombie) is dead all the same."""
     queue = _queue_with_one_task(tmp_path, FakeClock(start=time.time()))
