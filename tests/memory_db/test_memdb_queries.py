@@ -15,6 +15,7 @@ from memory_db import (
     run_readonly_sql,
     transaction,
 )
+from memory_db.queries import check_read_only_sql
 
 
 def _snapshot(memory: AgentMemory) -> tuple[object, ...]:
@@ -79,44 +80,60 @@ def test_plain_reads_are_allowed(memory: AgentMemory, task_id: str, sql: str) ->
     assert _snapshot(memory) == before
 
 
+NOT_ONE_READ = [
+    "INSERT INTO tasks (id) VALUES ('x')",
+    "UPDATE tasks SET state = 'done'",
+    "DELETE FROM tasks",
+    "DROP TABLE tasks",
+    "CREATE TABLE evil (x INTEGER)",
+    "ALTER TABLE tasks ADD COLUMN evil TEXT",
+    "ATTACH DATABASE 'evil.db' AS evil",
+    "PRAGMA query_only = OFF",
+    "PRAGMA journal_mode = DELETE",
+    "SELECT 1; DELETE FROM tasks",
+    "SELECT 1;; ",
+    "WITH gone AS (DELETE FROM tasks RETURNING id) SELECT * FROM gone",
+    "WITH x AS (SELECT 1) DELETE FROM tasks",
+    "WITH x AS (SELECT 1) INSERT INTO tasks (id) SELECT 'y' FROM x",
+    "SELECT * INTO copied FROM tasks",
+    "SELECT * FROM tasks FOR UPDATE",
+    "EXPLAIN ANALYZE DELETE FROM tasks",
+    "/* hello */ DELETE FROM tasks",
+    "SELECT E'\\'' ; DELETE FROM tasks; --'",
+    "SELECT E'\\' ; DELETE FROM tasks; --'",
+    "SELECT $$x$$; DELETE FROM tasks",
+    "VACUUM",
+    "",
+    "   -- only a comment",
+]
+
+
+@pytest.mark.parametrize("sql", NOT_ONE_READ)
+def test_anything_that_is_not_one_read_is_refused_before_it_runs(sql: str) -> None:
+    """Writes, DDL, ATTACH, PRAGMA, several statements and disguised writes are refused."""
+    with pytest.raises(ReadOnlyViolation) as caught:
+        check_read_only_sql(sql)
+    assert isinstance(caught.value, PermissionError)
+    assert caught.value.statement == sql
+
+
 @pytest.mark.parametrize(
     "sql",
     [
-        "INSERT INTO tasks (id) VALUES ('x')",
-        "UPDATE tasks SET state = 'done'",
         "DELETE FROM tasks",
         "DROP TABLE tasks",
-        "CREATE TABLE evil (x INTEGER)",
-        "ALTER TABLE tasks ADD COLUMN evil TEXT",
         "ATTACH DATABASE 'evil.db' AS evil",
         "PRAGMA query_only = OFF",
-        "PRAGMA journal_mode = DELETE",
         "SELECT 1; DELETE FROM tasks",
-        "SELECT 1;; ",
         "WITH gone AS (DELETE FROM tasks RETURNING id) SELECT * FROM gone",
         "WITH x AS (SELECT 1) DELETE FROM tasks",
-        "WITH x AS (SELECT 1) INSERT INTO tasks (id) SELECT 'y' FROM x",
-        "SELECT * INTO copied FROM tasks",
-        "SELECT * FROM tasks FOR UPDATE",
-        "EXPLAIN ANALYZE DELETE FROM tasks",
-        "/* hello */ DELETE FROM tasks",
-        "SELECT E'\\'' ; DELETE FROM tasks; --'",
-        "SELECT E'\\' ; DELETE FROM tasks; --'",
-        "SELECT $$x$$; DELETE FROM tasks",
-        "VACUUM",
-        "",
-        "   -- only a comment",
     ],
 )
-def test_anything_that_is_not_one_read_is_refused(
-    memory: AgentMemory, task_id: str, sql: str
-) -> None:
-    """Writes, DDL, ATTACH, PRAGMA, several statements and disguised writes are all refused."""
+def test_refused_statements_change_nothing(memory: AgentMemory, task_id: str, sql: str) -> None:
+    """run_readonly_sql refuses them with ReadOnlyViolation and the database is unchanged."""
     before = _snapshot(memory)
-    with pytest.raises(ReadOnlyViolation) as caught:
+    with pytest.raises(ReadOnlyViolation):
         run_readonly_sql(memory.engine, sql)
-    assert isinstance(caught.value, PermissionError)
-    assert caught.value.statement == sql
     assert _snapshot(memory) == before
 
 
