@@ -59,3 +59,39 @@ def claim_and_hang(root: str, with_owner: bool, ready: object) -> None:
     ready.send((claim.task.id, claim.token))  # type: ignore[attr-defined]
     while True:
         time.sleep(60)
+
+
+def claim_with_chaos(root: str, log_dir: str, worker: int, start: object) -> None:
+    """Claim until empty; complete, fail or release each claim at random (seeded per worker).
+
+    Logs one line per action that the queue accepted: `<action> <id> <token>`.
+    """
+    import random
+
+    rng = random.Random(worker)
+    queue = FolderQueue(root, retry_backoff_s=0)
+    start.wait()  # type: ignore[attr-defined]
+    with open(Path(log_dir) / f"worker-{worker}.log", "a") as log:
+        while True:
+            claim = queue.claim(f"w{worker}", lease_s=60)
+            if claim is None:
+                return
+            roll = rng.random()
+            if roll < 0.6:
+                queue.complete(claim.task.id, claim.token)
+                action = "complete"
+            elif roll < 0.8:
+                queue.fail(claim.task.id, claim.token, reason="chaos")
+                action = "fail"
+            else:
+                queue.release(claim.task.id, claim.token)
+                action = "release"
+            log.write(f"{action} {claim.task.id} {claim.token}\n")
+            log.flush()
+
+
+def drop_many(root: str, count: int, start: object) -> None:
+    """Drop `count` task files one by one while the claimers run."""
+    start.wait()  # type: ignore[attr-defined]
+    for i in range(count):
+        drop(Path(root), f"late-{i:03d}.toml", 'prompt = "p"\n')

@@ -5,12 +5,20 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from _workers import FakeClock, claim_and_hang, claim_until_empty, drop
+from _workers import (
+    FakeClock,
+    claim_and_hang,
+    claim_until_empty,
+    claim_with_chaos,
+    drop,
+    drop_many,
+)
 
 from coordinator.errors import LeaseLost
 from coordinator.queue import FolderQueue
@@ -110,3 +118,94 @@ def test_claim_of_a_killed_but_unreaped_owner_is_reclaimed_at_once(tmp_path: Pat
         assert queue.reclaim_expired() == [task_id]
     finally:
         child.join(timeout=10)
+
+
+def test_racing_completes_fails_and_releases_keep_every_task_exactly_once(
+    tmp_path: Path,
+) -> None:
+    """Under random complete/fail/release by 6 processes, each task is completed exactly
+    once, and every claim of a task carries a new, larger fencing token."""
+    root, logs = tmp_path / "tasks", tmp_path / "logs"
+    logs.mkdir()
+    queue = FolderQueue(root)
+    ids = [f"c{i:03d}" for i in range(150)]
+    text = "".join(f'[[tasks]]\nid = "{i}"\nprompt = "p"\nmax_attempts = 100\n' for i in ids)
+    drop(root, "many.toml", text)
+    assert len(queue.ingest().accepted) == 150
+    start = SPAWN.Event()
+    workers = [
+        SPAWN.Process(target=claim_with_chaos, args=(str(root), str(logs), n, start))
+        for n in range(6)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    actions = [line.split() for log in logs.iterdir() for line in log.read_text().splitlines()]
+    completed = Counter(task_id for action, task_id, _ in actions if action == "complete")
+    assert completed == Counter(ids)
+    tokens: dict[str, list[int]] = {}
+    for _, task_id, token in actions:
+        tokens.setdefault(task_id, []).append(int(token))
+    assert all(len(set(t)) == len(t) for t in tokens.values())  # no token handed out twice
+    for record in queue.records():
+        assert record.state is TaskState.DONE
+        assert record.token == max(tokens[record.task.id])
+        assert len(record.history) == len(tokens[record.task.id])
+
+
+def test_files_dropped_while_processes_claim_are_each_claimed_once(tmp_path: Path) -> None:
+    """A dropper process adds files while 4 processes claim: none lost, none claimed twice."""
+    root, logs = tmp_path / "tasks", tmp_path / "logs"
+    logs.mkdir()
+    queue = FolderQueue(root)
+    for i in range(100):
+        drop(root, f"early-{i:03d}.toml", 'prompt = "p"\n')
+    queue.ingest()
+    start = SPAWN.Event()
+    dropper = SPAWN.Process(target=drop_many, args=(str(root), 100, start))
+    workers = [
+        SPAWN.Process(target=claim_until_empty, args=(str(root), str(logs), n, start))
+        for n in range(4)
+    ]
+    for process in (dropper, *workers):
+        process.start()
+    start.set()
+    for process in (dropper, *workers):
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    claim_until_empty(str(root), str(logs), 99, start)  # whatever arrived after they left
+    claims = Counter(
+        line.split()[0] for log in logs.iterdir() for line in log.read_text().splitlines()
+    )
+    expected = {f"early-{i:03d}" for i in range(100)} | {f"late-{i:03d}" for i in range(100)}
+    assert set(claims) == expected
+    assert max(claims.values()) == 1
+
+
+def test_threads_sharing_one_queue_claim_each_task_once(tmp_path: Path) -> None:
+    """8 threads over one FolderQueue object: every task claimed exactly once."""
+    root = tmp_path / "tasks"
+    queue = FolderQueue(root)
+    text = "".join(f'[[tasks]]\nid = "t{i:03d}"\nprompt = "p"\n' for i in range(200))
+    drop(root, "many.toml", text)
+    queue.ingest()
+    won: list[str] = []
+    go = threading.Event()
+
+    def agent(n: int) -> None:
+        go.wait()
+        while (claim := queue.claim(f"thread-{n}", lease_s=60)) is not None:
+            won.append(claim.task.id)  # list.append is atomic under the GIL
+            queue.complete(claim.task.id, claim.token)
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    go.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(won) == [f"t{i:03d}" for i in range(200)]
+    assert queue.counts()[TaskState.DONE] == 200
