@@ -325,6 +325,15 @@ def test_task_fails_for_good_after_max_attempts(queue: FolderQueue, clock: FakeC
     assert queue.claim("a", lease_s=60) is None
 
 
+def test_permanent_failure_fails_at_once(queue: FolderQueue) -> None:
+    """`fail(permanent=True)` skips the remaining attempts and keeps the reason."""
+    _queued(queue, "t", max_attempts=5)
+    claim = _claim(queue)
+    assert queue.fail("t", claim.token, reason="bad input", permanent=True) is TaskState.FAILED
+    record = queue.get("t")
+    assert (record.state, record.attempts, record.reason) == (TaskState.FAILED, 1, "bad input")
+
+
 def test_complete_records_a_succeeded_attempt(queue: FolderQueue) -> None:
     """A completed task is done, with its attempt in the history."""
     _queued(queue, "t")
