@@ -1,0 +1,92 @@
+"""The interactive prompt of the `orchestrator` command: type a prompt, read the streamed answer.
+
+    await run_repl(pipeline)                                  # a terminal: line editing
+    await run_repl(pipeline, stdin=io.StringIO("hi\\n"), stdout=out)   # injected streams
+
+Each answer streams through the pipeline chunk by chunk, so it benefits from the same dedup,
+cache, retries and budgets as the web API. The conversation so far goes with each prompt.
+`exit`, `quit` or end of input leave; a pipeline error is printed and the prompt comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import uuid
+from typing import TYPE_CHECKING, TextIO
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.request import InferenceRequest, Message
+
+if TYPE_CHECKING:
+    from orchestrator.pipeline import Pipeline
+
+__all__ = ["EXIT_WORDS", "PROMPT", "run_repl"]
+
+PROMPT = "› "
+EXIT_WORDS = frozenset({"exit", "quit", ":q"})
+
+
+async def _read_line(stdin: TextIO | None, stdout: TextIO) -> str | None:
+    """The next line without its newline, or None at end of input."""
+    if stdin is None:
+        try:
+            # input() gives line editing and history when readline is loaded; it blocks, so it
+            # runs in a thread while the event loop keeps serving the web API.
+            return await asyncio.to_thread(input, PROMPT)
+        except EOFError:
+            return None
+    stdout.write(PROMPT)
+    stdout.flush()
+    line = await asyncio.to_thread(stdin.readline)
+    if not line:
+        return None
+    return line.rstrip("\r\n")
+
+
+async def run_repl(
+    pipeline: Pipeline,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    session_id: str | None = None,
+    max_tokens: int = 1024,
+) -> int:
+    """Read prompts until `exit`/`quit`/end of input, streaming each answer; return how many
+    prompts were answered. `stdin` None reads the terminal through `input()`."""
+    out = stdout if stdout is not None else sys.stdout
+    if stdin is None:
+        with contextlib.suppress(ImportError):  # platforms without readline
+            import readline  # noqa: F401  -- importing it turns on line editing for input()
+    session = session_id or "repl-" + uuid.uuid4().hex[:12]
+    history: list[Message] = []
+    answered = 0
+    while True:
+        line = await _read_line(stdin, out)
+        if line is None:
+            out.write("\n")
+            break
+        prompt = line.strip()
+        if not prompt:
+            continue
+        if prompt.lower() in EXIT_WORDS:
+            break
+        request = InferenceRequest(
+            prompt, messages=tuple(history), session_id=session, max_tokens=max_tokens
+        )
+        parts: list[str] = []
+        try:
+            async for chunk in pipeline.stream(request):
+                parts.append(chunk.text)
+                out.write(chunk.text)
+                out.flush()
+        except OrchestratorError as exc:
+            out.write(f"\n[error] {exc}\n")
+            out.flush()
+            continue
+        out.write("\n")
+        out.flush()
+        history += [Message("user", prompt), Message("assistant", "".join(parts))]
+        answered += 1
+    return answered
