@@ -1,0 +1,84 @@
+"""The web dashboard: one static page at `GET /dashboard`, fed live over server-sent events.
+
+    mount_dashboard(app, pipeline, fleet_status=fleet.counts)
+
+`GET /dashboard/events` sends a `status` event every `interval_s` seconds whose data is the
+JSON `GET /v1/status` returns: the pipeline's snapshot under `"snapshot"` and, when a fleet is
+attached, its task counts under `"fleet"` (else null). The page (`dashboard.html`, package
+data next to this module: plain HTML/CSS/JS, no build step, nothing fetched from elsewhere)
+draws every panel from those events alone and keeps the last minutes of throughput itself to
+draw its chart. Each event stream ends after `stream_s` seconds and the browser reconnects on
+its own, so an open page never holds up a server's graceful shutdown for longer than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.responses import HTMLResponse, StreamingResponse
+
+from orchestrator.pipeline import Pipeline
+
+__all__ = ["mount_dashboard", "status_payload"]
+
+FleetStatus = Callable[[], Mapping[str, Any]]
+
+_PAGE = "dashboard.html"
+_RECONNECT_MS = 1000
+
+
+def status_payload(pipeline: Pipeline, fleet_status: FleetStatus | None = None) -> dict[str, Any]:
+    """The pipeline's snapshot and the fleet's task counts (None without a fleet), JSON-ready."""
+    return {
+        "snapshot": pipeline.snapshot().to_dict(),
+        "fleet": dict(fleet_status()) if fleet_status is not None else None,
+    }
+
+
+def mount_dashboard(
+    app: FastAPI,
+    pipeline: Pipeline,
+    fleet_status: FleetStatus | None = None,
+    *,
+    interval_s: float = 1.0,
+    stream_s: float = 30.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Serve the dashboard page and its event stream on `app`.
+
+    `interval_s` is the time between two events, `stream_s` how long one event stream lasts
+    before the browser reconnects; `sleep` waits between events. Neither route is in the
+    OpenAPI schema. Raises ValueError for a non-positive `interval_s` or `stream_s`, and
+    FileNotFoundError if the page is missing from the installed package.
+    """
+    if interval_s <= 0:
+        raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
+    if stream_s <= 0:
+        raise ValueError(f"stream_s must be > 0, got {stream_s!r}")
+    page = resources.files(__package__).joinpath(_PAGE).read_text(encoding="utf-8")
+    events_per_stream = max(1, round(stream_s / interval_s))
+
+    async def events() -> AsyncIterator[str]:
+        yield f"retry: {_RECONNECT_MS}\n\n"
+        for n in range(events_per_stream):
+            if n:
+                await sleep(interval_s)
+            data = json.dumps(status_payload(pipeline, fleet_status), separators=(",", ":"))
+            yield f"event: status\ndata: {data}\n\n"
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard_page() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/dashboard/events", include_in_schema=False)
+    async def dashboard_events() -> StreamingResponse:
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )

@@ -1,0 +1,186 @@
+"""The web dashboard in a real headless Chromium, over a real server and a real pipeline.
+
+The pipeline's EchoWorker waits on a gate instead of a timer, so the test decides when the
+requests it sent are answered; every wait is on a condition of the page, never on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from playwright.async_api import Browser, Page, async_playwright
+
+from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
+from orchestrator.server.dashboard import mount_dashboard
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium (make test installs it)"
+)
+
+
+@dataclass
+class Site:
+    """A running server with the dashboard, its pipeline, and the gate the worker waits on."""
+
+    url: str
+    pipeline: Pipeline
+    gate: asyncio.Event
+    fleet: dict[str, int]
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    gate = asyncio.Event()
+
+    async def wait_for_gate(_latency_s: float) -> None:
+        await gate.wait()
+
+    fleet = {"pending": 4, "running": 0, "done": 0, "failed": 0}
+    pipeline = Pipeline(PipelineConfig(), EchoWorker(latency_s=1.0, sleep=wait_for_gate))
+    app = FastAPI()
+    mount_dashboard(app, pipeline, fleet_status=lambda: fleet, interval_s=0.1)
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    # A socket that already listens: the browser's connection waits in its backlog until
+    # uvicorn accepts it, so nothing has to wait for the server to come up.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    async with pipeline:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            yield Site(f"http://127.0.0.1:{port}", pipeline, gate, fleet)
+        finally:
+            gate.set()
+            server.should_exit = True
+            await serving
+            sock.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, site: Site) -> AsyncIterator[Page]:
+    page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+    await page.goto(f"{site.url}/dashboard")
+    try:
+        yield page
+    finally:
+        await page.close()  # ends the event stream before the server shuts down
+
+
+async def text_becomes(page: Page, selector: str, expected: str) -> None:
+    """Wait until the element's text is `expected`."""
+    await page.wait_for_function(
+        "([sel, want]) => document.querySelector(sel)?.textContent.trim() === want",
+        arg=[selector, expected],
+        timeout=10_000,
+    )
+
+
+async def number_exceeds(page: Page, selector: str, floor: float) -> None:
+    """Wait until the element shows a number above `floor`."""
+    await page.wait_for_function(
+        "([sel, floor]) => parseFloat(document.querySelector(sel)?.textContent"
+        ".replace(/[^0-9.]/g, '')) > floor",
+        arg=[selector, floor],
+        timeout=10_000,
+    )
+
+
+async def test_live_numbers_appear_and_follow_real_traffic(site: Site, page: Page) -> None:
+    """Requests sent through the pipeline show up as in flight, then as completed, routed to
+    the echo provider, with a throughput above zero and a growing chart."""
+    await text_becomes(page, "#connection", "live")
+    await text_becomes(page, "#requests-total", "0")
+    await text_becomes(page, "#in-flight", "0")
+    await text_becomes(page, "#breaker-echo .state", "closed")
+
+    calls = [
+        asyncio.create_task(site.pipeline.infer(InferenceRequest(f"question {i}")))
+        for i in range(5)
+    ]
+    await text_becomes(page, "#requests-total", "5")
+    await text_becomes(page, "#in-flight", "5")
+    await text_becomes(page, "#inference-active", "5")
+    await text_becomes(page, "#completed-total", "0")
+
+    site.gate.set()
+    await asyncio.gather(*calls)
+    await text_becomes(page, "#completed-total", "5")
+    await text_becomes(page, "#in-flight", "0")
+    await text_becomes(page, "#route-echo .calls", "5")
+    await text_becomes(page, "#upstream-calls", "5")
+    await number_exceeds(page, "#throughput", 0)
+    points = int(await page.get_attribute("#throughput-chart", "data-points") or 0)
+    await page.wait_for_function(
+        "n => Number(document.querySelector('#throughput-chart').dataset.points) > n",
+        arg=points,
+        timeout=10_000,
+    )
+
+
+async def test_stage_flow_shows_every_stage_with_its_capacity(site: Site, page: Page) -> None:
+    """The stage flow lists the five stages in order, each with its live queue capacity."""
+    await text_becomes(page, "#connection", "live")
+    capacities = {s.name: s.capacity for s in site.pipeline.snapshot().stages}
+    names = await page.eval_on_selector_all(
+        "#stages .stage .name", "nodes => nodes.map(n => n.textContent)"
+    )
+    assert names == ["rag", "assemble", "inference", "postprocess", "stream"]
+    for name, capacity in capacities.items():
+        await text_becomes(page, f"#stage-{name} .depth", f"0 / {capacity:,}")
+
+
+async def test_identical_concurrent_requests_show_as_coalesced(site: Site, page: Page) -> None:
+    """Three identical requests in flight together count as two dedup hits and one call."""
+    await text_becomes(page, "#connection", "live")
+    calls = [
+        asyncio.create_task(site.pipeline.infer(InferenceRequest("same question")))
+        for _ in range(3)
+    ]
+    await text_becomes(page, "#requests-total", "3")
+    site.gate.set()
+    await asyncio.gather(*calls)
+    await text_becomes(page, "#dedup-hits", "2")
+    await text_becomes(page, "#upstream-calls", "1")
+    await text_becomes(page, "#calls-saved", "2")
+
+
+async def test_fleet_panel_follows_the_fleet(site: Site, page: Page) -> None:
+    """The fleet's task counts appear and change as the fleet's own numbers change."""
+    await text_becomes(page, "#fleet-pending", "4")
+    await text_becomes(page, "#fleet-running", "0")
+    site.fleet.update(pending=2, running=2)
+    await text_becomes(page, "#fleet-pending", "2")
+    await text_becomes(page, "#fleet-running", "2")
+    assert await page.is_visible("#panel-fleet")
