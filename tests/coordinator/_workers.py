@@ -95,3 +95,11 @@ def drop_many(root: str, count: int, start: object) -> None:
     start.wait()  # type: ignore[attr-defined]
     for i in range(count):
         drop(Path(root), f"late-{i:03d}.toml", 'prompt = "p"\n')
+
+
+def claim_forever(root: str) -> None:
+    """Claim and complete as the owner process until killed (or nothing is left)."""
+    queue = FolderQueue(root, retry_backoff_s=0)
+    owner = Owner.current()
+    while (claim := queue.claim("mortal", lease_s=600, owner=owner)) is not None:
+        queue.complete(claim.task.id, claim.token)

@@ -844,3 +844,17 @@ def test_leftover_temp_files_are_not_tasks(queue: FolderQueue, clock: FakeClock)
     restarted = _restart(queue.root, clock)
     assert restarted.counts()[TaskState.PENDING] == 1
     assert _drain(restarted) == ["t"]
+
+
+def test_rejecter_died_between_error_file_and_move(queue: FolderQueue, clock: FakeClock) -> None:
+    """An `.error` written for a file still in the inbox: the file is rejected once, listed
+    once, byte for byte, with its own error file."""
+    original = b"prompt = 5\n"
+    drop(queue.root, "bad.toml", original)
+    (queue.root / "rejected" / "bad.toml.error").write_text("bad.toml:1: (cut short)\n")
+    restarted = _restart(queue.root, clock)
+    restarted.ingest()
+    [listed] = restarted.rejected()
+    assert listed.path.read_bytes() == original
+    assert "field 'prompt'" in listed.reason
+    assert restarted.counts()[TaskState.REJECTED] == 1

@@ -14,6 +14,7 @@ import pytest
 from _workers import (
     FakeClock,
     claim_and_hang,
+    claim_forever,
     claim_until_empty,
     claim_with_chaos,
     drop,
@@ -209,3 +210,30 @@ def test_threads_sharing_one_queue_claim_each_task_once(tmp_path: Path) -> None:
         thread.join(timeout=60)
     assert sorted(won) == [f"t{i:03d}" for i in range(200)]
     assert queue.counts()[TaskState.DONE] == 200
+
+
+def test_sigkill_at_any_point_loses_nothing_and_completes_nothing_twice(tmp_path: Path) -> None:
+    """A claimer SIGKILLed again and again mid-work: afterwards every task is done once, in
+    exactly one folder."""
+    root = tmp_path / "tasks"
+    queue = FolderQueue(root, retry_backoff_s=0)
+    text = "".join(
+        f'[[tasks]]\nid = "k{i:03d}"\nprompt = "p"\nmax_attempts = 50\n' for i in range(300)
+    )
+    drop(root, "many.toml", text)
+    queue.ingest()
+    for round_ in range(1, 6):
+        child = SPAWN.Process(target=claim_forever, args=(str(root),))
+        child.start()
+        while queue.counts()[TaskState.DONE] < 40 * round_ and child.is_alive():
+            time.sleep(0.001)  # waiting for progress to kill into, not for time to pass
+        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        child.join(timeout=10)
+    claim_forever(str(root))  # the dead owners' claims come back at once
+    records = queue.records()
+    assert len(records) == 300
+    for record in records:
+        assert record.state is TaskState.DONE
+        assert [a.outcome for a in record.history].count("succeeded") == 1
+        folders = [s for s in TaskState if (root / s.value / f"{record.task.id}.json").exists()]
+        assert folders == [TaskState.DONE]
