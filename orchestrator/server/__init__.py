@@ -1,0 +1,10 @@
+"""The HTTP front door: `create_app` over a `Pipeline`, and ways to run it with uvicorn.
+
+Importing this package imports FastAPI; the library (`orchestrator`) never imports it.
+"""
+
+from __future__ import annotations
+
+from orchestrator.server.app import FleetStatus, create_app
+
+__all__ = ["FleetStatus", "create_app"]

@@ -1,0 +1,130 @@
+"""`create_app`: the HTTP front door over a `Pipeline`.
+
+    app = create_app(pipeline, settings=settings)
+
+The routers live in their own modules (`prompt_api`, `anthropic_api`, `openai_api`,
+`prometheus`); this module only wires them, the auth middleware, the body limit and the error
+handlers that keep every client mistake a 4xx in the caller's API dialect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.pipeline import Pipeline
+from orchestrator.server import prometheus, prompt_api
+from orchestrator.server.auth import TokenAuth
+from orchestrator.server.body_limit import BodyLimit
+from orchestrator.server.http_errors import (
+    ApiError,
+    dialect_of,
+    error_response,
+    from_exception,
+    validation_error,
+)
+from orchestrator.server.state import ServerState
+from orchestrator.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
+
+__all__ = ["FleetStatus", "create_app"]
+
+log = logging.getLogger(__name__)
+
+FleetStatus = Callable[[], Mapping[str, Any]]
+"""A zero-argument callable returning the fleet's task counts as JSON-able data."""
+
+
+def create_app(
+    pipeline: Pipeline,
+    *,
+    settings: ServerSettings | None = None,
+    fleet_status: FleetStatus | None = None,
+    start_pipeline: bool = True,
+) -> FastAPI:
+    """The FastAPI app serving `pipeline`.
+
+    With `start_pipeline` (the default) the app starts the pipeline when the server starts and
+    closes it when the server stops, in the server's event loop; pass False when you run the
+    pipeline yourself in that loop. `settings` gives the bearer token (`api_key`), the body
+    limit and the model name; None means no auth and the default limit. `fleet_status`, when
+    given, is called on each `GET /v1/status` and its result shown under `"fleet"`.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not start_pipeline:
+            yield
+            return
+        async with pipeline:
+            yield
+
+    max_body_bytes = settings.max_body_bytes if settings is not None else DEFAULT_MAX_BODY_BYTES
+    app = FastAPI(
+        title="prompt-orchestrator",
+        summary="The inference pipeline's HTTP API, with Anthropic- and OpenAI-compatible doors.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    state = ServerState(pipeline=pipeline, settings=settings, fleet_status=fleet_status)
+    app.state.orchestrator = state
+    app.include_router(prompt_api.router)
+    app.include_router(prometheus.router(pipeline.snapshot, lambda: state.feedback.received_total))
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if settings is not None and settings.api_key is not None:
+        app.add_middleware(TokenAuth, token=settings.api_key.reveal())  # outermost: first
+    return app
+
+
+_HTTP_ERROR_TYPES = {  # status → (our kind, Anthropic's error type)
+    404: ("not_found", "not_found_error"),
+    405: ("method_not_allowed", "invalid_request_error"),
+    413: ("request_too_large", "request_too_large"),
+}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(validation_error(exc), dialect_of(request.url.path))
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind, anthropic_type = _HTTP_ERROR_TYPES.get(
+            exc.status_code, ("http_error", "invalid_request_error")
+        )
+        error = ApiError(
+            status=exc.status_code,
+            kind=kind,
+            message=str(exc.detail),
+            field="body" if exc.status_code == 413 else None,
+            anthropic_type=anthropic_type,
+        )
+        response = error_response(error, dialect_of(request.url.path))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def on_refusal(request: Request, exc: Exception) -> Response:
+        # The pipeline's own refusals (overload, budget, deadline, provider down) and values
+        # the library rejected: expected outcomes, answered without a traceback.
+        return error_response(from_exception(exc), dialect_of(request.url.path))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
+        return error_response(from_exception(exc), dialect_of(request.url.path))
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(OrchestratorError, on_refusal)
+    app.add_exception_handler(ValueError, on_refusal)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,65 @@
+"""Bearer-token auth for the whole server, as plain ASGI middleware (no per-request task).
+
+A client proves itself with `Authorization: Bearer <token>` or `x-api-key: <token>` (what the
+Anthropic SDK sends), so SDK programs work by setting their API key to the server's token.
+`/health` stays open for liveness probes.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from orchestrator.server.http_errors import ApiError, dialect_of, error_response
+
+__all__ = ["OPEN_PATHS", "TokenAuth"]
+
+OPEN_PATHS = frozenset({"/health"})
+
+_UNAUTHORIZED = ApiError(
+    status=401,
+    kind="unauthorized",
+    message="missing or wrong API key: send 'Authorization: Bearer <API_KEY>' or 'x-api-key'",
+    anthropic_type="authentication_error",
+    openai_type="invalid_request_error",
+    openai_code="invalid_api_key",
+)
+
+
+def _presented_token(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer":
+                return token.strip()
+        elif name == b"x-api-key":
+            return value.strip()
+    return None
+
+
+class TokenAuth:
+    """Refuses HTTP (401, in the caller's API dialect) and WebSocket (close 1008) requests
+    that do not carry `token`."""
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        if not token:
+            raise ValueError("token must be a non-empty string")
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        presented = _presented_token(scope)
+        if presented is not None and hmac.compare_digest(presented, self._token):
+            await self.app(scope, receive, send)
+            return
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+            return
+        response = error_response(_UNAUTHORIZED, dialect_of(scope["path"]))
+        response.headers["www-authenticate"] = "Bearer"
+        await response(scope, receive, send)

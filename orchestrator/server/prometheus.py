@@ -1,0 +1,142 @@
+"""`GET /metrics`: the pipeline snapshot in Prometheus text format, read at scrape time.
+
+A custom collector turns one `Pipeline.snapshot()` into metric families named `orchestrator_*`
+(per-stage and per-provider series carry `stage` / `provider` labels), registered in a registry
+of its own, so several apps in one process never collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.responses import Response
+
+from orchestrator.metrics import MetricsSnapshot
+
+__all__ = ["SnapshotCollector", "router"]
+
+_BREAKER_STATES = ("closed", "open", "half_open")
+
+# (snapshot attribute, metric name without prefix, help); counters get `_total` on exposition.
+_COUNTERS = (
+    ("requests_total", "requests", "Requests accepted by the pipeline."),
+    ("completed_total", "completed", "Requests answered."),
+    ("shed_total", "shed", "Requests shed by a full stage queue."),
+    ("cancelled_total", "cancelled", "Callers that stopped waiting."),
+    ("dedup_hits", "dedup_hits", "Requests served by an identical in-flight request."),
+    ("cache_hits", "cache_hits", "Requests served from the response cache."),
+    ("cache_misses", "cache_misses", "Response-cache lookups that missed."),
+    ("cache_errors", "cache_errors", "Response-cache operations that failed."),
+    ("upstream_calls", "upstream_calls", "Calls made to providers."),
+    ("retries", "retries", "Provider calls retried."),
+    ("fallbacks", "fallbacks", "Requests that fell back to another provider."),
+    ("cost_usd_total", "cost_usd", "Spend in US dollars."),
+    ("budget_warnings", "budget_warnings", "Budget warnings (80% of a limit reached)."),
+    ("budget_refusals", "budget_refusals", "Requests refused by a budget."),
+)
+_GAUGES = (
+    ("in_flight", "in_flight", "Requests accepted and not yet finished."),
+    ("inference_active", "inference_active", "Provider calls running now."),
+    ("inference_concurrency", "inference_concurrency", "Live limit on provider calls."),
+    ("throughput_rps", "throughput_rps", "Requests finished per second, recently."),
+    ("error_rate", "error_rate", "Fraction of recent requests that failed (0..1)."),
+    ("dedup_hit_rate", "dedup_hit_rate", "Fraction of requests served by dedup (0..1)."),
+    ("cache_hit_rate", "cache_hit_rate", "Fraction of cache lookups that hit (0..1)."),
+    ("uptime_s", "uptime_seconds", "Seconds since the pipeline was built."),
+)
+
+
+class SnapshotCollector(Collector):
+    """Collects `snapshot()` (a pipeline's, plus `feedback_total()`) on every scrape."""
+
+    def __init__(
+        self, snapshot: Callable[[], MetricsSnapshot], feedback_total: Callable[[], int]
+    ) -> None:
+        self._snapshot = snapshot
+        self._feedback_total = feedback_total
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        for attr, name, doc in _COUNTERS:
+            yield CounterMetricFamily(f"orchestrator_{name}", doc, value=getattr(snap, attr))
+        for attr, name, doc in _GAUGES:
+            yield GaugeMetricFamily(f"orchestrator_{name}", doc, value=getattr(snap, attr))
+        yield CounterMetricFamily(
+            "orchestrator_feedback", "Feedback received.", value=self._feedback_total()
+        )
+
+        errors = CounterMetricFamily(
+            "orchestrator_errors", "Requests failed, by error type.", labels=["type"]
+        )
+        for kind, count in sorted(snap.errors_by_type.items()):
+            errors.add_metric([kind], count)
+        yield errors
+
+        latency = GaugeMetricFamily(
+            "orchestrator_latency_ms",
+            "Latency of recent answered requests, by quantile.",
+            labels=["quantile"],
+        )
+        for q, value in (
+            ("0.5", snap.latency_p50_ms),
+            ("0.95", snap.latency_p95_ms),
+            ("0.99", snap.latency_p99_ms),
+        ):
+            latency.add_metric([q], value)
+        yield latency
+
+        depth = GaugeMetricFamily(
+            "orchestrator_stage_queue_depth", "Items waiting in a stage queue.", labels=["stage"]
+        )
+        capacity = GaugeMetricFamily(
+            "orchestrator_stage_queue_capacity", "A stage queue's live capacity.", labels=["stage"]
+        )
+        stage_shed = CounterMetricFamily(
+            "orchestrator_stage_shed", "Requests shed at a stage.", labels=["stage"]
+        )
+        for stage in snap.stages:
+            depth.add_metric([stage.name], stage.depth)
+            capacity.add_metric([stage.name], stage.capacity)
+            stage_shed.add_metric([stage.name], stage.shed_total)
+        yield from (depth, capacity, stage_shed)
+
+        breaker = GaugeMetricFamily(
+            "orchestrator_provider_breaker_state",
+            "1 for a provider breaker's current state, 0 for the others.",
+            labels=["provider", "state"],
+        )
+        calls = CounterMetricFamily(
+            "orchestrator_provider_calls", "Calls made to a provider.", labels=["provider"]
+        )
+        failures = CounterMetricFamily(
+            "orchestrator_provider_failures", "Failed calls to a provider.", labels=["provider"]
+        )
+        opened = CounterMetricFamily(
+            "orchestrator_provider_breaker_opened", "Times a breaker opened.", labels=["provider"]
+        )
+        for provider in snap.providers:
+            for state in _BREAKER_STATES:
+                breaker.add_metric(
+                    [provider.name, state], 1.0 if provider.breaker_state == state else 0.0
+                )
+            calls.add_metric([provider.name], provider.calls_total)
+            failures.add_metric([provider.name], provider.failures_total)
+            opened.add_metric([provider.name], provider.breaker_opened_total)
+        yield from (breaker, calls, failures, opened)
+
+
+def router(snapshot: Callable[[], MetricsSnapshot], feedback_total: Callable[[], int]) -> APIRouter:
+    """A router serving `GET /metrics` from its own registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot, feedback_total))
+    api = APIRouter()
+
+    @api.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return api

@@ -1,0 +1,32 @@
+"""`ServerState`: what the routers share, kept on `app.state.orchestrator`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from orchestrator.pipeline import Pipeline
+from orchestrator.server.feedback import FeedbackLog
+from orchestrator.settings import ServerSettings
+
+__all__ = ["ServerState", "state_of"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerState:
+    """The pipeline served, the settings it was started with, the fleet-status hook and the
+    feedback received."""
+
+    pipeline: Pipeline
+    settings: ServerSettings | None = None
+    fleet_status: Callable[[], Mapping[str, Any]] | None = None
+    feedback: FeedbackLog = field(default_factory=FeedbackLog)
+
+
+def state_of(connection: HTTPConnection) -> ServerState:
+    """The `ServerState` of the app serving `connection` (a FastAPI dependency)."""
+    state: ServerState = connection.app.state.orchestrator
+    return state

@@ -1,0 +1,67 @@
+"""Streaming helpers shared by the routers: server-sent events and a stream whose errors
+before the first chunk still reach the caller as an HTTP status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import StreamingResponse
+
+from orchestrator.pipeline import Pipeline
+from orchestrator.request import InferenceRequest, StreamChunk
+
+__all__ = ["dumps", "open_stream", "sse", "sse_response"]
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON, UTF-8 kept as is."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    """One server-sent event; `data` is JSON-encoded unless it is already a string."""
+    payload = data if isinstance(data, str) else dumps(data)
+    head = f"event: {event}\n" if event is not None else ""
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def sse_response(events: AsyncIterator[bytes]) -> StreamingResponse:
+    """A `text/event-stream` response that proxies do not buffer."""
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+async def open_stream(pipeline: Pipeline, request: InferenceRequest) -> AsyncIterator[StreamChunk]:
+    """`pipeline.stream(request)`, started: waits for the first chunk, so a refusal (overload,
+    budget, provider down) raises here, before any response is sent. Errors after that are
+    raised by the returned iterator, which must be fully consumed or closed."""
+    chunks = pipeline.stream(request)
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        return _empty()
+    except BaseException:
+        await chunks.aclose()
+        raise
+    return _resume(first, chunks)
+
+
+async def _empty() -> AsyncIterator[StreamChunk]:
+    return
+    yield
+
+
+async def _resume(
+    first: StreamChunk, rest: AsyncIterator[StreamChunk]
+) -> AsyncIterator[StreamChunk]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,390 @@
+"""Server settings: what to serve (provider, model, keys) and how (host, port, token, limits).
+
+Sources, first match wins: flags (a mapping keyed by `ServerSettings` field name) > the
+environment > an `orchestrator.env` file > the defaults on `ServerSettings`.
+
+    settings = load_settings({"provider": "echo", "port": 0})
+    pipeline = build_pipeline(settings)
+
+The environment and the env file use the names in `ENV_NAMES`: `PROVIDER`, `MODEL`,
+`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `LLAMA_CPP_URL`, `HOST`, `PORT`, `API_KEY`, `MAX_SPEND`, …
+The upstream base URLs are `ANTHROPIC_UPSTREAM_URL` / `OPENAI_UPSTREAM_URL`, not the SDKs'
+`ANTHROPIC_BASE_URL` / `OPENAI_BASE_URL`: those point agents *at this server*, and a shell that
+has them set must not make the server forward to itself.
+
+The env file is `KEY=VALUE` lines (blank lines and `#` comments allowed, no quoting, no
+multi-line values); `write_env_file` writes it atomically with mode 0600, `read_env_file` reads
+it back. API keys are held as `Secret`, whose repr and str are masked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+
+from orchestrator.errors import OrchestratorError
+
+if TYPE_CHECKING:
+    from orchestrator.config import PipelineConfig
+    from orchestrator.pipeline import Pipeline
+
+__all__ = [
+    "DEFAULT_ENV_FILE",
+    "DEFAULT_MAX_BODY_BYTES",
+    "ENV_NAMES",
+    "PROVIDERS",
+    "Provider",
+    "Secret",
+    "ServerSettings",
+    "SettingsError",
+    "build_pipeline",
+    "default_model",
+    "is_loopback",
+    "load_settings",
+    "read_env_file",
+    "write_env_file",
+]
+
+Provider = Literal["anthropic", "openai", "llamacpp", "echo"]
+PROVIDERS: Final[tuple[str, ...]] = get_args(Provider)
+
+DEFAULT_ENV_FILE: Final = Path("orchestrator.env")
+# Anthropic's own request limit for the Messages API; long agent conversations get close.
+DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+
+ENV_NAMES: Final[Mapping[str, str]] = {
+    "provider": "PROVIDER",
+    "model": "MODEL",
+    "anthropic_api_key": "ANTHROPIC_API_KEY",
+    "openai_api_key": "OPENAI_API_KEY",
+    "anthropic_base_url": "ANTHROPIC_UPSTREAM_URL",
+    "openai_base_url": "OPENAI_UPSTREAM_URL",
+    "llama_cpp_url": "LLAMA_CPP_URL",
+    "host": "HOST",
+    "port": "PORT",
+    "api_key": "API_KEY",
+    "max_spend_usd": "MAX_SPEND",
+    "max_body_bytes": "MAX_BODY_BYTES",
+    "log_level": "LOG_LEVEL",
+    "log_format": "LOG_FORMAT",
+}
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class SettingsError(OrchestratorError, ValueError):
+    """Settings are missing or invalid; `names` lists the settings (env names) at fault."""
+
+    def __init__(self, message: str, *, names: tuple[str, ...] = ()) -> None:
+        self.names = names
+        super().__init__(message)
+
+
+class Secret:
+    """A string that never prints: `repr`/`str` show `'********'`; `reveal()` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError("a secret must be a non-empty string")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    def __str__(self) -> str:
+        return "********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_SECRET_FIELDS = ("anthropic_api_key", "openai_api_key", "api_key")
+_URL_FIELDS = ("anthropic_base_url", "openai_base_url", "llama_cpp_url")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """Everything the server needs; validated on construction (`SettingsError` names the
+    setting). Secrets given as `str` are wrapped in `Secret`.
+
+    `model` None means the provider's default. `port` 0 asks the OS for a free port.
+    `max_spend_usd` is the global budget. `api_key` is the bearer token clients must send;
+    without one the server refuses to bind a non-loopback `host`.
+    """
+
+    provider: Provider
+    model: str | None = None
+    anthropic_api_key: Secret | None = None
+    openai_api_key: Secret | None = None
+    anthropic_base_url: str | None = None
+    openai_base_url: str | None = None
+    llama_cpp_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: Secret | None = None
+    max_spend_usd: float | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    def __post_init__(self) -> None:
+        for name in _SECRET_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Secret(value) if value else None)
+            elif value is not None and not isinstance(value, Secret):
+                raise SettingsError(f"{ENV_NAMES[name]} must be a string", names=(ENV_NAMES[name],))
+        if self.provider not in PROVIDERS:
+            raise SettingsError(
+                f"PROVIDER must be one of {', '.join(PROVIDERS)}; got {self.provider!r}",
+                names=("PROVIDER",),
+            )
+        for name in _URL_FIELDS:
+            url = getattr(self, name)
+            if url is not None and not url.startswith(("http://", "https://")):
+                raise SettingsError(
+                    f"{ENV_NAMES[name]} must be an http(s) URL, got {url!r}",
+                    names=(ENV_NAMES[name],),
+                )
+        if (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not (0 <= self.port <= 65535)
+        ):
+            raise SettingsError(f"PORT must be 0..65535, got {self.port!r}", names=("PORT",))
+        if self.max_spend_usd is not None and not (
+            math.isfinite(self.max_spend_usd) and self.max_spend_usd > 0
+        ):
+            raise SettingsError(
+                f"MAX_SPEND must be a number > 0, got {self.max_spend_usd!r}", names=("MAX_SPEND",)
+            )
+        if self.max_body_bytes < 1:
+            raise SettingsError(
+                f"MAX_BODY_BYTES must be >= 1, got {self.max_body_bytes!r}",
+                names=("MAX_BODY_BYTES",),
+            )
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError(f"LOG_LEVEL unknown: {self.log_level!r}", names=("LOG_LEVEL",))
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(
+                f"LOG_FORMAT must be text or json, got {self.log_format!r}", names=("LOG_FORMAT",)
+            )
+        self._check_required()
+        if not self.host:
+            raise SettingsError("HOST must not be empty", names=("HOST",))
+        if self.api_key is None and not is_loopback(self.host):
+            raise SettingsError(
+                f"refusing to listen on non-loopback host {self.host!r} without a token: "
+                "set API_KEY (clients then send 'Authorization: Bearer <API_KEY>'), "
+                "or bind 127.0.0.1",
+                names=("HOST", "API_KEY"),
+            )
+
+    def _check_required(self) -> None:
+        needed = {
+            "anthropic": ("anthropic_api_key",),
+            "openai": () if self.openai_base_url else ("openai_api_key",),
+            "llamacpp": ("llama_cpp_url",),
+            "echo": (),
+        }[self.provider]
+        missing = tuple(ENV_NAMES[n] for n in needed if getattr(self, n) is None)
+        if missing:
+            raise SettingsError(
+                f"provider {self.provider!r} needs {' and '.join(missing)}: set it in the "
+                f"environment, in {DEFAULT_ENV_FILE}, or run the setup wizard",
+                names=missing,
+            )
+
+    def to_env(self) -> dict[str, str]:
+        """The settings that differ from the defaults, as env-file entries (secrets revealed:
+        this is what `write_env_file` stores)."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or (f.default is not dataclasses.MISSING and value == f.default):
+                continue
+            out[ENV_NAMES[f.name]] = value.reveal() if isinstance(value, Secret) else str(value)
+        return out
+
+
+def default_model(provider: Provider) -> str:
+    """The model a provider uses when none is set (imports that provider's module)."""
+    if provider == "anthropic":
+        from orchestrator.providers.anthropic import DEFAULT_MODEL
+
+        return DEFAULT_MODEL
+    if provider == "openai":
+        from orchestrator.providers.openai import DEFAULT_MODEL as OPENAI_DEFAULT
+
+        return OPENAI_DEFAULT
+    return {"llamacpp": "llama.cpp", "echo": "echo"}[provider]
+
+
+_CONVERTERS: Mapping[str, Any] = {"port": int, "max_spend_usd": float, "max_body_bytes": int}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | None = DEFAULT_ENV_FILE,
+) -> ServerSettings:
+    """Settings from `flags` > `environ` (default `os.environ`) > `env_file` > defaults.
+
+    `flags` is keyed by `ServerSettings` field name; None values count as not given.
+    Raises `SettingsError` naming what is missing or malformed (and where it came from).
+    """
+    environ = os.environ if environ is None else environ
+    from_file = read_env_file(env_file) if env_file is not None else {}
+    unknown = sorted(set(flags or ()) - set(ENV_NAMES))
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(unknown)}", names=tuple(unknown))
+    values: dict[str, Any] = {}
+    for name, env_name in ENV_NAMES.items():
+        flag = (flags or {}).get(name)
+        if flag is not None:
+            values[name] = flag
+            continue
+        for source, where in ((environ, "the environment"), (from_file, str(env_file))):
+            raw = source.get(env_name)
+            if raw is None or raw == "":
+                continue
+            values[name] = _convert(name, env_name, raw, where)
+            break
+    if "provider" not in values:
+        raise SettingsError(
+            "no provider set: pass --provider, set PROVIDER "
+            f"({', '.join(PROVIDERS)}), or run the setup wizard",
+            names=("PROVIDER",),
+        )
+    if "log_level" in values:
+        values["log_level"] = str(values["log_level"]).upper()
+    return ServerSettings(**values)
+
+
+def _convert(name: str, env_name: str, raw: str, where: str) -> Any:
+    convert = _CONVERTERS.get(name)
+    if convert is None:
+        return raw
+    try:
+        return convert(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{env_name} in {where} must be a {convert.__name__}, got {raw!r}", names=(env_name,)
+        ) from None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The `KEY=VALUE` entries of `path` ({} if it does not exist).
+
+    Raises `SettingsError` naming the file and line of a malformed line.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    entries: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise SettingsError(
+                f"{path}:{number}: expected KEY=VALUE, got {stripped[:40]!r}", names=(key,)
+            )
+        entries[key] = value.strip()
+    return entries
+
+
+def write_env_file(path: Path, entries: Mapping[str, str]) -> None:
+    """Write `entries` as `KEY=VALUE` lines to `path`, atomically, readable only by the owner
+    (mode 0600 from creation, so a key is never briefly world-readable).
+
+    Raises ValueError for a key that is not an identifier or a value with a newline.
+    """
+    for key, value in entries.items():
+        if not _KEY.match(key):
+            raise ValueError(f"env key must be an identifier, got {key!r}")
+        if "\n" in value or "\r" in value or value != value.strip():
+            raise ValueError(f"env value for {key} must be one line without outer spaces")
+    path = Path(path)
+    body = "".join(f"{key}={value}\n" for key, value in entries.items())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("# prompt-orchestrator settings (KEY=VALUE); keep private\n")
+            handle.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_pipeline(settings: ServerSettings, config: PipelineConfig | None = None) -> Pipeline:
+    """A (not yet started) `Pipeline` with the worker `settings.provider` names.
+
+    `config` defaults to `PipelineConfig()`; `settings.max_spend_usd`, when set, becomes its
+    global budget. Provider SDKs are imported here, not at module import.
+    """
+    from orchestrator.config import PipelineConfig
+    from orchestrator.pipeline import Pipeline
+
+    config = config if config is not None else PipelineConfig()
+    if settings.max_spend_usd is not None:
+        config = dataclasses.replace(config, global_budget_usd=settings.max_spend_usd)
+    return Pipeline(config, _worker(settings))
+
+
+def _worker(settings: ServerSettings) -> Any:
+    model = settings.model or default_model(settings.provider)
+    if settings.provider == "anthropic":
+        from orchestrator.providers.anthropic import AnthropicWorker
+
+        assert settings.anthropic_api_key is not None
+        return AnthropicWorker(
+            settings.anthropic_api_key.reveal(), model=model, base_url=settings.anthropic_base_url
+        )
+    if settings.provider == "openai":
+        from orchestrator.providers.openai import OpenAIWorker
+
+        key = settings.openai_api_key
+        return OpenAIWorker(
+            key.reveal() if key else None, model=model, base_url=settings.openai_base_url
+        )
+    if settings.provider == "llamacpp":
+        from orchestrator.providers.llamacpp import LlamaCppWorker
+
+        assert settings.llama_cpp_url is not None
+        return LlamaCppWorker(settings.llama_cpp_url, model=model)
+    from orchestrator.providers.echo import EchoWorker
+
+    return EchoWorker(model=model)
