@@ -3,18 +3,19 @@
     mount_dashboard(app, pipeline, fleet_status=fleet.counts)
 
 `GET /dashboard/events` sends a `status` event every `interval_s` seconds whose data is the
-JSON `GET /v1/status` returns: the pipeline's snapshot under `"snapshot"` and, when a fleet is
-attached, its task counts under `"fleet"` (else null). The page (`dashboard.html`, package
-data next to this module: plain HTML/CSS/JS, no build step, nothing fetched from elsewhere)
-draws every panel from those events alone and keeps the last minutes of throughput itself to
-draw its chart. Each event stream ends after `stream_s` seconds and the browser reconnects on
-its own, so an open page never holds up a server's graceful shutdown for longer than that.
+JSON `GET /v1/status` returns: the pipeline snapshot's fields and, when a fleet is attached,
+its task counts under `"fleet"`. The page (`dashboard.html`, package data next to this module:
+plain HTML/CSS/JS, no build step, nothing fetched from elsewhere) draws every panel from those
+events alone and keeps the last minutes of throughput itself to draw its chart. Each event
+stream ends after `stream_s` seconds and the browser reconnects on its own, so an open page
+never holds up a server's graceful shutdown for longer than that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
@@ -26,6 +27,8 @@ from orchestrator.pipeline import Pipeline
 
 __all__ = ["mount_dashboard", "status_payload"]
 
+log = logging.getLogger(__name__)
+
 FleetStatus = Callable[[], Mapping[str, Any]]
 
 _PAGE = "dashboard.html"
@@ -33,11 +36,16 @@ _RECONNECT_MS = 1000
 
 
 def status_payload(pipeline: Pipeline, fleet_status: FleetStatus | None = None) -> dict[str, Any]:
-    """The pipeline's snapshot and the fleet's task counts (None without a fleet), JSON-ready."""
-    return {
-        "snapshot": pipeline.snapshot().to_dict(),
-        "fleet": dict(fleet_status()) if fleet_status is not None else None,
-    }
+    """What `GET /v1/status` shows: the snapshot's fields and, with a fleet, its task counts
+    under `"fleet"` (`{"error": ...}` if asking the fleet failed). JSON-ready."""
+    data = pipeline.snapshot().to_dict()
+    if fleet_status is not None:
+        try:
+            data["fleet"] = dict(fleet_status())
+        except Exception as exc:  # a broken fleet hook must not blank the pipeline's panels
+            log.warning("fleet status failed: %s", type(exc).__name__)
+            data["fleet"] = {"error": f"fleet status unavailable ({type(exc).__name__})"}
+    return data
 
 
 def mount_dashboard(

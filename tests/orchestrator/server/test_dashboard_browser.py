@@ -48,7 +48,9 @@ class Site:
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[Site]:
+async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
+    """A server with the dashboard; `indirect` param `{"fleet": False}` attaches no fleet."""
+    with_fleet = getattr(request, "param", {}).get("fleet", True)
     gate = asyncio.Event()
 
     async def wait_for_gate(_latency_s: float) -> None:
@@ -57,7 +59,8 @@ async def site() -> AsyncIterator[Site]:
     fleet = {"pending": 4, "running": 0, "done": 0, "failed": 0}
     pipeline = Pipeline(PipelineConfig(), EchoWorker(latency_s=1.0, sleep=wait_for_gate))
     app = FastAPI()
-    mount_dashboard(app, pipeline, fleet_status=lambda: fleet, interval_s=0.1)
+    fleet_status = (lambda: fleet) if with_fleet else None
+    mount_dashboard(app, pipeline, fleet_status=fleet_status, interval_s=0.1)
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
     # A socket that already listens: the browser's connection waits in its backlog until
     # uvicorn accepts it, so nothing has to wait for the server to come up.
@@ -184,3 +187,10 @@ async def test_fleet_panel_follows_the_fleet(site: Site, page: Page) -> None:
     await text_becomes(page, "#fleet-pending", "2")
     await text_becomes(page, "#fleet-running", "2")
     assert await page.is_visible("#panel-fleet")
+
+
+@pytest.mark.parametrize("site", [{"fleet": False}], indirect=True)
+async def test_fleet_panel_is_hidden_without_a_fleet(site: Site, page: Page) -> None:
+    """With no fleet attached there is no fleet panel, and the rest is live."""
+    await text_becomes(page, "#requests-total", "0")
+    assert not await page.is_visible("#panel-fleet")

@@ -64,8 +64,8 @@ async def test_events_carry_real_snapshots_spaced_by_the_interval(pipeline: Pipe
     assert response.text.startswith("retry: 1000\n\n")
     events = status_events(response.text)
     assert slept == [0.5, 0.5]
-    assert [e["snapshot"]["requests_total"] for e in events] == [0, 1, 2]
-    assert [e["fleet"] for e in events] == [None, None, None]
+    assert [e["requests_total"] for e in events] == [0, 1, 2]
+    assert not any("fleet" in e for e in events)
 
 
 async def test_events_include_the_fleet_when_one_is_attached(pipeline: Pipeline) -> None:
@@ -79,12 +79,23 @@ async def test_events_include_the_fleet_when_one_is_attached(pipeline: Pipeline)
     assert event["fleet"] == counts
 
 
-def test_status_payload_is_the_snapshot_and_the_fleet(pipeline: Pipeline) -> None:
-    """The payload is the snapshot's own dict and the fleet's counts, JSON-ready."""
+def test_status_payload_is_what_v1_status_shows(pipeline: Pipeline) -> None:
+    """The payload is the snapshot's own fields plus the fleet's counts, JSON-ready."""
     payload = status_payload(pipeline, lambda: {"done": 2})
-    assert payload["fleet"] == {"done": 2}
-    assert payload["snapshot"].keys() == pipeline.snapshot().to_dict().keys()
+    assert payload.pop("fleet") == {"done": 2}
+    assert payload.keys() == pipeline.snapshot().to_dict().keys()
     json.dumps(payload)
+
+
+def test_a_failing_fleet_hook_is_reported_not_raised(pipeline: Pipeline) -> None:
+    """If asking the fleet fails, the payload says so under "fleet" and keeps the pipeline's."""
+
+    def broken() -> dict[str, int]:
+        raise OSError("tasks folder gone")
+
+    payload = status_payload(pipeline, broken)
+    assert payload["fleet"] == {"error": "fleet status unavailable (OSError)"}
+    assert payload["requests_total"] == 0
 
 
 async def test_dashboard_routes_stay_out_of_the_openapi_schema(pipeline: Pipeline) -> None:
