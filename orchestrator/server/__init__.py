@@ -6,5 +6,6 @@ Importing this package imports FastAPI; the library (`orchestrator`) never impor
 from __future__ import annotations
 
 from orchestrator.server.app import FleetStatus, create_app
+from orchestrator.server.runner import ServerTask, ServerThread, serve
 
-__all__ = ["FleetStatus", "create_app"]
+__all__ = ["FleetStatus", "ServerTask", "ServerThread", "create_app", "serve"]

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.pipeline import Pipeline
-from orchestrator.server import prometheus, prompt_api
+from orchestrator.server import anthropic_api, openai_api, prometheus, prompt_api
 from orchestrator.server.auth import TokenAuth
 from orchestrator.server.body_limit import BodyLimit
 from orchestrator.server.http_errors import (
@@ -77,6 +77,8 @@ def create_app(
     state = ServerState(pipeline=pipeline, settings=settings, fleet_status=fleet_status)
     app.state.orchestrator = state
     app.include_router(prompt_api.router)
+    app.include_router(anthropic_api.router)
+    app.include_router(openai_api.router)
     app.include_router(prometheus.router(pipeline.snapshot, lambda: state.feedback.received_total))
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

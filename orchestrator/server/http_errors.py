@@ -26,6 +26,7 @@ from orchestrator.errors import (
 __all__ = [
     "ApiError",
     "Dialect",
+    "RequestRejected",
     "bad_request",
     "dialect_of",
     "error_response",
@@ -96,6 +97,14 @@ class ApiError:
         return {"error": body}
 
 
+class RequestRejected(ValueError):
+    """Raised by a router for a request it will not serve; rendered as `error`."""
+
+    def __init__(self, error: ApiError) -> None:
+        self.error = error
+        super().__init__(error.message)
+
+
 def bad_request(message: str, *, field: str | None = None) -> ApiError:
     """A 400 the client caused."""
     return ApiError(status=400, kind="invalid_request", message=message, field=field)
@@ -130,6 +139,8 @@ def validation_error(exc: RequestValidationError) -> ApiError:
 
 def from_exception(exc: BaseException) -> ApiError:
     """The `ApiError` for an exception the pipeline (or request validation) raised."""
+    if isinstance(exc, RequestRejected):
+        return exc.error
     if isinstance(exc, Overloaded):
         return ApiError(
             status=503,

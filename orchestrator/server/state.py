@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +18,14 @@ __all__ = ["ServerState", "state_of"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerState:
-    """The pipeline served, the settings it was started with, the fleet-status hook and the
-    feedback received."""
+    """The pipeline served, the settings it was started with, the fleet-status hook, the
+    feedback received, and the wall clock for the timestamps APIs put in answers."""
 
     pipeline: Pipeline
     settings: ServerSettings | None = None
     fleet_status: Callable[[], Mapping[str, Any]] | None = None
     feedback: FeedbackLog = field(default_factory=FeedbackLog)
+    wall_clock: Callable[[], float] = time.time
 
 
 def state_of(connection: HTTPConnection) -> ServerState:

@@ -1,0 +1,227 @@
+"""`POST /v1/chat/completions` and `GET /v1/models`: OpenAI's API over the pipeline.
+
+System and developer messages become the system prompt; user and assistant messages (content
+as a string or text parts) the conversation; `user` the session. Streaming sends
+`chat.completion.chunk` events as `data:` lines, a usage chunk when
+`stream_options.include_usage` is set, then `data: [DONE]`. What the pipeline cannot carry
+(tools, images, `n` > 1, stop sequences) is refused with a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.request import InferenceRequest, Message, StreamChunk, Usage
+from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
+from orchestrator.server.state import ServerState, state_of
+from orchestrator.server.streaming import open_stream, sse, sse_response
+
+__all__ = ["ChatBody", "router", "to_request"]
+
+router = APIRouter(tags=["openai"])
+State = Annotated[ServerState, Depends(state_of)]
+
+
+class ContentPart(BaseModel):
+    """A content part; only `text` parts are served."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, refusal: accepted, ignored
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatBody(BaseModel):
+    """The subset of a Chat Completions request the pipeline serves."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=256)
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    user: str | None = Field(None, max_length=256)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+
+def _refuse(field: str, message: str) -> RequestRejected:
+    return RequestRejected(bad_request(f"{field}: {message}", field=field))
+
+
+def _text_of(content: str | list[ContentPart] | None, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for i, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise _refuse(f"{where}[{i}]", f"content parts of type {part.type!r} are not supported")
+        parts.append(part.text)
+    return "".join(parts)
+
+
+def to_request(body: ChatBody) -> InferenceRequest:
+    """The pipeline request for `body`; raises `RequestRejected` naming a field it cannot
+    carry."""
+    if body.tools:
+        raise _refuse("tools", "tool calls are not supported by this server")
+    if body.tool_choice not in (None, "none"):
+        raise _refuse("tool_choice", "tool calls are not supported by this server")
+    if body.n not in (None, 1):
+        raise _refuse("n", "only n=1 is supported")
+    if body.stop:
+        raise _refuse("stop", "stop sequences are not supported by this server")
+    system: list[str] = []
+    turns: list[Message] = []
+    for i, m in enumerate(body.messages):
+        where = f"messages[{i}]"
+        if m.role == "tool" or m.tool_calls:
+            raise _refuse(f"{where}.role", "tool messages are not supported by this server")
+        text = _text_of(m.content, f"{where}.content")
+        if m.role in ("system", "developer"):
+            system.append(text)
+        else:
+            turns.append(Message(m.role, text))
+    if not turns:
+        raise _refuse("messages", "at least one user or assistant message is needed")
+    return InferenceRequest(
+        messages=tuple(turns),
+        system="\n\n".join(system) or None,
+        model=body.model,
+        max_tokens=body.max_completion_tokens or body.max_tokens or 1024,
+        temperature=body.temperature,
+        session_id=body.user or None,
+        metadata={"api": "openai"},
+    )
+
+
+def _completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex[:24]
+
+
+def _usage(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+@router.post(
+    "/v1/chat/completions",
+    summary="OpenAI Chat Completions (JSON, or SSE data chunks with stream=true)",
+    responses={200: {"content": {"text/event-stream": {}}}},
+    response_model=None,
+)
+async def chat_completions(body: ChatBody, state: State) -> Response | dict[str, Any]:
+    request = to_request(body)
+    created = int(state.wall_clock())
+    if body.stream:
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        chunks = await open_stream(state.pipeline, request)
+        return sse_response(_chunks(chunks, body.model, created, include_usage))
+    response = await state.pipeline.infer(request)
+    return {
+        "id": _completion_id(),
+        "object": "chat.completion",
+        "created": created,
+        "model": response.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": response.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": response.finish_reason or "stop",
+            }
+        ],
+        "usage": _usage(response.usage),
+    }
+
+
+async def _chunks(
+    chunks: AsyncIterator[StreamChunk], model: str, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    completion_id = _completion_id()
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    yield sse(chunk({"role": "assistant", "content": ""}, None))
+    usage: Usage | None = None
+    finished = False
+    try:
+        async for piece in chunks:
+            if piece.text:
+                yield sse(chunk({"content": piece.text}, None))
+            if piece.finish_reason is not None and not finished:
+                finished = True
+                yield sse(chunk({}, piece.finish_reason))
+            usage = piece.usage or usage
+    except OrchestratorError as exc:
+        yield sse(from_exception(exc).body_for("openai"))
+        return
+    if not finished:
+        yield sse(chunk({}, "stop"))
+    if include_usage:
+        yield sse(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _usage(usage or Usage()),
+            }
+        )
+    yield sse("[DONE]")
+
+
+@router.get("/v1/models", summary="The models this server answers for (OpenAI shape)")
+async def models(state: State) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": route.worker.default_model,
+                "object": "model",
+                "created": 0,
+                "owned_by": route.name,
+            }
+            for route in state.pipeline.routes
+        ],
+    }

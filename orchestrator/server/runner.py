@@ -1,0 +1,226 @@
+"""Running the app with uvicorn (uvloop event loop, httptools parser).
+
+- `serve(settings)`: build the pipeline and serve until interrupted (`orchestrator serve`).
+- `ServerThread(app)`: serve in a background thread; `start()` returns the bound URL once the
+  app has started, `stop()` shuts it down cleanly. For tests and synchronous callers.
+- `ServerTask(app)`: the same inside the running event loop (`await start()`, `await stop()`),
+  for asyncio callers that share the pipeline with the server (a REPL, a coordinator).
+
+Port 0 binds a free port. Start-up refuses a non-loopback host without a token (the check
+lives in `ServerSettings`; `serve` runs it, and the two classes run it for their own host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from orchestrator.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    ServerSettings,
+    SettingsError,
+    build_pipeline,
+    is_loopback,
+)
+
+__all__ = ["ServerTask", "ServerThread", "serve", "uvicorn_config"]
+
+log = logging.getLogger(__name__)
+
+
+def uvicorn_config(
+    app: FastAPI,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_message_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    access_log: bool = False,
+) -> uvicorn.Config:
+    """uvicorn settings for `app`: uvloop, httptools, websockets; logging left to the caller
+    (uvicorn's default config would replace the process's handlers)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=max_message_bytes,
+        lifespan="on",
+        log_config=None,
+        access_log=access_log,
+        server_header=False,
+        timeout_graceful_shutdown=5,
+        backlog=4096,
+    )
+
+
+def _check_bind(host: str, app: FastAPI) -> None:
+    settings: ServerSettings | None = app.state.orchestrator.settings
+    if is_loopback(host) or (settings is not None and settings.api_key is not None):
+        return
+    raise SettingsError(
+        f"refusing to listen on non-loopback host {host!r} without a token: create the app "
+        "with settings that set API_KEY, or bind 127.0.0.1",
+        names=("HOST", "API_KEY"),
+    )
+
+
+def serve(
+    settings: ServerSettings,
+    *,
+    fleet_status: Callable[[], Mapping[str, Any]] | None = None,
+    access_log: bool = True,
+) -> None:
+    """Build the pipeline `settings` describe and serve it on `settings.host:port` until
+    interrupted (Ctrl-C / SIGTERM). Raises `SettingsError` before binding if the settings are
+    unsafe."""
+    from orchestrator.server.app import create_app
+
+    app = create_app(build_pipeline(settings), settings=settings, fleet_status=fleet_status)
+    _check_bind(settings.host, app)
+    config = uvicorn_config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        max_message_bytes=settings.max_body_bytes,
+        access_log=access_log,
+    )
+    uvicorn.Server(config).run()
+
+
+def _bound_url(server: uvicorn.Server, host: str) -> str:
+    sockets = [s for srv in server.servers for s in srv.sockets]
+    port = sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that reports when start-up finished (or failed)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: Any = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self._on_started()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # an embedded server leaves signals (Ctrl-C) to its host
+
+
+class ServerThread:
+    """`app` served by uvicorn on its own event loop in a daemon thread.
+
+    with ServerThread(app) as url:
+        httpx.get(url + "/health")
+    """
+
+    def __init__(
+        self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 30
+    ) -> None:
+        _check_bind(host, app)
+        self.app, self.host = app, host
+        self._started = threading.Event()
+        self._server = _Server(uvicorn_config(app, host=host, port=port), self._started.set)
+        self._thread = threading.Thread(target=self._run, name="orchestrator-http", daemon=True)
+        self._start_timeout_s = start_timeout_s
+        self._error: BaseException | None = None
+        self.url = ""
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+        finally:
+            self._started.set()
+
+    def start(self) -> str:
+        """Start serving; return the base URL (`http://127.0.0.1:<port>`). Raises
+        RuntimeError if the server did not start (port taken, pipeline failed to start)."""
+        self._thread.start()
+        if not self._started.wait(self._start_timeout_s) or not self._server.started:
+            self.stop()
+            raise RuntimeError(f"server did not start on {self.host}") from self._error
+        self.url = _bound_url(self._server, self.host)
+        return self.url
+
+    def stop(self) -> None:
+        """Stop accepting, finish in-flight requests (up to 5 s), run shutdown, join."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ServerTask:
+    """`app` served by uvicorn as a task on the running event loop.
+
+    async with ServerTask(app) as url:
+        ...
+    """
+
+    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        _check_bind(host, app)
+        self.app, self.host = app, host
+        self._started = asyncio.Event()
+        self._server = _Server(uvicorn_config(app, host=host, port=port), self._started.set)
+        self._task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        """Start serving; return the base URL once the app has started. Raises RuntimeError
+        if it did not start."""
+        self._task = asyncio.create_task(self._server.serve(), name="orchestrator-http")
+        started = asyncio.create_task(self._started.wait())
+        await asyncio.wait({self._task, started}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if not self._server.started:
+            await self.stop()
+            raise RuntimeError(f"server did not start on {self.host}")
+        self.url = _bound_url(self._server, self.host)
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight requests (up to 5 s), run shutdown."""
+        self._server.should_exit = True
+        if self._task is not None:
+            try:
+                await self._task
+            except (Exception, SystemExit) as exc:  # uvicorn exits on a failed start-up
+                log.debug("server task ended with %r", exc)
+
+    async def __aenter__(self) -> str:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
