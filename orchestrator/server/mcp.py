@@ -1,0 +1,296 @@
+"""The MCP front door: four tools over a running `Pipeline`, for stdio and streamable HTTP.
+
+    server = create_mcp_server(pipeline)      # an `mcp` SDK `MCPServer`
+    mount_mcp(app, pipeline)                  # serve it at /mcp on a FastAPI app
+    await serve_stdio(pipeline)               # or over stdin/stdout (`orchestrator mcp`)
+
+Tools: `infer`, `batch_infer`, `pipeline_status`, `configure_pipeline`. Every tool runs on the
+pipeline's event loop. Anticipated failures (a shed request, a spent budget, a bad tunable)
+come back as tool errors naming the problem; nothing a client sends crashes the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from orchestrator.config import Tunables
+from orchestrator.errors import OrchestratorError
+from orchestrator.request import InferenceRequest, InferenceResponse, Priority
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from orchestrator.pipeline import Pipeline
+    from orchestrator.settings import ServerSettings
+
+__all__ = [
+    "MAX_BATCH",
+    "BatchItem",
+    "BatchResult",
+    "ConfigChange",
+    "ConfigureResult",
+    "InferResult",
+    "create_mcp_server",
+    "mount_mcp",
+    "serve_stdio",
+]
+
+MAX_BATCH = 64
+"""The most prompts one `batch_infer` call may carry."""
+
+PriorityName = Literal["critical", "high", "normal", "low"]
+
+# The tool results are frozen dataclasses without __slots__: the SDK derives each tool's output
+# schema with pydantic, which cannot read field defaults through slot descriptors.
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferResult:
+    """One answer from the pipeline, as a tool returns it."""
+
+    text: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    latency_ms: float
+    deduped: bool
+    cached: bool
+    request_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchItem:
+    """The outcome of one prompt of a batch: `result` when answered, else `error`."""
+
+    index: int
+    result: InferResult | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchResult:
+    """Every prompt's outcome, in the order the prompts were given."""
+
+    items: list[BatchItem]
+    answered: int
+    failed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigChange:
+    """One live value that changed."""
+
+    old: int | float | None
+    new: int | float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigureResult:
+    """What `configure_pipeline` changed (`changed` is empty when every value already held)."""
+
+    changed: dict[str, ConfigChange]
+    version: int
+
+
+def _infer_result(response: InferenceResponse) -> InferResult:
+    return InferResult(
+        text=response.text,
+        provider=response.provider,
+        model=response.model,
+        input_tokens=response.usage.input_tokens,
+        output_tokens=response.usage.output_tokens,
+        cost_usd=response.cost_usd,
+        latency_ms=response.latency_ms,
+        deduped=response.deduped,
+        cached=response.cached,
+        request_id=response.request_id,
+    )
+
+
+def _request(
+    prompt: str,
+    *,
+    system: str | None,
+    model: str | None,
+    max_tokens: int,
+    session_id: str | None,
+    priority: PriorityName,
+) -> InferenceRequest:
+    if not prompt.strip():
+        raise ToolError("prompt must not be empty")
+    try:
+        return InferenceRequest(
+            prompt,
+            system=system,
+            model=model,
+            max_tokens=max_tokens,
+            session_id=session_id,
+            priority=Priority(priority),
+        )
+    except ValueError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+async def _answer(pipeline: Pipeline, request: InferenceRequest) -> InferResult:
+    try:
+        return _infer_result(await pipeline.infer(request))
+    except OrchestratorError as exc:
+        raise ToolError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _tunables_help() -> str:
+    names = ", ".join(f.name for f in dataclasses.fields(Tunables))
+    return f"Live values to change, by name. Known names: {names}."
+
+
+def create_mcp_server(pipeline: Pipeline, *, name: str = "orchestrator") -> MCPServer:
+    """An `MCPServer` whose tools call `pipeline`; the caller runs the pipeline."""
+    server: MCPServer = MCPServer(
+        name,
+        instructions=(
+            "Send prompts through the orchestrator's inference pipeline (dedup, cache, "
+            "retries, fallback, budgets), read its live measurements, and tune its live config."
+        ),
+    )
+
+    @server.tool()
+    async def infer(
+        prompt: Annotated[str, Field(description="The user prompt.")],
+        system: Annotated[str | None, Field(description="Optional system prompt.")] = None,
+        model: Annotated[
+            str | None, Field(description="Model name; the provider's default when omitted.")
+        ] = None,
+        max_tokens: Annotated[int, Field(ge=1, description="Most tokens to generate.")] = 1024,
+        session_id: Annotated[
+            str | None, Field(description="Session id, for affinity and budgets.")
+        ] = None,
+        priority: PriorityName = "normal",
+    ) -> InferResult:
+        """Answer one prompt through the pipeline: text, provider, model, usage, cost,
+        and whether it was deduplicated or served from cache."""
+        request = _request(
+            prompt,
+            system=system,
+            model=model,
+            max_tokens=max_tokens,
+            session_id=session_id,
+            priority=priority,
+        )
+        return await _answer(pipeline, request)
+
+    @server.tool()
+    async def batch_infer(
+        prompts: Annotated[
+            list[str],
+            Field(
+                min_length=1,
+                max_length=MAX_BATCH,
+                description="The prompts, answered concurrently.",
+            ),
+        ],
+        system: Annotated[str | None, Field(description="Optional system prompt for all.")] = None,
+        model: Annotated[str | None, Field(description="Model name for all.")] = None,
+        max_tokens: Annotated[int, Field(ge=1, description="Most tokens per answer.")] = 1024,
+        session_id: Annotated[str | None, Field(description="Session id for all.")] = None,
+        priority: PriorityName = "normal",
+    ) -> BatchResult:
+        """Answer several prompts concurrently through the pipeline; one failing prompt
+        does not fail the others (its item carries the error)."""
+        requests = [
+            _request(
+                p,
+                system=system,
+                model=model,
+                max_tokens=max_tokens,
+                session_id=session_id,
+                priority=priority,
+            )
+            for p in prompts
+        ]
+        outcomes = await asyncio.gather(
+            *(_answer(pipeline, r) for r in requests), return_exceptions=True
+        )
+        items: list[BatchItem] = []
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, ToolError):
+                items.append(BatchItem(index=index, error=str(outcome)))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                items.append(BatchItem(index=index, result=outcome))
+        failed = sum(item.error is not None for item in items)
+        return BatchResult(items=items, answered=len(items) - failed, failed=failed)
+
+    @server.tool()
+    async def pipeline_status() -> dict[str, Any]:
+        """The pipeline's live measurements (stages with queue depth and capacity, latency
+        percentiles, throughput, errors, dedup, cache, breakers, cost) and its live config."""
+        status = pipeline.snapshot().to_dict()
+        status["live_config"] = dataclasses.asdict(pipeline.live.current)
+        status["live_config_version"] = pipeline.live.version
+        return status
+
+    @server.tool()
+    async def configure_pipeline(
+        changes: Annotated[dict[str, int | float | None], Field(description=_tunables_help())],
+    ) -> ConfigureResult:
+        """Change live pipeline values (concurrency, queue capacities, shed threshold, breaker,
+        retry, rate limit, cache TTL) while traffic flows; returns exactly what changed,
+        old -> new. Invalid names or values change nothing."""
+        if not changes:
+            raise ToolError("changes is empty: give at least one tunable name and value")
+        try:
+            changed = pipeline.live.set(**changes)
+        except (ValueError, TypeError) as exc:
+            raise ToolError(f"nothing changed: {exc}") from exc
+        return ConfigureResult(
+            changed={k: ConfigChange(old=old, new=new) for k, (old, new) in changed.items()},
+            version=pipeline.live.version,
+        )
+
+    return server
+
+
+def mount_mcp(
+    app: FastAPI, pipeline: Pipeline, *, settings: ServerSettings | None = None
+) -> MCPServer:
+    """Serve the MCP tools over streamable HTTP at `/mcp` on `app`; call before the app starts.
+
+    Adds the route and wraps the app's lifespan so the MCP session manager runs inside it (and
+    stops before the pipeline does). On a loopback bind (`settings.host`, default 127.0.0.1)
+    the SDK's DNS-rebinding protection accepts only loopback Host and Origin headers; a
+    non-loopback bind has a bearer token, which the app's auth middleware checks on `/mcp` too.
+    """
+    server = create_mcp_server(pipeline)
+    host = settings.host if settings is not None else "127.0.0.1"
+    mcp_app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    app.router.routes.extend(mcp_app.routes)
+    app.router.lifespan_context = _with_session_manager(app.router.lifespan_context, server)
+    return server
+
+
+def _with_session_manager(
+    outer: Callable[[Any], AbstractAsyncContextManager[Any]], server: MCPServer
+) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with outer(app) as state, server.session_manager.run():
+            yield state
+
+    return lifespan
+
+
+async def serve_stdio(pipeline: Pipeline) -> None:
+    """Serve the MCP tools over this process's stdin/stdout until the client disconnects."""
+    await create_mcp_server(pipeline).run_stdio_async()
