@@ -31,6 +31,7 @@ from orchestrator.server.http_errors import (
     from_exception,
     validation_error,
 )
+from orchestrator.server.mcp import mount_mcp
 from orchestrator.server.state import ServerState
 from orchestrator.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
 
@@ -80,6 +81,7 @@ def create_app(
     app.include_router(anthropic_api.router)
     app.include_router(openai_api.router)
     app.include_router(prometheus.router(pipeline.snapshot, lambda: state.feedback.received_total))
+    mount_mcp(app, pipeline, settings=settings)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if settings is not None and settings.api_key is not None:
