@@ -24,6 +24,7 @@ from orchestrator.pipeline import Pipeline
 from orchestrator.server import anthropic_api, openai_api, prometheus, prompt_api
 from orchestrator.server.auth import TokenAuth
 from orchestrator.server.body_limit import BodyLimit
+from orchestrator.server.dashboard import mount_dashboard
 from orchestrator.server.http_errors import (
     ApiError,
     dialect_of,
@@ -82,6 +83,7 @@ def create_app(
     app.include_router(openai_api.router)
     app.include_router(prometheus.router(pipeline.snapshot, lambda: state.feedback.received_total))
     mount_mcp(app, pipeline, settings=settings)
+    mount_dashboard(app, pipeline, fleet_status)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if settings is not None and settings.api_key is not None:
