@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from playwright.async_api import Browser, Page, async_playwright
 
 from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
+from orchestrator.server import ServerTask, create_app
 from orchestrator.server.dashboard import mount_dashboard
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -194,3 +196,21 @@ async def test_fleet_panel_is_hidden_without_a_fleet(site: Site, page: Page) -> 
     """With no fleet attached there is no fleet panel, and the rest is live."""
     await text_becomes(page, "#requests-total", "0")
     assert not await page.is_visible("#panel-fleet")
+
+
+async def test_the_server_serves_the_dashboard_live_over_its_own_traffic(browser: Browser) -> None:
+    """`create_app` mounts the dashboard: prompts posted to the API show up on the page."""
+    app = create_app(Pipeline(PipelineConfig(), EchoWorker()), fleet_status=lambda: {"done": 1})
+    async with ServerTask(app) as url, httpx.AsyncClient(base_url=url) as client:
+        page = await browser.new_page()
+        try:
+            await page.goto(f"{url}/dashboard")
+            await text_becomes(page, "#requests-total", "0")
+            await text_becomes(page, "#fleet-done", "1")
+            for i in range(3):
+                response = await client.post("/v1/prompt", json={"input": f"hello {i}"})
+                assert response.status_code == 200
+            await text_becomes(page, "#completed-total", "3")
+            await text_becomes(page, "#route-echo .calls", "3")
+        finally:
+            await page.close()
