@@ -1,0 +1,283 @@
+"""The terminal dashboard, driven by Textual's pilot over status snapshots the test controls."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from textual.widgets import DataTable, Sparkline, Static
+
+from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
+from orchestrator.metrics import MetricsSnapshot, ProviderSnapshot, StageSnapshot
+from orchestrator.server import ServerTask, create_app
+from orchestrator.tui import DashboardApp, Figure
+
+SIZE = (160, 60)
+NEVER_S = 3600.0  # a refresh period no test reaches: tests refresh explicitly
+
+
+def snapshot(**changes: Any) -> MetricsSnapshot:
+    """A snapshot with plausible numbers, and `changes` applied."""
+    base = MetricsSnapshot(
+        taken_at_s=100.0,
+        uptime_s=75.0,
+        stages=tuple(
+            StageSnapshot(name=name, depth=depth, capacity=capacity, shed_total=0)
+            for name, depth, capacity in [
+                ("rag", 3, 512),
+                ("assemble", 0, 512),
+                ("inference", 40, 1024),
+                ("postprocess", 0, 256),
+                ("stream", 1, 256),
+            ]
+        ),
+        providers=(
+            ProviderSnapshot(
+                name="anthropic",
+                breaker_state="closed",
+                consecutive_failures=0,
+                breaker_opened_total=0,
+                calls_total=300,
+                failures_total=2,
+            ),
+            ProviderSnapshot(
+                name="openai",
+                breaker_state="closed",
+                consecutive_failures=0,
+                breaker_opened_total=0,
+                calls_total=100,
+                failures_total=0,
+            ),
+        ),
+        requests_total=1234,
+        completed_total=1200,
+        errors_total=12,
+        errors_by_type={"ProviderError": 12},
+        shed_total=0,
+        cancelled_total=0,
+        in_flight=22,
+        inference_active=8,
+        inference_concurrency=64,
+        latency_p50_ms=41.5,
+        latency_p95_ms=180.0,
+        latency_p99_ms=420.0,
+        throughput_rps=12.5,
+        error_rate=0.01,
+        dedup_hits=500,
+        dedup_hit_rate=0.405,
+        cache_hits=334,
+        cache_misses=400,
+        cache_hit_rate=0.455,
+        cache_errors=0,
+        upstream_calls=400,
+        retries=3,
+        fallbacks=1,
+        cost_usd_total=2.4,
+        budget_warnings=1,
+        budget_refusals=0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+class Statuses:
+    """A fetch function serving `current`, counting its calls; `fail` makes it raise."""
+
+    def __init__(self, status: Mapping[str, Any]) -> None:
+        self.current = status
+        self.calls = 0
+        self.fail: Exception | None = None
+
+    async def __call__(self) -> Mapping[str, Any]:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        return self.current
+
+
+def status(fleet: Mapping[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+    """The `/v1/status` JSON for `snapshot(**changes)`, with the fleet when given."""
+    data = snapshot(**changes).to_dict()
+    if fleet is not None:
+        data["fleet"] = dict(fleet)
+    return data
+
+
+def figure(app: DashboardApp, id_: str) -> str:
+    return app.query_one(f"#{id_}", Figure).value
+
+
+def row(app: DashboardApp, table: str, key: str) -> list[str]:
+    return [str(cell) for cell in app.query_one(f"#{table}", DataTable).get_row(key)]
+
+
+def text(app: DashboardApp, id_: str) -> str:
+    return str(app.query_one(f"#{id_}", Static).content)
+
+
+async def test_panels_show_the_numbers_of_the_status() -> None:
+    """Every panel shows its figures from the status: requests, latency, stages, breakers,
+    routing shares, dedup and cache, cost."""
+    app = DashboardApp("http://test", fetch=Statuses(status()), refresh_s=NEVER_S)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert figure(app, "requests-total") == "1,234"
+        assert figure(app, "in-flight") == "22"
+        assert figure(app, "error-rate") == "1.0%"
+        assert figure(app, "latency-p50") == "42 ms"
+        assert figure(app, "latency-p99") == "420 ms"
+        assert row(app, "stages", "inference")[:3] == ["inference", "40", "1,024"]
+        stages = app.query_one("#stages", DataTable)
+        assert [stages.get_row_at(i)[0] for i in range(stages.row_count)] == [
+            "rag",
+            "assemble",
+            "inference",
+            "postprocess",
+            "stream",
+        ]
+        assert "8 running of 64 allowed" in text(app, "inference-load")
+        assert row(app, "breakers", "anthropic") == ["anthropic", "closed", "0", "0"]
+        assert row(app, "routing", "anthropic")[1:3] == ["300", "2"]
+        assert row(app, "routing", "anthropic")[3].endswith("75.0%")
+        assert row(app, "routing", "openai")[3].endswith("25.0%")
+        assert "retries 3 · fallbacks 1" in text(app, "routing-note")
+        assert figure(app, "dedup-hits") == "500"
+        assert figure(app, "calls-saved") == "834"
+        assert figure(app, "cache-rate") == "45.5%"
+        assert figure(app, "cost-total") == "$2.40"
+        assert figure(app, "cost-per-answer") == "$0.0020"
+        assert figure(app, "budget-warnings") == "1"
+        assert "12.5 req/s" in str(app.query_one("#panel-throughput").border_title)
+
+
+async def test_panels_follow_the_status_when_it_changes() -> None:
+    """A new status replaces the numbers: counts grow, a breaker opens, the chart grows."""
+    statuses = Statuses(status())
+    app = DashboardApp("http://test", fetch=statuses, refresh_s=NEVER_S)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert figure(app, "requests-total") == "1,234"
+        assert app.query_one("#throughput-chart", Sparkline).data == [12.5]
+
+        openai_open = dataclasses.replace(
+            snapshot().providers[1], breaker_state="open", consecutive_failures=5
+        )
+        statuses.current = status(
+            taken_at_s=101.0,
+            requests_total=1300,
+            throughput_rps=30.0,
+            providers=(snapshot().providers[0], openai_open),
+        )
+        await pilot.press("r")
+        await pilot.pause()
+        assert figure(app, "requests-total") == "1,300"
+        assert row(app, "breakers", "openai")[1:3] == ["open", "5"]
+        assert app.query_one("#throughput-chart", Sparkline).data == [12.5, 30.0]
+        assert "peak 30.0 req/s" in text(app, "throughput-note")
+
+
+async def test_throughput_history_keeps_only_the_last_minutes() -> None:
+    """Samples older than `history_s` drop out of the chart; a server restart starts it over."""
+    statuses = Statuses(status(taken_at_s=100.0, throughput_rps=1.0))
+    app = DashboardApp("http://test", fetch=statuses, refresh_s=NEVER_S, history_s=60.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        for taken_at_s, rps in [(130.0, 2.0), (170.0, 3.0)]:
+            statuses.current = status(taken_at_s=taken_at_s, throughput_rps=rps)
+            await app.refresh_status()
+        assert app.query_one("#throughput-chart", Sparkline).data == [2.0, 3.0]
+        statuses.current = status(taken_at_s=5.0, throughput_rps=4.0)
+        await app.refresh_status()
+        assert app.query_one("#throughput-chart", Sparkline).data == [4.0]
+
+
+async def test_the_app_polls_on_its_own_every_refresh_period() -> None:
+    """Without a key press, the status is read again and again at `refresh_s`."""
+    statuses = Statuses(status())
+    polled = asyncio.Event()
+    original = statuses.__call__
+
+    async def fetch() -> Mapping[str, Any]:
+        data = await original()
+        if statuses.calls == 3:
+            polled.set()
+        return data
+
+    app = DashboardApp("http://test", fetch=fetch, refresh_s=0.01)
+    async with app.run_test(size=SIZE):
+        await asyncio.wait_for(polled.wait(), timeout=10)
+
+
+async def test_an_unreachable_server_keeps_the_last_numbers_and_says_why() -> None:
+    """A failed read leaves the figures as they were and shows the error; the next good read
+    clears it."""
+    statuses = Statuses(status())
+    app = DashboardApp("http://test", fetch=statuses, refresh_s=NEVER_S)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        statuses.fail = ConnectionError("connection refused")
+        await app.refresh_status()
+        assert figure(app, "requests-total") == "1,234"
+        assert "connection refused" in text(app, "connection")
+        assert app.query_one("#connection").has_class("down")
+        statuses.fail = None
+        await app.refresh_status()
+        assert text(app, "connection").startswith("live")
+        assert app.last_error is None
+
+
+async def test_fleet_panel_shows_the_fleet_only_when_one_is_attached() -> None:
+    """No fleet: no panel. A fleet: its task counts, updated; a fleet error: the message."""
+    statuses = Statuses(status())
+    app = DashboardApp("http://test", fetch=statuses, refresh_s=NEVER_S)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert not app.query_one("#panel-fleet").display
+
+        statuses.current = status(fleet={"pending": 5, "running": 2, "done": 9, "failed": 1})
+        await app.refresh_status()
+        await pilot.pause()
+        assert app.query_one("#panel-fleet").display
+        assert [figure(app, f"fleet-{k}") for k in ("pending", "running", "done", "failed")] == [
+            "5",
+            "2",
+            "9",
+            "1",
+        ]
+
+        statuses.current = status(fleet={"pending": 4, "running": 3, "done": 9, "failed": 1})
+        await app.refresh_status()
+        assert figure(app, "fleet-running") == "3"
+
+        statuses.current = status(fleet={"error": "fleet status unavailable (OSError)"})
+        await app.refresh_status()
+        await pilot.pause()
+        assert text(app, "fleet-error") == "fleet status unavailable (OSError)"
+        assert not app.query_one("#fleet-figures").display
+
+
+async def test_reads_a_running_servers_status_over_http() -> None:
+    """With no fetch given, the app reads `/v1/status` of a real server."""
+    pipeline = Pipeline(PipelineConfig(), EchoWorker())
+    app_under_test = create_app(pipeline, fleet_status=lambda: {"done": 7})
+    async with ServerTask(app_under_test) as url:
+        for i in range(2):
+            await pipeline.infer(InferenceRequest(f"question {i}"))
+        app = DashboardApp(url, refresh_s=NEVER_S)
+        async with app.run_test(size=SIZE) as pilot:
+            await app.refresh_status()
+            await pilot.pause()
+            assert app.last_error is None
+            assert figure(app, "requests-total") == "2"
+            assert row(app, "routing", "echo")[1] == "2"
+            assert figure(app, "fleet-done") == "7"
+
+
+@pytest.mark.parametrize("bad", [{"refresh_s": 0}, {"history_s": -1}])
+def test_non_positive_periods_are_refused(bad: dict[str, float]) -> None:
+    """A zero or negative period is a ValueError naming the parameter."""
+    (name,) = bad
+    with pytest.raises(ValueError, match=name):
+        DashboardApp("http://test", **bad)
