@@ -281,3 +281,10 @@ def test_non_positive_periods_are_refused(bad: dict[str, float]) -> None:
     (name,) = bad
     with pytest.raises(ValueError, match=name):
         DashboardApp("http://test", **bad)
+
+
+def test_public_names() -> None:
+    """The module exports the app, its figure widget, the fetch type and the HTTP fetch."""
+    from orchestrator import tui
+
+    assert sorted(tui.__all__) == ["DashboardApp", "Figure", "StatusFetch", "http_fetch"]

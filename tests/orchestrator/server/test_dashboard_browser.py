@@ -51,8 +51,10 @@ class Site:
 
 @pytest.fixture
 async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
-    """A server with the dashboard; `indirect` param `{"fleet": False}` attaches no fleet."""
-    with_fleet = getattr(request, "param", {}).get("fleet", True)
+    """A server with the dashboard. An `indirect` param may say `{"fleet": False}` (attach no
+    fleet) or give `stream_s` (how long each event stream lasts)."""
+    options = getattr(request, "param", {})
+    with_fleet = options.get("fleet", True)
     gate = asyncio.Event()
 
     async def wait_for_gate(_latency_s: float) -> None:
@@ -62,7 +64,13 @@ async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     pipeline = Pipeline(PipelineConfig(), EchoWorker(latency_s=1.0, sleep=wait_for_gate))
     app = FastAPI()
     fleet_status = (lambda: fleet) if with_fleet else None
-    mount_dashboard(app, pipeline, fleet_status=fleet_status, interval_s=0.1)
+    mount_dashboard(
+        app,
+        pipeline,
+        fleet_status=fleet_status,
+        interval_s=0.1,
+        stream_s=options.get("stream_s", 30.0),
+    )
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
     # A socket that already listens: the browser's connection waits in its backlog until
     # uvicorn accepts it, so nothing has to wait for the server to come up.
@@ -196,6 +204,20 @@ async def test_fleet_panel_is_hidden_without_a_fleet(site: Site, page: Page) -> 
     """With no fleet attached there is no fleet panel, and the rest is live."""
     await text_becomes(page, "#requests-total", "0")
     assert not await page.is_visible("#panel-fleet")
+
+
+@pytest.mark.parametrize("site", [{"stream_s": 0.3}], indirect=True)
+async def test_the_page_stays_live_across_event_streams(site: Site, page: Page) -> None:
+    """When the server ends an event stream the page reconnects and keeps showing new numbers."""
+    await text_becomes(page, "#requests-total", "0")
+    for _ in range(2):
+        await page.wait_for_event(
+            "request", lambda r: r.resource_type == "eventsource", timeout=10_000
+        )
+    site.gate.set()
+    await site.pipeline.infer(InferenceRequest("after the reconnects"))
+    await text_becomes(page, "#completed-total", "1")
+    await text_becomes(page, "#connection", "live")
 
 
 async def test_the_server_serves_the_dashboard_live_over_its_own_traffic(browser: Browser) -> None:

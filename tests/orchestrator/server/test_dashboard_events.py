@@ -111,3 +111,10 @@ def test_non_positive_timings_are_refused(pipeline: Pipeline, bad: dict[str, flo
     (name,) = bad
     with pytest.raises(ValueError, match=name):
         mount_dashboard(FastAPI(), pipeline, **bad)
+
+
+def test_public_names() -> None:
+    """The module exports the mount function and the status builder, nothing else."""
+    from orchestrator.server import dashboard
+
+    assert sorted(dashboard.__all__) == ["mount_dashboard", "status_payload"]
