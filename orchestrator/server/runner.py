@@ -130,12 +130,19 @@ class ServerThread:
     """
 
     def __init__(
-        self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 30
+        self,
+        app: FastAPI,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_log: bool = False,
+        start_timeout_s: float = 30,
     ) -> None:
         _check_bind(host, app)
         self.app, self.host = app, host
         self._started = threading.Event()
-        self._server = _Server(uvicorn_config(app, host=host, port=port), self._started.set)
+        config = uvicorn_config(app, host=host, port=port, access_log=access_log)
+        self._server = _Server(config, self._started.set)
         self._thread = threading.Thread(target=self._run, name="orchestrator-http", daemon=True)
         self._start_timeout_s = start_timeout_s
         self._error: BaseException | None = None
@@ -184,11 +191,14 @@ class ServerTask:
         ...
     """
 
-    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, access_log: bool = False
+    ) -> None:
         _check_bind(host, app)
         self.app, self.host = app, host
         self._started = asyncio.Event()
-        self._server = _Server(uvicorn_config(app, host=host, port=port), self._started.set)
+        config = uvicorn_config(app, host=host, port=port, access_log=access_log)
+        self._server = _Server(config, self._started.set)
         self._task: asyncio.Task[None] | None = None
         self.url = ""
 
