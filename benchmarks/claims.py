@@ -1,6 +1,7 @@
 """Claim throughput of the folder queue against the filesystem's limit and Huey.
 
     .venv/bin/python benchmarks/claims.py [--tasks 10000] [--procs 8] [--dir DIR]
+        [--profile FILE]  (cProfile of queue worker 0)  [--only-queue]
 
 In one run, on one disk (a fresh folder under --dir):
 
@@ -12,7 +13,8 @@ In one run, on one disk (a fresh folder under --dir):
 3. bare `os.rename`: P processes claim copies of the same N files with one rename each
    (each starts at its own offset of the listing, as a good rename loop would): the
    filesystem's limit for a rename-based claim;
-4. Huey with `SqliteHuey` (its default settings: WAL, fsync off): N no-op jobs enqueued
+4. Huey with `SqliteHuey` (its defaults: WAL, SQLite's synchronous=FULL, so it fsyncs its
+   commits while the folder queue never fsyncs): N no-op jobs enqueued
    first (not timed), then `huey_consumer -w P -k process`; jobs/s is N over the time from
    the first job leaving the queue to the queue being empty (polled every 2 ms).
 
