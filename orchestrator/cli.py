@@ -1,0 +1,325 @@
+"""The `orchestrator` command: setup wizard, banner and REPL, `serve`, `mcp`, `tui`.
+
+    orchestrator                         wizard if needed, then banner + REPL (+ web API)
+    orchestrator --reset                 wipe orchestrator.env and run the wizard again
+    orchestrator serve --provider echo   the web API alone (no wizard, no REPL)
+    orchestrator mcp                     the MCP tools over stdin/stdout
+    orchestrator tui [--url URL]         the terminal dashboard of a running server
+
+Settings come from flags > environment > `orchestrator.env` > defaults (`orchestrator.settings`).
+Exit codes: 0 done, 1 the wizard was left, 2 bad or missing settings, 130 interrupted.
+This module imports only the standard library at load time, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from orchestrator.settings import ServerSettings
+
+__all__ = ["banner", "build_parser", "main"]
+
+EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Settings the wizard can supply; a load failing on anything else is not the wizard's to fix.
+_WIZARD_FIXES = frozenset({"PROVIDER", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "LLAMA_CPP_URL"})
+
+
+def _settings_flags(parser: argparse.ArgumentParser, *, web: bool, suppress: bool) -> None:
+    """The settings flags; on subcommands their default is SUPPRESS so that a flag given
+    before the subcommand is not overwritten by the subcommand's default."""
+    default: Any = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("settings (override the environment and orchestrator.env)")
+    group.add_argument(
+        "--provider",
+        choices=("anthropic", "openai", "llamacpp", "echo"),
+        default=default,
+        help="model provider (PROVIDER)",
+    )
+    group.add_argument("--model", default=default, help="model name (MODEL)")
+    group.add_argument(
+        "--max-spend",
+        type=float,
+        default=default,
+        metavar="USD",
+        dest="max_spend_usd",
+        help="global spend limit in US dollars (MAX_SPEND)",
+    )
+    group.add_argument(
+        "--env-file",
+        type=Path,
+        default=default,
+        metavar="PATH",
+        help="settings file (default: ./orchestrator.env)",
+    )
+    if web:
+        group.add_argument("--host", default=default, help="bind address (HOST, 127.0.0.1)")
+        group.add_argument("--port", type=int, default=default, help="web API port (PORT, 8080)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `orchestrator` command."""
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description=(
+            "Run the inference pipeline: a setup wizard on first run, then a REPL in the "
+            "terminal while the web API (Anthropic- and OpenAI-compatible, MCP at /mcp) serves."
+        ),
+        epilog="Logging: LOG_FORMAT=json for JSON lines, LOG_LEVEL=DEBUG|INFO|WARNING|ERROR.",
+    )
+    _settings_flags(parser, web=True, suppress=False)
+    parser.add_argument("--no-web", action="store_true", help="the REPL only, no web API")
+    parser.add_argument(
+        "--reset", action="store_true", help="wipe orchestrator.env and run the wizard again"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve", help="run the web API alone (no wizard, no REPL)", description="Run the web API."
+    )
+    _settings_flags(serve, web=True, suppress=True)
+    mcp = commands.add_parser(
+        "mcp",
+        help="serve the MCP tools over stdin/stdout (for Claude Desktop, Claude Code)",
+        description="Serve the MCP tools (infer, batch_infer, pipeline_status, "
+        "configure_pipeline) over stdin/stdout.",
+    )
+    _settings_flags(mcp, web=False, suppress=True)
+    if _has_tui():
+        tui = commands.add_parser(
+            "tui", help="terminal dashboard of a running server", description="Dashboard."
+        )
+        tui.add_argument(
+            "--url",
+            default="http://127.0.0.1:8080",
+            help="the server to watch (default http://127.0.0.1:8080)",
+        )
+        tui.add_argument(
+            "--api-key", default=None, help="the server's token (default: API_KEY, if set)"
+        )
+        tui.add_argument("--env-file", type=Path, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def _has_tui() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("orchestrator.tui") is not None
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("provider", "model", "host", "port", "max_spend_usd")
+    return {name: getattr(args, name, None) for name in names}
+
+
+def _env_file(args: argparse.Namespace) -> Path:
+    from orchestrator.settings import DEFAULT_ENV_FILE
+
+    path: Path | None = getattr(args, "env_file", None)
+    return path if path is not None else DEFAULT_ENV_FILE
+
+
+def _fail(message: str, *, err: TextIO) -> int:
+    err.write(f"orchestrator: error: {message}\n")
+    return EXIT_USAGE
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _interactive_settings(args: argparse.Namespace, *, err: TextIO) -> ServerSettings | int:
+    """Settings for the REPL mode: the wizard fills what is missing when stdin is a terminal."""
+    from orchestrator.settings import SettingsError, load_settings
+    from orchestrator.wizard import WizardAborted, run_wizard, save_answers
+
+    env_file = _env_file(args)
+    terminal = _is_terminal(sys.stdin)
+    if args.reset:
+        if not terminal:
+            return _fail("--reset asks the setup questions again and needs a terminal", err=err)
+        env_file.unlink(missing_ok=True)
+    try:
+        if not args.reset:
+            return load_settings(_flags(args), env_file=env_file)
+    except SettingsError as exc:
+        if not terminal or not set(exc.names) <= _WIZARD_FIXES:
+            hint = "" if terminal else " (stdin is not a terminal, so the wizard cannot ask)"
+            return _fail(f"{exc}{hint}", err=err)
+    try:
+        answers = run_wizard()
+    except WizardAborted as exc:
+        err.write(f"orchestrator: {exc}\n")
+        return EXIT_ABORTED
+    save_answers(answers, env_file)
+    print(f"Saved to {env_file} (readable only by you).\n")
+    try:
+        return load_settings(_flags(args), env_file=env_file)
+    except SettingsError as exc:
+        return _fail(str(exc), err=err)
+
+
+def _plain_settings(args: argparse.Namespace, *, err: TextIO) -> ServerSettings | int:
+    from orchestrator.settings import SettingsError, load_settings
+
+    try:
+        return load_settings(_flags(args), env_file=_env_file(args))
+    except SettingsError as exc:
+        return _fail(str(exc), err=err)
+
+
+def _configure_logging(settings: ServerSettings, *, quiet: bool = False) -> None:
+    """Configure logging once for the process. `quiet` (the REPL) shows only warnings unless
+    LOG_LEVEL is set, so server chatter does not interleave with answers."""
+    from orchestrator.logging_setup import configure_logging
+
+    secrets = (settings.anthropic_api_key, settings.openai_api_key, settings.api_key)
+    configure_logging(
+        level="WARNING" if quiet else settings.log_level,
+        fmt=settings.log_format,
+        secrets=[s.reveal() for s in secrets if s is not None],
+    )
+
+
+def _log_level_given(args: argparse.Namespace) -> bool:
+    from orchestrator.settings import read_env_file
+
+    return bool(os.environ.get("LOG_LEVEL") or read_env_file(_env_file(args)).get("LOG_LEVEL"))
+
+
+# -- the banner ------------------------------------------------------------------------------
+
+
+def banner(settings: ServerSettings, *, url: str | None) -> str:
+    """What the interactive mode prints first: what serves, and how to connect to it."""
+    from orchestrator.settings import default_model
+
+    model = settings.model or default_model(settings.provider)
+    lines = [
+        "prompt-orchestrator",
+        f"  provider  {settings.provider}",
+        f"  model     {model}",
+    ]
+    if url is None:
+        lines.append("  web API   off (--no-web)")
+    else:
+        key = " (API key: your API_KEY)" if settings.api_key is not None else ""
+        lines.append(f"  web API   {url}  (dashboard {url}/dashboard)")
+        lines += ["", "Connect:"]
+        ways = [
+            ("agents, Anthropic SDK, Claude Code", f"ANTHROPIC_BASE_URL={url}{key}"),
+            ("IDEs, OpenAI SDK", f"OPENAI_BASE_URL={url}/v1{key}"),
+            ("MCP over HTTP", f"{url}/mcp"),
+            ("Claude Desktop (MCP)", '"command": "orchestrator", "args": ["mcp"]'),
+            ("Claude Code (MCP)", "claude mcp add orchestrator -- orchestrator mcp"),
+        ]
+        lines += [f"  {label:<36} {how}" for label, how in ways]
+    lines += ["", "Type a prompt and press Enter; 'exit' or 'quit' (or Ctrl-D) leaves.", ""]
+    return "\n".join(lines)
+
+
+# -- the modes -------------------------------------------------------------------------------
+
+
+async def _interactive(settings: ServerSettings, *, web: bool, err: TextIO) -> int:
+    """Banner and REPL; the web API serves the same pipeline from the same event loop."""
+    from orchestrator.repl import run_repl
+    from orchestrator.settings import build_pipeline
+
+    async with build_pipeline(settings) as pipeline:
+        if not web:
+            print(banner(settings, url=None), flush=True)
+            await run_repl(pipeline)
+            return EXIT_OK
+        from orchestrator.server.app import create_app
+        from orchestrator.server.runner import ServerTask
+
+        app = create_app(pipeline, settings=settings, start_pipeline=False)
+        server = ServerTask(app, host=settings.host, port=settings.port)
+        try:
+            url = await server.start()
+        except RuntimeError:
+            err.write(
+                f"orchestrator: error: the web API could not listen on "
+                f"{settings.host}:{settings.port} (is the port taken?); "
+                "choose another with --port, or run with --no-web\n"
+            )
+            return EXIT_ABORTED
+        try:
+            print(banner(settings, url=url), flush=True)
+            await run_repl(pipeline)
+        finally:
+            await server.stop()
+    return EXIT_OK
+
+
+async def _mcp_stdio(settings: ServerSettings) -> None:
+    from orchestrator.server.mcp import serve_stdio
+    from orchestrator.settings import build_pipeline
+
+    async with build_pipeline(settings) as pipeline:
+        await serve_stdio(pipeline)
+
+
+def _serve(settings: ServerSettings) -> None:
+    from orchestrator.server.runner import serve
+
+    serve(settings)
+
+
+def _tui(args: argparse.Namespace) -> int:
+    from orchestrator.settings import read_env_file
+    from orchestrator.tui import DashboardApp
+
+    api_key = (
+        args.api_key or os.environ.get("API_KEY") or read_env_file(_env_file(args)).get("API_KEY")
+    )
+    DashboardApp(args.url.rstrip("/"), api_key=api_key or None).run()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `orchestrator` command; return its exit code."""
+    args = build_parser().parse_args(argv)
+    err = sys.stderr
+    if args.command == "tui":
+        return _tui(args)
+    if args.command is None:
+        loaded = _interactive_settings(args, err=err)
+    else:
+        loaded = _plain_settings(args, err=err)
+    if isinstance(loaded, int):
+        return loaded
+    settings = loaded
+    try:
+        quiet = args.command is None and not _log_level_given(args)
+        _configure_logging(settings, quiet=quiet)
+    except ValueError as exc:  # a bad LOG_LEVEL / LOG_FORMAT
+        return _fail(str(exc), err=err)
+    try:
+        if args.command == "serve":
+            _serve(settings)
+        elif args.command == "mcp":
+            asyncio.run(_mcp_stdio(settings))
+        else:
+            return asyncio.run(_interactive(settings, web=not args.no_web, err=err))
+    except KeyboardInterrupt:
+        err.write("\n")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The MCP server, through a real `mcp` client session: over streamable HTTP against a running
+server (uvicorn on a real socket) and over stdio against `orchestrator mcp --provider echo`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+from orchestrator import EchoWorker, Pipeline, PipelineConfig
+from orchestrator.server import mcp as mcp_module
+from orchestrator.server.app import create_app
+from orchestrator.server.runner import ServerTask
+from orchestrator.settings import ServerSettings
+
+TOOLS = {"infer", "batch_infer", "pipeline_status", "configure_pipeline"}
+REPO = Path(__file__).resolve().parents[3]
+
+
+def structured(result: Any) -> dict[str, Any]:
+    """The structured content of a successful tool result."""
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return dict(result.structured_content)
+
+
+def error_text(result: Any) -> str:
+    """The message of a tool error."""
+    assert result.is_error
+    return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+@pytest.fixture
+async def http_url() -> AsyncIterator[str]:
+    """A real server (create_app over an echo pipeline) listening on a free loopback port."""
+    pipeline = Pipeline(PipelineConfig(), EchoWorker())
+    app = create_app(pipeline, settings=ServerSettings(provider="echo", port=0))
+    async with ServerTask(app) as url:
+        yield url + "/mcp"
+
+
+def test_public_surface() -> None:
+    """The module exports exactly its documented names."""
+    assert sorted(mcp_module.__all__) == sorted(
+        [
+            "MAX_BATCH",
+            "BatchItem",
+            "BatchResult",
+            "ConfigChange",
+            "ConfigureResult",
+            "InferResult",
+            "create_mcp_server",
+            "mount_mcp",
+            "serve_stdio",
+        ]
+    )
+
+
+async def test_http_lists_the_four_tools(http_url: str) -> None:
+    """Over streamable HTTP at /mcp the server lists infer, batch_infer, pipeline_status and
+    configure_pipeline, each with an input schema."""
+    async with Client(http_url) as client:
+        tools = (await client.list_tools()).tools
+    assert {t.name for t in tools} == TOOLS
+    infer = next(t for t in tools if t.name == "infer")
+    assert infer.input_schema["required"] == ["prompt"]
+    assert set(infer.input_schema["properties"]) >= {"prompt", "system", "model", "priority"}
+
+
+async def test_http_infer_answers_through_the_pipeline(http_url: str) -> None:
+    """`infer` returns the text with provider, model, usage, cost, and dedup/cache flags."""
+    async with Client(http_url) as client:
+        answer = structured(
+            await client.call_tool(
+                "infer", {"prompt": "hello over mcp", "session_id": "s1", "priority": "high"}
+            )
+        )
+        again = structured(await client.call_tool("infer", {"prompt": "hello over mcp"}))
+    assert answer["text"] == "hello over mcp"
+    assert answer["provider"] == "echo"
+    assert answer["model"] == "echo"
+    assert answer["input_tokens"] > 0 and answer["output_tokens"] > 0
+    assert answer["cost_usd"] == 0.0
+    assert answer["deduped"] is False and answer["cached"] is False
+    assert again["cached"] is True
+
+
+async def test_http_batch_infer_answers_every_prompt_in_order(http_url: str) -> None:
+    """`batch_infer` answers each prompt, in the order given."""
+    prompts = ["alpha", "beta", "gamma", "alpha"]
+    async with Client(http_url) as client:
+        batch = structured(await client.call_tool("batch_infer", {"prompts": prompts}))
+    assert batch["answered"] == 4 and batch["failed"] == 0
+    assert [item["result"]["text"] for item in batch["items"]] == prompts
+    assert [item["index"] for item in batch["items"]] == [0, 1, 2, 3]
+
+
+async def test_http_pipeline_status_shows_live_measurements(http_url: str) -> None:
+    """`pipeline_status` is the live snapshot: stages, latencies, counts, and the live config."""
+    async with Client(http_url) as client:
+        await client.call_tool("infer", {"prompt": "count me"})
+        status = structured(await client.call_tool("pipeline_status", {}))
+    assert [s["name"] for s in status["stages"]] == [
+        "rag",
+        "assemble",
+        "inference",
+        "postprocess",
+        "stream",
+    ]
+    assert status["completed_total"] >= 1
+    assert status["latency_p50_ms"] > 0
+    assert {"latency_p95_ms", "latency_p99_ms", "throughput_rps"} <= set(status)
+    assert status["providers"][0]["name"] == "echo"
+    assert status["live_config"]["inference_concurrency"] == 64
+
+
+async def test_http_configure_pipeline_changes_the_live_config(http_url: str) -> None:
+    """`configure_pipeline` returns exactly what changed, old -> new, and the pipeline's live
+    values (read back through `pipeline_status`) really are the new ones."""
+    async with Client(http_url) as client:
+        result = structured(
+            await client.call_tool(
+                "configure_pipeline",
+                {
+                    "changes": {
+                        "inference_concurrency": 8,
+                        "cache_ttl_s": 12.5,
+                        "retry_max_attempts": 3,
+                    }
+                },
+            )
+        )
+        status = structured(await client.call_tool("pipeline_status", {}))
+    assert result["changed"] == {
+        "inference_concurrency": {"old": 64, "new": 8},
+        "cache_ttl_s": {"old": 300.0, "new": 12.5},
+    }
+    assert result["version"] == 1
+    assert status["live_config"]["inference_concurrency"] == 8
+    assert status["inference_concurrency"] == 8
+    assert status["live_config"]["cache_ttl_s"] == 12.5
+    assert status["live_config_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "message"),
+    [
+        ("configure_pipeline", {"changes": {"inference_concurrency": 0}}, "must be an integer"),
+        ("configure_pipeline", {"changes": {"warp_speed": 9}}, "unknown tunable(s): warp_speed"),
+        ("configure_pipeline", {"changes": {}}, "changes is empty"),
+        ("configure_pipeline", {}, "changes"),
+        ("infer", {}, "prompt"),
+        ("infer", {"prompt": "   "}, "prompt must not be empty"),
+        ("infer", {"prompt": "x", "priority": "urgent"}, "priority"),
+        ("infer", {"prompt": "x", "max_tokens": 0}, "max_tokens"),
+        ("batch_infer", {"prompts": []}, "prompts"),
+        ("batch_infer", {"prompts": ["x"] * 65}, "prompts"),
+        ("no_such_tool", {}, "no_such_tool"),
+    ],
+)
+async def test_http_bad_arguments_are_tool_errors(
+    http_url: str, tool: str, arguments: dict[str, Any], message: str
+) -> None:
+    """Bad arguments give a tool error naming the problem; the server keeps serving."""
+    async with Client(http_url) as client:
+        result = await client.call_tool(tool, arguments)
+        assert message in error_text(result)
+        after = structured(await client.call_tool("infer", {"prompt": "still here"}))
+    assert after["text"] == "still here"
+
+
+async def test_a_refused_configuration_changes_nothing(http_url: str) -> None:
+    """A change list with one bad value applies none of its values."""
+    async with Client(http_url) as client:
+        result = await client.call_tool(
+            "configure_pipeline", {"changes": {"inference_concurrency": 4, "shed_threshold": 2}}
+        )
+        status = structured(await client.call_tool("pipeline_status", {}))
+    assert "shed_threshold must be in (0, 1]" in error_text(result)
+    assert status["live_config"]["inference_concurrency"] == 64
+    assert status["live_config_version"] == 0
+
+
+async def test_stdio_server_serves_every_tool(tmp_path: Path) -> None:
+    """`orchestrator mcp --provider echo` speaks MCP over stdio: list tools, call each, and the
+    configured value reads back changed; a bad call is a tool error, not a crash."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "LOG_FORMAT": "json",
+    }
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "orchestrator.cli", "mcp", "--provider", "echo"],
+        env=env,
+        cwd=str(tmp_path),
+    )
+    async with Client(params) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        answer = structured(await client.call_tool("infer", {"prompt": "over stdio"}))
+        batch = structured(await client.call_tool("batch_infer", {"prompts": ["a", "b"]}))
+        changed = structured(
+            await client.call_tool("configure_pipeline", {"changes": {"shed_threshold": 0.5}})
+        )
+        bad = await client.call_tool("configure_pipeline", {"changes": {"shed_threshold": -1}})
+        status = structured(await client.call_tool("pipeline_status", {}))
+    assert answer["text"] == "over stdio" and answer["provider"] == "echo"
+    assert [item["result"]["text"] for item in batch["items"]] == ["a", "b"]
+    assert changed["changed"] == {"shed_threshold": {"old": 0.9, "new": 0.5}}
+    assert "shed_threshold" in error_text(bad)
+    assert status["live_config"]["shed_threshold"] == 0.5
+    assert status["completed_total"] == 3
+    json.dumps(status)  # plain JSON all the way down
