@@ -41,7 +41,7 @@ class PromptBody(BaseModel):
     priority: Priority = Priority.NORMAL
     max_tokens: int = Field(1024, ge=1, le=1_000_000)
     temperature: float | None = Field(None, ge=0, le=2)
-    timeout_s: float | None = Field(None, gt=0, le=3600)
+    timeout_s: float | None = Field(None, ge=0.1, le=3600)  # below 0.1 s nothing can answer
     stream: bool = False
 
     def to_request(self) -> InferenceRequest:
