@@ -125,7 +125,7 @@ def _env_file(args: argparse.Namespace) -> Path:
     from orchestrator.settings import DEFAULT_ENV_FILE
 
     path: Path | None = getattr(args, "env_file", None)
-    return path if path is not None else DEFAULT_ENV_FILE
+    return path.expanduser() if path is not None else DEFAULT_ENV_FILE
 
 
 def _fail(message: str, *, err: TextIO) -> int:
@@ -246,17 +246,14 @@ async def _interactive(settings: ServerSettings, *, web: bool, err: TextIO) -> i
         from orchestrator.server.app import create_app
         from orchestrator.server.runner import ServerTask
 
+        if not _can_listen(settings.host, settings.port):
+            return _cannot_listen(settings, err=err)
         app = create_app(pipeline, settings=settings, start_pipeline=False)
         server = ServerTask(app, host=settings.host, port=settings.port)
         try:
             url = await server.start()
         except RuntimeError:
-            err.write(
-                f"orchestrator: error: the web API could not listen on "
-                f"{settings.host}:{settings.port} (is the port taken?); "
-                "choose another with --port, or run with --no-web\n"
-            )
-            return EXIT_ABORTED
+            return _cannot_listen(settings, err=err)
         try:
             print(banner(settings, url=url), flush=True)
             await run_repl(pipeline)
@@ -273,10 +270,40 @@ async def _mcp_stdio(settings: ServerSettings) -> None:
         await serve_stdio(pipeline)
 
 
-def _serve(settings: ServerSettings) -> None:
+def _can_listen(host: str, port: int) -> bool:
+    """Whether `host:port` can be bound now (as uvicorn binds it, with SO_REUSEADDR).
+
+    Checked before starting, because uvicorn ends a failed bind with SystemExit, which would
+    tear through the REPL's event loop instead of giving a clear message.
+    """
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError:
+        return False
+    return True
+
+
+def _cannot_listen(settings: ServerSettings, *, err: TextIO) -> int:
+    err.write(
+        f"orchestrator: error: the web API cannot listen on {settings.host}:{settings.port} "
+        "(is the port taken?); choose another with --port, or run with --no-web\n"
+    )
+    return EXIT_ABORTED
+
+
+def _serve(settings: ServerSettings, *, err: TextIO) -> int:
     from orchestrator.server.runner import serve
 
+    if not _can_listen(settings.host, settings.port):
+        return _cannot_listen(settings, err=err)
     serve(settings)
+    return EXIT_OK
 
 
 def _tui(args: argparse.Namespace) -> int:
@@ -310,11 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), err=err)
     try:
         if args.command == "serve":
-            _serve(settings)
-        elif args.command == "mcp":
+            return _serve(settings, err=err)
+        if args.command == "mcp":
             asyncio.run(_mcp_stdio(settings))
-        else:
-            return asyncio.run(_interactive(settings, web=not args.no_web, err=err))
+            return EXIT_OK
+        return asyncio.run(_interactive(settings, web=not args.no_web, err=err))
     except KeyboardInterrupt:
         err.write("\n")
         return EXIT_INTERRUPTED

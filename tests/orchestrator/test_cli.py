@@ -297,3 +297,82 @@ def test_help_loads_no_heavy_module() -> None:
         [sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, check=True
     )
     assert done.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else is listening on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", [[], ["serve"]])
+def test_a_taken_port_is_a_clear_error(
+    no_settings: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    taken_port: int,
+    command: list[str],
+) -> None:
+    """When the port is taken, the REPL mode and `serve` say so and exit 1."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("never read\n"))
+    assert cli.main([*command, "--provider", "echo", "--port", str(taken_port)]) == 1
+    assert f"cannot listen on 127.0.0.1:{taken_port}" in capsys.readouterr().err
+
+
+def test_tui_opens_the_dashboard_on_the_given_url(
+    no_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`orchestrator tui --url U` runs the Textual dashboard against U, with API_KEY as token."""
+    from orchestrator.tui import DashboardApp
+
+    opened: list[tuple[str, str | None]] = []
+    monkeypatch.setattr(DashboardApp, "run", lambda self: opened.append((self.url, self._api_key)))
+    monkeypatch.setenv("API_KEY", "tok-for-the-tui")
+    assert cli.main(["tui", "--url", "http://127.0.0.1:9999/"]) == 0
+    assert opened == [("http://127.0.0.1:9999", "tok-for-the-tui")]
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The fenced code blocks of orchestrator/README.md in `language` ('' for plain)."""
+    text = (REPO / "orchestrator" / "README.md").read_text()
+    blocks: list[str] = []
+    inside: str | None = None
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("```") and inside is None:
+            inside, current = line[3:].strip(), []
+        elif line.startswith("```"):
+            if inside == language:
+                blocks.append("\n".join(current))
+            inside = None
+        elif inside is not None:
+            current.append(line)
+    return blocks
+
+
+def test_readme_claude_desktop_config_runs_the_mcp_command() -> None:
+    """The README's claude_desktop_config.json entry is valid JSON whose command and args are
+    the `orchestrator mcp` subcommand with flags the parser accepts."""
+    configs = [json.loads(b) for b in readme_blocks("json") if "mcpServers" in b]
+    assert len(configs) == 1
+    entry = configs[0]["mcpServers"]["orchestrator"]
+    assert entry["command"] == "orchestrator"
+    args = cli.build_parser().parse_args(entry["args"])
+    assert args.command == "mcp"
+    assert args.env_file == Path("/home/you/orchestrator.env")
+
+
+def test_readme_claude_code_commands_are_well_formed() -> None:
+    """The README's `claude mcp add` lines run `orchestrator mcp` over stdio, or use /mcp."""
+    lines = [line for b in readme_blocks("") for line in b.splitlines() if "claude mcp add" in line]
+    stdio = next(line for line in lines if " -- " in line)
+    name, _, command = stdio.removeprefix("claude mcp add ").partition(" -- ")
+    assert name == "orchestrator"
+    program, *args = command.split()
+    assert program == "orchestrator"
+    assert cli.build_parser().parse_args(args).command == "mcp"
+    http = next(line for line in lines if "--transport http" in line)
+    assert http.endswith(" orchestrator http://127.0.0.1:8080/mcp")
