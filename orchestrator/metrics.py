@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,12 +34,16 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageSnapshot:
-    """One stage queue: items waiting now, the live capacity, requests shed there so far."""
+    """One stage queue: items waiting now, the live capacity, requests shed there so far, and
+    how long recent requests spent in the stage (queue wait plus work; 0.0 before any)."""
 
     name: str
     depth: int
     capacity: int
     shed_total: int
+    latency_p50_ms: float = 0.0
+    latency_p95_ms: float = 0.0
+    latency_p99_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +108,7 @@ class PipelineMetrics:
         "_latencies_s",
         "_next",
         "_ok",
+        "_stage_s",
         "_times",
         "cache_errors",
         "cache_hits",
@@ -147,6 +153,7 @@ class PipelineMetrics:
         self.dedup_hits = self.cache_hits = self.cache_misses = self.cache_errors = 0
         self.upstream_calls = self.retries = self.fallbacks = 0
         self.cost_usd_total = 0.0
+        self._stage_s: dict[str, deque[float]] = {}
 
     def observe(self, latency_s: float, ok: bool, now: float) -> None:
         """Record one finished request (answered or failed) `latency_s` after it arrived."""
@@ -158,6 +165,22 @@ class PipelineMetrics:
             i = self._next
             self._times[i], self._latencies_s[i], self._ok[i] = now, latency_s, ok
             self._next = (i + 1) % self.window
+
+    def stage_done(self, stage: str, seconds: float) -> None:
+        """Record that a request spent `seconds` in `stage` (the last `window` are kept)."""
+        ring = self._stage_s.get(stage)
+        if ring is None:
+            ring = self._stage_s[stage] = deque(maxlen=self.window)
+        ring.append(seconds)
+
+    def stage_percentiles_ms(self, stage: str) -> tuple[float, float, float]:
+        """(p50, p95, p99) in ms of the recent times spent in `stage`; zeros before any."""
+        values = sorted(self._stage_s.get(stage, ()))
+        return (
+            percentile(values, 50) * 1000,
+            percentile(values, 95) * 1000,
+            percentile(values, 99) * 1000,
+        )
 
     def completed(self, latency_s: float, now: float) -> None:
         self.completed_total += 1

@@ -202,7 +202,7 @@ class Pipeline:
             (self._rag_queue, self._after_rag, "rag"),
             (self._assemble_queue, self._after_assemble, "assemble"),
             (self._postprocess_queue, self._after_postprocess, "postprocess"),
-            (self._stream_queue, self.stream_stage.process, "stream"),
+            (self._stream_queue, self._in_stream, "stream"),
         ]
         self._tasks = [
             asyncio.create_task(self._run_stage(q, step), name=f"orchestrator-{name}")
@@ -274,16 +274,16 @@ class Pipeline:
         p50, p95, p99, throughput, error_rate = metrics.window_stats()
         inference_queues = self.inference.queues
         stages = (
-            self._stage_snapshot(self._rag_queue),
-            self._stage_snapshot(self._assemble_queue),
-            StageSnapshot(
-                name="inference",
+            self._queue_snapshot(self._rag_queue),
+            self._queue_snapshot(self._assemble_queue),
+            self._stage_snapshot(
+                "inference",
                 depth=sum(len(q) for q in inference_queues),
                 capacity=self.live.current.inference_queue_capacity,
                 shed_total=sum(q.shed_total for q in inference_queues),
             ),
-            self._stage_snapshot(self._postprocess_queue),
-            self._stage_snapshot(self._stream_queue),
+            self._queue_snapshot(self._postprocess_queue),
+            self._queue_snapshot(self._stream_queue),
         )
         providers = tuple(
             ProviderSnapshot(
@@ -387,7 +387,13 @@ class Pipeline:
         self.postprocess.process(job)
         self._push(self._stream_queue, job)
 
+    def _in_stream(self, job: Job) -> None:
+        self.stream_stage.process(job)
+        self.metrics.stage_done("stream", self._clock() - job.enqueued_at)
+
     def _push(self, queue: PriorityQueue[Job], job: Job) -> None:
+        if queue is not self._rag_queue:  # it leaves a stage (its shard queue: "inference[i]")
+            self.metrics.stage_done(job.stage.partition("[")[0], self._clock() - job.enqueued_at)
         job.stage = queue.name
         try:
             displaced = queue.put(job)
@@ -471,7 +477,21 @@ class Pipeline:
         if job.flight_key is not None:
             self.coalescer.finish(job.flight_key, job)
 
-    def _stage_snapshot(self, queue: PriorityQueue[Job]) -> StageSnapshot:
+    def _queue_snapshot(self, queue: PriorityQueue[Job]) -> StageSnapshot:
+        return self._stage_snapshot(
+            queue.name, depth=len(queue), capacity=queue.capacity, shed_total=queue.shed_total
+        )
+
+    def _stage_snapshot(
+        self, name: str, *, depth: int, capacity: int, shed_total: int
+    ) -> StageSnapshot:
+        p50, p95, p99 = self.metrics.stage_percentiles_ms(name)
         return StageSnapshot(
-            name=queue.name, depth=len(queue), capacity=queue.capacity, shed_total=queue.shed_total
+            name=name,
+            depth=depth,
+            capacity=capacity,
+            shed_total=shed_total,
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            latency_p99_ms=p99,
         )

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from pipeline_fakes import FakeClock
 
 from orchestrator import EchoWorker, Pipeline, PipelineConfig
 from orchestrator.server import mcp as mcp_module
 from orchestrator.server.app import create_app
+from orchestrator.server.mcp import create_mcp_server
 from orchestrator.server.runner import ServerTask
 from orchestrator.settings import ServerSettings
 
@@ -116,9 +118,29 @@ async def test_http_pipeline_status_shows_live_measurements(http_url: str) -> No
     ]
     assert status["completed_total"] >= 1
     assert status["latency_p50_ms"] > 0
+    assert all(
+        {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms"} <= set(s) for s in status["stages"]
+    )
     assert {"latency_p95_ms", "latency_p99_ms", "throughput_rps"} <= set(status)
     assert status["providers"][0]["name"] == "echo"
     assert status["live_config"]["inference_concurrency"] == 64
+
+
+async def test_pipeline_status_carries_live_per_stage_latencies(clock: FakeClock) -> None:
+    """Each stage in `pipeline_status` reports how long requests spent in it: with a provider
+    taking 50 ms (on a fake clock), the inference stage shows 50 ms and the others none."""
+    worker = EchoWorker(latency_s=0.05, sleep=clock.sleep)
+    pipeline = Pipeline(PipelineConfig(), worker, clock=clock)
+    async with pipeline, Client(create_mcp_server(pipeline)) as client:
+        for prompt in ("one", "two", "three"):  # one at a time: the fake clock is shared
+            await client.call_tool("infer", {"prompt": prompt})
+        status = structured(await client.call_tool("pipeline_status", {}))
+    stages = {s["name"]: s for s in status["stages"]}
+    assert stages["inference"]["latency_p50_ms"] == pytest.approx(50.0)
+    assert stages["inference"]["latency_p99_ms"] == pytest.approx(50.0)
+    for name in ("rag", "assemble", "postprocess", "stream"):
+        assert stages[name]["latency_p50_ms"] == 0.0
+    assert status["latency_p50_ms"] == pytest.approx(50.0)
 
 
 async def test_http_configure_pipeline_changes_the_live_config(http_url: str) -> None:
