@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import threading
 import uuid
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, Message
@@ -24,8 +26,39 @@ if TYPE_CHECKING:
 
 __all__ = ["EXIT_WORDS", "PROMPT", "run_repl"]
 
+_T = TypeVar("_T")
+
 PROMPT = "› "
 EXIT_WORDS = frozenset({"exit", "quit", ":q"})
+
+
+async def _blocking(fn: Callable[[], _T]) -> _T:
+    """`fn()` in a daemon thread, awaited without blocking the event loop.
+
+    Not `asyncio.to_thread`: a read blocked in the default executor would keep `asyncio.run`
+    from returning after Ctrl-C until the user pressed Enter; a daemon thread is left behind.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            outcome: tuple[_T | None, BaseException | None] = (fn(), None)
+        except BaseException as exc:  # handed to the awaiting task
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="orchestrator-repl-input", daemon=True).start()
+    return await future
 
 
 async def _read_line(stdin: TextIO | None, stdout: TextIO) -> str | None:
@@ -34,12 +67,12 @@ async def _read_line(stdin: TextIO | None, stdout: TextIO) -> str | None:
         try:
             # input() gives line editing and history when readline is loaded; it blocks, so it
             # runs in a thread while the event loop keeps serving the web API.
-            return await asyncio.to_thread(input, PROMPT)
+            return await _blocking(lambda: input(PROMPT))
         except EOFError:
             return None
     stdout.write(PROMPT)
     stdout.flush()
-    line = await asyncio.to_thread(stdin.readline)
+    line = await _blocking(stdin.readline)
     if not line:
         return None
     return line.rstrip("\r\n")

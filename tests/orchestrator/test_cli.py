@@ -78,9 +78,16 @@ class Terminal:
     def send(self, line: str) -> None:
         os.write(self.fd, (line + "\n").encode())
 
-    def wait(self) -> int:
-        """Drain the output and return the exit code."""
+    def wait(self, timeout_s: float = 20.0) -> int:
+        """Read to the end of output and return the exit code; fail if it does not end."""
+        deadline = time.monotonic() + timeout_s
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                os.close(self.fd)
+                raise AssertionError(f"did not exit; got:\n{self.seen}")
             try:
                 chunk = os.read(self.fd, 4096)
             except OSError:
@@ -138,6 +145,16 @@ def test_reset_wipes_the_file_and_asks_again(tmp_path: Path) -> None:
     term.send("exit")
     assert term.wait() == 0
     assert read_env_file(path) == {"PROVIDER": "echo", "PORT": "8080"}
+
+
+def test_ctrl_c_at_the_prompt_leaves_at_once(tmp_path: Path) -> None:
+    """Ctrl-C while the REPL waits for input ends the command (exit 130) without waiting for
+    another line, the web API shut down with it."""
+    (tmp_path / "orchestrator.env").write_text("PROVIDER=echo\nPORT=0\n")
+    term = Terminal([], tmp_path)
+    term.expect("› ")
+    os.write(term.fd, b"\x03")
+    assert term.wait() == 130
 
 
 def test_without_a_terminal_missing_settings_are_an_error(
