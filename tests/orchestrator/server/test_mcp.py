@@ -10,9 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import httpx2
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from pipeline_fakes import FakeClock
 
 from orchestrator import EchoWorker, Pipeline, PipelineConfig
@@ -240,3 +243,23 @@ async def test_stdio_server_serves_every_tool(tmp_path: Path) -> None:
     assert status["live_config"]["shed_threshold"] == 0.5
     assert status["completed_total"] == 3
     json.dumps(status)  # plain JSON all the way down
+
+
+async def test_http_mcp_needs_the_token_when_the_server_has_one() -> None:
+    """With API_KEY set, /mcp refuses a client without the token (401) and serves one with it."""
+    token = "mcp-test-token-0123456789"
+    pipeline = Pipeline(PipelineConfig(), EchoWorker())
+    app = create_app(pipeline, settings=ServerSettings(provider="echo", api_key=token))
+    async with ServerTask(app) as url:
+        async with httpx.AsyncClient() as plain:
+            refused = await plain.post(
+                url + "/mcp", json={}, headers={"accept": "application/json, text/event-stream"}
+            )
+        http_client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+        async with (
+            http_client,
+            Client(streamable_http_client(url + "/mcp", http_client=http_client)) as client,
+        ):
+            answer = structured(await client.call_tool("infer", {"prompt": "with a token"}))
+    assert refused.status_code == 401
+    assert answer["text"] == "with a token"
