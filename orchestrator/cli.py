@@ -7,7 +7,8 @@
     orchestrator tui [--url URL]         the terminal dashboard of a running server
 
 Settings come from flags > environment > `orchestrator.env` > defaults (`orchestrator.settings`).
-Exit codes: 0 done, 1 the wizard was left, 2 bad or missing settings, 130 interrupted.
+Exit codes: 0 done, 1 the wizard was left or the port is taken, 2 bad or missing settings,
+130 interrupted.
 This module imports only the standard library at load time, so `--help` stays fast.
 """
 
@@ -147,10 +148,8 @@ def _interactive_settings(args: argparse.Namespace, *, err: TextIO) -> ServerSet
 
     env_file = _env_file(args)
     terminal = _is_terminal(sys.stdin)
-    if args.reset:
-        if not terminal:
-            return _fail("--reset asks the setup questions again and needs a terminal", err=err)
-        env_file.unlink(missing_ok=True)
+    if args.reset and not terminal:
+        return _fail("--reset asks the setup questions again and needs a terminal", err=err)
     try:
         if not args.reset:
             return load_settings(_flags(args), env_file=env_file)
@@ -163,6 +162,8 @@ def _interactive_settings(args: argparse.Namespace, *, err: TextIO) -> ServerSet
     except WizardAborted as exc:
         err.write(f"orchestrator: {exc}\n")
         return EXIT_ABORTED
+    if args.reset:  # wiped only now, so that leaving the wizard keeps the old settings
+        env_file.unlink(missing_ok=True)
     save_answers(answers, env_file)
     print(f"Saved to {env_file} (readable only by you).\n")
     try:

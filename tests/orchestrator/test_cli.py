@@ -128,7 +128,8 @@ def test_first_run_wizard_hides_the_key_and_saves_a_private_file(tmp_path: Path)
 
 
 def test_reset_wipes_the_file_and_asks_again(tmp_path: Path) -> None:
-    """`--reset` runs the wizard although the settings are complete, and replaces the file;
+    """`--reset` runs the wizard although the settings are complete, and replaces the file
+    (entries it does not ask about go too);
     the REPL then answers from the newly chosen echo provider."""
     path = tmp_path / "orchestrator.env"
     path.write_text(f"PROVIDER=anthropic\nANTHROPIC_API_KEY={KEY}\nMAX_SPEND=3\n")
@@ -155,6 +156,18 @@ def test_ctrl_c_at_the_prompt_leaves_at_once(tmp_path: Path) -> None:
     term.expect("› ")
     os.write(term.fd, b"\x03")
     assert term.wait() == 130
+
+
+def test_leaving_the_reset_wizard_keeps_the_old_settings(tmp_path: Path) -> None:
+    """Ctrl-D during `--reset` exits 1 and leaves orchestrator.env as it was."""
+    path = tmp_path / "orchestrator.env"
+    path.write_text("PROVIDER=echo\nMAX_SPEND=3\n")
+    term = Terminal(["--reset", "--no-web"], tmp_path)
+    term.expect("Provider [1-4]: ")
+    os.write(term.fd, b"\x04")
+    assert term.wait() == 1
+    assert "nothing was saved" in term.seen
+    assert path.read_text() == "PROVIDER=echo\nMAX_SPEND=3\n"
 
 
 def test_without_a_terminal_missing_settings_are_an_error(
