@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field
+from pydantic import Field, StrictFloat, StrictInt
 
 from orchestrator.config import Tunables
 from orchestrator.errors import OrchestratorError
@@ -243,7 +243,9 @@ def create_mcp_server(pipeline: Pipeline, *, name: str = "orchestrator") -> MCPS
 
     @server.tool()
     async def configure_pipeline(
-        changes: Annotated[dict[str, int | float | None], Field(description=_tunables_help())],
+        changes: Annotated[
+            dict[str, StrictInt | StrictFloat | None], Field(description=_tunables_help())
+        ],
     ) -> ConfigureResult:
         """Change live pipeline values (concurrency, queue capacities, shed threshold, breaker,
         retry, rate limit, cache TTL) while traffic flows; returns exactly what changed,

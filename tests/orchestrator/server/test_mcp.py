@@ -180,6 +180,8 @@ async def test_http_configure_pipeline_changes_the_live_config(http_url: str) ->
         ("configure_pipeline", {"changes": {"inference_concurrency": 0}}, "must be an integer"),
         ("configure_pipeline", {"changes": {"warp_speed": 9}}, "unknown tunable(s): warp_speed"),
         ("configure_pipeline", {"changes": {}}, "changes is empty"),
+        ("configure_pipeline", {"changes": {"inference_concurrency": True}}, "changes"),
+        ("configure_pipeline", {"changes": {"cache_ttl_s": "60"}}, "changes"),
         ("configure_pipeline", {}, "changes"),
         ("infer", {}, "prompt"),
         ("infer", {"prompt": "   "}, "prompt must not be empty"),
