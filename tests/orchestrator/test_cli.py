@@ -406,3 +406,8 @@ def test_readme_claude_code_commands_are_well_formed() -> None:
     assert cli.build_parser().parse_args(args).command == "mcp"
     http = next(line for line in lines if "--transport http" in line)
     assert http.endswith(" orchestrator http://127.0.0.1:8080/mcp")
+
+
+def test_public_surface() -> None:
+    """The CLI module exports exactly its documented names."""
+    assert sorted(cli.__all__) == ["banner", "build_parser", "main"]

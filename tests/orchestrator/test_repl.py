@@ -71,3 +71,10 @@ async def test_the_conversation_goes_with_each_prompt() -> None:
         await run_repl(pipeline, stdin=io.StringIO("one\ntwo\n"), stdout=io.StringIO())
     contents = [m.content for m in worker.requests[1].messages_or_prompt]
     assert contents == ["one", "one", "two"]
+
+
+def test_public_surface() -> None:
+    """The REPL module exports exactly its documented names."""
+    from orchestrator import repl as module
+
+    assert sorted(module.__all__) == ["EXIT_WORDS", "PROMPT", "run_repl"]

@@ -111,3 +111,18 @@ def test_saving_keeps_unrelated_entries(tmp_path: Path) -> None:
     path.write_text("MAX_SPEND=5\nMODEL=old-model\nPROVIDER=openai\n")
     save_answers(WizardAnswers(provider="echo"), path)
     assert read_env_file(path) == {"MAX_SPEND": "5", "PROVIDER": "echo", "PORT": "8080"}
+
+
+def test_public_surface() -> None:
+    """The wizard module exports exactly its documented names."""
+    from orchestrator import wizard as module
+
+    assert sorted(module.__all__) == [
+        "CHOICES",
+        "DEFAULT_LLAMA_CPP_URL",
+        "DEFAULT_PORT",
+        "WizardAborted",
+        "WizardAnswers",
+        "run_wizard",
+        "save_answers",
+    ]
