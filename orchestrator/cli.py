@@ -158,7 +158,7 @@ def _interactive_settings(args: argparse.Namespace, *, err: TextIO) -> ServerSet
             hint = "" if terminal else " (stdin is not a terminal, so the wizard cannot ask)"
             return _fail(f"{exc}{hint}", err=err)
     try:
-        answers = run_wizard()
+        answers = run_wizard(provider=getattr(args, "provider", None))
     except WizardAborted as exc:
         err.write(f"orchestrator: {exc}\n")
         return EXIT_ABORTED

@@ -166,8 +166,11 @@ def run_wizard(
     stdout: TextIO | None = None,
     read_secret: Callable[[str], str] | None = None,
     environ: Mapping[str, str] | None = None,
+    provider: Provider | None = None,
 ) -> WizardAnswers:
     """Ask for provider, key (hidden), model and port; return the answers (saves nothing).
+
+    A `provider` already chosen (the `--provider` flag) is not asked again.
 
     With no `stdin` it reads the terminal (`input`, and `getpass` for the key); with a `stdin`
     stream it reads lines from it (the key too, unless `read_secret` is given).
@@ -181,7 +184,10 @@ def run_wizard(
     env = os.environ if environ is None else environ
 
     asker.say("prompt-orchestrator setup — answers are saved to orchestrator.env (mode 0600).")
-    provider = _ask_provider(asker)
+    if provider is None:
+        provider = _ask_provider(asker)
+    else:
+        asker.say(f"Provider: {dict(CHOICES)[provider]} (from --provider)")
     api_key = _ask_key(asker, provider, env)
     llama_cpp_url = _ask_llama_url(asker) if provider == "llamacpp" else None
     fallback = default_model(provider)

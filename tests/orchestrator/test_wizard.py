@@ -56,6 +56,16 @@ def test_llamacpp_asks_its_url_and_avoids_its_port() -> None:
     assert "API key" not in shown
 
 
+def test_a_provider_already_chosen_is_not_asked() -> None:
+    """With the provider given (the --provider flag), the wizard starts at the key."""
+    out = io.StringIO()
+    answers = run_wizard(
+        stdin=io.StringIO("sk-openai-key-123\n\n\n"), stdout=out, environ={}, provider="openai"
+    )
+    assert answers == WizardAnswers(provider="openai", api_key="sk-openai-key-123")
+    assert "Provider [1-4]" not in out.getvalue()
+
+
 def test_bad_answers_are_asked_again() -> None:
     """An unknown provider, an empty key and a bad port each get a hint and the question again."""
     answers, shown = wizard(f"7\nanthropic\n\n{KEY}\n\nport\n70000\n8090\n")
