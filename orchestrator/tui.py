@@ -214,7 +214,7 @@ class DashboardApp(App[None]):
         )
         yield _panel(
             "Stage flow",
-            _table("stages", "stage", "queued", "capacity", "fill", "shed"),
+            _table("stages", "stage", "queued", "capacity", "fill", "shed", "p50", "p99"),
             Static("", id="inference-load"),
             id="panel-stages",
         )
@@ -357,6 +357,8 @@ class DashboardApp(App[None]):
                 _int(stage["capacity"]),
                 _bar(fill),
                 _int(stage["shed_total"]),
+                _ms(stage.get("latency_p50_ms", 0.0)),
+                _ms(stage.get("latency_p99_ms", 0.0)),
                 key=name,
             )
         self.query_one("#inference-load", Static).update(

@@ -25,13 +25,21 @@ def snapshot(**changes: Any) -> MetricsSnapshot:
         taken_at_s=100.0,
         uptime_s=75.0,
         stages=tuple(
-            StageSnapshot(name=name, depth=depth, capacity=capacity, shed_total=0)
-            for name, depth, capacity in [
-                ("rag", 3, 512),
-                ("assemble", 0, 512),
-                ("inference", 40, 1024),
-                ("postprocess", 0, 256),
-                ("stream", 1, 256),
+            StageSnapshot(
+                name=name,
+                depth=depth,
+                capacity=capacity,
+                shed_total=0,
+                latency_p50_ms=p50_ms,
+                latency_p95_ms=p50_ms * 2,
+                latency_p99_ms=p50_ms * 3,
+            )
+            for name, depth, capacity, p50_ms in [
+                ("rag", 3, 512, 0.05),
+                ("assemble", 0, 512, 0.1),
+                ("inference", 40, 1024, 40.0),
+                ("postprocess", 0, 256, 0.02),
+                ("stream", 1, 256, 0.5),
             ]
         ),
         providers=(
@@ -129,6 +137,8 @@ async def test_panels_show_the_numbers_of_the_status() -> None:
         assert figure(app, "latency-p50") == "42 ms"
         assert figure(app, "latency-p99") == "420 ms"
         assert row(app, "stages", "inference")[:3] == ["inference", "40", "1,024"]
+        assert row(app, "stages", "inference")[-2:] == ["40 ms", "120 ms"]
+        assert row(app, "stages", "rag")[-2:] == ["0.05 ms", "0.15 ms"]
         stages = app.query_one("#stages", DataTable)
         assert [stages.get_row_at(i)[0] for i in range(stages.row_count)] == [
             "rag",

@@ -154,6 +154,11 @@ async def test_live_numbers_appear_and_follow_real_traffic(site: Site, page: Pag
     await text_becomes(page, "#route-echo .calls", "5")
     await text_becomes(page, "#upstream-calls", "5")
     await number_exceeds(page, "#throughput", 0)
+    await page.wait_for_function(
+        "document.querySelector('#stage-inference .latency').textContent"
+        " !== 'p50 0.00 ms · p99 0.00 ms'",
+        timeout=10_000,
+    )
     points = int(await page.get_attribute("#throughput-chart", "data-points") or 0)
     await page.wait_for_function(
         "n => Number(document.querySelector('#throughput-chart').dataset.points) > n",
@@ -172,6 +177,7 @@ async def test_stage_flow_shows_every_stage_with_its_capacity(site: Site, page: 
     assert names == ["rag", "assemble", "inference", "postprocess", "stream"]
     for name, capacity in capacities.items():
         await text_becomes(page, f"#stage-{name} .depth", f"0 / {capacity:,}")
+        await text_becomes(page, f"#stage-{name} .latency", "p50 0.00 ms · p99 0.00 ms")
 
 
 async def test_identical_concurrent_requests_show_as_coalesced(site: Site, page: Page) -> None:
