@@ -5,6 +5,7 @@
     ├── UnknownTask          (LookupError) no task with that id
     ├── InvalidTransition    (ValueError) the task is not in a state that allows the action
     ├── LeaseLost            (PermissionError) the caller's lease expired or was taken over
+    ├── LockTimeout          (TimeoutError) a task's lock stayed busy too long
     └── ConfigError          (ValueError) coordinator.toml or a flag is malformed
 """
 
@@ -51,6 +52,14 @@ class LeaseLost(CoordinatorError, PermissionError):
     def __init__(self, task_id: str, token: int, reason: str) -> None:
         self.task_id, self.token, self.reason = task_id, token, reason
         super().__init__(f"lease on task {task_id!r} with token {token} is lost: {reason}")
+
+
+class LockTimeout(CoordinatorError, TimeoutError):
+    """A task's lock stayed held by someone else for longer than the caller would wait."""
+
+    def __init__(self, task_id: str, timeout_s: float) -> None:
+        self.task_id, self.timeout_s = task_id, timeout_s
+        super().__init__(f"task {task_id!r} stayed locked for more than {timeout_s:g}s")
 
 
 class ConfigError(CoordinatorError, ValueError):

@@ -137,12 +137,12 @@ def test_tasks_flag_beats_environment_beats_config_file(cli, tmp_path, monkeypat
     """Settings: flag, then environment, then coordinator.toml, then the default."""
     (tmp_path / "coordinator.toml").write_text('tasks = "from-file"\n')
     cli("tasks", "add", "x", "--id", "a")
-    assert (tmp_path / "from-file" / "pending" / "a.json").exists()
+    assert (tmp_path / "from-file" / "pending" / "a.jsonl").exists()
     monkeypatch.setenv("COORDINATOR_TASKS", str(tmp_path / "from-env"))
     cli("tasks", "add", "x", "--id", "b")
-    assert (tmp_path / "from-env" / "pending" / "b.json").exists()
+    assert (tmp_path / "from-env" / "pending" / "b.jsonl").exists()
     cli("tasks", "add", "x", "--id", "c", "--tasks", str(tmp_path / "from-flag"))
-    assert (tmp_path / "from-flag" / "pending" / "c.json").exists()
+    assert (tmp_path / "from-flag" / "pending" / "c.jsonl").exists()
 
 
 def test_a_malformed_config_file_is_named(cli, tmp_path):

@@ -107,7 +107,7 @@ def test_new_files_dropped_while_running_are_picked_up(tmp_path):
         staged = tmp_path / "late.toml"
         staged.write_text('prompt = "late arrival"\n')
         os.rename(staged, folder / "late.toml")
-        _wait_for(lambda: (folder / "done" / "late.json").exists())
+        _wait_for(lambda: (folder / "done" / "late.jsonl").exists())
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)

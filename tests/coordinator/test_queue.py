@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def _drain(queue: FolderQueue) -> list[str]:
 
 
 def _record_file(root: Path, state: TaskState, task_id: str) -> Path:
-    return root / state.value / f"{task_id}.json"
+    return root / state.value / f"{task_id}.jsonl"
 
 
 def _where(root: Path, task_id: str) -> list[str]:
@@ -734,37 +735,43 @@ def _rewrite(path: Path, **changes: Any) -> None:
     path.write_text(json.dumps(data))
 
 
-def test_claimer_died_between_rename_and_write(queue: FolderQueue, clock: FakeClock) -> None:
-    """A record in `claimed/` still saying pending goes back to pending, no attempt used."""
+def _crash_before_rename(queue: FolderQueue, task_id: str,
+                         change: Callable[[], object]) -> None:
+    """Make `change` happen as if its process died after appending the task's event but
+    before renaming the log into its new state's folder."""
+    [before] = _where(queue.root, task_id)
+    change()
+    [after] = _where(queue.root, task_id)
+    os.rename(_record_file(queue.root, TaskState(after), task_id),
+              _record_file(queue.root, TaskState(before), task_id))
+
+
+def test_claimer_died_after_writing_the_claim(queue: FolderQueue, clock: FakeClock) -> None:
+    """A claim whose log never left `pending/` is not claimed again; its lease runs out and
+    the task comes back for its second attempt."""
     _queued(queue, "t")
-    os.rename(_record_file(queue.root, TaskState.PENDING, "t"),
-              _record_file(queue.root, TaskState.CLAIMED, "t"))
+    _crash_before_rename(queue, "t", lambda: _claim(queue))
     restarted = _restart(queue.root, clock)
+    assert restarted.claim("a", lease_s=60) is None
+    assert _where(queue.root, "t") == ["claimed"]
+    clock.advance(61)
     assert restarted.reclaim_expired() == ["t"]
-    assert _where(queue.root, "t") == ["pending"]
+    clock.advance(10)
     claim = _claim(restarted)
-    assert (claim.task.id, claim.attempt) == ("t", 1)
+    assert (claim.task.id, claim.attempt) == ("t", 2)
     restarted.complete("t", claim.token)
     assert _drain(restarted) == []
+    assert _where(queue.root, "t") == ["done"]
 
 
-def test_claim_after_restart_recovers_a_half_made_claim(
-    queue: FolderQueue, clock: FakeClock
-) -> None:
-    """The first claim after a restart finds the half-made claim without a reclaim call."""
-    _queued(queue, "t")
-    os.rename(_record_file(queue.root, TaskState.PENDING, "t"),
-              _record_file(queue.root, TaskState.CLAIMED, "t"))
-    assert _claim(_restart(queue.root, clock)).task.id == "t"
-
-
-def test_completer_died_between_write_and_rename(queue: FolderQueue, clock: FakeClock) -> None:
-    """A record in `claimed/` already saying done is moved to done and never run again."""
+def test_completer_died_after_writing_done(queue: FolderQueue, clock: FakeClock) -> None:
+    """A completion whose log never left `claimed/` stays done and is never run again."""
     _queued(queue, "t")
     claim = _claim(queue)
-    _rewrite(_record_file(queue.root, TaskState.CLAIMED, "t"), state="done", lease=None)
+    _crash_before_rename(queue, "t", lambda: queue.complete("t", claim.token))
     restarted = _restart(queue.root, clock)
-    restarted.reclaim_expired()
+    with pytest.raises(LeaseLost):
+        restarted.heartbeat("t", claim.token, lease_s=60)
     assert _where(queue.root, "t") == ["done"]
     clock.advance(3600)
     assert restarted.claim("a", lease_s=60) is None
@@ -772,14 +779,21 @@ def test_completer_died_between_write_and_rename(queue: FolderQueue, clock: Fake
         restarted.complete("t", claim.token)
 
 
-def test_failer_died_between_write_and_rename(queue: FolderQueue, clock: FakeClock) -> None:
-    """A record in `claimed/` already saying pending (a failed attempt) keeps that attempt."""
+def test_reclaim_finishes_a_cut_short_completion(queue: FolderQueue, clock: FakeClock) -> None:
+    """The periodic reclaim moves a done task's log out of `claimed/` without running it."""
     _queued(queue, "t")
-    _claim(queue)
-    _rewrite(
-        _record_file(queue.root, TaskState.CLAIMED, "t"),
-        state="pending", lease=None, attempts=1, not_before=clock() + 10,
-    )
+    claim = _claim(queue)
+    _crash_before_rename(queue, "t", lambda: queue.complete("t", claim.token))
+    clock.advance(3600)
+    assert _restart(queue.root, clock).reclaim_expired() == []
+    assert _where(queue.root, "t") == ["done"]
+
+
+def test_failer_died_after_writing_pending(queue: FolderQueue, clock: FakeClock) -> None:
+    """A failed attempt survives the crash: the task waits for its backoff, then attempt 2."""
+    _queued(queue, "t")
+    claim = _claim(queue)
+    _crash_before_rename(queue, "t", lambda: queue.fail("t", claim.token, reason="red"))
     restarted = _restart(queue.root, clock)
     restarted.reclaim_expired()
     assert _where(queue.root, "t") == ["pending"]
@@ -789,27 +803,53 @@ def test_failer_died_between_write_and_rename(queue: FolderQueue, clock: FakeClo
     assert _claim(restarted).attempt == 2
 
 
-def test_canceller_died_between_write_and_rename_of_a_claimed_task(
+def test_canceller_died_after_writing_cancelled_of_a_claimed_task(
     queue: FolderQueue, clock: FakeClock
 ) -> None:
-    """A record in `claimed/` already saying cancelled ends up in cancelled."""
+    """A cancellation whose log never left `claimed/` ends in cancelled, its holder fenced."""
     _queued(queue, "t")
-    _claim(queue)
-    _rewrite(_record_file(queue.root, TaskState.CLAIMED, "t"), state="cancelled", lease=None)
+    claim = _claim(queue)
+    _crash_before_rename(queue, "t", lambda: queue.cancel("t"))
     restarted = _restart(queue.root, clock)
     restarted.reclaim_expired()
     assert _where(queue.root, "t") == ["cancelled"]
+    with pytest.raises(LeaseLost):
+        restarted.heartbeat("t", claim.token, lease_s=60)
 
 
-def test_canceller_died_between_write_and_rename_of_a_pending_task(
+def test_canceller_died_after_writing_cancelled_of_a_pending_task(
     queue: FolderQueue, clock: FakeClock
 ) -> None:
-    """A record in `pending/` already saying cancelled is never claimed; it ends in cancelled."""
+    """A cancellation whose log never left `pending/` is never claimed; it ends cancelled."""
     _queued(queue, "t")
-    _rewrite(_record_file(queue.root, TaskState.PENDING, "t"), state="cancelled")
+    _crash_before_rename(queue, "t", lambda: queue.cancel("t"))
     restarted = _restart(queue.root, clock)
+    assert restarted.get("t").state == TaskState.CANCELLED
     assert restarted.claim("a", lease_s=60) is None
     assert _where(queue.root, "t") == ["cancelled"]
+
+
+def test_listings_show_the_state_the_log_says(queue: FolderQueue, clock: FakeClock) -> None:
+    """Until a cut-short move is finished, listings show the task as its log says it is."""
+    _queued(queue, "t")
+    _crash_before_rename(queue, "t", lambda: _claim(queue))
+    restarted = _restart(queue.root, clock)
+    assert [(r.task.id, r.state) for r in restarted.records()] == [("t", TaskState.CLAIMED)]
+    assert [r.task.id for r in restarted.records(TaskState.PENDING)] == []
+
+
+def test_a_torn_last_line_is_skipped_and_terminated(queue: FolderQueue, clock: FakeClock) -> None:
+    """A crash mid-append leaves half a line: it is ignored, and the next event is intact."""
+    _queued(queue, "t")
+    path = _record_file(queue.root, TaskState.PENDING, "t")
+    with open(path, "ab") as log:
+        log.write(b'{"event":"claimed","lea')
+    restarted = _restart(queue.root, clock)
+    assert restarted.get("t").state == TaskState.PENDING
+    claim = _claim(restarted)
+    restarted.complete("t", claim.token)
+    assert restarted.get("t").state == TaskState.DONE
+    assert [a.outcome for a in restarted.get("t").history] == ["succeeded"]
 
 
 def test_ingest_died_after_staging_the_file(queue: FolderQueue, clock: FakeClock) -> None:

@@ -235,5 +235,5 @@ def test_sigkill_at_any_point_loses_nothing_and_completes_nothing_twice(tmp_path
     for record in records:
         assert record.state is TaskState.DONE
         assert [a.outcome for a in record.history].count("succeeded") == 1
-        folders = [s for s in TaskState if (root / s.value / f"{record.task.id}.json").exists()]
+        folders = [s for s in TaskState if (root / s.value / f"{record.task.id}.jsonl").exists()]
         assert folders == [TaskState.DONE]
