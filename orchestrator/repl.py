@@ -5,17 +5,19 @@
 
 Each answer streams through the pipeline chunk by chunk, so it benefits from the same dedup,
 cache, retries and budgets as the web API. The conversation so far goes with each prompt.
-`exit`, `quit` or end of input leave; a pipeline error is printed and the prompt comes back.
+`exit`, `quit` or end of input leave; a pipeline error is printed and the prompt comes back;
+Ctrl-C while an answer streams stops that answer, at the prompt it ends the program.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from orchestrator.errors import OrchestratorError
@@ -108,18 +110,51 @@ async def run_repl(
         request = InferenceRequest(
             prompt, messages=tuple(history), session_id=session, max_tokens=max_tokens
         )
-        parts: list[str] = []
+        answer = asyncio.ensure_future(_stream_answer(pipeline, request, out))
         try:
-            async for chunk in pipeline.stream(request):
-                parts.append(chunk.text)
-                out.write(chunk.text)
-                out.flush()
+            with _ctrl_c_cancels(answer):
+                text = await answer
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the REPL itself is being stopped
+            out.write("\n[interrupted]\n")
+            out.flush()
+            continue
         except OrchestratorError as exc:
             out.write(f"\n[error] {exc}\n")
             out.flush()
             continue
         out.write("\n")
         out.flush()
-        history += [Message("user", prompt), Message("assistant", "".join(parts))]
+        history += [Message("user", prompt), Message("assistant", text)]
         answered += 1
     return answered
+
+
+async def _stream_answer(pipeline: Pipeline, request: InferenceRequest, out: TextIO) -> str:
+    parts: list[str] = []
+    async for chunk in pipeline.stream(request):
+        parts.append(chunk.text)
+        out.write(chunk.text)
+        out.flush()
+    return "".join(parts)
+
+
+@contextlib.contextmanager
+def _ctrl_c_cancels(answer: asyncio.Future[str]) -> Iterator[None]:
+    """While the answer streams, Ctrl-C cancels it (back to the prompt) instead of ending the
+    program; the previous handler comes back afterwards. A no-op off the main thread."""
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        loop.add_signal_handler(signal.SIGINT, answer.cancel)
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or Windows
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

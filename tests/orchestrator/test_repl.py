@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import signal
+from collections.abc import AsyncIterator
 
 from pipeline_fakes import ScriptedWorker
 
-from orchestrator import EchoWorker, Pipeline, PipelineConfig, ProviderError
+from orchestrator import (
+    Completion,
+    EchoWorker,
+    InferenceRequest,
+    Pipeline,
+    PipelineConfig,
+    ProviderError,
+    StreamChunk,
+    Usage,
+)
 from orchestrator.repl import PROMPT, run_repl
 
 
@@ -71,6 +84,53 @@ async def test_the_conversation_goes_with_each_prompt() -> None:
         await run_repl(pipeline, stdin=io.StringIO("one\ntwo\n"), stdout=io.StringIO())
     contents = [m.content for m in worker.requests[1].messages_or_prompt]
     assert contents == ["one", "one", "two"]
+
+
+class StuckOnce:
+    """A worker whose first stream never finishes (after one chunk); later calls echo."""
+
+    name = "stuck"
+    default_model = "echo"
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.calls = 0
+
+    async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
+        raise NotImplementedError
+
+    async def stream(
+        self, request: InferenceRequest, *, timeout_s: float
+    ) -> AsyncIterator[StreamChunk]:
+        self.calls += 1
+        text = request.messages_or_prompt[-1].content
+        if self.calls == 1:
+            yield StreamChunk(text="partial ", index=0)
+            self.entered.set()
+            await asyncio.Event().wait()  # never set: only a cancellation ends this answer
+        yield StreamChunk(text=text, index=0, finish_reason="stop", usage=Usage())
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_ctrl_c_stops_the_answer_not_the_repl() -> None:
+    """Ctrl-C (SIGINT) while an answer streams stops that answer; the next prompt is answered
+    and the program's own Ctrl-C handling is back afterwards."""
+    worker = StuckOnce()
+    out = io.StringIO()
+    before = signal.getsignal(signal.SIGINT)
+    async with Pipeline(PipelineConfig(), worker) as pipeline:
+        repl = asyncio.create_task(
+            run_repl(pipeline, stdin=io.StringIO("hang\nafter\n"), stdout=out)
+        )
+        await worker.entered.wait()
+        os.kill(os.getpid(), signal.SIGINT)
+        answered = await repl
+    assert answered == 1
+    assert "partial \n[interrupted]\n" in out.getvalue()
+    assert f"{PROMPT}after\n" in out.getvalue()
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_public_surface() -> None:
