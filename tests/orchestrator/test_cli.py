@@ -149,11 +149,13 @@ def test_reset_wipes_the_file_and_asks_again(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_at_the_prompt_leaves_at_once(tmp_path: Path) -> None:
-    """Ctrl-C while the REPL waits for input ends the command (exit 130) without waiting for
-    another line, the web API shut down with it."""
+    """Ctrl-C while the REPL waits for input (here after one answer) ends the command (exit
+    130) without waiting for another line, the web API shut down with it."""
     (tmp_path / "orchestrator.env").write_text("PROVIDER=echo\nPORT=0\n")
     term = Terminal([], tmp_path)
     term.expect("› ")
+    term.send("one answer")
+    term.expect("one answer\r\none answer\r\n› ")
     os.write(term.fd, b"\x03")
     assert term.wait() == 130
 
