@@ -212,6 +212,25 @@ async def test_fleet_panel_is_hidden_without_a_fleet(site: Site, page: Page) -> 
     assert not await page.is_visible("#panel-fleet")
 
 
+async def test_the_page_runs_without_script_errors(site: Site, browser: Browser) -> None:
+    """Loading the page and following traffic raises no JavaScript error or console error."""
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        await page.goto(f"{site.url}/dashboard")
+        await text_becomes(page, "#connection", "live")
+        site.gate.set()
+        await site.pipeline.infer(InferenceRequest("one question"))
+        await text_becomes(page, "#completed-total", "1")
+        await page.set_viewport_size({"width": 600, "height": 900})  # redraws the chart
+        await text_becomes(page, "#fleet-pending", "4")
+    finally:
+        await page.close()
+    assert errors == []
+
+
 @pytest.mark.parametrize("site", [{"stream_s": 0.3}], indirect=True)
 async def test_the_page_stays_live_across_event_streams(site: Site, page: Page) -> None:
     """When the server ends an event stream the page reconnects and keeps showing new numbers."""
