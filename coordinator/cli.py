@@ -7,14 +7,16 @@ Exit codes: 0 success; 1 the work did not all succeed (or nothing to claim); 2 b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coordinator.errors import CoordinatorError
+from coordinator.errors import ConfigError, CoordinatorError
 from coordinator.task import Priority, TaskState
 
 if TYPE_CHECKING:
@@ -67,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", type=Path,
                      help="directory agents run in (a task's workdir is relative to it)")
     run.add_argument("--no-memory", action="store_true", help="do not record in agent memory")
+    run.add_argument("--orchestrator", metavar="start|URL",
+                     help="route the agents' LLM traffic through an orchestrator: 'start' runs "
+                     "one in this process (configured by PROVIDER, ANTHROPIC_API_KEY, PORT, … "
+                     "or orchestrator.env), a URL uses a running one")
     _db_flag(run)
 
     status = _command(sub, "status", _status, "task counts, running tasks and rejected files")
@@ -152,7 +158,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     from coordinator.config import load_settings
 
     flags = {name: getattr(args, name, None) for name in
-             ("tasks", "agents", "agent", "lease_s", "grace_s", "db", "workdir")}
+             ("tasks", "agents", "agent", "lease_s", "grace_s", "db", "workdir", "orchestrator")}
     return load_settings(flags, config_path=args.config)
 
 
@@ -210,16 +216,17 @@ def _run(args: argparse.Namespace) -> int:
         from memory_db import AgentMemory
 
         memory = AgentMemory(settings.db)
-    fleet_settings = FleetSettings(
-        agents=settings.agents, lease_s=settings.lease_s, grace_s=settings.grace_s,
-        poll_s=settings.poll_s, workdir=settings.workdir,
-    )
     profile = resolve_profile(settings.agent, settings.profiles)
-    with Progress(queue, settings.agents) as progress:
-        fleet = Fleet(queue, profile, settings=fleet_settings, profiles=settings.profiles,
-                      memory=memory, on_event=progress.on_event)
-        with fleet.signals_handled():
-            result = fleet.run(until_empty=args.until_empty)
+    with _traffic(settings.orchestrator, queue) as agent_env:
+        fleet_settings = FleetSettings(
+            agents=settings.agents, lease_s=settings.lease_s, grace_s=settings.grace_s,
+            poll_s=settings.poll_s, workdir=settings.workdir, env=agent_env,
+        )
+        with Progress(queue, settings.agents) as progress:
+            fleet = Fleet(queue, profile, settings=fleet_settings, profiles=settings.profiles,
+                          memory=memory, on_event=progress.on_event)
+            with fleet.signals_handled():
+                result = fleet.run(until_empty=args.until_empty)
     if memory is not None:
         memory.close()
     counts = ", ".join(f"{state.value} {n}" for state, n in result.counts.items() if n)
@@ -227,6 +234,34 @@ def _run(args: argparse.Namespace) -> int:
     if result.stopped_by_signal:
         return 130
     return 0 if result.all_done else 1
+
+
+@contextlib.contextmanager
+def _traffic(where: str | None, queue: FolderQueue) -> Iterator[dict[str, str]]:
+    """The agents' environment for routing their LLM traffic (empty: not routed)."""
+    if not where:
+        yield {}
+        return
+    from coordinator.traffic import EmbeddedOrchestrator, agent_env
+
+    if where != "start":
+        if not where.startswith(("http://", "https://")):
+            raise ConfigError(f"--orchestrator must be 'start' or an http(s) URL, got {where!r}")
+        yield agent_env(where, os.environ.get("API_KEY"))
+        return
+    from orchestrator.errors import OrchestratorError
+
+    embedded = EmbeddedOrchestrator(
+        lambda: {state.value: n for state, n in queue.counts().items()}
+    )
+    with contextlib.ExitStack() as stack:
+        try:
+            env = stack.enter_context(embedded)
+        except (OrchestratorError, RuntimeError) as exc:
+            raise ConfigError(f"could not start the orchestrator: {exc}") from exc
+        print(f"orchestrator: serving on {embedded.url} (dashboard {embedded.url}/dashboard)",
+              file=sys.stderr, flush=True)
+        yield env
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@
     lease_s = 60
     grace_s = 10
     db = "sqlite:///.coordinator/memory.db"
+    orchestrator = "start"   # route agents' LLM traffic through an orchestrator (or a URL)
 
     [profiles.reviewer]      # a named agent profile; tasks pick it with agent = "reviewer"
     command = "claude --print --model opus {prompt}"
@@ -43,6 +44,7 @@ class Settings:
     retry_backoff_s: float = 5.0
     db: str = DEFAULT_DB_URL
     workdir: Path = field(default_factory=Path.cwd)
+    orchestrator: str | None = None  # "start", or the URL of a running orchestrator
     profiles: Mapping[str, AgentProfile] = field(default_factory=dict)
 
 
@@ -57,6 +59,7 @@ _SOURCES: dict[str, tuple[str, type]] = {
     "retry_backoff_s": ("COORDINATOR_RETRY_BACKOFF_S", float),
     "db": ("COORDINATOR_DB_URL", str),
     "workdir": ("COORDINATOR_WORKDIR", Path),
+    "orchestrator": ("COORDINATOR_ORCHESTRATOR", str),
 }
 
 

@@ -1,0 +1,74 @@
+"""Routing the fleet's own LLM traffic through an orchestrator server.
+
+Agents started by the coordinator get `ANTHROPIC_BASE_URL` and `OPENAI_BASE_URL` pointing at
+the orchestrator, so Claude Code and any Anthropic- or OpenAI-SDK program they run send
+their inference through the pipeline: identical concurrent calls from different agents
+reach the upstream once, and every call is metered and visible on its dashboard. Agents
+get the server's token (or a placeholder) as their API key: the real provider key stays
+with the orchestrator and never reaches an agent process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+PLACEHOLDER_KEY = "via-orchestrator"  # the SDKs refuse to start without some key
+
+
+def agent_env(url: str, token: str | None = None) -> dict[str, str]:
+    """The environment that points an agent's Anthropic and OpenAI SDKs at `url`."""
+    url = url.rstrip("/")
+    key = token or PLACEHOLDER_KEY
+    return {
+        "ANTHROPIC_BASE_URL": url,
+        "OPENAI_BASE_URL": f"{url}/v1",
+        "ANTHROPIC_API_KEY": key,
+        "OPENAI_API_KEY": key,
+    }
+
+
+class EmbeddedOrchestrator:
+    """An orchestrator server running inside the coordinator process, for its fleet.
+
+    Settings come from the orchestrator's own sources (flags are not shared): the
+    environment, then `env_file`, then defaults — `PROVIDER`, `ANTHROPIC_API_KEY`, `PORT`, …
+    `fleet_status` feeds the dashboard's fleet panel. Use as a context manager; it yields
+    the environment for agents.
+    """
+
+    def __init__(
+        self,
+        fleet_status: Callable[[], Mapping[str, Any]],
+        *,
+        env_file: Path = Path("orchestrator.env"),
+    ) -> None:
+        self._fleet_status = fleet_status
+        self._env_file = env_file
+        self._server: Any = None
+        self.url = ""
+
+    def __enter__(self) -> dict[str, str]:
+        from orchestrator.server.app import create_app
+        from orchestrator.server.runner import ServerThread
+        from orchestrator.settings import build_pipeline, load_settings
+
+        settings = load_settings(env_file=self._env_file)
+        app = create_app(
+            build_pipeline(settings), settings=settings, fleet_status=self._fleet_status
+        )
+        self._server = ServerThread(app, host=settings.host, port=settings.port)
+        self.url = self._server.start()
+        token = settings.api_key.reveal() if settings.api_key is not None else None
+        return agent_env(self.url, token)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.stop()
