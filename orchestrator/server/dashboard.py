@@ -6,9 +6,13 @@
 JSON `GET /v1/status` returns: the pipeline snapshot's fields and, when a fleet is attached,
 its task counts under `"fleet"`. The page (`dashboard.html`, package data next to this module:
 plain HTML/CSS/JS, no build step, nothing fetched from elsewhere) draws every panel from those
-events alone and keeps the last minutes of throughput itself to draw its chart. Each event
-stream ends after `stream_s` seconds and the browser reconnects on its own, so an open page
-never holds up a server's graceful shutdown for longer than that.
+events alone and keeps the last minutes of throughput itself to draw its chart.
+
+An ASGI app is not told when the server starts shutting down, and uvicorn waits for open
+responses (then cancels them, logging an error, after its graceful-shutdown timeout: 5 s in
+`runner`). So each event stream ends by itself after at most `stream_s` seconds with an `end`
+event, on which the page opens a new stream at once: an open page delays a shutdown by less
+than `stream_s`, and never gets its stream cancelled.
 """
 
 from __future__ import annotations
@@ -54,13 +58,14 @@ def mount_dashboard(
     fleet_status: FleetStatus | None = None,
     *,
     interval_s: float = 1.0,
-    stream_s: float = 30.0,
+    stream_s: float = 4.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Serve the dashboard page and its event stream on `app`.
 
     `interval_s` is the time between two events, `stream_s` how long one event stream lasts
-    before the browser reconnects; `sleep` waits between events. Neither route is in the
+    at most (keep it below the server's graceful-shutdown timeout); `sleep` waits between
+    events. Neither route is in the
     OpenAPI schema. Raises ValueError for a non-positive `interval_s` or `stream_s`, and
     FileNotFoundError if the page is missing from the installed package.
     """
@@ -78,6 +83,7 @@ def mount_dashboard(
                 await sleep(interval_s)
             data = json.dumps(status_payload(pipeline, fleet_status), separators=(",", ":"))
             yield f"event: status\ndata: {data}\n\n"
+        yield "event: end\ndata: {}\n\n"
 
     @app.get("/dashboard", include_in_schema=False)
     async def dashboard_page() -> HTMLResponse:

@@ -7,6 +7,7 @@ requests it sent are answered; every wait is on a condition of the page, never o
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -47,6 +48,13 @@ class Site:
     pipeline: Pipeline
     gate: asyncio.Event
     fleet: dict[str, int]
+    server: uvicorn.Server
+    serving: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        """Shut the server down as uvicorn does on Ctrl-C, and wait until it has."""
+        self.server.should_exit = True
+        await self.serving
 
 
 @pytest.fixture
@@ -64,14 +72,10 @@ async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     pipeline = Pipeline(PipelineConfig(), EchoWorker(latency_s=1.0, sleep=wait_for_gate))
     app = FastAPI()
     fleet_status = (lambda: fleet) if with_fleet else None
-    mount_dashboard(
-        app,
-        pipeline,
-        fleet_status=fleet_status,
-        interval_s=0.1,
-        stream_s=options.get("stream_s", 30.0),
-    )
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    timings = {"interval_s": 0.1} | {k: v for k, v in options.items() if k == "stream_s"}
+    mount_dashboard(app, pipeline, fleet_status=fleet_status, **timings)
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
     # A socket that already listens: the browser's connection waits in its backlog until
     # uvicorn accepts it, so nothing has to wait for the server to come up.
     sock = socket.socket()
@@ -80,12 +84,12 @@ async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     port = sock.getsockname()[1]
     async with pipeline:
         serving = asyncio.create_task(server.serve(sockets=[sock]))
+        site = Site(f"http://127.0.0.1:{port}", pipeline, gate, fleet, server, serving)
         try:
-            yield Site(f"http://127.0.0.1:{port}", pipeline, gate, fleet)
+            yield site
         finally:
             gate.set()
-            server.should_exit = True
-            await serving
+            await site.stop()
             sock.close()
 
 
@@ -243,6 +247,20 @@ async def test_the_page_stays_live_across_event_streams(site: Site, page: Page) 
     await site.pipeline.infer(InferenceRequest("after the reconnects"))
     await text_becomes(page, "#completed-total", "1")
     await text_becomes(page, "#connection", "live")
+
+
+@pytest.mark.parametrize("site", [{"stream_s": 0.5}], indirect=True)
+async def test_an_open_page_never_gets_its_stream_cancelled_at_shutdown(
+    site: Site, page: Page, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the page open and streaming, the server shuts down once the stream has ended by
+    itself, instead of waiting out the graceful timeout and cancelling it."""
+    await text_becomes(page, "#connection", "live")
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        await site.stop()
+    assert "Shutting down" in caplog.text
+    assert "timeout graceful shutdown exceeded" not in caplog.text
+    assert "Exception in ASGI application" not in caplog.text
 
 
 async def test_the_server_serves_the_dashboard_live_over_its_own_traffic(browser: Browser) -> None:

@@ -49,7 +49,7 @@ async def test_page_is_served_as_html_with_no_outside_resources(pipeline: Pipeli
 
 async def test_events_carry_real_snapshots_spaced_by_the_interval(pipeline: Pipeline) -> None:
     """Each event holds the snapshot at the time it was sent; the stream sleeps `interval_s`
-    between events and ends after `stream_s`, telling the browser to reconnect."""
+    between events and, within `stream_s`, ends with an `end` event and nothing after it."""
     slept: list[float] = []
 
     async def sleep(dt_s: float) -> None:
@@ -62,6 +62,7 @@ async def test_events_carry_real_snapshots_spaced_by_the_interval(pipeline: Pipe
         response = await client.get("/dashboard/events")
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.text.startswith("retry: 1000\n\n")
+    assert response.text.endswith("event: end\ndata: {}\n\n")
     events = status_events(response.text)
     assert slept == [0.5, 0.5]
     assert [e["requests_total"] for e in events] == [0, 1, 2]
