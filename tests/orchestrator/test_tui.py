@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Sparkline, Static
 from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
 from orchestrator.metrics import MetricsSnapshot, ProviderSnapshot, StageSnapshot
 from orchestrator.server import ServerTask, create_app
+from orchestrator.settings import ServerSettings
 from orchestrator.tui import DashboardApp, Figure
 
 SIZE = (160, 60)
@@ -283,6 +284,23 @@ async def test_reads_a_running_servers_status_over_http() -> None:
             assert figure(app, "requests-total") == "2"
             assert row(app, "routing", "echo")[1] == "2"
             assert figure(app, "fleet-done") == "7"
+
+
+async def test_a_token_protected_server_is_read_with_the_api_key() -> None:
+    """Against a server with API_KEY, the app reads the status with the key and says 401
+    without it."""
+    settings = ServerSettings(provider="echo", api_key="s3cret-token")
+    app_under_test = create_app(Pipeline(PipelineConfig(), EchoWorker()), settings=settings)
+    async with ServerTask(app_under_test) as url:
+        without = DashboardApp(url, refresh_s=NEVER_S)
+        async with without.run_test(size=SIZE):
+            await without.refresh_status()
+            assert without.last_error is not None and "401" in without.last_error
+        with_key = DashboardApp(url, refresh_s=NEVER_S, api_key="s3cret-token")
+        async with with_key.run_test(size=SIZE):
+            await with_key.refresh_status()
+            assert with_key.last_error is None
+            assert figure(with_key, "requests-total") == "0"
 
 
 @pytest.mark.parametrize("bad", [{"refresh_s": 0}, {"history_s": -1}])
