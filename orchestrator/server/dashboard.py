@@ -65,9 +65,9 @@ def mount_dashboard(
 
     `interval_s` is the time between two events, `stream_s` how long one event stream lasts
     at most (keep it below the server's graceful-shutdown timeout); `sleep` waits between
-    events. Neither route is in the
-    OpenAPI schema. Raises ValueError for a non-positive `interval_s` or `stream_s`, and
-    FileNotFoundError if the page is missing from the installed package.
+    events. Neither route is in the OpenAPI schema. Raises ValueError for a non-positive
+    `interval_s` or `stream_s`, and FileNotFoundError if the page is missing from the
+    installed package.
     """
     if interval_s <= 0:
         raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
