@@ -769,29 +769,28 @@ class FolderQueue:
 
     def cancel(self, task_id: str) -> TaskRecord:
         """Cancel a pending or claimed task (a running agent loses its lease)."""
-        if not is_valid_id(task_id):
-            raise UnknownTask(task_id)
-        with self._locked(task_id):
-            log = self._current(task_id)
-            if log is None:
-                raise UnknownTask(task_id)
-            if log.record.state not in (TaskState.PENDING, TaskState.CLAIMED):
-                raise InvalidTransition(task_id, log.record.state, "cancel")
-            return self._record(log, {"event": "cancelled", "reason": "cancelled"})
+        return self._user_action(task_id, "cancel", (TaskState.PENDING, TaskState.CLAIMED),
+                                 {"event": "cancelled", "reason": "cancelled"})
 
     def retry(self, task_id: str) -> TaskRecord:
         """Send a failed or cancelled task back to `pending` with fresh attempts."""
+        record = self._user_action(task_id, "retry", TERMINAL_FAILURES, {"event": "retried"})
+        self._bump_generation()
+        return record
+
+    def _user_action(
+        self, task_id: str, action: str, allowed: tuple[TaskState, ...], event: dict[str, Any]
+    ) -> TaskRecord:
+        """Record `event` if the task is in one of the `allowed` states; raise otherwise."""
         if not is_valid_id(task_id):
             raise UnknownTask(task_id)
         with self._locked(task_id):
             log = self._current(task_id)
             if log is None:
                 raise UnknownTask(task_id)
-            if log.record.state not in TERMINAL_FAILURES:
-                raise InvalidTransition(task_id, log.record.state, "retry")
-            record = self._record(log, {"event": "retried"})
-        self._bump_generation()
-        return record
+            if log.record.state not in allowed:
+                raise InvalidTransition(task_id, log.record.state, action)
+            return self._record(log, event)
 
     # ------------------------------------------------------------------ reading
 
