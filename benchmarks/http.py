@@ -295,6 +295,9 @@ def main() -> None:
     parser.add_argument("--tag", default="run")
     parser.add_argument("--worker", choices=["anthropic", "echo"], default="anthropic")
     parser.add_argument(
+        "--probe-steps", type=int, default=2, help="bisection steps to locate the max rate"
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=256, help="the pipeline's inference concurrency"
     )
     args = parser.parse_args()
@@ -331,19 +334,41 @@ def main() -> None:
         )
     )
     rows: dict[float, dict[str, Any]] = {}
+
+    def measure(rate: float, note: str = "") -> dict[str, Any]:
+        tag = f"r{rate:g}"
+        direct = load(placement, upstream_url, rate, args.duration, args.warmup, tag + "d")
+        cpu0, wall0 = cpu_seconds(server.pid), time.perf_counter()
+        through = load(placement, server_url, rate, args.duration, args.warmup, tag + "s")
+        server_cpu_s = cpu_seconds(server.pid) - cpu0
+        wall_s = time.perf_counter() - wall0
+        rows[rate] = row = summarise(rate, direct, through, server_cpu_s, wall_s, args)
+        print(format_row(row) + note, flush=True)
+        return row
+
     try:
+        # First calls pay one-off costs (lazy imports in the SDK, connection set-up): pay them
+        # before anything is measured.
+        load(placement, server_url, 100, 2, 0, "warm-server")
+        load(placement, upstream_url, 100, 2, 0, "warm-direct")
         for rate in rates:
-            tag = f"r{rate:g}"
-            direct = load(placement, upstream_url, rate, args.duration, args.warmup, tag + "d")
-            cpu0, wall0 = cpu_seconds(server.pid), time.perf_counter()
-            through = load(placement, server_url, rate, args.duration, args.warmup, tag + "s")
-            server_cpu_s = cpu_seconds(server.pid) - cpu0
-            wall_s = time.perf_counter() - wall0
-            rows[rate] = row = summarise(rate, direct, through, server_cpu_s, wall_s, args)
-            print(format_row(row))
+            measure(rate)
+        # Between the highest rate held and the lowest not held, bisect a few steps.
+        for _ in range(args.probe_steps):
+            held_rates = [r for r, row in rows.items() if row["held"]]
+            failed_rates = [r for r, row in rows.items() if not row["held"]]
+            if not held_rates or not failed_rates:
+                break
+            low = max(held_rates)
+            high = min([r for r in failed_rates if r > low], default=None)
+            if high is None or high - low <= 50:
+                break
+            measure(round((low + high) / 2 / 25) * 25, "  (probe)")
     finally:
         stop_role(server)
-        stop_role(upstream)
+
+    breakdown(placement, upstream_url, rows.get(500.0), args)
+    stop_role(upstream)
 
     held = [rate for rate, row in rows.items() if row["held"]]
     headline = {
@@ -353,6 +378,35 @@ def main() -> None:
         "max_rps": max(held) if held else 0,
     }
     print(json.dumps(headline))
+
+
+def breakdown(
+    placement: Placement, upstream_url: str, row: dict[str, Any] | None, args: argparse.Namespace
+) -> None:
+    """Where the server's CPU goes at 500 req/s: the same server and pipeline with an
+    EchoWorker (HTTP layer + pipeline only) against the AnthropicWorker run (+ SDK and its
+    aiohttp client)."""
+    if row is None:
+        return
+    echo, echo_url = start_role(
+        placement.command(placement.server, "--role", "server", "--worker", "echo")
+    )
+    try:
+        load(placement, echo_url, 100, 2, 0, "warm-echo")
+        cpu0 = cpu_seconds(echo.pid)
+        result = load(placement, echo_url, 500, args.duration, args.warmup, "echo")
+        echo_cpu_ms = (cpu_seconds(echo.pid) - cpu0) * 1000 / ((args.warmup + args.duration) * 500)
+    finally:
+        stop_role(echo)
+    total_ms = row["server_cpu_ms_per_request"]
+    lat = result["latencies_ms"]
+    print(
+        f"where the server's CPU goes at 500 req/s: {total_ms:.2f} ms/request in all; "
+        f"{echo_cpu_ms:.2f} ms with an EchoWorker instead (HTTP layer + pipeline; latency "
+        f"p50/p99 {percentile(lat, 50):.2f}/{percentile(lat, 99):.2f} ms), so the "
+        f"AnthropicWorker (SDK + its aiohttp client) costs about {total_ms - echo_cpu_ms:.2f} "
+        "ms/request"
+    )
 
 
 def _round(value: float | None) -> float | None:

@@ -16,19 +16,19 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, Message, StreamChunk
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
-from orchestrator.server.state import ServerState, state_of
+from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import open_stream, sse, sse_response
 from orchestrator.tokens import estimate_request_tokens
 
 __all__ = ["MessagesBody", "router", "to_request"]
 
 router = APIRouter(tags=["anthropic"])
-State = Annotated[ServerState, Depends(state_of)]
+State = Annotated[ServerState, Depends(server_state)]
 
 # The pipeline speaks OpenAI's finish reasons; Anthropic clients expect these.
 _STOP_REASON = {"stop": "end_turn", "length": "max_tokens", None: "end_turn"}
@@ -134,13 +134,13 @@ def _message_id(request_id: str) -> str:
     responses={200: {"content": {"text/event-stream": {}}}},
     response_model=None,
 )
-async def messages(body: MessagesBody, state: State) -> Response | dict[str, Any]:
+async def messages(body: MessagesBody, state: State) -> Response:
     request = to_request(body)
     if body.stream:
         chunks = await open_stream(state.pipeline, request)
         return sse_response(_events(chunks, request, body.model))
     response = await state.pipeline.infer(request)
-    return {
+    message = {
         "id": _message_id(response.request_id),
         "type": "message",
         "role": "assistant",
@@ -153,6 +153,7 @@ async def messages(body: MessagesBody, state: State) -> Response | dict[str, Any
             "output_tokens": response.usage.output_tokens,
         },
     }
+    return JSONResponse(message)  # already JSON-ready: skip FastAPI's generic encoder
 
 
 async def _events(

@@ -15,18 +15,18 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, Message, StreamChunk, Usage
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
-from orchestrator.server.state import ServerState, state_of
+from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import open_stream, sse, sse_response
 
 __all__ = ["ChatBody", "router", "to_request"]
 
 router = APIRouter(tags=["openai"])
-State = Annotated[ServerState, Depends(state_of)]
+State = Annotated[ServerState, Depends(server_state)]
 
 
 class ContentPart(BaseModel):
@@ -142,7 +142,7 @@ def _usage(usage: Usage) -> dict[str, int]:
     responses={200: {"content": {"text/event-stream": {}}}},
     response_model=None,
 )
-async def chat_completions(body: ChatBody, state: State) -> Response | dict[str, Any]:
+async def chat_completions(body: ChatBody, state: State) -> Response:
     request = to_request(body)
     created = int(state.wall_clock())
     if body.stream:
@@ -150,7 +150,7 @@ async def chat_completions(body: ChatBody, state: State) -> Response | dict[str,
         chunks = await open_stream(state.pipeline, request)
         return sse_response(_chunks(chunks, body.model, created, include_usage))
     response = await state.pipeline.infer(request)
-    return {
+    completion = {
         "id": _completion_id(),
         "object": "chat.completion",
         "created": created,
@@ -165,6 +165,7 @@ async def chat_completions(body: ChatBody, state: State) -> Response | dict[str,
         ],
         "usage": _usage(response.usage),
     }
+    return JSONResponse(completion)  # already JSON-ready: skip FastAPI's generic encoder
 
 
 async def _chunks(

@@ -15,7 +15,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority, StreamChunk
 from orchestrator.server.feedback import Feedback
 from orchestrator.server.http_errors import field_path, from_exception
-from orchestrator.server.state import ServerState, state_of
+from orchestrator.server.state import ServerState, server_state, state_of
 from orchestrator.server.streaming import open_stream, sse, sse_response
 
 __all__ = ["FeedbackBody", "PromptBody", "PromptResult", "chunk_json", "router"]
@@ -23,7 +23,7 @@ __all__ = ["FeedbackBody", "PromptBody", "PromptResult", "chunk_json", "router"]
 log = logging.getLogger(__name__)
 
 router = APIRouter()
-State = Annotated[ServerState, Depends(state_of)]
+State = Annotated[ServerState, Depends(server_state)]
 
 
 class PromptBody(BaseModel):

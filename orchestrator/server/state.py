@@ -13,7 +13,7 @@ from orchestrator.pipeline import Pipeline
 from orchestrator.server.feedback import FeedbackLog
 from orchestrator.settings import ServerSettings
 
-__all__ = ["ServerState", "state_of"]
+__all__ = ["ServerState", "server_state", "state_of"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,3 +32,9 @@ def state_of(connection: HTTPConnection) -> ServerState:
     """The `ServerState` of the app serving `connection` (a FastAPI dependency)."""
     state: ServerState = connection.app.state.orchestrator
     return state
+
+
+async def server_state(connection: HTTPConnection) -> ServerState:
+    """`state_of` as a FastAPI dependency (async, so FastAPI runs it inline rather than
+    hopping to its thread pool on every request)."""
+    return state_of(connection)
