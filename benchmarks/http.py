@@ -349,8 +349,8 @@ def main() -> None:
     try:
         # First calls pay one-off costs (lazy imports in the SDK, connection set-up): pay them
         # before anything is measured.
-        load(placement, server_url, 100, 2, 0, "warm-server")
-        load(placement, upstream_url, 100, 2, 0, "warm-direct")
+        load(placement, server_url, 100, 2 * args.warmup, 0, "warm-server")
+        load(placement, upstream_url, 100, 2 * args.warmup, 0, "warm-direct")
         for rate in rates:
             measure(rate)
         # Between the highest rate held and the lowest not held, bisect a few steps.
@@ -392,7 +392,7 @@ def breakdown(
         placement.command(placement.server, "--role", "server", "--worker", "echo")
     )
     try:
-        load(placement, echo_url, 100, 2, 0, "warm-echo")
+        load(placement, echo_url, 100, 2 * args.warmup, 0, "warm-echo")
         cpu0 = cpu_seconds(echo.pid)
         result = load(placement, echo_url, 500, args.duration, args.warmup, "echo")
         echo_cpu_ms = (cpu_seconds(echo.pid) - cpu0) * 1000 / ((args.warmup + args.duration) * 500)

@@ -1,0 +1,44 @@
+"""The HTTP benchmark runs end to end (three processes) and reports its headline last."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "http.py"
+
+
+def test_a_short_benchmark_prints_the_headline_json() -> None:
+    """A short run at low rates holds them, measures the overhead and ends with the JSON."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARK),
+            "--rates",
+            "50,500",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--probe-steps",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    lines = out.stdout.strip().splitlines()
+    headline = json.loads(lines[-1])
+    assert set(headline) == {
+        "overhead_p50_ms_500rps",
+        "overhead_p99_ms_500rps",
+        "overhead_p99_ms_1000rps",
+        "max_rps",
+    }
+    assert headline["max_rps"] >= 50  # 50 req/s is far below what one server process carries
+    assert headline["overhead_p50_ms_500rps"] is not None
+    assert headline["overhead_p99_ms_1000rps"] is None  # not measured in this run
+    assert any(line.startswith("placement:") for line in lines)
