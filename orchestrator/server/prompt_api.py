@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
@@ -180,8 +181,11 @@ async def _answer_ws(websocket: WebSocket, state: ServerState, message: str) -> 
         return
     request = body.to_request()
     try:
-        async for chunk in state.pipeline.stream(request):
-            await websocket.send_json(chunk_json(chunk, request.request_id))
+        # aclosing: if sending fails (the client left), the pipeline's stream is closed now,
+        # not whenever the garbage collector finds it.
+        async with aclosing(state.pipeline.stream(request)) as chunks:
+            async for chunk in chunks:
+                await websocket.send_json(chunk_json(chunk, request.request_id))
     except OrchestratorError as exc:
         await websocket.send_json(from_exception(exc).body_for("native"))
 
