@@ -261,6 +261,19 @@ def _env() -> dict[str, str]:
     return env
 
 
+def cpu_busy_seconds(cpus: str) -> float:
+    """Busy (non-idle) seconds so far of the CPUs listed in `cpus` ("1" or "0,1"), all
+    processes together, from /proc/stat."""
+    wanted = {f"cpu{c}" for c in cpus.split(",")}
+    busy = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name in wanted:
+            ticks = [int(v) for v in values]
+            busy += sum(ticks[:8]) - ticks[3] - ticks[4]  # everything but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by process `pid`."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -339,10 +352,14 @@ def main() -> None:
         tag = f"r{rate:g}"
         direct = load(placement, upstream_url, rate, args.duration, args.warmup, tag + "d")
         cpu0, wall0 = cpu_seconds(server.pid), time.perf_counter()
+        busy0 = cpu_busy_seconds(placement.server)
         through = load(placement, server_url, rate, args.duration, args.warmup, tag + "s")
         server_cpu_s = cpu_seconds(server.pid) - cpu0
         wall_s = time.perf_counter() - wall0
+        # Time the server's CPU spent on anything else: other processes sharing the machine.
+        others_s = max(0.0, cpu_busy_seconds(placement.server) - busy0 - server_cpu_s)
         rows[rate] = row = summarise(rate, direct, through, server_cpu_s, wall_s, args)
+        row["server_cpu_other_load"] = others_s / wall_s
         print(format_row(row) + note, flush=True)
         return row
 
@@ -450,7 +467,8 @@ def format_row(row: dict[str, Any]) -> str:
         f"added {row['overhead_p50_ms']:+.2f}/{row['overhead_p95_ms']:+.2f}/"
         f"{row['overhead_p99_ms']:+.2f} ms | errors direct {row['direct_errors']} server "
         f"{row['server_errors']} {row['server_error_kinds'] or ''} | server CPU "
-        f"{row['server_cpu_ms_per_request']:.2f} ms/req ({row['server_cpu_utilisation']:.0%}) | "
+        f"{row['server_cpu_ms_per_request']:.2f} ms/req ({row['server_cpu_utilisation']:.0%}; "
+        f"other processes {row['server_cpu_other_load']:.0%}) | "
         f"{'held' if row['held'] else 'NOT held'}"
     )
 
