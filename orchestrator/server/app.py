@@ -3,8 +3,9 @@
     app = create_app(pipeline, settings=settings)
 
 The routers live in their own modules (`prompt_api`, `anthropic_api`, `openai_api`,
-`prometheus`); this module only wires them, the auth middleware, the body limit and the error
-handlers that keep every client mistake a 4xx in the caller's API dialect.
+`prometheus`, and the `/mcp` and `/dashboard` mounts); this module only wires them, the auth
+middleware, the body limit and the error handlers that keep every client mistake a 4xx in the
+caller's API dialect.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def create_app(
 
     With `start_pipeline` (the default) the app starts the pipeline when the server starts and
     closes it when the server stops, in the server's event loop; pass False when you run the
-    pipeline yourself in that loop. `settings` gives the bearer token (`api_key`), the body
-    limit and the model name; None means no auth and the default limit. `fleet_status`, when
+    pipeline yourself in that loop. `settings` gives the bearer token (`api_key`) and the body
+    limit; None means no auth and the default limit. `fleet_status`, when
     given, is called on each `GET /v1/status` and its result shown under `"fleet"`.
     """
 

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from orchestrator import EchoWorker, Pipeline, PipelineConfig, Worker
+from orchestrator.errors import ProviderError
+from orchestrator.request import Completion, InferenceRequest, StreamChunk
 from orchestrator.server import ServerThread, create_app
 
 
 def echo_pipeline(*workers: Worker, **config: Any) -> Pipeline:
     """A pipeline over `workers` (default: one EchoWorker) with `config` overrides."""
     return Pipeline(PipelineConfig(**config), *(workers or (EchoWorker(),)))
+
+
+class FailsMidStream:
+    """A worker whose stream sends one chunk, then fails (not retryable)."""
+
+    name = "midstream"
+    default_model = "echo"
+
+    async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
+        raise ProviderError(self.name, "not used", retryable=False)
+
+    async def stream(
+        self, request: InferenceRequest, *, timeout_s: float
+    ) -> AsyncIterator[StreamChunk]:
+        yield StreamChunk(text="partial ", index=0)
+        raise ProviderError(self.name, "upstream cut the stream", status=500, retryable=False)
+
+    async def aclose(self) -> None:
+        return None
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import anthropic
 import pytest
-from conftest import echo_pipeline
+from conftest import FailsMidStream, echo_pipeline
 from fakes import FakeAnthropic
 from pipeline_fakes import ScriptedWorker
 
@@ -154,3 +154,33 @@ async def test_sdk_traffic_reaches_a_real_anthropic_upstream_through_the_pipelin
     assert "".join(streamed) == "Hello from upstream" and len(streamed) == 3
     assert final.usage.output_tokens == 3 and final.usage.input_tokens == 1
     assert upstream.request_count == 2
+
+
+def test_an_error_mid_stream_reaches_the_sdk_as_an_error_event(
+    start_server: Callable[..., str],
+) -> None:
+    """After the first chunk, a failure arrives as Anthropic's `error` event; the SDK raises."""
+    url = start_server(echo_pipeline(FailsMidStream()))
+    received: list[str] = []
+    with (
+        pytest.raises(anthropic.APIStatusError, match="cut the stream"),
+        client(url).messages.stream(
+            model="echo", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        ) as stream,
+    ):
+        received.extend(stream.text_stream)
+    assert received == ["partial "]
+
+
+def test_a_refusal_before_streaming_is_an_http_status(start_server: Callable[..., str]) -> None:
+    """A streamed request refused before its first chunk gets the refusal's HTTP status."""
+    pipeline = Pipeline(PipelineConfig(global_budget_usd=1e-9), EchoWorker(model="claude-opus-4-1"))
+    url = start_server(pipeline)
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        client(url).messages.stream(
+            model="claude-opus-4-1", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        ) as stream,
+    ):
+        stream.get_final_message()
+    assert caught.value.status_code == 402

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import openai
 import pytest
-from conftest import echo_pipeline
+from conftest import FailsMidStream, echo_pipeline
 from pipeline_fakes import ScriptedWorker
 
 
@@ -116,3 +116,15 @@ def test_tool_calls_are_refused_naming_the_field(start_server: Callable[..., str
             tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
         )
     assert caught.value.body["param"] == "tools"  # type: ignore[index]
+
+
+def test_an_error_mid_stream_reaches_the_sdk(start_server: Callable[..., str]) -> None:
+    """After the first chunk, a failure arrives as an error data chunk; the SDK raises."""
+    url = start_server(echo_pipeline(FailsMidStream()))
+    received: list[str] = []
+    with pytest.raises(openai.APIError, match="cut the stream"):
+        for chunk in client(url).chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": "hi"}], stream=True
+        ):
+            received.extend(c.delta.content or "" for c in chunk.choices)
+    assert "".join(received) == "partial "
