@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -114,6 +115,10 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: Any = None) -> None:
         try:
             await super().startup(sockets)
+            # Everything alive now (modules, SDK types, the app) lives as long as the process:
+            # keep it out of the cyclic GC's scans. Measured at 500 req/s: a full collection
+            # while serving took 140-200 ms without this (270k objects) and 10 ms with it.
+            gc.freeze()
         finally:
             self._on_started()
 
