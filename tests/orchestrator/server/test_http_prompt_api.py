@@ -8,7 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import echo_pipeline
 from websockets.sync.client import connect
+
+from orchestrator.server import ServerThread, create_app
+from orchestrator.settings import ServerSettings
 
 
 def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
@@ -107,8 +111,6 @@ def test_a_non_json_body_is_a_400(start_server: Callable[..., str]) -> None:
 
 def test_an_oversized_body_is_refused_with_413(start_server: Callable[..., str]) -> None:
     """Bodies over the limit get 413, whether declared by length or sent chunked."""
-    from orchestrator.settings import ServerSettings
-
     url = start_server(settings=ServerSettings(provider="echo", max_body_bytes=1024))
     big = json.dumps({"input": "x" * 4096}).encode()
     declared = httpx.post(url + "/v1/prompt", content=big)
@@ -172,3 +174,11 @@ def test_health_and_openapi_are_served(start_server: Callable[..., str]) -> None
     paths = httpx.get(url + "/openapi.json").json()["paths"]
     for path in ("/v1/prompt", "/v1/messages", "/v1/chat/completions", "/v1/models", "/metrics"):
         assert path in paths
+
+
+def test_a_server_that_cannot_bind_says_so(start_server: Callable[..., str]) -> None:
+    """Starting a second server on a port in use raises instead of hanging."""
+    url = start_server()
+    port = int(url.rsplit(":", 1)[1])
+    with pytest.raises(RuntimeError, match="did not start"):
+        ServerThread(create_app(echo_pipeline()), port=port).start()
