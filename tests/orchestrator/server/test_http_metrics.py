@@ -7,6 +7,8 @@ from collections.abc import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchestrator import EchoWorker, Pipeline, PipelineConfig
+
 
 def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """{sample name: {sorted labels: value}} from one scrape."""
@@ -52,8 +54,6 @@ def test_every_series_is_prefixed_and_labelled(start_server: Callable[..., str])
 
 def test_errors_are_counted_by_type(start_server: Callable[..., str]) -> None:
     """A refused request shows in orchestrator_errors_total under its error type."""
-    from orchestrator import EchoWorker, Pipeline, PipelineConfig
-
     url = start_server(
         Pipeline(PipelineConfig(global_budget_usd=1e-9), EchoWorker(model="claude-opus-4-1"))
     )
