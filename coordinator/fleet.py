@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +29,9 @@ from coordinator.queue import Claim, FolderQueue
 from coordinator.task import TaskState
 
 log = logging.getLogger(__name__)
+
+# Each command runs under the supervisor, which takes its process group down if we die.
+_SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 
 
 class AttemptMemory(Protocol):
@@ -294,12 +298,14 @@ class Fleet:
         stdin_path: Path | None,
         deadline: float,
     ) -> _Outcome:
-        """Run one command in its own process group, renewing the lease while it runs."""
+        """Run one command in its own process group (under the supervisor), renewing the lease
+        while it runs."""
         stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             proc = subprocess.Popen(
-                command, shell=True, cwd=cwd, env=env, stdin=stdin, stdout=log_file,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-I", _SUPERVISOR, str(os.getpid()), command], cwd=cwd,
+                env=env, stdin=stdin, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         finally:
             if stdin_path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -50,7 +50,13 @@ class Lease:
         return now >= self.expires_at
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        owner = self.owner
+        return {
+            "agent": self.agent, "token": self.token, "claimed_at": self.claimed_at,
+            "expires_at": self.expires_at, "agent_pgid": self.agent_pgid,
+            "owner": None if owner is None else
+            {"host": owner.host, "pid": owner.pid, "started": owner.started},
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Lease:

@@ -157,6 +157,7 @@ class FolderQueue:
         self._not_before: dict[str, float] = {}  # backoffs seen, per view of pending/
         self._candidates = _Candidates()
         self._next_reclaim_at = 0.0
+        self._inbox_seen = (0.0, 0.0)  # the inbox folder's mtime when listed, and when
 
     # ------------------------------------------------------------------ paths and locks
 
@@ -559,7 +560,7 @@ class FolderQueue:
                 agent=agent,
                 attempt=record.attempts + 1,
                 expires_at=lease.expires_at,
-                source=self.root / record.source,
+                source=Path(f"{self.root}/{record.source}"),
             )
 
     # ------------------------------------------------------------------ lease holders
@@ -678,10 +679,26 @@ class FolderQueue:
 
     # ------------------------------------------------------------------ recovery
 
+    def _inbox_changed(self) -> bool:
+        """Whether a file may have arrived in the inbox since we last listed it.
+
+        The folder's mtime changes when an entry is added. It is coarse (a few ms), so an
+        unchanged mtime proves nothing new only if it was already older than our last look
+        by more than that coarseness; otherwise list again."""
+        try:
+            mtime = os.stat(self.root).st_mtime
+        except FileNotFoundError:
+            return False
+        seen_mtime, listed_at = self._inbox_seen
+        if mtime == seen_mtime and seen_mtime < listed_at - 0.05:
+            return False
+        self._inbox_seen = (mtime, time.time())
+        return True
+
     def _housekeeping(self) -> None:
         """Ingest new files and, now and then, finish a crashed ingest and take back expired
         leases."""
-        if self._inbox():
+        if self._inbox_changed() and self._inbox():
             self.ingest()
         if self._clock() >= self._next_reclaim_at:
             self._next_reclaim_at = self._clock() + self._reclaim_every_s
