@@ -12,9 +12,10 @@ The upstream base URLs are `ANTHROPIC_UPSTREAM_URL` / `OPENAI_UPSTREAM_URL`, not
 `ANTHROPIC_BASE_URL` / `OPENAI_BASE_URL`: those point agents *at this server*, and a shell that
 has them set must not make the server forward to itself.
 
-The env file is `KEY=VALUE` lines (blank lines and `#` comments allowed, no quoting, no
-multi-line values); `write_env_file` writes it atomically with mode 0600, `read_env_file` reads
-it back. API keys are held as `Secret`, whose repr and str are masked.
+The env file is `KEY=VALUE` lines (blank lines and `#` comments allowed; one pair of quotes
+around a value is removed on reading; no multi-line values); `write_env_file` writes it
+atomically with mode 0600, `read_env_file` reads it back. API keys are held as `Secret`, whose
+repr and str are masked.
 """
 
 from __future__ import annotations
@@ -320,7 +321,10 @@ def read_env_file(path: Path) -> dict[str, str]:
             raise SettingsError(
                 f"{path}:{number}: expected KEY=VALUE, got {stripped[:40]!r}", names=(key,)
             )
-        entries[key] = value.strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]  # KEY="value" as hand-written files often have it
+        entries[key] = value
     return entries
 
 
@@ -335,6 +339,8 @@ def write_env_file(path: Path, entries: Mapping[str, str]) -> None:
             raise ValueError(f"env key must be an identifier, got {key!r}")
         if "\n" in value or "\r" in value or value != value.strip():
             raise ValueError(f"env value for {key} must be one line without outer spaces")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            raise ValueError(f"env value for {key} must not be wrapped in quotes")
     path = Path(path)
     body = "".join(f"{key}={value}\n" for key, value in entries.items())
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))

@@ -74,8 +74,11 @@ def test_env_file_round_trips_with_owner_only_mode(tmp_path: Path) -> None:
 
 
 def test_env_file_reading_skips_comments_and_names_bad_lines(tmp_path: Path) -> None:
-    """Comments and blank lines are skipped; a line without '=' is named by file and line."""
+    """Comments and blank lines are skipped, quotes around a value removed; a line without '='
+    is named by file and line."""
     path = tmp_path / "orchestrator.env"
+    path.write_text("# settings\n\nPROVIDER=echo\nMODEL=\"m 1\"\n")
+    assert read_env_file(path) == {"PROVIDER": "echo", "MODEL": "m 1"}
     path.write_text("# settings\n\nPROVIDER=echo\nnonsense\n")
     with pytest.raises(SettingsError, match=r"orchestrator.env:4"):
         read_env_file(path)
