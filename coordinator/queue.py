@@ -8,15 +8,16 @@ Layout under the queue's root (the tasks folder):
     rejected/<file>         a rejected task file, byte for byte, with <file>.error beside it
     sources/<file>          an accepted task file, byte for byte
     logs/<id>/attempt-N.log
-    .queue/                 locks, the ingest staging folder, the task index, counters
+    .queue/                 the ingest lock and staging folder, the task index, counters
 
 A task's record is an append-only log of events (created, claimed, heartbeat, ended,
 cancelled, retried, dependency_failed), one JSON object per line; its current state is the
-fold of the log. Every change happens under the task's file lock (`filelock`, on one of a
-fixed set of lock files) in two atomic steps: append the event, then rename the log into
-the folder of the state it leads to. A crash between the two leaves the log in the old
-folder with the new event; whoever next holds the lock finishes the rename. A crash
-mid-append leaves a torn last line, which readers skip and the next append terminates.
+fold of the log. Every change happens under a lock on the log file itself (`flock` through
+filelock's `lock_descriptor`; the file keeps its inode as it moves) in two atomic steps:
+append the event, then rename the log into the folder of the state it leads to. A crash
+between the two leaves the log in the old folder with the new event; whoever next holds
+the lock finishes the rename. A crash mid-append leaves a torn last line, which readers
+skip and the next append terminates.
 So a task is always in exactly one file, nothing is lost, and the hot path creates no
 files (creating a file costs ~0.5 ms on this kind of ext4; an append or rename ~20 µs).
 """
@@ -30,12 +31,11 @@ import signal
 import stat
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout, lock_descriptor, unlock_descriptor
+from filelock import FileLock, Timeout, lock_descriptor
 
 from coordinator.errors import (
     InvalidTransition,
@@ -79,7 +79,6 @@ RECORD_STATES = (
     TaskState.CANCELLED,
 )
 TERMINAL_FAILURES = (TaskState.FAILED, TaskState.CANCELLED)
-LOCK_STRIPES = 256  # lock files, created once; a task's lock is the stripe its id hashes to
 SUFFIX = ".jsonl"
 
 
@@ -97,13 +96,16 @@ class _Candidates:
 
 
 class _Log:
-    """A task's event log as read from disk: where it is, its record, and whether its last
-    line was torn by a crash (the next append must start on a fresh line)."""
+    """A task's event log as read from disk: its record, whether its last line was torn by
+    a crash (the next append must start on a fresh line), and, while open for changes, the
+    locked descriptor and the folder it is in."""
 
-    __slots__ = ("folder", "record", "torn")
+    __slots__ = ("fd", "folder", "inode", "record", "torn")
 
-    def __init__(self, folder: TaskState, record: TaskRecord, torn: bool) -> None:
-        self.folder, self.record, self.torn = folder, record, torn
+    def __init__(self, record: TaskRecord, *, torn: bool, inode: int) -> None:
+        self.record, self.torn, self.inode = record, torn, inode
+        self.fd = -1
+        self.folder = record.state
 
 
 class FolderQueue:
@@ -168,93 +170,90 @@ class FolderQueue:
         """Where the fleet writes the output of one attempt."""
         return self.root / "logs" / task_id / f"attempt-{attempt}.log"
 
-    def _stripe(self, task_id: str) -> str:
-        # Lock files are striped: a fixed set, so the hot path never creates a file.
-        return f"{self._locks_dir}/stripe-{zlib.crc32(task_id.encode()) % LOCK_STRIPES:03}.lock"
-
-    def _acquire(self, task_id: str, *, timeout_s: float) -> int | None:
-        """Lock the task; return the descriptor holding the lock, or None after `timeout_s`.
-
-        A fresh descriptor per acquisition: `flock` excludes open file descriptions, so
-        threads of one process exclude each other as processes do."""
-        fd = os.open(self._stripe(task_id), os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + timeout_s
-        while not lock_descriptor(fd, blocking=False):
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.001)  # locks are held for a few file operations at most
-        return fd
-
     @contextlib.contextmanager
-    def _locked(self, task_id: str, *, timeout_s: float = 10.0) -> Iterator[None]:
-        fd = self._acquire(task_id, timeout_s=timeout_s)
-        if fd is None:
-            raise LockTimeout(task_id, timeout_s)
-        try:
-            yield
-        finally:
-            _release(fd)
+    def _opened(
+        self, task_id: str, first: TaskState | None = None, *, wait_s: float = 10.0
+    ) -> Iterator[_Log | None]:
+        """The task's log, open and locked for changes until the block ends.
 
-    @contextlib.contextmanager
-    def _try_locked(self, task_id: str) -> Iterator[bool]:
-        """Yield whether the task's lock was free (and is now held until the block ends)."""
-        fd = self._acquire(task_id, timeout_s=0)
+        The lock is `flock` on the log itself (through filelock's `lock_descriptor`): the
+        file keeps its inode as it moves between folders, so whoever holds it excludes every
+        other changer, wherever they found the file. Yields None if the task is unknown, or
+        if it is locked and `wait_s` is 0; raises `LockTimeout` after a longer wait.
+        `first` is the folder to look in first."""
+        opened = self._open_any(task_id, first)
+        if opened is None:
+            yield None
+            return
+        fd, folder = opened
         try:
-            yield fd is not None
+            deadline = time.monotonic() + wait_s
+            while not lock_descriptor(fd, blocking=False):
+                if wait_s <= 0:
+                    yield None
+                    return
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(task_id, wait_s)
+                time.sleep(0.001)  # a lock is held for a few file operations at most
+            log = _parse(_read_all(fd), os.fstat(fd).st_ino)
+            if log is None:
+                yield None
+                return
+            log.fd = fd
+            log.folder = self._find(task_id, log, folder)
+            if log.folder != log.record.state:  # the event was written, the rename was not
+                self._move(log)
+            yield log
         finally:
-            if fd is not None:
-                _release(fd)
+            os.close(fd)  # closing releases the lock
 
-    # ------------------------------------------------------------------ event logs
+    def _open_any(self, task_id: str, first: TaskState | None) -> tuple[int, TaskState] | None:
+        order = RECORD_STATES if first is None else (first, *RECORD_STATES)
+        for _ in range(3):  # the log may move between our looks; look again
+            for folder in order:
+                try:
+                    return os.open(self._path(folder, task_id), os.O_RDWR | os.O_APPEND), folder
+                except FileNotFoundError:
+                    continue
+        return None
+
+    def _find(self, task_id: str, log: _Log, opened_in: TaskState) -> TaskState:
+        """The folder holding our (locked) log: moves finish under the lock, so it is where
+        its state says, where we opened it, or — after a crash — where the move began."""
+        for folder in (log.record.state, opened_in, *RECORD_STATES):
+            try:
+                if os.stat(self._path(folder, task_id)).st_ino == log.inode:
+                    return folder
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(f"the log of task {task_id!r} vanished")
+
+    def _move(self, log: _Log) -> None:
+        task_id = log.record.task.id
+        os.rename(self._path(log.folder, task_id), self._path(log.record.state, task_id))
+        log.folder = log.record.state
 
     def _read(self, folder: TaskState, task_id: str) -> _Log | None:
+        """The log in `folder`, read without the lock (a snapshot, for readers)."""
         try:
-            with open(self._path(folder, task_id), "rb") as f:
-                data = f.read()
+            fd = os.open(self._path(folder, task_id), os.O_RDONLY)
         except FileNotFoundError:
             return None
-        events = []
-        for line in data.split(b"\n"):
-            if line:
-                try:
-                    events.append(json.loads(line))
-                except ValueError:
-                    continue  # torn by a crash mid-append (or being appended right now)
-        if not events or events[0].get("event") != "created":
-            return None  # a create cut short; ingest rewrites it
-        return _Log(folder, TaskRecord.from_events(events), torn=not data.endswith(b"\n"))
-
-    def _record(self, log: _Log, event: dict[str, Any]) -> TaskRecord:
-        """Append `event` to the task's log, then move the log to the folder of its state."""
-        event["at"] = self._clock()
-        line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
-        task_id = log.record.task.id
-        path = self._path(log.folder, task_id)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(fd, b"\n" + line if log.torn else line)
+            return _parse(_read_all(fd), 0)
         finally:
             os.close(fd)
-        record = log.record._apply(event)
-        if record.state != log.folder:
-            os.rename(path, self._path(record.state, task_id))
-        return record
 
-    def _current(self, task_id: str, first: TaskState | None = None) -> _Log | None:
-        """The task's log, with any move a crash cut short finished (hold the task's lock).
-
-        `first` is the folder to look in first."""
-        order = RECORD_STATES if first is None else (first, *RECORD_STATES)
-        for folder in order:
-            log = self._read(folder, task_id)
-            if log is None:
-                continue
-            if log.record.state != folder:  # the event was written, the rename was not
-                os.rename(self._path(folder, task_id), self._path(log.record.state, task_id))
-                log.folder = log.record.state
-            return log
-        return None
+    def _record(self, log: _Log, event: dict[str, Any]) -> TaskRecord:
+        """Append `event` to the (locked) log, then move it to the folder of its new state."""
+        event["at"] = self._clock()
+        line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        os.write(log.fd, b"\n" + line if log.torn else line)
+        log.torn = False
+        log.record = log.record._apply(event)
+        if log.record.state != log.folder:
+            self._move(log)
+        return log.record
 
     def _locate(self, task_id: str) -> TaskRecord | None:
         """The task's record wherever it is (a snapshot, read without the lock)."""
@@ -527,25 +526,16 @@ class FolderQueue:
         return True
 
     def _fail_pending(self, task_id: str, reason: str) -> None:
-        with self._try_locked(task_id) as locked:
-            if not locked:
-                return
-            log = self._current(task_id, TaskState.PENDING)
+        with self._opened(task_id, TaskState.PENDING, wait_s=0) as log:
             if log is not None and log.record.state == TaskState.PENDING:
                 self._record(log, {"event": "dependency_failed", "reason": reason})
 
     def _try_claim(
         self, task_id: str, agent: str, lease_s: float, owner: Owner | None, now: float
     ) -> Claim | None:
-        with self._try_locked(task_id) as locked:
-            if not locked:
-                return None  # someone else is claiming or changing it right now
-            log = self._read(TaskState.PENDING, task_id)
-            if log is None:
-                return None  # taken meanwhile
-            if log.record.state != TaskState.PENDING:
-                self._current(task_id, TaskState.PENDING)  # finish a move a crash cut short
-                return None
+        with self._opened(task_id, TaskState.PENDING, wait_s=0) as log:
+            if log is None or log.record.state != TaskState.PENDING:
+                return None  # being changed right now, or taken meanwhile
             if log.record.not_before > now:
                 self._not_before[task_id] = log.record.not_before
                 return None
@@ -570,8 +560,7 @@ class FolderQueue:
         """The claimed task's log, under its lock, if `token` still holds its lease."""
         if not is_valid_id(task_id):
             raise UnknownTask(task_id)
-        with self._locked(task_id):
-            log = self._current(task_id, TaskState.CLAIMED)
+        with self._opened(task_id, TaskState.CLAIMED) as log:
             if log is None:
                 raise UnknownTask(task_id)
             record = log.record
@@ -717,12 +706,9 @@ class FolderQueue:
             ids = [e.name[: -len(SUFFIX)] for e in entries
                    if e.name.endswith(SUFFIX) and not e.name.startswith(".")]
         for task_id in ids:
-            with self._try_locked(task_id) as locked:
-                if not locked:
-                    continue  # being claimed or renewed right now
-                log = self._current(task_id, TaskState.CLAIMED)
+            with self._opened(task_id, TaskState.CLAIMED, wait_s=0) as log:
                 if log is None or log.record.state != TaskState.CLAIMED:
-                    continue  # finished meanwhile (or a cut-short move was just finished)
+                    continue  # being changed right now, finished, or a cut-short move
                 why = self._lease_problem(log.record)
                 if why is None:
                     continue
@@ -801,8 +787,7 @@ class FolderQueue:
         """Record `event` if the task is in one of the `allowed` states; raise otherwise."""
         if not is_valid_id(task_id):
             raise UnknownTask(task_id)
-        with self._locked(task_id):
-            log = self._current(task_id)
+        with self._opened(task_id) as log:
             if log is None:
                 raise UnknownTask(task_id)
             if log.record.state not in allowed:
@@ -879,11 +864,24 @@ def _atomic_write(path: str, data: bytes) -> None:
     os.rename(tmp, path)
 
 
-def _release(fd: int) -> None:
-    try:
-        unlock_descriptor(fd)
-    finally:
-        os.close(fd)
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(data: bytes, inode: int) -> _Log | None:
+    events = []
+    for line in data.split(b"\n"):
+        if line:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue  # torn by a crash mid-append (or being appended right now)
+    if not events or events[0].get("event") != "created":
+        return None  # a create cut short; ingest rewrites it
+    return _Log(TaskRecord.from_events(events), torn=not data.endswith(b"\n"), inode=inode)
 
 
 def _read_int(path: Path) -> int:
