@@ -5,16 +5,19 @@
 Three processes, each pinned to CPUs with `taskset` (placement printed):
 - a fake upstream speaking the Anthropic Messages API, answering after a fixed 50 ms;
 - the server under test: `create_app` over a pipeline whose one worker is the real
-  `AnthropicWorker` (official SDK over aiohttp) pointed at the fake upstream, served by
-  uvicorn with uvloop and httptools, exactly as `orchestrator serve` runs it;
+  `AnthropicWorker` (official SDK over aiohttp) pointed at the fake upstream, served with the
+  uvicorn configuration `orchestrator serve` uses (uvloop, httptools), access log off;
 - an open-loop load generator (one aiohttp session) sending `POST /v1/messages` at a fixed
   rate with distinct prompts (so neither dedup nor the cache helps).
 
 For each rate the same load goes straight to the upstream, then through the server. Latency is
 measured from each request's scheduled send time (so a stalled sender cannot hide queueing).
 Added latency = server minus direct, percentile by percentile. A rate is held when every
-request through the server got a 200. The server's CPU time per request is reported too (from
-/proc), to show where the time goes. The last line is one JSON object with the headline figures.
+request through the server got a 200 and the added p99 stayed under 100 ms (no queue built up);
+between the highest rate held and the lowest not held, a few bisection steps narrow it down.
+The server's CPU time per request, and how busy its CPU was with other processes, are reported
+too (from /proc), and a run with an EchoWorker splits that CPU time between the HTTP layer plus
+pipeline and the AnthropicWorker. The last line is one JSON object with the headline figures.
 """
 
 from __future__ import annotations
