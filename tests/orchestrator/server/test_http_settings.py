@@ -77,7 +77,7 @@ def test_env_file_reading_skips_comments_and_names_bad_lines(tmp_path: Path) -> 
     """Comments and blank lines are skipped, quotes around a value removed; a line without '='
     is named by file and line."""
     path = tmp_path / "orchestrator.env"
-    path.write_text("# settings\n\nPROVIDER=echo\nMODEL=\"m 1\"\n")
+    path.write_text('# settings\n\nPROVIDER=echo\nMODEL="m 1"\n')
     assert read_env_file(path) == {"PROVIDER": "echo", "MODEL": "m 1"}
     path.write_text("# settings\n\nPROVIDER=echo\nnonsense\n")
     with pytest.raises(SettingsError, match=r"orchestrator.env:4"):
