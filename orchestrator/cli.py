@@ -217,7 +217,8 @@ def banner(settings: ServerSettings, *, url: str | None) -> str:
         lines.append("  web API   off (--no-web)")
     else:
         key = " (API key: your API_KEY)" if settings.api_key is not None else ""
-        lines.append(f"  web API   {url}  (dashboard {url}/dashboard)")
+        dashboard = f"{url}/dashboard" + ("?token=<API_KEY>" if settings.api_key else "")
+        lines.append(f"  web API   {url}  (dashboard {dashboard})")
         lines += ["", "Connect:"]
         ways = [
             ("agents, Anthropic SDK, Claude Code", f"ANTHROPIC_BASE_URL={url}{key}"),

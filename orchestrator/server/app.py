@@ -11,9 +11,8 @@ caller's API dialect.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,14 +34,13 @@ from orchestrator.server.http_errors import (
 )
 from orchestrator.server.mcp import mount_mcp
 from orchestrator.server.state import ServerState
+from orchestrator.server.status import FleetStatus
 from orchestrator.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
 
 __all__ = ["FleetStatus", "create_app"]
 
 log = logging.getLogger(__name__)
 
-FleetStatus = Callable[[], Mapping[str, Any]]
-"""A zero-argument callable returning the fleet's task counts as JSON-able data."""
 
 
 def create_app(

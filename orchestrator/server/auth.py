@@ -2,18 +2,20 @@
 
 A client proves itself with `Authorization: Bearer <token>` or `x-api-key: <token>` (what the
 Anthropic SDK sends), so SDK programs work by setting their API key to the server's token.
-`/health` stays open for liveness probes.
+A browser cannot send headers when it opens a page or an EventSource, so the dashboard (and
+only it) also takes `?token=<token>`. `/health` stays open for liveness probes.
 """
 
 from __future__ import annotations
 
 import hmac
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.server.http_errors import ApiError, dialect_of, error_response
 
-__all__ = ["OPEN_PATHS", "TokenAuth"]
+__all__ = ["OPEN_PATHS", "QUERY_TOKEN_PATHS", "TokenAuth"]
 
 OPEN_PATHS = frozenset({"/health"})
 
@@ -27,7 +29,14 @@ _UNAUTHORIZED = ApiError(
 )
 
 
+QUERY_TOKEN_PATHS = frozenset({"/dashboard", "/dashboard/", "/dashboard/events"})
+
+
 def _presented_token(scope: Scope) -> bytes | None:
+    if scope["path"] in QUERY_TOKEN_PATHS and scope.get("method", "GET") == "GET":
+        for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+            if key == "token":
+                return value.encode("latin-1")
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, token = value.partition(b" ")

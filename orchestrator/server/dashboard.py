@@ -20,36 +20,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.responses import HTMLResponse, StreamingResponse
 
 from orchestrator.pipeline import Pipeline
+from orchestrator.server.status import FleetStatus, status_payload
 
-__all__ = ["mount_dashboard", "status_payload"]
+__all__ = ["mount_dashboard"]
 
 log = logging.getLogger(__name__)
 
-FleetStatus = Callable[[], Mapping[str, Any]]
-
 _PAGE = "dashboard.html"
 _RECONNECT_MS = 1000
-
-
-def status_payload(pipeline: Pipeline, fleet_status: FleetStatus | None = None) -> dict[str, Any]:
-    """What `GET /v1/status` shows: the snapshot's fields and, with a fleet, its task counts
-    under `"fleet"` (`{"error": ...}` if asking the fleet failed). JSON-ready."""
-    data = pipeline.snapshot().to_dict()
-    if fleet_status is not None:
-        try:
-            data["fleet"] = dict(fleet_status())
-        except Exception as exc:  # a broken fleet hook must not blank the pipeline's panels
-            log.warning("fleet status failed: %s", type(exc).__name__)
-            data["fleet"] = {"error": f"fleet status unavailable ({type(exc).__name__})"}
-    return data
 
 
 def mount_dashboard(

@@ -17,6 +17,7 @@ from orchestrator.request import InferenceRequest, InferenceResponse, Priority, 
 from orchestrator.server.feedback import Feedback
 from orchestrator.server.http_errors import field_path, from_exception
 from orchestrator.server.state import ServerState, server_state, state_of
+from orchestrator.server.status import status_payload
 from orchestrator.server.streaming import open_stream, sse, sse_response
 
 __all__ = ["FeedbackBody", "PromptBody", "PromptResult", "chunk_json", "router"]
@@ -204,12 +205,6 @@ async def health(state: State) -> dict[str, Any]:
 
 @router.get("/v1/status", summary="The pipeline's metrics snapshot (and the fleet's, if attached)")
 async def status(state: State) -> dict[str, Any]:
-    data = state.pipeline.snapshot().to_dict()
+    data = status_payload(state.pipeline, state.fleet_status)
     data["feedback_total"] = state.feedback.received_total
-    if state.fleet_status is not None:
-        try:
-            data["fleet"] = dict(state.fleet_status())
-        except Exception as exc:
-            log.warning("fleet status failed: %s", type(exc).__name__)
-            data["fleet"] = {"error": f"fleet status unavailable ({type(exc).__name__})"}
     return data

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.requests import HTTPConnection
 
 from orchestrator.pipeline import Pipeline
 from orchestrator.server.feedback import FeedbackLog
+from orchestrator.server.status import FleetStatus
 from orchestrator.settings import ServerSettings
 
 __all__ = ["ServerState", "server_state", "state_of"]
@@ -23,7 +23,7 @@ class ServerState:
 
     pipeline: Pipeline
     settings: ServerSettings | None = None
-    fleet_status: Callable[[], Mapping[str, Any]] | None = None
+    fleet_status: FleetStatus | None = None
     feedback: FeedbackLog = field(default_factory=FeedbackLog)
     wall_clock: Callable[[], float] = time.time
 

@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI
 
 from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
-from orchestrator.server.dashboard import mount_dashboard, status_payload
+from orchestrator.server.dashboard import mount_dashboard
+from orchestrator.server.status import status_payload
 
 
 @pytest.fixture
@@ -118,4 +119,4 @@ def test_public_names() -> None:
     """The module exports the mount function and the status builder, nothing else."""
     from orchestrator.server import dashboard
 
-    assert sorted(dashboard.__all__) == ["mount_dashboard", "status_payload"]
+    assert sorted(dashboard.__all__) == ["mount_dashboard"]

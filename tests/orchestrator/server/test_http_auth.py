@@ -43,6 +43,18 @@ def test_with_a_token_requests_must_carry_it(start_server: Callable[..., str]) -
     assert httpx.get(url + "/health").status_code == 200  # liveness probes need no token
 
 
+def test_the_dashboard_takes_the_token_in_its_url(start_server: Callable[..., str]) -> None:
+    """A browser can open the dashboard and its event stream with ?token=; nothing else can."""
+    url = start_server(settings=ServerSettings(provider="echo", api_key=TOKEN))
+    assert httpx.get(url + "/dashboard").status_code == 401
+    assert httpx.get(url + "/dashboard?token=nope").status_code == 401
+    assert httpx.get(url + f"/dashboard?token={TOKEN}").status_code == 200
+    with httpx.stream("GET", url + f"/dashboard/events?token={TOKEN}") as events:
+        assert events.status_code == 200
+        assert events.headers["content-type"].startswith("text/event-stream")
+    assert httpx.get(url + f"/v1/status?token={TOKEN}").status_code == 401
+
+
 def test_sdks_authenticate_with_the_token_as_their_api_key(
     start_server: Callable[..., str],
 ) -> None:
