@@ -6,7 +6,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
+
+NATIVE_ANTHROPIC = "anthropic"
+"""The one native format so far: an Anthropic Messages API request body (see `native`)."""
+
+ANTHROPIC_BETA = "anthropic-beta"
+"""The `metadata` key of a native request's `anthropic-beta` header, forwarded with the body."""
 
 
 class Priority(StrEnum):
@@ -43,6 +49,14 @@ class InferenceRequest:
 
     Give either `prompt` (one user turn) or `messages`; `messages_or_prompt` reconciles them.
     `timeout_s` is the request's deadline, relative to when the pipeline accepts it.
+
+    `native`, when given, is a provider-native request body that the text fields cannot carry
+    (for now only an Anthropic Messages API body, `NATIVE_ANTHROPIC`: tools, content blocks of
+    any type, thinking…, without `stream`). It is sent as given (except `model`, which follows
+    `model` as for any request) and only to workers whose `native_formats` include it; the
+    configured system prompt, template and retrieved context are not added to it. `prompt` /
+    `messages` / `system` then hold a text rendering of it, used for token estimates.
+    `metadata[ANTHROPIC_BETA]` is the beta header to send with it (part of its dedup key).
     """
 
     prompt: str | None = None
@@ -57,6 +71,7 @@ class InferenceRequest:
     timeout_s: float | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     request_id: str = field(default_factory=_new_request_id)
+    native: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.prompt is None and not self.messages:
@@ -92,16 +107,24 @@ class Completion:
     usage: Usage
     model: str
     finish_reason: str | None = "stop"
+    native: Mapping[str, Any] | None = None
+    """For a native request: the provider's whole answer as it sent it (an Anthropic message)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StreamChunk:
-    """A piece of a streamed answer; the last chunk has `finish_reason` (and `usage` if known)."""
+    """A piece of a streamed answer; the last chunk has `finish_reason` (and `usage` if known).
+
+    For a native request each chunk carries one raw provider stream event in `native` (for
+    Anthropic: message_start, content_block_start, content_block_delta…, message_stop) and the
+    text it adds, if any, in `text`.
+    """
 
     text: str
     index: int
     finish_reason: str | None = None
     usage: Usage | None = None
+    native: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,3 +141,5 @@ class InferenceResponse:
     deduped: bool = False
     cached: bool = False
     finish_reason: str | None = "stop"
+    native: Mapping[str, Any] | None = None
+    """For a native request: the provider's whole answer as it sent it."""

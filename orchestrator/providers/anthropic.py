@@ -19,7 +19,14 @@ from orchestrator.providers._http import (
     status_error,
     truncated_stream_error,
 )
-from orchestrator.request import Completion, InferenceRequest, StreamChunk, Usage
+from orchestrator.request import (
+    ANTHROPIC_BETA,
+    NATIVE_ANTHROPIC,
+    Completion,
+    InferenceRequest,
+    StreamChunk,
+    Usage,
+)
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 
@@ -42,6 +49,10 @@ _FINISH_REASON = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "le
 
 class AnthropicWorker:
     """A `Worker` for Anthropic's Messages API (or anything that speaks it, via `base_url`).
+
+    Takes native Anthropic request bodies (`native_formats`): they are sent as given, and the
+    answer comes back as the JSON Anthropic sent (the SDK sends and classifies, but does not
+    parse into its own types, so no field the SDK does not know is lost).
 
     Uses one `AsyncAnthropic` client with the SDK's aiohttp transport, so every call shares one
     aiohttp session (httpx's own pool collapses at a few hundred requests/s). The SDK's own
@@ -73,6 +84,7 @@ class AnthropicWorker:
             raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
         self.name = name
         self.default_model = model
+        self.native_formats = frozenset({NATIVE_ANTHROPIC})
         self._api_key = api_key
         self._stall_timeout_s = stall_timeout_s
         # Streams: the transport's read timeout spots silence at the byte level, so the pings
@@ -96,11 +108,15 @@ class AnthropicWorker:
         return f"AnthropicWorker(name={self.name!r}, model={self.default_model!r})"
 
     async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
-        """One Messages API call; raises `ProviderError` on failure or after `timeout_s`."""
+        """One Messages API call; raises `ProviderError` on failure or after `timeout_s`.
+
+        For a native request the answer's `native` is the message JSON exactly as received.
+        """
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        body, options = self._body(request)
         try:
             message = await timer.within(
-                self._client.messages.create(**self._params(request), stream=False)
+                self._client.post("/v1/messages", cast_to=object, body=body, options=options)
             )
         except anthropic.APIError as exc:
             raise self._translate(exc) from None
@@ -112,15 +128,25 @@ class AnthropicWorker:
             raise connection_error(
                 self.name, "malformed response", exc, secrets=(self._api_key,)
             ) from None
-        text = "".join(block.text for block in message.content if block.type == "text")
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            raise connection_error(
+                self.name, "malformed response", TypeError("not a message"), secrets=()
+            )
+        text = "".join(
+            block.get("text") or ""
+            for block in message["content"]
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+        usage = message.get("usage") or {}
         return Completion(
             text=text,
             usage=Usage(
-                input_tokens=message.usage.input_tokens or 0,
-                output_tokens=message.usage.output_tokens or 0,
+                input_tokens=usage.get("input_tokens") or 0,
+                output_tokens=usage.get("output_tokens") or 0,
             ),
-            model=message.model or self.default_model,
-            finish_reason=_finish_reason(message.stop_reason),
+            model=message.get("model") or self.default_model,
+            finish_reason=_finish_reason(message.get("stop_reason")),
+            native=message if request.native is not None else None,
         )
 
     async def stream(
@@ -128,40 +154,62 @@ class AnthropicWorker:
     ) -> AsyncIterator[StreamChunk]:
         """Yield one chunk per text delta, then a final empty chunk with finish reason and usage.
 
+        For a native request, one chunk per raw event instead (pings aside), each with the
+        event in `native` and its text delta, if any, in `text`; the last is `message_stop`,
+        with finish reason and usage.
         Raises a retryable `ProviderError` if the stream stalls, runs past `timeout_s`, or ends
         before `message_stop`. Closing the iterator early closes the upstream response.
         """
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        body, options = self._body(request)
+        body["stream"] = True
+        options["timeout"] = self._stream_timeout
+        native = request.native is not None
         try:
             events = await timer.within(
-                self._client.messages.create(
-                    **self._params(request), stream=True, timeout=self._stream_timeout
+                self._client.post(
+                    "/v1/messages",
+                    cast_to=object,
+                    body=body,
+                    options=options,
+                    stream=True,
+                    stream_cls=anthropic.AsyncStream[object],
                 )
             )
         except anthropic.APIError as exc:
             raise self._translate(exc) from None
         index = input_tokens = output_tokens = 0
         stop_reason: str | None = None
-        finished = False
+        last: dict[str, Any] | None = None
         try:
             # Read on past message_stop to the end of the body so the connection is reused.
             while True:
                 try:
-                    event = await timer.within(anext(events))
+                    event: Any = await timer.within(anext(events))
                 except StopAsyncIteration:
                     break
-                if event.type == "message_start":
-                    input_tokens = event.message.usage.input_tokens or 0
-                    output_tokens = event.message.usage.output_tokens or 0
-                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    yield StreamChunk(text=event.delta.text, index=index)
+                kind = event.get("type")
+                text = ""
+                if kind == "message_start":
+                    usage = event["message"].get("usage") or {}
+                    input_tokens = usage.get("input_tokens") or 0
+                    output_tokens = usage.get("output_tokens") or 0
+                elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
+                    text = event["delta"]["text"]
+                elif kind == "message_delta":
+                    stop_reason = event["delta"].get("stop_reason")
+                    usage = event.get("usage") or {}
+                    output_tokens = usage.get("output_tokens") or output_tokens
+                    input_tokens = usage.get("input_tokens") or input_tokens
+                elif kind == "message_stop":
+                    last = event
+                    continue
+                if native:
+                    yield StreamChunk(text=text, index=index, native=event)
                     index += 1
-                elif event.type == "message_delta":
-                    stop_reason = event.delta.stop_reason
-                    output_tokens = event.usage.output_tokens or output_tokens
-                    input_tokens = event.usage.input_tokens or input_tokens
-                elif event.type == "message_stop":
-                    finished = True
+                elif text:
+                    yield StreamChunk(text=text, index=index)
+                    index += 1
         except anthropic.APIError as exc:
             raise self._translate(exc) from None
         except httpx2.TimeoutException:
@@ -170,40 +218,49 @@ class AnthropicWorker:
             raise connection_error(
                 self.name, "connection lost mid-stream", exc, secrets=(self._api_key,)
             ) from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
             raise connection_error(
                 self.name, "malformed stream event", exc, secrets=(self._api_key,)
             ) from None
         finally:
             await events.close()
-        if not finished:
+        if last is None:
             raise truncated_stream_error(self.name, index)
         yield StreamChunk(
             text="",
             index=index,
             finish_reason=_finish_reason(stop_reason),
             usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+            native=last if native else None,
         )
 
     async def aclose(self) -> None:
         """Close the shared HTTP session."""
         await self._client.close()
 
-    def _params(self, request: InferenceRequest) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": request.model or self.default_model,
+    def _body(self, request: InferenceRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The JSON body and the SDK request options for `request`."""
+        model = request.model or self.default_model
+        options: dict[str, Any] = {}
+        if request.native is not None:
+            body = {k: v for k, v in request.native.items() if k != "stream"}
+            body["model"] = model
+            beta = request.metadata.get(ANTHROPIC_BETA)
+            if beta:
+                options["headers"] = {"anthropic-beta": beta}
+            return body, options
+        body = {
+            "model": model,
             "max_tokens": request.max_tokens,
             "messages": [
                 {"role": m.role, "content": m.content} for m in request.messages_or_prompt
             ],
         }
         if request.system is not None:
-            params["system"] = request.system
+            body["system"] = request.system
         if request.temperature is not None:
-            # This SDK version has no `temperature` argument; pass it through for models that
-            # still accept it (only when the caller asked for one).
-            params["extra_body"] = {"temperature": request.temperature}
-        return params
+            body["temperature"] = request.temperature
+        return body, options
 
     def _translate(self, exc: anthropic.APIError) -> ProviderError:
         secrets = (self._api_key,)

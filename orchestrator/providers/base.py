@@ -15,6 +15,11 @@ class Worker(Protocol):
     Implementations raise `ProviderError` (classified retryable or not) for upstream failures,
     honour `timeout_s` for the whole call, and stop work promptly when the awaiting task is
     cancelled. The last streamed chunk carries `finish_reason` and, when known, `usage`.
+
+    A worker that can send provider-native request bodies (`InferenceRequest.native`) says so
+    with an optional attribute `native_formats: frozenset[str]` (e.g. `{"anthropic"}`); it then
+    returns the provider's answer in `Completion.native` and each raw stream event in
+    `StreamChunk.native`. Without the attribute a worker takes no native requests.
     """
 
     name: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,6 +27,7 @@ class CachedAnswer:
     provider: str
     model: str
     finish_reason: str | None = "stop"
+    native: Mapping[str, Any] | None = None  # the provider's own answer, for native requests
 
     def to_json(self) -> str:
         return json.dumps(
@@ -37,6 +38,7 @@ class CachedAnswer:
                 "provider": self.provider,
                 "model": self.model,
                 "finish_reason": self.finish_reason,
+                "native": self.native,
             }
         )
 
@@ -49,6 +51,7 @@ class CachedAnswer:
             provider=data["provider"],
             model=data["model"],
             finish_reason=data["finish_reason"],
+            native=data.get("native"),  # absent in entries written before native answers
         )
 
 

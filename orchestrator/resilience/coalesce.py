@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
-from orchestrator.request import InferenceRequest, StreamChunk
+from orchestrator.request import ANTHROPIC_BETA, InferenceRequest, StreamChunk
 
 __all__ = ["Broadcast", "Coalescer", "DedupHook", "normalise_text", "request_key"]
 
@@ -33,7 +34,9 @@ def normalise_text(text: str) -> str:
 def request_key(request: InferenceRequest) -> str:
     """A stable fingerprint of everything that determines the answer to `request`.
 
-    Session, tenant, priority, deadline, metadata and request id are not part of it.
+    Session, tenant, priority, deadline, metadata and request id are not part of it; a native
+    body is, as canonical JSON (sorted keys), with its beta header, so only identical native
+    requests match.
     Every field is length-prefixed, so no choice of text can make two requests collide.
     """
     parts = [
@@ -48,6 +51,11 @@ def request_key(request: InferenceRequest) -> str:
     if request.prompt is not None:
         parts.append("4:user")
         parts.append(_field(normalise_text(request.prompt)))
+    if request.native is not None:
+        parts.append("6:native")
+        native = json.dumps(request.native, sort_keys=True, separators=(",", ":"))
+        parts.append(_field(native))
+        parts.append(_field(request.metadata.get(ANTHROPIC_BETA)))
     return hashlib.blake2b("".join(parts).encode(), digest_size=16).hexdigest()
 
 

@@ -1,12 +1,21 @@
 """`POST /v1/messages`: Anthropic's Messages API over the pipeline.
 
 With `ANTHROPIC_BASE_URL` pointing at this server, Anthropic-SDK programs send their traffic
-through the pipeline. Text conversations are served (system as a string or text blocks, message
-content as a string or text blocks, `max_tokens`, `temperature`, `model`, `metadata.user_id` as
-the session); streaming sends the event sequence the SDK expects: `message_start`,
-`content_block_start`, `ping`, `content_block_delta`…, `content_block_stop`, `message_delta`
-(with usage), `message_stop`. What the pipeline cannot carry (tools, images, documents, stop
-sequences, extended thinking) is refused with a 400 naming the field, never silently dropped.
+through the pipeline (`metadata.user_id` is the session).
+
+Plain text conversations (system and content as strings or text blocks; `model`,
+`max_tokens`, `temperature`) go through the pipeline as text, to any provider; streaming sends
+the event sequence the SDK expects: `message_start`, `content_block_start`, `ping`,
+`content_block_delta`…, `content_block_stop`, `message_delta` (with usage), `message_stop`.
+
+Anything else (tools, tool_choice, tool_use/tool_result/image/document/thinking blocks,
+stop_sequences, thinking, top_p/top_k, cache_control, fields this server does not know) goes
+through the pipeline *natively*: the body is forwarded as sent (with the client's
+`anthropic-beta` header) to a provider that takes Anthropic bodies, and its message, or its
+stream events under their own names, come back unchanged. Claude Code works this way. When no
+configured provider takes Anthropic bodies, such a request is refused with a 400 naming the
+field; only `cache_control` and `citations` on text blocks, which do not change the answer,
+are then ignored and the request served as text, as before.
 """
 
 from __future__ import annotations
@@ -14,18 +23,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.request import InferenceRequest, Message, StreamChunk
+from orchestrator.pipeline import Pipeline
+from orchestrator.request import (
+    ANTHROPIC_BETA,
+    NATIVE_ANTHROPIC,
+    InferenceRequest,
+    Message,
+    StreamChunk,
+)
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
 from orchestrator.server.state import ServerState, server_state
-from orchestrator.server.streaming import open_stream, sse, sse_response
+from orchestrator.server.streaming import dumps, open_stream, sse, sse_response
 from orchestrator.tokens import estimate_request_tokens
 
-__all__ = ["MessagesBody", "router", "to_request"]
+__all__ = ["MessagesBody", "native_field", "router", "takes_native", "to_request"]
 
 router = APIRouter(tags=["anthropic"])
 State = Annotated[ServerState, Depends(server_state)]
@@ -34,12 +50,12 @@ State = Annotated[ServerState, Depends(server_state)]
 _STOP_REASON = {"stop": "end_turn", "length": "max_tokens", None: "end_turn"}
 
 
-class TextBlock(BaseModel):
-    """A content block; only `text` blocks are served (others are refused by name)."""
+class ContentBlock(BaseModel):
+    """A content block of any type (text, image, tool_use, tool_result, thinking, …)."""
 
-    model_config = ConfigDict(extra="allow")  # cache_control, citations: accepted, ignored
+    model_config = ConfigDict(extra="allow")
 
-    type: str
+    type: str = Field(min_length=1, max_length=64)
     text: str | None = None
 
 
@@ -47,7 +63,7 @@ class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["user", "assistant"]
-    content: str | list[TextBlock]
+    content: str | list[ContentBlock]
 
 
 class Metadata(BaseModel):
@@ -57,14 +73,15 @@ class Metadata(BaseModel):
 
 
 class MessagesBody(BaseModel):
-    """The subset of a Messages API request the pipeline serves."""
+    """A Messages API request: the fields the text path reads are checked; the rest (and
+    fields this server does not know) are kept for the native path."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int = Field(ge=1, le=1_000_000)
     messages: list[MessageIn] = Field(min_length=1)
-    system: str | list[TextBlock] | None = None
+    system: str | list[ContentBlock] | None = None
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0)
@@ -76,43 +93,83 @@ class MessagesBody(BaseModel):
     thinking: dict[str, Any] | None = None
 
 
-def _unsupported(field: str, message: str) -> RequestRejected:
-    return RequestRejected(bad_request(f"{field}: {message}", field=field))
+# What the text path carries; anything else in a body makes it native.
+_TEXT_FIELDS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "stream"})
+# Accepted and ignored on the text path, as before: they never change the answer.
+_HINTS = frozenset({"cache_control", "citations"})
 
 
-def _text_of(content: str | list[TextBlock], where: str) -> str:
+def _blocks_native_field(blocks: list[ContentBlock], where: str, hints: bool) -> str | None:
+    allowed = _HINTS if hints else frozenset()
+    for i, block in enumerate(blocks):
+        if block.type != "text" or block.text is None:
+            return f"{where}[{i}].type" if block.type != "text" else f"{where}[{i}].text"
+        extra = sorted(set(block.model_extra or ()) - allowed)
+        if extra:
+            return f"{where}[{i}].{extra[0]}"
+    return None
+
+
+def native_field(body: MessagesBody, *, ignore_hints: bool = False) -> str | None:
+    """The first field of `body` that the text path cannot carry (None: plain text).
+
+    With `ignore_hints`, `cache_control` and `citations` on text blocks do not count.
+    """
+    for name in sorted(body.model_fields_set):
+        value = getattr(body, name)
+        if name == "metadata":
+            if value is not None and value.model_extra:
+                return "metadata"
+        elif name == "thinking":
+            if value is not None and value.get("type") != "disabled":
+                return "thinking"
+        elif name not in _TEXT_FIELDS and value not in (None, [], {}):
+            return name
+    if isinstance(body.system, list):
+        field = _blocks_native_field(body.system, "system", ignore_hints)
+        if field is not None:
+            return field
+    for i, message in enumerate(body.messages):
+        if isinstance(message.content, list):
+            field = _blocks_native_field(message.content, f"messages[{i}].content", ignore_hints)
+            if field is not None:
+                return field
+    return None
+
+
+def takes_native(pipeline: Pipeline) -> bool:
+    """True when some provider of `pipeline` takes native Anthropic bodies."""
+    return any(NATIVE_ANTHROPIC in route.native_formats for route in pipeline.routes)
+
+
+def _text_of(content: str | list[ContentBlock]) -> str:
+    """A text rendering of content blocks (for the text path, and token estimates)."""
     if isinstance(content, str):
         return content
     parts = []
-    for i, block in enumerate(content):
-        if block.type != "text":
-            raise _unsupported(
-                f"{where}[{i}].type",
-                f"content blocks of type {block.type!r} are not supported; send text",
-            )
-        if block.text is None:
-            raise _unsupported(f"{where}[{i}].text", "a text block needs 'text'")
-        parts.append(block.text)
+    for block in content:
+        if block.text is not None:
+            parts.append(block.text)
+        elif block.type != "image":
+            rest = block.model_dump(exclude={"type", "text"}, exclude_unset=True)
+            parts.append(dumps(rest))  # tool_use input, tool_result content, thinking…
     return "".join(parts)
 
 
-def to_request(body: MessagesBody) -> InferenceRequest:
-    """The pipeline request for `body`; raises `RequestRejected` naming a field it cannot
-    carry."""
-    if body.tools:
-        raise _unsupported("tools", "tool use is not supported by this server")
-    if body.tool_choice is not None:
-        raise _unsupported("tool_choice", "tool use is not supported by this server")
-    if body.stop_sequences:
-        raise _unsupported("stop_sequences", "stop sequences are not supported by this server")
-    if body.thinking is not None and body.thinking.get("type") != "disabled":
-        raise _unsupported("thinking", "extended thinking is not supported by this server")
-    messages = tuple(
-        Message(m.role, _text_of(m.content, f"messages[{i}].content"))
-        for i, m in enumerate(body.messages)
-    )
-    system = None if body.system is None else _text_of(body.system, "system")
+def to_request(
+    body: MessagesBody, *, native: bool = False, beta: str | None = None
+) -> InferenceRequest:
+    """The pipeline request for `body`: as text, or with `native` the body itself (and the
+    `anthropic-beta` header to forward)."""
+    messages = tuple(Message(m.role, _text_of(m.content)) for m in body.messages)
+    system = None if body.system is None else _text_of(body.system)
     session = body.metadata.user_id if body.metadata is not None else None
+    metadata = {"api": "anthropic"}
+    raw = None
+    if native:
+        raw = body.model_dump(exclude_unset=True, exclude={"stream"})
+        if beta:
+            metadata[ANTHROPIC_BETA] = beta
     return InferenceRequest(
         messages=messages,
         system=system or None,
@@ -120,7 +177,8 @@ def to_request(body: MessagesBody) -> InferenceRequest:
         max_tokens=body.max_tokens,
         temperature=body.temperature,
         session_id=session or None,
-        metadata={"api": "anthropic"},
+        metadata=metadata,
+        native=raw,
     )
 
 
@@ -134,12 +192,34 @@ def _message_id(request_id: str) -> str:
     responses={200: {"content": {"text/event-stream": {}}}},
     response_model=None,
 )
-async def messages(body: MessagesBody, state: State) -> Response:
-    request = to_request(body)
+async def messages(
+    body: MessagesBody,
+    state: State,
+    anthropic_beta: Annotated[str | None, Header(max_length=2048)] = None,
+) -> Response:
+    native = False
+    field = native_field(body)
+    if field is not None:
+        native = takes_native(state.pipeline)
+        if not native and native_field(body, ignore_hints=True) is not None:
+            field = native_field(body, ignore_hints=True)
+            raise RequestRejected(
+                bad_request(
+                    f"{field}: this server's providers take plain text only; "
+                    "configure the anthropic provider to send tools, non-text blocks, "
+                    "thinking and other Messages API fields",
+                    field=field,
+                )
+            )
+    request = to_request(body, native=native, beta=anthropic_beta)
     if body.stream:
         chunks = await open_stream(state.pipeline, request)
+        if native:
+            return sse_response(_native_events(chunks))
         return sse_response(_events(chunks, request, body.model))
     response = await state.pipeline.infer(request)
+    if response.native is not None:
+        return JSONResponse(response.native)  # as the provider sent it
     message = {
         "id": _message_id(response.request_id),
         "type": "message",
@@ -154,6 +234,17 @@ async def messages(body: MessagesBody, state: State) -> Response:
         },
     }
     return JSONResponse(message)  # already JSON-ready: skip FastAPI's generic encoder
+
+
+async def _native_events(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
+    """The provider's own stream events, under their own names."""
+    try:
+        async for chunk in chunks:
+            event = chunk.native
+            if event is not None:
+                yield sse(event, str(event.get("type", "message")))
+    except OrchestratorError as exc:
+        yield sse(from_exception(exc).body_for("anthropic"), "error")
 
 
 async def _events(

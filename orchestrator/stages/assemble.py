@@ -17,7 +17,9 @@ __all__ = ["AssembleStage"]
 
 class AssembleStage:
     """System prompt = configured prompt + the request's own + retrieved context (in that
-    order); `template` (with `{prompt}`) wraps the last user message.
+    order); `template` (with `{prompt}`) wraps the last user message. A native request is left
+    as it is (its body is sent as given), and a native stream is not cached: the cache keeps
+    whole answers, and replaying one would mean inventing provider stream events.
 
     `process` returns the leader job when an identical request (same scope, same kind) is in
     flight, else registers the job as the leader of its flight and returns None.
@@ -63,7 +65,8 @@ class AssembleStage:
         estimate_usd = job.input_tokens * price.input_per_mtok_usd / 1e6 if price else 0.0
         self._budget.check(request.session_id, estimate_usd)
         cache_key = self._scope_prefix(request) + request_key(assembled)
-        job.cache_key = cache_key
+        if not (job.stream and request.native is not None):
+            job.cache_key = cache_key
         flight_key = "stream:" + cache_key if job.stream else cache_key
         leader = self._coalescer.find(flight_key, assembled)
         if leader is not None:
@@ -80,6 +83,8 @@ class AssembleStage:
         return f"s:{request.session_id or ''}:"
 
     def _build(self, request: InferenceRequest, context: str | None) -> InferenceRequest:
+        if request.native is not None:
+            return request
         parts = [p for p in (self._system_prompt, request.system, context) if p]
         system = "\n\n".join(parts) if parts else None
         template = self._template

@@ -18,7 +18,13 @@ from orchestrator.cost import Budget, PriceTable
 from orchestrator.errors import CircuitOpen, DeadlineExceeded, ProviderError
 from orchestrator.metrics import PipelineMetrics
 from orchestrator.providers.base import Worker
-from orchestrator.request import Completion, InferenceRequest, StreamChunk, Usage
+from orchestrator.request import (
+    NATIVE_ANTHROPIC,
+    Completion,
+    InferenceRequest,
+    StreamChunk,
+    Usage,
+)
 from orchestrator.resilience.breaker import BreakerState, CircuitBreaker
 from orchestrator.resilience.cache import CachedAnswer, ResponseCache
 from orchestrator.resilience.coalesce import Broadcast
@@ -45,11 +51,20 @@ def shard_for(session_id: str, shards: int) -> int:
 class Route:
     """One provider as the pipeline uses it: the worker, its breaker and its rate limiter."""
 
-    __slots__ = ("breaker", "calls_total", "failures_total", "limiter", "name", "worker")
+    __slots__ = (
+        "breaker",
+        "calls_total",
+        "failures_total",
+        "limiter",
+        "name",
+        "native_formats",
+        "worker",
+    )
 
     def __init__(self, worker: Worker, *, breaker: CircuitBreaker, limiter: RateLimiter) -> None:
         self.worker = worker
         self.name = worker.name
+        self.native_formats: frozenset[str] = frozenset(getattr(worker, "native_formats", ()))
         self.breaker = breaker
         self.limiter = limiter
         self.calls_total = 0
@@ -104,7 +119,9 @@ class InferenceStage:
     When a whole round fails, `RetryPolicy` decides the backoff before the next round.
     Non-retryable errors end the job. A stream that has sent chunks is never retried.
     A request naming a `model` sends it to the first provider in the order only; fallbacks
-    answer with their own default model. Only the answered call is billed.
+    answer with their own default model. Only the answered call is billed. A native request
+    (`InferenceRequest.native`) goes only to providers that take its format (fallback among
+    those); with none, it fails with a non-retryable `ProviderError` (status 400).
     """
 
     def __init__(
@@ -231,6 +248,7 @@ class InferenceStage:
                         usage=answer.usage,
                         model=answer.model,
                         finish_reason=answer.finish_reason,
+                        native=answer.native,
                     )
                     job.provider, job.cached = answer.provider, True
                     if job.stream:
@@ -291,6 +309,7 @@ class InferenceStage:
                 provider=route.name,
                 model=completion.model,
                 finish_reason=completion.finish_reason,
+                native=completion.native,
             )
             try:
                 await self._cache.put(job.cache_key, answer, ttl_s=self._live.current.cache_ttl_s)
@@ -336,6 +355,7 @@ class InferenceStage:
                         index=len(broadcast.chunks),
                         finish_reason=chunk.finish_reason,
                         usage=chunk.usage,
+                        native=chunk.native,
                     )
                 )
         finally:
@@ -348,17 +368,32 @@ class InferenceStage:
         model = request.model or route.worker.default_model
         return Completion(text=text, usage=usage, model=model, finish_reason=finish_reason)
 
+    def _routes_for(self, request: InferenceRequest) -> tuple[Route, ...]:
+        if request.native is None:
+            return self.routes
+        routes = tuple(r for r in self.routes if NATIVE_ANTHROPIC in r.native_formats)
+        if not routes:
+            raise ProviderError(
+                "pipeline",
+                f"this request needs a provider that takes native {NATIVE_ANTHROPIC!r} request "
+                f"bodies, and none of {[r.name for r in self.routes]!r} does",
+                status=400,
+                retryable=False,
+            )
+        return routes
+
     async def _call(self, job: Job, attempt: Attempt) -> tuple[Completion, Route]:
         loop = asyncio.get_running_loop()
         metrics = self._metrics
+        routes = self._routes_for(job.assembled)
         rounds = 0
-        last = len(self.routes) - 1
+        last = len(routes) - 1
         while True:
             rounds += 1
             failure: ProviderError | None = None
             circuit_open: CircuitOpen | None = None
             waits_s: list[float] = []
-            for index, route in enumerate(self.routes):
+            for index, route in enumerate(routes):
                 breaker = route.breaker
                 try:
                     breaker.allow()
@@ -375,7 +410,7 @@ class InferenceStage:
                     breaker.release()
                     raise DeadlineExceeded(job.request.request_id, job.timeout_s, "inference")
                 if index < last and any(
-                    r.breaker.state is not BreakerState.OPEN for r in self.routes[index + 1 :]
+                    r.breaker.state is not BreakerState.OPEN for r in routes[index + 1 :]
                 ):
                     timeout_s /= 2  # a hung provider must leave time for the next one
                 if self._attempt_timeout_s is not None:

@@ -12,7 +12,8 @@ class RagStage:
     """Retrieves the `top_k` passages most similar to the last user message.
 
     With no index (no folder configured) or no matching passage, the job passes through
-    untouched: no context is invented.
+    untouched: no context is invented. Native requests pass untouched too: their body is sent
+    as given.
     """
 
     __slots__ = ("index", "retrievals", "top_k")
@@ -25,7 +26,7 @@ class RagStage:
         self.retrievals = 0
 
     def process(self, job: Job) -> bool:
-        if self.index is None:
+        if self.index is None or job.request.native is not None:
             return True
         messages = job.request.messages_or_prompt
         query = next((m.content for m in reversed(messages) if m.role == "user"), "")

@@ -59,6 +59,7 @@ class StreamStage:
                     deduped=not leader,
                     cached=job.cached,
                     finish_reason=completion.finish_reason,
+                    native=completion.native,
                 )
             )
             metrics.completed(latency_s, now)

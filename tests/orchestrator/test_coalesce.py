@@ -41,6 +41,20 @@ def test_bookkeeping_fields_are_not_part_of_the_key() -> None:
     assert request_key(a) == request_key(b)
 
 
+def test_a_native_body_is_part_of_the_key_whatever_its_key_order() -> None:
+    """Native bodies key by content: reordered keys match, a different tool does not."""
+    tools = [{"name": "ls", "input_schema": {"type": "object"}}]
+    body = {"max_tokens": 8, "tools": tools, "messages": [{"role": "user", "content": "hi"}]}
+    same = dict(reversed(body.items()))
+    other = {**body, "tools": [{"name": "cat", "input_schema": {"type": "object"}}]}
+    key = request_key(InferenceRequest(prompt="hi", native=body))
+    assert key == request_key(InferenceRequest(prompt="hi", native=same))
+    assert key != request_key(InferenceRequest(prompt="hi", native=other))
+    assert key != request_key(InferenceRequest(prompt="hi"))
+    beta = {"anthropic-beta": "context-management-2025-06-27"}
+    assert key != request_key(InferenceRequest(prompt="hi", native=body, metadata=beta))
+
+
 def test_coalescer_finds_the_flight_in_the_air_until_it_lands() -> None:
     """`find` returns the leader while in flight and nothing after `finish`."""
     coalescer: Coalescer[str] = Coalescer()

@@ -108,3 +108,42 @@ async def test_a_stream_cut_mid_answer_reaches_the_caller_without_a_repeat(
     assert info.value.retryable
     assert "".join(received).split() == ["alpha", "beta"]
     assert upstream.request_count == 1
+
+
+_NATIVE = {
+    "model": "claude-fake",
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}],
+}
+
+
+async def test_a_native_request_skips_providers_that_cannot_take_it() -> None:
+    """With OpenAI first in the order, a native Anthropic body goes to Anthropic only, and its
+    answer comes back as the message the upstream sent."""
+    async with (
+        FakeAnthropic(reply="a picture") as anthropic_up,
+        FakeOpenAI(reply="from openai") as openai_up,
+    ):
+        pipeline = Pipeline(
+            _config(),
+            OpenAIWorker(API_KEY, base_url=openai_up.url + "/v1"),
+            AnthropicWorker(API_KEY, base_url=anthropic_up.url),
+        )
+        async with pipeline:
+            request = InferenceRequest(prompt="[image]", model="claude-fake", native=_NATIVE)
+            response = await pipeline.infer(request)
+    assert openai_up.request_count == 0
+    assert anthropic_up.requests[0].body["messages"] == _NATIVE["messages"]
+    assert response.text == "a picture" and response.provider == "anthropic"
+    assert response.native is not None and response.native["id"] == "msg_fake_1"
+
+
+async def test_a_native_request_with_no_capable_provider_fails_without_a_call() -> None:
+    """Only OpenAI configured: a native Anthropic request fails with a non-retryable 400."""
+    async with FakeOpenAI(reply="from openai") as upstream:
+        pipeline = Pipeline(_config(), OpenAIWorker(API_KEY, base_url=upstream.url + "/v1"))
+        async with pipeline:
+            with pytest.raises(ProviderError, match="native 'anthropic'") as caught:
+                await pipeline.infer(InferenceRequest(prompt="[image]", native=_NATIVE))
+    assert caught.value.status == 400 and not caught.value.retryable
+    assert upstream.request_count == 0

@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from aiohttp import web
+
 from .faults import Fail, StreamError
 from .upstream import Event, FakeUpstream, count_words, word_chunks
 
@@ -25,15 +27,35 @@ def _sse(event: str, data: Mapping[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
+TOOL_INPUT = {"path": "src/main.py", "lines": [1, 20]}
+
+
+def _wants_tool(body: Mapping[str, Any]) -> bool:
+    messages = body.get("messages") or [{}]
+    content = messages[-1].get("content")
+    answered = isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+    return bool(body.get("tools")) and not answered
+
+
+def _tool_use(body: Mapping[str, Any], n: int) -> dict[str, Any]:
+    return {"type": "tool_use", "id": f"toolu_fake_{n}", "name": body["tools"][0]["name"]}
+
+
 class FakeAnthropic(FakeUpstream):
     """Answers `reply` one word per token; stops at `max_tokens` with `stop_reason: max_tokens`.
 
     Input tokens are the words in `system` and the messages. The stream is the exact event
     sequence of the real API: message_start, content_block_start, ping, content_block_delta…,
     content_block_stop, message_delta (with usage), message_stop.
+
+    With `tools` (and no `tool_result` in the last message) the answer is the reply text, then
+    a `tool_use` of the first tool with input `TOOL_INPUT` (`stop_reason: tool_use`), streamed
+    as `input_json_delta`s. `POST /v1/messages/count_tokens` answers `input_tokens`.
     """
 
-    routes = ("/v1/messages",)
+    routes = ("/v1/messages", "/v1/messages/count_tokens")
 
     def error_body(self, fail: Fail) -> Mapping[str, Any]:
         kind = _ERROR_TYPE.get(fail.status, "api_error" if fail.status >= 500 else "error")
@@ -70,11 +92,19 @@ class FakeAnthropic(FakeUpstream):
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }
 
+    async def _respond(self, request: web.Request, body: Mapping[str, Any], fault: Any) -> Any:
+        if request.path.endswith("/count_tokens") and fault is None:
+            return web.json_response({"input_tokens": self._tokens(body)[2]})
+        return await super()._respond(request, body, fault)
+
     def answer_body(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         chunks, stop_reason, input_tokens = self._tokens(body)
         message = self._message(body, self.request_count)
         message["content"] = [{"type": "text", "text": "".join(chunks)}]
         message["stop_reason"] = stop_reason
+        if _wants_tool(body):
+            message["content"].append({**_tool_use(body, self.request_count), "input": TOOL_INPUT})
+            message["stop_reason"] = "tool_use"
         message["usage"] = {"input_tokens": input_tokens, "output_tokens": len(chunks)}
         return message
 
@@ -110,8 +140,39 @@ class FakeAnthropic(FakeUpstream):
             )
             for chunk in chunks
         ]
+        events.append(
+            Event(data=_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        )
+        if _wants_tool(body):
+            stop_reason = "tool_use"
+            block = {**_tool_use(body, self.request_count), "input": {}}
+            partial = json.dumps(TOOL_INPUT)
+            halves = (partial[: len(partial) // 2], partial[len(partial) // 2 :])
+            events.append(
+                Event(
+                    data=_sse(
+                        "content_block_start",
+                        {"type": "content_block_start", "index": 1, "content_block": block},
+                    )
+                )
+            )
+            events += [
+                Event(
+                    data=_sse(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 1,
+                            "delta": {"type": "input_json_delta", "partial_json": half},
+                        },
+                    )
+                )
+                for half in halves
+            ]
+            events.append(
+                Event(data=_sse("content_block_stop", {"type": "content_block_stop", "index": 1}))
+            )
         events += [
-            Event(data=_sse("content_block_stop", {"type": "content_block_stop", "index": 0})),
             Event(
                 data=_sse(
                     "message_delta",
