@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import anthropic
@@ -233,6 +233,31 @@ class AnthropicWorker:
             usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
             native=last if native else None,
         )
+
+    async def count_tokens(
+        self, body: Mapping[str, Any], *, timeout_s: float, beta: str | None = None
+    ) -> dict[str, Any]:
+        """Anthropic's own count of a Messages body's input tokens
+        (`POST /v1/messages/count_tokens`), as the JSON it answers; raises `ProviderError`."""
+        timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        options: dict[str, Any] = {"headers": {"anthropic-beta": beta}} if beta else {}
+        try:
+            counted = await timer.within(
+                self._client.post(
+                    "/v1/messages/count_tokens", cast_to=object, body=dict(body), options=options
+                )
+            )
+        except anthropic.APIError as exc:
+            raise self._translate(exc) from None
+        except (httpx2.HTTPError, json.JSONDecodeError) as exc:
+            raise connection_error(
+                self.name, "token count failed", exc, secrets=(self._api_key,)
+            ) from None
+        if not isinstance(counted, dict) or not isinstance(counted.get("input_tokens"), int):
+            raise connection_error(
+                self.name, "malformed response", TypeError("not a token count"), secrets=()
+            )
+        return counted
 
     async def aclose(self) -> None:
         """Close the shared HTTP session."""

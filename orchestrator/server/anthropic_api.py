@@ -16,6 +16,10 @@ stream events under their own names, come back unchanged. Claude Code works this
 configured provider takes Anthropic bodies, such a request is refused with a 400 naming the
 field; only `cache_control` and `citations` on text blocks, which do not change the answer,
 are then ignored and the request served as text, as before.
+
+`POST /v1/messages/count_tokens` (Claude Code calls it) answers the Anthropic provider's own
+count, or, with none configured, the pipeline's estimate, marked `x-orchestrator-token-count:
+estimated`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.pipeline import Pipeline
+from orchestrator.providers.anthropic import AnthropicWorker
 from orchestrator.request import (
     ANTHROPIC_BETA,
     NATIVE_ANTHROPIC,
@@ -39,9 +44,20 @@ from orchestrator.request import (
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
 from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import dumps, open_stream, sse, sse_response
-from orchestrator.tokens import estimate_request_tokens
+from orchestrator.tokens import estimate_request_tokens, estimate_tokens
 
-__all__ = ["MessagesBody", "native_field", "router", "takes_native", "to_request"]
+__all__ = [
+    "TOKEN_COUNT_HEADER",
+    "CountTokensBody",
+    "MessagesBody",
+    "native_field",
+    "router",
+    "takes_native",
+    "to_request",
+]
+
+TOKEN_COUNT_HEADER = "x-orchestrator-token-count"
+"""Set to `estimated` when `count_tokens` answers with the pipeline's estimate, not a count."""
 
 router = APIRouter(tags=["anthropic"])
 State = Annotated[ServerState, Depends(server_state)]
@@ -234,6 +250,44 @@ async def messages(
         },
     }
     return JSONResponse(message)  # already JSON-ready: skip FastAPI's generic encoder
+
+
+class CountTokensBody(BaseModel):
+    """A `count_tokens` request: a Messages body without `max_tokens`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=256)
+    messages: list[MessageIn] = Field(min_length=1)
+    system: str | list[ContentBlock] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+@router.post(
+    "/v1/messages/count_tokens",
+    summary="Anthropic token counting: the provider's count, or an estimate (header says so)",
+    response_model=None,
+)
+async def count_tokens(
+    body: CountTokensBody,
+    state: State,
+    anthropic_beta: Annotated[str | None, Header(max_length=2048)] = None,
+) -> Response:
+    # Counting is not inference: it is neither queued nor billed, so it goes straight to the
+    # first Anthropic provider, which counts exactly.
+    for route in state.pipeline.routes:
+        if isinstance(route.worker, AnthropicWorker):
+            counted = await route.worker.count_tokens(
+                body.model_dump(exclude_unset=True),
+                timeout_s=state.pipeline.config.default_timeout_s,
+                beta=anthropic_beta,
+            )
+            return JSONResponse(counted)
+    system = None if body.system is None else _text_of(body.system)
+    estimate = estimate_request_tokens(system, (_text_of(m.content) for m in body.messages))
+    if body.tools:
+        estimate += estimate_tokens(dumps(body.tools))
+    return JSONResponse({"input_tokens": estimate}, headers={TOKEN_COUNT_HEADER: "estimated"})
 
 
 async def _native_events(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:

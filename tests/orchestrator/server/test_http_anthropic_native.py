@@ -12,9 +12,11 @@ import anthropic
 import pytest
 from fakes import FakeAnthropic
 from fakes.anthropic_api import TOOL_INPUT
+from fakes.upstream import count_words
 
 from orchestrator import AnthropicWorker, Pipeline, PipelineConfig
 from orchestrator.server import ServerTask, create_app
+from orchestrator.server.anthropic_api import TOKEN_COUNT_HEADER
 
 TOOLS: list[Any] = [
     {
@@ -210,3 +212,30 @@ def test_cache_control_alone_is_still_served_as_text_by_echo(
         ],
     )
     assert message.content[0].type == "text" and message.content[0].text == "hi"
+
+
+async def test_count_tokens_is_the_anthropic_providers_own_count(served: Served) -> None:
+    """count_tokens is forwarded to the Anthropic upstream, tools and all, and its count
+    returned; nothing marks it as an estimate."""
+    raw = await served.sdk.messages.with_raw_response.count_tokens(
+        model="claude-fake", system=SYSTEM, tools=TOOLS, messages=ASK
+    )
+    counted = await raw.parse()
+    (received,) = served.upstream.requests
+    assert received.path == "/v1/messages/count_tokens"
+    assert received.body["tools"] == TOOLS and received.body["messages"] == ASK
+    assert counted.input_tokens == count_words(str(ASK[0]["content"]))  # the fake's count
+    assert TOKEN_COUNT_HEADER not in raw.headers
+
+
+def test_count_tokens_without_an_anthropic_provider_is_an_estimate_and_says_so(
+    start_server: Callable[..., str],
+) -> None:
+    """With only echo, count_tokens answers the pipeline's estimate, marked in a header."""
+    url = start_server()
+    sdk = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+    raw = sdk.messages.with_raw_response.count_tokens(
+        model="echo", system=SYSTEM, tools=TOOLS, messages=ASK
+    )
+    assert raw.headers[TOKEN_COUNT_HEADER] == "estimated"
+    assert raw.parse().input_tokens > 0
