@@ -17,6 +17,10 @@ configured provider takes Anthropic bodies, such a request is refused with a 400
 field; only `cache_control` and `citations` on text blocks, which do not change the answer,
 are then ignored and the request served as text, as before.
 
+A request's deadline is the client's own timeout when its SDK announces it
+(`X-Stainless-Timeout`: 600 s by default), so long agent turns are not cut short; else the
+pipeline's default.
+
 `POST /v1/messages/count_tokens` (Claude Code calls it) answers the Anthropic provider's own
 count, or, with none configured, the pipeline's estimate, marked `x-orchestrator-token-count:
 estimated`.
@@ -24,6 +28,7 @@ estimated`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -173,10 +178,14 @@ def _text_of(content: str | list[ContentBlock]) -> str:
 
 
 def to_request(
-    body: MessagesBody, *, native: bool = False, beta: str | None = None
+    body: MessagesBody,
+    *,
+    native: bool = False,
+    beta: str | None = None,
+    timeout_s: float | None = None,
 ) -> InferenceRequest:
     """The pipeline request for `body`: as text, or with `native` the body itself (and the
-    `anthropic-beta` header to forward)."""
+    `anthropic-beta` header to forward); `timeout_s` is its deadline (None: the default)."""
     messages = tuple(Message(m.role, _text_of(m.content)) for m in body.messages)
     system = None if body.system is None else _text_of(body.system)
     session = body.metadata.user_id if body.metadata is not None else None
@@ -195,7 +204,19 @@ def to_request(
         session_id=session or None,
         metadata=metadata,
         native=raw,
+        timeout_s=timeout_s,
     )
+
+
+def _client_timeout_s(header: str | None) -> float | None:
+    """How long the client waits, from the `X-Stainless-Timeout` the Anthropic SDKs send (600 s
+    by default, Claude Code's `API_TIMEOUT_MS`): the request's deadline, so long agent turns
+    are not cut at the pipeline's default. Anything unusable ("NOT_GIVEN") means no opinion."""
+    try:
+        value = float(header) if header else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def _message_id(request_id: str) -> str:
@@ -212,6 +233,7 @@ async def messages(
     body: MessagesBody,
     state: State,
     anthropic_beta: Annotated[str | None, Header(max_length=2048)] = None,
+    x_stainless_timeout: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Response:
     native = False
     field = native_field(body)
@@ -227,7 +249,9 @@ async def messages(
                     field=field,
                 )
             )
-    request = to_request(body, native=native, beta=anthropic_beta)
+    request = to_request(
+        body, native=native, beta=anthropic_beta, timeout_s=_client_timeout_s(x_stainless_timeout)
+    )
     if body.stream:
         chunks = await open_stream(state.pipeline, request)
         if native:

@@ -79,6 +79,26 @@ def test_system_blocks_and_user_id_reach_the_pipeline(start_server: Callable[...
     ]
 
 
+def test_the_clients_own_timeout_is_the_requests_deadline(
+    start_server: Callable[..., str],
+) -> None:
+    """The timeout the SDK announces (X-Stainless-Timeout; Claude Code's is 600 s) becomes the
+    request's deadline; without a usable one, the pipeline's default applies."""
+    worker = ScriptedWorker(model="echo")
+    url = start_server(echo_pipeline(worker))
+    sdk = client(url)
+    sdk.messages.create(
+        model="echo", max_tokens=16, messages=[{"role": "user", "content": "hi"}], timeout=600
+    )
+    sdk.messages.create(
+        model="echo",
+        max_tokens=16,
+        messages=[{"role": "user", "content": "again"}],
+        extra_headers={"x-stainless-timeout": "NOT_GIVEN"},
+    )
+    assert [r.timeout_s for r in worker.requests] == [600, None]
+
+
 def test_tools_are_refused_with_a_400_naming_the_field(start_server: Callable[..., str]) -> None:
     """A request the pipeline cannot carry (tool use) is refused, naming `tools`."""
     url = start_server()
