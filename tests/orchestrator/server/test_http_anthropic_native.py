@@ -10,7 +10,7 @@ from typing import Any
 
 import anthropic
 import pytest
-from fakes import FakeAnthropic
+from fakes import FakeAnthropic, StreamError
 from fakes.anthropic_api import TOOL_INPUT
 from fakes.upstream import count_words
 
@@ -239,3 +239,20 @@ def test_count_tokens_without_an_anthropic_provider_is_an_estimate_and_says_so(
     )
     assert raw.headers[TOKEN_COUNT_HEADER] == "estimated"
     assert raw.parse().input_tokens > 0
+
+
+async def test_an_upstream_error_mid_stream_reaches_the_client_as_an_error_event(
+    served: Served,
+) -> None:
+    """An overloaded_error after the first text delta arrives as an `error` event (the SDK
+    raises), once: a stream that has started is never retried."""
+    served.upstream.fail_next(StreamError(status=529, message="overloaded", after_chunks=1))
+    received: list[str] = []
+    with pytest.raises(anthropic.APIStatusError, match="overloaded"):
+        async with served.sdk.messages.stream(
+            model="claude-fake", max_tokens=256, tools=TOOLS, messages=ASK
+        ) as stream:
+            async for text in stream.text_stream:
+                received.append(text)
+    assert received == ["Let "]
+    assert served.upstream.request_count == 1
