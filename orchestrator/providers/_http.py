@@ -23,6 +23,20 @@ _REDACTED = "[redacted]"
 _MAX_DETAIL_CHARS = 500
 
 
+def check_worker_args(
+    *, model: str, name: str, stall_timeout_s: float, max_connections: int
+) -> None:
+    """The constructor checks every HTTP worker shares; raises ValueError naming the bad one."""
+    if not model:
+        raise ValueError(f"model must be a non-empty string, got {model!r}")
+    if not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if not stall_timeout_s > 0:
+        raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s!r}")
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+
+
 def is_retryable_status(status: int) -> bool:
     """True for statuses worth trying again: 408, 409, 429 and every 5xx (Anthropic's 529 too)."""
     return status in _RETRYABLE_4XX or status >= 500

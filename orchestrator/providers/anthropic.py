@@ -13,6 +13,7 @@ import httpx2  # the SDK's HTTP layer: its errors can escape the SDK's stream it
 from orchestrator.errors import ProviderError
 from orchestrator.providers._http import (
     CallTimer,
+    check_worker_args,
     connection_error,
     describe_body,
     stalled_error,
@@ -74,14 +75,10 @@ class AnthropicWorker:
     ) -> None:
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty string")
-        if not model:
-            raise ValueError(f"model must be a non-empty string, got {model!r}")
-        if not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        if not stall_timeout_s > 0:
-            raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s!r}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        check_worker_args(
+            model=model, name=name, stall_timeout_s=stall_timeout_s,
+            max_connections=max_connections,
+        )
         self.name = name
         self.default_model = model
         self.native_formats = frozenset({NATIVE_ANTHROPIC})

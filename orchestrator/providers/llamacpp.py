@@ -17,6 +17,7 @@ import aiohttp
 from orchestrator.errors import ProviderError
 from orchestrator.providers._http import (
     CallTimer,
+    check_worker_args,
     connection_error,
     describe_body,
     status_error,
@@ -81,14 +82,10 @@ class LlamaCppWorker:
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         if api_key is not None and not api_key:
             raise ValueError("api_key must be a non-empty string or None")
-        if not model:
-            raise ValueError(f"model must be a non-empty string, got {model!r}")
-        if not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
-        if not stall_timeout_s > 0:
-            raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s!r}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+        check_worker_args(
+            model=model, name=name, stall_timeout_s=stall_timeout_s,
+            max_connections=max_connections,
+        )
         self.name = name
         self.default_model = model
         self._url = base_url.rstrip("/") + "/completion"

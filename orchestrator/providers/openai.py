@@ -16,6 +16,7 @@ import openai
 from orchestrator.errors import ProviderError
 from orchestrator.providers._http import (
     CallTimer,
+    check_worker_args,
     connection_error,
     describe_body,
     stalled_error,
@@ -61,19 +62,15 @@ class OpenAIWorker:
             raise ValueError("api_key must be a non-empty string or None")
         if api_key is None and base_url is None:
             raise ValueError("api_key is required unless base_url points at a local server")
-        if not model:
-            raise ValueError(f"model must be a non-empty string, got {model!r}")
-        if not name:
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        check_worker_args(
+            model=model, name=name, stall_timeout_s=stall_timeout_s,
+            max_connections=max_connections,
+        )
         if max_tokens_field not in (None, "max_tokens", "max_completion_tokens"):
             raise ValueError(
                 "max_tokens_field must be 'max_tokens' or 'max_completion_tokens', "
                 f"got {max_tokens_field!r}"
             )
-        if not stall_timeout_s > 0:
-            raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s!r}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
         self.name = name
         self.default_model = model
         self._api_key = api_key
