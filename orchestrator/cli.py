@@ -46,6 +46,12 @@ def _settings_flags(parser: argparse.ArgumentParser, *, web: bool, suppress: boo
     )
     group.add_argument("--model", default=default, help="model name (MODEL)")
     group.add_argument(
+        "--fallback",
+        default=default,
+        metavar="P1,P2",
+        help="providers tried in order when the provider fails (FALLBACK), e.g. openai,echo",
+    )
+    group.add_argument(
         "--max-spend",
         type=float,
         default=default,
@@ -118,7 +124,7 @@ def _has_tui() -> bool:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("provider", "model", "host", "port", "max_spend_usd")
+    names = ("provider", "model", "fallback", "host", "port", "max_spend_usd")
     return {name: getattr(args, name, None) for name in names}
 
 
@@ -210,7 +216,8 @@ def banner(settings: ServerSettings, *, url: str | None) -> str:
     model = settings.model or default_model(settings.provider)
     lines = [
         "prompt-orchestrator",
-        f"  provider  {settings.provider}",
+        f"  provider  {settings.provider}"
+        + (f" (fallback: {', '.join(settings.fallback)})" if settings.fallback else ""),
         f"  model     {model}",
     ]
     if url is None:

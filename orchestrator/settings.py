@@ -64,6 +64,7 @@ DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 ENV_NAMES: Final[Mapping[str, str]] = {
     "provider": "PROVIDER",
     "model": "MODEL",
+    "fallback": "FALLBACK",
     "anthropic_api_key": "ANTHROPIC_API_KEY",
     "openai_api_key": "OPENAI_API_KEY",
     "anthropic_base_url": "ANTHROPIC_UPSTREAM_URL",
@@ -141,6 +142,7 @@ class ServerSettings:
 
     provider: Provider
     model: str | None = None
+    fallback: tuple[Provider, ...] = ()  # tried in order when the provider fails or is open
     anthropic_api_key: Secret | None = None
     openai_api_key: Secret | None = None
     anthropic_base_url: str | None = None
@@ -165,6 +167,16 @@ class ServerSettings:
             raise SettingsError(
                 f"PROVIDER must be one of {', '.join(PROVIDERS)}; got {self.provider!r}",
                 names=("PROVIDER",),
+            )
+        if isinstance(self.fallback, str):
+            object.__setattr__(self, "fallback", _provider_list(self.fallback))
+        chain = (self.provider, *self.fallback)
+        bad = [p for p in self.fallback if p not in PROVIDERS]
+        if bad or len(set(chain)) != len(chain):
+            raise SettingsError(
+                f"FALLBACK must list other providers ({', '.join(PROVIDERS)}), each once and "
+                f"not PROVIDER itself; got {','.join(self.fallback)!r}",
+                names=("FALLBACK",),
             )
         for name in _URL_FIELDS:
             url = getattr(self, name)
@@ -208,19 +220,20 @@ class ServerSettings:
             )
 
     def _check_required(self) -> None:
-        needed = {
-            "anthropic": ("anthropic_api_key",),
-            "openai": () if self.openai_base_url else ("openai_api_key",),
-            "llamacpp": ("llama_cpp_url",),
-            "echo": (),
-        }[self.provider]
-        missing = tuple(ENV_NAMES[n] for n in needed if getattr(self, n) is None)
-        if missing:
-            raise SettingsError(
-                f"provider {self.provider!r} needs {' and '.join(missing)}: set it in the "
-                f"environment, in {DEFAULT_ENV_FILE}, or run the setup wizard",
-                names=missing,
-            )
+        for provider in (self.provider, *self.fallback):
+            needed = {
+                "anthropic": ("anthropic_api_key",),
+                "openai": () if self.openai_base_url else ("openai_api_key",),
+                "llamacpp": ("llama_cpp_url",),
+                "echo": (),
+            }[provider]
+            missing = tuple(ENV_NAMES[n] for n in needed if getattr(self, n) is None)
+            if missing:
+                raise SettingsError(
+                    f"provider {provider!r} needs {' and '.join(missing)}: set it in the "
+                    f"environment, in {DEFAULT_ENV_FILE}, or run the setup wizard",
+                    names=missing,
+                )
 
     def to_env(self) -> dict[str, str]:
         """The settings that differ from the defaults, as env-file entries (secrets revealed:
@@ -230,7 +243,12 @@ class ServerSettings:
             value = getattr(self, f.name)
             if value is None or (f.default is not dataclasses.MISSING and value == f.default):
                 continue
-            out[ENV_NAMES[f.name]] = value.reveal() if isinstance(value, Secret) else str(value)
+            if isinstance(value, Secret):
+                out[ENV_NAMES[f.name]] = value.reveal()
+            elif isinstance(value, tuple):
+                out[ENV_NAMES[f.name]] = ",".join(value)
+            else:
+                out[ENV_NAMES[f.name]] = str(value)
         return out
 
 
@@ -359,7 +377,8 @@ def build_pipeline(settings: ServerSettings, config: PipelineConfig | None = Non
     """A (not yet started) `Pipeline` with the worker `settings.provider` names.
 
     `config` defaults to `PipelineConfig()`; `settings.max_spend_usd`, when set, becomes its
-    global budget. Provider SDKs are imported here, not at module import.
+    global budget; `settings.fallback` adds workers tried in that order after the provider.
+    Provider SDKs are imported here, not at module import.
     """
     from orchestrator.config import PipelineConfig
     from orchestrator.pipeline import Pipeline
@@ -367,26 +386,35 @@ def build_pipeline(settings: ServerSettings, config: PipelineConfig | None = Non
     config = config if config is not None else PipelineConfig()
     if settings.max_spend_usd is not None:
         config = dataclasses.replace(config, global_budget_usd=settings.max_spend_usd)
-    return Pipeline(config, _worker(settings))
+    chain = (settings.provider, *settings.fallback)
+    config = dataclasses.replace(config, fallback_order=chain)
+    # The configured model is the primary's; a fallback answers with its own default model.
+    workers = [_worker(settings, settings.provider, settings.model)]
+    workers += [_worker(settings, provider, None) for provider in settings.fallback]
+    return Pipeline(config, *workers)
 
 
-def _worker(settings: ServerSettings) -> Any:
-    model = settings.model or default_model(settings.provider)
-    if settings.provider == "anthropic":
+def _provider_list(text: str) -> tuple[Any, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _worker(settings: ServerSettings, provider: Provider, model: str | None) -> Any:
+    model = model or default_model(provider)
+    if provider == "anthropic":
         from orchestrator.providers.anthropic import AnthropicWorker
 
         assert settings.anthropic_api_key is not None
         return AnthropicWorker(
             settings.anthropic_api_key.reveal(), model=model, base_url=settings.anthropic_base_url
         )
-    if settings.provider == "openai":
+    if provider == "openai":
         from orchestrator.providers.openai import OpenAIWorker
 
         key = settings.openai_api_key
         return OpenAIWorker(
             key.reveal() if key else None, model=model, base_url=settings.openai_base_url
         )
-    if settings.provider == "llamacpp":
+    if provider == "llamacpp":
         from orchestrator.providers.llamacpp import LlamaCppWorker
 
         assert settings.llama_cpp_url is not None

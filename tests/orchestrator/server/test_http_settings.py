@@ -6,8 +6,15 @@ import stat
 from pathlib import Path
 
 import pytest
+from fakes import Fail, FakeAnthropic
 
-from orchestrator import AnthropicWorker, EchoWorker, LlamaCppWorker, OpenAIWorker
+from orchestrator import (
+    AnthropicWorker,
+    EchoWorker,
+    InferenceRequest,
+    LlamaCppWorker,
+    OpenAIWorker,
+)
 from orchestrator.settings import (
     ServerSettings,
     SettingsError,
@@ -143,3 +150,42 @@ async def test_build_pipeline_creates_the_named_worker() -> None:
         await worker.aclose()
     budgeted = build_pipeline(ServerSettings(provider="echo", max_spend_usd=5.0))
     assert budgeted.config.global_budget_usd == 5.0
+
+
+def test_fallback_providers_come_from_the_environment_and_round_trip(tmp_path: Path) -> None:
+    """FALLBACK lists the providers to try after PROVIDER; to_env writes it back."""
+    settings = load_settings(
+        environ={"PROVIDER": "anthropic", "ANTHROPIC_API_KEY": "sk-ant-1",
+                 "FALLBACK": "llamacpp, echo", "LLAMA_CPP_URL": "http://127.0.0.1:1"},
+        env_file=None,
+    )
+    assert settings.fallback == ("llamacpp", "echo")
+    path = tmp_path / "orchestrator.env"
+    write_env_file(path, settings.to_env())
+    assert load_settings(environ={}, env_file=path) == settings
+
+
+def test_a_bad_fallback_names_the_setting() -> None:
+    """An unknown, repeated or primary provider in FALLBACK is refused naming FALLBACK; a
+    fallback without its credentials names the missing key."""
+    for fallback in ("gemini", "echo,echo", "anthropic"):
+        with pytest.raises(SettingsError) as caught:
+            ServerSettings(provider="anthropic", anthropic_api_key="k", fallback=fallback)
+        assert caught.value.names == ("FALLBACK",)
+    with pytest.raises(SettingsError) as caught:
+        ServerSettings(provider="echo", fallback="anthropic")
+    assert caught.value.names == ("ANTHROPIC_API_KEY",)
+
+
+async def test_a_dead_provider_falls_back_to_the_next() -> None:
+    """With the primary upstream failing, the pipeline answers from the fallback, in order."""
+    async with FakeAnthropic() as upstream:
+        upstream.fail_always(Fail(status=503))
+        settings = ServerSettings(provider="anthropic", anthropic_api_key="sk-ant-test",
+                                  anthropic_base_url=upstream.url, fallback=("echo",))
+        async with build_pipeline(settings) as pipeline:
+            assert [route.worker.name for route in pipeline.routes] == ["anthropic", "echo"]
+            response = await pipeline.infer(InferenceRequest("still answered"))
+        assert response.provider == "echo"
+        assert response.text.endswith("still answered")
+        assert upstream.request_count >= 1
