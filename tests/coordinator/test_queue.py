@@ -729,12 +729,6 @@ def _restart(root: Path, clock: FakeClock) -> FolderQueue:
     return FolderQueue(root, clock=clock, retry_backoff_s=10.0)
 
 
-def _rewrite(path: Path, **changes: Any) -> None:
-    data = json.loads(path.read_bytes())
-    data.update(changes)
-    path.write_text(json.dumps(data))
-
-
 def _crash_before_rename(queue: FolderQueue, task_id: str,
                          change: Callable[[], object]) -> None:
     """Make `change` happen as if its process died after appending the task's event but
