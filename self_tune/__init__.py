@@ -1,0 +1,33 @@
+"""Self-tuning: anomaly detection and control of the system's live parameters.
+
+Detectors (`ZScoreDetector`, `CusumDetector`, `SloDetector`) turn raw metric values into
+`Anomaly` reports; `PID`, `AIMDLimiter` and `GradientLimiter` turn measurements into new
+parameter values.
+"""
+
+from self_tune.detectors import (
+    Anomaly,
+    CusumDetector,
+    DetectorKind,
+    Severity,
+    SloDetector,
+    ZScoreDetector,
+)
+from self_tune.errors import ConfigUpdateRejected, SelfTuneError, TelemetryUnavailable
+from self_tune.limiter import AIMDLimiter, GradientLimiter
+from self_tune.pid import PID
+
+__all__ = [
+    "PID",
+    "AIMDLimiter",
+    "Anomaly",
+    "ConfigUpdateRejected",
+    "CusumDetector",
+    "DetectorKind",
+    "GradientLimiter",
+    "SelfTuneError",
+    "Severity",
+    "SloDetector",
+    "TelemetryUnavailable",
+    "ZScoreDetector",
+]
