@@ -1,8 +1,8 @@
 """The self-tuning package's errors.
 
-    SelfTuneError                      root of everything raised here
-    ├── ConfigUpdateRejected(ValueError)  the live config refused a change (names the field)
-    └── TelemetryUnavailable(RuntimeError) a snapshot source could not be read (names the source)
+SelfTuneError                      root of everything raised here
+├── ConfigUpdateRejected(ValueError)  the live config refused a change (names the field)
+└── TelemetryUnavailable(RuntimeError) a snapshot source could not be read (names the source)
 """
 
 from __future__ import annotations

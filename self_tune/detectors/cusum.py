@@ -7,8 +7,9 @@ accumulate evidence of a shift up or down (Page, 1954):
 
 and either passing the decision interval `h` is an alarm. The reference `k` (in σ) is half the
 smallest shift worth catching quickly; `h` trades detection delay against false alarms. On an
-alarm both sums reset and the baseline is learned afresh from the values that follow: a
-change detector reports the change once, and the new level becomes the normal one.
+alarm both sums reset and the baseline is learned afresh from the values that follow (`relearn`
+of them before the next alarm): a change detector reports the change once, and the new level
+becomes the normal one.
 
 The baseline is a running mean and variance (exact for the first `window` values, then
 exponentially weighted over about `window` values), learned only while neither sum is past
@@ -32,7 +33,9 @@ class CusumDetector:
 
     Parameters (shared names with `ZScoreDetector`): `metric`, `window` (the baseline's memory,
     in values), `warmup` (values learned before alarms), `critical_score`, `min_std`, `clock`;
-    and CUSUM's own `k` (reference, σ) and `h` (decision interval, σ).
+    and CUSUM's own `k` (reference, σ), `h` (decision interval, σ) and `relearn` (values
+    learned after an alarm before the next one; shorter than `warmup` so a detector that
+    alarmed, rightly or not, is not blind for long).
 
     `Anomaly.score` is the estimated size of the shift in σ, ``k + S / n`` where n is the number
     of values since the sum last stood at zero; at or above `critical_score` it is `Critical`.
@@ -49,6 +52,7 @@ class CusumDetector:
         "_n_neg",
         "_n_pos",
         "_n_seen",
+        "_needed",
         "_neg",
         "_pos",
         "_var_sum",
@@ -57,6 +61,7 @@ class CusumDetector:
         "k",
         "metric",
         "min_std",
+        "relearn",
         "warmup",
         "window",
     )
@@ -69,6 +74,7 @@ class CusumDetector:
         h: float = 10.0,
         window: int = 1000,
         warmup: int = 100,
+        relearn: int = 30,
         critical_score: float = 6.0,
         min_std: float = 1e-6,
         clock: Callable[[], float] = time.time,
@@ -80,14 +86,16 @@ class CusumDetector:
         self.warmup = check_min_int("warmup", warmup, 2)
         if warmup > window:
             raise ValueError(f"warmup must be <= window ({window}), got {warmup!r}")
+        self.relearn = check_min_int("relearn", relearn, 2)
         self.critical_score = check_positive("critical_score", critical_score)
         self.min_std = check_positive("min_std", min_std)
         self._clock = clock
         self._n_seen = 0
         self._alarm = False
-        self._relearn()
+        self._relearn(self.warmup)
 
-    def _relearn(self) -> None:
+    def _relearn(self, needed: int) -> None:
+        self._needed = needed
         self._learned = 0
         self._mean = 0.0
         self._var_sum = 0.0  # Welford's M2 while exact; then weight-scaled (see _learn)
@@ -101,7 +109,7 @@ class CusumDetector:
         """Forget everything learned; the next values warm the detector up again."""
         self._n_seen = 0
         self._alarm = False
-        self._relearn()
+        self._relearn(self.warmup)
 
     @property
     def alarm(self) -> bool:
@@ -111,7 +119,7 @@ class CusumDetector:
     @property
     def warmed_up(self) -> bool:
         """Whether enough values have been learned to raise alarms."""
-        return self._learned >= self.warmup
+        return self._learned >= self._needed
 
     @property
     def n_seen(self) -> int:
@@ -160,7 +168,7 @@ class CusumDetector:
             total, steps = (self._pos, self._n_pos) if upward else (self._neg, self._n_neg)
             shift = self.k + total / max(1, steps)
             self._alarm = True
-            self._relearn()
+            self._relearn(self.relearn)
             return Anomaly(
                 metric=self.metric,
                 value=x,

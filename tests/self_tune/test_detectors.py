@@ -195,7 +195,7 @@ def test_cusum_detects_downward_shifts_too() -> None:
 def test_cusum_resets_its_sums_and_relearns_after_an_alarm() -> None:
     """After an alarm the sums are zero and the new level becomes the baseline."""
     rng = random.Random(11)
-    det = CusumDetector(warmup=50)
+    det = CusumDetector(warmup=50, relearn=50)
     _warm(det, rng)
     while det.update(rng.gauss(130.0, 5.0)) is None:
         pass
