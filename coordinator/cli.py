@@ -178,7 +178,7 @@ def _record_summary(record: TaskRecord) -> dict[str, Any]:
         "state": record.state.value,
         "priority": record.task.priority.value,
         "title": record.task.title,
-        "attempts": sum(1 for a in record.history if a.outcome != "released"),
+        "attempts": _attempts_made(record),
         "max_attempts": record.task.max_attempts,
         "depends_on": list(record.task.depends_on),
         "source": record.source,
@@ -188,6 +188,12 @@ def _record_summary(record: TaskRecord) -> dict[str, Any]:
         summary["agent"] = record.lease.agent
         summary["lease_expires_at"] = record.lease.expires_at
     return summary
+
+
+def _attempts_made(record: TaskRecord) -> int:
+    from memory_db.outcome import AttemptOutcome
+
+    return sum(1 for a in record.history if a.outcome is not AttemptOutcome.RELEASED)
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -335,7 +341,7 @@ def _tasks_show(args: argparse.Namespace) -> int:
     print(f"{task.id}: {record.state.value}" + (f" — {record.reason}" if record.reason else ""))
     print(f"  title:      {task.title}")
     print(f"  priority:   {task.priority.value}")
-    made = sum(1 for a in record.history if a.outcome != "released")
+    made = _attempts_made(record)
     print(f"  attempts:   {made} made; {record.attempts} of {task.max_attempts} used by failures")
     print(f"  depends on: {', '.join(task.depends_on) or '-'}")
     print(f"  source:     {queue.root / record.source}")

@@ -27,6 +27,7 @@ from coordinator.errors import LeaseLost
 from coordinator.lease import Owner
 from coordinator.queue import Claim, FolderQueue
 from coordinator.task import TaskState
+from memory_db.outcome import AttemptOutcome
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class AttemptMemory(Protocol):
     ) -> int: ...
 
     def finish_attempt(
-        self, attempt_id: int, *, outcome: str, exit_code: int | None, reason: str | None = None
+        self, attempt_id: int, *, outcome: AttemptOutcome, exit_code: int | None,
+        reason: str | None = None,
     ) -> None: ...
 
 
@@ -355,26 +357,31 @@ class Fleet:
         task_id, token = claim.task.id, claim.token
         args = {"log_path": str(log_path), "started_at": started_at}
         state: TaskState | None
+        memory_outcome: AttemptOutcome
         try:
             if outcome.kind == "stopped":
                 self.queue.release(task_id, token, reason="coordinator stopped")
-                kind, memory_outcome, state = EventKind.RELEASED, "released", TaskState.PENDING
+                memory_outcome, state = AttemptOutcome.RELEASED, TaskState.PENDING
+                kind = EventKind.RELEASED
             elif outcome.kind == "lease_lost":
-                kind, memory_outcome, state = EventKind.LEASE_LOST, "lease_lost", None
+                memory_outcome, state = AttemptOutcome.LEASE_LOST, None
+                kind = EventKind.LEASE_LOST
             elif outcome.kind == "exited" and outcome.exit_code == 0:
                 self.queue.complete(task_id, token, exit_code=0, **args)
-                kind, memory_outcome, state = EventKind.SUCCEEDED, "succeeded", TaskState.DONE
+                memory_outcome, state = AttemptOutcome.SUCCEEDED, TaskState.DONE
+                kind = EventKind.SUCCEEDED
             else:
+                memory_outcome = (AttemptOutcome.TIMED_OUT if outcome.kind == "timed_out"
+                                  else AttemptOutcome.FAILED)
                 state = self.queue.fail(
                     task_id, token, reason=reason or "failed", exit_code=outcome.exit_code,
-                    outcome="timed_out" if outcome.kind == "timed_out" else "failed",
-                    permanent=permanent, **args,
+                    outcome=memory_outcome, permanent=permanent, **args,
                 )
                 kind = EventKind.FAILED
-                memory_outcome = "timed_out" if outcome.kind == "timed_out" else "failed"
         except LeaseLost as exc:
             reason = str(exc)
-            kind, memory_outcome, state = EventKind.LEASE_LOST, "lease_lost", None
+            memory_outcome, state = AttemptOutcome.LEASE_LOST, None
+            kind = EventKind.LEASE_LOST
         self._emit(kind, claim, agent, detail=reason or "", task_state=state)
         self._remember_finish(claim, memory_id, memory_outcome, outcome.exit_code, reason, state)
 
@@ -409,7 +416,8 @@ class Fleet:
             return None
 
     def _remember_finish(
-        self, claim: Claim, memory_id: int | None, outcome: str, exit_code: int | None,
+        self, claim: Claim, memory_id: int | None, outcome: AttemptOutcome,
+        exit_code: int | None,
         reason: str | None, state: TaskState | None,
     ) -> None:
         if self.memory is None or memory_id is None:

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from filelock import FileLock, Timeout, lock_descriptor
 
@@ -61,6 +61,7 @@ from coordinator.task import (
     parse_task_file,
     tasks_to_toml,
 )
+from memory_db.outcome import AttemptOutcome
 
 __all__ = [
     "AttemptRecord",
@@ -68,6 +69,7 @@ __all__ = [
     "FolderQueue",
     "IngestResult",
     "RejectedFile",
+    "TaskQueue",
     "TaskRecord",
 ]
 
@@ -80,6 +82,100 @@ RECORD_STATES = (
 )
 TERMINAL_FAILURES = (TaskState.FAILED, TaskState.CANCELLED)
 SUFFIX = ".jsonl"
+
+
+@runtime_checkable
+class TaskQueue(Protocol):
+    """What the fleet and the CLI need from a task queue; `FolderQueue` and `MemoryQueue`
+    implement it, and one conformance suite (tests/coordinator/test_queue_conformance.py)
+    runs against each. Everything is keyed by task id and fencing token, so a networked
+    backend (Redis: a hash per task, a sorted set per state) can implement it as well.
+
+    Errors: `UnknownTask`, `InvalidTransition`, `LeaseLost`, `TaskFileError` (from
+    `coordinator.errors`)."""
+
+    def ingest(self) -> IngestResult:
+        """Accept or reject whatever arrived outside the API (a folder's inbox)."""
+        ...
+
+    def add(
+        self,
+        prompt: str,
+        *,
+        task_id: str | None = None,
+        priority: Priority = Priority.NORMAL,
+        depends_on: tuple[str, ...] = (),
+        **fields: Any,
+    ) -> Task:
+        """Queue a new task; raises `TaskFileError` (and changes nothing) if it is invalid,
+        its id is known, or it would close a dependency cycle."""
+        ...
+
+    def claim(self, agent: str, *, lease_s: float, owner: Owner | None = None) -> Claim | None:
+        """The next ready task, leased to `agent`, or None."""
+        ...
+
+    def heartbeat(
+        self, task_id: str, token: int, *, lease_s: float, agent_pgid: int | None = None
+    ) -> float:
+        """Renew the lease; returns its new wall-clock expiry. Raises `LeaseLost`."""
+        ...
+
+    def complete(
+        self, task_id: str, token: int, *, exit_code: int | None = 0,
+        log_path: str | None = None, started_at: float | None = None,
+    ) -> None:
+        """Mark the task done. Raises `LeaseLost`."""
+        ...
+
+    def fail(
+        self, task_id: str, token: int, *, reason: str, exit_code: int | None = None,
+        log_path: str | None = None, started_at: float | None = None,
+        outcome: AttemptOutcome = AttemptOutcome.FAILED, permanent: bool = False,
+    ) -> TaskState:
+        """Record a failed attempt; returns where the task went. Raises `LeaseLost`."""
+        ...
+
+    def release(self, task_id: str, token: int, *, reason: str = "released") -> None:
+        """Give the task back without using up an attempt. Raises `LeaseLost`."""
+        ...
+
+    def reclaim_expired(self) -> list[str]:
+        """Take back tasks whose lease ran out or whose owner died; returns their ids."""
+        ...
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        """Cancel a pending or claimed task."""
+        ...
+
+    def retry(self, task_id: str) -> TaskRecord:
+        """Send a failed or cancelled task back to pending with fresh attempts."""
+        ...
+
+    def get(self, task_id: str) -> TaskRecord:
+        """The task's current record. Raises `UnknownTask`."""
+        ...
+
+    def records(self, state: TaskState | None = None) -> list[TaskRecord]:
+        """Every task's record (of one state if given), in claim order."""
+        ...
+
+    def rejected(self) -> list[RejectedFile]:
+        """Rejected task files with their reasons."""
+        ...
+
+    def counts(self) -> dict[TaskState, int]:
+        """How many tasks are in each state."""
+        ...
+
+    def next_ready_at(self) -> float | None:
+        """When the next pending task can be claimed, or None if none can until something
+        else changes."""
+        ...
+
+    def log_path(self, task_id: str, attempt: int) -> Path:
+        """Where the fleet writes the output of one attempt."""
+        ...
 
 
 class _Candidates:
@@ -595,7 +691,7 @@ class FolderQueue:
     ) -> None:
         """Mark the task done. Raises `LeaseLost` if `token` no longer holds it."""
         with self._held(task_id, token) as log:
-            attempt = self._attempt(log.record, "succeeded", exit_code, None, log_path,
+            attempt = self._attempt(log.record, AttemptOutcome.SUCCEEDED, exit_code, None, log_path,
                                     started_at)
             self._record(log, {"event": "ended", "attempt": attempt, "to": TaskState.DONE})
 
@@ -608,7 +704,7 @@ class FolderQueue:
         exit_code: int | None = None,
         log_path: str | None = None,
         started_at: float | None = None,
-        outcome: str = "failed",
+        outcome: AttemptOutcome = AttemptOutcome.FAILED,
         permanent: bool = False,
     ) -> TaskState:
         """Record a failed attempt: back to `pending` after a backoff, or `failed` when the
@@ -622,14 +718,14 @@ class FolderQueue:
     def release(self, task_id: str, token: int, *, reason: str = "released") -> None:
         """Give the task back to `pending` without using up an attempt (e.g. on shutdown)."""
         with self._held(task_id, token) as log:
-            attempt = self._attempt(log.record, "released", None, reason, None, None)
+            attempt = self._attempt(log.record, AttemptOutcome.RELEASED, None, reason, None, None)
             self._record(log, {"event": "ended", "attempt": attempt, "to": TaskState.PENDING})
         self._bump_generation()
 
     def _attempt(
         self,
         record: TaskRecord,
-        outcome: str,
+        outcome: AttemptOutcome,
         exit_code: int | None,
         reason: str | None,
         log_path: str | None,
@@ -715,7 +811,8 @@ class FolderQueue:
                 lease = log.record.lease
                 if lease is not None and lease.agent_pgid:
                     _kill_orphan(lease.agent_pgid, task_id)
-                attempt = self._attempt(log.record, "lease_lost", None, why, None, None)
+                attempt = self._attempt(log.record, AttemptOutcome.LEASE_LOST, None, why, None,
+                                        None)
                 self._after_failed_attempt(log, attempt)
                 reclaimed.append(task_id)
         if reclaimed:

@@ -8,6 +8,7 @@ from typing import Any
 
 from coordinator.lease import Lease
 from coordinator.task import Task, TaskState
+from memory_db.outcome import AttemptOutcome
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -18,7 +19,7 @@ class AttemptRecord:
     agent: str
     started_at: float
     ended_at: float
-    outcome: str  # succeeded | failed | timed_out | lease_lost | released
+    outcome: AttemptOutcome
     exit_code: int | None = None
     reason: str | None = None
     log_path: str | None = None
@@ -83,8 +84,9 @@ class TaskRecord:
                             agent_pgid=event.get("agent_pgid") or self.lease.agent_pgid)
             return replace(self, lease=lease, updated_at=at)
         if kind == "ended":
-            attempt = AttemptRecord(**event["attempt"])
-            used = attempt.outcome not in ("succeeded", "released")
+            data = event["attempt"]
+            attempt = AttemptRecord(**{**data, "outcome": AttemptOutcome(data["outcome"])})
+            used = attempt.outcome.uses_attempt
             return replace(
                 self, state=TaskState(event["to"]), lease=None, updated_at=at,
                 attempts=self.attempts + used, history=(*self.history, attempt),

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, Double, Enum, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from memory_db.outcome import AttemptOutcome
+
 __all__ = [
     "AttemptOutcome",
     "AttemptRow",
@@ -24,16 +26,6 @@ __all__ = [
     "SchemaVersionRow",
     "TaskRow",
 ]
-
-
-class AttemptOutcome(StrEnum):
-    """How one agent attempt at a task ended."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    LEASE_LOST = "lease_lost"
-    RELEASED = "released"
 
 
 class ModificationOutcome(StrEnum):
