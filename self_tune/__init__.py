@@ -13,7 +13,8 @@ from self_tune.detectors import (
     SloDetector,
     ZScoreDetector,
 )
-from self_tune.errors import ConfigUpdateRejected, SelfTuneError, TelemetryUnavailable
+from self_tune.errors import ConfigUpdateRejected, GateError, SelfTuneError, TelemetryUnavailable
+from self_tune.gate import GateCommand, GateResult, GateSettings, MergeResult, ValidationGate
 from self_tune.limiter import AIMDLimiter, GradientLimiter
 from self_tune.pid import PID
 
@@ -24,10 +25,16 @@ __all__ = [
     "ConfigUpdateRejected",
     "CusumDetector",
     "DetectorKind",
+    "GateCommand",
+    "GateError",
+    "GateResult",
+    "GateSettings",
     "GradientLimiter",
+    "MergeResult",
     "SelfTuneError",
     "Severity",
     "SloDetector",
     "TelemetryUnavailable",
+    "ValidationGate",
     "ZScoreDetector",
 ]

@@ -2,12 +2,14 @@
 
 SelfTuneError                      root of everything raised here
 ├── ConfigUpdateRejected(ValueError)  the live config refused a change (names the field)
-└── TelemetryUnavailable(RuntimeError) a snapshot source could not be read (names the source)
+├── TelemetryUnavailable(RuntimeError) a snapshot source could not be read (names the source)
+└── GateError(RuntimeError)          the validation gate could not work on the repository
+                                     (not a git repository, no such branch, git failed)
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigUpdateRejected", "SelfTuneError", "TelemetryUnavailable"]
+__all__ = ["ConfigUpdateRejected", "GateError", "SelfTuneError", "TelemetryUnavailable"]
 
 
 class SelfTuneError(Exception):
@@ -30,3 +32,7 @@ class TelemetryUnavailable(SelfTuneError, RuntimeError):
         super().__init__(f"telemetry source {source} unavailable: {detail}")
         self.source = source
         self.detail = detail
+
+
+class GateError(SelfTuneError, RuntimeError):
+    """The validation gate could not do what it was asked on the repository."""

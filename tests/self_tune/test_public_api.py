@@ -15,11 +15,17 @@ def test_all_is_the_curated_public_surface() -> None:
             "ConfigUpdateRejected",
             "CusumDetector",
             "DetectorKind",
+            "GateCommand",
+            "GateError",
+            "GateResult",
+            "GateSettings",
             "GradientLimiter",
+            "MergeResult",
             "SelfTuneError",
             "Severity",
             "SloDetector",
             "TelemetryUnavailable",
+            "ValidationGate",
             "ZScoreDetector",
         ]
     )
