@@ -67,6 +67,7 @@ class Task:
     acceptance: tuple[str, ...] = ()
     created_by: str | None = None
     workdir: str | None = None
+    gate: bool = False
 
     def __post_init__(self) -> None:
         if not is_valid_id(self.id):
@@ -107,6 +108,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "acceptance": ((list,), "a list of shell commands"),
     "created_by": ((str,), "a string"),
     "workdir": ((str,), "a directory path"),
+    "gate": ((bool,), "true or false (run the attempt in a git worktree behind the gate)"),
 }
 
 
@@ -174,7 +176,7 @@ def _task_from_table(
             raise error(key, f"unknown key {key!r}; known keys are: {', '.join(_FIELDS)}")
     for key, value in table.items():
         types, expected = _FIELDS[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if isinstance(value, bool) is not (bool in types) or not isinstance(value, types):
             raise error(key, f"expected {expected}, got {_describe(value)}")
     for key in ("depends_on", "tags", "acceptance"):
         items = table.get(key, [])
@@ -221,6 +223,7 @@ def _task_from_table(
         acceptance=tuple(table.get("acceptance", ())),
         created_by=table.get("created_by"),
         workdir=table.get("workdir"),
+        gate=table.get("gate", False),
     )
 
 
@@ -295,6 +298,8 @@ def tasks_to_toml(tasks: Sequence[Task]) -> str:
         for key, value in task.to_json().items():
             if value in (None, "", ()) or (key == "priority" and value == Priority.NORMAL):
                 continue
+            if key == "gate" and value is False:
+                continue
             if key == "max_attempts" and value == DEFAULT_MAX_ATTEMPTS:
                 continue
             if key == "timeout_s" and value == DEFAULT_TIMEOUT_S:
@@ -311,4 +316,6 @@ def _toml_value(value: object) -> str:
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return repr(value)
