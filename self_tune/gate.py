@@ -470,15 +470,19 @@ class _BenchOutcome:
 def _git(
     cwd: Path, *args: str, check: bool = True, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    full_env = None if env is None else {**os.environ, **env}
+    """Run one git command in `cwd` through GitPython; raise `GateError` if `check` and it fails."""
+    import git  # GitPython: imported here, so importing the package does not cost its start-up
+
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                              env=full_env, stdin=subprocess.DEVNULL)
-    except OSError as exc:
+        status, out, err = git.Git(str(cwd)).execute(
+            ["git", *args], with_extended_output=True, with_exceptions=False,
+            strip_newline_in_stdout=False, env=None if env is None else dict(env),
+        )
+    except (OSError, git.GitCommandNotFound) as exc:
         raise GateError(f"could not run git in {cwd}: {exc}") from exc
-    if check and done.returncode != 0:
-        raise GateError(f"git {' '.join(args)} failed in {cwd}: {done.stderr.strip()}")
-    return done
+    if check and status != 0:
+        raise GateError(f"git {' '.join(args)} failed in {cwd}: {err.strip()}")
+    return subprocess.CompletedProcess(["git", *args], status, out, err)
 
 
 def _ref_exists(root: Path, ref: str) -> bool:

@@ -31,6 +31,7 @@ from pathlib import Path
 import tomli_w
 
 from memory_db import AgentMemory, ModificationOutcome
+from self_tune.detectors import Severity
 
 __all__ = [
     "CREATED_BY",
@@ -39,7 +40,6 @@ __all__ = [
     "FindingKind",
     "MetaTaskGenerator",
     "Proposal",
-    "Severity",
     "suspects_for",
 ]
 
@@ -95,11 +95,6 @@ class FindingKind(StrEnum):
     OBJECTIVE = "objective"    # an absolute objective (SLO) was breached
     PINNED = "pinned"          # a tuned parameter sat at its bound: tuning alone cannot fix it
     STATIC = "static"          # ruff or vulture found something in the repository
-
-
-class Severity(StrEnum):
-    WARNING = "Warning"
-    CRITICAL = "Critical"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

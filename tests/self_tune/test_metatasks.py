@@ -8,12 +8,12 @@ import pytest
 
 from coordinator.task import Priority, parse_task_file
 from memory_db import AgentMemory, ModificationOutcome
+from self_tune.detectors import Severity
 from self_tune.metatasks import (
     CREATED_BY,
     Finding,
     FindingKind,
     MetaTaskGenerator,
-    Severity,
     suspects_for,
 )
 
