@@ -1,22 +1,43 @@
-"""Pipeline configuration: the static `PipelineConfig` and the live, tunable `LiveConfig`.
+"""Configuration: the static `PipelineConfig`, the live `Tunables`, and `LiveConfig`.
 
-`Tunables` holds every value that may change while traffic flows, with its default; it is the
-one place those defaults live. `LiveConfig` holds the current `Tunables` and swaps it atomically
-on `set(...)`; components keep a reference to the `LiveConfig` and read `live.current.<name>`
-each time they need a value, so a change takes effect on the next read, without a restart.
+`Tunables` holds every pipeline value that may change while traffic flows, each with its
+default and its `Bounds` (the one place both live); the self-tuning loop and every remote
+change (`PATCH /v1/config`, MCP `configure_pipeline`) are held to the same bounds.
+
+`LiveConfig[T]` holds the current value of any frozen dataclass whose fields are declared with
+`tunable(...)` (the pipeline's `Tunables`, the fleet's `FleetTunables`) and swaps it atomically
+on `set(...)`, from any thread. Components never see the `LiveConfig`: they are given readers,
+zero-argument callables such as `lambda: live.current.breaker_open_s`, and call them at each
+use, so a change takes effect on the next read without a restart.
+
+This module is a leaf: it imports nothing else of the project, so `coordinator` and
+`self_tune` can use it without loading the pipeline.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-__all__ = ["CacheScope", "LiveConfig", "PipelineConfig", "Tunables"]
+__all__ = [
+    "Bounds",
+    "CacheScope",
+    "Change",
+    "LiveConfig",
+    "PipelineConfig",
+    "Tunables",
+    "bounds_of",
+    "check_bounds",
+    "tunable",
+]
 
 
 class CacheScope(StrEnum):
@@ -25,6 +46,259 @@ class CacheScope(StrEnum):
     GLOBAL = "global"
     TENANT = "tenant"
     SESSION = "session"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bounds:
+    """The values one tunable may take: `low <= value <= high` in `unit`.
+
+    `integer` values must be `int`; `unlimited_ok` lets a user choose None ("no limit"), which
+    a controller never sets: it moves a number within the bounds.
+    """
+
+    low: float
+    high: float
+    unit: str
+    integer: bool = False
+    unlimited_ok: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
+            raise ValueError(f"bounds must be finite with low <= high, got {self.low}..{self.high}")
+
+    def check(self, name: str, value: object) -> None:
+        """Raise ValueError naming `name` unless `value` is allowed."""
+        if value is None:
+            if self.unlimited_ok:
+                return
+            raise ValueError(f"{name} must be a number, got None")
+        kind = "an integer" if self.integer else "a finite number"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name} must be {kind} in {self._range()}, got {value!r}")
+        if self.integer and not isinstance(value, int):
+            raise ValueError(f"{name} must be {kind} in {self._range()}, got {value!r}")
+        if not math.isfinite(value) or not (self.low <= value <= self.high):
+            raise ValueError(f"{name} must be {kind} in {self._range()}, got {value!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The bounds as plain JSON values (for `GET /v1/config`)."""
+        low: float = int(self.low) if self.integer else self.low
+        high: float = int(self.high) if self.integer else self.high
+        return {
+            "low": low,
+            "high": high,
+            "unit": self.unit,
+            "integer": self.integer,
+            "unlimited_ok": self.unlimited_ok,
+        }
+
+    def _range(self) -> str:
+        fmt = (lambda v: str(int(v))) if self.integer else (lambda v: f"{v:g}")
+        extra = " (or null for unlimited)" if self.unlimited_ok else ""
+        return f"[{fmt(self.low)}, {fmt(self.high)}] {self.unit}{extra}"
+
+
+_BOUNDS_KEY = "orchestrator.bounds"
+
+
+def tunable(
+    default: Any,
+    *,
+    low: float,
+    high: float,
+    unit: str,
+    integer: bool = False,
+    unlimited_ok: bool = False,
+) -> Any:
+    """A dataclass field for a live-tunable value: its default and its `Bounds`."""
+    bounds = Bounds(low=low, high=high, unit=unit, integer=integer, unlimited_ok=unlimited_ok)
+    bounds.check("default", default)
+    return field(default=default, metadata={_BOUNDS_KEY: bounds})
+
+
+def bounds_of(cls_or_value: Any) -> dict[str, Bounds]:
+    """`{field name: Bounds}` for every `tunable(...)` field of a dataclass (type or value)."""
+    return {
+        f.name: f.metadata[_BOUNDS_KEY]
+        for f in dataclasses.fields(cls_or_value)
+        if _BOUNDS_KEY in f.metadata
+    }
+
+
+def check_bounds(value: Any) -> None:
+    """Raise ValueError naming the first field of `value` that is outside its bounds."""
+    for name, bounds in bounds_of(value).items():
+        bounds.check(name, getattr(value, name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tunables:
+    """Every live-tunable pipeline value, with its default and bounds.
+
+    `inference_queue_capacity` is the stage queue capacity the self-tuning loop moves: it is
+    the queue in front of the upstream concurrency limit, the only one where work waits for a
+    slow resource (the other stages run at CPU speed and forward at once), so it is where
+    sheds and queue wait happen. The other stage capacities stay settable by hand.
+    `shed_threshold` is the fraction of a stage queue's capacity above which `low` priority
+    arrivals are shed; the remaining headroom is kept for `normal` and above.
+    `rate_limit_rps` / `rate_limit_tokens_per_min` apply to each provider; None means unlimited
+    (a user's choice; a controller sets a number within the bounds).
+    `semantic_dedup_threshold` is the cosine similarity above which the semantic dedup hook
+    may treat two prompts as one; it is read by that hook once one is plugged in.
+    """
+
+    inference_concurrency: int = tunable(64, low=1, high=4096, unit="calls", integer=True)
+    rag_queue_capacity: int = tunable(512, low=1, high=1_000_000, unit="requests", integer=True)
+    assemble_queue_capacity: int = tunable(
+        512, low=1, high=1_000_000, unit="requests", integer=True
+    )
+    inference_queue_capacity: int = tunable(
+        1024, low=1, high=1_000_000, unit="requests", integer=True
+    )
+    postprocess_queue_capacity: int = tunable(
+        256, low=1, high=1_000_000, unit="requests", integer=True
+    )
+    stream_queue_capacity: int = tunable(256, low=1, high=1_000_000, unit="requests", integer=True)
+    shed_threshold: float = tunable(0.9, low=0.05, high=1.0, unit="fraction of capacity")
+    breaker_failure_threshold: int = tunable(5, low=1, high=1000, unit="failures", integer=True)
+    breaker_open_s: float = tunable(60.0, low=0.5, high=3600.0, unit="s")
+    retry_max_attempts: int = tunable(3, low=1, high=10, unit="attempts", integer=True)
+    retry_base_delay_s: float = tunable(0.5, low=0.0, high=30.0, unit="s")
+    rate_limit_rps: float | None = tunable(
+        None, low=0.1, high=1e9, unit="requests/s", unlimited_ok=True
+    )
+    rate_limit_tokens_per_min: float | None = tunable(
+        None, low=100.0, high=1e12, unit="tokens/min", unlimited_ok=True
+    )
+    cache_ttl_s: float = tunable(300.0, low=1.0, high=604_800.0, unit="s")
+    semantic_dedup_threshold: float = tunable(0.92, low=0.5, high=1.0, unit="cosine similarity")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+
+T = TypeVar("T")
+
+Change = dict[str, tuple[Any, Any]]
+"""What one effective `LiveConfig.set` changed: `{name: (old, new)}`."""
+
+
+@dataclass(slots=True)
+class _Listener:
+    callback: Callable[[Change], None]
+    loop: asyncio.AbstractEventLoop | None
+
+
+class LiveConfig(Generic[T]):
+    """The current value of a frozen, `tunable(...)`-declared dataclass, changeable live.
+
+    Read `live.current.<name>` at the moment of use (never cache it); reading takes no lock.
+    `set` may be called from any thread: changes are validated against the bounds and applied
+    atomically under a lock, and the version grows by one per effective change.
+
+    A listener registered with `on_change` from inside a running event loop is called on that
+    loop: at once if `set` runs on the loop's own thread, otherwise through
+    `loop.call_soon_threadsafe` (so it may touch asyncio futures safely). A listener registered
+    outside any loop is called synchronously in the thread that called `set` and must be
+    thread-safe itself.
+    """
+
+    __slots__ = ("_current", "_listeners", "_lock", "_version")
+
+    def __init__(self, initial: T | None = None, *, kind: type[T] | None = None) -> None:
+        if initial is None:
+            initial = (kind or Tunables)()  # type: ignore[assignment]
+        if not dataclasses.is_dataclass(initial) or isinstance(initial, type):
+            raise TypeError(f"LiveConfig needs a dataclass instance, got {initial!r}")
+        self._current: T = initial  # type: ignore[assignment]
+        self._listeners: list[_Listener] = []
+        self._lock = threading.Lock()
+        self._version = 0
+
+    @property
+    def current(self) -> T:
+        """The values in force now."""
+        return self._current
+
+    @property
+    def version(self) -> int:
+        """How many effective changes have been applied."""
+        return self._version
+
+    def snapshot(self) -> tuple[T, int]:
+        """The current values and their version, read together."""
+        with self._lock:
+            return self._current, self._version
+
+    def bounds(self) -> dict[str, Bounds]:
+        """`{name: Bounds}` for every tunable field."""
+        return bounds_of(self._current)
+
+    def set(self, **changes: Any) -> Change:
+        """Apply `changes` atomically; return `{name: (old, new)}` for values that changed.
+
+        Raises ValueError naming an unknown tunable or a value outside its bounds; nothing is
+        applied then.
+        """
+        return self.update(changes)
+
+    def update(self, changes: Mapping[str, Any], *, expected_version: int | None = None) -> Change:
+        """`set` with the changes as a mapping; with `expected_version`, apply them only if no
+        other change came first (ValueError naming `version` otherwise)."""
+        names = {f.name for f in dataclasses.fields(self._current)}  # type: ignore[arg-type]
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"unknown tunable(s): {', '.join(unknown)}")
+        with self._lock:
+            if expected_version is not None and expected_version != self._version:
+                raise ValueError(f"version is {self._version}, not the expected {expected_version}")
+            old = self._current
+            new = dataclasses.replace(old, **changes)  # type: ignore[type-var]
+            check_bounds(new)
+            changed = {
+                name: (getattr(old, name), getattr(new, name))
+                for name in changes
+                if getattr(old, name) != getattr(new, name)
+            }
+            if not changed:
+                return changed
+            self._current = new
+            self._version += 1
+            listeners = tuple(self._listeners)
+        for listener in listeners:
+            self._notify(listener, changed)
+        return changed
+
+    def on_change(self, listener: Callable[[Change], None]) -> None:
+        """Call `listener(changed)` after every effective `set` (see the class docstring for
+        the thread or loop it runs on)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            self._listeners.append(_Listener(listener, loop))
+
+    def remove_listener(self, listener: Callable[[Change], None]) -> None:
+        """Stop calling `listener`; a no-op if it was never registered."""
+        with self._lock:
+            self._listeners = [entry for entry in self._listeners if entry.callback != listener]
+
+    def _notify(self, listener: _Listener, changed: Change) -> None:
+        loop = listener.loop
+        if loop is None:
+            listener.callback(changed)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            listener.callback(changed)
+        elif not loop.is_closed():
+            # The loop may close between the check and the call; its listener is moot then.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(listener.callback, changed)
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -37,116 +311,6 @@ def _positive_float(name: str, value: object, *, allow_zero: bool = False) -> No
     if not ok or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Tunables:
-    """Every live-tunable value, with its default.
-
-    `shed_threshold` is the fraction of a stage queue's capacity above which `low` priority
-    arrivals are shed; the remaining headroom is kept for `normal` and above.
-    `rate_limit_rps` / `rate_limit_tokens_per_min` apply to each provider; None means unlimited.
-    `semantic_dedup_threshold` is read by the semantic dedup hook once one is plugged in.
-    """
-
-    inference_concurrency: int = 64
-    rag_queue_capacity: int = 512
-    assemble_queue_capacity: int = 512
-    inference_queue_capacity: int = 1024
-    postprocess_queue_capacity: int = 256
-    stream_queue_capacity: int = 256
-    shed_threshold: float = 0.9
-    breaker_failure_threshold: int = 5
-    breaker_open_s: float = 60.0
-    retry_max_attempts: int = 3
-    retry_base_delay_s: float = 0.5
-    rate_limit_rps: float | None = None
-    rate_limit_tokens_per_min: float | None = None
-    cache_ttl_s: float = 300.0
-    semantic_dedup_threshold: float = 0.92
-
-    def __post_init__(self) -> None:
-        for name in (
-            "inference_concurrency",
-            "rag_queue_capacity",
-            "assemble_queue_capacity",
-            "inference_queue_capacity",
-            "postprocess_queue_capacity",
-            "stream_queue_capacity",
-            "breaker_failure_threshold",
-            "retry_max_attempts",
-        ):
-            _positive_int(name, getattr(self, name))
-        for name in ("breaker_open_s", "cache_ttl_s"):
-            _positive_float(name, getattr(self, name))
-        _positive_float("retry_base_delay_s", self.retry_base_delay_s, allow_zero=True)
-        for name in ("rate_limit_rps", "rate_limit_tokens_per_min"):
-            if getattr(self, name) is not None:
-                _positive_float(name, getattr(self, name))
-        for name in ("shed_threshold", "semantic_dedup_threshold"):
-            value = getattr(self, name)
-            _positive_float(name, value)
-            if value > 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-
-
-_TUNABLE_NAMES = frozenset(f.name for f in dataclasses.fields(Tunables))
-
-
-class LiveConfig:
-    """The current `Tunables`, changeable while the pipeline runs.
-
-    Read `live.current.<name>` at the moment of use (never cache it). Call `set` from the event
-    loop's thread; listeners registered with `on_change` run synchronously inside `set`.
-    """
-
-    __slots__ = ("_current", "_listeners", "_version")
-
-    def __init__(self, initial: Tunables | None = None) -> None:
-        self._current = initial if initial is not None else Tunables()
-        self._listeners: list[Callable[[dict[str, tuple[Any, Any]]], None]] = []
-        self._version = 0
-
-    @property
-    def current(self) -> Tunables:
-        """The values in force now."""
-        return self._current
-
-    @property
-    def version(self) -> int:
-        """How many effective changes have been applied."""
-        return self._version
-
-    def set(self, **changes: Any) -> dict[str, tuple[Any, Any]]:
-        """Apply `changes` atomically; return `{name: (old, new)}` for values that changed.
-
-        Raises ValueError naming an unknown tunable or an invalid value; nothing is applied then.
-        """
-        unknown = sorted(set(changes) - _TUNABLE_NAMES)
-        if unknown:
-            raise ValueError(f"unknown tunable(s): {', '.join(unknown)}")
-        old = self._current
-        new = dataclasses.replace(old, **changes)
-        changed = {
-            name: (getattr(old, name), getattr(new, name))
-            for name in changes
-            if getattr(old, name) != getattr(new, name)
-        }
-        if changed:
-            self._current = new
-            self._version += 1
-            for listener in tuple(self._listeners):
-                listener(changed)
-        return changed
-
-    def on_change(self, listener: Callable[[dict[str, tuple[Any, Any]]], None]) -> None:
-        """Call `listener(changed)` after every effective `set`."""
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: Callable[[dict[str, tuple[Any, Any]]], None]) -> None:
-        """Stop calling `listener`; a no-op if it was never registered."""
-        if listener in self._listeners:
-            self._listeners.remove(listener)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

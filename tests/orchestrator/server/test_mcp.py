@@ -210,7 +210,7 @@ async def test_a_refused_configuration_changes_nothing(http_url: str) -> None:
             "configure_pipeline", {"changes": {"inference_concurrency": 4, "shed_threshold": 2}}
         )
         status = structured(await client.call_tool("pipeline_status", {}))
-    assert "shed_threshold must be in (0, 1]" in error_text(result)
+    assert "shed_threshold must be a finite number in [0.05, 1]" in error_text(result)
     assert status["live_config"]["inference_concurrency"] == 64
     assert status["live_config_version"] == 0
 
