@@ -121,8 +121,12 @@ def alive(pid: int) -> bool:
 
 def test_real_pytest_and_ruff_fail_a_change_that_breaks_ruff(repo: Path) -> None:
     """The default-style checks (pytest, ruff) in the worktree catch a lint error."""
-    gate = gate_with(repo, check(f"{sys.executable} -m pytest -q -p no:cacheprovider", "pytest"),
-                     check(f"{sys.executable} -m ruff check --no-cache .", "ruff"))
+    # Generous timeouts: this test is about verdicts, and a loaded machine starts Python slowly.
+    gate = gate_with(
+        repo,
+        check(f"{sys.executable} -m pytest -q -p no:cacheprovider", "pytest", timeout_s=600),
+        check(f"{sys.executable} -m ruff check --no-cache .", "ruff", timeout_s=600),
+    )
     worktree = gate.prepare("t", 1)
     (worktree.path / "calc.py").write_text("import os\n\n\ndef add(a, b):\n    return a + b\n")
     result = gate.validate(worktree)
