@@ -27,11 +27,19 @@ _EXPORTS: dict[str, str] = {
     "TransformerEmbedder": "intelligence.embed",
     "LexicalEmbedder": "intelligence.embed",
     "DefaultEmbedder": "intelligence.embed",
+    # semantic dedup
+    "SemanticDedup": "intelligence.dedup",
+    "Hit": "intelligence.dedup",
+    "DedupStats": "intelligence.dedup",
+    "PairVerifier": "intelligence.verify",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; `X as X` marks a re-export
+    from intelligence.dedup import DedupStats as DedupStats
+    from intelligence.dedup import Hit as Hit
+    from intelligence.dedup import SemanticDedup as SemanticDedup
     from intelligence.embed import DefaultEmbedder as DefaultEmbedder
     from intelligence.embed import Embedder as Embedder
     from intelligence.embed import EmbedderKind as EmbedderKind
@@ -40,6 +48,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; `X as X` marks a re-export
     from intelligence.errors import EmbedderUnavailable as EmbedderUnavailable
     from intelligence.errors import IndexFileError as IndexFileError
     from intelligence.errors import IntelligenceError as IntelligenceError
+    from intelligence.verify import PairVerifier as PairVerifier
 
 
 def __getattr__(name: str) -> Any:

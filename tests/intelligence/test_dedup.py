@@ -1,0 +1,249 @@
+"""SemanticDedup: verified semantic hits, exact scope isolation, TTL, eviction, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from intelligence import IndexFileError, SemanticDedup
+from intelligence.embed import TransformerEmbedder
+
+
+class Clock:
+    """Wall-clock seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def dedup(minilm: TransformerEmbedder, clock: Clock) -> SemanticDedup[str]:
+    return SemanticDedup(minilm, clock=clock)
+
+
+def test_a_paraphrase_gets_the_stored_answer(dedup: SemanticDedup[str]) -> None:
+    """A reworded prompt in the same scope is served the stored value, with its similarity."""
+    dedup.insert("How do I reverse a list in Python?", "use reversed()", scope="t/c1")
+    hit = dedup.lookup("What's the way to reverse a Python list?", scope="t/c1")
+    assert hit is not None
+    assert hit.value == "use reversed()"
+    assert hit.text == "How do I reverse a list in Python?"
+    assert 0.8 < hit.similarity < 1.0
+
+
+def test_the_same_text_is_an_exact_hit(dedup: SemanticDedup[str]) -> None:
+    """The same prompt (modulo case and spaces) hits with similarity 1."""
+    dedup.insert("Explain what a mutex is.", "a lock", scope="s")
+    hit = dedup.lookup("  explain what a   MUTEX is. ", scope="s")
+    assert hit is not None and hit.similarity == 1.0 and hit.value == "a lock"
+
+
+def test_a_hit_never_crosses_scopes(dedup: SemanticDedup[str]) -> None:
+    """The identical prompt in another scope is a miss: scopes are isolated exactly."""
+    dedup.insert("Now make it faster.", "answer for conversation 1", scope=("tenant-a", "conv-1"))
+    assert dedup.lookup("Now make it faster.", scope=("tenant-a", "conv-2")) is None
+    assert dedup.lookup("Now make it faster.", scope=("tenant-b", "conv-1")) is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("What is the capital of Switzerland?", "What is the capital of Sweden?"),
+        (
+            "Why does `while j < n: j *= 2` never terminate when j starts at 0?",
+            "Why does `while j < n: j += 2` never terminate when j starts at 0?",
+        ),
+        ("Convert 100 degrees Fahrenheit to Celsius.", "Convert 10 degrees Fahrenheit to Celsius."),
+        (
+            "Rename fetch_user to get_user across the codebase.",
+            "Rename fetch_users to get_users across the codebase.",
+        ),
+        ("List all open issues labelled bug.", "List all closed issues labelled bug."),
+    ],
+)
+def test_a_hard_negative_is_not_merged(dedup: SemanticDedup[str], stored: str, asked: str) -> None:
+    """Another entity, operator, number, identifier or scope word is another question."""
+    dedup.insert(stored, "stored answer", scope="s")
+    assert dedup.lookup(asked, scope="s") is None
+
+
+def test_the_threshold_is_read_live(minilm: TransformerEmbedder, clock: Clock) -> None:
+    """Raising the live threshold turns a hit into a miss without rebuilding anything."""
+    bar = {"value": 0.5}
+    dedup: SemanticDedup[str] = SemanticDedup(minilm, threshold=lambda: bar["value"], clock=clock)
+    dedup.insert("How do I exit vim?", ":q", scope=None)
+    assert dedup.lookup("how do you quit vim", scope=None) is not None
+    bar["value"] = 1.0
+    assert dedup.lookup("how do you quit vim", scope=None) is None
+
+
+def test_entries_expire_after_their_ttl(minilm: TransformerEmbedder, clock: Clock) -> None:
+    """An entry older than ttl_s is gone; a younger one is still served."""
+    dedup: SemanticDedup[str] = SemanticDedup(minilm, ttl_s=60, clock=clock)
+    dedup.insert("Explain the CAP theorem in simple terms.", "C, A, P", scope="s")
+    clock.now += 59
+    assert dedup.lookup("Explain the CAP theorem in simple terms.", scope="s") is not None
+    clock.now += 2
+    assert dedup.lookup("Explain the CAP theorem in simple terms.", scope="s") is None
+    assert len(dedup) == 0 and dedup.stats().expired == 1
+
+
+def test_the_least_recently_used_entry_is_evicted(
+    minilm: TransformerEmbedder, clock: Clock
+) -> None:
+    """Beyond max_entries the entry used longest ago goes first."""
+    dedup: SemanticDedup[str] = SemanticDedup(minilm, max_entries=2, clock=clock)
+    first = dedup.insert("What is the capital of France?", "Paris", scope="s")
+    dedup.insert("Who painted the Mona Lisa?", "Leonardo", scope="s")
+    assert dedup.lookup("What is the capital of France?", scope="s") is not None  # now recent
+    dedup.insert("How many continents are there?", "seven", scope="s")
+    assert len(dedup) == 2
+    assert dedup.lookup("Who painted the Mona Lisa?", scope="s") is None
+    hit = dedup.lookup("What is the capital of France?", scope="s")
+    assert hit is not None and hit.entry_id == first
+    assert dedup.stats().evicted == 1
+
+
+def test_the_index_persists_and_reloads(
+    minilm: TransformerEmbedder, clock: Clock, tmp_path
+) -> None:
+    """Saved entries are served by a new instance started on the same file."""
+    path = tmp_path / "dedup.idx"
+    dedup: SemanticDedup[dict[str, str]] = SemanticDedup(minilm, path=path, clock=clock)
+    dedup.insert(
+        "How do I undo the last git commit but keep the changes?", {"a": "reset"}, scope=("t", 1)
+    )
+    dedup.save()
+    again: SemanticDedup[dict[str, str]] = SemanticDedup(minilm, path=path, clock=clock)
+    hit = again.lookup(
+        "How can I revert my most recent git commit while keeping my changes?", scope=("t", 1)
+    )
+    assert hit is not None and hit.value == {"a": "reset"}
+    assert (
+        again.lookup("How do I undo the last git commit but keep the changes?", scope=("t", 2))
+        is None
+    )
+
+
+def test_reloading_drops_entries_that_expired_meanwhile(
+    minilm: TransformerEmbedder, clock: Clock, tmp_path
+) -> None:
+    """An entry whose TTL ran out while the process was down is not loaded."""
+    path = tmp_path / "dedup.idx"
+    dedup: SemanticDedup[str] = SemanticDedup(minilm, path=path, ttl_s=10, clock=clock)
+    dedup.insert("What is a mutex?", "a lock", scope="s")
+    dedup.save()
+    clock.now += 11
+    again: SemanticDedup[str] = SemanticDedup(minilm, path=path, ttl_s=10, clock=clock)
+    assert again.lookup("What is a mutex?", scope="s") is None
+    assert len(again) == 0
+
+
+def test_a_corrupt_index_file_is_an_error_naming_it(minilm: TransformerEmbedder, tmp_path) -> None:
+    """A file that is not our index raises IndexFileError with its path."""
+    path = tmp_path / "dedup.idx"
+    path.write_bytes(b"not a pickle")
+    dedup: SemanticDedup[str] = SemanticDedup(minilm, path=path)
+    with pytest.raises(IndexFileError, match=r"dedup\.idx"):
+        dedup.lookup("anything", scope="s")
+
+
+def test_a_wrong_hit_raises_that_entrys_bar(dedup: SemanticDedup[str]) -> None:
+    """After a hit is reported wrong, the same lookup no longer gets that entry."""
+    dedup.insert("How do I exit vim?", ":q", scope="s")
+    hit = dedup.lookup("how do you quit vim", scope="s")
+    assert hit is not None and hit.confidence < 1.0
+    dedup.feedback(hit, correct=False)
+    assert dedup.entry_bar(hit.entry_id) > hit.confidence
+    assert dedup.lookup("how do you quit vim", scope="s") is None
+    assert dedup.stats().false_hit_rate == 1.0
+
+
+def test_correct_reports_leave_the_bar_at_the_live_threshold(dedup: SemanticDedup[str]) -> None:
+    """Hits reported right do not raise the entry's bar."""
+    entry = dedup.insert("Explain what a mutex is.", "a lock", scope="s")
+    hit = dedup.lookup("What is a mutex?", scope="s")
+    assert hit is not None
+    dedup.feedback(hit, correct=True)
+    assert dedup.entry_bar(entry) == dedup.threshold
+
+
+def test_enough_correct_evidence_lowers_a_raised_bar_within_the_bound(
+    minilm: TransformerEmbedder,
+) -> None:
+    """One wrong report among many right ones above it fits a 5% bound: the bar comes down."""
+    dedup: SemanticDedup[str] = SemanticDedup(minilm, threshold=0.0, max_false_hit_rate=0.05)
+    entry = dedup.insert("What is a mutex?", "a lock", scope="s")
+    dedup.feedback(entry, correct=False, confidence=0.7)
+    assert dedup.entry_bar(entry) > 0.7
+    for _ in range(19):
+        dedup.feedback(entry, correct=True, confidence=0.9)
+    assert dedup.entry_bar(entry) <= 0.7
+
+
+def test_concurrent_async_lookups_share_one_embedding_call(
+    minilm: TransformerEmbedder, clock: Clock
+) -> None:
+    """Lookups awaited together are embedded in one batch, off the event loop's thread."""
+
+    class Counting:
+        def __init__(self) -> None:
+            self.calls: list[tuple[int, str]] = []
+
+        dim = minilm.dim
+        kind = minilm.kind
+
+        def embed(self, texts):
+            self.calls.append((len(texts), threading.current_thread().name))
+            return minilm.embed(texts)
+
+    counting = Counting()
+    dedup: SemanticDedup[str] = SemanticDedup(counting, clock=clock)
+    dedup.insert("How do I exit vim?", ":q", scope="s")
+    counting.calls.clear()
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            dedup.alookup("how do you quit vim", scope="s"),
+            dedup.alookup("What is the capital of Sweden?", scope="s"),
+            dedup.alookup("How do I exit vim?", scope="other"),
+        )
+
+    hits = asyncio.run(main())
+    assert [h is not None for h in hits] == [True, False, False]
+    assert len(counting.calls) == 1 and counting.calls[0][0] == 3
+    assert counting.calls[0][1] != threading.main_thread().name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"threshold": 1.5}, "threshold"),
+        ({"ttl_s": 0}, "ttl_s"),
+        ({"max_entries": 0}, "max_entries"),
+        ({"candidates": 0}, "candidates"),
+        ({"max_false_hit_rate": 1.0}, "max_false_hit_rate"),
+    ],
+)
+def test_bad_parameters_are_value_errors_naming_them(
+    minilm: TransformerEmbedder, kwargs: dict[str, float], name: str
+) -> None:
+    """The constructor rejects an out-of-range parameter by name."""
+    with pytest.raises(ValueError, match=name):
+        SemanticDedup(minilm, **kwargs)
+
+
+def test_an_unhashable_scope_is_a_type_error(dedup: SemanticDedup[str]) -> None:
+    """A scope must be hashable (a list is not)."""
+    with pytest.raises(TypeError):
+        dedup.insert("x", "y", scope=["not", "hashable"])
