@@ -178,8 +178,16 @@ def _ns_per_op(fn: Callable[[], object], loops: int) -> float:
 def part3(loops: int) -> None:
     print(f"\n== 3. Primitives (best of 5 x {loops:,} calls) ==")
     live = LiveConfig(ACTIVE_CHECKS)
-    breaker = CircuitBreaker("p", live=live)
-    limiter = RateLimiter("p", live=live)
+    breaker = CircuitBreaker(
+        "p",
+        failure_threshold=lambda: live.current.breaker_failure_threshold,
+        open_s=lambda: live.current.breaker_open_s,
+    )
+    limiter = RateLimiter(
+        "p",
+        rps=lambda: live.current.rate_limit_rps,
+        tokens_per_min=lambda: live.current.rate_limit_tokens_per_min,
+    )
     request = InferenceRequest("Summarise src/module_3.py", session_id="agent-1")
     key = request_key(request)
     coalescer: Coalescer[str] = Coalescer()

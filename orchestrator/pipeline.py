@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from orchestrator.config import LiveConfig, PipelineConfig
+from orchestrator.config import Change, LiveConfig, PipelineConfig
 from orchestrator.cost import Budget, PriceTable
 from orchestrator.errors import DeadlineExceeded, Overloaded, PipelineClosed
 from orchestrator.metrics import MetricsSnapshot, PipelineMetrics, ProviderSnapshot, StageSnapshot
@@ -108,12 +108,18 @@ class Pipeline:
                 by_name[name],
                 breaker=CircuitBreaker(
                     name,
-                    live=live_,
+                    failure_threshold=lambda: live_.current.breaker_failure_threshold,
+                    open_s=lambda: live_.current.breaker_open_s,
                     probe_count=config.breaker_probe_count,
                     close_success_ratio=config.breaker_close_success_ratio,
                     clock=clock,
                 ),
-                limiter=RateLimiter(name, live=live_, clock=clock),
+                limiter=RateLimiter(
+                    name,
+                    rps=lambda: live_.current.rate_limit_rps,
+                    tokens_per_min=lambda: live_.current.rate_limit_tokens_per_min,
+                    clock=clock,
+                ),
             )
             for name in order
         )
@@ -146,11 +152,15 @@ class Pipeline:
         )
         self.inference = InferenceStage(
             self.routes,
-            live=live_,
+            concurrency=lambda: live_.current.inference_concurrency,
+            queue_capacity=lambda: live_.current.inference_queue_capacity,
+            shed_threshold=lambda: live_.current.shed_threshold,
+            cache_ttl_s=lambda: live_.current.cache_ttl_s,
             shards=config.inference_shards,
             ageing_s=config.priority_ageing_s,
             retry=RetryPolicy(
-                live=live_,
+                max_attempts=lambda: live_.current.retry_max_attempts,
+                base_delay_s=lambda: live_.current.retry_base_delay_s,
                 rng=rng if rng is not None else random.Random(config.seed),
                 max_delay_s=config.retry_max_delay_s,
             ),
@@ -209,6 +219,13 @@ class Pipeline:
             for q, step, name in stages
         ]
         self._tasks += self.inference.start()
+        # Registered here, on the loop, so a change made from another thread reaches the
+        # concurrency limit's futures through the loop (see `LiveConfig.on_change`).
+        self.live.on_change(self._on_live_change)
+
+    def _on_live_change(self, changed: Change) -> None:
+        if "inference_concurrency" in changed:
+            self.inference.limit.wake()
 
     async def aclose(self) -> None:
         """Stop the stages, fail whatever is still pending with `PipelineClosed`, close the
@@ -216,6 +233,7 @@ class Pipeline:
         if self._closing:
             return
         self._closing = True
+        self.live.remove_listener(self._on_live_change)
         running = self.inference.cancel_running()
         for task in self._tasks:
             task.cancel()

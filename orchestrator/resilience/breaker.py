@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
-from orchestrator.config import LiveConfig
 from orchestrator.errors import CircuitOpen
 
 __all__ = ["BreakerState", "CircuitBreaker"]
@@ -26,14 +25,16 @@ class CircuitBreaker:
     While open, `allow()` raises `CircuitOpen`. After `breaker_open_s` it turns half-open and
     admits up to `probe_count` probe calls; once their outcomes show at least
     `close_success_ratio` successes it closes, and as soon as that ratio is out of reach it opens
-    again. Threshold and open time are read live from `live` at each use.
+    again. `failure_threshold()` and `open_s()` are readers, called at each use, so live changes
+    apply at once.
     """
 
     __slots__ = (
         "_clock",
         "_close_success_ratio",
+        "_failure_threshold",
         "_failures",
-        "_live",
+        "_open_s",
         "_opened_at",
         "_probe_count",
         "_probe_failures",
@@ -48,7 +49,8 @@ class CircuitBreaker:
         self,
         name: str,
         *,
-        live: LiveConfig | None = None,
+        failure_threshold: Callable[[], int] = lambda: 5,
+        open_s: Callable[[], float] = lambda: 60.0,
         probe_count: int = 5,
         close_success_ratio: float = 0.8,
         clock: Callable[[], float] = time.monotonic,
@@ -58,7 +60,8 @@ class CircuitBreaker:
         if not 0 < close_success_ratio <= 1:
             raise ValueError(f"close_success_ratio must be in (0, 1], got {close_success_ratio!r}")
         self.name = name
-        self._live = live if live is not None else LiveConfig()
+        self._failure_threshold = failure_threshold
+        self._open_s = open_s
         self._probe_count = probe_count
         self._close_success_ratio = close_success_ratio
         self._clock = clock
@@ -106,7 +109,7 @@ class CircuitBreaker:
         """The provider failed in a way that says it is unhealthy (5xx, 429, timeout, ...)."""
         if self._state is BreakerState.CLOSED:
             self._failures += 1
-            if self._failures >= self._live.current.breaker_failure_threshold:
+            if self._failures >= self._failure_threshold():
                 self._open()
         elif self._state is BreakerState.HALF_OPEN:
             self._probe_failures += 1
@@ -135,4 +138,4 @@ class CircuitBreaker:
         self._probes_admitted = self._probe_successes = self._probe_failures = 0
 
     def _retry_in_s(self) -> float:
-        return self._opened_at + self._live.current.breaker_open_s - self._clock()
+        return self._opened_at + self._open_s() - self._clock()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from orchestrator.config import LiveConfig
-
 __all__ = ["RateLimiter", "TokenBucket"]
 
 
@@ -63,28 +61,29 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One provider's limits, read live: `rate_limit_rps` (burst of one second) and
-    `rate_limit_tokens_per_min` (burst of one minute). None means unlimited."""
+    """One provider's limits, read at each use from the readers `rps()` (requests/s, burst of
+    one second) and `tokens_per_min()` (burst of one minute). None means unlimited."""
 
-    __slots__ = ("_clock", "_live", "_requests", "_tokens", "name")
+    __slots__ = ("_clock", "_requests", "_rps", "_tokens", "_tpm", "name")
 
     def __init__(
         self,
         name: str,
         *,
-        live: LiveConfig | None = None,
+        rps: Callable[[], float | None] = lambda: None,
+        tokens_per_min: Callable[[], float | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
-        self._live = live if live is not None else LiveConfig()
+        self._rps = rps
+        self._tpm = tokens_per_min
         self._clock = clock
         self._requests: TokenBucket | None = None
         self._tokens: TokenBucket | None = None
 
     def try_acquire(self, tokens: int = 0) -> float:
         """Admit one request estimated at `tokens` input tokens: 0.0, or seconds to wait."""
-        tunables = self._live.current
-        rps, tpm = tunables.rate_limit_rps, tunables.rate_limit_tokens_per_min
+        rps, tpm = self._rps(), self._tpm()
         if rps is None and tpm is None:
             return 0.0
         now = self._clock()
@@ -109,7 +108,7 @@ class RateLimiter:
 
     def debit_tokens(self, tokens: int) -> None:
         """Charge tokens learnt after the call (the output) to the tokens/min bucket."""
-        if self._tokens is not None and self._live.current.rate_limit_tokens_per_min is not None:
+        if self._tokens is not None and self._tpm() is not None:
             self._tokens.debit(tokens)
 
     def _bucket(self, bucket: TokenBucket | None, rate_per_s: float, burst_s: float) -> TokenBucket:

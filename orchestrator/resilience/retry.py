@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
-from orchestrator.config import LiveConfig
 from orchestrator.errors import ProviderError
 
 __all__ = ["RetryPolicy"]
@@ -16,23 +16,29 @@ class RetryPolicy:
     Attempt `n` (1-based) failing retryably waits a uniform random time in
     `[0, min(max_delay_s, retry_base_delay_s * 2**(n-1))]` (full jitter), but never less than the
     provider's `retry_after_s`. Non-retryable errors and the last of `retry_max_attempts`
-    attempts get None. `retry_max_attempts` and `retry_base_delay_s` are read live.
+    attempts get None. `max_attempts()` and `base_delay_s()` are readers, called at each decision.
     """
 
-    __slots__ = ("_live", "_max_delay_s", "_rng")
+    __slots__ = ("_base_delay_s", "_max_attempts", "_max_delay_s", "_rng")
 
     def __init__(
-        self, *, live: LiveConfig | None = None, rng: random.Random, max_delay_s: float = 30.0
+        self,
+        *,
+        rng: random.Random,
+        max_attempts: Callable[[], int] = lambda: 3,
+        base_delay_s: Callable[[], float] = lambda: 0.5,
+        max_delay_s: float = 30.0,
     ) -> None:
         if max_delay_s <= 0:
             raise ValueError(f"max_delay_s must be > 0, got {max_delay_s!r}")
-        self._live = live if live is not None else LiveConfig()
+        self._max_attempts = max_attempts
+        self._base_delay_s = base_delay_s
         self._rng = rng
         self._max_delay_s = max_delay_s
 
     @property
     def max_attempts(self) -> int:
-        return self._live.current.retry_max_attempts
+        return self._max_attempts()
 
     def backoff_s(self, attempt: int, error: BaseException) -> float | None:
         """Seconds to wait before attempt `attempt + 1`, or None to stop trying."""
@@ -40,10 +46,9 @@ class RetryPolicy:
             raise ValueError(f"attempt must be >= 1, got {attempt!r}")
         if not isinstance(error, ProviderError) or not error.retryable:
             return None
-        tunables = self._live.current
-        if attempt >= tunables.retry_max_attempts:
+        if attempt >= self._max_attempts():
             return None
-        ceiling_s = min(self._max_delay_s, tunables.retry_base_delay_s * 2 ** (attempt - 1))
+        ceiling_s = min(self._max_delay_s, self._base_delay_s() * 2 ** (attempt - 1))
         delay_s = self._rng.uniform(0.0, ceiling_s)
         if error.retry_after_s is not None:
             delay_s = max(delay_s, error.retry_after_s)

@@ -13,7 +13,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
-from orchestrator.config import LiveConfig
 from orchestrator.cost import Budget, PriceTable
 from orchestrator.errors import CircuitOpen, DeadlineExceeded, ProviderError
 from orchestrator.metrics import PipelineMetrics
@@ -128,7 +127,10 @@ class InferenceStage:
         self,
         routes: Sequence[Route],
         *,
-        live: LiveConfig,
+        concurrency: Callable[[], int],
+        queue_capacity: Callable[[], int],
+        shed_threshold: Callable[[], float],
+        cache_ttl_s: Callable[[], float],
         shards: int,
         ageing_s: float,
         retry: RetryPolicy,
@@ -148,7 +150,8 @@ class InferenceStage:
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards!r}")
         self.routes = tuple(routes)
-        self._live = live
+        self._queue_capacity = queue_capacity
+        self._cache_ttl_s = cache_ttl_s
         self.shards = shards
         self._retry = retry
         self._cache = cache
@@ -160,12 +163,12 @@ class InferenceStage:
         self._finish_stream = finish_stream
         self._sleep = sleep
         self._attempt_timeout_s = attempt_timeout_s
-        self.limit = ConcurrencyLimit(lambda: live.current.inference_concurrency)
+        self.limit = ConcurrencyLimit(concurrency)
         self.queues: tuple[PriorityQueue[Job], ...] = tuple(
             PriorityQueue(
                 f"inference[{i}]",
                 capacity=self._shard_capacity,
-                shed_threshold=lambda: live.current.shed_threshold,
+                shed_threshold=shed_threshold,
                 ageing_s=ageing_s,
                 clock=clock,
             )
@@ -173,14 +176,9 @@ class InferenceStage:
         )
         self._round_robin = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        live.on_change(self._on_live_change)
 
     def _shard_capacity(self) -> int:
-        return math.ceil(self._live.current.inference_queue_capacity / self.shards)
-
-    def _on_live_change(self, changed: dict[str, tuple[object, object]]) -> None:
-        if "inference_concurrency" in changed:
-            self.limit.wake()
+        return math.ceil(self._queue_capacity() / self.shards)
 
     def queue_for(self, job: Job) -> PriorityQueue[Job]:
         """Sessions stick to one shard; requests without a session go round-robin."""
@@ -198,8 +196,7 @@ class InferenceStage:
         ]
 
     def cancel_running(self) -> list[asyncio.Task[None]]:
-        """Cancel every call in flight (shutdown) and stop listening to live changes."""
-        self._live.remove_listener(self._on_live_change)
+        """Cancel every call in flight (shutdown)."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -312,7 +309,7 @@ class InferenceStage:
                 native=completion.native,
             )
             try:
-                await self._cache.put(job.cache_key, answer, ttl_s=self._live.current.cache_ttl_s)
+                await self._cache.put(job.cache_key, answer, ttl_s=self._cache_ttl_s())
             except Exception:
                 self._metrics.cache_errors += 1
                 log.warning("response cache put failed; answer served uncached", exc_info=True)

@@ -97,7 +97,12 @@ def test_released_probe_frees_its_slot(clock: FakeClock) -> None:
 def test_threshold_and_open_time_are_read_live(clock: FakeClock) -> None:
     """Changing the live threshold and open time changes the breaker's behaviour at once."""
     live = LiveConfig()
-    breaker = CircuitBreaker("p", live=live, clock=clock)
+    breaker = CircuitBreaker(
+        "p",
+        failure_threshold=lambda: live.current.breaker_failure_threshold,
+        open_s=lambda: live.current.breaker_open_s,
+        clock=clock,
+    )
     live.set(breaker_failure_threshold=2, breaker_open_s=5.0)
     _fail(breaker, 2)
     assert breaker.state is BreakerState.OPEN

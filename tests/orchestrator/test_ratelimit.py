@@ -42,7 +42,7 @@ def test_unlimited_by_default(clock: FakeClock) -> None:
 
 def test_requests_per_second_limit(clock: FakeClock) -> None:
     """At 10 req/s, ten pass in a second and the eleventh waits."""
-    limiter = RateLimiter("p", live=LiveConfig(Tunables(rate_limit_rps=10.0)), clock=clock)
+    limiter = _limiter(LiveConfig(Tunables(rate_limit_rps=10.0)), clock)
     assert [limiter.try_acquire() for _ in range(10)] == [0.0] * 10
     assert limiter.try_acquire() == pytest.approx(0.1)
     clock.advance(0.1)
@@ -52,7 +52,7 @@ def test_requests_per_second_limit(clock: FakeClock) -> None:
 def test_tokens_per_minute_limit(clock: FakeClock) -> None:
     """At 6,000 tokens/min, a 5,000 and a 1,000 pass, then more waits for refill."""
     live = LiveConfig(Tunables(rate_limit_tokens_per_min=6000.0))
-    limiter = RateLimiter("p", live=live, clock=clock)
+    limiter = _limiter(live, clock)
     assert limiter.try_acquire(5000) == 0.0
     assert limiter.try_acquire(1000) == 0.0
     assert limiter.try_acquire(100) == pytest.approx(1.0)
@@ -61,7 +61,7 @@ def test_tokens_per_minute_limit(clock: FakeClock) -> None:
 def test_output_tokens_are_debited_after_the_call(clock: FakeClock) -> None:
     """Output tokens learnt afterwards count against the tokens/min budget."""
     live = LiveConfig(Tunables(rate_limit_tokens_per_min=600.0))
-    limiter = RateLimiter("p", live=live, clock=clock)
+    limiter = _limiter(live, clock)
     assert limiter.try_acquire(100) == 0.0
     limiter.debit_tokens(500)
     assert limiter.try_acquire(100) > 0
@@ -70,7 +70,7 @@ def test_output_tokens_are_debited_after_the_call(clock: FakeClock) -> None:
 def test_a_refused_request_keeps_its_tokens(clock: FakeClock) -> None:
     """When the request bucket refuses, the token bucket is not charged."""
     live = LiveConfig(Tunables(rate_limit_rps=1.0, rate_limit_tokens_per_min=120.0))
-    limiter = RateLimiter("p", live=live, clock=clock)
+    limiter = _limiter(live, clock)
     assert limiter.try_acquire(60) == 0.0
     assert limiter.try_acquire(60) > 0
     clock.advance(1.0)
@@ -80,8 +80,17 @@ def test_a_refused_request_keeps_its_tokens(clock: FakeClock) -> None:
 def test_rate_is_read_live(clock: FakeClock) -> None:
     """Raising the live rate lets more through at once; removing it lifts the limit."""
     live = LiveConfig(Tunables(rate_limit_rps=1.0))
-    limiter = RateLimiter("p", live=live, clock=clock)
+    limiter = _limiter(live, clock)
     assert limiter.try_acquire() == 0.0
     assert limiter.try_acquire() > 0
     live.set(rate_limit_rps=None)
     assert limiter.try_acquire() == 0.0
+
+
+def _limiter(live: LiveConfig[Tunables], clock: FakeClock) -> RateLimiter:
+    return RateLimiter(
+        "p",
+        rps=lambda: live.current.rate_limit_rps,
+        tokens_per_min=lambda: live.current.rate_limit_tokens_per_min,
+        clock=clock,
+    )

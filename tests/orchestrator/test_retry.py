@@ -14,7 +14,16 @@ RETRYABLE = ProviderError("p", "HTTP 503", status=503, retryable=True)
 
 
 def _policy(seed: int = 7, **tunables: object) -> RetryPolicy:
-    return RetryPolicy(live=LiveConfig(Tunables(**tunables)), rng=random.Random(seed))  # type: ignore[arg-type]
+    live = LiveConfig(Tunables(**tunables))  # type: ignore[arg-type]
+    return _policy_reading(live, seed)
+
+
+def _policy_reading(live: LiveConfig[Tunables], seed: int) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=lambda: live.current.retry_max_attempts,
+        base_delay_s=lambda: live.current.retry_base_delay_s,
+        rng=random.Random(seed),
+    )
 
 
 def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
@@ -61,7 +70,7 @@ def test_retry_after_is_a_floor() -> None:
 def test_attempts_and_base_delay_are_read_live() -> None:
     """Live changes to attempts and base delay apply to the next decision."""
     live = LiveConfig()
-    policy = RetryPolicy(live=live, rng=random.Random(1))
+    policy = _policy_reading(live, 1)
     live.set(retry_max_attempts=1)
     assert policy.backoff_s(1, RETRYABLE) is None
     live.set(retry_max_attempts=5, retry_base_delay_s=0.0)
