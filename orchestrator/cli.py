@@ -60,6 +60,13 @@ def _settings_flags(parser: argparse.ArgumentParser, *, web: bool, suppress: boo
         help="global spend limit in US dollars (MAX_SPEND)",
     )
     group.add_argument(
+        "--prices",
+        default=default,
+        metavar="FILE",
+        dest="prices_file",
+        help="a TOML price table merged over the shipped one (PRICES_FILE)",
+    )
+    group.add_argument(
         "--env-file",
         type=Path,
         default=default,
@@ -124,7 +131,7 @@ def _has_tui() -> bool:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("provider", "model", "fallback", "host", "port", "max_spend_usd")
+    names = ("provider", "model", "fallback", "host", "port", "max_spend_usd", "prices_file")
     return {name: getattr(args, name, None) for name in names}
 
 

@@ -318,8 +318,8 @@ class PipelineConfig:
     """How a pipeline is built; fixed for the pipeline's life (live values are in `tunables`).
 
     Units: `*_s` seconds, `*_usd` US dollars. `fallback_order` lists worker names, first tried
-    first; empty means the order the workers were given in. `price_table_path` overrides the
-    price table shipped with the package. `rag_folder` None turns retrieval off.
+    first; empty means the order the workers were given in. `price_table_path` is a price table
+    merged over the one shipped with the package. `rag_folder` None turns retrieval off.
     `redis_url` set makes the response cache live in Redis instead of process memory.
     `attempt_timeout_s` caps one upstream attempt (None: only the request's deadline does).
     """

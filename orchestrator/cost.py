@@ -22,28 +22,56 @@ log = logging.getLogger(__name__)
 DEFAULT_PRICE_TABLE = Path(__file__).with_name("prices.toml")
 
 
+# Anthropic's multipliers of the input price: reading the prompt cache costs a tenth, writing
+# it (the five-minute cache) a quarter more. The defaults when a table gives no cache prices.
+CACHE_READ_FACTOR = 0.1
+CACHE_WRITE_FACTOR = 1.25
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelPrice:
-    """USD per million input and output tokens."""
+    """USD per million tokens of each kind: fresh input, output, prompt-cache reads and writes
+    (None: `CACHE_READ_FACTOR` / `CACHE_WRITE_FACTOR` times the input price)."""
 
     input_per_mtok_usd: float
     output_per_mtok_usd: float
+    cache_read_per_mtok_usd: float | None = None
+    cache_write_per_mtok_usd: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("input_per_mtok_usd", "output_per_mtok_usd"):
+        for name in (
+            "input_per_mtok_usd",
+            "output_per_mtok_usd",
+            "cache_read_per_mtok_usd",
+            "cache_write_per_mtok_usd",
+        ):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
+            if value is None and name.startswith("cache_"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.cache_read_per_mtok_usd is None:
+            read = self.input_per_mtok_usd * CACHE_READ_FACTOR
+            object.__setattr__(self, "cache_read_per_mtok_usd", read)
+        if self.cache_write_per_mtok_usd is None:
+            write = self.input_per_mtok_usd * CACHE_WRITE_FACTOR
+            object.__setattr__(self, "cache_write_per_mtok_usd", write)
 
     def cost_usd(self, usage: Usage) -> float:
+        """What `usage` costs: every kind of token it reports, at its own price."""
+        assert self.cache_read_per_mtok_usd is not None
+        assert self.cache_write_per_mtok_usd is not None
         return (
             usage.input_tokens * self.input_per_mtok_usd
             + usage.output_tokens * self.output_per_mtok_usd
+            + usage.cache_read_input_tokens * self.cache_read_per_mtok_usd
+            + usage.cache_creation_input_tokens * self.cache_write_per_mtok_usd
         ) / 1_000_000
 
 
 class PriceTable:
-    """Model name → `ModelPrice`. Unknown models cost 0 and are counted in `unpriced`.
+    """Model name → `ModelPrice`. Unknown models cost 0, are counted in `unpriced` and logged
+    as a warning (once per model): a budget cannot see what they spend.
 
     A model not found by its exact name is looked up by the longest table name it starts with,
     so dated variants (`claude-sonnet-4-5-20250929`) find their family's price.
@@ -58,23 +86,15 @@ class PriceTable:
 
     @classmethod
     def load(cls, path: Path | None = None) -> PriceTable:
-        """Read a TOML table (`[models."<name>"]` with `input_per_mtok_usd`,
-        `output_per_mtok_usd`); None reads the table shipped with the package.
+        """The shipped table with `path`'s entries merged over it (None: the shipped table).
 
-        Raises ValueError naming the file and the model on a malformed entry.
+        A table is TOML: `[models."<name>"]` with `input_per_mtok_usd`, `output_per_mtok_usd`
+        and optionally `cache_read_per_mtok_usd`, `cache_write_per_mtok_usd`. Raises
+        ValueError naming the file and the model on a malformed entry, OSError if unreadable.
         """
-        path = DEFAULT_PRICE_TABLE if path is None else path
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-        models = data.get("models")
-        if not isinstance(models, dict):
-            raise ValueError(f"{path}: expected a [models.<name>] table")
-        prices = {}
-        for name, entry in models.items():
-            try:
-                prices[name] = ModelPrice(**entry)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path}: model {name!r}: {exc}") from exc
+        prices = _read_table(DEFAULT_PRICE_TABLE)
+        if path is not None and Path(path) != DEFAULT_PRICE_TABLE:
+            prices.update(_read_table(Path(path)))
         return cls(prices)
 
     def price(self, model: str) -> ModelPrice | None:
@@ -89,11 +109,37 @@ class PriceTable:
         return found
 
     def cost_usd(self, model: str, usage: Usage) -> float:
+        """What `usage` of `model` costs (0.0, counted and warned about, when unpriced)."""
         price = self.price(model)
         if price is None:
-            self.unpriced[model] = self.unpriced.get(model, 0) + 1
+            seen = self.unpriced.get(model, 0)
+            if not seen:
+                log.warning(
+                    "model %r has no price: its cost counts as $0 and budgets cannot limit it; "
+                    "give its price with --prices FILE or PRICES_FILE",
+                    model,
+                )
+            self.unpriced[model] = seen + 1
             return 0.0
         return price.cost_usd(usage)
+
+
+def _read_table(path: Path) -> dict[str, ModelPrice]:
+    with path.open("rb") as f:
+        try:
+            data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+    models = data.get("models")
+    if not isinstance(models, dict):
+        raise ValueError(f"{path}: expected a [models.<name>] table")
+    prices = {}
+    for name, entry in models.items():
+        try:
+            prices[name] = ModelPrice(**entry)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: model {name!r}: {exc}") from exc
+    return prices
 
 
 class Budget:

@@ -56,6 +56,7 @@ class ProviderSnapshot:
     breaker_opened_total: int
     calls_total: int
     failures_total: int
+    rate_limited_total: int = 0  # 429s: backpressure, not counted against the breaker
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,11 +93,14 @@ class MetricsSnapshot:
     cost_usd_total: float
     budget_warnings: int
     budget_refusals: int
+    unpriced_models: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Answered requests per model that has no price (billed $0: budgets cannot see them)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
         data = dataclasses.asdict(self)
         data["errors_by_type"] = dict(self.errors_by_type)
+        data["unpriced_models"] = dict(self.unpriced_models)
         return data
 
 

@@ -149,6 +149,7 @@ class Pipeline:
             scope=config.cache_scope,
             system_prompt=config.system_prompt,
             template=config.prompt_template,
+            free=all(route.free for route in self.routes),
         )
         self.inference = InferenceStage(
             self.routes,
@@ -311,6 +312,7 @@ class Pipeline:
                 breaker_opened_total=r.breaker.opened_total,
                 calls_total=r.calls_total,
                 failures_total=r.failures_total,
+                rate_limited_total=r.rate_limited_total,
             )
             for r in self.routes
         )
@@ -350,6 +352,7 @@ class Pipeline:
             cost_usd_total=metrics.cost_usd_total,
             budget_warnings=self.budget.warnings,
             budget_refusals=self.budget.refusals,
+            unpriced_models=dict(self.prices.unpriced),
         )
 
     # -- plumbing ----------------------------------------------------------------------------

@@ -9,10 +9,23 @@ from enum import StrEnum
 from typing import Any, Literal
 
 NATIVE_ANTHROPIC = "anthropic"
-"""The one native format so far: an Anthropic Messages API request body (see `native`)."""
+"""Native format: an Anthropic Messages API request body (see `InferenceRequest.native`)."""
+
+NATIVE_OPENAI_CHAT = "openai-chat"
+"""Native format: an OpenAI Chat Completions request body (tools, tool messages, …)."""
+
+NATIVE_OPENAI_RESPONSES = "openai-responses"
+"""Native format: an OpenAI Responses API request body (`POST /v1/responses`)."""
 
 ANTHROPIC_BETA = "anthropic-beta"
 """The `metadata` key of a native request's `anthropic-beta` header, forwarded with the body."""
+
+ANTHROPIC_VERSION = "anthropic-version"
+"""The `metadata` key of the client's `anthropic-version` header, forwarded with the body."""
+
+NATIVE_FORMAT = "native-format"
+"""The `metadata` key naming the format of `InferenceRequest.native` (default
+`NATIVE_ANTHROPIC`)."""
 
 
 class Priority(StrEnum):
@@ -33,9 +46,10 @@ _PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Pr
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One chat turn."""
+    """One chat turn; a `system` turn is an instruction in the middle of the conversation (the
+    Messages API and Chat Completions both take them; Claude Code sends them)."""
 
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]
     content: str
 
 
@@ -50,20 +64,27 @@ class InferenceRequest:
     Give either `prompt` (one user turn) or `messages`; `messages_or_prompt` reconciles them.
     `timeout_s` is the request's deadline, relative to when the pipeline accepts it.
 
-    `native`, when given, is a provider-native request body that the text fields cannot carry
-    (for now only an Anthropic Messages API body, `NATIVE_ANTHROPIC`: tools, content blocks of
-    any type, thinking…, without `stream`). It is sent as given (except `model`, which follows
-    `model` as for any request) and only to workers whose `native_formats` include it; the
-    configured system prompt, template and retrieved context are not added to it. `prompt` /
-    `messages` / `system` then hold a text rendering of it, used for token estimates.
-    `metadata[ANTHROPIC_BETA]` is the beta header to send with it (part of its dedup key).
+    `native`, when given, is a provider-native request body that the text fields cannot carry,
+    in the format `native_format` names (`metadata[NATIVE_FORMAT]`, default `NATIVE_ANTHROPIC`:
+    an Anthropic Messages API body with tools, content blocks of any type, thinking…; or an
+    OpenAI Chat Completions or Responses body), without `stream`. It is sent as given (except
+    `model`, which follows `model` as for any request) and only to workers whose
+    `native_formats` include its format; the configured system prompt, template and retrieved
+    context are not added to it. `prompt` / `messages` / `system` then hold a text rendering
+    of it, used for token estimates. `metadata[ANTHROPIC_BETA]` / `metadata[ANTHROPIC_VERSION]`
+    are the client's headers to send with it (part of its dedup key).
+
+    `max_tokens` None lets the provider decide (OpenAI's APIs have no required limit; the
+    Anthropic worker then sends its own default). `client_retries` says the client retries by
+    itself (its SDK announced `x-stainless-retry-count`): the pipeline then tries each provider
+    once instead of stacking its own retry rounds on top of the client's.
     """
 
     prompt: str | None = None
     messages: tuple[Message, ...] = ()
     system: str | None = None
     model: str | None = None
-    max_tokens: int = 1024
+    max_tokens: int | None = 1024
     temperature: float | None = None
     session_id: str | None = None
     tenant: str | None = None
@@ -72,16 +93,24 @@ class InferenceRequest:
     metadata: Mapping[str, str] = field(default_factory=dict)
     request_id: str = field(default_factory=_new_request_id)
     native: Mapping[str, Any] | None = None
+    client_retries: bool = False
 
     def __post_init__(self) -> None:
         if self.prompt is None and not self.messages:
             raise ValueError("InferenceRequest needs a prompt or messages")
-        if self.max_tokens < 1:
+        if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         if not isinstance(self.priority, Priority):
             object.__setattr__(self, "priority", Priority(self.priority))
+
+    @property
+    def native_format(self) -> str | None:
+        """The format of `native` (None for a text request)."""
+        if self.native is None:
+            return None
+        return self.metadata.get(NATIVE_FORMAT, NATIVE_ANTHROPIC)
 
     @property
     def messages_or_prompt(self) -> tuple[Message, ...]:
@@ -93,10 +122,23 @@ class InferenceRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Usage:
-    """Token counts as reported by the provider."""
+    """Token counts as reported by the provider, each billed at its own price.
+
+    `input_tokens` are the input tokens read fresh; `cache_read_input_tokens` were read from
+    the provider's prompt cache, `cache_creation_input_tokens` written to it (Anthropic's
+    convention: the three add up to the whole prompt; OpenAI's `prompt_tokens` include the
+    cached ones, so its worker splits them).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Every input token, cached or not (what OpenAI reports as `prompt_tokens`)."""
+        return self.input_tokens + self.cache_read_input_tokens + self.cache_creation_input_tokens
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -74,6 +74,7 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "port": "PORT",
     "api_key": "API_KEY",
     "max_spend_usd": "MAX_SPEND",
+    "prices_file": "PRICES_FILE",
     "max_body_bytes": "MAX_BODY_BYTES",
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
@@ -136,8 +137,9 @@ class ServerSettings:
     setting). Secrets given as `str` are wrapped in `Secret`.
 
     `model` None means the provider's default. `port` 0 asks the OS for a free port.
-    `max_spend_usd` is the global budget. `api_key` is the bearer token clients must send;
-    without one the server refuses to bind a non-loopback `host`.
+    `max_spend_usd` is the global budget; `prices_file` a TOML price table merged over the
+    shipped one. `api_key` is the bearer token clients must send; without one the server
+    refuses to bind a non-loopback `host`.
     """
 
     provider: Provider
@@ -152,6 +154,7 @@ class ServerSettings:
     port: int = 8080
     api_key: Secret | None = None
     max_spend_usd: float | None = None
+    prices_file: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -209,6 +212,8 @@ class ServerSettings:
                 f"LOG_FORMAT must be text or json, got {self.log_format!r}", names=("LOG_FORMAT",)
             )
         self._check_required()
+        if self.max_spend_usd is not None:
+            _check_priced(self)
         if not self.host:
             raise SettingsError("HOST must not be empty", names=("HOST",))
         if self.api_key is None and not is_loopback(self.host):
@@ -384,6 +389,8 @@ def build_pipeline(settings: ServerSettings, config: PipelineConfig | None = Non
     from orchestrator.pipeline import Pipeline
 
     config = config if config is not None else PipelineConfig()
+    if settings.prices_file is not None:
+        config = dataclasses.replace(config, price_table_path=Path(settings.prices_file))
     if settings.max_spend_usd is not None:
         config = dataclasses.replace(config, global_budget_usd=settings.max_spend_usd)
     chain = (settings.provider, *settings.fallback)
@@ -392,6 +399,29 @@ def build_pipeline(settings: ServerSettings, config: PipelineConfig | None = Non
     workers = [_worker(settings, settings.provider, settings.model)]
     workers += [_worker(settings, provider, None) for provider in settings.fallback]
     return Pipeline(config, *workers)
+
+
+def _check_priced(settings: ServerSettings) -> None:
+    """A budget needs prices: refuse to start one over a model that has none (it would spend
+    without limit, silently). The echo provider is free whatever its model."""
+    from orchestrator.cost import PriceTable
+
+    path = Path(settings.prices_file) if settings.prices_file is not None else None
+    try:
+        prices = PriceTable.load(path)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"PRICES_FILE: {exc}", names=("PRICES_FILE",)) from None
+    if settings.provider == "echo":
+        return
+    model = settings.model or default_model(settings.provider)
+    if prices.price(model) is None:
+        raise SettingsError(
+            f"MAX_SPEND needs a price for model {model!r}, and the price table has none: "
+            f"give it in a TOML file with --prices FILE or PRICES_FILE (merged over the "
+            f'shipped table): [models."{model}"] input_per_mtok_usd = …, '
+            "output_per_mtok_usd = …",
+            names=("MAX_SPEND", "PRICES_FILE", "MODEL"),
+        )
 
 
 def _provider_list(text: str) -> tuple[Any, ...]:

@@ -22,6 +22,7 @@ from orchestrator.providers._http import (
 )
 from orchestrator.request import (
     ANTHROPIC_BETA,
+    ANTHROPIC_VERSION,
     NATIVE_ANTHROPIC,
     Completion,
     InferenceRequest,
@@ -30,6 +31,9 @@ from orchestrator.request import (
 )
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
+
+DEFAULT_MAX_TOKENS = 4096
+"""What a text request that names no limit asks for (the Messages API requires one)."""
 
 # Anthropic sends errors inside an open stream as `event: error` with HTTP status 200;
 # the error type tells us which status it stands for.
@@ -46,6 +50,37 @@ _STATUS_OF_ERROR_TYPE = {
 
 # Normalised to the OpenAI vocabulary the rest of the pipeline uses.
 _FINISH_REASON = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def usage_of(usage: Mapping[str, Any] | None, before: Usage | None = None) -> Usage:
+    """`Usage` from an Anthropic `usage` object (a message's, or a stream event's, whose counts
+    are cumulative: a count it leaves out keeps its value from `before`)."""
+    usage = usage or {}
+    before = before or Usage()
+
+    def count(name: str) -> int:
+        value = usage.get(name)
+        return value if isinstance(value, int) else getattr(before, name)
+
+    return Usage(
+        input_tokens=count("input_tokens"),
+        output_tokens=count("output_tokens"),
+        cache_read_input_tokens=count("cache_read_input_tokens"),
+        cache_creation_input_tokens=count("cache_creation_input_tokens"),
+    )
+
+
+class _EveryEvent(anthropic.AsyncStream[object]):
+    """The stream's events as JSON, `ping` and `error` included: the SDK's own stream drops
+    pings, and a native client is owed every event the provider sent."""
+
+    async def __stream__(self) -> AsyncIterator[object]:
+        try:
+            async for sse in self._iter_events():  # the SDK's hook for subclasses
+                if sse.event is not None and sse.data:
+                    yield sse.json()
+        finally:
+            await self.response.aclose()
 
 
 class AnthropicWorker:
@@ -134,13 +169,9 @@ class AnthropicWorker:
             for block in message["content"]
             if isinstance(block, dict) and block.get("type") == "text"
         )
-        usage = message.get("usage") or {}
         return Completion(
             text=text,
-            usage=Usage(
-                input_tokens=usage.get("input_tokens") or 0,
-                output_tokens=usage.get("output_tokens") or 0,
-            ),
+            usage=usage_of(message.get("usage")),
             model=message.get("model") or self.default_model,
             finish_reason=_finish_reason(message.get("stop_reason")),
             native=message if request.native is not None else None,
@@ -151,7 +182,7 @@ class AnthropicWorker:
     ) -> AsyncIterator[StreamChunk]:
         """Yield one chunk per text delta, then a final empty chunk with finish reason and usage.
 
-        For a native request, one chunk per raw event instead (pings aside), each with the
+        For a native request, one chunk per raw event instead (pings included), each with the
         event in `native` and its text delta, if any, in `text`; the last is `message_stop`,
         with finish reason and usage.
         Raises a retryable `ProviderError` if the stream stalls, runs past `timeout_s`, or ends
@@ -170,12 +201,13 @@ class AnthropicWorker:
                     body=body,
                     options=options,
                     stream=True,
-                    stream_cls=anthropic.AsyncStream[object],
+                    stream_cls=_EveryEvent,
                 )
             )
         except anthropic.APIError as exc:
             raise self._translate(exc) from None
-        index = input_tokens = output_tokens = 0
+        index = 0
+        usage = Usage()
         stop_reason: str | None = None
         last: dict[str, Any] | None = None
         try:
@@ -187,17 +219,17 @@ class AnthropicWorker:
                     break
                 kind = event.get("type")
                 text = ""
+                if kind == "error":
+                    raise self._stream_error(event, events.response.headers)
+                if kind == "ping" and not native:
+                    continue
                 if kind == "message_start":
-                    usage = event["message"].get("usage") or {}
-                    input_tokens = usage.get("input_tokens") or 0
-                    output_tokens = usage.get("output_tokens") or 0
+                    usage = usage_of(event["message"].get("usage"))
                 elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
                     text = event["delta"]["text"]
                 elif kind == "message_delta":
                     stop_reason = event["delta"].get("stop_reason")
-                    usage = event.get("usage") or {}
-                    output_tokens = usage.get("output_tokens") or output_tokens
-                    input_tokens = usage.get("input_tokens") or input_tokens
+                    usage = usage_of(event.get("usage"), usage)
                 elif kind == "message_stop":
                     last = event
                     continue
@@ -227,17 +259,24 @@ class AnthropicWorker:
             text="",
             index=index,
             finish_reason=_finish_reason(stop_reason),
-            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+            usage=usage,
             native=last if native else None,
         )
 
     async def count_tokens(
-        self, body: Mapping[str, Any], *, timeout_s: float, beta: str | None = None
+        self,
+        body: Mapping[str, Any],
+        *,
+        timeout_s: float,
+        beta: str | None = None,
+        version: str | None = None,
     ) -> dict[str, Any]:
         """Anthropic's own count of a Messages body's input tokens
-        (`POST /v1/messages/count_tokens`), as the JSON it answers; raises `ProviderError`."""
+        (`POST /v1/messages/count_tokens`), as the JSON it answers; raises `ProviderError`.
+        `beta` and `version` are the client's `anthropic-beta` / `anthropic-version` headers."""
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
-        options: dict[str, Any] = {"headers": {"anthropic-beta": beta}} if beta else {}
+        headers = {"anthropic-beta": beta, "anthropic-version": version}
+        options: dict[str, Any] = {"headers": {k: v for k, v in headers.items() if v}}
         try:
             counted = await timer.within(
                 self._client.post(
@@ -267,13 +306,18 @@ class AnthropicWorker:
         if request.native is not None:
             body = {k: v for k, v in request.native.items() if k != "stream"}
             body["model"] = model
-            beta = request.metadata.get(ANTHROPIC_BETA)
-            if beta:
-                options["headers"] = {"anthropic-beta": beta}
+            # The client's own headers: the body was written for its API version and betas.
+            headers = {
+                "anthropic-beta": request.metadata.get(ANTHROPIC_BETA),
+                "anthropic-version": request.metadata.get(ANTHROPIC_VERSION),
+            }
+            headers = {k: v for k, v in headers.items() if v}
+            if headers:
+                options["headers"] = headers
             return body, options
         body = {
             "model": model,
-            "max_tokens": request.max_tokens,
+            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
             "messages": [
                 {"role": m.role, "content": m.content} for m in request.messages_or_prompt
             ],
@@ -283,6 +327,19 @@ class AnthropicWorker:
         if request.temperature is not None:
             body["temperature"] = request.temperature
         return body, options
+
+    def _stream_error(self, event: Mapping[str, Any], headers: Mapping[str, str]) -> ProviderError:
+        """The `ProviderError` for an `event: error` inside a 200 stream."""
+        error = event.get("error")
+        kind = error.get("type", "") if isinstance(error, Mapping) else ""
+        return status_error(
+            self.name,
+            _STATUS_OF_ERROR_TYPE.get(kind, 500),
+            describe_body(event) or "error event in the stream",
+            headers,
+            secrets=(self._api_key,),
+            now=self._wall_clock,
+        )
 
     def _translate(self, exc: anthropic.APIError) -> ProviderError:
         secrets = (self._api_key,)

@@ -18,8 +18,11 @@ class EchoWorker:
     Streams the answer word by word. Usage is estimated (four characters a token). If
     `latency_s` exceeds the call's `timeout_s` it waits `timeout_s` and raises a retryable
     `ProviderError`, like a real provider timing out. `sleep` is injectable so tests need not
-    wait; `calls` counts the calls received.
+    wait; `calls` counts the calls received. It is `free`: it costs nothing whatever model a
+    request names.
     """
+
+    free = True
 
     def __init__(
         self,

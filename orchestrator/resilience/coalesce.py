@@ -12,12 +12,30 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from orchestrator.request import ANTHROPIC_BETA, InferenceRequest, StreamChunk
+from orchestrator.request import (
+    ANTHROPIC_BETA,
+    ANTHROPIC_VERSION,
+    NATIVE_ANTHROPIC,
+    InferenceRequest,
+    StreamChunk,
+)
 
-__all__ = ["Broadcast", "Coalescer", "DedupHook", "normalise_text", "request_key"]
+__all__ = [
+    "BILLING_LINE_PREFIX",
+    "Broadcast",
+    "Coalescer",
+    "DedupHook",
+    "keyed_body",
+    "normalise_text",
+    "request_key",
+]
+
+BILLING_LINE_PREFIX = "x-anthropic-billing-header:"
+"""How Claude Code's per-build billing line starts: its first system block is
+`x-anthropic-billing-header: cc_version=<version>.<build>; cc_entrypoint=<entrypoint>;`."""
 
 F = TypeVar("F")
 
@@ -35,10 +53,24 @@ def request_key(request: InferenceRequest) -> str:
     """A stable fingerprint of everything that determines the answer to `request`.
 
     Session, tenant, priority, deadline, metadata and request id are not part of it; a native
-    body is, as canonical JSON (sorted keys), with its beta header, so only identical native
-    requests match.
+    body is, as canonical JSON (sorted keys), with its format and the client's
+    `anthropic-beta` / `anthropic-version` headers, minus the fields `keyed_body` leaves out
+    because they cannot change the answer.
     Every field is length-prefixed, so no choice of text can make two requests collide.
     """
+    native_format = request.native_format
+    if request.native is not None and native_format is not None:
+        # The body is the whole question (the text fields only render it for estimates).
+        body = keyed_body(request.native) if native_format == NATIVE_ANTHROPIC else request.native
+        parts = [
+            "6:native",
+            _field(request.model),
+            _field(native_format),
+            _field(json.dumps(body, sort_keys=True, separators=(",", ":"))),
+            _field(request.metadata.get(ANTHROPIC_BETA)),
+            _field(request.metadata.get(ANTHROPIC_VERSION)),
+        ]
+        return hashlib.blake2b("".join(parts).encode(), digest_size=16).hexdigest()
     parts = [
         _field(request.model),
         _field(normalise_text(request.system) if request.system else None),
@@ -51,12 +83,45 @@ def request_key(request: InferenceRequest) -> str:
     if request.prompt is not None:
         parts.append("4:user")
         parts.append(_field(normalise_text(request.prompt)))
-    if request.native is not None:
-        parts.append("6:native")
-        native = json.dumps(request.native, sort_keys=True, separators=(",", ":"))
-        parts.append(_field(native))
-        parts.append(_field(request.metadata.get(ANTHROPIC_BETA)))
     return hashlib.blake2b("".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def keyed_body(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A native Anthropic body without the two things that differ between identical prompts
+    from different Claude Code runs and cannot change the answer, and nothing else:
+
+    - `metadata.user_id` (a per-run id: device, account, session), and
+    - Claude Code's billing line when it is the first system block: a text block that starts
+      with `BILLING_LINE_PREFIX` and has no other fields (it names the CLI's build).
+
+    The body sent upstream keeps both; only the dedup and cache key leaves them out.
+    """
+    metadata = body.get("metadata")
+    system = body.get("system")
+    strip_user = isinstance(metadata, Mapping) and "user_id" in metadata
+    strip_billing = (
+        isinstance(system, list)
+        and bool(system)
+        and isinstance(system[0], Mapping)
+        and set(system[0]) == {"type", "text"}
+        and system[0].get("type") == "text"
+        and isinstance(system[0].get("text"), str)
+        and system[0]["text"].startswith(BILLING_LINE_PREFIX)
+    )
+    if not (strip_user or strip_billing):
+        return body
+    keyed = dict(body)
+    if strip_user:
+        assert isinstance(metadata, Mapping)
+        rest = {k: v for k, v in metadata.items() if k != "user_id"}
+        if rest:
+            keyed["metadata"] = rest
+        else:
+            del keyed["metadata"]
+    if strip_billing:
+        assert isinstance(system, list)
+        keyed["system"] = system[1:]
+    return keyed
 
 
 def _field(value: str | None) -> str:

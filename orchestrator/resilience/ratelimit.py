@@ -1,7 +1,9 @@
-"""Token-bucket rate limits per provider: requests per second and tokens per minute."""
+"""Token-bucket rate limits per provider: requests per second and tokens per minute, and the
+pause a provider's 429 (with its Retry-After) asks for."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -64,7 +66,7 @@ class RateLimiter:
     """One provider's limits, read at each use from the readers `rps()` (requests/s, burst of
     one second) and `tokens_per_min()` (burst of one minute). None means unlimited."""
 
-    __slots__ = ("_clock", "_requests", "_rps", "_tokens", "_tpm", "name")
+    __slots__ = ("_clock", "_paused_until", "_requests", "_rps", "_tokens", "_tpm", "name")
 
     def __init__(
         self,
@@ -80,9 +82,26 @@ class RateLimiter:
         self._clock = clock
         self._requests: TokenBucket | None = None
         self._tokens: TokenBucket | None = None
+        self._paused_until = -math.inf
+
+    def pause(self, seconds: float) -> None:
+        """Admit nothing for `seconds` (the provider answered 429 with this Retry-After)."""
+        if seconds > 0:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    @property
+    def paused_s(self) -> float:
+        """Seconds left of a pause (0.0 when not paused)."""
+        return max(0.0, self._paused_until - self._clock())
 
     def try_acquire(self, tokens: int = 0) -> float:
-        """Admit one request estimated at `tokens` input tokens: 0.0, or seconds to wait."""
+        """Admit one request estimated at `tokens` input tokens: 0.0, or seconds to wait
+        (the rest of a pause, else what the buckets need to refill)."""
+        if self._paused_until > -math.inf:
+            paused_s = self._paused_until - self._clock()
+            if paused_s > 0:
+                return paused_s
+            self._paused_until = -math.inf
         rps, tpm = self._rps(), self._tpm()
         if rps is None and tpm is None:
             return 0.0

@@ -3,37 +3,43 @@
 With `ANTHROPIC_BASE_URL` pointing at this server, Anthropic-SDK programs send their traffic
 through the pipeline (`metadata.user_id` is the session).
 
-Plain text conversations (system and content as strings or text blocks; `model`,
-`max_tokens`, `temperature`) go through the pipeline as text, to any provider; streaming sends
-the event sequence the SDK expects: `message_start`, `content_block_start`, `ping`,
-`content_block_delta`…, `content_block_stop`, `message_delta` (with usage), `message_stop`.
+Plain text conversations (system and content as strings or text blocks; user, assistant and
+mid-conversation system turns; `model`, `max_tokens`, `temperature`) go through the pipeline
+as text, to any provider; streaming sends the event sequence the SDK expects:
+`message_start`, `content_block_start`, `ping`, `content_block_delta`…, `content_block_stop`,
+`message_delta` (with usage), `message_stop`.
 
 Anything else (tools, tool_choice, tool_use/tool_result/image/document/thinking blocks,
-stop_sequences, thinking, top_p/top_k, cache_control, fields this server does not know) goes
-through the pipeline *natively*: the body is forwarded as sent (with the client's
-`anthropic-beta` header) to a provider that takes Anthropic bodies, and its message, or its
-stream events under their own names, come back unchanged. Claude Code works this way. When no
-configured provider takes Anthropic bodies, such a request is refused with a 400 naming the
-field; only `cache_control` and `citations` on text blocks, which do not change the answer,
-are then ignored and the request served as text, as before.
+stop_sequences, thinking, top_p/top_k, cache_control, fields on messages, fields this server
+does not know) goes through the pipeline *natively*: the body is forwarded as it came, checked
+only for what the gateway needs itself (its size, a `model`, the caller's token), with the
+client's `anthropic-beta` and `anthropic-version` headers, to a provider that takes Anthropic
+bodies; its message, or every one of its stream events (pings included) under their own
+names, comes back unchanged. Claude Code works this way. When no configured provider takes
+Anthropic bodies, such a request is refused with a 400 naming the field; only
+`cache_control` and `citations` on text blocks, which do not change the answer, are then
+ignored and the request served as text.
 
 A request's deadline is the client's own timeout when its SDK announces it
 (`X-Stainless-Timeout`: 600 s by default), so long agent turns are not cut short; else the
-pipeline's default.
+pipeline's default. A client that announces its own retries (`X-Stainless-Retry-Count`) gets
+one try per provider: its SDK retries, and the gateway does not stack retries on top.
 
-`POST /v1/messages/count_tokens` (Claude Code calls it) answers the Anthropic provider's own
-count, or, with none configured, the pipeline's estimate, marked `x-orchestrator-token-count:
-estimated`.
+`POST /v1/messages/count_tokens` (Claude Code calls it) forwards the body as it came to the
+Anthropic provider and answers its count, or, with none configured, the pipeline's estimate,
+marked `x-orchestrator-token-count: estimated`.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
@@ -41,6 +47,7 @@ from orchestrator.pipeline import Pipeline
 from orchestrator.providers.anthropic import AnthropicWorker
 from orchestrator.request import (
     ANTHROPIC_BETA,
+    ANTHROPIC_VERSION,
     NATIVE_ANTHROPIC,
     InferenceRequest,
     Message,
@@ -55,6 +62,7 @@ __all__ = [
     "TOKEN_COUNT_HEADER",
     "CountTokensBody",
     "MessagesBody",
+    "client_retries",
     "native_field",
     "router",
     "takes_native",
@@ -81,9 +89,11 @@ class ContentBlock(BaseModel):
 
 
 class MessageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One message: a user, assistant or (mid-conversation) system turn."""
 
-    role: Literal["user", "assistant"]
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 
@@ -94,8 +104,10 @@ class Metadata(BaseModel):
 
 
 class MessagesBody(BaseModel):
-    """A Messages API request: the fields the text path reads are checked; the rest (and
-    fields this server does not know) are kept for the native path."""
+    """A Messages API request as the text path reads it (and the API's documented schema).
+
+    Only bodies the text path serves are validated against it; a body that goes native is
+    checked for what the gateway itself needs (a `model`) and forwarded as it came."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -114,97 +126,188 @@ class MessagesBody(BaseModel):
     thinking: dict[str, Any] | None = None
 
 
+class CountTokensBody(BaseModel):
+    """A `count_tokens` request: a Messages body without `max_tokens`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=256)
+    messages: list[MessageIn] = Field(min_length=1)
+    system: str | list[ContentBlock] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
 # What the text path carries; anything else in a body makes it native.
 _TEXT_FIELDS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "stream"})
 # Accepted and ignored on the text path, as before: they never change the answer.
 _HINTS = frozenset({"cache_control", "citations"})
 
 
-def _blocks_native_field(blocks: list[ContentBlock], where: str, hints: bool) -> str | None:
+def _blocks_native_field(blocks: Any, where: str, hints: bool) -> str | None:
+    if isinstance(blocks, str) or not isinstance(blocks, list):
+        return None  # a string, or malformed (the text path's validation names it)
     allowed = _HINTS if hints else frozenset()
     for i, block in enumerate(blocks):
-        if block.type != "text" or block.text is None:
-            return f"{where}[{i}].type" if block.type != "text" else f"{where}[{i}].text"
-        extra = sorted(set(block.model_extra or ()) - allowed)
+        if not isinstance(block, Mapping):
+            return None
+        if block.get("type") != "text":
+            return f"{where}[{i}].type"
+        if not isinstance(block.get("text"), str):
+            return f"{where}[{i}].text"
+        extra = sorted(set(block) - {"type", "text"} - allowed)
         if extra:
             return f"{where}[{i}].{extra[0]}"
     return None
 
 
-def native_field(body: MessagesBody, *, ignore_hints: bool = False) -> str | None:
-    """The first field of `body` that the text path cannot carry (None: plain text).
+def native_field(body: Mapping[str, Any], *, ignore_hints: bool = False) -> str | None:
+    """The first field of a Messages `body` (its JSON) that the text path cannot carry
+    (None: plain text, which may include system-role messages).
 
     With `ignore_hints`, `cache_control` and `citations` on text blocks do not count.
     """
-    for name in sorted(body.model_fields_set):
-        value = getattr(body, name)
+    for name in sorted(body):
+        value = body[name]
         if name == "metadata":
-            if value is not None and value.model_extra:
+            if isinstance(value, Mapping) and set(value) - {"user_id"}:
                 return "metadata"
         elif name == "thinking":
-            if value is not None and value.get("type") != "disabled":
+            if isinstance(value, Mapping) and value.get("type") != "disabled":
                 return "thinking"
         elif name not in _TEXT_FIELDS and value not in (None, [], {}):
             return name
-    if isinstance(body.system, list):
-        field = _blocks_native_field(body.system, "system", ignore_hints)
+    field = _blocks_native_field(body.get("system"), "system", ignore_hints)
+    if field is not None:
+        return field
+    messages = body.get("messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        if not isinstance(message, Mapping):
+            continue
+        extra = sorted(set(message) - {"role", "content"})
+        if extra:
+            return f"messages[{i}].{extra[0]}"
+        field = _blocks_native_field(message.get("content"), f"messages[{i}].content", ignore_hints)
         if field is not None:
             return field
-    for i, message in enumerate(body.messages):
-        if isinstance(message.content, list):
-            field = _blocks_native_field(message.content, f"messages[{i}].content", ignore_hints)
-            if field is not None:
-                return field
     return None
 
 
-def takes_native(pipeline: Pipeline) -> bool:
-    """True when some provider of `pipeline` takes native Anthropic bodies."""
-    return any(NATIVE_ANTHROPIC in route.native_formats for route in pipeline.routes)
+def takes_native(pipeline: Pipeline, native_format: str = NATIVE_ANTHROPIC) -> bool:
+    """True when some provider of `pipeline` takes native bodies of `native_format`."""
+    return any(native_format in route.native_formats for route in pipeline.routes)
 
 
-def _text_of(content: str | list[ContentBlock]) -> str:
-    """A text rendering of content blocks (for the text path, and token estimates)."""
+def client_retries(headers: Mapping[str, str]) -> bool:
+    """True when the client announces that it retries by itself: the Stainless SDKs
+    (Anthropic's, OpenAI's, Claude Code) send `x-stainless-retry-count` on every attempt."""
+    return "x-stainless-retry-count" in headers
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON body as a dict; a 400 naming `body` when it is not a JSON object."""
+    try:
+        data = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise RequestRejected(bad_request("body: not valid JSON", field="body")) from None
+    if not isinstance(data, dict):
+        raise RequestRejected(bad_request("body: expected a JSON object", field="body"))
+    return data
+
+
+def validated(model: type[BaseModel], data: Mapping[str, Any]) -> Any:
+    """`data` validated as `model`; errors become the server's 400 naming the first field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
+def _model_of(data: Mapping[str, Any]) -> str:
+    """The one field the gateway needs from a native body: a model name to route and price."""
+    model = data.get("model")
+    if not isinstance(model, str) or not 1 <= len(model) <= 256:
+        raise RequestRejected(
+            bad_request("model: a model name (a string of 1-256 characters) is required",
+                        field="model")
+        )
+    return model
+
+
+def _text_of(content: Any) -> str:
+    """A text rendering of content (a string or blocks), for the text path and token estimates."""
     if isinstance(content, str):
         return content
     parts = []
-    for block in content:
-        if block.text is not None:
-            parts.append(block.text)
-        elif block.type != "image":
-            rest = block.model_dump(exclude={"type", "text"}, exclude_unset=True)
+    for block in content if isinstance(content, list) else ():
+        if isinstance(block, BaseModel):
+            block = block.model_dump(exclude_unset=True)
+        if not isinstance(block, Mapping):
+            continue
+        text = block.get("text")
+        if isinstance(text, str):
+            parts.append(text)
+        elif block.get("type") != "image":
+            rest = {k: v for k, v in block.items() if k not in ("type", "text")}
             parts.append(dumps(rest))  # tool_use input, tool_result content, thinking…
     return "".join(parts)
 
 
+def _messages_of(messages: Any) -> tuple[Message, ...]:
+    turns = []
+    for message in messages if isinstance(messages, list) else ():
+        if isinstance(message, BaseModel):
+            role, content = message.role, message.content  # type: ignore[attr-defined]
+        elif isinstance(message, Mapping):
+            role, content = message.get("role"), message.get("content")
+        else:
+            continue
+        if role in ("user", "assistant", "system"):
+            turns.append(Message(role, _text_of(content)))
+    return tuple(turns)
+
+
 def to_request(
-    body: MessagesBody,
+    body: MessagesBody | Mapping[str, Any],
     *,
     native: bool = False,
     beta: str | None = None,
+    version: str | None = None,
     timeout_s: float | None = None,
+    retries: bool = False,
 ) -> InferenceRequest:
-    """The pipeline request for `body`: as text, or with `native` the body itself (and the
-    `anthropic-beta` header to forward); `timeout_s` is its deadline (None: the default)."""
-    messages = tuple(Message(m.role, _text_of(m.content)) for m in body.messages)
-    system = None if body.system is None else _text_of(body.system)
-    session = body.metadata.user_id if body.metadata is not None else None
+    """The pipeline request for a Messages body: as text (a validated `MessagesBody`), or with
+    `native` the body's JSON itself, forwarded as it came with the client's `anthropic-beta`
+    and `anthropic-version` headers; `timeout_s` is its deadline (None: the default);
+    `retries` says the client retries by itself."""
+    data = body.model_dump(exclude_unset=True) if isinstance(body, BaseModel) else dict(body)
+    messages = _messages_of(data.get("messages"))
+    if not messages:
+        messages = (Message("user", ""),)  # a native body's rendering is only an estimate
+    system = None if data.get("system") is None else _text_of(data.get("system"))
+    metadata_in = data.get("metadata")
+    session = metadata_in.get("user_id") if isinstance(metadata_in, Mapping) else None
     metadata = {"api": "anthropic"}
     raw = None
     if native:
-        raw = body.model_dump(exclude_unset=True, exclude={"stream"})
+        raw = {k: v for k, v in data.items() if k != "stream"}
         if beta:
             metadata[ANTHROPIC_BETA] = beta
+        if version:
+            metadata[ANTHROPIC_VERSION] = version
+    max_tokens = data.get("max_tokens")
+    temperature = data.get("temperature")
     return InferenceRequest(
         messages=messages,
         system=system or None,
-        model=body.model,
-        max_tokens=body.max_tokens,
-        temperature=body.temperature,
-        session_id=session or None,
+        model=_model_of(data),
+        max_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens >= 1 else None,
+        temperature=temperature if isinstance(temperature, int | float) else None,
+        session_id=session if isinstance(session, str) and session else None,
         metadata=metadata,
         native=raw,
         timeout_s=timeout_s,
+        client_retries=retries,
     )
 
 
@@ -223,24 +326,36 @@ def _message_id(request_id: str) -> str:
     return "msg_" + request_id.removeprefix("req_")
 
 
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The documented request body of an endpoint that reads its JSON itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
 @router.post(
     "/v1/messages",
     summary="Anthropic Messages API (JSON, or SSE events with stream=true)",
     responses={200: {"content": {"text/event-stream": {}}}},
     response_model=None,
+    openapi_extra=_schema(MessagesBody),
 )
 async def messages(
-    body: MessagesBody,
+    http: Request,
     state: State,
     anthropic_beta: Annotated[str | None, Header(max_length=2048)] = None,
+    anthropic_version: Annotated[str | None, Header(max_length=64)] = None,
     x_stainless_timeout: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Response:
+    data = await json_object(http)
     native = False
-    field = native_field(body)
-    if field is not None:
+    if native_field(data) is not None:
         native = takes_native(state.pipeline)
-        if not native and native_field(body, ignore_hints=True) is not None:
-            field = native_field(body, ignore_hints=True)
+        field = native_field(data, ignore_hints=True)
+        if not native and field is not None:
             raise RequestRejected(
                 bad_request(
                     f"{field}: this server's providers take plain text only; "
@@ -249,14 +364,22 @@ async def messages(
                     field=field,
                 )
             )
+    body: MessagesBody | dict[str, Any] = data if native else validated(MessagesBody, data)
     request = to_request(
-        body, native=native, beta=anthropic_beta, timeout_s=_client_timeout_s(x_stainless_timeout)
+        body,
+        native=native,
+        beta=anthropic_beta,
+        version=anthropic_version,
+        timeout_s=_client_timeout_s(x_stainless_timeout),
+        retries=client_retries(http.headers),
     )
-    if body.stream:
+    stream = data.get("stream") is True
+    model = request.model or ""
+    if stream:
         chunks = await open_stream(state.pipeline, request)
         if native:
             return sse_response(_native_events(chunks))
-        return sse_response(_events(chunks, request, body.model))
+        return sse_response(_events(chunks, request, model))
     response = await state.pipeline.infer(request)
     if response.native is not None:
         return JSONResponse(response.native)  # as the provider sent it
@@ -268,45 +391,46 @@ async def messages(
         "content": [{"type": "text", "text": response.text}],
         "stop_reason": _STOP_REASON.get(response.finish_reason, "end_turn"),
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": response.usage.input_tokens,
-            "output_tokens": response.usage.output_tokens,
-        },
+        "usage": _usage(response.usage),
     }
     return JSONResponse(message)  # already JSON-ready: skip FastAPI's generic encoder
 
 
-class CountTokensBody(BaseModel):
-    """A `count_tokens` request: a Messages body without `max_tokens`."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(min_length=1, max_length=256)
-    messages: list[MessageIn] = Field(min_length=1)
-    system: str | list[ContentBlock] | None = None
-    tools: list[dict[str, Any]] | None = None
+def _usage(usage: Any) -> dict[str, int]:
+    out = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+    if usage.cache_read_input_tokens:
+        out["cache_read_input_tokens"] = usage.cache_read_input_tokens
+    if usage.cache_creation_input_tokens:
+        out["cache_creation_input_tokens"] = usage.cache_creation_input_tokens
+    return out
 
 
 @router.post(
     "/v1/messages/count_tokens",
     summary="Anthropic token counting: the provider's count, or an estimate (header says so)",
     response_model=None,
+    openapi_extra=_schema(CountTokensBody),
 )
 async def count_tokens(
-    body: CountTokensBody,
+    http: Request,
     state: State,
     anthropic_beta: Annotated[str | None, Header(max_length=2048)] = None,
+    anthropic_version: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Response:
+    data = await json_object(http)
     # Counting is not inference: it is neither queued nor billed, so it goes straight to the
-    # first Anthropic provider, which counts exactly.
+    # first Anthropic provider, which counts exactly; the body goes as it came.
     for route in state.pipeline.routes:
         if isinstance(route.worker, AnthropicWorker):
+            _model_of(data)
             counted = await route.worker.count_tokens(
-                body.model_dump(exclude_unset=True),
+                data,
                 timeout_s=state.pipeline.config.default_timeout_s,
                 beta=anthropic_beta,
+                version=anthropic_version,
             )
             return JSONResponse(counted)
+    body: CountTokensBody = validated(CountTokensBody, data)
     system = None if body.system is None else _text_of(body.system)
     estimate = estimate_request_tokens(system, (_text_of(m.content) for m in body.messages))
     if body.tools:

@@ -3,7 +3,9 @@ shapes (ours, Anthropic's, OpenAI's), chosen by the path the client called.
 
 Every error a client can cause answers 4xx naming the field; the pipeline's own refusals map to
 the status a client of that API expects (`Overloaded` → 503, or 529 `overloaded_error` on the
-Anthropic path; `BudgetExceeded` → 402; `DeadlineExceeded` → 504; upstream failures → 502).
+Anthropic path; `BudgetExceeded` → 402; `DeadlineExceeded` → 504; an upstream 429 → 429 and
+an upstream 529 → 529 (503 to OpenAI clients), each with its Retry-After; other upstream
+failures → 502).
 """
 
 from __future__ import annotations
@@ -208,6 +210,17 @@ def _provider_error(exc: ProviderError) -> ApiError:
     # too many tokens); a 401/403 is about *our* key, which the client must not take for its own.
     if exc.status in (400, 404, 413, 422):
         return ApiError(status=exc.status, kind="upstream_rejected", message=str(exc))
+    if exc.status == 529:  # Anthropic's "overloaded": the client's SDK knows to back off
+        return ApiError(
+            status=529,
+            kind="upstream_overloaded",
+            message=str(exc),
+            anthropic_type="overloaded_error",
+            openai_type="server_error",
+            openai_code="overloaded",
+            openai_status=503,
+            retry_after_s=exc.retry_after_s,
+        )
     if exc.status == 429:
         return ApiError(
             status=429,

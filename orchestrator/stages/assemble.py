@@ -23,13 +23,15 @@ class AssembleStage:
 
     `process` returns the leader job when an identical request (same scope, same kind) is in
     flight, else registers the job as the leader of its flight and returns None.
-    Raises `BudgetExceeded` when the session or global budget is spent.
+    Raises `BudgetExceeded` when the session or global budget is spent (or would be by the
+    request's estimated input; with `free` providers only, nothing is estimated).
     """
 
     __slots__ = (
         "_budget",
         "_coalescer",
         "_default_model",
+        "_free",
         "_prices",
         "_scope",
         "_system_prompt",
@@ -46,7 +48,9 @@ class AssembleStage:
         scope: CacheScope = CacheScope.GLOBAL,
         system_prompt: str | None = None,
         template: str | None = None,
+        free: bool = False,
     ) -> None:
+        self._free = free
         self._coalescer = coalescer
         self._budget = budget
         self._prices = prices
@@ -61,7 +65,7 @@ class AssembleStage:
         job.assembled = assembled
         contents = (m.content for m in assembled.messages_or_prompt)
         job.input_tokens = estimate_request_tokens(assembled.system, contents)
-        price = self._prices.price(assembled.model or self._default_model)
+        price = None if self._free else self._prices.price(assembled.model or self._default_model)
         estimate_usd = job.input_tokens * price.input_per_mtok_usd / 1e6 if price else 0.0
         self._budget.check(request.session_id, estimate_usd)
         cache_key = self._scope_prefix(request) + request_key(assembled)

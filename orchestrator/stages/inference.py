@@ -18,7 +18,6 @@ from orchestrator.errors import CircuitOpen, DeadlineExceeded, ProviderError
 from orchestrator.metrics import PipelineMetrics
 from orchestrator.providers.base import Worker
 from orchestrator.request import (
-    NATIVE_ANTHROPIC,
     Completion,
     InferenceRequest,
     StreamChunk,
@@ -54,9 +53,11 @@ class Route:
         "breaker",
         "calls_total",
         "failures_total",
+        "free",
         "limiter",
         "name",
         "native_formats",
+        "rate_limited_total",
         "worker",
     )
 
@@ -64,6 +65,9 @@ class Route:
         self.worker = worker
         self.name = worker.name
         self.native_formats: frozenset[str] = frozenset(getattr(worker, "native_formats", ()))
+        # A worker that costs nothing whatever model a request names (the offline echo).
+        self.free: bool = bool(getattr(worker, "free", False))
+        self.rate_limited_total = 0
         self.breaker = breaker
         self.limiter = limiter
         self.calls_total = 0
@@ -117,6 +121,9 @@ class InferenceStage:
     time left (and at most `attempt_timeout_s`), so a hung provider leaves time for the next.
     When a whole round fails, `RetryPolicy` decides the backoff before the next round.
     Non-retryable errors end the job. A stream that has sent chunks is never retried.
+    A 429 is backpressure, not a fault: it never counts against the breaker; it pauses that
+    provider's rate limiter for the Retry-After it names (else a second) and the retry waits at
+    least as long. A request whose client retries by itself (`client_retries`) gets one round.
     A request naming a `model` sends it to the first provider in the order only; fallbacks
     answer with their own default model. Only the answered call is billed. A native request
     (`InferenceRequest.native`) goes only to providers that take its format (fallback among
@@ -294,7 +301,7 @@ class InferenceStage:
             self._finish_stream(job, None)
 
     async def _settle(self, job: Job, completion: Completion, route: Route) -> None:
-        cost_usd = self._prices.cost_usd(completion.model, completion.usage)
+        cost_usd = 0.0 if route.free else self._prices.cost_usd(completion.model, completion.usage)
         job.completion, job.provider, job.cost_usd = completion, route.name, cost_usd
         self._budget.charge(job.request.session_id, cost_usd)
         self._metrics.cost_usd_total += cost_usd
@@ -366,13 +373,14 @@ class InferenceStage:
         return Completion(text=text, usage=usage, model=model, finish_reason=finish_reason)
 
     def _routes_for(self, request: InferenceRequest) -> tuple[Route, ...]:
-        if request.native is None:
+        native = request.native_format
+        if native is None:
             return self.routes
-        routes = tuple(r for r in self.routes if NATIVE_ANTHROPIC in r.native_formats)
+        routes = tuple(r for r in self.routes if native in r.native_formats)
         if not routes:
             raise ProviderError(
                 "pipeline",
-                f"this request needs a provider that takes native {NATIVE_ANTHROPIC!r} request "
+                f"this request needs a provider that takes native {native!r} request "
                 f"bodies, and none of {[r.name for r in self.routes]!r} does",
                 status=400,
                 retryable=False,
@@ -443,7 +451,13 @@ class InferenceStage:
                 if not error.retryable:
                     breaker.record_success()  # the provider is up; the request is at fault
                     raise error
-                breaker.record_failure()
+                if error.status == 429:
+                    # Backpressure: the provider is up and asks us to slow down.
+                    breaker.record_success()
+                    route.rate_limited_total += 1
+                    route.limiter.pause(error.retry_after_s or 1.0)
+                else:
+                    breaker.record_failure()
                 if job.broadcast is not None and job.broadcast.chunks:
                     raise error  # the caller has part of an answer: a retry would repeat it
                 failure = error
@@ -454,6 +468,8 @@ class InferenceStage:
                 delay_s = min(waits_s)  # rate limited everywhere: wait, not an attempt
                 rounds -= 1
             else:
+                if job.request.client_retries:
+                    raise failure  # the client retries by itself: do not stack ours on top
                 backoff_s = self._retry.backoff_s(rounds, failure)
                 if backoff_s is None:
                     raise failure

@@ -44,13 +44,73 @@ def test_unknown_models_cost_nothing_and_are_counted() -> None:
     assert table.unpriced == {"mystery": 1}
 
 
-def test_table_path_overrides_the_shipped_one(tmp_path: Path) -> None:
-    """A TOML file given by path is read instead of the packaged table."""
+def test_a_table_file_is_merged_over_the_shipped_one(tmp_path: Path) -> None:
+    """A TOML file given by path adds and replaces prices; the shipped ones stay."""
     path = tmp_path / "prices.toml"
-    path.write_text("[models.mine]\ninput_per_mtok_usd = 1.0\noutput_per_mtok_usd = 2.0\n")
+    path.write_text(
+        "[models.mine]\ninput_per_mtok_usd = 1.0\noutput_per_mtok_usd = 2.0\n"
+        '[models."claude-sonnet-5"]\ninput_per_mtok_usd = 9.0\noutput_per_mtok_usd = 9.0\n'
+    )
     table = PriceTable.load(path)
     assert table.price("mine") == ModelPrice(input_per_mtok_usd=1.0, output_per_mtok_usd=2.0)
-    assert table.price("echo") is None
+    assert table.price("claude-sonnet-5-5") == ModelPrice(
+        input_per_mtok_usd=9.0, output_per_mtok_usd=9.0
+    )
+    assert table.price("echo") is not None
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "claude-sonnet-5-5",  # the gateway's Anthropic default
+        "claude-opus-5-5",  # Claude Code's default
+        "gpt-5.4-mini",  # the gateway's OpenAI default
+        "gpt-6.2-sol",  # Codex's default
+        "llama.cpp",  # the llama.cpp provider's name for its model
+    ],
+)
+def test_every_default_model_is_priced(model: str) -> None:
+    """The shipped table prices the models the gateway and the agent CLIs use by default."""
+    assert PriceTable.load().price(model) is not None
+
+
+def test_default_models_are_the_priced_ones() -> None:
+    """The providers' default models are the ones the table prices."""
+    from orchestrator.settings import default_model
+
+    table = PriceTable.load()
+    for provider in ("anthropic", "openai", "llamacpp", "echo"):
+        assert table.price(default_model(provider)) is not None, provider  # type: ignore[arg-type]
+
+
+def test_cache_reads_and_writes_are_billed_at_their_own_prices() -> None:
+    """Cache reads cost a tenth and cache writes 1.25x the input price unless given."""
+    price = ModelPrice(input_per_mtok_usd=10.0, output_per_mtok_usd=20.0)
+    usage = Usage(
+        input_tokens=1_000_000,
+        output_tokens=1_000_000,
+        cache_read_input_tokens=1_000_000,
+        cache_creation_input_tokens=1_000_000,
+    )
+    assert price.cost_usd(usage) == pytest.approx(10 + 20 + 1 + 12.5)
+    explicit = ModelPrice(
+        input_per_mtok_usd=10.0,
+        output_per_mtok_usd=20.0,
+        cache_read_per_mtok_usd=2.0,
+        cache_write_per_mtok_usd=3.0,
+    )
+    assert explicit.cost_usd(usage) == pytest.approx(10 + 20 + 2 + 3)
+
+
+def test_an_unpriced_model_is_a_warning_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The first request for an unpriced model logs a warning saying how to price it."""
+    table = PriceTable({})
+    with caplog.at_level(logging.WARNING, logger="orchestrator.cost"):
+        table.cost_usd("mystery", Usage(input_tokens=10))
+        table.cost_usd("mystery", Usage(input_tokens=10))
+    warnings = [r for r in caplog.records if "mystery" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "--prices" in warnings[0].getMessage()
 
 
 def test_malformed_table_names_file_and_model(tmp_path: Path) -> None:

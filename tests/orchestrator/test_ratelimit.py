@@ -94,3 +94,15 @@ def _limiter(live: LiveConfig[Tunables], clock: FakeClock) -> RateLimiter:
         tokens_per_min=lambda: live.current.rate_limit_tokens_per_min,
         clock=clock,
     )
+
+
+def test_a_pause_admits_nothing_until_it_ends() -> None:
+    """`pause(2)` (a 429's Retry-After) makes `try_acquire` answer the time left, then admit."""
+    clock = FakeClock()
+    limiter = RateLimiter("p", clock=clock)
+    limiter.pause(2.0)
+    assert limiter.try_acquire() == pytest.approx(2.0)
+    clock.advance(1.5)
+    assert limiter.paused_s == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert limiter.try_acquire() == 0.0

@@ -53,9 +53,11 @@ class FakeAnthropic(FakeUpstream):
     With `tools` (and no `tool_result` in the last message) the answer is the reply text, then
     a `tool_use` of the first tool with input `TOOL_INPUT` (`stop_reason: tool_use`), streamed
     as `input_json_delta`s. `POST /v1/messages/count_tokens` answers `input_tokens`.
+    `cache_usage` (e.g. `{"cache_read_input_tokens": 1000}`) is added to every answer's usage.
     """
 
     routes = ("/v1/messages", "/v1/messages/count_tokens")
+    cache_usage: Mapping[str, int] = {}
 
     def error_body(self, fail: Fail) -> Mapping[str, Any]:
         kind = _ERROR_TYPE.get(fail.status, "api_error" if fail.status >= 500 else "error")
@@ -105,13 +107,17 @@ class FakeAnthropic(FakeUpstream):
         if _wants_tool(body):
             message["content"].append({**_tool_use(body, self.request_count), "input": TOOL_INPUT})
             message["stop_reason"] = "tool_use"
-        message["usage"] = {"input_tokens": input_tokens, "output_tokens": len(chunks)}
+        message["usage"] = {
+            "input_tokens": input_tokens,
+            "output_tokens": len(chunks),
+            **self.cache_usage,
+        }
         return message
 
     def answer_events(self, body: Mapping[str, Any]) -> list[Event]:
         chunks, stop_reason, input_tokens = self._tokens(body)
         message = self._message(body, self.request_count)
-        message["usage"] = {"input_tokens": input_tokens, "output_tokens": 1}
+        message["usage"] = {"input_tokens": input_tokens, "output_tokens": 1, **self.cache_usage}
         events = [
             Event(data=_sse("message_start", {"type": "message_start", "message": message})),
             Event(

@@ -13,6 +13,12 @@ from orchestrator.request import Completion, InferenceRequest, StreamChunk
 from orchestrator.server import ServerThread, create_app
 
 
+class PricedEcho(EchoWorker):
+    """The echo worker billed like a real provider (echo itself is free), for budget tests."""
+
+    free = False
+
+
 def echo_pipeline(*workers: Worker, **config: Any) -> Pipeline:
     """A pipeline over `workers` (default: one EchoWorker) with `config` overrides."""
     return Pipeline(PipelineConfig(**config), *(workers or (EchoWorker(),)))

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import anthropic
 import pytest
-from conftest import FailsMidStream, echo_pipeline
+from conftest import FailsMidStream, PricedEcho, echo_pipeline
 from fakes import FakeAnthropic
 from pipeline_fakes import ScriptedWorker
 
-from orchestrator import AnthropicWorker, EchoWorker, Pipeline, PipelineConfig
+from orchestrator import AnthropicWorker, Pipeline, PipelineConfig
 from orchestrator.errors import ProviderError
 from orchestrator.server import ServerTask, create_app
 
@@ -130,7 +130,7 @@ def test_a_missing_field_is_a_400_in_anthropic_shape(start_server: Callable[...,
 
 def test_a_budget_refusal_is_a_402_billing_error(start_server: Callable[..., str]) -> None:
     """A request that would cross the global budget answers 402 `billing_error`."""
-    pipeline = Pipeline(PipelineConfig(global_budget_usd=1e-9), EchoWorker(model="claude-opus-4-1"))
+    pipeline = Pipeline(PipelineConfig(global_budget_usd=1e-9), PricedEcho(model="claude-opus-4-1"))
     url = start_server(pipeline)
     with pytest.raises(anthropic.APIStatusError) as caught:
         client(url).messages.create(
@@ -194,7 +194,7 @@ def test_an_error_mid_stream_reaches_the_sdk_as_an_error_event(
 
 def test_a_refusal_before_streaming_is_an_http_status(start_server: Callable[..., str]) -> None:
     """A streamed request refused before its first chunk gets the refusal's HTTP status."""
-    pipeline = Pipeline(PipelineConfig(global_budget_usd=1e-9), EchoWorker(model="claude-opus-4-1"))
+    pipeline = Pipeline(PipelineConfig(global_budget_usd=1e-9), PricedEcho(model="claude-opus-4-1"))
     url = start_server(pipeline)
     with (
         pytest.raises(anthropic.APIStatusError) as caught,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+from conftest import PricedEcho
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator import EchoWorker, Pipeline, PipelineConfig
+from orchestrator import Pipeline, PipelineConfig
 
 
 def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -55,7 +56,7 @@ def test_every_series_is_prefixed_and_labelled(start_server: Callable[..., str])
 def test_errors_are_counted_by_type(start_server: Callable[..., str]) -> None:
     """A refused request shows in orchestrator_errors_total under its error type."""
     url = start_server(
-        Pipeline(PipelineConfig(global_budget_usd=1e-9), EchoWorker(model="claude-opus-4-1"))
+        Pipeline(PipelineConfig(global_budget_usd=1e-9), PricedEcho(model="claude-opus-4-1"))
     )
     assert httpx.post(url + "/v1/prompt", json={"input": "x"}).status_code == 402
     samples = scrape(url)

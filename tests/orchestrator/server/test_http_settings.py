@@ -189,3 +189,43 @@ async def test_a_dead_provider_falls_back_to_the_next() -> None:
         assert response.provider == "echo"
         assert response.text.endswith("still answered")
         assert upstream.request_count >= 1
+
+
+def test_a_budget_over_an_unpriced_model_is_refused_saying_how_to_price_it(
+    tmp_path: Path,
+) -> None:
+    """MAX_SPEND with a model the table cannot price is an error naming --prices/PRICES_FILE."""
+    with pytest.raises(SettingsError, match=r"--prices FILE or PRICES_FILE") as caught:
+        ServerSettings(
+            provider="anthropic", anthropic_api_key="k", model="mystery-1", max_spend_usd=5
+        )
+    assert "MAX_SPEND" in caught.value.names
+
+
+def test_a_prices_file_prices_the_model_and_the_budget_starts(tmp_path: Path) -> None:
+    """A price given in PRICES_FILE makes the same budget acceptable, and bills the model."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[models."mystery-1"]\ninput_per_mtok_usd = 1\noutput_per_mtok_usd = 2\n')
+    settings = load_settings(
+        {"provider": "anthropic", "model": "mystery-1", "max_spend_usd": 5},
+        environ={"ANTHROPIC_API_KEY": "k", "PRICES_FILE": str(prices)},
+        env_file=None,
+    )
+    pipeline = build_pipeline(settings)
+    assert pipeline.prices.price("mystery-1") is not None
+
+
+def test_the_default_models_start_with_a_budget() -> None:
+    """Every provider's default model can run under MAX_SPEND (they are all priced)."""
+    for provider, extra in (
+        ("anthropic", {"anthropic_api_key": "k"}),
+        ("openai", {"openai_api_key": "k"}),
+        ("llamacpp", {"llama_cpp_url": "http://127.0.0.1:1"}),
+        ("echo", {}),
+    ):
+        ServerSettings(provider=provider, max_spend_usd=1.0, **extra)  # type: ignore[arg-type]
+
+
+def test_echo_takes_a_budget_whatever_its_model() -> None:
+    """The echo provider costs nothing, so any model name is fine under a budget."""
+    ServerSettings(provider="echo", model="claude-opus-5-5-unknown-xyz", max_spend_usd=1.0)
