@@ -28,9 +28,9 @@ def _config(**tunables: object) -> PipelineConfig:
 
 
 async def test_429s_never_open_the_breaker(clock: FakeClock) -> None:
-    """Twenty 429s in a row (threshold five) leave the breaker closed; the request is answered."""
-    worker = ScriptedWorker(script=[_rate_limited(0.1)] * 20)
-    config = _config(retry_max_attempts=30, breaker_failure_threshold=5)
+    """Nine 429s in a row (threshold five) leave the breaker closed; the request is answered."""
+    worker = ScriptedWorker(script=[_rate_limited(0.1)] * 9)
+    config = _config(retry_max_attempts=10, breaker_failure_threshold=5)
     async with Pipeline(config, worker, clock=clock, sleep=clock.sleep) as pipeline:
         response = await pipeline.infer(InferenceRequest("q", timeout_s=1000))
         route = pipeline.routes[0]
@@ -38,7 +38,7 @@ async def test_429s_never_open_the_breaker(clock: FakeClock) -> None:
     assert response.text == "q"
     assert route.breaker.state is BreakerState.CLOSED
     assert route.breaker.opened_total == 0
-    assert snapshot.providers[0].rate_limited_total == 20
+    assert snapshot.providers[0].rate_limited_total == 9
 
 
 async def test_a_429_pauses_the_provider_for_its_retry_after(clock: FakeClock) -> None:
