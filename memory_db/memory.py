@@ -213,8 +213,15 @@ class AgentMemory:
         outcome: ModificationOutcome | str = ModificationOutcome.IN_PROGRESS,
         task_id: str | None = None,
         metric_deltas: Mapping[str, float] | None = None,
+        branch: str | None = None,
+        commit: str | None = None,
+        verdicts: Sequence[Mapping[str, Any]] = (),
     ) -> int:
-        """Record a change the fleet made to this system; returns its id."""
+        """Record a change the fleet made to this system; returns its id.
+
+        `branch` and `commit` say where a gated change lives; `verdicts` are the gate's
+        results per command, stored as given (JSON-serialisable mappings).
+        """
         description = redact_secrets(_text("description", description))
         files = _paths(files_changed)
         outcome = _member(ModificationOutcome, "outcome", outcome)
@@ -231,6 +238,9 @@ class AgentMemory:
                 metric_deltas=deltas,
                 created_at=now,
                 updated_at=now,
+                branch=None if branch is None else _text("branch", branch),
+                commit_sha=None if commit is None else _text("commit", commit),
+                verdicts=_verdicts(verdicts),
             )
             session.add(row)
             session.flush()
@@ -242,8 +252,10 @@ class AgentMemory:
         outcome: ModificationOutcome | str,
         *,
         metric_deltas: Mapping[str, float] | None = None,
+        commit: str | None = None,
     ) -> None:
-        """Move a modification to `outcome`; `metric_deltas`, when given, replace the old ones."""
+        """Move a modification to `outcome`; `metric_deltas` and `commit`, when given, replace
+        the old ones (a merge records the merge commit)."""
         outcome = _member(ModificationOutcome, "outcome", outcome)
         deltas = None if metric_deltas is None else _deltas(metric_deltas)
         with transaction(self._engine) as session:
@@ -251,6 +263,8 @@ class AgentMemory:
             row.outcome, row.updated_at = outcome, self._clock()
             if deltas is not None:
                 row.metric_deltas = deltas
+            if commit is not None:
+                row.commit_sha = _text("commit", commit)
 
     def modification(self, mod_id: int) -> ModificationRecord:
         """The modification with this id."""
@@ -387,6 +401,18 @@ def _paths(files_changed: Sequence[str]) -> list[str]:
     return [os.fspath(path) for path in files_changed]
 
 
+def _verdicts(verdicts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(verdicts, str | bytes) or not isinstance(verdicts, Sequence):
+        raise ValueError(f"verdicts must be a sequence of mappings, got {verdicts!r}")
+    out = []
+    for verdict in verdicts:
+        if not isinstance(verdict, Mapping):
+            raise ValueError(f"each verdict must be a mapping, got {verdict!r}")
+        out.append({str(k): redact_secrets(v) if isinstance(v, str) else v
+                    for k, v in verdict.items()})
+    return out
+
+
 def _deltas(metric_deltas: Mapping[str, float] | None) -> dict[str, float]:
     if metric_deltas is None:
         return {}
@@ -443,6 +469,9 @@ def _modification_record(row: ModificationRow) -> ModificationRecord:
         metric_deltas=MappingProxyType(dict(row.metric_deltas)),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        branch=row.branch,
+        commit=row.commit_sha,
+        verdicts=tuple(MappingProxyType(dict(v)) for v in row.verdicts or ()),
     )
 
 

@@ -116,6 +116,10 @@ class ModificationRow(Base):
     metric_deltas: Mapped[dict[str, Any]]
     created_at: Mapped[float]
     updated_at: Mapped[float]
+    # added by migration 2: where a gated change lives and what the gate said about it
+    branch: Mapped[str | None] = mapped_column(String(255))
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+    verdicts: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class DeadEndRow(Base):

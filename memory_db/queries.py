@@ -318,6 +318,8 @@ def _modifications(
         ModificationRow.task_id,
         ModificationRow.files_changed,
         ModificationRow.metric_deltas,
+        ModificationRow.branch,
+        ModificationRow.commit_sha.label("commit"),
         ModificationRow.created_at,
         ModificationRow.updated_at,
     ).order_by(ModificationRow.created_at.desc(), ModificationRow.id.desc())

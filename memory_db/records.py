@@ -63,6 +63,10 @@ class ModificationRecord:
     metric_deltas: Mapping[str, float]
     created_at: float
     updated_at: float
+    branch: str | None = None
+    commit: str | None = None
+    verdicts: tuple[Mapping[str, Any], ...] = ()
+    """The gate's verdict per command (name, command, passed, exit_code, duration_s, reason)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

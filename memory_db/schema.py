@@ -5,6 +5,7 @@ Version history (each migration takes the database from version N-1 to N):
     0  the shape before versioning: today's tables, minus `attempts.reason`,
        and no `schema_version` table
     1  `attempts.reason` added; `schema_version` stamped
+    2  `modifications.branch`, `.commit_sha`, `.verdicts` added (the validation gate's record)
 
 A fresh database gets `Base.metadata` (always the current shape) and is stamped with
 `SCHEMA_VERSION` directly. Migrations run inside one write transaction that first takes
@@ -25,7 +26,7 @@ from memory_db.models import Base, SchemaVersionRow
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "ensure_schema", "read_schema_version"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code reads and writes."""
 
 Migration = Callable[[Connection], None]
@@ -38,7 +39,15 @@ def _v1_add_attempt_reason(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE attempts ADD COLUMN reason TEXT"))
 
 
-MIGRATIONS: Mapping[int, Migration] = MappingProxyType({1: _v1_add_attempt_reason})
+def _v2_add_modification_gate_fields(conn: Connection) -> None:
+    for column, kind in (("branch", "VARCHAR(255)"), ("commit_sha", "VARCHAR(64)"),
+                         ("verdicts", "JSON")):
+        conn.execute(text(f"ALTER TABLE modifications ADD COLUMN {column} {kind}"))
+
+
+MIGRATIONS: Mapping[int, Migration] = MappingProxyType(
+    {1: _v1_add_attempt_reason, 2: _v2_add_modification_gate_fields}
+)
 """Migration N takes a database from version N-1 to N; keys are exactly 1..SCHEMA_VERSION."""
 
 

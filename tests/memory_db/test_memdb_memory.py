@@ -148,6 +148,24 @@ def test_set_modification_outcome_records_deltas(
     assert dict(memory.modification(mod_id).metric_deltas) == {"p99_ms": 12.5}
 
 
+def test_a_gated_modification_keeps_its_branch_commit_and_verdicts(
+    memory: AgentMemory, task_id: str
+) -> None:
+    """The gate's record reads back whole; a merge replaces the commit; secrets are redacted."""
+    verdicts = [{"name": "pytest", "passed": True, "exit_code": 0, "reason": "exit 0"},
+                {"name": "ruff", "passed": False, "exit_code": 1,
+                 "reason": "saw sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789"}]
+    mod_id = memory.record_modification(
+        "speed up claims", files_changed=["coordinator/queue.py"], task_id=task_id,
+        branch="self-improve/t-1", commit="abc123", verdicts=verdicts,
+    )
+    memory.set_modification_outcome(mod_id, ModificationOutcome.DEPLOYED, commit="def456")
+    mod = memory.modification(mod_id)
+    assert (mod.branch, mod.commit, mod.outcome) == ("self-improve/t-1", "def456", "Deployed")
+    assert [v["name"] for v in mod.verdicts] == ["pytest", "ruff"]
+    assert "sk-ant-api03" not in str(mod.verdicts)
+
+
 def test_modifications_filter_by_outcome(memory: AgentMemory, clock: FakeClock) -> None:
     """modifications() is newest first and can be narrowed to one outcome."""
     first = memory.record_modification("one", files_changed=[], outcome="Deployed")
