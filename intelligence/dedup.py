@@ -402,10 +402,20 @@ class SemanticDedup(Generic[V]):
 
     # --- lookup ----------------------------------------------------------------------------
 
-    def lookup(self, text: str, *, scope: Hashable = None) -> Hit[V] | None:
-        """The stored answer for a prompt that asks what `text` asks in `scope`, or None."""
+    def lookup(
+        self,
+        text: str,
+        *,
+        scope: Hashable = None,
+        vector: npt.NDArray[np.float32] | None = None,
+    ) -> Hit[V] | None:
+        """The stored answer for a prompt that asks what `text` asks in `scope`, or None.
+
+        `vector` is `text`'s embedding when the caller already has it.
+        """
         hash(scope)
-        return self._lookup_vector(text, scope, self._vector_for(text))
+        row = self._vector_for(text) if vector is None else np.asarray(vector, np.float32)
+        return self._lookup_vector(text, scope, row)
 
     def _lookup_vector(
         self, text: str, scope: Hashable, vector: npt.NDArray[np.float32]
@@ -434,7 +444,8 @@ class SemanticDedup(Generic[V]):
             return None
         verifier = self._the_verifier()
         best: tuple[float, float, _Entry] | None = None
-        for entry, cos in candidates:
+        # The verifier is pure-Python feature extraction: only the nearest few are worth it.
+        for entry, cos in candidates[:3]:
             confidence = verifier.probability(text, entry.text, cos)
             if confidence >= max(bar, entry.learned_bar) and (best is None or confidence > best[0]):
                 best = (confidence, cos, entry)
