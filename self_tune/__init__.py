@@ -16,6 +16,8 @@ from self_tune.detectors import (
 from self_tune.errors import ConfigUpdateRejected, GateError, SelfTuneError, TelemetryUnavailable
 from self_tune.gate import GateCommand, GateResult, GateSettings, MergeResult, ValidationGate
 from self_tune.limiter import AIMDLimiter, GradientLimiter
+from self_tune.loop import SelfImprovementLoop
+from self_tune.metatasks import Finding, FindingKind, MetaTaskGenerator
 from self_tune.pid import PID
 
 __all__ = [
@@ -25,12 +27,16 @@ __all__ = [
     "ConfigUpdateRejected",
     "CusumDetector",
     "DetectorKind",
+    "Finding",
+    "FindingKind",
     "GateCommand",
     "GateError",
     "GateResult",
     "GateSettings",
     "GradientLimiter",
     "MergeResult",
+    "MetaTaskGenerator",
+    "SelfImprovementLoop",
     "SelfTuneError",
     "Severity",
     "SloDetector",
