@@ -129,7 +129,8 @@ class SelfImprovementLoop:
         return raised
 
     def _act(self, anomaly: Anomaly) -> Proposal:
-        kind = FindingKind.OBJECTIVE if anomaly.detector is DetectorKind.SLO else FindingKind.ANOMALY
+        objective = anomaly.detector is DetectorKind.SLO
+        kind = FindingKind.OBJECTIVE if objective else FindingKind.ANOMALY
         finding = Finding(
             kind=kind, metric=anomaly.metric, severity=anomaly.severity, observed=anomaly.value,
             baseline=anomaly.baseline, window_s=self._window_s,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from coordinator.task import parse_task_file
@@ -63,10 +64,8 @@ async def test_an_error_rate_jump_after_healthy_traffic_writes_a_meta_task(
 
         async def tick(n_requests: int = 10) -> None:
             for i in range(n_requests):
-                try:
+                with contextlib.suppress(ProviderError):
                     await pipeline.infer(InferenceRequest(f"request {now[0]} {i}"))
-                except ProviderError:
-                    pass
             now[0] += INTERVAL_S
             sampler.sample()
             for snap in subscription.drain():
