@@ -55,9 +55,10 @@ _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asc
 
 
 def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with each of `secrets` and every key-like string replaced by `MASK`."""
+    """`text` with each of `secrets` (in any letter case: an upstream may echo a key upper-
+    or lower-cased) and every key-like string replaced by `MASK`."""
     for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, MASK)
+        text = re.sub(re.escape(secret), MASK, text, flags=re.IGNORECASE)
     for pattern in _KEY_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + MASK, text)
     return text

@@ -71,6 +71,7 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "openai_base_url": "OPENAI_UPSTREAM_URL",
     "llama_cpp_url": "LLAMA_CPP_URL",
     "host": "HOST",
+    "allowed_hosts": "ALLOWED_HOSTS",
     "port": "PORT",
     "api_key": "API_KEY",
     "max_spend_usd": "MAX_SPEND",
@@ -151,6 +152,8 @@ class ServerSettings:
     openai_base_url: str | None = None
     llama_cpp_url: str | None = None
     host: str = "127.0.0.1"
+    # Host names (besides IP literals and localhost) clients use to reach the server; `*` any.
+    allowed_hosts: tuple[str, ...] = ()
     port: int = 8080
     api_key: Secret | None = None
     max_spend_usd: float | None = None
@@ -173,6 +176,8 @@ class ServerSettings:
             )
         if isinstance(self.fallback, str):
             object.__setattr__(self, "fallback", _provider_list(self.fallback))
+        if isinstance(self.allowed_hosts, str):
+            object.__setattr__(self, "allowed_hosts", _provider_list(self.allowed_hosts))
         chain = (self.provider, *self.fallback)
         bad = [p for p in self.fallback if p not in PROVIDERS]
         if bad or len(set(chain)) != len(chain):

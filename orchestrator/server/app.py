@@ -33,6 +33,7 @@ from orchestrator.server.http_errors import (
     validation_error,
 )
 from orchestrator.server.mcp import mount_mcp
+from orchestrator.server.origin import OriginGuard
 from orchestrator.server.state import ServerState
 from orchestrator.server.status import FleetStatus
 from orchestrator.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
@@ -75,6 +76,9 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
+    # Starlette's trailing-slash redirect is absolute, built from the request's Host (and it
+    # keeps the query, a dashboard token included): the routes that need both forms have both.
+    app.router.redirect_slashes = False
     state = ServerState(pipeline=pipeline, settings=settings, fleet_status=fleet_status)
     app.state.orchestrator = state
     app.include_router(prompt_api.router)
@@ -86,7 +90,9 @@ def create_app(
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if settings is not None and settings.api_key is not None:
-        app.add_middleware(TokenAuth, token=settings.api_key.reveal())  # outermost: first
+        app.add_middleware(TokenAuth, token=settings.api_key.reveal())
+    # Outermost, so a page on another site learns nothing, not even whether a token is needed.
+    app.add_middleware(OriginGuard, allowed_hosts=settings.allowed_hosts if settings else ())
     return app
 
 
@@ -117,6 +123,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         response = error_response(error, dialect_of(request.url.path))
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 413:
+            response.headers["connection"] = "close"  # the rest of the body is not read
         return response
 
     async def on_refusal(request: Request, exc: Exception) -> Response:

@@ -3,7 +3,10 @@
 A client proves itself with `Authorization: Bearer <token>` or `x-api-key: <token>` (what the
 Anthropic SDK sends), so SDK programs work by setting their API key to the server's token.
 A browser cannot send headers when it opens a page or an EventSource, so the dashboard (and
-only it) also takes `?token=<token>`. `/health` stays open for liveness probes.
+only it) also takes `?token=<token>`; a browser that opens it without one gets a small page
+asking for the token instead of a JSON 401. `/health` stays open for liveness probes (it shows
+details only to callers that send the token: `is_authenticated`), and so does `/`, which only
+leads to the dashboard.
 """
 
 from __future__ import annotations
@@ -11,13 +14,28 @@ from __future__ import annotations
 import hmac
 from urllib.parse import parse_qsl
 
+from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.server.http_errors import ApiError, dialect_of, error_response
 
-__all__ = ["OPEN_PATHS", "QUERY_TOKEN_PATHS", "TokenAuth"]
+__all__ = ["OPEN_PATHS", "QUERY_TOKEN_PATHS", "TokenAuth", "is_authenticated"]
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/"})
+_AUTHENTICATED = "orchestrator.authenticated"  # the scope key TokenAuth sets on open paths
+
+_TOKEN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>prompt-orchestrator: token</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:16px system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem}
+input{font:inherit;width:100%;margin:.5rem 0;padding:.4rem}</style></head>
+<body><h1>Dashboard</h1>
+<p>This server needs its token (the <code>API_KEY</code> it was started with).</p>
+<form method="get" action="/dashboard">
+<label for="token">Token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" autofocus>
+<button type="submit">Open the dashboard</button></form></body></html>
+"""
 
 _UNAUTHORIZED = ApiError(
     status=401,
@@ -59,16 +77,33 @@ class TokenAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         presented = _presented_token(scope)
-        if presented is not None and hmac.compare_digest(presented, self._token):
+        valid = presented is not None and hmac.compare_digest(presented, self._token)
+        if valid or scope["path"] in OPEN_PATHS:
+            scope[_AUTHENTICATED] = valid
             await self.app(scope, receive, send)
             return
         if kind == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
             return
-        response = error_response(_UNAUTHORIZED, dialect_of(scope["path"]))
+        if _wants_page(scope):
+            response = HTMLResponse(_TOKEN_PAGE, status_code=401)
+        else:
+            response = error_response(_UNAUTHORIZED, dialect_of(scope["path"]))
         response.headers["www-authenticate"] = "Bearer"
         await response(scope, receive, send)
+
+
+def is_authenticated(scope: Scope) -> bool:
+    """Whether the request in `scope` proved the token (True on a server without one)."""
+    return bool(scope.get(_AUTHENTICATED, True))
+
+
+def _wants_page(scope: Scope) -> bool:
+    if scope["path"] not in ("/dashboard", "/dashboard/") or scope.get("method") != "GET":
+        return False
+    accept = next((v for n, v in scope["headers"] if n == b"accept"), b"")
+    return b"text/html" in accept

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 
 from fastapi import FastAPI
-from starlette.responses import HTMLResponse, StreamingResponse
+from starlette.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from orchestrator.pipeline import Pipeline
 from orchestrator.server.status import FleetStatus, status_payload
@@ -71,8 +71,14 @@ def mount_dashboard(
         yield "event: end\ndata: {}\n\n"
 
     @app.get("/dashboard", include_in_schema=False)
+    @app.get("/dashboard/", include_in_schema=False)
     async def dashboard_page() -> HTMLResponse:
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        # Relative, and without the query: never echo the Host or a token into a Location.
+        return RedirectResponse("/dashboard", status_code=307)
 
     @app.get("/dashboard/events", include_in_schema=False)
     async def dashboard_events() -> StreamingResponse:

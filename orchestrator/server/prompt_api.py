@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority, StreamChunk
+from orchestrator.resilience.breaker import BreakerState
+from orchestrator.server.auth import is_authenticated
 from orchestrator.server.feedback import Feedback
 from orchestrator.server.http_errors import field_path, from_exception
 from orchestrator.server.state import ServerState, server_state, state_of
@@ -197,10 +199,23 @@ async def feedback(body: FeedbackBody, state: State) -> dict[str, Any]:
     return {"accepted": True, "request_id": body.request_id}
 
 
-@router.get("/health", summary="Liveness, and each provider's breaker state")
-async def health(state: State) -> dict[str, Any]:
-    routes = state.pipeline.routes
-    return {"status": "ok", "providers": {r.name: str(r.breaker.state) for r in routes}}
+@router.head("/health", include_in_schema=False)
+@router.get(
+    "/health",
+    summary="Liveness: ok, degraded (a breaker is not closed) or 503 (no provider can serve)",
+)
+async def health(request: Request, state: State) -> JSONResponse:
+    """`{"status": "ok" | "degraded"}`: degraded while any provider's breaker is open or
+    probing; 503 while every provider's breaker is open, so a load balancer routes around the
+    server. Callers that proved the token (or every caller of a server without one) also get
+    each provider's breaker state; anyone else gets the status alone."""
+    breakers = {r.name: r.breaker.state for r in state.pipeline.routes}
+    healthy = all(b is BreakerState.CLOSED for b in breakers.values())
+    serving = any(b is not BreakerState.OPEN for b in breakers.values())
+    body: dict[str, Any] = {"status": "ok" if healthy else "degraded"}
+    if is_authenticated(request.scope):
+        body["providers"] = {name: str(b) for name, b in breakers.items()}
+    return JSONResponse(body, status_code=200 if serving else 503)
 
 
 @router.get("/v1/status", summary="The pipeline's metrics snapshot (and the fleet's, if attached)")

@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from orchestrator.server.connection import ConnectionLimits, connection_cap, limited_protocol
 from orchestrator.settings import (
     DEFAULT_MAX_BODY_BYTES,
     ServerSettings,
@@ -44,17 +45,23 @@ def uvicorn_config(
     port: int = 0,
     max_message_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access_log: bool = False,
+    limits: ConnectionLimits | None = None,
 ) -> uvicorn.Config:
-    """uvicorn settings for `app`: uvloop, httptools, websockets; logging left to the caller
-    (uvicorn's default config would replace the process's handlers)."""
+    """uvicorn settings for `app`: uvloop, httptools with `limits` (`ConnectionLimits()` by
+    default: header size and count, handshake and idle timeouts, a connection cap), websockets;
+    logging left to the caller (uvicorn's default config would replace the process's
+    handlers)."""
+    limits = limits if limits is not None else ConnectionLimits()
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(limits),
         ws="websockets-sansio",
         ws_max_size=max_message_bytes,
+        limit_concurrency=connection_cap(limits),
+        timeout_keep_alive=limits.keep_alive_timeout_s,
         lifespan="on",
         log_config=None,
         access_log=access_log,
@@ -142,11 +149,12 @@ class ServerThread:
         port: int = 0,
         access_log: bool = False,
         start_timeout_s: float = 30,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         _check_bind(host, app)
         self.app, self.host = app, host
         self._started = threading.Event()
-        config = uvicorn_config(app, host=host, port=port, access_log=access_log)
+        config = uvicorn_config(app, host=host, port=port, access_log=access_log, limits=limits)
         self._server = _Server(config, self._started.set)
         self._thread = threading.Thread(target=self._run, name="orchestrator-http", daemon=True)
         self._start_timeout_s = start_timeout_s
@@ -197,12 +205,18 @@ class ServerTask:
     """
 
     def __init__(
-        self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, access_log: bool = False
+        self,
+        app: FastAPI,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        access_log: bool = False,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         _check_bind(host, app)
         self.app, self.host = app, host
         self._started = asyncio.Event()
-        config = uvicorn_config(app, host=host, port=port, access_log=access_log)
+        config = uvicorn_config(app, host=host, port=port, access_log=access_log, limits=limits)
         self._server = _Server(config, self._started.set)
         self._task: asyncio.Task[None] | None = None
         self.url = ""

@@ -1,0 +1,165 @@
+"""`ConnectionLimits`: what one client connection may cost the server before it is cut off.
+
+uvicorn's httptools protocol buffers a request's headers without limit, and arms no timer on a
+connection until its first response, so a client that sends a 40 MB header, or one byte a
+second, or nothing at all, holds memory and a file descriptor forever. `limited_protocol`
+returns an `HttpToolsProtocol` that, before the app (and so before auth) sees anything:
+
+- answers 431 and closes when a request's head (request line and headers) passes
+  `max_header_bytes` or carries more than `max_headers` headers;
+- closes a connection whose request head is not complete `header_timeout_s` after its first
+  byte (or after the connection opened), however slowly the bytes trickle in;
+- closes a connection whose request body stops arriving for `body_idle_timeout_s`;
+- and, through uvicorn's `limit_concurrency`, answers 503 beyond `max_connections` open
+  connections (capped below the process's file-descriptor limit, so `/health` keeps working).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["ConnectionLimits", "connection_cap", "limited_protocol"]
+
+# File descriptors kept free for everything that is not a client connection: upstream
+# connections, the memory DB, log files, the event loop's own.
+_SPARE_FDS = 128
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimits:
+    """Per-connection bounds (see the module docstring). Raises ValueError for a value < 1
+    (or <= 0 for a timeout)."""
+
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout_s: float = 10.0
+    body_idle_timeout_s: float = 30.0
+    keep_alive_timeout_s: float = 5.0
+    max_connections: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_header_bytes", "max_headers", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("header_timeout_s", "body_idle_timeout_s", "keep_alive_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+
+
+def connection_cap(limits: ConnectionLimits) -> int:
+    """`limits.max_connections`, lowered to fit the process's open-file limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limits.max_connections
+    return max(1, min(limits.max_connections, soft - _SPARE_FDS))
+
+
+def _head_response(status: bytes, message: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: " + str(len(message)).encode() + b"\r\nconnection: close\r\n\r\n"
+        + message
+    )
+
+
+_TOO_LARGE = _head_response(
+    b"431 Request Header Fields Too Large", b"request headers too large or too many"
+)
+
+
+def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
+    """An `HttpToolsProtocol` class enforcing `limits` (pass it as uvicorn's `http`)."""
+
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._head_bytes = 0
+            self._head_count = 0
+            self._in_head = True
+            self._read_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm(limits.header_timeout_s)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head_bytes += len(data)
+            elif self.cycle is not None and self.cycle.more_body:
+                self._arm(limits.body_idle_timeout_s)  # the body is still coming: idle timer
+            super().data_received(data)
+            if self._in_head and self._head_bytes > limits.max_header_bytes:
+                self._refuse()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head, self._head_bytes, self._head_count = True, 0, 0
+            if self._read_timer is None:
+                self._arm(limits.header_timeout_s)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._head_count += 1
+            if self._head_count > limits.max_headers:
+                self._refuse()
+                raise httptools.HttpParserError("too many headers")  # stop the parser here
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self._disarm()
+            super().on_headers_complete()
+            if self.cycle is not None and self.cycle.more_body:
+                self._arm(limits.body_idle_timeout_s)
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._in_head, self._head_bytes = True, 0  # a keep-alive connection's next request
+
+        def handle_websocket_upgrade(self) -> None:
+            self._disarm()
+            super().handle_websocket_upgrade()
+
+        def send_400_response(self, msg: str) -> None:
+            if self.transport.is_closing():
+                return  # already refused (431) from inside the parser
+            super().send_400_response(msg)
+
+        def _refuse(self) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+
+        def _arm(self, delay_s: float) -> None:
+            self._disarm()
+            self._read_timer = self.loop.call_later(delay_s, self._on_read_timeout)
+
+        def _disarm(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
+        def _on_read_timeout(self) -> None:
+            self._read_timer = None
+            if not self._in_head and self.flow.read_paused:
+                # The app has not read what came yet: the client is not the one stalling.
+                self._arm(limits.body_idle_timeout_s)
+                return
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return LimitedHttpToolsProtocol
