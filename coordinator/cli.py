@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +20,8 @@ from coordinator.errors import ConfigError, CoordinatorError
 from coordinator.task import Priority, TaskState
 
 if TYPE_CHECKING:
-    from coordinator.config import Settings
     from coordinator.queue import FolderQueue, TaskRecord
+    from coordinator.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,7 +155,7 @@ def _db_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from coordinator.config import load_settings
+    from coordinator.settings import load_settings
 
     flags = {name: getattr(args, name, None) for name in
              ("tasks", "agents", "agent", "lease_s", "grace_s", "db", "workdir", "orchestrator")}
@@ -209,8 +209,10 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from coordinator.agents import resolve_profile
-    from coordinator.fleet import Fleet, FleetSettings
+    from coordinator.fleet import Fleet, FleetSettings, FleetTunables
+    from coordinator.metrics import FleetEvents
     from coordinator.progress import Progress
+    from orchestrator.config import LiveConfig
 
     settings = _settings(args)
     queue = _queue(settings)
@@ -223,14 +225,20 @@ def _run(args: argparse.Namespace) -> int:
 
         memory = AgentMemory(settings.db)
     profile = resolve_profile(settings.agent, settings.profiles)
-    with _traffic(settings.orchestrator, queue) as agent_env:
+    tunables = LiveConfig(FleetTunables(agents=settings.agents, lease_s=settings.lease_s))
+    events = FleetEvents()
+    fleet: Fleet | None = None
+    with _traffic(settings.orchestrator, lambda: fleet.snapshot().to_json() if fleet else {}
+                  ) as agent_env:
         fleet_settings = FleetSettings(
-            agents=settings.agents, lease_s=settings.lease_s, grace_s=settings.grace_s,
-            poll_s=settings.poll_s, workdir=settings.workdir, env=agent_env,
+            grace_s=settings.grace_s, poll_s=settings.poll_s, workdir=settings.workdir,
+            env=agent_env,
         )
-        with Progress(queue, settings.agents) as progress:
-            fleet = Fleet(queue, profile, settings=fleet_settings, profiles=settings.profiles,
-                          memory=memory, on_event=progress.on_event)
+        with Progress(queue) as progress:
+            events.subscribe(progress.on_event)
+            fleet = Fleet(queue, profile, settings=fleet_settings,
+                          tunables=lambda: tunables.current, profiles=settings.profiles,
+                          memory=memory, events=events)
             with fleet.signals_handled():
                 result = fleet.run(until_empty=args.until_empty)
     if memory is not None:
@@ -243,7 +251,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _traffic(where: str | None, queue: FolderQueue) -> Iterator[dict[str, str]]:
+def _traffic(
+    where: str | None, fleet_status: Callable[[], Mapping[str, Any]]
+) -> Iterator[dict[str, str]]:
     """The agents' environment for routing their LLM traffic (empty: not routed)."""
     if not where:
         yield {}
@@ -257,9 +267,7 @@ def _traffic(where: str | None, queue: FolderQueue) -> Iterator[dict[str, str]]:
         return
     from orchestrator.errors import OrchestratorError
 
-    embedded = EmbeddedOrchestrator(
-        lambda: {state.value: n for state, n in queue.counts().items()}
-    )
+    embedded = EmbeddedOrchestrator(fleet_status)
     with contextlib.ExitStack() as stack:
         try:
             env = stack.enter_context(embedded)

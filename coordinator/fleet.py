@@ -1,9 +1,15 @@
-"""The fleet: N agent loops that claim tasks and run agent processes for them.
+"""The fleet: agent loops that claim tasks and run agent processes for them.
 
 Each loop is a thread that claims a task, starts the agent command in its own process
 group (output straight into the attempt's log file, so a chatty agent never blocks), renews
 the lease while the agent runs, kills the whole group on timeout or lost lease, runs the
 task's acceptance commands, and reports the outcome to the queue and to agent memory.
+
+How many loops run and how long a lease lasts are `FleetTunables`, read live from a
+`LiveConfig`: raising `agents` starts loops at once; lowering it lets the loops above the
+new number finish their current task and stop (work in progress is never killed); a new
+`lease_s` applies to the next claim and the next heartbeat, whose interval is derived from
+the lease each time it is used.
 """
 
 from __future__ import annotations
@@ -16,18 +22,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 from coordinator.agents import BUILTIN_PROFILES, AgentProfile
 from coordinator.errors import LeaseLost
 from coordinator.lease import Owner
+from coordinator.metrics import EventKind, FleetEvent, FleetEvents, FleetMetrics, FleetSnapshot
 from coordinator.queue import Claim, FolderQueue
 from coordinator.task import TaskState
 from memory_db.outcome import AttemptOutcome
+from orchestrator.config import check_bounds, tunable
+
+__all__ = [
+    "AttemptMemory",
+    "Fleet",
+    "FleetResult",
+    "FleetSettings",
+    "FleetTunables",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,56 +70,45 @@ class AttemptMemory(Protocol):
     ) -> None: ...
 
 
-class EventKind(StrEnum):
-    """What happened in the fleet."""
-
-    STARTED = "started"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # the attempt failed; the task may be retried
-    LEASE_LOST = "lease_lost"
-    RELEASED = "released"
+HEARTBEATS_PER_LEASE = 3
+"""A lease is renewed this many times per lease length, so two lost heartbeats in a row
+still leave it alive."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FleetEvent:
-    """One step of one attempt, for progress displays and logs."""
+class FleetTunables:
+    """The fleet's live values, with their defaults (the one place they live).
 
-    kind: EventKind
-    task_id: str
-    agent: str
-    attempt: int
-    detail: str = ""
-    task_state: TaskState | None = None  # where the task went, for finished attempts
+    `agents` is how many agent loops run; `lease_s` how long a claim lasts unless renewed.
+    """
+
+    agents: int = tunable(1, low=1, high=256, unit="agents", integer=True)
+    lease_s: float = tunable(60.0, low=0.5, high=86_400.0, unit="s")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+    @property
+    def heartbeat_s(self) -> float:
+        """How often a running attempt renews its lease: derived from `lease_s`."""
+        return self.lease_s / HEARTBEATS_PER_LEASE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FleetSettings:
-    """How the fleet runs; defaults live here."""
+    """How the fleet runs, fixed for a run; defaults live here (the live values are in
+    `FleetTunables`)."""
 
-    agents: int = 1
-    lease_s: float = 60.0
-    heartbeat_s: float | None = None  # default: a third of the lease
     grace_s: float = 10.0  # how long running agents may finish after a stop request
     poll_s: float = 0.5  # how often an idle loop looks for work
     workdir: Path = field(default_factory=Path.cwd)
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for every agent
 
     def __post_init__(self) -> None:
-        if self.agents < 1:
-            raise ValueError(f"agents must be >= 1, got {self.agents}")
-        if self.lease_s <= 0:
-            raise ValueError(f"lease_s must be > 0, got {self.lease_s}")
-        if self.heartbeat_s is not None and not 0 < self.heartbeat_s < self.lease_s:
-            raise ValueError(
-                f"heartbeat_s must be between 0 and lease_s ({self.lease_s}), "
-                f"got {self.heartbeat_s}"
-            )
         if self.grace_s < 0:
             raise ValueError(f"grace_s must be >= 0, got {self.grace_s}")
-
-    @property
-    def heartbeat_every_s(self) -> float:
-        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
+        if self.poll_s <= 0:
+            raise ValueError(f"poll_s must be > 0, got {self.poll_s}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +125,12 @@ class FleetResult:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Started:
+    wall_s: float  # recorded in the queue's history
+    monotonic_s: float  # for the attempt's duration
+
+
 @dataclass(slots=True)
 class _Outcome:
     exit_code: int | None
@@ -128,11 +138,15 @@ class _Outcome:
 
 
 class Fleet:
-    """Runs `settings.agents` agent loops over `queue` with the `default` profile.
+    """Runs agent loops over `queue` with the `default` profile.
 
+    `tunables` reads the live `FleetTunables` (how many loops, how long a lease) at each use:
+    pass `lambda: live.current` for a `LiveConfig[FleetTunables]` and change it with
+    `live.set(agents=…)` from any thread while the fleet runs (default: the defaults).
     A task's own `agent` field picks a profile from `profiles` (or the built-ins).
-    `memory`, if given, records every task and attempt. `on_event` sees every step.
-    `clock` is monotonic seconds, for timeouts.
+    `memory`, if given, records every task and attempt. `events` fans out every step
+    (subscribe before `run`); `on_event` is a shorthand for one subscriber. `clock` is
+    monotonic seconds, for timeouts, heartbeats and the metrics.
     """
 
     def __init__(
@@ -141,24 +155,34 @@ class Fleet:
         default: AgentProfile,
         *,
         settings: FleetSettings | None = None,
+        tunables: Callable[[], FleetTunables] | None = None,
         profiles: Mapping[str, AgentProfile] | None = None,
         memory: AttemptMemory | None = None,
+        events: FleetEvents | None = None,
         on_event: Callable[[FleetEvent], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue = queue
         self.default = default
         self.settings = settings or FleetSettings()
+        defaults = FleetTunables()
+        self._tunables = tunables or (lambda: defaults)
         self.profiles = {**BUILTIN_PROFILES, **(profiles or {})}
         self.memory = memory
-        self._on_event = on_event or (lambda event: None)
+        self.events = events or FleetEvents()
+        if on_event is not None:
+            self.events.subscribe(on_event)
         self._clock = clock
+        self.metrics = FleetMetrics(clock=clock)
+        self.events.subscribe(self.metrics)
         self._owner = Owner.current()
         self._stop = threading.Event()  # stop claiming
         self._kill = threading.Event()  # grace is over: kill and release
         self._drained = threading.Event()  # --until-empty found nothing left
-        self._busy = 0
-        self._busy_lock = threading.Lock()
+        self._wake = threading.Event()  # the tunables changed: look at the loops again
+        self._lock = threading.Lock()  # guards the two maps below
+        self._loops: dict[int, threading.Thread] = {}  # loop number -> its thread
+        self._busy: dict[str, str] = {}  # agent -> the task it runs now
         self._stopped_by_signal = False
 
     # ------------------------------------------------------------------ control
@@ -170,12 +194,23 @@ class Fleet:
             return
         self._stop.set()
         self._stopped_by_signal = True
+        self._wake.set()
         timer = threading.Timer(self.settings.grace_s, self._kill.set)
         timer.daemon = True
         timer.start()
 
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested."""
+        return self._stop.is_set()
+
+    def running_tasks(self) -> dict[str, str]:
+        """The tasks running now, by agent."""
+        with self._lock:
+            return dict(self._busy)
+
     @contextlib.contextmanager
-    def signals_handled(self) -> object:
+    def signals_handled(self) -> Iterator[Fleet]:
         """Route SIGINT and SIGTERM to `request_stop` while running (main thread only)."""
         previous = {
             sig: signal.signal(sig, lambda *_: self.request_stop())
@@ -187,64 +222,112 @@ class Fleet:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def snapshot(self) -> FleetSnapshot:
+        """The fleet now: the queue's counts, recent rates and latencies, agents busy/idle."""
+        with self._lock:
+            alive = sum(1 for thread in self._loops.values() if thread.is_alive())
+            busy = len(self._busy)
+        return self.metrics.snapshot(
+            tasks=self.queue.counts(), agents_target=self._tunables().agents,
+            agents_busy=busy, agents_idle=max(0, alive - busy),
+        )
+
     def run(self, *, until_empty: bool = False) -> FleetResult:
-        """Run the loops until stopped (or, with `until_empty`, until no work is left)."""
-        threads = [
-            threading.Thread(
-                target=self._loop, args=(f"agent-{i}@{os.getpid()}", until_empty),
-                name=f"agent-{i}", daemon=True,
-            )
-            for i in range(1, self.settings.agents + 1)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(timeout=0.2)  # stay responsive to signals in the main thread
+        """Run the loops until stopped (or, with `until_empty`, until no work is left).
+
+        Follows `tunables.current.agents` while it runs: loops are started when it grows;
+        when it shrinks, the loops numbered above it stop after their current task.
+        """
+        while True:
+            self._wake.clear()
+            if not self._stop.is_set() and not self._drained.is_set():
+                self._start_missing_loops(until_empty)
+            with self._lock:
+                alive = [t for t in self._loops.values() if t.is_alive()]
+            if not alive and (self._stop.is_set() or self._drained.is_set()):
+                break
+            # Looking again every 0.2 s follows the tunables, and keeps the main thread
+            # responsive to signals; a loop that ends wakes it at once.
+            self._wake.wait(0.2)
         return FleetResult(
             counts=self.queue.counts(), stopped_by_signal=self._stopped_by_signal
         )
 
+    def _start_missing_loops(self, until_empty: bool) -> None:
+        """Start a loop for every number up to `agents` that has none."""
+        target = self._tunables().agents
+        with self._lock:
+            for number in range(1, target + 1):
+                thread = self._loops.get(number)
+                if thread is not None and thread.is_alive():
+                    continue
+                thread = threading.Thread(
+                    target=self._loop, args=(number, until_empty), name=f"agent-{number}",
+                    daemon=True,
+                )
+                self._loops[number] = thread
+                thread.start()
+
     # ------------------------------------------------------------------ the loop
 
-    def _loop(self, agent: str, until_empty: bool) -> None:
+    def _retired(self, number: int) -> bool:
+        return number > self._tunables().agents
+
+    def _loop(self, number: int, until_empty: bool) -> None:
+        agent = f"agent-{number}@{os.getpid()}"
+        self._emit(FleetEvent(kind=EventKind.AGENT_STARTED, agent=agent, at_s=self._clock()))
+        try:
+            self._claim_and_work(agent, number, until_empty)
+        finally:
+            self._emit(FleetEvent(kind=EventKind.AGENT_STOPPED, agent=agent,
+                                  at_s=self._clock()))
+            self._wake.set()
+
+    def _claim_and_work(self, agent: str, number: int, until_empty: bool) -> None:
         while not self._stop.is_set() and not self._drained.is_set():
+            if self._retired(number):
+                return  # the fleet shrank: this loop's number is above the target
+            asked_at = self._clock()
             try:
-                claim = self.queue.claim(agent, lease_s=self.settings.lease_s, owner=self._owner)
+                claim = self.queue.claim(agent, lease_s=self._tunables().lease_s,
+                                         owner=self._owner)
             except Exception:
                 log.exception("%s: claiming failed; trying again", agent)
                 claim = None
             if claim is None:
                 if until_empty and self._nothing_left():
                     self._drained.set()
+                    self._wake.set()
                     return
                 self._stop.wait(self.settings.poll_s)
                 continue
-            with self._busy_lock:
-                self._busy += 1
+            with self._lock:
+                self._busy[agent] = claim.task.id
             try:
-                self._attempt(agent, claim)
+                self._attempt(agent, claim, claim_latency_s=self._clock() - asked_at)
             except Exception:
                 log.exception("%s: attempt at %s crashed; its lease will expire", agent,
                               claim.task.id)
             finally:
-                with self._busy_lock:
-                    self._busy -= 1
+                with self._lock:
+                    self._busy.pop(agent, None)
 
     def _nothing_left(self) -> bool:
-        with self._busy_lock:
+        with self._lock:
             if self._busy:
                 return False
         if self.queue.counts()[TaskState.CLAIMED]:
             return False
         return self.queue.next_ready_at() is None
 
-    def _attempt(self, agent: str, claim: Claim) -> None:
+    def _attempt(self, agent: str, claim: Claim, *, claim_latency_s: float) -> None:
         task = claim.task
         log_path = self.queue.log_path(task.id, claim.attempt).resolve()
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        started_at = time.time()
-        self._emit(EventKind.STARTED, claim, agent)
+        started = _Started(wall_s=time.time(), monotonic_s=self._clock())
+        self._emit(FleetEvent(kind=EventKind.STARTED, agent=agent, task_id=task.id,
+                              attempt=claim.attempt, at_s=started.monotonic_s,
+                              claim_latency_s=claim_latency_s))
         memory_id = self._remember_start(claim, agent, log_path)
 
         profile = self.profiles.get(task.agent) if task.agent else self.default
@@ -256,7 +339,7 @@ class Fleet:
             problem = f"working directory {str(cwd)!r} does not exist"
         if problem is not None or profile is None:
             log_path.write_text(problem + "\n")
-            self._finish(claim, agent, memory_id, log_path, started_at,
+            self._finish(claim, agent, memory_id, log_path, started,
                          _Outcome(None, "exited"), reason=problem, permanent=True)
             return
 
@@ -288,7 +371,7 @@ class Fleet:
                         if outcome.kind == "exited":
                             outcome = _Outcome(outcome.exit_code or 1, "acceptance")
                         break
-        self._finish(claim, agent, memory_id, log_path, started_at, outcome, reason=reason)
+        self._finish(claim, agent, memory_id, log_path, started, outcome, reason=reason)
 
     def _run(
         self,
@@ -313,8 +396,8 @@ class Fleet:
             if stdin_path:
                 stdin.close()  # type: ignore[union-attr]
         try:
-            self.queue.heartbeat(claim.task.id, claim.token, lease_s=self.settings.lease_s,
-                                 agent_pgid=proc.pid)
+            self.queue.heartbeat(claim.task.id, claim.token,
+                                 lease_s=self._tunables().lease_s, agent_pgid=proc.pid)
             last_beat = self._clock()
             while True:
                 if self._kill.is_set():
@@ -330,9 +413,9 @@ class Fleet:
                 if now >= deadline:
                     _kill_group(proc)
                     return _Outcome(None, "timed_out")
-                if now - last_beat >= self.settings.heartbeat_every_s:
-                    self.queue.heartbeat(claim.task.id, claim.token,
-                                         lease_s=self.settings.lease_s)
+                tunables = self._tunables()  # read live: a new lease applies at once
+                if now - last_beat >= tunables.heartbeat_s:
+                    self.queue.heartbeat(claim.task.id, claim.token, lease_s=tunables.lease_s)
                     last_beat = now
         except LeaseLost as exc:
             _kill_group(proc)
@@ -348,14 +431,14 @@ class Fleet:
         agent: str,
         memory_id: int | None,
         log_path: Path,
-        started_at: float,
+        started: _Started,
         outcome: _Outcome,
         *,
         reason: str | None,
         permanent: bool = False,
     ) -> None:
         task_id, token = claim.task.id, claim.token
-        args = {"log_path": str(log_path), "started_at": started_at}
+        args = {"log_path": str(log_path), "started_at": started.wall_s}
         state: TaskState | None
         memory_outcome: AttemptOutcome
         try:
@@ -382,21 +465,16 @@ class Fleet:
             reason = str(exc)
             memory_outcome, state = AttemptOutcome.LEASE_LOST, None
             kind = EventKind.LEASE_LOST
-        self._emit(kind, claim, agent, detail=reason or "", task_state=state)
+        now = self._clock()
+        self._emit(FleetEvent(kind=kind, agent=agent, task_id=task_id, attempt=claim.attempt,
+                              detail=reason or "", task_state=state, at_s=now,
+                              duration_s=now - started.monotonic_s))
         self._remember_finish(claim, memory_id, memory_outcome, outcome.exit_code, reason, state)
 
     # ------------------------------------------------------------------ reporting
 
-    def _emit(
-        self, kind: EventKind, claim: Claim, agent: str, *, detail: str = "",
-        task_state: TaskState | None = None,
-    ) -> None:
-        event = FleetEvent(kind=kind, task_id=claim.task.id, agent=agent,
-                           attempt=claim.attempt, detail=detail, task_state=task_state)
-        try:
-            self._on_event(event)
-        except Exception:
-            log.exception("progress display failed")
+    def _emit(self, event: FleetEvent) -> None:
+        self.events.emit(event)
 
     def _remember_start(self, claim: Claim, agent: str, log_path: Path) -> int | None:
         if self.memory is None:

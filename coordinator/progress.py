@@ -7,7 +7,7 @@ import threading
 import time
 from typing import TextIO
 
-from coordinator.fleet import EventKind, FleetEvent
+from coordinator.metrics import ATTEMPT_ENDS, EventKind, FleetEvent
 from coordinator.queue import FolderQueue
 from coordinator.task import TaskState
 
@@ -16,11 +16,11 @@ class Progress:
     """Receives fleet events and prints them; in a terminal, keeps a status line fresh."""
 
     def __init__(
-        self, queue: FolderQueue, agents: int, *, out: TextIO = sys.stderr,
+        self, queue: FolderQueue, *, out: TextIO = sys.stderr,
         live: bool | None = None, refresh_s: float = 0.5,
     ) -> None:
         self._queue = queue
-        self._agents = agents
+        self._agents: set[str] = set()  # agent loops running now (the fleet may grow/shrink)
         self._out = out
         self._live = out.isatty() if live is None else live
         self._refresh_s = refresh_s
@@ -44,21 +44,28 @@ class Progress:
             self._out.flush()
 
     def on_event(self, event: FleetEvent) -> None:
+        """A `FleetEvents` subscriber: print the step, keep the busy count."""
         with self._lock:
             if event.kind == EventKind.STARTED:
                 self._running[event.agent] = event.task_id
-            else:
+            elif event.kind in ATTEMPT_ENDS:
                 self._running.pop(event.agent, None)
+            elif event.kind == EventKind.AGENT_STARTED:
+                self._agents.add(event.agent)
+            elif event.kind == EventKind.AGENT_STOPPED:
+                self._agents.discard(event.agent)
+        if event.kind in (EventKind.AGENT_STARTED, EventKind.AGENT_STOPPED):
+            return  # the status line shows the agents; a line per loop is noise
         self._print(_describe(event))
 
     def status_line(self) -> str:
         counts = self._queue.counts()
         with self._lock:
-            busy = len(self._running)
+            busy, agents = len(self._running), len(self._agents)
         return (
             f"pending {counts[TaskState.PENDING]} · running {counts[TaskState.CLAIMED]} · "
             f"done {counts[TaskState.DONE]} · failed {counts[TaskState.FAILED]} · "
-            f"rejected {counts[TaskState.REJECTED]} · agents busy {busy}/{self._agents}"
+            f"rejected {counts[TaskState.REJECTED]} · agents busy {busy}/{agents}"
         )
 
     def _print(self, line: str) -> None:

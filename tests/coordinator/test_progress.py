@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from coordinator.fleet import EventKind, FleetEvent
+from coordinator.metrics import EventKind, FleetEvent
 from coordinator.progress import Progress
 from coordinator.queue import FolderQueue
 from coordinator.task import TaskState
@@ -17,7 +17,7 @@ def _event(kind: EventKind, **extra: object) -> FleetEvent:
 def test_plain_lines_when_not_a_terminal(tmp_path):
     """Off a terminal every event is one plain line, with no terminal control codes."""
     out = io.StringIO()
-    with Progress(FolderQueue(tmp_path), 2, out=out, live=False) as progress:
+    with Progress(FolderQueue(tmp_path), out=out, live=False) as progress:
         progress.on_event(_event(EventKind.STARTED))
         progress.on_event(_event(EventKind.FAILED, detail="agent exited with code 3",
                                  task_state=TaskState.PENDING))
@@ -34,7 +34,9 @@ def test_live_status_line_counts_tasks_and_busy_agents(tmp_path):
     queue = FolderQueue(tmp_path)
     queue.ingest()
     out = io.StringIO()
-    with Progress(queue, 3, out=out, live=True, refresh_s=60) as progress:
+    with Progress(queue, out=out, live=True, refresh_s=60) as progress:
+        for n in (1, 2, 3):
+            progress.on_event(FleetEvent(kind=EventKind.AGENT_STARTED, agent=f"agent-{n}"))
         progress.on_event(_event(EventKind.STARTED))
         assert progress.status_line() == (
             "pending 1 · running 0 · done 0 · failed 0 · rejected 0 · agents busy 1/3"

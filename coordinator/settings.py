@@ -7,7 +7,8 @@
     agent = "claude"         # default profile name, or a command
     lease_s = 60
     grace_s = 10
-    db = "sqlite:///.coordinator/memory.db"
+    db = "postgresql://user@host/fleet"   # agent memory (default: SQLite in .coordinator/)
+    pass_env = ["GITHUB_TOKEN"]           # extra variables agents may see (see agents.py)
     orchestrator = "start"   # route agents' LLM traffic through an orchestrator (or a URL)
 
     [profiles.reviewer]      # a named agent profile; tasks pick it with agent = "reviewer"
@@ -26,25 +27,37 @@ from typing import Any
 
 from coordinator.agents import AgentProfile
 from coordinator.errors import ConfigError
+from coordinator.fleet import FleetSettings, FleetTunables
+
+__all__ = ["CONFIG_FILE", "Settings", "load_settings"]
 
 CONFIG_FILE = "coordinator.toml"
-DEFAULT_DB_URL = "sqlite:///.coordinator/memory.db"
+
+# The fleet's defaults live with the fleet; the CLI's settings start from them.
+_TUNABLES = FleetTunables()
+_FLEET = FleetSettings()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    """Everything the CLI needs, resolved once. Defaults live here."""
+    """Everything the CLI needs, resolved once.
+
+    `db` None means agent memory's own default (`memory_db.DEFAULT_URL`: SQLite under
+    `.coordinator/`). `pass_env` names variables of the coordinator's environment that
+    agents may see on top of the allow-list (`coordinator.agents`).
+    """
 
     tasks: Path = Path("tasks")
-    agents: int = 1
+    agents: int = _TUNABLES.agents
     agent: str = "echo"
-    lease_s: float = 60.0
-    grace_s: float = 10.0
-    poll_s: float = 0.5
+    lease_s: float = _TUNABLES.lease_s
+    grace_s: float = _FLEET.grace_s
+    poll_s: float = _FLEET.poll_s
     retry_backoff_s: float = 5.0
-    db: str = DEFAULT_DB_URL
+    db: str | None = None
     workdir: Path = field(default_factory=Path.cwd)
     orchestrator: str | None = None  # "start", or the URL of a running orchestrator
+    pass_env: tuple[str, ...] = ()
     profiles: Mapping[str, AgentProfile] = field(default_factory=dict)
 
 
@@ -60,6 +73,7 @@ _SOURCES: dict[str, tuple[str, type]] = {
     "db": ("COORDINATOR_DB_URL", str),
     "workdir": ("COORDINATOR_WORKDIR", Path),
     "orchestrator": ("COORDINATOR_ORCHESTRATOR", str),
+    "pass_env": ("COORDINATOR_PASS_ENV", tuple),
 }
 
 
@@ -115,6 +129,11 @@ def _read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
 def _coerce(value: Any, kind: type, where: str) -> Any:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected {kind.__name__}, got a boolean")
+    if kind is tuple:  # a list of names: a TOML array, repeated flags, or "A,B" in a variable
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{where}: expected a list of names, got {value!r}")
+        return tuple(i.strip() for i in items if i.strip())
     try:
         return kind(value)
     except (TypeError, ValueError):

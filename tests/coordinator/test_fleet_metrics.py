@@ -1,0 +1,78 @@
+"""Fleet events fan out to every subscriber; the metrics turn them into a typed snapshot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _workers import FakeClock
+
+from coordinator.metrics import (
+    Distribution,
+    EventKind,
+    FleetEvent,
+    FleetEvents,
+    FleetMetrics,
+)
+from coordinator.task import TaskState
+
+
+def test_every_subscriber_hears_every_event_even_after_one_raises():
+    """Two subscribers and a broken one: both working ones get the event."""
+    events = FleetEvents()
+    heard: list[tuple[str, EventKind]] = []
+    events.subscribe(lambda e: heard.append(("a", e.kind)))
+    events.subscribe(lambda e: 1 / 0)
+    events.subscribe(lambda e: heard.append(("b", e.kind)))
+    events.emit(FleetEvent(kind=EventKind.STARTED, agent="x"))
+    assert heard == [("a", EventKind.STARTED), ("b", EventKind.STARTED)]
+
+
+def test_an_unsubscribed_listener_hears_nothing_more():
+    """The callable `subscribe` returns removes that subscriber."""
+    events = FleetEvents()
+    heard: list[FleetEvent] = []
+    unsubscribe = events.subscribe(heard.append)
+    unsubscribe()
+    events.emit(FleetEvent(kind=EventKind.STARTED, agent="x"))
+    assert heard == []
+
+
+def test_snapshot_rates_count_the_last_window_only():
+    """Claims, successes and failures in the last minute are the per-minute rates."""
+    clock = FakeClock(1000.0)
+    metrics = FleetMetrics(window_s=60, clock=clock, wall_clock=lambda: 1.7e9)
+    metrics(FleetEvent(kind=EventKind.STARTED, agent="a", at_s=900.0, claim_latency_s=0.5))
+    for at in (990.0, 995.0):
+        metrics(FleetEvent(kind=EventKind.STARTED, agent="a", at_s=at, claim_latency_s=0.002))
+    metrics(FleetEvent(kind=EventKind.SUCCEEDED, agent="a", at_s=996.0, duration_s=6.0))
+    metrics(FleetEvent(kind=EventKind.FAILED, agent="a", at_s=999.0, duration_s=4.0))
+    metrics(FleetEvent(kind=EventKind.RELEASED, agent="a", at_s=999.0, duration_s=1.0))
+    snap = metrics.snapshot(tasks={TaskState.PENDING: 4, TaskState.CLAIMED: 1},
+                            agents_target=3, agents_busy=1, agents_idle=2)
+    assert (snap.claimed_per_min, snap.done_per_min, snap.failed_per_min) == (2.0, 1.0, 1.0)
+    assert snap.backlog == 4
+    assert snap.tasks[TaskState.DONE] == 0  # every state is present
+    assert snap.claim_latency.count == 3 and snap.claim_latency.max_s == 0.5
+    assert snap.attempt_duration == Distribution.of([6.0, 4.0])  # a release is no attempt
+    assert (snap.taken_at_s, snap.taken_at_monotonic_s) == (1.7e9, 1000.0)
+
+
+def test_snapshot_json_names_claimed_running_and_keeps_counts_flat():
+    """Dashboards read `running`; every top-level number is a count, the rest is nested."""
+    metrics = FleetMetrics(clock=FakeClock(5.0))
+    data = metrics.snapshot(tasks={TaskState.CLAIMED: 2}, agents_target=2, agents_busy=2,
+                            agents_idle=0).to_json()
+    json.dumps(data)
+    assert data["running"] == 2 and "claimed" not in data
+    numbers = {k for k, v in data.items() if isinstance(v, int | float)}
+    assert numbers == {"pending", "running", "done", "failed", "rejected", "cancelled",
+                       "backlog", "agents_busy", "agents_idle"}
+    assert data["taken_at"]["monotonic_s"] == 5.0
+
+
+def test_distribution_percentiles_are_order_statistics():
+    """p50/p95/p99 of 1..100 are 50, 95 and 99."""
+    dist = Distribution.of([float(i) for i in range(100, 0, -1)])
+    assert (dist.p50_s, dist.p95_s, dist.p99_s, dist.max_s) == (50.0, 95.0, 99.0, 100.0)
+    assert dist.mean_s == pytest.approx(50.5)
