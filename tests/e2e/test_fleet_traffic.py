@@ -57,7 +57,7 @@ async def test_identical_concurrent_calls_from_several_agents_reach_the_upstream
         url = await _orchestrator_url(coordinator.stderr)
         status = await _wait_for_status(url, lambda s: s["requests_total"] == 6)
         assert upstream.request_count == 2
-        assert status["fleet"]["claimed"] == 6
+        assert status["fleet"]["running"] == 6  # the dashboards' name for claimed
         upstream.release()
         rest = (await coordinator.stderr.read()).decode()
         assert await coordinator.wait() == 0, rest
