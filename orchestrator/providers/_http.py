@@ -10,6 +10,7 @@ import asyncio
 import email.utils
 import inspect
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar
@@ -17,6 +18,18 @@ from typing import TypeVar
 from orchestrator.errors import ProviderError
 
 T = TypeVar("T")
+
+HOP_HEADER = "x-orchestrator-hop"
+"""Sent on every upstream call with `HOP_ID`, so a server that receives its own id knows the
+request looped back into it (an upstream URL pointing at the server itself) and refuses it."""
+HOP_ID = secrets.token_hex(8)
+"""This process's id in `HOP_HEADER`: one per process, shared by its workers and its server."""
+HOP_HEADERS = {HOP_HEADER: HOP_ID}
+
+ANTHROPIC_API_URL = "https://api.anthropic.com"
+OPENAI_API_URL = "https://api.openai.com/v1"
+# Passed to the SDKs explicitly: given None they read ANTHROPIC_BASE_URL / OPENAI_BASE_URL from
+# the environment, which on an agent's machine point *at this server*.
 
 _RETRYABLE_4XX = frozenset({408, 409, 429})
 _REDACTED = "[redacted]"

@@ -12,6 +12,8 @@ import httpx2  # the SDK's HTTP layer: its errors can escape the SDK's stream it
 
 from orchestrator.errors import ProviderError
 from orchestrator.providers._http import (
+    ANTHROPIC_API_URL,
+    HOP_HEADERS,
     CallTimer,
     check_worker_args,
     connection_error,
@@ -125,7 +127,8 @@ class AnthropicWorker:
         self._wall_clock = wall_clock
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key,
-            base_url=base_url,
+            base_url=base_url or ANTHROPIC_API_URL,
+            default_headers=HOP_HEADERS,
             max_retries=0,
             # Our CallTimer owns deadlines; this only stops the SDK imposing its own.
             timeout=anthropic.Timeout(None, connect=10.0),

@@ -16,6 +16,7 @@ import aiohttp
 
 from orchestrator.errors import ProviderError
 from orchestrator.providers._http import (
+    HOP_HEADERS,
     CallTimer,
     check_worker_args,
     connection_error,
@@ -204,7 +205,9 @@ class LlamaCppWorker:
         }
         if request.temperature is not None:
             body["temperature"] = request.temperature
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        headers = dict(HOP_HEADERS)
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
         return await self._session_for_call().post(self._url, json=body, headers=headers)
 
     async def _raise_for_status(self, response: aiohttp.ClientResponse, timer: CallTimer) -> None:

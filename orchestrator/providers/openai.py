@@ -15,6 +15,8 @@ import openai
 
 from orchestrator.errors import ProviderError
 from orchestrator.providers._http import (
+    HOP_HEADERS,
+    OPENAI_API_URL,
     CallTimer,
     check_worker_args,
     connection_error,
@@ -85,7 +87,8 @@ class OpenAIWorker:
         self._wall_clock = wall_clock
         self._client = openai.AsyncOpenAI(
             api_key=api_key or _NO_KEY,
-            base_url=base_url,
+            base_url=base_url or OPENAI_API_URL,
+            default_headers=HOP_HEADERS,
             max_retries=0,
             # Our CallTimer owns deadlines; this only stops the SDK imposing its own.
             timeout=openai.Timeout(None, connect=10.0),

@@ -13,6 +13,10 @@ would answer both. So, before anything else runs:
   request) must come from the server's own origin (the same host and port as `Host`), and one
   whose `Sec-Fetch-Site` says `cross-site` is refused too; otherwise 403.
 
+A request carrying this process's own `x-orchestrator-hop` id (which every worker sends
+upstream) looped back: an upstream URL points at the server itself. It gets 508 at once, instead
+of waiting on itself until its deadline.
+
 Clients that are not browsers (SDKs, curl, agents) send neither header and are unaffected. The
 server sends no CORS headers, so no other origin can read an answer either.
 """
@@ -25,6 +29,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from orchestrator.providers._http import HOP_HEADER, HOP_ID
 from orchestrator.server.http_errors import ApiError, dialect_of, error_response
 
 __all__ = ["OriginGuard", "host_allowed"]
@@ -96,6 +101,8 @@ class OriginGuard:
     def _problem(self, scope: Scope) -> ApiError | None:
         host = origin = fetch_site = None
         for name, value in scope["headers"]:
+            if name == _HOP and value.decode("latin-1") == HOP_ID:
+                return _LOOP
             if name == b"host":
                 host = value.decode("latin-1")
             elif name == b"origin":
@@ -113,6 +120,20 @@ class OriginGuard:
         if fetch_site == "cross-site":
             return _refusal(403, "cross-site requests are refused")
         return None
+
+
+_HOP = HOP_HEADER.encode()
+_LOOP = ApiError(
+    status=508,
+    kind="loop_detected",
+    message=(
+        "this request came from this server itself: an upstream URL (ANTHROPIC_UPSTREAM_URL, "
+        "OPENAI_UPSTREAM_URL or LLAMA_CPP_URL) points at the server; point it at the provider"
+    ),
+    anthropic_type="api_error",
+    openai_type="server_error",
+    openai_code="loop_detected",
+)
 
 
 def _same_origin(origin: str, host: str) -> bool:
