@@ -66,6 +66,10 @@ class AIMDLimiter:
         """The current concurrency limit."""
         return max(1, int(self._limit))
 
+    def set_limit(self, limit: float) -> None:
+        """Adopt a limit set from outside (a controller's clamp, a person), within bounds."""
+        self._limit = min(self.max_limit, max(self.min_limit, float(limit)))
+
     def reset(self, initial_limit: float | None = None) -> None:
         """Start again from `initial_limit` (default: the minimum)."""
         start = self.min_limit if initial_limit is None else initial_limit
@@ -133,6 +137,10 @@ class GradientLimiter:
     def long_rtt_s(self) -> float:
         """The long-term RTT average (0.0 before any sample)."""
         return self._long_rtt
+
+    def set_limit(self, limit: float) -> None:
+        """Adopt a limit set from outside (a controller's clamp, a person), within bounds."""
+        self._limit = min(self.max_limit, max(self.min_limit, float(limit)))
 
     def reset(self, initial_limit: float | None = None) -> None:
         """Forget the RTT history and start again from `initial_limit` (default: the minimum)."""

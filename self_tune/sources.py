@@ -42,6 +42,9 @@ PIPELINE_COUNTERS = frozenset(
         "fallbacks",
         "cost_usd_total",
         "budget_refusals",
+        "provider.*.calls_total",
+        "provider.*.failures_total",
+        "provider.*.breaker_opened_total",
     }
 )
 """Pipeline metrics that only grow; the sampler publishes each one's rate beside it."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import math
 import threading
 import time
@@ -193,8 +194,9 @@ class _CounterState:
 class Sampler:
     """Reads every source, turns counters into rates, and publishes a `TelemetrySnapshot`.
 
-    `counters` names metrics that only grow (``shed_total``…); each is published as
-    ``<name>_per_s`` (its rate over the last interval, 0 on the first sample) beside its total.
+    `counters` names metrics that only grow (``shed_total``…, or shell patterns such as
+    ``provider.*.failures_total``); each is published as ``<name>_per_s`` (its rate over the
+    last interval, 0 on the first sample) beside its total.
     `clock` is wall-clock (snapshots carry it); `monotonic` measures intervals. A source that
     fails is skipped for that sample and counted in `source_errors` (the others still publish).
     """
@@ -228,7 +230,8 @@ class Sampler:
                 value = float(value)
                 if math.isfinite(value):
                     values[metric] = value
-        for metric in sorted(self.counters & values.keys()):
+        counted = [m for m in values if any(fnmatch.fnmatchcase(m, c) for c in self.counters)]
+        for metric in sorted(counted):
             total = values[metric]
             last = self._last.get(metric)
             rate = 0.0

@@ -1,0 +1,232 @@
+"""`TuningController`: turns each telemetry snapshot into parameter changes, and undoes the
+ones that made things worse.
+
+For every parameter the port reaches, its law proposes a value; the controller holds it to
+the parameter's bounds, its per-step limit and its cooldown, rounds integers, and applies
+all of one step's changes through the `ConfigPort` together (or, with `dry_run`, only records
+them as recommendations). Every change is recorded with its reason. Each applied step starts
+a configuration version in the `SnapshotStore`; when a version turns out worse than what it
+replaced, the controller rolls back to the best recent one, records that, and leaves the
+parameters it restored alone for a while.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from self_tune.errors import ConfigUpdateRejected
+from self_tune.journal import Change, ChangeKind, Journal, NullJournal
+from self_tune.live import ConfigPort, Value
+from self_tune.objective import Objective
+from self_tune.params import PARAMETERS, Parameter
+from self_tune.policies import Forecast, Law, Proposal, Signals
+from self_tune.snapshots import SnapshotStore
+from self_tune.telemetry import TelemetrySnapshot
+
+__all__ = ["TuningController"]
+
+log = logging.getLogger(__name__)
+
+
+class TuningController:
+    """Tunes the parameters `port` reaches, one `step(snapshot)` at a time.
+
+    `forecast` (optional) returns predicted arrivals per second; it feeds forward into the
+    laws that use demand (concurrency, fleet size) and the controller works without it.
+    `clock` is monotonic seconds (cooldowns, versions). `only` restricts the parameters tuned.
+    """
+
+    def __init__(
+        self,
+        port: ConfigPort,
+        *,
+        objective: Objective | None = None,
+        parameters: Iterable[Parameter] = PARAMETERS,
+        only: Iterable[str] | None = None,
+        dry_run: bool = False,
+        forecast: Forecast | None = None,
+        journal: Journal | None = None,
+        store: SnapshotStore | None = None,
+        rollback: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        history: int = 200,
+    ) -> None:
+        self.port = port
+        self.objective = objective or Objective()
+        self.dry_run = dry_run
+        self.rollback = rollback
+        self._forecast = forecast
+        self._journal = journal or NullJournal()
+        self._clock = clock
+        self.store = store or SnapshotStore(journal=self._journal)
+        start = port.values()
+        wanted = set(only) if only is not None else None
+        self.parameters: dict[str, Parameter] = {
+            p.name: p
+            for p in parameters
+            if p.name in start and (wanted is None or p.name in wanted)
+        }
+        self.defaults: dict[str, Value] = {name: start[name] for name in self.parameters}
+        self._laws: dict[str, Law] = {name: p.law() for name, p in self.parameters.items()}
+        self._last_at: dict[str, float] = {}
+        self._held_until: dict[str, float] = {}
+        self._changes: deque[Change] = deque(maxlen=history)
+        self._last_change: dict[str, Change] = {}
+        self.steps = 0
+        if not dry_run:
+            self.store.save(self._tuned_values(start), clock())
+
+    @property
+    def changes(self) -> list[Change]:
+        """The most recent changes and recommendations, oldest first."""
+        return list(self._changes)
+
+    def hold(self, names: Iterable[str], until: float) -> None:
+        """Leave `names` alone until the clock reaches `until` (an experiment owns them)."""
+        for name in names:
+            self._held_until[name] = max(self._held_until.get(name, -math.inf), until)
+
+    def release(self, names: Iterable[str]) -> None:
+        """End a `hold` early."""
+        for name in names:
+            self._held_until.pop(name, None)
+
+    def step(self, snapshot: TelemetrySnapshot) -> list[Change]:
+        """Look at one snapshot; apply (or recommend) what the laws propose. Returns the
+        changes made in this step, rollbacks included."""
+        now = self._clock()
+        self.steps += 1
+        made = self._maybe_roll_back(snapshot, now)
+        current = self.port.values()
+        forecast_rps = self._forecast() if self._forecast is not None else None
+        signals = Signals(snapshot, objective=self.objective, forecast_rps=forecast_rps)
+        wanted: dict[str, tuple[Value, Value, str]] = {}
+        for name, param in self.parameters.items():
+            law = self._laws[name]
+            old = current.get(name)
+            try:
+                proposal = law.propose(signals, old)  # type: ignore[arg-type]
+            except Exception:  # one broken law must not stop the others
+                log.exception("law for %s failed", name)
+                continue
+            if proposal is None or now < self._held_until.get(name, -math.inf):
+                continue
+            if now - self._last_at.get(name, -math.inf) < param.cooldown_s:
+                continue
+            new = _limit(param, old, proposal)
+            if new is None or new == old:
+                continue
+            wanted[name] = (old, new, proposal.reason)
+        if not wanted:
+            return made
+        return made + self._apply(wanted, ChangeKind.TUNED, now)
+
+    def _apply(
+        self, wanted: Mapping[str, tuple[Value, Value, str]], kind: ChangeKind, now: float
+    ) -> list[Change]:
+        applied: dict[str, tuple[Value, Value]] = {}
+        if self.dry_run:
+            kind = ChangeKind.RECOMMENDED
+        else:
+            try:
+                applied = self.port.apply({n: new for n, (_, new, _r) in wanted.items()})
+            except ConfigUpdateRejected as exc:
+                log.warning("self-tune change rejected: %s", exc)
+                applied = {}
+                for name, (_, new, _r) in wanted.items():  # apply what can be, one by one
+                    try:
+                        applied.update(self.port.apply({name: new}))
+                    except ConfigUpdateRejected as one:
+                        log.warning("self-tune change rejected: %s", one)
+        made = []
+        for name, (old, new, reason) in wanted.items():
+            if not self.dry_run and name not in applied:
+                continue
+            if name in applied:
+                old, new = applied[name]
+            change = Change(
+                parameter=name, old=old, new=new, reason=reason, kind=kind, at=now,
+                applied=not self.dry_run,
+            )
+            self._changes.append(change)
+            self._last_change[name] = change
+            self._last_at[name] = now
+            self._journal.change(change)
+            made.append(change)
+            log.info("self-tune %s %s: %s -> %s (%s)", kind.value, name, old, new, reason)
+        if applied and kind is not ChangeKind.ROLLED_BACK:
+            self.store.save(self._tuned_values(self.port.values()), now)
+        return made
+
+    def _maybe_roll_back(self, snapshot: TelemetrySnapshot, now: float) -> list[Change]:
+        if self.dry_run:
+            return []
+        verdict = self.store.observe(self.objective.score(snapshot), now)
+        if verdict is None or not self.rollback:
+            return []
+        failed, target = verdict
+        current = self.port.values()
+        reason = (
+            f"rollback to v{target.version}: v{failed.version} scored {failed.score:.2f} "
+            f"against {failed.before_score:.2f} before it"
+        )
+        wanted = {
+            name: (current.get(name), value, reason)
+            for name, value in target.config.items()
+            if name in self.parameters and current.get(name) != value
+        }
+        self.store.rolled_back()
+        if not wanted:
+            return []
+        made = self._apply(wanted, ChangeKind.ROLLED_BACK, now)
+        self.store.save(self._tuned_values(self.port.values()), now)
+        quiet_until = now + 2 * self.store.window_s
+        for change in made:
+            self.hold([change.parameter], quiet_until)
+            self._laws[change.parameter].reset()
+        return made
+
+    def _tuned_values(self, values: Mapping[str, Value]) -> dict[str, Value]:
+        return {name: values.get(name) for name in self.parameters}
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each parameter: value, default (its value when tuning started), last change."""
+        current = self.port.values()
+        rows = []
+        for name, param in self.parameters.items():
+            last = self._last_change.get(name)
+            rows.append(
+                {
+                    "name": name,
+                    "value": current.get(name),
+                    "default": self.defaults.get(name),
+                    "unit": param.unit,
+                    "method": param.method.value,
+                    "last_change": last.to_dict() if last is not None else None,
+                }
+            )
+        return rows
+
+
+def _limit(param: Parameter, old: Value, proposal: Proposal) -> Value:
+    """The proposal held to bounds and the step limit, rounded for integer parameters."""
+    value = proposal.value
+    if not math.isfinite(value):
+        return None
+    if old is not None and old > 0:
+        factor = 1.0 + param.max_step
+        value = min(max(value, old / factor), old * factor)
+    value = min(max(value, param.low), param.high)
+    if param.integer:
+        rounded = round(value)
+        if old is not None and rounded == old and value != old:
+            rounded = int(old) + (1 if value > old else -1)  # a wish to move moves one unit
+        value = int(min(max(rounded, math.ceil(param.low)), math.floor(param.high)))
+    else:
+        value = float(f"{value:.6g}")  # no 0.30000000000000004 in the change log
+    return value

@@ -1,0 +1,129 @@
+"""The small live-config interface the tuner acts through, in process or over HTTP.
+
+`ConfigPort` is all the controller knows of the system it tunes: read the current values,
+apply a partial change and learn what changed. `LocalConfig` fronts one or more in-process
+live configs (anything with `.current`, a frozen dataclass, and `.set(**changes)` returning
+``{name: (old, new)}`` — the pipeline's `LiveConfig` and the fleet's); `HttpConfig` speaks a
+running server's `GET /v1/config` and `PATCH /v1/config` with the admin token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from self_tune.errors import ConfigUpdateRejected
+
+__all__ = ["ConfigPort", "HttpConfig", "LocalConfig", "Value"]
+
+Value = int | float | None
+
+
+class ConfigPort(Protocol):
+    """Read and change live parameters by name."""
+
+    def values(self) -> dict[str, Value]:
+        """The current value of every parameter this port reaches."""
+        ...
+
+    def apply(self, changes: Mapping[str, Value]) -> dict[str, tuple[Value, Value]]:
+        """Apply `changes` atomically per target; return ``{name: (old, new)}`` for what
+        changed. Raises `ConfigUpdateRejected` naming a refused field."""
+        ...
+
+
+class _Live(Protocol):
+    @property
+    def current(self) -> Any: ...
+
+    def set(self, **changes: Any) -> Mapping[str, tuple[Any, Any]]: ...
+
+
+class LocalConfig:
+    """In-process live configs, each owning the names of its dataclass fields."""
+
+    def __init__(self, *lives: _Live) -> None:
+        if not lives:
+            raise ValueError("lives: LocalConfig needs at least one live config")
+        self._lives = lives
+        self._owner: dict[str, _Live] = {}
+        for live in lives:
+            for f in dataclasses.fields(live.current):
+                self._owner.setdefault(f.name, live)
+
+    def values(self) -> dict[str, Value]:
+        out: dict[str, Value] = {}
+        for name, live in self._owner.items():
+            value = getattr(live.current, name)
+            if value is None or isinstance(value, int | float):
+                out[name] = value
+        return out
+
+    def apply(self, changes: Mapping[str, Value]) -> dict[str, tuple[Value, Value]]:
+        by_live: dict[int, tuple[_Live, dict[str, Value]]] = {}
+        for name, value in changes.items():
+            live = self._owner.get(name)
+            if live is None:
+                raise ConfigUpdateRejected(name, "no live config holds this parameter")
+            by_live.setdefault(id(live), (live, {}))[1][name] = value
+        changed: dict[str, tuple[Value, Value]] = {}
+        for live, part in by_live.values():
+            try:
+                changed.update(live.set(**part))
+            except ValueError as exc:
+                field = next((n for n in part if n in str(exc)), ",".join(part))
+                raise ConfigUpdateRejected(field, str(exc)) from exc
+        return changed
+
+
+class HttpConfig:
+    """A running server's live config: `GET /v1/config` and `PATCH /v1/config`.
+
+    `admin_token` is sent as the bearer token (changing needs `ADMIN_API_KEY`, or `API_KEY`
+    when that is unset). The token never appears in errors.
+    """
+
+    def __init__(self, base_url: str, *, admin_token: str | None, timeout_s: float = 5.0) -> None:
+        self.url = base_url.rstrip("/") + "/v1/config"
+        self._headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self._timeout_s = timeout_s
+
+    def values(self) -> dict[str, Value]:
+        import httpx
+
+        response = httpx.get(self.url, headers=self._headers, timeout=self._timeout_s)
+        if response.status_code != 200:
+            raise ConfigUpdateRejected("*", f"GET {self.url}: HTTP {response.status_code}")
+        return _values_of(response.json())
+
+    def apply(self, changes: Mapping[str, Value]) -> dict[str, tuple[Value, Value]]:
+        import httpx
+
+        response = httpx.patch(
+            self.url, json=dict(changes), headers=self._headers, timeout=self._timeout_s
+        )
+        if response.status_code != 200:
+            detail = response.text[:300]
+            field = next((n for n in changes if n in detail), ",".join(changes))
+            raise ConfigUpdateRejected(field, f"HTTP {response.status_code}: {detail}")
+        body = response.json()
+        changed = body.get("changed", body) if isinstance(body, dict) else {}
+        out: dict[str, tuple[Value, Value]] = {}
+        for name, pair in changed.items():
+            if isinstance(pair, Mapping) and "old" in pair and "new" in pair:
+                out[name] = (pair["old"], pair["new"])
+            elif isinstance(pair, list | tuple) and len(pair) == 2:
+                out[name] = (pair[0], pair[1])
+        return out
+
+
+def _values_of(body: Any) -> dict[str, Value]:
+    data = body.get("values", body) if isinstance(body, dict) else {}
+    out: dict[str, Value] = {}
+    for name, value in data.items():
+        if isinstance(value, Mapping):
+            value = value.get("value")
+        if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+            out[name] = value
+    return out

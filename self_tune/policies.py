@@ -1,0 +1,449 @@
+"""The control laws: how each of the twelve parameters moves with what is measured.
+
+Each law is a small stateful object with `propose(signals, current) -> Proposal | None`;
+the `TuningController` clamps, rate-limits and applies what they propose. A law that lacks
+its signal (the snapshot does not carry it) proposes nothing: it never guesses.
+
+`Signals` reads the flat metric names the sampler publishes (see self_tune/sources.py):
+``requests_per_s``, ``upstream_calls_per_s``, ``inference_active``,
+``stage.inference.depth``, ``latency_p95_ms``, ``provider.<name>.failures_per_s``, …
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from self_tune.limiter import GradientLimiter
+from self_tune.objective import Objective, shed_share
+from self_tune.pid import PID
+from self_tune.telemetry import TelemetrySnapshot
+
+__all__ = [
+    "BreakerOpenLaw",
+    "BreakerThresholdLaw",
+    "CacheTtlLaw",
+    "ConcurrencyLaw",
+    "DedupThresholdLaw",
+    "FleetSizeLaw",
+    "Law",
+    "LeaseLaw",
+    "Proposal",
+    "QueueCapacityLaw",
+    "RateLimitLaw",
+    "RetryAttemptsLaw",
+    "RetryDelayLaw",
+    "ShedThresholdLaw",
+    "Signals",
+]
+
+Forecast = Callable[[], float | None]
+"""Predicted arrivals per second over the next interval (None: no forecast yet)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Proposal:
+    """A law's wish: the value it wants and why, in words a person reads in the change log."""
+
+    value: float
+    reason: str
+
+
+class Signals:
+    """One snapshot, read through the names the laws need, with derived quantities."""
+
+    __slots__ = ("forecast_rps", "objective", "snapshot")
+
+    def __init__(
+        self,
+        snapshot: TelemetrySnapshot,
+        *,
+        objective: Objective,
+        forecast_rps: float | None = None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.objective = objective
+        self.forecast_rps = forecast_rps
+
+    def get(self, metric: str, default: float = 0.0) -> float:
+        return self.snapshot.get(metric, default)
+
+    def has(self, metric: str) -> bool:
+        return metric in self.snapshot.values
+
+    def _sum(self, prefix: str, suffix: str) -> float:
+        return sum(
+            v
+            for k, v in self.snapshot.values.items()
+            if k.startswith(prefix) and k.endswith(suffix)
+        )
+
+    @property
+    def arrivals_per_s(self) -> float:
+        return self.get("requests_per_s")
+
+    @property
+    def calls_per_s(self) -> float:
+        return self.get("upstream_calls_per_s")
+
+    @property
+    def failure_ratio(self) -> float:
+        """Failed upstream attempts over attempts in the interval (429s, 5xx, timeouts)."""
+        calls = self.calls_per_s
+        return min(1.0, self._sum("provider.", ".failures_per_s") / calls) if calls > 0 else 0.0
+
+    @property
+    def call_time_s(self) -> float | None:
+        """Mean time a call holds a concurrency slot, by Little's law (active / rate)."""
+        calls = self.calls_per_s
+        return self.get("inference_active") / calls if calls > 0 else None
+
+    @property
+    def queue_depth(self) -> float:
+        return self.get("stage.inference.depth")
+
+    @property
+    def queue_wait_s(self) -> float:
+        """Expected wait for a request arriving now: depth / drain rate."""
+        calls = self.calls_per_s
+        return self.queue_depth / calls if calls > 0 else (math.inf if self.queue_depth else 0.0)
+
+    @property
+    def shed_share(self) -> float:
+        return shed_share(self.snapshot)
+
+    @property
+    def breaker_open(self) -> bool:
+        return self._max("provider.", ".breaker_open") >= 1.0
+
+    @property
+    def breaker_trips_per_s(self) -> float:
+        return self._sum("provider.", ".breaker_opened_per_s")
+
+    def _max(self, prefix: str, suffix: str) -> float:
+        vals = [
+            v
+            for k, v in self.snapshot.values.items()
+            if k.startswith(prefix) and k.endswith(suffix)
+        ]
+        return max(vals, default=0.0)
+
+
+class Law:
+    """Base for the laws: `propose` and `reset` (forget learned state)."""
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget learned state (after a rollback moved the parameter under the law)."""
+
+
+class ConcurrencyLaw(Law):
+    """Inference concurrency: Little's law on measured demand, gated by an RTT gradient.
+
+    Needed slots = demand (max of measured arrivals and the forecast) × the no-load call
+    time × `headroom`. While the call time is near its no-load value, the upstream is not
+    congested and the limit rises to what demand needs; when the call time grows beyond
+    `tolerance` × no-load *after we raised the limit* (or calls are failing), that is the
+    provider queueing the extra calls, and the gradient limiter's answer brings the limit
+    down. A call time that grew while the limit did not is a slower provider, not congestion
+    (Little's law makes in-flight calls grow with it either way): the no-load estimate moves
+    to it, and demand then asks for more slots, not fewer. The congestion hypothesis is also
+    tested: if two cuts in a row leave the call time where it was, it is not our load, and
+    the no-load estimate moves to the new call time.
+    """
+
+    def __init__(self, *, headroom: float = 1.3, tolerance: float = 1.5) -> None:
+        self.headroom = headroom
+        self.tolerance = tolerance
+        self._gradient: GradientLimiter | None = None
+        self._no_load_s: float | None = None
+        self._no_load_limit = 0.0
+        self._congested_at_s: float | None = None
+        self._cuts = 0
+
+    def reset(self) -> None:
+        self._gradient = None
+        self._no_load_s = None
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        call_s = signals.call_time_s
+        if call_s is None or call_s <= 0:
+            return None
+        inflight = signals.get("inference_active")
+        raised = current > 1.1 * self._no_load_limit
+        if self._gradient is None:
+            self._gradient = GradientLimiter(
+                initial_limit=max(1.0, current), max_limit=1e6, tolerance=self.tolerance
+            )
+        self._gradient.set_limit(current)  # the controller's clamps are the truth
+        dropped = signals.failure_ratio > 0.05
+        if self._no_load_s is None or call_s < self._no_load_s:
+            self._no_load_s, self._no_load_limit = call_s, current
+        elif call_s > self.tolerance * self._no_load_s and not raised and not dropped:
+            self._no_load_s, self._no_load_limit = call_s, current  # a slower provider
+        else:
+            self._no_load_s *= 1.01  # drift up slowly, so the estimate can follow change
+        congested = call_s > self.tolerance * self._no_load_s or dropped
+        if congested and not dropped:
+            if self._congested_at_s is None:
+                self._congested_at_s, self._cuts = call_s, 0
+            elif self._cuts >= 2 and call_s >= 0.9 * self._congested_at_s:
+                # Cutting did not help: the provider itself got slower.
+                self._no_load_s, self._no_load_limit = call_s, current
+                self._congested_at_s, congested = None, False
+        elif not congested:
+            self._congested_at_s = None
+        gradient_limit = self._gradient.update(call_s, inflight=int(inflight), dropped=dropped)
+        demand = max(signals.arrivals_per_s, signals.forecast_rps or 0.0)
+        needed = demand * self._no_load_s * self.headroom
+        if congested:
+            self._cuts += 1
+            return Proposal(
+                value=min(current, gradient_limit),
+                reason=(
+                    f"upstream congested: call time {call_s * 1000:.0f} ms vs no-load "
+                    f"{self._no_load_s * 1000:.0f} ms, {signals.failure_ratio:.0%} failed"
+                ),
+            )
+        source = "forecast" if (signals.forecast_rps or 0) > signals.arrivals_per_s else "arrivals"
+        if needed > current or (signals.queue_depth > 0 and inflight >= current):
+            return Proposal(
+                value=max(needed, current * 1.1),
+                reason=(
+                    f"Little's law: {demand:.1f} req/s ({source}) × {self._no_load_s * 1000:.0f} ms"
+                    f" × {self.headroom:g} = {needed:.0f} slots; {signals.queue_depth:.0f} queued"
+                ),
+            )
+        if needed < current * 0.25 and signals.queue_depth == 0:
+            # Spare slots cost nothing until a burst lands them all on the provider at once;
+            # keep twice what demand needs.
+            return Proposal(
+                value=needed * 2, reason=f"demand needs only {needed:.0f} of {current:.0f} slots"
+            )
+        return None
+
+
+class QueueCapacityLaw(Law):
+    """Inference queue capacity: as long as a queue the drain rate empties within the wait
+    budget (`wait_share` of the p95 objective), so an overload sheds at once instead of
+    queueing requests that will miss their objective anyway."""
+
+    def __init__(self, *, wait_share: float = 0.5) -> None:
+        self.wait_share = wait_share
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        calls = signals.calls_per_s
+        if calls <= 0:
+            return None
+        budget_s = signals.objective.p95_ms / 1000 * self.wait_share
+        target = calls * budget_s
+        if signals.shed_share > 0 and signals.queue_wait_s < budget_s / 2 and target > current:
+            return Proposal(
+                value=target, reason=f"shedding while queue wait is {signals.queue_wait_s:.2f} s"
+            )
+        if target < current * 0.8:
+            return Proposal(
+                value=target,
+                reason=(
+                    f"{current:.0f} queued requests would wait {current / calls:.1f} s at "
+                    f"{calls:.0f} calls/s; the wait budget is {budget_s:.1f} s"
+                ),
+            )
+        if target > current * 1.25 and signals.shed_share > 0:
+            return Proposal(value=target, reason="drain rate grew: the budget holds more")
+        return None
+
+
+class ShedThresholdLaw(Law):
+    """Shed threshold: PID on p95 latency against its objective — shed low priority earlier
+    while latency is above the objective, relax back while it is below."""
+
+    def __init__(self, *, default: float = 0.9, low: float = 0.3) -> None:
+        self.default = default
+        self._pid = PID(0.3, 0.05, 0.0, setpoint=0.0, output_limits=(low - default, 0.0))
+
+    def reset(self) -> None:
+        self._pid.reset()
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        if signals.get("requests_per_s") <= 0:
+            return None
+        # Measurement: how far over the objective p95 is (0 when within it).
+        over = max(0.0, signals.get("latency_p95_ms") / signals.objective.p95_ms - 1.0)
+        value = self.default + self._pid.update(over, dt=1.0)
+        if abs(value - current) < 0.01:
+            return None
+        return Proposal(
+            value=value,
+            reason=f"p95 {signals.get('latency_p95_ms'):.0f} ms is {over:.0%} over objective"
+            if over > 0
+            else "p95 within objective: relax shedding",
+        )
+
+
+class BreakerThresholdLaw(Law):
+    """Breaker failure threshold: raise it after false trips (the breaker opened though the
+    failure ratio was low), lower it after a late catch (most calls failing while closed)."""
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        ratio = signals.failure_ratio
+        if signals.breaker_trips_per_s > 0 and ratio < 0.2:
+            return Proposal(value=current + 2, reason=f"false trip at {ratio:.0%} failures")
+        if not signals.breaker_open and ratio > 0.5 and signals.calls_per_s > 0:
+            return Proposal(value=current - 1, reason=f"{ratio:.0%} failing with breaker closed")
+        return None
+
+
+class BreakerOpenLaw(Law):
+    """Breaker open duration: lengthen after a probe fails (the breaker re-opens within one
+    open period), shorten when a trip is followed by a quick recovery."""
+
+    def __init__(self) -> None:
+        self._was_open = False
+        self._opens = 0
+
+    def reset(self) -> None:
+        self._was_open = False
+        self._opens = 0
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        trips = signals.breaker_trips_per_s
+        is_open = signals.breaker_open
+        proposal = None
+        if trips > 0 and self._opens > 0:
+            proposal = Proposal(value=current * 1.5, reason="half-open probe failed: re-opened")
+        elif self._was_open and not is_open and signals.failure_ratio < 0.05:
+            proposal = Proposal(value=current * 0.7, reason="recovered at the first probe")
+        self._opens = self._opens + 1 if trips > 0 else (self._opens if is_open else 0)
+        self._was_open = is_open
+        return proposal
+
+
+class RetryAttemptsLaw(Law):
+    """Retry max attempts: fewer when retries rarely rescue a request (they only add load),
+    more when they usually do and requests still fail."""
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        retries = signals.get("retries_per_s")
+        if retries <= 0:
+            return None
+        rescued = max(0.0, 1.0 - signals.get("errors_per_s") / retries)
+        if rescued < 0.3:
+            return Proposal(value=current - 1, reason=f"only {rescued:.0%} of retries help")
+        if rescued > 0.8 and signals.get("errors_per_s") > 0:
+            return Proposal(value=current + 1, reason=f"{rescued:.0%} of retries succeed")
+        return None
+
+
+class RetryDelayLaw(Law):
+    """Retry base delay: multiplicative — double while a large share of attempts fail (an
+    upstream asking us to back off), decay toward the default while none do."""
+
+    def __init__(self, *, default: float = 0.5) -> None:
+        self.default = default
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        ratio = signals.failure_ratio
+        if ratio > 0.2:
+            return Proposal(value=current * 2, reason=f"{ratio:.0%} of attempts failing")
+        if ratio == 0 and current > self.default:
+            return Proposal(value=max(self.default, current * 0.7), reason="no failures")
+        return None
+
+
+class RateLimitLaw(Law):
+    """Rate limit (req/s): AIMD on upstream failures — on a burst, the limit drops to half of
+    what was attempted (never below what succeeded); while none, it grows by 10%."""
+
+    def propose(self, signals: Signals, current: float | None) -> Proposal | None:  # type: ignore[override]
+        ratio = signals.failure_ratio
+        calls = signals.calls_per_s
+        if calls <= 0:
+            return None
+        succeeded = calls * (1 - ratio)
+        if ratio > 0.05:
+            value = max(succeeded * 0.9, calls * 0.5)
+            if current is not None and value >= current:
+                return None
+            return Proposal(value=value, reason=f"{ratio:.0%} of {calls:.0f} calls/s refused")
+        if current is not None and ratio == 0:
+            return Proposal(value=current * 1.1, reason="no refusals: probe upward")
+        return None
+
+
+class DedupThresholdLaw(Law):
+    """Semantic dedup threshold: raise on wrong-hit feedback above `bound`; lower slowly
+    while wrong hits stay under half of it and there are hits to gain."""
+
+    def __init__(self, *, bound: float = 0.02) -> None:
+        self.bound = bound
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        if not signals.has("semantic_dedup.wrong_hit_rate"):
+            return None
+        wrong = signals.get("semantic_dedup.wrong_hit_rate")
+        if wrong > self.bound:
+            return Proposal(
+                value=current + 0.01, reason=f"wrong hits {wrong:.1%} > {self.bound:.0%}"
+            )
+        if wrong < self.bound / 2 and signals.get("semantic_dedup.hit_rate") > 0:
+            return Proposal(value=current - 0.002, reason=f"wrong hits {wrong:.1%}: widen")
+        return None
+
+
+class CacheTtlLaw(Law):
+    """Cache TTL: shorten when answers are reported stale; lengthen while the cache is
+    useful and feedback says nothing was stale. Without stale feedback it holds."""
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        if not signals.has("feedback.stale_rate"):
+            return None
+        stale = signals.get("feedback.stale_rate")
+        if stale > 0.01:
+            return Proposal(value=current * 0.5, reason=f"{stale:.1%} of answers stale")
+        if stale == 0 and signals.get("cache_hit_rate") > 0.05:
+            return Proposal(value=current * 1.25, reason="useful and never stale")
+        return None
+
+
+class FleetSizeLaw(Law):
+    """Fleet size (agents): Little's law — backlog drained within `drain_s` at the measured
+    attempt duration — capped while the upstream is refusing calls."""
+
+    def __init__(self, *, drain_s: float = 600.0) -> None:
+        self.drain_s = drain_s
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        if not signals.has("fleet.backlog"):
+            return None
+        if signals.failure_ratio > 0.2:
+            return Proposal(
+                value=current - 1, reason=f"upstream refusing {signals.failure_ratio:.0%}"
+            )
+        backlog = signals.get("fleet.backlog")
+        idle = signals.get("fleet.agents_idle")
+        duration = signals.get("fleet.attempt_duration_p50_s", 60.0) or 60.0
+        needed = math.ceil(backlog * duration / self.drain_s) if backlog > 0 else 0
+        if backlog > 0 and idle == 0 and needed > current:
+            return Proposal(value=current + 1, reason=f"{backlog:.0f} tasks waiting, none idle")
+        if backlog == 0 and idle > 0 and current > 1:
+            return Proposal(value=current - 1, reason=f"{idle:.0f} agents idle, nothing waiting")
+        return None
+
+
+class LeaseLaw(Law):
+    """Task lease duration: as short as safety allows — three times the p99 heartbeat gap —
+    and longer at once when a live owner lost its lease."""
+
+    def propose(self, signals: Signals, current: float) -> Proposal | None:
+        if signals.get("fleet.lease_lost_live_per_s") > 0:
+            return Proposal(value=current * 1.5, reason="a live agent lost its lease")
+        if not signals.has("fleet.heartbeat_gap_p99_s"):
+            return None
+        target = max(10.0, 3 * signals.get("fleet.heartbeat_gap_p99_s"))
+        if abs(target - current) / current > 0.1:
+            return Proposal(value=target, reason=f"3 × heartbeat gap p99 = {target:.0f} s")
+        return None
