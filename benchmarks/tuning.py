@@ -184,16 +184,16 @@ class Sim:
         if tun.rate_limit_rps is not None:
             rate = tun.rate_limit_rps
             earned = (self.now - self.client_stamp) * rate
-            self.client_tokens = min(rate, self.client_tokens + earned)
+            self.client_tokens = min(max(1.0, rate), self.client_tokens + earned)  # burst >= 1
             self.client_stamp = self.now
-            if self.client_tokens < 1:
-                wait = (1 - self.client_tokens) / rate
+            if self.client_tokens < 1 - 1e-9:  # rounding must not make a wait of 1e-14 s
+                wait = max(1e-3, (1 - self.client_tokens) / rate)
                 if self.now + wait >= req.deadline:
                     self._release(req, ok=False)
                 else:
                     self.at(self.now + wait, "attempt", req)
                 return
-            self.client_tokens -= 1
+            self.client_tokens = max(0.0, self.client_tokens - 1)
         if probing:
             self.half_open_probe = True
         req.attempts += 1

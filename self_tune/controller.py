@@ -166,7 +166,11 @@ class TuningController:
     def _maybe_roll_back(self, snapshot: TelemetrySnapshot, now: float) -> list[Change]:
         if self.dry_run:
             return []
-        verdict = self.store.observe(self.objective.score(snapshot), now)
+        signals = Signals(snapshot, objective=self.objective)
+        conditions = {"arrivals_per_s": signals.arrivals_per_s}
+        if signals.call_time_s is not None:
+            conditions["call_time_s"] = signals.call_time_s
+        verdict = self.store.observe(self.objective.score(snapshot), now, conditions)
         if verdict is None or not self.rollback:
             return []
         failed, target = verdict
@@ -185,7 +189,7 @@ class TuningController:
             return []
         made = self._apply(wanted, ChangeKind.ROLLED_BACK, now)
         self.store.save(self._tuned_values(self.port.values()), now)
-        quiet_until = now + 2 * self.store.window_s
+        quiet_until = now + self.store.window_s
         for change in made:
             self.hold([change.parameter], quiet_until)
             self._laws[change.parameter].reset()

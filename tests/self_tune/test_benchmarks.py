@@ -34,3 +34,19 @@ def test_anomaly_benchmark_quick_mode_reports_the_headline() -> None:
     assert headline["delay_3sigma"] <= 5
     assert headline["zscore_spike_hit_rate"] == 1.0
     assert "latency_p95_ms" in headline["replay"]["cusum"]
+
+
+def test_tuning_benchmark_quick_mode_reports_the_headline() -> None:
+    """benchmarks/tuning.py --quick ends with its five headline keys, for every scenario."""
+    headline = _headline("tuning.py")
+    for key in (
+        "recovery_s",
+        "shed_rate",
+        "static_shed_rate",
+        "aimd_recovery_s",
+        "gradient_recovery_s",
+    ):
+        assert isinstance(headline[key], float), key
+    assert set(headline["scenarios"]) == {"demand_3x", "slowdown_4x", "storm_429"}
+    for runs in headline["scenarios"].values():
+        assert set(runs) == {"static", "aimd", "gradient", "tuned"}
