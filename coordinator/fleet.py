@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from coordinator.agents import BUILTIN_PROFILES, AgentProfile
 from coordinator.errors import LeaseLost
@@ -35,6 +35,12 @@ from coordinator.queue import Claim, FolderQueue
 from coordinator.task import TaskState
 from memory_db.outcome import AttemptOutcome
 from orchestrator.config import check_bounds, tunable
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from coordinator.gating import GateConclusion, GatedAttempts
+    from self_tune.gate import Worktree
 
 __all__ = [
     "AttemptMemory",
@@ -145,7 +151,8 @@ class Fleet:
     `live.set(agents=…)` from any thread while the fleet runs (default: the defaults).
     A task's own `agent` field picks a profile from `profiles` (or the built-ins).
     `memory`, if given, records every task and attempt. `events` fans out every step
-    (subscribe before `run`); `on_event` is a shorthand for one subscriber. `clock` is
+    (subscribe before `run`); `on_event` is a shorthand for one subscriber. `gating` runs
+    tasks with `gate = true` in their own worktree, behind the validation gate. `clock` is
     monotonic seconds, for timeouts, heartbeats and the metrics.
     """
 
@@ -160,9 +167,11 @@ class Fleet:
         memory: AttemptMemory | None = None,
         events: FleetEvents | None = None,
         on_event: Callable[[FleetEvent], None] | None = None,
+        gating: GatedAttempts | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue = queue
+        self.gating = gating
         self.default = default
         self.settings = settings or FleetSettings()
         defaults = FleetTunables()
@@ -337,6 +346,18 @@ class Fleet:
             problem = f"unknown agent profile {task.agent!r}"
         elif not cwd.is_dir():
             problem = f"working directory {str(cwd)!r} does not exist"
+        worktree = None
+        if problem is None and task.gate:
+            if self.gating is None:
+                problem = ("the task has gate = true, but this coordinator runs no validation "
+                           "gate (run it with --self-improve)")
+            else:
+                try:
+                    worktree = self.gating.begin(task, claim.attempt)
+                except Exception as exc:  # e.g. the repository is gone: fail, say why
+                    problem = f"could not prepare the gate's worktree: {exc}"
+                else:
+                    cwd = worktree.path / task.workdir if task.workdir else worktree.path
         if problem is not None or profile is None:
             log_path.write_text(problem + "\n")
             self._finish(claim, agent, memory_id, log_path, started,
@@ -371,7 +392,48 @@ class Fleet:
                         if outcome.kind == "exited":
                             outcome = _Outcome(outcome.exit_code or 1, "acceptance")
                         break
+            if worktree is not None:
+                outcome, reason = self._through_gate(claim, worktree, outcome, reason, log_file)
         self._finish(claim, agent, memory_id, log_path, started, outcome, reason=reason)
+
+    def _through_gate(
+        self, claim: Claim, worktree: Worktree, outcome: _Outcome, reason: str | None,
+        log_file: BinaryIO,
+    ) -> tuple[_Outcome, str | None]:
+        """Run the validation gate on a gated attempt's worktree, renewing the lease meanwhile.
+
+        A stopped or lost attempt is not judged (it runs again from a fresh worktree); any
+        other is, and the task is done only if the gate passed.
+        """
+        assert self.gating is not None
+        gating, task = self.gating, claim.task
+        if outcome.kind in ("stopped", "lease_lost"):
+            gating.gate.release(worktree)
+            return outcome, reason
+        agent_passed = outcome.kind == "exited" and outcome.exit_code == 0
+        log_file.write(b"\n$ validation gate\n")
+        log_file.flush()
+        result: list[GateConclusion] = []
+        judge = threading.Thread(
+            target=lambda: result.append(gating.conclude(
+                task, worktree, agent_passed=agent_passed, agent_reason=reason or "")),
+            name=f"gate-{task.id}", daemon=True)
+        judge.start()
+        try:
+            while judge.is_alive():
+                judge.join(timeout=self._tunables().heartbeat_s)
+                if judge.is_alive():
+                    self.queue.heartbeat(task.id, claim.token, lease_s=self._tunables().lease_s)
+        except LeaseLost as exc:
+            judge.join()
+            return _Outcome(None, "lease_lost"), str(exc)
+        if not result:
+            return _Outcome(1, "gate"), "the validation gate crashed (see the coordinator log)"
+        conclusion = result[0]
+        log_file.write(f"{conclusion.outcome}: {conclusion.reason}\n".encode())
+        if agent_passed and not conclusion.passed:
+            return _Outcome(1, "gate"), f"validation gate: {conclusion.reason}"
+        return outcome, reason
 
     def _run(
         self,
