@@ -1,4 +1,5 @@
-"""Learned parts of the system: embeddings, semantic dedup, and (next) routing and feedback.
+"""Learned parts of the system: embeddings, semantic dedup, the learned router, quality,
+feedback and the prompt optimizer.
 
     from intelligence import SemanticDedup
 
@@ -21,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "IntelligenceError": "intelligence.errors",
     "EmbedderUnavailable": "intelligence.errors",
     "IndexFileError": "intelligence.errors",
+    "LearnerStateError": "intelligence.errors",
+    "UnknownArm": "intelligence.errors",
     # embeddings
     "Embedder": "intelligence.embed",
     "EmbedderKind": "intelligence.embed",
@@ -32,6 +35,25 @@ _EXPORTS: dict[str, str] = {
     "Hit": "intelligence.dedup",
     "DedupStats": "intelligence.dedup",
     "PairVerifier": "intelligence.verify",
+    # the learned router
+    "LearnedRouter": "intelligence.router",
+    "ArmEstimate": "intelligence.router",
+    "LearnerStore": "intelligence.router",
+    "Policy": "intelligence.router",
+    "RewardWeights": "intelligence.router",
+    "Complexity": "intelligence.complexity",
+    "ComplexityLevel": "intelligence.complexity",
+    "score_complexity": "intelligence.complexity",
+    # quality, feedback, prompt optimizer
+    "QualityEstimator": "intelligence.quality",
+    "QualityScore": "intelligence.quality",
+    "Defect": "intelligence.quality",
+    "TaskVerdict": "intelligence.quality",
+    "LLMJudge": "intelligence.quality",
+    "FeedbackCollector": "intelligence.feedback",
+    "Attribution": "intelligence.feedback",
+    "PromptOptimizer": "intelligence.optimize",
+    "Optimized": "intelligence.optimize",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -49,6 +71,25 @@ if TYPE_CHECKING:  # for type checkers and IDEs; `X as X` marks a re-export
     from intelligence.errors import IndexFileError as IndexFileError
     from intelligence.errors import IntelligenceError as IntelligenceError
     from intelligence.verify import PairVerifier as PairVerifier
+    from intelligence.complexity import Complexity as Complexity
+    from intelligence.complexity import ComplexityLevel as ComplexityLevel
+    from intelligence.complexity import score_complexity as score_complexity
+    from intelligence.errors import LearnerStateError as LearnerStateError
+    from intelligence.errors import UnknownArm as UnknownArm
+    from intelligence.feedback import Attribution as Attribution
+    from intelligence.feedback import FeedbackCollector as FeedbackCollector
+    from intelligence.optimize import Optimized as Optimized
+    from intelligence.optimize import PromptOptimizer as PromptOptimizer
+    from intelligence.quality import Defect as Defect
+    from intelligence.quality import LLMJudge as LLMJudge
+    from intelligence.quality import QualityEstimator as QualityEstimator
+    from intelligence.quality import QualityScore as QualityScore
+    from intelligence.quality import TaskVerdict as TaskVerdict
+    from intelligence.router import ArmEstimate as ArmEstimate
+    from intelligence.router import LearnedRouter as LearnedRouter
+    from intelligence.router import LearnerStore as LearnerStore
+    from intelligence.router import Policy as Policy
+    from intelligence.router import RewardWeights as RewardWeights
 
 
 def __getattr__(name: str) -> Any:

@@ -22,6 +22,7 @@ from memory_db.models import (
     AttemptRow,
     ConfigSnapshotRow,
     DeadEndRow,
+    LearnerStateRow,
     ModificationOutcome,
     ModificationRow,
     TaskRow,
@@ -338,6 +339,44 @@ class AgentMemory:
         """The newest configuration snapshot, or None if there is none."""
         newest = self.config_snapshots(limit=1)
         return newest[0] if newest else None
+
+    # -- learner states ---------------------------------------------------------------
+
+    def save_learner_state(self, name: str, state: Mapping[str, Any]) -> None:
+        """Store (replacing any earlier one) the JSON-serialisable state of the learner `name`."""
+        name = _text("name", name)
+        if not isinstance(state, Mapping):
+            raise ValueError(f"state must be a mapping, got {type(state).__name__}")
+        try:
+            stored = json.loads(json.dumps(redact_json(state), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"state must be JSON-serialisable without NaN/inf: {exc}") from exc
+        now = self._clock()
+        with transaction(self._engine) as session:
+            dialect = session.get_bind().dialect.name
+            if dialect in ("sqlite", "postgresql"):
+                # One statement, so two processes saving the same learner can't both insert.
+                insert = sqlite_insert if dialect == "sqlite" else pg_insert
+                statement = insert(LearnerStateRow).values(name=name, state=stored, updated_at=now)
+                session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=[LearnerStateRow.name],
+                        set_={"state": stored, "updated_at": now},
+                    )
+                )
+                return
+            row = session.get(LearnerStateRow, name, with_for_update=True)
+            if row is None:
+                session.add(LearnerStateRow(name=name, state=stored, updated_at=now))
+            else:
+                row.state, row.updated_at = stored, now
+
+    def load_learner_state(self, name: str) -> dict[str, Any] | None:
+        """The state last saved for the learner `name` (a fresh copy), or None if none was."""
+        name = _text("name", name)
+        with transaction(self._engine, read_only=True) as session:
+            row = session.get(LearnerStateRow, name)
+            return None if row is None else json.loads(json.dumps(row.state))
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ __all__ = [
     "Base",
     "ConfigSnapshotRow",
     "DeadEndRow",
+    "LearnerStateRow",
     "ModificationOutcome",
     "ModificationRow",
     "SchemaVersionRow",
@@ -145,3 +146,17 @@ class ConfigSnapshotRow(Base):
     # Column renamed because VALUES is an SQL keyword, which would trip up raw queries.
     values: Mapped[dict[str, Any]] = mapped_column("config_values")
     created_at: Mapped[float]
+
+
+class LearnerStateRow(Base):
+    """The learned state of one online learner (a bandit router, …), kept across restarts.
+
+    `state` is the learner's own JSON document; the learner versions its format inside it,
+    so this table never changes shape when a learner does.
+    """
+
+    __tablename__ = "learner_states"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[dict[str, Any]]
+    updated_at: Mapped[float]

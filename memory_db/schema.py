@@ -6,6 +6,7 @@ Version history (each migration takes the database from version N-1 to N):
        and no `schema_version` table
     1  `attempts.reason` added; `schema_version` stamped
     2  `modifications.branch`, `.commit_sha`, `.verdicts` added (the validation gate's record)
+    3  `learner_states` added (learned router state restored on start)
 
 A fresh database gets `Base.metadata` (always the current shape) and is stamped with
 `SCHEMA_VERSION` directly. Migrations run inside one write transaction that first takes
@@ -22,11 +23,11 @@ from sqlalchemy import Connection, Engine, delete, func, inspect, select, text
 
 from memory_db.engine import transaction
 from memory_db.errors import MigrationFailed, SchemaTooNew
-from memory_db.models import Base, SchemaVersionRow
+from memory_db.models import Base, LearnerStateRow, SchemaVersionRow
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "ensure_schema", "read_schema_version"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code reads and writes."""
 
 Migration = Callable[[Connection], None]
@@ -45,8 +46,18 @@ def _v2_add_modification_gate_fields(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE modifications ADD COLUMN {column} {kind}"))
 
 
+def _v3_add_learner_states(conn: Connection) -> None:
+    # A new table only; safe to build from the model as long as the model keeps this shape
+    # (a later change to it needs a migration of its own).
+    LearnerStateRow.__table__.create(conn, checkfirst=True)
+
+
 MIGRATIONS: Mapping[int, Migration] = MappingProxyType(
-    {1: _v1_add_attempt_reason, 2: _v2_add_modification_gate_fields}
+    {
+        1: _v1_add_attempt_reason,
+        2: _v2_add_modification_gate_fields,
+        3: _v3_add_learner_states,
+    }
 )
 """Migration N takes a database from version N-1 to N; keys are exactly 1..SCHEMA_VERSION."""
 

@@ -212,6 +212,25 @@ def test_config_snapshots_newest_first(memory: AgentMemory, clock: FakeClock) ->
     assert memory.config_snapshots(limit=5)[1].values["nested"] == {"ttl_s": 30.0}
 
 
+# -- learner states ---------------------------------------------------------------------
+
+
+def test_learner_state_round_trips_and_is_replaced(memory: AgentMemory, clock: FakeClock) -> None:
+    """A saved learner state comes back as saved; saving again replaces it."""
+    assert memory.load_learner_state("router") is None
+    memory.save_learner_state("router", {"version": 1, "arms": {"a": [1.5, 0.75]}})
+    clock.advance(1)
+    memory.save_learner_state("router", {"version": 1, "arms": {"b": [2.0, 1.0]}})
+    assert memory.load_learner_state("router") == {"version": 1, "arms": {"b": [2.0, 1.0]}}
+    assert memory.load_learner_state("other") is None
+
+
+def test_learner_state_is_redacted_before_it_is_stored(memory: AgentMemory) -> None:
+    """Text that looks like an API key inside a learner state never reaches the database."""
+    memory.save_learner_state("router", {"note": "key sk-ant-abcdefghijklmnop1234"})
+    assert "sk-ant-abcdefghijklmnop1234" not in str(memory.load_learner_state("router"))
+
+
 # -- unknown ids and bad arguments ------------------------------------------------------
 
 
@@ -248,6 +267,8 @@ def test_unknown_ids_raise_unknown_record(memory: AgentMemory) -> None:
             "metric_deltas",
         ),
         (lambda m, t: m.snapshot_config("x", {"when": object()}), "values"),
+        (lambda m, t: m.save_learner_state("r", {"w": math.inf}), "state"),
+        (lambda m, t: m.save_learner_state("", {}), "name"),
         (lambda m, t: m.attempts(limit=0), "limit"),
         (lambda m, t: m.set_task_state(t, ""), "state"),
     ],

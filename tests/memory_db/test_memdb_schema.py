@@ -190,6 +190,8 @@ def test_version_0_database_is_migrated_keeping_its_data(db_url: str, clock: Fak
         new_id = memory.start_attempt("old-task", attempt=2, agent="a2", log_path=None)
         memory.finish_attempt(new_id, outcome="failed", exit_code=1, reason="now recorded")
         assert memory.attempt(new_id).reason == "now recorded"
+        memory.save_learner_state("router", {"version": 1})
+        assert memory.load_learner_state("router") == {"version": 1}
     assert "reason" in _columns(db_url, "attempts")
 
 
