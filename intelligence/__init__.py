@@ -59,6 +59,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; `X as X` marks a re-export
+    from intelligence.complexity import Complexity as Complexity
+    from intelligence.complexity import ComplexityLevel as ComplexityLevel
+    from intelligence.complexity import score_complexity as score_complexity
     from intelligence.dedup import DedupStats as DedupStats
     from intelligence.dedup import Hit as Hit
     from intelligence.dedup import SemanticDedup as SemanticDedup
@@ -70,10 +73,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; `X as X` marks a re-export
     from intelligence.errors import EmbedderUnavailable as EmbedderUnavailable
     from intelligence.errors import IndexFileError as IndexFileError
     from intelligence.errors import IntelligenceError as IntelligenceError
-    from intelligence.verify import PairVerifier as PairVerifier
-    from intelligence.complexity import Complexity as Complexity
-    from intelligence.complexity import ComplexityLevel as ComplexityLevel
-    from intelligence.complexity import score_complexity as score_complexity
     from intelligence.errors import LearnerStateError as LearnerStateError
     from intelligence.errors import UnknownArm as UnknownArm
     from intelligence.feedback import Attribution as Attribution
@@ -90,6 +89,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; `X as X` marks a re-export
     from intelligence.router import LearnerStore as LearnerStore
     from intelligence.router import Policy as Policy
     from intelligence.router import RewardWeights as RewardWeights
+    from intelligence.verify import PairVerifier as PairVerifier
 
 
 def __getattr__(name: str) -> Any:

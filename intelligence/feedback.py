@@ -21,6 +21,7 @@ passed and `FAILED_TASK_FACTOR` when it failed, for every request made on its be
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -221,10 +222,8 @@ class FeedbackCollector:
         ids = self._by_task.get(dropped.task_id)
         if ids is None:
             return
-        try:
+        with contextlib.suppress(ValueError):
             ids.remove(dropped.request_id)
-        except ValueError:
-            pass
         if not ids:
             del self._by_task[dropped.task_id]
 

@@ -73,7 +73,7 @@ def test_client_feedback_maps_minus_one_to_zero_reward() -> None:
 
 def test_a_cached_answer_teaches_the_router_nothing() -> None:
     """No upstream call chose it, so a cache hit's verdict is no router reward."""
-    collector, router, _ = _collector()
+    collector, _, _ = _collector()
     collector.attribute(_routed("hit", cached=True))
     assert not collector.quality("hit", 0.0)
     assert collector.stats.router_updates == 0
