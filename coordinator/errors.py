@@ -6,6 +6,8 @@
     ├── InvalidTransition    (ValueError) the task is not in a state that allows the action
     ├── LeaseLost            (PermissionError) the caller's lease expired or was taken over
     ├── LockTimeout          (TimeoutError) a task's lock stayed busy too long
+    ├── QueueNotFound        (FileNotFoundError) the folder is not a task queue
+    ├── QueueWriteError      (OSError) a write to the queue failed (disk full); nothing moved
     └── ConfigError          (ValueError) coordinator.toml or a flag is malformed
 """
 
@@ -64,3 +66,29 @@ class LockTimeout(CoordinatorError, TimeoutError):
 
 class ConfigError(CoordinatorError, ValueError):
     """A setting is malformed; names where it came from."""
+
+
+class QueueNotFound(CoordinatorError, FileNotFoundError):
+    """The folder does not hold a task queue (and the caller did not ask to create one)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{path}: not a task queue (no such folder, or it was not made by "
+                         "`coordinator run` or `coordinator tasks add`)")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class QueueWriteError(CoordinatorError, OSError):
+    """A write to the queue failed (e.g. the disk is full) before the change took effect.
+
+    `what` names the file, `written` how many bytes of the failed write reached it (a torn
+    line, which readers skip)."""
+
+    def __init__(self, what: str, reason: str, *, written: int = 0) -> None:
+        self.what, self.reason, self.written = what, reason, written
+        super().__init__(f"could not write {what}: {reason}; nothing was changed")
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -6,9 +6,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from coordinator.events import (
+    Cancelled,
+    Claimed,
+    Created,
+    DependencyFailed,
+    Ended,
+    Heartbeat,
+    QueueEvent,
+    Retried,
+    Snapshot,
+)
 from coordinator.lease import Lease
 from coordinator.task import Task, TaskState
 from memory_db.outcome import AttemptOutcome
+
+__all__ = ["AttemptRecord", "Claim", "IngestResult", "RejectedFile", "TaskRecord"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,10 +37,18 @@ class AttemptRecord:
     reason: str | None = None
     log_path: str | None = None
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AttemptRecord:
+        return cls(**{**data, "outcome": AttemptOutcome(data["outcome"])})
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskRecord:
-    """Everything the queue knows about one task: the fold of its event log."""
+    """Everything the queue knows about one task: the fold of its event log.
+
+    `waiting_for` (pending tasks only, filled in by the queue when it reads records) lists
+    the dependencies not done yet; `unknown_dependencies` those of them no task has as its
+    id (yet: in watch mode it may still arrive)."""
 
     task: Task
     state: TaskState
@@ -40,6 +61,8 @@ class TaskRecord:
     history: tuple[AttemptRecord, ...] = ()
     reason: str | None = None
     updated_at: float = 0.0
+    waiting_for: tuple[str, ...] = ()
+    unknown_dependencies: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,58 +74,82 @@ class TaskRecord:
             "token": self.token,
             "not_before": self.not_before,
             "lease": self.lease.to_json() if self.lease else None,
-            "history": [_attempt_json(a) for a in self.history],
+            "history": [attempt_json(a) for a in self.history],
             "reason": self.reason,
             "updated_at": self.updated_at,
+            "waiting_for": list(self.waiting_for),
+            "unknown_dependencies": list(self.unknown_dependencies),
         }
 
     @classmethod
-    def from_events(cls, events: list[dict[str, Any]]) -> TaskRecord:
-        """Replay a task's event log (see `coordinator.queue`) into its current record."""
-        first = events[0]
-        record = cls(
-            task=Task.from_json(first["task"]),
-            state=TaskState.PENDING,
-            seq=first["seq"],
-            source=first["source"],
-            updated_at=first["at"],
+    def from_json(cls, data: dict[str, Any]) -> TaskRecord:
+        return cls(
+            task=Task.from_json(data["task"]), state=TaskState(data["state"]), seq=data["seq"],
+            source=data["source"], attempts=data["attempts"], token=data["token"],
+            not_before=data["not_before"],
+            lease=Lease.from_json(data["lease"]) if data["lease"] else None,
+            history=tuple(AttemptRecord.from_json(a) for a in data["history"]),
+            reason=data["reason"], updated_at=data["updated_at"],
         )
+
+    @classmethod
+    def created(cls, event: Created) -> TaskRecord:
+        return cls(task=event.task, state=TaskState.PENDING, seq=event.seq,
+                   source=event.source, updated_at=event.at)
+
+    @classmethod
+    def from_events(cls, events: list[QueueEvent]) -> TaskRecord:
+        """Replay a task's events (its first a `Created` or a `Snapshot`) into its record."""
+        first = events[0]
+        if isinstance(first, Snapshot):
+            record = first.record
+        elif isinstance(first, Created):
+            record = cls.created(first)
+        else:
+            raise ValueError(f"a task's log starts with {type(first).__name__}")
         for event in events[1:]:
-            record = record._apply(event)
+            record = record.apply(event)
         return record
 
-    def _apply(self, event: dict[str, Any]) -> TaskRecord:
-        kind, at = event["event"], event["at"]
-        if kind == "claimed":
-            lease = Lease.from_json(event["lease"])
-            return replace(self, state=TaskState.CLAIMED, token=lease.token, lease=lease,
-                           updated_at=at)
-        if kind == "heartbeat":
-            if self.lease is None or self.lease.token != event["token"]:
-                return self
-            lease = replace(self.lease, expires_at=event["expires_at"],
-                            agent_pgid=event.get("agent_pgid") or self.lease.agent_pgid)
-            return replace(self, lease=lease, updated_at=at)
-        if kind == "ended":
-            data = event["attempt"]
-            attempt = AttemptRecord(**{**data, "outcome": AttemptOutcome(data["outcome"])})
-            used = attempt.outcome.uses_attempt
-            return replace(
-                self, state=TaskState(event["to"]), lease=None, updated_at=at,
-                attempts=self.attempts + used, history=(*self.history, attempt),
-                not_before=event.get("not_before", self.not_before),
-                reason=event.get("reason"),
-            )
-        if kind == "retried":
-            return replace(self, state=TaskState.PENDING, attempts=0, not_before=0.0,
-                           reason=None, updated_at=at)
-        if kind in ("cancelled", "dependency_failed"):
-            to = TaskState.CANCELLED if kind == "cancelled" else TaskState.FAILED
-            return replace(self, state=to, lease=None, reason=event["reason"], updated_at=at)
-        raise ValueError(f"unknown task event {kind!r}")
+    def apply(self, event: QueueEvent) -> TaskRecord:
+        """The record after `event`."""
+        at = event.at
+        match event:
+            case Claimed(lease=lease):
+                return replace(self, state=TaskState.CLAIMED, token=lease.token, lease=lease,
+                               updated_at=at)
+            case Heartbeat():
+                if self.lease is None or self.lease.token != event.token:
+                    return self
+                lease = replace(self.lease, expires_at=event.expires_at,
+                                expires_boot=event.expires_boot,
+                                agent_pgid=event.agent_pgid or self.lease.agent_pgid)
+                return replace(self, lease=lease, updated_at=at)
+            case Ended(attempt=attempt):
+                return replace(
+                    self, state=event.to, lease=None, updated_at=at,
+                    attempts=self.attempts + attempt.outcome.uses_attempt,
+                    history=(*self.history, attempt),
+                    not_before=self.not_before if event.not_before is None
+                    else event.not_before,
+                    reason=event.reason,
+                )
+            case Retried():
+                return replace(self, state=TaskState.PENDING, attempts=0, not_before=0.0,
+                               reason=None, updated_at=at)
+            case Cancelled():
+                return replace(self, state=TaskState.CANCELLED, lease=None, reason=event.reason,
+                               updated_at=at)
+            case DependencyFailed():
+                return replace(self, state=TaskState.FAILED, lease=None, reason=event.reason,
+                               updated_at=at)
+            case Snapshot(record=record):
+                return record
+            case Created():
+                raise ValueError(f"task {self.task.id!r} was created twice")
 
 
-def _attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
+def attempt_json(attempt: AttemptRecord) -> dict[str, Any]:
     return {name: getattr(attempt, name) for name in AttemptRecord.__slots__}
 
 

@@ -13,19 +13,6 @@ from coordinator.lease import Owner
 from coordinator.queue import FolderQueue
 
 
-class FakeClock:
-    """A wall clock that moves only when a test advances it."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, s: float) -> None:
-        self.now += s
-
-
 def drop(folder: Path, name: str, text: str | bytes) -> Path:
     """Drop a task file into the inbox the documented way: write elsewhere, then rename."""
     data = text.encode() if isinstance(text, str) else text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _workers import FakeClock
+from fakeclock import FakeClock
 
 from coordinator.queue import FolderQueue
 
@@ -26,5 +26,7 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def queue(root: Path, clock: FakeClock) -> FolderQueue:
-    """A queue on `root` with a fake clock and a 10 s retry backoff base."""
-    return FolderQueue(root, clock=clock, retry_backoff_s=10.0, max_backoff_s=300.0)
+    """A queue on `root` with a fake clock (wall, boot and monotonic alike) and a 10 s retry
+    backoff base."""
+    return FolderQueue(root, clock=clock, boot_clock=clock, monotonic=clock,
+                       retry_backoff_s=10.0, max_backoff_s=300.0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -13,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _workers import FakeClock, drop
+from _workers import drop
+from fakeclock import FakeClock
 from filelock import FileLock
 
 from coordinator.errors import InvalidTransition, LeaseLost, TaskFileError, UnknownTask
-from coordinator.lease import Owner
+from coordinator.lease import Machine, Owner
 from coordinator.queue import Claim, FolderQueue
 from coordinator.task import Priority, TaskState, parse_task_file
 
@@ -482,7 +482,9 @@ def test_released_holder_loses_its_lease(queue: FolderQueue) -> None:
 def test_lease_of_a_dead_owner_is_reclaimed_before_it_expires(queue: FolderQueue) -> None:
     """An owner process that no longer exists frees its claims at once."""
     _queued(queue, "t")
-    dead = Owner(host=socket.gethostname(), pid=2**22 + 12345, started=1)
+    here = Machine.current()
+    dead = Owner(host=here.host, pid=2**22 + 12345, started=1, boot_id=here.boot_id,
+                 pid_ns=here.pid_ns)
     assert dead.is_dead()
     queue.claim("a", lease_s=3600, owner=dead)
     assert queue.reclaim_expired() == ["t"]
@@ -496,11 +498,25 @@ def test_lease_of_a_live_owner_is_kept(queue: FolderQueue) -> None:
     assert queue.reclaim_expired() == []
 
 
-def test_lease_of_an_owner_on_another_host_waits_for_expiry(queue: FolderQueue) -> None:
-    """A pid on another host cannot be checked, so only expiry frees the claim."""
+def test_lease_of_an_owner_on_another_machine_waits_for_expiry(queue: FolderQueue) -> None:
+    """A pid on another machine (another boot id) cannot be checked: only expiry frees it."""
     _queued(queue, "t")
-    elsewhere = Owner(host="not-" + socket.gethostname(), pid=2**22 + 12345, started=1)
+    here = Machine.current()
+    elsewhere = Owner(host=here.host, pid=2**22 + 12345, started=1, boot_id="another-boot",
+                      pid_ns=here.pid_ns)
     queue.claim("a", lease_s=60, owner=elsewhere)
+    assert queue.reclaim_expired() == []
+
+
+def test_lease_of_an_owner_in_another_pid_namespace_waits_for_expiry(
+    queue: FolderQueue,
+) -> None:
+    """Same machine, same hostname, another PID namespace: its pid means nothing here."""
+    _queued(queue, "t")
+    here = Machine.current()
+    container = Owner(host=here.host, pid=2**22 + 12345, started=1, boot_id=here.boot_id,
+                      pid_ns=here.pid_ns + 1)
+    queue.claim("a", lease_s=60, owner=container)
     assert queue.reclaim_expired() == []
 
 
@@ -623,23 +639,22 @@ def test_add_is_not_blamed_for_another_rejected_file(queue: FolderQueue) -> None
     assert queue.get("task").state is TaskState.PENDING
 
 
-def test_add_while_another_process_ingests_still_queues_the_task(queue: FolderQueue) -> None:
-    """`add` returns only once its task is queued, even if an ingest is running elsewhere."""
-    held, added = threading.Event(), queue.root / "x.toml"
-
-    def other_ingester() -> None:
-        with FileLock(queue.root / ".queue" / "locks" / "ingest.lock"):
-            held.set()
-            while not added.exists() and not (queue.root / "sources" / "x.toml").exists():
-                time.sleep(0.001)  # waits for add() to write its file, not for time to pass
-
-    thread = threading.Thread(target=other_ingester)
-    thread.start()
-    held.wait()
+def test_add_while_another_process_ingests_waits_and_queues_the_task(
+    queue: FolderQueue,
+) -> None:
+    """`add` waits for an ingest running elsewhere, then queues its task."""
+    lock = FileLock(queue.root / ".queue" / "locks" / "ingest.lock")
+    lock.acquire()
+    adder = threading.Thread(target=queue.add, args=("p",), kwargs={"task_id": "x"})
     try:
-        queue.add("p", task_id="x")
+        adder.start()
+        adder.join(timeout=0.2)
+        assert adder.is_alive()  # still waiting for the lock
+        with pytest.raises(UnknownTask):
+            queue.get("x")
     finally:
-        thread.join()
+        lock.release()
+    adder.join(timeout=30)
     assert queue.get("x").state is TaskState.PENDING
 
 
@@ -726,7 +741,8 @@ def test_get_of_an_unknown_or_unsafe_id_raises(queue: FolderQueue) -> None:
 
 
 def _restart(root: Path, clock: FakeClock) -> FolderQueue:
-    return FolderQueue(root, clock=clock, retry_backoff_s=10.0)
+    return FolderQueue(root, clock=clock, boot_clock=clock, monotonic=clock,
+                       retry_backoff_s=10.0)
 
 
 def _crash_before_rename(queue: FolderQueue, task_id: str,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from _workers import (
-    FakeClock,
     claim_and_hang,
     claim_forever,
     claim_until_empty,
@@ -20,8 +19,10 @@ from _workers import (
     drop,
     drop_many,
 )
+from fakeclock import FakeClock
 
 from coordinator.errors import LeaseLost
+from coordinator.lease import boot_clock
 from coordinator.queue import FolderQueue
 from coordinator.task import TaskState
 
@@ -71,9 +72,12 @@ def _claim_in_child(root: Path, *, with_owner: bool) -> tuple[multiprocessing.Pr
     return child, task_id, token
 
 
-def _queue_with_one_task(tmp_path: Path, clock: FakeClock) -> FolderQueue:
+def _queue_with_one_task(
+    tmp_path: Path, clock: FakeClock, boot: FakeClock | None = None
+) -> FolderQueue:
     root = tmp_path / "tasks"
-    queue = FolderQueue(root, clock=clock, retry_backoff_s=0)
+    queue = FolderQueue(root, clock=clock, boot_clock=boot or FakeClock(start=boot_clock()),
+                        retry_backoff_s=0)
     drop(root, "t.toml", 'prompt = "p"\n')
     queue.ingest()
     return queue
@@ -95,13 +99,15 @@ def test_claim_of_a_sigkilled_owner_is_reclaimed_at_once(tmp_path: Path) -> None
 
 def test_claim_without_owner_comes_back_only_after_its_lease(tmp_path: Path) -> None:
     """Without an owner to check, a dead claimer's task waits out its lease."""
-    clock = FakeClock(start=time.time())  # the child's lease runs on the real clock
-    queue = _queue_with_one_task(tmp_path, clock)
+    clock = FakeClock(start=time.time())  # the child's lease runs on the real clocks
+    boot = FakeClock(start=boot_clock())
+    queue = _queue_with_one_task(tmp_path, clock, boot)
     child, task_id, _ = _claim_in_child(queue.root, with_owner=False)
     os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
     child.join(timeout=10)
+    boot.now = boot_clock()  # the real boot clock, now that the child has claimed
     assert queue.reclaim_expired() == []
-    clock.advance(61)  # the child's lease was 60 s of real time from its claim
+    boot.advance(61)  # the child's lease was 60 s from its claim, on this machine's boot clock
     assert queue.reclaim_expired() == [task_id]
     assert queue.claim("next", lease_s=60) is not None
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from memdb_helpers import FakeClock
+from fakeclock import FakeClock
 
 from memory_db import AgentMemory
 
@@ -21,7 +21,7 @@ PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeo
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(start=1_700_000_000.0)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Helpers for the memory_db tests: a fake clock, and worker functions for real processes.
+"""Helpers for the memory_db tests: worker functions for real processes.
 
 The workers live here (not in a test module) so `spawn` children can import them.
 """
@@ -8,19 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from memory_db import AgentMemory, read_schema_version
-
-
-class FakeClock:
-    """Epoch seconds that move only when a test says so."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def open_fresh_memory(url: str, barrier: Any) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 import pytest
-from memdb_helpers import FakeClock
+from fakeclock import FakeClock
 
 from memory_db import (
     AgentMemory,

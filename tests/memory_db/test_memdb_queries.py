@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from memdb_helpers import FakeClock
+from fakeclock import FakeClock
 from sqlalchemy import inspect, text
 
 from memory_db import (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import multiprocessing
 
 import pytest
-from memdb_helpers import FakeClock, open_fresh_memory
+from fakeclock import FakeClock
+from memdb_helpers import open_fresh_memory
 from sqlalchemy import (
     JSON,
     Column,

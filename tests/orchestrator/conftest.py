@@ -9,4 +9,4 @@ from pipeline_fakes import FakeClock
 @pytest.fixture
 def clock() -> FakeClock:
     """A clock that moves only when a test advances it."""
-    return FakeClock()
+    return FakeClock(start=1000.0)
