@@ -18,8 +18,17 @@ In one run, on one disk (a fresh folder under --dir):
    first (not timed), then `huey_consumer -w P -k process`; jobs/s is N over the time from
    the first job leaving the queue to the queue being empty (polled every 2 ms).
 
+5. scale (one process, so each figure is the cost of one call): claims/s and p99 claim
+   latency with 100 and with 100,000 pending tasks, half of them high-priority tasks blocked
+   on a dependency that stays claimed (the worst case for a claim that looked at them);
+   and the cost of a heartbeat on a fresh lease against one after 10,000 heartbeats.
+   `--short` runs the scale part alone, at 100 and 2,000 tasks and 1,000 heartbeats (the
+   test suite runs it so the benchmark cannot rot).
+
 The last line printed is one JSON object: claims_per_s, p99_claim_ms, duplicates,
-rename_per_s, huey_per_s (plus a few more keys for the record).
+rename_per_s, huey_per_s, claims_per_s_100k, p99_claim_ms_100k, claims_per_s_100,
+p99_claim_ms_100, scale_claims_ratio, heartbeat_first_ms, heartbeat_late_ms,
+heartbeat_ratio (plus a few more keys for the record; with --short only the scale keys).
 """
 
 from __future__ import annotations
@@ -214,6 +223,98 @@ def bench_huey(base: Path, n: int, procs: int) -> dict[str, Any]:
     return {"enqueue_s": enqueue_s, "wall_s": wall, "huey_per_s": n / wall}
 
 
+def _scale_queue(root: Path, n: int) -> FolderQueue:
+    """n pending tasks: half ready, half high priority and waiting on `gate`, which an agent
+    holds (so they stay blocked)."""
+    root.mkdir(parents=True)
+    half = n // 2
+    parts = ['[[tasks]]\nid = "gate"\nprompt = "p"\npriority = "low"\n']
+    parts += [f'[[tasks]]\nid = "r{i}"\nprompt = "p"\n' for i in range(half)]
+    parts += [f'[[tasks]]\nid = "b{i}"\nprompt = "p"\npriority = "high"\n'
+              f'depends_on = ["gate"]\n' for i in range(n - half)]
+    (root / ".all.tmp").write_text("".join(parts))
+    os.rename(root / ".all.tmp", root / "all.toml")
+    queue = FolderQueue(root)
+    queue.ingest()
+    gate = queue.claim("gatekeeper", lease_s=3600)
+    assert gate is not None and gate.task.id == "gate", gate
+    return queue
+
+
+def _claims(queue: FolderQueue, k: int) -> tuple[float, float]:
+    latencies = []
+    t0 = time.perf_counter()
+    for _ in range(k):
+        c0 = time.perf_counter()
+        claim = queue.claim("scale", lease_s=300)
+        latencies.append(time.perf_counter() - c0)
+        assert claim is not None and claim.task.id.startswith("r"), claim
+        queue.complete(claim.task.id, claim.token)
+    wall = time.perf_counter() - t0
+    latencies.sort()
+    return k / wall, latencies[int(0.99 * (len(latencies) - 1))] * 1000
+
+
+def bench_scale(base: Path, small: int, large: int, beats: int) -> dict[str, Any]:
+    k = min(1000, small // 2 - 10)
+    out: dict[str, Any] = {}
+    for n in (small, large):
+        t0 = time.perf_counter()
+        queue = _scale_queue(base / f"scale-{n}", n)
+        setup = time.perf_counter() - t0
+        queue.claim("warm-up", lease_s=300)  # the first claim lists pending/ once
+        rate, p99 = _claims(queue, k)
+        out[n] = {"claims_per_s": rate, "p99_claim_ms": p99, "setup_s": setup}
+    queue = FolderQueue(base / f"scale-{small}")
+    claim = queue.claim("beater", lease_s=300)
+    assert claim is not None
+
+    def beat_ms(count: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(count):
+            queue.heartbeat(claim.task.id, claim.token)
+        return (time.perf_counter() - t0) / count * 1000
+
+    first = beat_ms(100)
+    beat_ms(beats - 200)
+    late = beat_ms(100)
+    return {
+        "claims_per_s_small": out[small]["claims_per_s"],
+        "p99_claim_ms_small": out[small]["p99_claim_ms"],
+        "claims_per_s_large": out[large]["claims_per_s"],
+        "p99_claim_ms_large": out[large]["p99_claim_ms"],
+        "setup_s_large": out[large]["setup_s"],
+        "claims_measured": k,
+        "heartbeat_first_ms": first,
+        "heartbeat_late_ms": late,
+        "heartbeats": beats,
+    }
+
+
+def _scale_summary(sc: dict[str, Any], small: int, large: int) -> dict[str, Any]:
+    ratio = sc["claims_per_s_small"] / sc["claims_per_s_large"]
+    print(f"scale: {sc['claims_measured']} claim+complete with {small} pending: "
+          f"{sc['claims_per_s_small']:.0f}/s, p99 {sc['p99_claim_ms_small']:.2f} ms; with "
+          f"{large} pending (half blocked): {sc['claims_per_s_large']:.0f}/s, p99 "
+          f"{sc['p99_claim_ms_large']:.2f} ms; ratio {ratio:.2f} (setup of {large}: "
+          f"{sc['setup_s_large']:.1f} s, not timed)")
+    print(f"heartbeat: {sc['heartbeat_first_ms']:.3f} ms on a fresh lease, "
+          f"{sc['heartbeat_late_ms']:.3f} ms after {sc['heartbeats']} heartbeats; ratio "
+          f"{sc['heartbeat_late_ms'] / sc['heartbeat_first_ms']:.2f}")
+    suffix = "100k" if large == 100_000 else str(large)
+    return {
+        f"claims_per_s_{suffix}": round(sc["claims_per_s_large"], 1),
+        f"p99_claim_ms_{suffix}": round(sc["p99_claim_ms_large"], 3),
+        f"claims_per_s_{small}": round(sc["claims_per_s_small"], 1),
+        f"p99_claim_ms_{small}": round(sc["p99_claim_ms_small"], 3),
+        "scale_claims_ratio": round(ratio, 3),
+        "heartbeat_first_ms": round(sc["heartbeat_first_ms"], 4),
+        "heartbeat_late_ms": round(sc["heartbeat_late_ms"], 4),
+        "heartbeat_ratio": round(sc["heartbeat_late_ms"] / sc["heartbeat_first_ms"], 3),
+        "heartbeats": sc["heartbeats"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
@@ -223,9 +324,18 @@ def main() -> None:
     parser.add_argument("--profile", default=None,
                         help="write a cProfile of queue worker 0 to this file")
     parser.add_argument("--only-queue", action="store_true", help="skip rename and huey")
+    parser.add_argument("--short", action="store_true",
+                        help="only the scale run, small (100 vs 2,000 tasks, 1,000 heartbeats)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="claims-bench-", dir=args.dir))
     n, procs = args.tasks, args.procs
+    if args.short:
+        try:
+            scale = _scale_summary(bench_scale(base, 100, 2000, 1000), 100, 2000)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        print(json.dumps(scale))
+        return
     print(f"{n} tasks, {procs} processes, {os.cpu_count()} CPUs, scratch folder {base}")
     try:
         q = bench_queue(base, n, procs, args.profile)
@@ -245,6 +355,7 @@ def main() -> None:
               f" = {h['huey_per_s']:.0f}/s (enqueueing took {h['enqueue_s']:.2f} s, not timed)")
         print(f"ratios: folder queue / rename limit = {q['claims_per_s'] / r['rename_per_s']:.3f};"
               f" folder queue / huey = {q['claims_per_s'] / h['huey_per_s']:.2f}")
+        scale = _scale_summary(bench_scale(base, 100, 100_000, 10_000), 100, 100_000)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
@@ -259,6 +370,7 @@ def main() -> None:
         "ingest_s": round(q["ingest_s"], 3),
         "tasks": n,
         "procs": procs,
+        **scale,
     }))
 
 

@@ -253,3 +253,4 @@ def test_every_attempt_is_recorded_in_agent_memory(tmp_path):
     assert bad[0].reason == "agent exited with code 4"
     assert bad[0].log_path == str(queue.log_path("bad", 1).resolve())
     memory.close()
+

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pipeline_fakes import FakeClock
+from fakeclock import FakeClock
 
 
 @pytest.fixture

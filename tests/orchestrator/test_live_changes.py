@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from pipeline_fakes import FakeClock, GatedWorker, ScriptedWorker, settle
+from fakeclock import FakeClock
+from pipeline_fakes import GatedWorker, ScriptedWorker, settle
 
 from orchestrator import (
     InferenceRequest,

@@ -4,7 +4,8 @@ what a request costs (echo is free, unpriced models are counted)."""
 from __future__ import annotations
 
 import pytest
-from pipeline_fakes import FakeClock, ScriptedWorker
+from fakeclock import FakeClock
+from pipeline_fakes import ScriptedWorker
 
 from orchestrator import (
     EchoWorker,

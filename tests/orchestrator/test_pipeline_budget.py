@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pipeline_fakes import FakeClock, ScriptedWorker
+from fakeclock import FakeClock
+from pipeline_fakes import ScriptedWorker
 
 from orchestrator import BudgetExceeded, InferenceRequest, Pipeline, PipelineConfig, ProviderError
 

@@ -6,7 +6,8 @@ import asyncio
 import json
 
 import pytest
-from pipeline_fakes import FakeClock, ScriptedWorker
+from fakeclock import FakeClock
+from pipeline_fakes import ScriptedWorker
 
 from orchestrator import InferenceRequest, Pipeline, PipelineConfig, ProviderError
 from orchestrator.metrics import PipelineMetrics, percentile

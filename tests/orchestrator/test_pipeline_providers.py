@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from fakeclock import FakeClock
 from fakes import CutStream, Fail, FakeAnthropic, FakeOpenAI
-from pipeline_fakes import FakeClock
 
 from orchestrator import (
     InferenceRequest,

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from pipeline_fakes import FakeClock, GatedWorker, ScriptedWorker
+from fakeclock import FakeClock
+from pipeline_fakes import GatedWorker, ScriptedWorker
 
 from orchestrator import (
     CircuitOpen,

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 import pytest
-from pipeline_fakes import FakeClock
+from fakeclock import FakeClock
 
 from orchestrator.errors import Overloaded
 from orchestrator.request import Priority

@@ -6,7 +6,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from pipeline_fakes import FakeClock, ScriptedWorker
+from fakeclock import FakeClock
+from pipeline_fakes import ScriptedWorker
 
 from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
 from orchestrator.request import Usage

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+from fakeclock import FakeClock
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from pipeline_fakes import FakeClock
 
 from orchestrator import EchoWorker, Pipeline, PipelineConfig
 from orchestrator.server import mcp as mcp_module
