@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _workers import FakeClock
+from fakeclock import FakeClock
 
 from coordinator.metrics import (
     Distribution,
