@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import pytest
+from processes import ends_within
 
 from coordinator.agents import AgentProfile, resolve_profile
 from coordinator.fleet import Fleet, FleetSettings, FleetTunables
@@ -115,7 +115,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     assert record.state == TaskState.FAILED
     assert record.history[0].outcome == "timed_out"
     child = int(pid_file.read_text())
-    assert not _alive(child)
+    assert ends_within(child)
 
 
 def test_an_agent_printing_50_mb_is_not_blocked(tmp_path):
@@ -222,15 +222,6 @@ def test_fleet_tunables_are_validated(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         FleetTunables(**bad)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie of a process we never reaped still "exists"; check its state.
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def test_every_attempt_is_recorded_in_agent_memory(tmp_path):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from processes import ends_within
 
 from memory_db import ModificationOutcome
 from self_tune import GateCommand, GateError, GateSettings, ValidationGate
@@ -107,16 +108,8 @@ def test_a_command_that_runs_too_long_fails_and_leaves_nothing_running(
     result = gate.validate(worktree)
     assert result.outcome is ModificationOutcome.VALIDATION_FAILED
     assert "timed out" in result.reason
-    assert not alive(int(marker.read_text()))
+    assert ends_within(int(marker.read_text()))
 
-
-def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie waiting for a reaper has finished)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "State:\tZ" not in status
 
 
 def test_real_pytest_and_ruff_fail_a_change_that_breaks_ruff(repo: Path) -> None:
