@@ -22,6 +22,7 @@ from coordinator.task import Priority, TaskState
 if TYPE_CHECKING:
     from coordinator.queue import FolderQueue, TaskRecord
     from coordinator.settings import Settings
+    from orchestrator.config import LiveConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,8 +229,8 @@ def _run(args: argparse.Namespace) -> int:
     tunables = LiveConfig(FleetTunables(agents=settings.agents, lease_s=settings.lease_s))
     events = FleetEvents()
     fleet: Fleet | None = None
-    with _traffic(settings.orchestrator, lambda: fleet.snapshot().to_json() if fleet else {}
-                  ) as agent_env:
+    with _traffic(settings.orchestrator, lambda: fleet.snapshot().to_json() if fleet else {},
+                  tunables) as agent_env:
         fleet_settings = FleetSettings(
             grace_s=settings.grace_s, poll_s=settings.poll_s, workdir=settings.workdir,
             env=agent_env,
@@ -252,9 +253,10 @@ def _run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _traffic(
-    where: str | None, fleet_status: Callable[[], Mapping[str, Any]]
+    where: str | None, fleet_status: Callable[[], Mapping[str, Any]], tunables: LiveConfig[Any]
 ) -> Iterator[dict[str, str]]:
-    """The agents' environment for routing their LLM traffic (empty: not routed)."""
+    """The agents' environment for routing their LLM traffic (empty: not routed). An embedded
+    orchestrator serves the fleet's `tunables` on its `/v1/config`."""
     if not where:
         yield {}
         return
@@ -267,7 +269,7 @@ def _traffic(
         return
     from orchestrator.errors import OrchestratorError
 
-    embedded = EmbeddedOrchestrator(fleet_status)
+    embedded = EmbeddedOrchestrator(fleet_status, fleet_config=tunables)
     with contextlib.ExitStack() as stack:
         try:
             env = stack.enter_context(embedded)

@@ -4,16 +4,22 @@ Agents started by the coordinator get `ANTHROPIC_BASE_URL` and `OPENAI_BASE_URL`
 the orchestrator, so Claude Code and any Anthropic- or OpenAI-SDK program they run send
 their inference through the pipeline: identical concurrent calls from different agents
 reach the upstream once, and every call is metered and visible on its dashboard. Agents
-get the server's token (or a placeholder) as their API key: the real provider key stays
-with the orchestrator and never reaches an agent process.
+get the server's client token (or a placeholder) as their API key: the real provider key
+stays with the orchestrator and never reaches an agent process, and neither does the admin
+token, so an agent cannot change the live configuration.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.config import LiveConfig
 
 PLACEHOLDER_KEY = "via-orchestrator"  # the SDKs refuse to start without some key
 
@@ -35,8 +41,12 @@ class EmbeddedOrchestrator:
 
     Settings come from the orchestrator's own sources (flags are not shared): the
     environment, then `env_file`, then defaults — `PROVIDER`, `ANTHROPIC_API_KEY`, `PORT`, …
-    `fleet_status` feeds the dashboard's fleet panel. Use as a context manager; it yields
-    the environment for agents.
+    `fleet_status` feeds the dashboard's fleet panel; `fleet_config`, when given, is served on
+    `/v1/config` beside the pipeline's, so a tuner can move `agents` and `lease_s` too. Use as
+    a context manager; it yields the environment for agents.
+
+    Agents hold the client token, so changing the configuration needs a different one: the
+    `ADMIN_API_KEY` setting, or else a random token made for this run (`admin_token`).
     """
 
     def __init__(
@@ -44,20 +54,36 @@ class EmbeddedOrchestrator:
         fleet_status: Callable[[], Mapping[str, Any]],
         *,
         env_file: Path = Path("orchestrator.env"),
+        fleet_config: LiveConfig[Any] | None = None,
     ) -> None:
         self._fleet_status = fleet_status
         self._env_file = env_file
+        self._fleet_config = fleet_config
         self._server: Any = None
         self.url = ""
+        self.admin_token = ""
 
     def __enter__(self) -> dict[str, str]:
+        from orchestrator.config import LiveConfigSet
         from orchestrator.server.app import create_app
         from orchestrator.server.runner import ServerThread
         from orchestrator.settings import build_pipeline, load_settings
 
         settings = load_settings(env_file=self._env_file)
+        if settings.admin_api_key is None:
+            settings = dataclasses.replace(settings, admin_api_key=secrets.token_urlsafe(32))
+        assert settings.admin_api_key is not None
+        self.admin_token = settings.admin_api_key.reveal()
+        pipeline = build_pipeline(settings)
+        lives = (pipeline.live,) if self._fleet_config is None else (
+            pipeline.live,
+            self._fleet_config,
+        )
         app = create_app(
-            build_pipeline(settings), settings=settings, fleet_status=self._fleet_status
+            pipeline,
+            settings=settings,
+            fleet_status=self._fleet_status,
+            config=LiveConfigSet(*lives),
         )
         self._server = ServerThread(app, host=settings.host, port=settings.port)
         self.url = self._server.start()

@@ -199,7 +199,12 @@ def _configure_logging(settings: ServerSettings, *, quiet: bool = False) -> None
     LOG_LEVEL is set, so server chatter does not interleave with answers."""
     from orchestrator.logging_setup import configure_logging
 
-    secrets = (settings.anthropic_api_key, settings.openai_api_key, settings.api_key)
+    secrets = (
+        settings.anthropic_api_key,
+        settings.openai_api_key,
+        settings.api_key,
+        settings.admin_api_key,
+    )
     configure_logging(
         level="WARNING" if quiet else settings.log_level,
         fmt=settings.log_format,

@@ -10,8 +10,12 @@ on `set(...)`, from any thread. Components never see the `LiveConfig`: they are 
 zero-argument callables such as `lambda: live.current.breaker_open_s`, and call them at each
 use, so a change takes effect on the next read without a restart.
 
-This module is a leaf: it imports nothing else of the project, so `coordinator` and
-`self_tune` can use it without loading the pipeline.
+`LiveConfigSet` puts one or more live configs under one name space (the pipeline's and, under
+`coordinator run --orchestrator start`, the fleet's): what a server shows on `GET /v1/config`
+and changes on `PATCH /v1/config` and MCP `configure_pipeline`.
+
+This module imports nothing else of the project but `orchestrator.errors` (itself a leaf), so
+`coordinator` and `self_tune` can use it without loading the pipeline.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from orchestrator.errors import InvalidTunable
+
 __all__ = [
     "Bounds",
     "CacheScope",
     "Change",
     "LiveConfig",
+    "LiveConfigSet",
     "PipelineConfig",
     "Tunables",
     "bounds_of",
@@ -67,18 +74,19 @@ class Bounds:
             raise ValueError(f"bounds must be finite with low <= high, got {self.low}..{self.high}")
 
     def check(self, name: str, value: object) -> None:
-        """Raise ValueError naming `name` unless `value` is allowed."""
+        """Raise `InvalidTunable` (a ValueError) naming `name` unless `value` is allowed."""
         if value is None:
             if self.unlimited_ok:
                 return
-            raise ValueError(f"{name} must be a number, got None")
+            raise InvalidTunable(name, f"{name} must be a number, got None")
         kind = "an integer" if self.integer else "a finite number"
+        wrong = f"{name} must be {kind} in {self._range()}, got {value!r}"
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{name} must be {kind} in {self._range()}, got {value!r}")
+            raise InvalidTunable(name, wrong)
         if self.integer and not isinstance(value, int):
-            raise ValueError(f"{name} must be {kind} in {self._range()}, got {value!r}")
+            raise InvalidTunable(name, wrong)
         if not math.isfinite(value) or not (self.low <= value <= self.high):
-            raise ValueError(f"{name} must be {kind} in {self._range()}, got {value!r}")
+            raise InvalidTunable(name, wrong)
 
     def to_json(self) -> dict[str, Any]:
         """The bounds as plain JSON values (for `GET /v1/config`)."""
@@ -126,7 +134,7 @@ def bounds_of(cls_or_value: Any) -> dict[str, Bounds]:
 
 
 def check_bounds(value: Any) -> None:
-    """Raise ValueError naming the first field of `value` that is outside its bounds."""
+    """Raise `InvalidTunable` naming the first field of `value` that is outside its bounds."""
     for name, bounds in bounds_of(value).items():
         bounds.check(name, getattr(value, name))
 
@@ -237,21 +245,20 @@ class LiveConfig(Generic[T]):
     def set(self, **changes: Any) -> Change:
         """Apply `changes` atomically; return `{name: (old, new)}` for values that changed.
 
-        Raises ValueError naming an unknown tunable or a value outside its bounds; nothing is
-        applied then.
+        Raises `InvalidTunable` (a ValueError) naming an unknown tunable or a value outside
+        its bounds; nothing is applied then.
         """
         return self.update(changes)
 
     def update(self, changes: Mapping[str, Any], *, expected_version: int | None = None) -> Change:
         """`set` with the changes as a mapping; with `expected_version`, apply them only if no
-        other change came first (ValueError naming `version` otherwise)."""
-        names = {f.name for f in dataclasses.fields(self._current)}  # type: ignore[arg-type]
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ValueError(f"unknown tunable(s): {', '.join(unknown)}")
+        other change came first (`InvalidTunable` naming `version` otherwise)."""
+        self.validate(changes)
         with self._lock:
             if expected_version is not None and expected_version != self._version:
-                raise ValueError(f"version is {self._version}, not the expected {expected_version}")
+                raise InvalidTunable(
+                    "version", f"version is {self._version}, not the expected {expected_version}"
+                )
             old = self._current
             new = dataclasses.replace(old, **changes)  # type: ignore[type-var]
             check_bounds(new)
@@ -268,6 +275,19 @@ class LiveConfig(Generic[T]):
         for listener in listeners:
             self._notify(listener, changed)
         return changed
+
+    def validate(self, changes: Mapping[str, Any]) -> None:
+        """Raise `InvalidTunable` naming the first unknown name or out-of-bounds value in
+        `changes`; apply nothing. (Each field's bounds stand alone, so a change valid now stays
+        valid whatever else changes first.)"""
+        names = {f.name for f in dataclasses.fields(self._current)}  # type: ignore[arg-type]
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise InvalidTunable(unknown[0], f"unknown tunable(s): {', '.join(unknown)}")
+        bounds = self.bounds()
+        for name, value in changes.items():
+            if name in bounds:
+                bounds[name].check(name, value)
 
     def on_change(self, listener: Callable[[Change], None]) -> None:
         """Call `listener(changed)` after every effective `set` (see the class docstring for
@@ -299,6 +319,64 @@ class LiveConfig(Generic[T]):
             # The loop may close between the check and the call; its listener is moot then.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(listener.callback, changed)
+
+
+class LiveConfigSet:
+    """Several `LiveConfig`s under one name space: what a server lets a client read and tune.
+
+    Every field name belongs to exactly one config (a name in two is refused at construction).
+    `version` is the sum of the configs' versions, so it grows by one per effective change
+    anywhere. `apply` validates every change before applying any, so a refused change list
+    changes nothing.
+    """
+
+    def __init__(self, *lives: LiveConfig[Any]) -> None:
+        if not lives:
+            raise ValueError("lives: a LiveConfigSet needs at least one LiveConfig")
+        self._lives = lives
+        self._owner: dict[str, LiveConfig[Any]] = {}
+        for live in lives:
+            for f in dataclasses.fields(live.current):
+                if f.name in self._owner:
+                    raise ValueError(f"lives: the tunable {f.name!r} is in two live configs")
+                self._owner[f.name] = live
+
+    @property
+    def version(self) -> int:
+        """How many effective changes all the configs have had."""
+        return sum(live.version for live in self._lives)
+
+    def values(self) -> dict[str, Any]:
+        """`{name: current value}` for every field of every config."""
+        return {
+            name: getattr(live.current, name) for name, live in self._owner.items()
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """`{"version", "values", "bounds"}` as plain JSON (what `GET /v1/config` answers)."""
+        bounds: dict[str, Any] = {}
+        for live in self._lives:
+            bounds.update({name: b.to_json() for name, b in live.bounds().items()})
+        return {"version": self.version, "values": self.values(), "bounds": bounds}
+
+    def apply(self, changes: Mapping[str, Any]) -> Change:
+        """Apply `changes` (any subset of the names); return `{name: (old, new)}` for what
+        changed. Raises `InvalidTunable` naming the first bad field; nothing is applied then."""
+        if not changes:
+            raise InvalidTunable("body", "no changes given: name at least one tunable and value")
+        unknown = sorted(set(changes) - set(self._owner))
+        if unknown:
+            raise InvalidTunable(unknown[0], f"unknown tunable(s): {', '.join(unknown)}")
+        parts: dict[int, tuple[LiveConfig[Any], dict[str, Any]]] = {}
+        for name, value in changes.items():
+            live = self._owner[name]
+            parts.setdefault(id(live), (live, {}))[1][name] = value
+        for live, part in parts.values():
+            live.validate(part)
+        changed: Change = {}
+        for live, part in parts.values():
+            changed.update(live.update(part))
+        return changed
 
 
 def _positive_int(name: str, value: object) -> None:

@@ -5,6 +5,7 @@
     ├── BudgetExceeded        a session or global spend limit would be crossed
     ├── DeadlineExceeded      (also TimeoutError) the request's deadline passed
     ├── PipelineClosed        the pipeline shut down before the request was answered
+    ├── InvalidTunable        (also ValueError) a live value is unknown or out of its bounds
     └── ProviderError         an upstream call failed; `retryable` says whether to try again
         └── CircuitOpen       the provider's breaker is open; nothing was sent
 """
@@ -47,6 +48,17 @@ class DeadlineExceeded(OrchestratorError, TimeoutError):
 
 class PipelineClosed(OrchestratorError):
     """The pipeline shut down before the request was answered."""
+
+
+class InvalidTunable(OrchestratorError, ValueError):
+    """A live-config change names an unknown tunable or a value outside its bounds.
+
+    `field` is the tunable at fault (the first one, when several are); nothing was applied.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class ProviderError(OrchestratorError):

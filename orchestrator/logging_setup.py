@@ -33,7 +33,7 @@ __all__ = [
 LogFormat = Literal["text", "json"]
 MASK = "[REDACTED]"
 
-SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "API_KEY")
+SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "API_KEY", "ADMIN_API_KEY")
 """Environment variables whose values are always masked."""
 
 _MIN_SECRET_CHARS = 4  # shorter "secrets" would mask ordinary words

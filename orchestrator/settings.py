@@ -74,6 +74,7 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "allowed_hosts": "ALLOWED_HOSTS",
     "port": "PORT",
     "api_key": "API_KEY",
+    "admin_api_key": "ADMIN_API_KEY",
     "max_spend_usd": "MAX_SPEND",
     "prices_file": "PRICES_FILE",
     "max_body_bytes": "MAX_BODY_BYTES",
@@ -128,7 +129,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-_SECRET_FIELDS = ("anthropic_api_key", "openai_api_key", "api_key")
+_SECRET_FIELDS = ("anthropic_api_key", "openai_api_key", "api_key", "admin_api_key")
 _URL_FIELDS = ("anthropic_base_url", "openai_base_url", "llama_cpp_url")
 
 
@@ -140,7 +141,9 @@ class ServerSettings:
     `model` None means the provider's default. `port` 0 asks the OS for a free port.
     `max_spend_usd` is the global budget; `prices_file` a TOML price table merged over the
     shipped one. `api_key` is the bearer token clients must send; without one the server
-    refuses to bind a non-loopback `host`.
+    refuses to bind a non-loopback `host`. `admin_api_key` is the token that may also change
+    the live configuration (`PATCH /v1/config`, MCP `configure_pipeline`); unset, `api_key`
+    serves as both (`admin_token`).
     """
 
     provider: Provider
@@ -156,6 +159,7 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()
     port: int = 8080
     api_key: Secret | None = None
+    admin_api_key: Secret | None = None
     max_spend_usd: float | None = None
     prices_file: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -228,6 +232,12 @@ class ServerSettings:
                 "or bind 127.0.0.1",
                 names=("HOST", "API_KEY"),
             )
+
+    @property
+    def admin_token(self) -> Secret | None:
+        """The token that may change the live configuration: `admin_api_key`, else `api_key`
+        (None: a server without tokens, where every caller may)."""
+        return self.admin_api_key if self.admin_api_key is not None else self.api_key
 
     def _check_required(self) -> None:
         for provider in (self.provider, *self.fallback):

@@ -81,49 +81,62 @@ class HttpConfig:
     """A running server's live config: `GET /v1/config` and `PATCH /v1/config`.
 
     `admin_token` is sent as the bearer token (changing needs `ADMIN_API_KEY`, or `API_KEY`
-    when that is unset). The token never appears in errors.
+    when that is unset; reading needs any token the server accepts). A refused change, a
+    refused token or an unreachable server raises `ConfigUpdateRejected` naming the field the
+    server named (`*` when there is none); the token never appears in errors. One connection
+    is kept open between calls; `close()` ends it.
     """
 
     def __init__(self, base_url: str, *, admin_token: str | None, timeout_s: float = 5.0) -> None:
+        import httpx
+
         self.url = base_url.rstrip("/") + "/v1/config"
-        self._headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
-        self._timeout_s = timeout_s
+        headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self._client = httpx.Client(headers=headers, timeout=timeout_s)
 
     def values(self) -> dict[str, Value]:
-        import httpx
-
-        response = httpx.get(self.url, headers=self._headers, timeout=self._timeout_s)
-        if response.status_code != 200:
-            raise ConfigUpdateRejected("*", f"GET {self.url}: HTTP {response.status_code}")
-        return _values_of(response.json())
+        return _values_of(self._call("GET", None))
 
     def apply(self, changes: Mapping[str, Value]) -> dict[str, tuple[Value, Value]]:
+        if not changes:
+            return {}
+        body = self._call("PATCH", dict(changes))
+        changed = body.get("changed", {}) if isinstance(body, dict) else {}
+        return {
+            name: (pair["old"], pair["new"])
+            for name, pair in changed.items()
+            if isinstance(pair, Mapping) and "old" in pair and "new" in pair
+        }
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, method: str, body: dict[str, Value] | None) -> Any:
         import httpx
 
-        response = httpx.patch(
-            self.url, json=dict(changes), headers=self._headers, timeout=self._timeout_s
+        try:
+            response = self._client.request(method, self.url, json=body)
+        except httpx.HTTPError as exc:
+            raise ConfigUpdateRejected("*", f"{method} {self.url}: {type(exc).__name__}") from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code == 200:
+            return data
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        error = error if isinstance(error, dict) else {}
+        message = error.get("message") or response.reason_phrase
+        field = error.get("field") or "*"
+        raise ConfigUpdateRejected(
+            str(field), f"{method} {self.url}: HTTP {response.status_code}: {message}"
         )
-        if response.status_code != 200:
-            detail = response.text[:300]
-            field = next((n for n in changes if n in detail), ",".join(changes))
-            raise ConfigUpdateRejected(field, f"HTTP {response.status_code}: {detail}")
-        body = response.json()
-        changed = body.get("changed", body) if isinstance(body, dict) else {}
-        out: dict[str, tuple[Value, Value]] = {}
-        for name, pair in changed.items():
-            if isinstance(pair, Mapping) and "old" in pair and "new" in pair:
-                out[name] = (pair["old"], pair["new"])
-            elif isinstance(pair, list | tuple) and len(pair) == 2:
-                out[name] = (pair[0], pair[1])
-        return out
 
 
 def _values_of(body: Any) -> dict[str, Value]:
-    data = body.get("values", body) if isinstance(body, dict) else {}
-    out: dict[str, Value] = {}
-    for name, value in data.items():
-        if isinstance(value, Mapping):
-            value = value.get("value")
-        if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-            out[name] = value
-    return out
+    data = body.get("values", {}) if isinstance(body, dict) else {}
+    return {
+        name: value
+        for name, value in data.items()
+        if value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+    }

@@ -19,9 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from orchestrator.config import LiveConfigSet
 from orchestrator.errors import OrchestratorError
 from orchestrator.pipeline import Pipeline
-from orchestrator.server import anthropic_api, openai_api, prometheus, prompt_api
+from orchestrator.server import anthropic_api, config_api, openai_api, prometheus, prompt_api
 from orchestrator.server.auth import TokenAuth
 from orchestrator.server.body_limit import BodyLimit
 from orchestrator.server.dashboard import mount_dashboard
@@ -49,6 +50,7 @@ def create_app(
     *,
     settings: ServerSettings | None = None,
     fleet_status: FleetStatus | None = None,
+    config: LiveConfigSet | None = None,
     start_pipeline: bool = True,
 ) -> FastAPI:
     """The FastAPI app serving `pipeline`.
@@ -57,7 +59,9 @@ def create_app(
     closes it when the server stops, in the server's event loop; pass False when you run the
     pipeline yourself in that loop. `settings` gives the bearer token (`api_key`) and the body
     limit; None means no auth and the default limit. `fleet_status`, when
-    given, is called on each `GET /v1/status` and its result shown under `"fleet"`.
+    given, is called on each `GET /v1/status` and its result shown under `"fleet"`. `config`
+    is what `/v1/config` and MCP `configure_pipeline` read and tune (default: the pipeline's
+    live config alone; the coordinator adds the fleet's).
     """
 
     @asynccontextmanager
@@ -79,18 +83,26 @@ def create_app(
     # Starlette's trailing-slash redirect is absolute, built from the request's Host (and it
     # keeps the query, a dashboard token included): the routes that need both forms have both.
     app.router.redirect_slashes = False
-    state = ServerState(pipeline=pipeline, settings=settings, fleet_status=fleet_status)
+    config = config if config is not None else LiveConfigSet(pipeline.live)
+    state = ServerState(
+        pipeline=pipeline, config=config, settings=settings, fleet_status=fleet_status
+    )
     app.state.orchestrator = state
     app.include_router(prompt_api.router)
+    app.include_router(config_api.router)
     app.include_router(anthropic_api.router)
     app.include_router(openai_api.router)
     app.include_router(prometheus.router(pipeline.snapshot, lambda: state.feedback.received_total))
-    mount_mcp(app, pipeline, settings=settings)
+    mount_mcp(app, pipeline, settings=settings, config=config)
     mount_dashboard(app, pipeline, fleet_status)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    if settings is not None and settings.api_key is not None:
-        app.add_middleware(TokenAuth, token=settings.api_key.reveal())
+    if settings is not None and settings.admin_token is not None:
+        app.add_middleware(
+            TokenAuth,
+            token=settings.api_key.reveal() if settings.api_key is not None else None,
+            admin_token=settings.admin_token.reveal(),
+        )
     # Outermost, so a page on another site learns nothing, not even whether a token is needed.
     app.add_middleware(OriginGuard, allowed_hosts=settings.allowed_hosts if settings else ())
     return app

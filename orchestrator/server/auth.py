@@ -7,11 +7,17 @@ only it) also takes `?token=<token>`; a browser that opens it without one gets a
 asking for the token instead of a JSON 401. `/health` stays open for liveness probes (it shows
 details only to callers that send the token: `is_authenticated`), and so does `/`, which only
 leads to the dashboard.
+
+Two tokens, two roles: the client token (`API_KEY`) may use every route; the admin token
+(`ADMIN_API_KEY`) may also change the live configuration (`PATCH /v1/config`, MCP
+`configure_pipeline`). Without an admin token the client token is both; with only an admin
+token every route is open and changing the configuration needs it. Routes ask `is_admin`.
 """
 
 from __future__ import annotations
 
 import hmac
+from enum import StrEnum
 from urllib.parse import parse_qsl
 
 from starlette.responses import HTMLResponse
@@ -19,10 +25,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.server.http_errors import ApiError, dialect_of, error_response
 
-__all__ = ["OPEN_PATHS", "QUERY_TOKEN_PATHS", "TokenAuth", "is_authenticated"]
+__all__ = ["OPEN_PATHS", "QUERY_TOKEN_PATHS", "Role", "TokenAuth", "is_admin", "is_authenticated"]
 
 OPEN_PATHS = frozenset({"/health", "/"})
-_AUTHENTICATED = "orchestrator.authenticated"  # the scope key TokenAuth sets on open paths
+_ROLE = "orchestrator.role"  # the scope key TokenAuth sets: a Role, or None on an open path
+
+
+class Role(StrEnum):
+    """What a request's token lets it do."""
+
+    CLIENT = "client"  # every route, but not changing the configuration
+    ADMIN = "admin"  # every route, the configuration included
 
 _TOKEN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>prompt-orchestrator: token</title>
@@ -67,23 +80,40 @@ def _presented_token(scope: Scope) -> bytes | None:
 
 class TokenAuth:
     """Refuses HTTP (401, in the caller's API dialect) and WebSocket (close 1008) requests
-    that do not carry `token`."""
+    that carry neither `token` nor `admin_token`, and records each request's `Role`.
 
-    def __init__(self, app: ASGIApp, *, token: str) -> None:
-        if not token:
-            raise ValueError("token must be a non-empty string")
+    `token` None leaves every route open (as `Role.CLIENT`); `admin_token` None makes `token`
+    the admin token too. At least one must be given.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, token: str | None, admin_token: str | None = None
+    ) -> None:
+        if token == "" or admin_token == "":
+            raise ValueError("token and admin_token must be non-empty strings (or None)")
+        if token is None and admin_token is None:
+            raise ValueError("token: give a client token, an admin token, or both")
         self.app = app
-        self._token = token.encode()
+        self._token = token.encode() if token is not None else None
+        self._admin_token = (admin_token or token or "").encode()
+
+    def _role(self, presented: bytes | None) -> Role | None:
+        if presented is not None and hmac.compare_digest(presented, self._admin_token):
+            return Role.ADMIN
+        if self._token is None:
+            return Role.CLIENT
+        if presented is not None and hmac.compare_digest(presented, self._token):
+            return Role.CLIENT
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        presented = _presented_token(scope)
-        valid = presented is not None and hmac.compare_digest(presented, self._token)
-        if valid or scope["path"] in OPEN_PATHS:
-            scope[_AUTHENTICATED] = valid
+        role = self._role(_presented_token(scope))
+        if role is not None or scope["path"] in OPEN_PATHS:
+            scope[_ROLE] = role
             await self.app(scope, receive, send)
             return
         if kind == "websocket":
@@ -98,8 +128,14 @@ class TokenAuth:
 
 
 def is_authenticated(scope: Scope) -> bool:
-    """Whether the request in `scope` proved the token (True on a server without one)."""
-    return bool(scope.get(_AUTHENTICATED, True))
+    """Whether the request in `scope` proved a token (True on a server without any)."""
+    return scope.get(_ROLE, Role.ADMIN) is not None
+
+
+def is_admin(scope: Scope) -> bool:
+    """Whether the request in `scope` may change the configuration: it proved the admin token
+    (True on a server without any token)."""
+    return scope.get(_ROLE, Role.ADMIN) is Role.ADMIN
 
 
 def _wants_page(scope: Scope) -> bool:

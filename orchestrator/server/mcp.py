@@ -7,6 +7,10 @@
 Tools: `infer`, `batch_infer`, `pipeline_status`, `configure_pipeline`. Every tool runs on the
 pipeline's event loop. Anticipated failures (a shed request, a spent budget, a bad tunable)
 come back as tool errors naming the problem; nothing a client sends crashes the server.
+
+`configure_pipeline` applies its changes through the server's `LiveConfigSet`, the code
+`PATCH /v1/config` calls. Over HTTP it needs the admin token; over stdio the client is the
+local user who started the process, and may.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field, StrictFloat, StrictInt
 
-from orchestrator.config import Tunables
-from orchestrator.errors import OrchestratorError
+from orchestrator.config import LiveConfigSet, Tunables
+from orchestrator.errors import InvalidTunable, OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority
+from orchestrator.server.auth import is_admin
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -149,13 +154,32 @@ async def _answer(pipeline: Pipeline, request: InferenceRequest) -> InferResult:
         raise ToolError(f"{type(exc).__name__}: {exc}") from exc
 
 
+MayConfigure = Callable[[Any], bool]
+"""Given the HTTP request a tool call came in (None over stdio), whether it may change the
+configuration."""
+
+
 def _tunables_help() -> str:
     names = ", ".join(f.name for f in dataclasses.fields(Tunables))
-    return f"Live values to change, by name. Known names: {names}."
+    return (
+        f"Live values to change, by name. Known names: {names} (and the fleet's agents and "
+        "lease_s on a coordinator's server; pipeline_status lists every one)."
+    )
 
 
-def create_mcp_server(pipeline: Pipeline, *, name: str = "orchestrator") -> MCPServer:
-    """An `MCPServer` whose tools call `pipeline`; the caller runs the pipeline."""
+def create_mcp_server(
+    pipeline: Pipeline,
+    *,
+    name: str = "orchestrator",
+    config: LiveConfigSet | None = None,
+    may_configure: MayConfigure = lambda request: True,
+) -> MCPServer:
+    """An `MCPServer` whose tools call `pipeline`; the caller runs the pipeline.
+
+    `config` is what `configure_pipeline` tunes (default: the pipeline's live config);
+    `may_configure` decides, per call, whether the caller may (default: always, as over stdio).
+    """
+    config = config if config is not None else LiveConfigSet(pipeline.live)
     server: MCPServer = MCPServer(
         name,
         instructions=(
@@ -237,8 +261,8 @@ def create_mcp_server(pipeline: Pipeline, *, name: str = "orchestrator") -> MCPS
         """The pipeline's live measurements (stages with queue depth and capacity, latency
         percentiles, throughput, errors, dedup, cache, breakers, cost) and its live config."""
         status = pipeline.snapshot().to_dict()
-        status["live_config"] = dataclasses.asdict(pipeline.live.current)
-        status["live_config_version"] = pipeline.live.version
+        status["live_config"] = config.values()
+        status["live_config_version"] = config.version
         return status
 
     @server.tool()
@@ -246,40 +270,57 @@ def create_mcp_server(pipeline: Pipeline, *, name: str = "orchestrator") -> MCPS
         changes: Annotated[
             dict[str, StrictInt | StrictFloat | None], Field(description=_tunables_help())
         ],
+        ctx: Context,
     ) -> ConfigureResult:
         """Change live pipeline values (concurrency, queue capacities, shed threshold, breaker,
         retry, rate limit, cache TTL) while traffic flows; returns exactly what changed,
-        old -> new. Invalid names or values change nothing."""
+        old -> new. Invalid names or values change nothing. Needs the admin token over HTTP."""
+        if not may_configure(ctx.request_context.request):
+            raise ToolError(
+                "changing the configuration needs the admin token (ADMIN_API_KEY, or API_KEY "
+                "when ADMIN_API_KEY is not set)"
+            )
         if not changes:
             raise ToolError("changes is empty: give at least one tunable name and value")
         try:
-            changed = pipeline.live.set(**changes)
-        except (ValueError, TypeError) as exc:
+            changed = config.apply(changes)
+        except InvalidTunable as exc:
             raise ToolError(f"nothing changed: {exc}") from exc
         return ConfigureResult(
             changed={k: ConfigChange(old=old, new=new) for k, (old, new) in changed.items()},
-            version=pipeline.live.version,
+            version=config.version,
         )
 
     return server
 
 
 def mount_mcp(
-    app: FastAPI, pipeline: Pipeline, *, settings: ServerSettings | None = None
+    app: FastAPI,
+    pipeline: Pipeline,
+    *,
+    settings: ServerSettings | None = None,
+    config: LiveConfigSet | None = None,
 ) -> MCPServer:
     """Serve the MCP tools over streamable HTTP at `/mcp` on `app`; call before the app starts.
 
     Adds the route and wraps the app's lifespan so the MCP session manager runs inside it (and
     stops before the pipeline does). On a loopback bind (`settings.host`, default 127.0.0.1)
     the SDK's DNS-rebinding protection accepts only loopback Host and Origin headers; a
-    non-loopback bind has a bearer token, which the app's auth middleware checks on `/mcp` too.
+    non-loopback bind has a bearer token, which the app's auth middleware checks on `/mcp` too;
+    `configure_pipeline` needs the admin token (the role that middleware recorded).
     """
-    server = create_mcp_server(pipeline)
+    server = create_mcp_server(pipeline, config=config, may_configure=_admin_request)
     host = settings.host if settings is not None else "127.0.0.1"
     mcp_app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
     app.router.routes.extend(mcp_app.routes)
     app.router.lifespan_context = _with_session_manager(app.router.lifespan_context, server)
     return server
+
+
+def _admin_request(request: Any) -> bool:
+    # Fail closed: a call over HTTP whose request we cannot see may not reconfigure.
+    scope = getattr(request, "scope", None)
+    return scope is not None and is_admin(scope)
 
 
 def _with_session_manager(

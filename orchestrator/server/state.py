@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
+from orchestrator.config import LiveConfigSet
 from orchestrator.pipeline import Pipeline
 from orchestrator.server.feedback import FeedbackLog
 from orchestrator.server.status import FleetStatus
@@ -18,10 +19,12 @@ __all__ = ["ServerState", "server_state", "state_of"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerState:
-    """The pipeline served, the settings it was started with, the fleet-status hook, the
-    feedback received, and the wall clock for the timestamps APIs put in answers."""
+    """The pipeline served, the live configuration clients may read and tune, the settings it
+    was started with, the fleet-status hook, the feedback received, and the wall clock for the
+    timestamps APIs put in answers."""
 
     pipeline: Pipeline
+    config: LiveConfigSet
     settings: ServerSettings | None = None
     fleet_status: FleetStatus | None = None
     feedback: FeedbackLog = field(default_factory=FeedbackLog)

@@ -240,10 +240,11 @@ def test_a_listener_registered_off_any_loop_runs_in_the_setting_thread() -> None
 
 
 def test_importing_the_config_loads_no_pipeline() -> None:
-    """`import orchestrator.config` is a leaf: no pipeline, stage or provider module loads."""
+    """`import orchestrator.config` loads only itself and the error tree (a leaf): no pipeline,
+    stage or provider module."""
     code = (
         "import sys, orchestrator.config; "
         "print(','.join(sorted(m for m in sys.modules if m.startswith('orchestrator'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "orchestrator,orchestrator.config"
+    assert out.stdout.strip() == "orchestrator,orchestrator.config,orchestrator.errors"
