@@ -1,9 +1,11 @@
 """The fleet: agent loops that claim tasks and run agent processes for them.
 
-Each loop is a thread that claims a task, starts the agent command in its own process
-group (output straight into the attempt's log file, so a chatty agent never blocks), renews
-the lease while the agent runs, kills the whole group on timeout or lost lease, runs the
-task's acceptance commands, and reports the outcome to the queue and to agent memory.
+Each loop is a thread that claims a task, starts the agent command under the supervisor
+(`coordinator.supervisor`: its own process group, output straight into the attempt's log
+file, so a chatty agent never blocks), renews the lease while the agent runs, ends it on
+timeout or lost lease, runs the task's acceptance commands, and reports the outcome to the
+queue and to agent memory. Whatever the outcome, nothing an agent started outlives its
+attempt.
 
 How many loops run and how long a lease lasts are `FleetTunables`, read live from a
 `LiveConfig`: raising `agents` starts loops at once; lowering it lets the loops above the
@@ -19,7 +21,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +33,7 @@ from coordinator.errors import LeaseLost
 from coordinator.lease import Owner
 from coordinator.metrics import EventKind, FleetEvent, FleetEvents, FleetMetrics, FleetSnapshot
 from coordinator.queue import Claim, FolderQueue
+from coordinator.supervisor import Supervised
 from coordinator.task import TaskState
 from memory_db.outcome import AttemptOutcome
 from orchestrator.config import check_bounds, tunable
@@ -51,9 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Each command runs under the supervisor, which takes its process group down if we die.
-_SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 
 
 class AttemptMemory(Protocol):
@@ -440,20 +439,16 @@ class Fleet:
         command: str,
         claim: Claim,
         cwd: Path,
-        env: Mapping[str, str],
-        log_file: object,
+        env: dict[str, str],
+        log_file: BinaryIO,
         stdin_path: Path | None,
         deadline: float,
     ) -> _Outcome:
-        """Run one command in its own process group (under the supervisor), renewing the lease
-        while it runs."""
+        """Run one command under the supervisor, renewing the lease while it runs; whatever
+        the outcome, nothing it started survives the return."""
         stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", _SUPERVISOR, str(os.getpid()), command], cwd=cwd,
-                env=env, stdin=stdin, stdout=log_file, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            proc = Supervised(command, cwd=cwd, env=env, stdin=stdin, stdout=log_file)
         finally:
             if stdin_path:
                 stdin.close()  # type: ignore[union-attr]
@@ -463,29 +458,22 @@ class Fleet:
             last_beat = self._clock()
             while True:
                 if self._kill.is_set():
-                    _kill_group(proc)
                     return _Outcome(None, "stopped")
                 # Wake often enough to notice a stop, the deadline and the next heartbeat.
-                wait_s = min(0.25, max(0.0, deadline - self._clock()))
-                try:
-                    return _Outcome(proc.wait(timeout=wait_s), "exited")
-                except subprocess.TimeoutExpired:
-                    pass
+                if proc.wait(min(0.25, max(0.0, deadline - self._clock()))):
+                    return _Outcome(proc.close(), "exited")
                 now = self._clock()
                 if now >= deadline:
-                    _kill_group(proc)
                     return _Outcome(None, "timed_out")
                 tunables = self._tunables()  # read live: a new lease applies at once
                 if now - last_beat >= tunables.heartbeat_s:
                     self.queue.heartbeat(claim.task.id, claim.token, lease_s=tunables.lease_s)
                     last_beat = now
         except LeaseLost as exc:
-            _kill_group(proc)
             log.warning("%s", exc)
             return _Outcome(None, "lease_lost")
         finally:
-            if proc.poll() is None:
-                _kill_group(proc)
+            proc.close()
 
     def _finish(
         self,
@@ -584,10 +572,3 @@ def _describe(outcome: _Outcome, what: str, timeout_s: float) -> str | None:
         return f"{what} exited with code {outcome.exit_code}"
     return None
 
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the process and everything it started, then reap it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)

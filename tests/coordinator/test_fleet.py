@@ -118,6 +118,42 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     assert ends_within(child)
 
 
+def _wait_for_pid(path: Path) -> str:
+    """Shell that waits (bounded) until `path` holds a pid written by a background job."""
+    return f"for i in $(seq 1000); do [ -s {path} ] && break; sleep 0.01; done"
+
+
+def test_background_jobs_do_not_outlive_a_successful_attempt(tmp_path):
+    """`sleep 45 & echo started`: the task is done, and the background sleep is gone."""
+    pid_file = tmp_path / "bg.pid"
+    queue = make_queue(tmp_path, ("bg.toml", 'prompt = "x"\n'))
+    run_fleet(queue, f"sleep 45 & echo $! > {pid_file}; echo started")
+    assert queue.get("bg").state == TaskState.DONE
+    assert queue.log_path("bg", 1).read_text() == "started\n"
+    assert ends_within(int(pid_file.read_text()))
+
+
+def test_a_grandchild_that_left_the_process_group_is_killed(tmp_path):
+    """A grandchild that calls setsid (its own session and group) and is orphaned is still
+    caught: the supervisor is its subreaper and kills it when the attempt ends."""
+    pid_file = tmp_path / "escaped.pid"
+    queue = make_queue(tmp_path, ("esc.toml", 'prompt = "x"\n'))
+    escape = f"(setsid sh -c 'echo $$ > {pid_file}; exec sleep 45' &)"
+    run_fleet(queue, f"{escape}; {_wait_for_pid(pid_file)}; echo started")
+    assert queue.get("esc").state == TaskState.DONE
+    assert ends_within(int(pid_file.read_text()))
+
+
+def test_a_timed_out_attempt_kills_descendants_outside_its_group(tmp_path):
+    """On timeout the supervisor is asked to stop: the setsid grandchild dies with it."""
+    pid_file = tmp_path / "escaped.pid"
+    queue = make_queue(tmp_path, ("slow.toml", 'prompt = "x"\ntimeout_s = 1\nmax_attempts = 1\n'))
+    escape = f"(setsid sh -c 'echo $$ > {pid_file}; exec sleep 45' &)"
+    run_fleet(queue, f"{escape}; {_wait_for_pid(pid_file)}; sleep 300")
+    assert queue.get("slow").history[0].outcome == "timed_out"
+    assert ends_within(int(pid_file.read_text()))
+
+
 def test_an_agent_printing_50_mb_is_not_blocked(tmp_path):
     """Large output streams to the log file while the agent runs; nothing blocks or is lost."""
     queue = make_queue(tmp_path, ("loud.toml", 'prompt = "x"\n'))
@@ -221,7 +257,6 @@ def test_fleet_tunables_are_validated(bad):
     """Nonsense tunables raise ValueError naming the parameter."""
     with pytest.raises(ValueError, match=next(iter(bad))):
         FleetTunables(**bad)
-
 
 
 def test_every_attempt_is_recorded_in_agent_memory(tmp_path):
