@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "LearnerStore": "intelligence.router",
     "Policy": "intelligence.router",
     "RewardWeights": "intelligence.router",
+    "LearnedRouting": "intelligence.routing",
     "Complexity": "intelligence.complexity",
     "ComplexityLevel": "intelligence.complexity",
     "score_complexity": "intelligence.complexity",
@@ -89,6 +90,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; `X as X` marks a re-export
     from intelligence.router import LearnerStore as LearnerStore
     from intelligence.router import Policy as Policy
     from intelligence.router import RewardWeights as RewardWeights
+    from intelligence.routing import LearnedRouting as LearnedRouting
     from intelligence.verify import PairVerifier as PairVerifier
 
 

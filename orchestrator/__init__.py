@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         PipelineClosed,
         ProviderError,
     )
+    from orchestrator.feedback import Feedback, FeedbackLog
     from orchestrator.metrics import MetricsSnapshot, ProviderSnapshot, StageSnapshot
     from orchestrator.pipeline import Pipeline
     from orchestrator.providers.anthropic import AnthropicWorker
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         Usage,
     )
     from orchestrator.resilience.coalesce import DedupHook
+    from orchestrator.routing import FallbackRouter, Route, RouteOutcome, Router
     from orchestrator.stages.postprocess import QualityHook
 
 # Where each public name lives; `__getattr__` imports it on first access.
@@ -55,6 +57,9 @@ _HOMES: dict[str, str] = {
     "DeadlineExceeded": "orchestrator.errors",
     "DedupHook": "orchestrator.resilience.coalesce",
     "EchoWorker": "orchestrator.providers.echo",
+    "FallbackRouter": "orchestrator.routing",
+    "Feedback": "orchestrator.feedback",
+    "FeedbackLog": "orchestrator.feedback",
     "InferenceRequest": "orchestrator.request",
     "InferenceResponse": "orchestrator.request",
     "LiveConfig": "orchestrator.config",
@@ -71,6 +76,9 @@ _HOMES: dict[str, str] = {
     "ProviderError": "orchestrator.errors",
     "ProviderSnapshot": "orchestrator.metrics",
     "QualityHook": "orchestrator.stages.postprocess",
+    "Route": "orchestrator.routing",
+    "RouteOutcome": "orchestrator.routing",
+    "Router": "orchestrator.routing",
     "StageSnapshot": "orchestrator.metrics",
     "StreamChunk": "orchestrator.request",
     "Tunables": "orchestrator.config",
@@ -87,6 +95,9 @@ __all__ = [
     "DeadlineExceeded",
     "DedupHook",
     "EchoWorker",
+    "FallbackRouter",
+    "Feedback",
+    "FeedbackLog",
     "InferenceRequest",
     "InferenceResponse",
     "LiveConfig",
@@ -103,6 +114,9 @@ __all__ = [
     "ProviderError",
     "ProviderSnapshot",
     "QualityHook",
+    "Route",
+    "RouteOutcome",
+    "Router",
     "StageSnapshot",
     "StreamChunk",
     "Tunables",

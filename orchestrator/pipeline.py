@@ -18,13 +18,20 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from orchestrator.config import Change, LiveConfig, PipelineConfig
 from orchestrator.cost import Budget, PriceTable
-from orchestrator.errors import DeadlineExceeded, Overloaded, PipelineClosed
+from orchestrator.errors import (
+    CircuitOpen,
+    DeadlineExceeded,
+    Overloaded,
+    PipelineClosed,
+    ProviderError,
+)
+from orchestrator.feedback import FeedbackLog
 from orchestrator.metrics import MetricsSnapshot, PipelineMetrics, ProviderSnapshot, StageSnapshot
 from orchestrator.providers.base import Worker
 from orchestrator.request import InferenceRequest, InferenceResponse, StreamChunk
@@ -35,12 +42,13 @@ from orchestrator.resilience.priority import PriorityQueue
 from orchestrator.resilience.ratelimit import RateLimiter
 from orchestrator.resilience.retry import RetryPolicy
 from orchestrator.retrieval import DocumentIndex
+from orchestrator.routing import FallbackRouter, ProviderCapabilities, Route, Router
 from orchestrator.stages.assemble import AssembleStage
-from orchestrator.stages.inference import InferenceStage, Route, shard_for
+from orchestrator.stages.inference import InferenceStage, shard_for
 from orchestrator.stages.job import Job
 from orchestrator.stages.postprocess import PostProcessStage, QualityHook
 from orchestrator.stages.rag import RagStage
-from orchestrator.stages.stream import StreamStage
+from orchestrator.stages.stream import StreamStage, response_for
 
 __all__ = ["Pipeline"]
 
@@ -55,8 +63,12 @@ class Pipeline:
     used as is, and whoever holds it may change values while the pipeline runs).
     `clock` times breakers, rate limits, ageing and latencies; `sleep` waits retry backoffs;
     `rng` jitters them (seeded from `config.seed` when not given). `cache` overrides the
-    response cache the config would build. Raises ValueError for no workers, duplicate worker
-    names, or a `fallback_order` naming an unknown worker.
+    response cache the config would build. `router` orders the providers for each request
+    and hears every attempt's outcome (default `FallbackRouter`: the configured order).
+    `quality_hooks` see every final answer, plain or streamed (`QualityHook`); `feedback`
+    attributes later verdicts (`POST /v1/feedback`) to the provider and model of the answer.
+    Raises ValueError for no workers, duplicate worker names, or a `fallback_order` naming an
+    unknown worker.
     """
 
     def __init__(
@@ -70,6 +82,7 @@ class Pipeline:
         cache: ResponseCache | None = None,
         quality_hooks: Sequence[QualityHook] = (),
         dedup_hooks: Sequence[DedupHook] = (),
+        router: Router | None = None,
     ) -> None:
         if not workers:
             raise ValueError("workers: a pipeline needs at least one Worker")
@@ -84,6 +97,8 @@ class Pipeline:
 
         self.config = config
         self.live = live if live is not None else LiveConfig(config.tunables)
+        self.router: Router = router if router is not None else FallbackRouter()
+        self.feedback = FeedbackLog()
         self._clock = clock
         self._started_at = clock()
         self.metrics = PipelineMetrics(window=config.metrics_window, clock=clock)
@@ -173,6 +188,7 @@ class Pipeline:
             fail=self._fail,
             finish_stream=self._finish_stream,
             attempt_timeout_s=config.attempt_timeout_s,
+            router=self.router,
             clock=clock,
             sleep=sleep,
         )
@@ -355,6 +371,62 @@ class Pipeline:
             unpriced_models=dict(self.prices.unpriced),
         )
 
+    # -- what the providers can do (for the front doors) -----------------------------------
+
+    def capabilities(self) -> tuple[ProviderCapabilities, ...]:
+        """Each provider's name, default model, native body formats and whether it counts
+        tokens itself, in the configured order."""
+        return tuple(
+            ProviderCapabilities(
+                name=r.name,
+                default_model=r.worker.default_model,
+                native_formats=r.native_formats,
+                counts_tokens=callable(getattr(r.worker, "count_tokens", None)),
+            )
+            for r in self.routes
+        )
+
+    def takes_native(self, native_format: str) -> bool:
+        """Whether some provider takes native request bodies of `native_format`."""
+        return any(native_format in r.native_formats for r in self.routes)
+
+    async def count_tokens(
+        self, body: Mapping[str, Any], *, beta: str | None = None, version: str | None = None
+    ) -> dict[str, Any] | None:
+        """The first token-counting provider's count of a native Messages `body` (the JSON it
+        answers), or None when no provider counts or every counting one's breaker is open.
+
+        Counting is not inference: it is not queued or billed (nor counted in
+        `upstream_calls`), but it goes through the provider's breaker and is counted among that
+        provider's calls. Raises `ProviderError`.
+        """
+        for route in self.routes:
+            count = getattr(route.worker, "count_tokens", None)
+            if not callable(count):
+                continue
+            try:
+                route.breaker.allow()
+            except CircuitOpen:
+                continue
+            route.calls_total += 1
+            try:
+                counted: dict[str, Any] = await count(
+                    body, timeout_s=self.config.default_timeout_s, beta=beta, version=version
+                )
+            except ProviderError as exc:
+                route.failures_total += 1
+                if exc.retryable and exc.status != 429:
+                    route.breaker.record_failure()
+                else:
+                    route.breaker.record_success()
+                raise
+            except BaseException:
+                route.breaker.release()
+                raise
+            route.breaker.record_success()
+            return counted
+        return None
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _submit(self, request: InferenceRequest, *, stream: bool) -> Job:
@@ -409,8 +481,27 @@ class Pipeline:
         self._push(self._stream_queue, job)
 
     def _in_stream(self, job: Job) -> None:
-        self.stream_stage.process(job)
+        delivered = self.stream_stage.process(job)
         self.metrics.stage_done("stream", self._clock() - job.enqueued_at)
+        if not job.stream:
+            self._answered(job, delivered)
+
+    def _answered(self, job: Job, delivered: Sequence[InferenceResponse]) -> None:
+        """The one place a final answer is observed, plain or streamed: feedback attribution
+        for every caller's response, then the quality hooks on the leader's answer."""
+        for response in delivered:
+            self.feedback.answered(response)
+        if self.postprocess.hooks:
+            leader = next((r for r in delivered if not r.deduped), None)
+            if leader is None:  # its caller left; the hooks still judge the answer it made
+                leader = response_for(job, job, self._final_text(job), self._clock())
+            self.postprocess.run_hooks(job.assembled, leader)
+
+    @staticmethod
+    def _final_text(job: Job) -> str:
+        if job.broadcast is not None:
+            return job.broadcast.text
+        return job.text
 
     def _push(self, queue: PriorityQueue[Job], job: Job) -> None:
         if queue is not self._rag_queue:  # it leaves a stage (its shard queue: "inference[i]")
@@ -472,6 +563,7 @@ class Pipeline:
             )
         broadcast.close(error)
         now = self._clock()
+        delivered: list[InferenceResponse] = []
         for each in (job, *job.followers):
             future = each.future
             if not future.done():
@@ -480,10 +572,12 @@ class Pipeline:
                 continue  # the caller left or already failed (and was counted then)
             if error is None:
                 self.metrics.completed(now - each.submitted_at, now)
+                if job.completion is not None:
+                    delivered.append(response_for(job, each, broadcast.text, now))
             else:
                 self.metrics.failed(error, now - each.submitted_at, now)
-        if error is None and self.postprocess.hooks:
-            self.postprocess.run_hooks(job.assembled, broadcast.text)
+        if error is None and job.completion is not None:
+            self._answered(job, delivered)
         self._land(job)
 
     def _cancelled(self, job: Job) -> None:

@@ -44,7 +44,6 @@ from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.pipeline import Pipeline
-from orchestrator.providers.anthropic import AnthropicWorker
 from orchestrator.request import (
     ANTHROPIC_BETA,
     ANTHROPIC_VERSION,
@@ -194,7 +193,7 @@ def native_field(body: Mapping[str, Any], *, ignore_hints: bool = False) -> str 
 
 def takes_native(pipeline: Pipeline, native_format: str = NATIVE_ANTHROPIC) -> bool:
     """True when some provider of `pipeline` takes native bodies of `native_format`."""
-    return any(native_format in route.native_formats for route in pipeline.routes)
+    return pipeline.takes_native(native_format)
 
 
 def client_retries(headers: Mapping[str, str]) -> bool:
@@ -418,17 +417,14 @@ async def count_tokens(
     anthropic_version: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Response:
     data = await json_object(http)
-    # Counting is not inference: it is neither queued nor billed, so it goes straight to the
-    # first Anthropic provider, which counts exactly; the body goes as it came.
-    for route in state.pipeline.routes:
-        if isinstance(route.worker, AnthropicWorker):
-            _model_of(data)
-            counted = await route.worker.count_tokens(
-                data,
-                timeout_s=state.pipeline.config.default_timeout_s,
-                beta=anthropic_beta,
-                version=anthropic_version,
-            )
+    # A provider that counts (Anthropic) counts exactly, the body as it came; with none (or
+    # its breaker open) the pipeline's estimate answers, marked as such.
+    if any(c.counts_tokens for c in state.pipeline.capabilities()):
+        _model_of(data)
+        counted = await state.pipeline.count_tokens(
+            data, beta=anthropic_beta, version=anthropic_version
+        )
+        if counted is not None:
             return JSONResponse(counted)
     body: CountTokensBody = validated(CountTokensBody, data)
     system = None if body.system is None else _text_of(body.system)

@@ -92,7 +92,8 @@ def create_app(
     app.include_router(config_api.router)
     app.include_router(anthropic_api.router)
     app.include_router(openai_api.router)
-    app.include_router(prometheus.router(pipeline.snapshot, lambda: state.feedback.received_total))
+    feedback = pipeline.feedback
+    app.include_router(prometheus.router(pipeline.snapshot, lambda: feedback.received_total))
     mount_mcp(app, pipeline, settings=settings, config=config)
     mount_dashboard(app, pipeline, fleet_status)
     _install_error_handlers(app)

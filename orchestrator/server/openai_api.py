@@ -218,11 +218,11 @@ async def models(state: State) -> dict[str, Any]:
         "object": "list",
         "data": [
             {
-                "id": route.worker.default_model,
+                "id": provider.default_model,
                 "object": "model",
                 "created": 0,
-                "owned_by": route.name,
+                "owned_by": provider.name,
             }
-            for route in state.pipeline.routes
+            for provider in state.pipeline.capabilities()
         ],
     }

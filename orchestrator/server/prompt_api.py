@@ -16,7 +16,6 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority, StreamChunk
 from orchestrator.resilience.breaker import BreakerState
 from orchestrator.server.auth import is_authenticated
-from orchestrator.server.feedback import Feedback
 from orchestrator.server.http_errors import field_path, from_exception
 from orchestrator.server.state import ServerState, server_state, state_of
 from orchestrator.server.status import status_payload
@@ -195,8 +194,15 @@ async def _answer_ws(websocket: WebSocket, state: ServerState, message: str) -> 
 
 @router.post("/v1/feedback", status_code=202, summary="Record feedback on an answer")
 async def feedback(body: FeedbackBody, state: State) -> dict[str, Any]:
-    state.feedback.add(Feedback(request_id=body.request_id, score=body.score, comment=body.comment))
-    return {"accepted": True, "request_id": body.request_id}
+    """Recorded in the pipeline's `FeedbackLog`, attributed to the provider and model that
+    produced that request's answer (both null when the request id is not remembered)."""
+    recorded = state.pipeline.feedback.record(body.request_id, body.score, body.comment)
+    return {
+        "accepted": True,
+        "request_id": body.request_id,
+        "provider": recorded.provider,
+        "model": recorded.model,
+    }
 
 
 @router.head("/health", include_in_schema=False)
@@ -221,5 +227,5 @@ async def health(request: Request, state: State) -> JSONResponse:
 @router.get("/v1/status", summary="The pipeline's metrics snapshot (and the fleet's, if attached)")
 async def status(state: State) -> dict[str, Any]:
     data = status_payload(state.pipeline, state.fleet_status)
-    data["feedback_total"] = state.feedback.received_total
+    data["feedback_total"] = state.pipeline.feedback.received_total
     return data

@@ -1,7 +1,7 @@
 """The pipeline's stages: RAG → Assemble → Inference → Post-process → Stream."""
 
 from orchestrator.stages.assemble import AssembleStage
-from orchestrator.stages.inference import InferenceStage, Route
+from orchestrator.stages.inference import InferenceStage
 from orchestrator.stages.job import Job
 from orchestrator.stages.postprocess import PostProcessStage, QualityHook
 from orchestrator.stages.rag import RagStage
@@ -14,6 +14,5 @@ __all__ = [
     "PostProcessStage",
     "QualityHook",
     "RagStage",
-    "Route",
     "StreamStage",
 ]

@@ -1,5 +1,6 @@
 """Inference stage: sharded queues, a live concurrency limit, and for each request the cache,
-then breaker → rate limit → call → retry/fallback across the configured providers."""
+then breaker → rate limit → call → retry/fallback across the providers, in the order the
+`Router` gives, each attempt reported back to it."""
 
 from __future__ import annotations
 
@@ -16,24 +17,23 @@ from collections.abc import Awaitable, Callable, Sequence
 from orchestrator.cost import Budget, PriceTable
 from orchestrator.errors import CircuitOpen, DeadlineExceeded, ProviderError
 from orchestrator.metrics import PipelineMetrics
-from orchestrator.providers.base import Worker
 from orchestrator.request import (
     Completion,
     InferenceRequest,
     StreamChunk,
     Usage,
 )
-from orchestrator.resilience.breaker import BreakerState, CircuitBreaker
+from orchestrator.resilience.breaker import BreakerState
 from orchestrator.resilience.cache import CachedAnswer, ResponseCache
 from orchestrator.resilience.coalesce import Broadcast
 from orchestrator.resilience.priority import PriorityQueue
-from orchestrator.resilience.ratelimit import RateLimiter
 from orchestrator.resilience.retry import RetryPolicy
+from orchestrator.routing import ErrorClass, FallbackRouter, Route, RouteOutcome, Router
 from orchestrator.stages.job import Job
 from orchestrator.stages.postprocess import normalise_chunk
 from orchestrator.tokens import estimate_tokens
 
-__all__ = ["ConcurrencyLimit", "InferenceStage", "Route", "shard_for"]
+__all__ = ["ConcurrencyLimit", "InferenceStage", "shard_for"]
 
 log = logging.getLogger(__name__)
 
@@ -44,34 +44,6 @@ def shard_for(session_id: str, shards: int) -> int:
     """The shard a session always lands on: a stable hash, the same in every process."""
     digest = hashlib.blake2b(session_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % shards
-
-
-class Route:
-    """One provider as the pipeline uses it: the worker, its breaker and its rate limiter."""
-
-    __slots__ = (
-        "breaker",
-        "calls_total",
-        "failures_total",
-        "free",
-        "limiter",
-        "name",
-        "native_formats",
-        "rate_limited_total",
-        "worker",
-    )
-
-    def __init__(self, worker: Worker, *, breaker: CircuitBreaker, limiter: RateLimiter) -> None:
-        self.worker = worker
-        self.name = worker.name
-        self.native_formats: frozenset[str] = frozenset(getattr(worker, "native_formats", ()))
-        # A worker that costs nothing whatever model a request names (the offline echo).
-        self.free: bool = bool(getattr(worker, "free", False))
-        self.rate_limited_total = 0
-        self.breaker = breaker
-        self.limiter = limiter
-        self.calls_total = 0
-        self.failures_total = 0
 
 
 class ConcurrencyLimit:
@@ -114,20 +86,23 @@ class ConcurrencyLimit:
 class InferenceStage:
     """Runs each job's upstream call in its own task, at most `inference_concurrency` at once.
 
-    Per job: a cache hit answers at once. Otherwise each round tries the providers in fallback
-    order, skipping those whose breaker is open or whose rate limit is spent; a retryable failure
-    moves on to the next provider at once, so a dead primary costs one failed call (none once its
-    breaker is open). An attempt with providers still untried in its round gets at most half the
-    time left (and at most `attempt_timeout_s`), so a hung provider leaves time for the next.
+    Per job: a cache hit answers at once. Otherwise each round tries the providers in the order
+    `router.order` gave for the job (default `FallbackRouter`: the configured order), skipping
+    those whose breaker is open or whose rate limit is spent; a retryable failure moves on to
+    the next provider at once, so a dead primary costs one failed call (none once its breaker
+    is open). An attempt with providers still untried in its round gets at most half the time
+    left (and at most `attempt_timeout_s`), so a hung provider leaves time for the next.
     When a whole round fails, `RetryPolicy` decides the backoff before the next round.
     Non-retryable errors end the job. A stream that has sent chunks is never retried.
     A 429 is backpressure, not a fault: it never counts against the breaker; it pauses that
     provider's rate limiter for the Retry-After it names (else a second) and the retry waits at
     least as long. A request whose client retries by itself (`client_retries`) gets one round.
-    A request naming a `model` sends it to the first provider in the order only; fallbacks
-    answer with their own default model. Only the answered call is billed. A native request
-    (`InferenceRequest.native`) goes only to providers that take its format (fallback among
-    those); with none, it fails with a non-retryable `ProviderError` (status 400).
+    A request naming a `model` sends it to the configured primary only (the first of the
+    providers that can serve it); the others answer with their own default model. Every
+    attempt made is reported to `router.record` (skipped providers made none). Only the
+    answered call is billed. A native request (`InferenceRequest.native`) goes only to
+    providers that take its format (fallback among those); with none, it fails with a
+    non-retryable `ProviderError` (status 400).
     """
 
     def __init__(
@@ -149,6 +124,7 @@ class InferenceStage:
         fail: Callable[[Job, BaseException], None],
         finish_stream: Callable[[Job, BaseException | None], None],
         attempt_timeout_s: float | None = None,
+        router: Router | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -170,6 +146,9 @@ class InferenceStage:
         self._finish_stream = finish_stream
         self._sleep = sleep
         self._attempt_timeout_s = attempt_timeout_s
+        self.router: Router = router if router is not None else FallbackRouter()
+        self.router_errors = 0
+        self._clock = clock
         self.limit = ConcurrencyLimit(concurrency)
         self.queues: tuple[PriorityQueue[Job], ...] = tuple(
             PriorityQueue(
@@ -264,8 +243,8 @@ class InferenceStage:
             if job.stream:
                 await self._run_stream(job)
                 return
-            completion, route = await self._call(job, self._complete_attempt)
-            await self._settle(job, completion, route)
+            completion, route, cost_usd = await self._call(job, self._complete_attempt)
+            await self._settle(job, completion, route, cost_usd)
             self._forward(job)
         except Exception as exc:
             self._fail(job, exc)
@@ -276,8 +255,8 @@ class InferenceStage:
         if job.broadcast.closed:
             return
         try:
-            completion, route = await self._call(job, self._stream_attempt)
-            await self._settle(job, completion, route)
+            completion, route, cost_usd = await self._call(job, self._stream_attempt)
+            await self._settle(job, completion, route, cost_usd)
         except asyncio.CancelledError as exc:
             self._finish_stream(job, exc)
             raise
@@ -300,8 +279,12 @@ class InferenceStage:
             )
             self._finish_stream(job, None)
 
-    async def _settle(self, job: Job, completion: Completion, route: Route) -> None:
-        cost_usd = 0.0 if route.free else self._prices.cost_usd(completion.model, completion.usage)
+    def _cost_usd(self, route: Route, completion: Completion) -> float:
+        return 0.0 if route.free else self._prices.cost_usd(completion.model, completion.usage)
+
+    async def _settle(
+        self, job: Job, completion: Completion, route: Route, cost_usd: float
+    ) -> None:
         job.completion, job.provider, job.cost_usd = completion, route.name, cost_usd
         self._budget.charge(job.request.session_id, cost_usd)
         self._metrics.cost_usd_total += cost_usd
@@ -387,10 +370,56 @@ class InferenceStage:
             )
         return routes
 
-    async def _call(self, job: Job, attempt: Attempt) -> tuple[Completion, Route]:
+    def _ordered(self, request: InferenceRequest, candidates: tuple[Route, ...]) -> list[Route]:
+        # A router bug must not fail requests: the configured order serves instead.
+        try:
+            ordered = [r for r in self.router.order(request, candidates) if r in candidates]
+        except Exception:
+            self.router_errors += 1
+            log.exception("router %r failed to order request %s", self.router, request.request_id)
+            return list(candidates)
+        if not ordered:
+            raise ProviderError(
+                "pipeline",
+                f"the router left none of {[r.name for r in candidates]!r} to try",
+                retryable=False,
+            )
+        return ordered
+
+    def _record(
+        self,
+        route: Route,
+        request: InferenceRequest,
+        started: float,
+        *,
+        completion: Completion | None = None,
+        cost_usd: float = 0.0,
+        error: ErrorClass | None = None,
+        status: int | None = None,
+    ) -> None:
+        outcome = RouteOutcome(
+            request=request,
+            provider=route.name,
+            model=completion.model if completion else request.model or route.worker.default_model,
+            latency_ms=(self._clock() - started) * 1000,
+            cost_usd=cost_usd,
+            usage=completion.usage if completion else None,
+            error=error,
+            status=status,
+        )
+        try:
+            self.router.record(route, outcome)
+        except Exception:  # the router learns; it must never fail the request
+            self.router_errors += 1
+            log.exception("router %r failed to record an outcome", self.router)
+
+    async def _call(self, job: Job, attempt: Attempt) -> tuple[Completion, Route, float]:
+        """The answer, the route that gave it and what it cost (priced once, here)."""
         loop = asyncio.get_running_loop()
         metrics = self._metrics
-        routes = self._routes_for(job.assembled)
+        candidates = self._routes_for(job.assembled)
+        primary = candidates[0]
+        routes = self._ordered(job.assembled, candidates)
         rounds = 0
         last = len(routes) - 1
         while True:
@@ -422,23 +451,27 @@ class InferenceStage:
                     timeout_s = min(timeout_s, self._attempt_timeout_s)
                 metrics.upstream_calls += 1
                 route.calls_total += 1
+                request = job.assembled
+                if route is not primary and request.model is not None:
+                    # a model name belongs to the primary; the others use their own default
+                    request = dataclasses.replace(request, model=None)
+                started = self._clock()
                 try:
-                    request = job.assembled
-                    if index and request.model is not None:
-                        # a model name belongs to the primary; a fallback uses its own default
-                        request = dataclasses.replace(request, model=None)
                     completion = await attempt(job, request, route, timeout_s)
                 except ProviderError as exc:
                     error = exc
+                    error_class = ErrorClass.of(exc)
                 except TimeoutError:
                     error = ProviderError(
                         route.name, f"timed out after {timeout_s:.3g}s", retryable=True
                     )
+                    error_class = ErrorClass.TIMEOUT
                 except asyncio.CancelledError:
                     breaker.release()
                     raise
                 except Exception as exc:
                     breaker.release()
+                    self._record(route, request, started, error=ErrorClass.WORKER)
                     raise ProviderError(
                         route.name, f"worker raised {type(exc).__name__}: {exc}", retryable=False
                     ) from exc
@@ -446,7 +479,12 @@ class InferenceStage:
                     breaker.record_success()
                     if index > 0:
                         metrics.fallbacks += 1
-                    return completion, route
+                    cost_usd = self._cost_usd(route, completion)
+                    self._record(
+                        route, request, started, completion=completion, cost_usd=cost_usd
+                    )
+                    return completion, route, cost_usd
+                self._record(route, request, started, error=error_class, status=error.status)
                 route.failures_total += 1
                 if not error.retryable:
                     breaker.record_success()  # the provider is up; the request is at fault

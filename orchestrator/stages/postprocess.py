@@ -1,4 +1,5 @@
-"""Post-process stage: normalises answers and runs quality hooks on them."""
+"""Post-process stage: normalises answers; holds the quality hooks the pipeline runs on each
+final answer."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from orchestrator.request import InferenceRequest
+from orchestrator.request import InferenceRequest, InferenceResponse
 from orchestrator.resilience.coalesce import normalise_text
 from orchestrator.stages.job import Job
 
@@ -17,13 +18,15 @@ log = logging.getLogger(__name__)
 
 @runtime_checkable
 class QualityHook(Protocol):
-    """Looks at each final answer (a whole completion, or a stream once it has ended).
+    """Looks at each final answer: the request as sent upstream and the whole
+    `InferenceResponse` (text, provider, model, latency, cost, usage, whether it was cached),
+    for a completion once it is made and for a stream once it has ended.
 
-    Hooks observe; an exception from one is logged and counted in `hook_errors`, never
-    passed to the caller.
+    Hooks run on the event loop and observe; an exception from one is logged and counted in
+    `hook_errors`, never passed to the caller.
     """
 
-    def __call__(self, request: InferenceRequest, text: str) -> None: ...
+    def __call__(self, request: InferenceRequest, response: InferenceResponse) -> None: ...
 
 
 def normalise_chunk(text: str) -> str:
@@ -32,7 +35,8 @@ def normalise_chunk(text: str) -> str:
 
 
 class PostProcessStage:
-    """Completions: line endings to \\n, trailing blanks removed; then the hooks."""
+    """Completions: line endings to \\n, trailing blanks removed. `run_hooks` is the one place
+    quality hooks run (the pipeline calls it for completions and for streams alike)."""
 
     __slots__ = ("hook_errors", "hooks")
 
@@ -45,14 +49,12 @@ class PostProcessStage:
             return True  # chunks are normalised as they arrive; hooks run when the stream ends
         assert job.completion is not None
         job.text = normalise_text(job.completion.text)
-        if self.hooks:
-            self.run_hooks(job.assembled, job.text)
         return True
 
-    def run_hooks(self, request: InferenceRequest, text: str) -> None:
+    def run_hooks(self, request: InferenceRequest, response: InferenceResponse) -> None:
         for hook in self.hooks:
             try:
-                hook(request, text)
+                hook(request, response)
             except Exception:
                 self.hook_errors += 1
                 log.exception("quality hook %r failed on request %s", hook, request.request_id)

@@ -9,7 +9,28 @@ from orchestrator.metrics import PipelineMetrics
 from orchestrator.request import InferenceResponse
 from orchestrator.stages.job import Job
 
-__all__ = ["StreamStage"]
+__all__ = ["StreamStage", "response_for"]
+
+
+def response_for(leader: Job, job: Job, text: str, now: float) -> InferenceResponse:
+    """The response `job`'s caller gets from `leader`'s answer `text` (the same job, or the
+    leader it was coalesced with: then `deduped`, at no cost)."""
+    completion = leader.completion
+    assert completion is not None
+    is_leader = job is leader
+    return InferenceResponse(
+        text=text,
+        usage=completion.usage,
+        cost_usd=leader.cost_usd if is_leader else 0.0,
+        provider=leader.provider,
+        model=completion.model,
+        latency_ms=(now - job.submitted_at) * 1000,
+        request_id=job.request.request_id,
+        deduped=not is_leader,
+        cached=leader.cached,
+        finish_reason=completion.finish_reason,
+        native=completion.native,
+    )
 
 
 class StreamStage:
@@ -30,41 +51,28 @@ class StreamStage:
         self._land = land
         self._clock = clock
 
-    def process(self, job: Job) -> bool:
+    def process(self, job: Job) -> list[InferenceResponse]:
+        """Deliver `job`'s answer to its caller and followers. For a completion, returns the
+        response of every caller still waiting (the leader's first); for a stream, none."""
         if job.stream:
             for each in (job, *job.followers):
                 self.deliver_stream(job, each)
-            return False
+            return []
         now = self._clock()
-        completion = job.completion
-        assert completion is not None
         metrics = self._metrics
+        delivered: list[InferenceResponse] = []
         for each in (job, *job.followers):
             if each.timer is not None:
                 each.timer.cancel()
                 each.timer = None
             if each.future.done():
                 continue
-            leader = each is job
-            latency_s = now - each.submitted_at
-            each.future.set_result(
-                InferenceResponse(
-                    text=job.text,
-                    usage=completion.usage,
-                    cost_usd=job.cost_usd if leader else 0.0,
-                    provider=job.provider,
-                    model=completion.model,
-                    latency_ms=latency_s * 1000,
-                    request_id=each.request.request_id,
-                    deduped=not leader,
-                    cached=job.cached,
-                    finish_reason=completion.finish_reason,
-                    native=completion.native,
-                )
-            )
-            metrics.completed(latency_s, now)
+            response = response_for(job, each, job.text, now)
+            each.future.set_result(response)
+            delivered.append(response)
+            metrics.completed(now - each.submitted_at, now)
         self._land(job)
-        return False
+        return delivered
 
     def deliver_stream(self, leader: Job, job: Job) -> None:
         """Give `job`'s caller the leader's broadcast (outcome is recorded when it ends)."""

@@ -25,6 +25,7 @@ def test_public_names_are_exactly_the_curated_surface() -> None:
             "IntelligenceError",
             "LLMJudge",
             "LearnedRouter",
+            "LearnedRouting",
             "LearnerStateError",
             "LearnerStore",
             "LexicalEmbedder",

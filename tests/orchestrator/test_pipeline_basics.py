@@ -8,6 +8,7 @@ from pipeline_fakes import ScriptedWorker
 from orchestrator import (
     EchoWorker,
     InferenceRequest,
+    InferenceResponse,
     Pipeline,
     PipelineClosed,
     PipelineConfig,
@@ -47,10 +48,10 @@ async def test_quality_hooks_see_every_final_answer() -> None:
     """Hooks get completions and finished streams; a failing hook does not fail the request."""
     seen: list[str] = []
 
-    def record(request: InferenceRequest, text: str) -> None:
-        seen.append(text)
+    def record(request: InferenceRequest, response: InferenceResponse) -> None:
+        seen.append(response.text)
 
-    def broken(request: InferenceRequest, text: str) -> None:
+    def broken(request: InferenceRequest, response: InferenceResponse) -> None:
         raise RuntimeError("hook bug")
 
     async with Pipeline(PipelineConfig(), EchoWorker(), quality_hooks=[record, broken]) as pipeline:
@@ -58,6 +59,24 @@ async def test_quality_hooks_see_every_final_answer() -> None:
         [c async for c in pipeline.stream(InferenceRequest("c d"))]
         assert pipeline.postprocess.hook_errors == 2
     assert seen == ["a b", "c d"]
+
+
+async def test_quality_hooks_get_the_whole_response_for_plain_and_streamed_answers() -> None:
+    """A hook sees the same `InferenceResponse` fields (provider, model, usage, cost,
+    latency, request id) whether the answer was a completion or a stream."""
+    seen: list[InferenceResponse] = []
+    async with Pipeline(
+        PipelineConfig(), EchoWorker(), quality_hooks=[lambda q, r: seen.append(r)]
+    ) as pipeline:
+        plain = await pipeline.infer(InferenceRequest("plain answer", request_id="r-plain"))
+        [c async for c in pipeline.stream(InferenceRequest("streamed one", request_id="r-s"))]
+    assert [r.request_id for r in seen] == ["r-plain", "r-s"]
+    assert seen[0] == plain
+    streamed = seen[1]
+    assert streamed.text == "streamed one"
+    assert (streamed.provider, streamed.model) == ("echo", "echo")
+    assert streamed.usage.output_tokens > 0 and streamed.latency_ms >= 0
+    assert streamed.cost_usd == 0.0 and not streamed.cached and not streamed.deduped
 
 
 async def test_template_and_system_prompt_are_assembled() -> None:
