@@ -17,6 +17,7 @@ the lease each time it is used.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -139,7 +140,8 @@ class _Started:
 @dataclass(slots=True)
 class _Outcome:
     exit_code: int | None
-    kind: str  # exited | timed_out | lease_lost | stopped
+    kind: str  # exited | not_started | timed_out | lease_lost | stopped
+    error: str | None = None  # why it did not start, or what the shell said when it gave up
 
 
 class Fleet:
@@ -363,6 +365,8 @@ class Fleet:
                          _Outcome(None, "exited"), reason=problem, permanent=True)
             return
 
+        prompt_path = log_path.with_suffix(".prompt")
+        prompt_path.write_text(task.prompt)
         env = {
             **os.environ,
             **profile.env,
@@ -371,11 +375,13 @@ class Fleet:
             "COORDINATOR_TASK_FILE": str(claim.source),
             "COORDINATOR_AGENT_ID": agent,
             "COORDINATOR_ATTEMPT": str(claim.attempt),
-            "COORDINATOR_PROMPT": task.prompt,
+            "COORDINATOR_PROMPT_FILE": str(prompt_path),
         }
+        if _fits_in_environment("COORDINATOR_PROMPT", task.prompt):
+            env["COORDINATOR_PROMPT"] = task.prompt
+        else:  # the kernel would refuse to start the agent (E2BIG)
+            env.pop("COORDINATOR_PROMPT", None)
         deadline = self._clock() + task.timeout_s
-        prompt_path = log_path.with_suffix(".prompt")
-        prompt_path.write_text(task.prompt)
         with open(log_path, "ab") as log_file:
             command = profile.render(prompt=task.prompt, task_id=task.id)
             outcome = self._run(command, claim, cwd, env, log_file, prompt_path, deadline)
@@ -449,6 +455,10 @@ class Fleet:
         stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             proc = Supervised(command, cwd=cwd, env=env, stdin=stdin, stdout=log_file)
+        except OSError as exc:  # never started: fail the attempt now, with the real error
+            error = _start_error(exc)
+            log_file.write(f"could not start: {error}\n".encode())
+            return _Outcome(None, "not_started", error)
         finally:
             if stdin_path:
                 stdin.close()  # type: ignore[union-attr]
@@ -461,7 +471,8 @@ class Fleet:
                     return _Outcome(None, "stopped")
                 # Wake often enough to notice a stop, the deadline and the next heartbeat.
                 if proc.wait(min(0.25, max(0.0, deadline - self._clock()))):
-                    return _Outcome(proc.close(), "exited")
+                    code = proc.close()
+                    return _Outcome(code, "exited", _shell_complaint(code, log_file))
                 now = self._clock()
                 if now >= deadline:
                     return _Outcome(None, "timed_out")
@@ -560,6 +571,8 @@ class Fleet:
 
 
 def _describe(outcome: _Outcome, what: str, timeout_s: float) -> str | None:
+    if outcome.kind == "not_started":
+        return f"could not start the {what}: {outcome.error}"
     if outcome.kind == "timed_out":
         return f"{what} timed out after {timeout_s:g}s"
     if outcome.kind == "lease_lost":
@@ -569,6 +582,37 @@ def _describe(outcome: _Outcome, what: str, timeout_s: float) -> str | None:
     if outcome.exit_code:
         if outcome.exit_code < 0:
             return f"{what} killed by signal {-outcome.exit_code}"
-        return f"{what} exited with code {outcome.exit_code}"
+        said = f": {outcome.error}" if outcome.error else ""
+        return f"{what} exited with code {outcome.exit_code}{said}"
+    return None
+
+
+# The kernel's limit on one argument or environment string (MAX_ARG_STRLEN, 32 pages).
+_MAX_ARG_STRLEN = 32 * 4096
+
+
+def _fits_in_environment(name: str, value: str) -> bool:
+    """True if `name=value` is short enough to pass to a new process."""
+    return len(name.encode()) + 1 + len(value.encode()) + 1 <= _MAX_ARG_STRLEN
+
+
+def _start_error(exc: OSError) -> str:
+    """`exc` as a person reads it, with what to do about an argument list too long."""
+    text = f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)
+    if exc.errno == errno.E2BIG:
+        text += ("; the command (with {prompt} substituted) or the environment is over the "
+                 "kernel's limit of 128 KiB per string: read a long prompt from stdin or "
+                 "$COORDINATOR_PROMPT_FILE instead")
+    return text
+
+
+def _shell_complaint(code: int, log_file: BinaryIO) -> str | None:
+    """For the shell's "not found" (127) and "not executable" (126), its last log line."""
+    if code not in (126, 127):
+        return None
+    with contextlib.suppress(OSError), open(log_file.name, "rb") as log:
+        log.seek(max(0, os.fstat(log.fileno()).st_size - 4096))
+        lines = log.read().decode(errors="replace").strip().splitlines()
+        return lines[-1].strip() if lines else None
     return None
 

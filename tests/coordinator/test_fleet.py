@@ -154,6 +154,40 @@ def test_a_timed_out_attempt_kills_descendants_outside_its_group(tmp_path):
     assert ends_within(int(pid_file.read_text()))
 
 
+def test_a_200_kib_prompt_reaches_the_agent_on_stdin_and_in_a_file(tmp_path):
+    """A prompt over the kernel's 128 KiB per-string limit starts fine: it is on stdin and in
+    COORDINATOR_PROMPT_FILE, and COORDINATOR_PROMPT (which would not fit) is left out."""
+    prompt = "p" * (200 * 1024)
+    queue = make_queue(tmp_path, ("big.toml", f'prompt = "{prompt}"\n'))
+    run_fleet(queue, 'wc -c; wc -c < "$COORDINATOR_PROMPT_FILE"; echo "${COORDINATOR_PROMPT-unset}"')
+    assert queue.get("big").state == TaskState.DONE
+    assert queue.log_path("big", 1).read_text().split() == ["204800", "204800", "unset"]
+
+
+def test_a_command_too_long_to_start_fails_the_attempt_at_once_with_the_real_error(tmp_path):
+    """`{prompt}` substituting 200 KiB into the command cannot start (E2BIG): the attempt fails
+    at once saying so, instead of the task waiting for its lease to run out."""
+    prompt = "p" * (200 * 1024)
+    queue = make_queue(tmp_path, ("huge.toml", f'prompt = "{prompt}"\nmax_attempts = 1\n'))
+    run_fleet(queue, "printf %s {prompt}", lease_s=1.0)
+    record = queue.get("huge")
+    assert record.state == TaskState.FAILED
+    assert [a.outcome for a in record.history] == ["failed"]
+    reason = record.history[0].reason or ""
+    assert reason.startswith("could not start the agent: Argument list too long")
+    assert "COORDINATOR_PROMPT_FILE" in reason
+    assert "Argument list too long" in queue.log_path("huge", 1).read_text()
+
+
+def test_a_missing_agent_binary_fails_with_the_shells_own_words(tmp_path):
+    """An agent command that is not installed fails the attempt naming the missing command."""
+    queue = make_queue(tmp_path, ("nope.toml", 'prompt = "x"\nmax_attempts = 1\n'))
+    run_fleet(queue, "no-such-agent-xyz --print")
+    reason = queue.get("nope").history[0].reason or ""
+    assert reason.startswith("agent exited with code 127: ")
+    assert "no-such-agent-xyz" in reason and "not found" in reason
+
+
 def test_an_agent_printing_50_mb_is_not_blocked(tmp_path):
     """Large output streams to the log file while the agent runs; nothing blocks or is lost."""
     queue = make_queue(tmp_path, ("loud.toml", 'prompt = "x"\n'))
