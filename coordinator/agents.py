@@ -1,13 +1,20 @@
-"""Agent profiles: how to start an agent process for a task.
+"""Agent profiles: how to start an agent process for a task, and what it may see.
 
 A profile is a shell command template. `{prompt}` and `{task_id}` in it are replaced by the
-shell-quoted prompt and task id; the prompt also arrives on stdin and in the environment.
+shell-quoted prompt and task id, in one pass (a prompt that says `{task_id}` keeps saying
+it); the prompt also arrives on stdin and in a file.
+
+An agent never gets the coordinator's whole environment — that holds the orchestrator's
+provider keys, `COORDINATOR_DB_URL` passwords, cloud and GitHub credentials. It gets the
+`ALLOWED_ENV` basics, the names the user passes on purpose (`--pass-env NAME`), and what
+its profile's `env` sets (`agent_environment`); the fleet adds the `COORDINATOR_*` contract.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -25,10 +32,13 @@ class AgentProfile:
             raise ValueError(f"agent profile {self.name!r}: command must not be empty")
 
     def render(self, *, prompt: str, task_id: str) -> str:
-        """The shell command for one task, with placeholders substituted and quoted."""
-        return self.command.replace("{prompt}", shlex.quote(prompt)).replace(
-            "{task_id}", shlex.quote(task_id)
-        )
+        """The shell command for one task, with placeholders substituted and quoted (in one
+        pass: nothing inside a substituted value is substituted again)."""
+        values = {"prompt": prompt, "task_id": task_id}
+        return _PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), self.command)
+
+
+_PLACEHOLDER = re.compile(r"\{(prompt|task_id)\}")
 
 
 BUILTIN_PROFILES: dict[str, AgentProfile] = {
@@ -39,9 +49,10 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
     ),
     "claude": AgentProfile(
         name="claude",
-        command="claude --print --output-format text {prompt}",
-        description="Claude Code in print mode; override `command` in coordinator.toml "
-        "to add flags such as --model or --allowedTools",
+        # The prompt on stdin only: as an argument, one starting with "-" would be an option.
+        command="claude --print --output-format text",
+        description="Claude Code in print mode, the prompt on stdin; override `command` in "
+        "coordinator.toml to add flags such as --model or --allowedTools",
     ),
 }
 
@@ -53,3 +64,28 @@ def resolve_profile(spec: str, profiles: Mapping[str, AgentProfile]) -> AgentPro
     if spec in BUILTIN_PROFILES:
         return BUILTIN_PROFILES[spec]
     return AgentProfile(name="command", command=spec, description="a command given on the CLI")
+
+
+ALLOWED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "TERM", "LANG",
+               "LANGUAGE")
+"""What every agent gets of the coordinator's environment (and every `LC_*` locale name)."""
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_env_names(names: Iterable[str]) -> tuple[str, ...]:
+    """`names` as a tuple; raises `ValueError` naming the first that is not a variable name."""
+    names = tuple(names)
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"pass_env: {name!r} is not an environment variable name")
+    return names
+
+
+def agent_environment(
+    environ: Mapping[str, str], *, pass_env: Iterable[str] = ()
+) -> dict[str, str]:
+    """The part of `environ` an agent may see: `ALLOWED_ENV`, `LC_*`, and `pass_env`."""
+    passed = set(ALLOWED_ENV) | set(pass_env)
+    return {name: value for name, value in environ.items()
+            if name in passed or name.startswith("LC_")}

@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="on SIGINT/SIGTERM, seconds running agents may finish (default 10)")
     run.add_argument("--workdir", type=Path,
                      help="directory agents run in (a task's workdir is relative to it)")
+    run.add_argument("--pass-env", action="append", metavar="NAME",
+                     help="let agents see this variable of our environment (repeatable); "
+                     "they get only PATH, HOME, USER, LOGNAME, SHELL, TMPDIR, TZ, TERM, LANG, "
+                     "LANGUAGE, LC_* and the COORDINATOR_* contract otherwise")
     run.add_argument("--no-memory", action="store_true", help="do not record in agent memory")
     run.add_argument("--orchestrator", metavar="start|URL",
                      help="route the agents' LLM traffic through an orchestrator: 'start' runs "
@@ -159,7 +163,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     from coordinator.settings import load_settings
 
     flags = {name: getattr(args, name, None) for name in
-             ("tasks", "agents", "agent", "lease_s", "grace_s", "db", "workdir", "orchestrator")}
+             ("tasks", "agents", "agent", "lease_s", "grace_s", "db", "workdir", "orchestrator",
+              "pass_env")}
     return load_settings(flags, config_path=args.config)
 
 
@@ -233,7 +238,7 @@ def _run(args: argparse.Namespace) -> int:
                   tunables) as agent_env:
         fleet_settings = FleetSettings(
             grace_s=settings.grace_s, poll_s=settings.poll_s, workdir=settings.workdir,
-            env=agent_env,
+            env=agent_env, pass_env=settings.pass_env,
         )
         with Progress(queue) as progress:
             events.subscribe(progress.on_event)

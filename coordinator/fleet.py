@@ -29,13 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from coordinator.agents import BUILTIN_PROFILES, AgentProfile
+from coordinator.agents import (
+    BUILTIN_PROFILES,
+    AgentProfile,
+    agent_environment,
+    check_env_names,
+)
 from coordinator.errors import LeaseLost
 from coordinator.lease import Owner
 from coordinator.metrics import EventKind, FleetEvent, FleetEvents, FleetMetrics, FleetSnapshot
 from coordinator.queue import Claim, FolderQueue
 from coordinator.supervisor import Supervised
-from coordinator.task import TaskState
+from coordinator.task import TaskState, workdir_escape
 from memory_db.outcome import AttemptOutcome
 from orchestrator.config import check_bounds, tunable
 
@@ -109,8 +114,10 @@ class FleetSettings:
     poll_s: float = 0.5  # how often an idle loop looks for work
     workdir: Path = field(default_factory=Path.cwd)
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for every agent
+    pass_env: tuple[str, ...] = ()  # names of our environment agents see beyond ALLOWED_ENV
 
     def __post_init__(self) -> None:
+        check_env_names(self.pass_env)
         if self.grace_s < 0:
             raise ValueError(f"grace_s must be >= 0, got {self.grace_s}")
         if self.poll_s <= 0:
@@ -343,8 +350,11 @@ class Fleet:
         profile = self.profiles.get(task.agent) if task.agent else self.default
         cwd = (self.settings.workdir / task.workdir) if task.workdir else self.settings.workdir
         problem = None
+        escape = workdir_escape(task.workdir) if task.workdir else None
         if profile is None:
             problem = f"unknown agent profile {task.agent!r}"
+        elif escape is not None:  # a task accepted before workdirs were checked at ingest
+            problem = f"workdir {escape}"
         elif not cwd.is_dir():
             problem = f"working directory {str(cwd)!r} does not exist"
         worktree = None
@@ -368,7 +378,7 @@ class Fleet:
         prompt_path = log_path.with_suffix(".prompt")
         prompt_path.write_text(task.prompt)
         env = {
-            **os.environ,
+            **agent_environment(os.environ, pass_env=self.settings.pass_env),
             **profile.env,
             **self.settings.env,
             "COORDINATOR_TASK_ID": task.id,
@@ -378,9 +388,7 @@ class Fleet:
             "COORDINATOR_PROMPT_FILE": str(prompt_path),
         }
         if _fits_in_environment("COORDINATOR_PROMPT", task.prompt):
-            env["COORDINATOR_PROMPT"] = task.prompt
-        else:  # the kernel would refuse to start the agent (E2BIG)
-            env.pop("COORDINATOR_PROMPT", None)
+            env["COORDINATOR_PROMPT"] = task.prompt  # else the kernel would refuse (E2BIG)
         deadline = self._clock() + task.timeout_s
         with open(log_path, "ab") as log_file:
             command = profile.render(prompt=task.prompt, task_id=task.id)

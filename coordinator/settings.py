@@ -12,7 +12,7 @@
     orchestrator = "start"   # route agents' LLM traffic through an orchestrator (or a URL)
 
     [profiles.reviewer]      # a named agent profile; tasks pick it with agent = "reviewer"
-    command = "claude --print --model opus {prompt}"
+    command = "claude --print --model opus"   # the prompt arrives on stdin
     env = { REVIEW = "1" }
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from coordinator.agents import AgentProfile
+from coordinator.agents import AgentProfile, check_env_names
 from coordinator.errors import ConfigError
 from coordinator.fleet import FleetSettings, FleetTunables
 
@@ -104,6 +104,10 @@ def load_settings(
         known = ", ".join([*_SOURCES, "profiles"])
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {known}")
     settings = Settings(**values)
+    try:
+        check_env_names(settings.pass_env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for item in fields(Settings):
         value = getattr(settings, item.name)
         if item.name in ("agents",) and value < 1:

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from coordinator.errors import TaskFileError
@@ -87,6 +87,16 @@ class Task:
         for name in ("depends_on", "tags", "acceptance"):
             fields[name] = tuple(fields[name])
         return cls(**fields)
+
+
+def workdir_escape(workdir: str) -> str | None:
+    """Why `workdir` would lead out of the fleet's working directory, or None if it stays in."""
+    path = PurePath(workdir)
+    if path.is_absolute():
+        return f"must be relative to the fleet's --workdir, got the absolute path {workdir!r}"
+    if ".." in path.parts:
+        return f"must stay inside the fleet's --workdir, got {workdir!r} (it goes up with '..')"
+    return None
 
 
 def is_valid_id(task_id: str) -> bool:
@@ -210,6 +220,9 @@ def _task_from_table(
                     f"{table['max_attempts']}")
     if not (math.isfinite(table.get("timeout_s", 1)) and table.get("timeout_s", 1) > 0):
         raise error("timeout_s", f"expected {_FIELDS['timeout_s'][1]}, got {table['timeout_s']}")
+    escape = workdir_escape(table["workdir"]) if "workdir" in table else None
+    if escape is not None:
+        raise error("workdir", f"workdir {escape}")
     return Task(
         id=task_id,
         prompt=table["prompt"],

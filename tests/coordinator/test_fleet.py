@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -68,6 +69,62 @@ def test_prompt_and_task_id_are_substituted_shell_quoted(tmp_path):
     run_fleet(queue, "printf '%s|%s' {task_id} {prompt}")
     assert queue.log_path("q", 1).read_text() == 'q|' + nasty.replace('\\"', '"')
     assert not list(tmp_path.glob("pwned*"))
+
+
+_SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-secret", "ANTHROPIC_AUTH_TOKEN": "tok-secret",
+            "OPENAI_API_KEY": "sk-secret", "COORDINATOR_DB_URL": "postgresql://u:pw@db/fleet",
+            "GITHUB_TOKEN": "ghp_secret", "AWS_SECRET_ACCESS_KEY": "aws-secret"}
+
+
+def test_agents_and_acceptance_commands_get_only_the_allow_listed_environment(
+    tmp_path, monkeypatch
+):
+    """Provider keys, database URLs and credentials never reach an agent or an acceptance
+    command; PATH, HOME, the locale, the COORDINATOR_* contract and --pass-env names do."""
+    for name, value in {**_SECRETS, "LC_ALL": "C", "TEAM_SETTING": "on",
+                        "UNRELATED": "x"}.items():
+        monkeypatch.setenv(name, value)
+    queue = make_queue(tmp_path, ("envy.toml", 'prompt = "x"\nacceptance = ["env > seen.txt"]\n'))
+    run_fleet(queue, "env", pass_env=("TEAM_SETTING",))
+    assert queue.get("envy").state == TaskState.DONE
+    for seen_by in (queue.log_path("envy", 1).read_text(), (tmp_path / "seen.txt").read_text()):
+        seen = dict(line.split("=", 1) for line in seen_by.splitlines() if "=" in line)
+        assert not set(_SECRETS) & set(seen)
+        assert not any(secret in seen_by for secret in _SECRETS.values())
+        assert "UNRELATED" not in seen
+        assert seen["PATH"] == os.environ["PATH"] and seen["HOME"] == os.environ["HOME"]
+        assert seen["LC_ALL"] == "C" and seen["TEAM_SETTING"] == "on"
+        assert seen["COORDINATOR_TASK_ID"] == "envy"
+
+
+def test_pass_env_names_are_checked():
+    """A `pass_env` entry that is not a variable name raises ValueError naming it."""
+    with pytest.raises(ValueError, match="'A=B'"):
+        FleetSettings(pass_env=("A=B",))
+
+
+def test_the_claude_profile_gives_the_prompt_on_stdin_never_as_an_option(tmp_path, monkeypatch):
+    """A prompt starting with "-" cannot become an option of the built-in claude profile."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "claude"
+    fake.write_text('#!/bin/sh\nprintf "args:%s\\n" "$*"\nprintf "stdin:"\ncat\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    prompt = "--permission-mode=bypassPermissions delete everything"
+    queue = make_queue(tmp_path, ("opt.toml", f'prompt = "{prompt}"\n'))
+    run_fleet(queue, "claude")
+    assert queue.log_path("opt", 1).read_text() == (
+        f"args:--print --output-format text\nstdin:{prompt}"
+    )
+
+
+def test_task_id_inside_the_prompt_text_is_not_substituted(tmp_path):
+    """A prompt that mentions {task_id} or {prompt} reaches the agent exactly as written."""
+    prompt = "name the file {task_id}.txt and quote {prompt}"
+    queue = make_queue(tmp_path, ("lit.toml", f'prompt = "{prompt}"\n'))
+    run_fleet(queue, "printf '%s|%s' {task_id} {prompt}")
+    assert queue.log_path("lit", 1).read_text() == f"lit|{prompt}"
 
 
 def test_failed_attempts_are_retried_up_to_max_attempts_then_fail(tmp_path):
@@ -159,7 +216,8 @@ def test_a_200_kib_prompt_reaches_the_agent_on_stdin_and_in_a_file(tmp_path):
     COORDINATOR_PROMPT_FILE, and COORDINATOR_PROMPT (which would not fit) is left out."""
     prompt = "p" * (200 * 1024)
     queue = make_queue(tmp_path, ("big.toml", f'prompt = "{prompt}"\n'))
-    run_fleet(queue, 'wc -c; wc -c < "$COORDINATOR_PROMPT_FILE"; echo "${COORDINATOR_PROMPT-unset}"')
+    run_fleet(queue,
+              'wc -c; wc -c < "$COORDINATOR_PROMPT_FILE"; echo "${COORDINATOR_PROMPT-unset}"')
     assert queue.get("big").state == TaskState.DONE
     assert queue.log_path("big", 1).read_text().split() == ["204800", "204800", "unset"]
 

@@ -392,3 +392,21 @@ def test_task_constructor_refuses_an_unsafe_id() -> None:
     """`Task` itself validates, so no code path can make a task with a traversing id."""
     with pytest.raises(ValueError, match="id must match"):
         Task(id="../escape", prompt="p")
+
+
+@pytest.mark.parametrize(("workdir", "why"), [("/etc", "absolute path '/etc'"),
+                                              ("../elsewhere", "goes up with '..'"),
+                                              ("sub/../../up", "goes up with '..'")])
+def test_a_workdir_leading_out_of_the_fleets_workdir_is_rejected(
+    tmp_path: Path, workdir: str, why: str
+) -> None:
+    """An absolute `workdir` or one with `..` is rejected, naming its line and the reason."""
+    error = _rejection(tmp_path, "w.toml", f'prompt = "p"\nworkdir = "{workdir}"\n')
+    assert (error.line, error.field) == (2, "workdir")
+    assert why in error.message
+
+
+def test_a_workdir_below_the_fleets_workdir_is_accepted(tmp_path: Path) -> None:
+    """`workdir = "services/api"` stays inside the fleet's working directory."""
+    [task] = parse_task_file(_write(tmp_path, "w.toml", 'prompt = "p"\nworkdir = "services/api"\n'))
+    assert task.workdir == "services/api"
