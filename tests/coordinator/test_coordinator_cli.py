@@ -176,3 +176,21 @@ def test_help_does_not_import_heavy_modules(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          cwd=Path(__file__).parent, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_run_passes_only_the_variables_named_with_pass_env(cli, tmp_path, monkeypatch):
+    """`run --pass-env FOO` lets agents see FOO; BAR, also set, stays with the coordinator."""
+    monkeypatch.setenv("FOO", "foo")
+    monkeypatch.setenv("BAR", "bar")
+    assert cli("tasks", "add", "x", "--id", "seen")[0] == 0
+    code, _, err = cli("run", "--agent", 'echo "${FOO-}|${BAR-}"', "--pass-env", "FOO",
+                       "--until-empty", "--no-memory")
+    assert code == 0, err
+    assert (tmp_path / "tasks/logs/seen/attempt-1.log").read_text() == "foo|\n"
+
+
+def test_run_refuses_a_pass_env_entry_that_is_not_a_name(cli):
+    """A malformed --pass-env is a clear error (exit 2), before anything runs."""
+    code, _, err = cli("run", "--pass-env", "A=B", "--until-empty", "--no-memory")
+    assert code == 2
+    assert "'A=B' is not an environment variable name" in err
