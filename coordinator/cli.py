@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--self-improve" in argv and not _COMMANDS & set(argv):
+        argv.insert(0, "run")  # `coordinator --self-improve` is `coordinator run --self-improve`
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
@@ -55,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a fleet of coding agents over a folder of TOML task files.",
     )
     parser.add_argument("--config", type=Path, help="settings file (default ./coordinator.toml)")
+    parser.add_argument("--self-improve", action="store_true",
+                        help="the same as `coordinator run --self-improve`")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     run = _command(sub, "run", _run, "claim and run tasks with a fleet of agents")
@@ -79,6 +84,25 @@ def _parser() -> argparse.ArgumentParser:
                      "one in this process (configured by PROVIDER, ANTHROPIC_API_KEY, PORT, … "
                      "or orchestrator.env), a URL uses a running one")
     _db_flag(run)
+    loop = run.add_argument_group(
+        "self-improvement", "run the loop beside the fleet: telemetry, tuning, meta-tasks for "
+        "what degrades, and the validation gate for gated tasks ([self_improve] and [gate] in "
+        "coordinator.toml)")
+    loop.add_argument("--self-improve", action="store_true",
+                      help="run the self-improvement loop (starts an orchestrator unless "
+                      "--orchestrator URL names one)")
+    loop.add_argument("--repo", type=Path,
+                      help="the git repository the fleet improves (default: the one "
+                      "containing the working directory)")
+    loop.add_argument("--target-branch", help="branch gated changes merge into (default: the "
+                      "repository's current branch)")
+    loop.add_argument("--merge", choices=["auto", "review"],
+                      help="merge a change that passed the gate at once, or keep its branch "
+                      "for `coordinator gate merge` (default review)")
+    loop.add_argument("--telemetry-interval-s", type=float,
+                      help="seconds between telemetry samples (default 5)")
+    loop.add_argument("--dry-run", action="store_true",
+                      help="detect and tune on paper only: write no task, change nothing")
 
     status = _command(sub, "status", _status, "task counts, running tasks and rejected files")
     _json_flag(status)
@@ -118,6 +142,20 @@ def _parser() -> argparse.ArgumentParser:
     fail.add_argument("--token", type=int, required=True)
     fail.add_argument("--reason", required=True)
 
+    gate = sub.add_parser("gate", help="changes that passed the validation gate and wait for "
+                          "review (--merge review)")
+    gate_sub = gate.add_subparsers(metavar="ACTION")
+    gate_list = _command(gate_sub, "list", _gate_list, "branches waiting for review")
+    _db_flag(gate_list)
+    _json_flag(gate_list)
+    for action, handler, text in (("merge", _gate_merge, "merge a waiting branch"),
+                                  ("discard", _gate_discard, "delete a waiting branch")):
+        cmd = _command(gate_sub, action, handler, text)
+        cmd.add_argument("task_id", metavar="ID", help="the task whose branch it is")
+        cmd.add_argument("--repo", type=Path, help="the repository (default: [self_improve] "
+                         "repo, or the one containing the working directory)")
+        _db_flag(cmd)
+
     memory = sub.add_parser("memory", help="read agent memory (read-only)")
     memory_sub = memory.add_subparsers(metavar="ACTION")
     query = memory_sub.add_parser("query", help="a named query; `memory query --list` lists them")
@@ -138,12 +176,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_COMMANDS = {"run", "status", "tasks", "claim", "heartbeat", "complete", "fail", "gate", "memory"}
+
+
 def _command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Any, text: str
 ) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=text, description=text)
     parser.set_defaults(handler=handler)
     parser.add_argument("--tasks", type=Path, help="the task folder (default ./tasks)")
+    # accepted after the command too; SUPPRESS keeps one given before it
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="settings file (default ./coordinator.toml)")
     return parser
 
 
@@ -189,6 +233,8 @@ def _record_summary(record: TaskRecord) -> dict[str, Any]:
         "depends_on": list(record.task.depends_on),
         "source": record.source,
         "reason": record.reason,
+        "created_by": record.task.created_by,
+        "gate": record.task.gate,
     }
     if record.lease is not None:
         summary["agent"] = record.lease.agent
@@ -221,6 +267,8 @@ def _run(args: argparse.Namespace) -> int:
     from orchestrator.config import LiveConfig
 
     settings = _settings(args)
+    loop_settings = _loop_settings(args, settings) if args.self_improve else None
+    where = settings.orchestrator or ("start" if loop_settings is not None else None)
     queue = _queue(settings)
     ingest = queue.ingest()
     for rejected in ingest.rejected:
@@ -234,8 +282,14 @@ def _run(args: argparse.Namespace) -> int:
     tunables = LiveConfig(FleetTunables(agents=settings.agents, lease_s=settings.lease_s))
     events = FleetEvents()
     fleet: Fleet | None = None
-    with _traffic(settings.orchestrator, lambda: fleet.snapshot().to_json() if fleet else {},
-                  tunables) as agent_env:
+    with contextlib.ExitStack() as stack:
+        agent_env, embedded = stack.enter_context(
+            _traffic(where, lambda: fleet.snapshot().to_json() if fleet else {}, tunables))
+        improvement = None
+        if loop_settings is not None:
+            improvement = _self_improvement(
+                stack, loop_settings, settings, queue=queue, memory=memory, where=where,
+                embedded=embedded, tunables=tunables, fleet=lambda: fleet)
         fleet_settings = FleetSettings(
             grace_s=settings.grace_s, poll_s=settings.poll_s, workdir=settings.workdir,
             env=agent_env, pass_env=settings.pass_env,
@@ -244,7 +298,11 @@ def _run(args: argparse.Namespace) -> int:
             events.subscribe(progress.on_event)
             fleet = Fleet(queue, profile, settings=fleet_settings,
                           tunables=lambda: tunables.current, profiles=settings.profiles,
-                          memory=memory, events=events)
+                          memory=memory, events=events,
+                          gating=improvement.gating if improvement is not None else None)
+            if improvement is not None:
+                improvement.start()
+                stack.callback(improvement.stop)
             with fleet.signals_handled():
                 result = fleet.run(until_empty=args.until_empty)
     if memory is not None:
@@ -256,21 +314,73 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if result.all_done else 1
 
 
+def _loop_settings(args: argparse.Namespace, settings: Settings) -> Any:
+    from coordinator.self_improve import with_flags
+
+    return with_flags(settings.self_improve_settings(), repo=args.repo,
+                      target_branch=args.target_branch, merge=args.merge,
+                      telemetry_interval_s=args.telemetry_interval_s, dry_run=args.dry_run)
+
+
+def _self_improvement(
+    stack: contextlib.ExitStack, loop_settings: Any, settings: Settings, *, queue: FolderQueue,
+    memory: Any, where: str | None, embedded: Any, tunables: Any, fleet: Callable[[], Any],
+) -> Any:
+    """The loop for this folder, or None (and why, printed) when another process runs it."""
+    from coordinator.self_improve import LoopLock, LoopLockHeld, SelfImprovement
+    from self_tune.errors import GateError
+    from self_tune.live import CombinedConfig, HttpConfig, LocalConfig
+    from self_tune.sources import FleetSource, PipelineSource, StatusSource
+
+    lock = LoopLock(settings.tasks)
+    try:
+        lock.acquire()
+    except LoopLockHeld as held:
+        print(f"coordinator: {held}; this process runs as a plain fleet", file=sys.stderr)
+        return None
+    stack.callback(lock.release)
+    fleet_source = FleetSource(lambda: fleet().snapshot().to_json() if fleet() else {})
+    if embedded is not None:
+        sources = (PipelineSource(embedded.pipeline.snapshot), fleet_source)
+        config: Any = LocalConfig(embedded.pipeline.live, tunables)
+    else:
+        assert where is not None
+        token = os.environ.get("API_KEY")
+        sources = (StatusSource(where, token=token), fleet_source)
+        config = CombinedConfig(
+            HttpConfig(where, admin_token=os.environ.get("ADMIN_API_KEY") or token),
+            LocalConfig(tunables))
+    open_states = (TaskState.PENDING, TaskState.CLAIMED)
+    try:
+        improvement = SelfImprovement(
+            loop_settings, tasks_dir=settings.tasks, memory=memory, sources=sources,
+            config=config, gate_env=None,
+            open_task_ids=lambda: [r.task.id for s in open_states for r in queue.records(s)])
+    except GateError as exc:
+        raise ConfigError(f"--self-improve: {exc}") from exc
+    gate = improvement.gating.gate
+    print(f"self-improve: watching every {loop_settings.telemetry_interval_s:g}s; gated changes "
+          f"go to {gate.root} branch {gate.target_branch} (merge {loop_settings.merge.value}"
+          f"{', dry run' if loop_settings.dry_run else ''})", file=sys.stderr, flush=True)
+    return improvement
+
+
 @contextlib.contextmanager
 def _traffic(
     where: str | None, fleet_status: Callable[[], Mapping[str, Any]], tunables: LiveConfig[Any]
-) -> Iterator[dict[str, str]]:
-    """The agents' environment for routing their LLM traffic (empty: not routed). An embedded
-    orchestrator serves the fleet's `tunables` on its `/v1/config`."""
+) -> Iterator[tuple[dict[str, str], Any]]:
+    """The agents' environment for routing their LLM traffic (empty: not routed), and the
+    orchestrator this process runs for them (None: none, or a running one at `where`). An
+    embedded orchestrator serves the fleet's `tunables` on its `/v1/config`."""
     if not where:
-        yield {}
+        yield {}, None
         return
     from coordinator.traffic import EmbeddedOrchestrator, agent_env
 
     if where != "start":
         if not where.startswith(("http://", "https://")):
             raise ConfigError(f"--orchestrator must be 'start' or an http(s) URL, got {where!r}")
-        yield agent_env(where, os.environ.get("API_KEY"))
+        yield agent_env(where, os.environ.get("API_KEY")), None
         return
     from orchestrator.errors import OrchestratorError
 
@@ -282,20 +392,23 @@ def _traffic(
             raise ConfigError(f"could not start the orchestrator: {exc}") from exc
         print(f"orchestrator: serving on {embedded.url} (dashboard {embedded.url}/dashboard)",
               file=sys.stderr, flush=True)
-        yield env
+        yield env, embedded
 
 
 def _status(args: argparse.Namespace) -> int:
-    queue = _queue(_settings(args))
+    settings = _settings(args)
+    queue = _queue(settings)
     queue.ingest()
     counts = queue.counts()
     running = queue.records(TaskState.CLAIMED)
     rejected = queue.rejected()
+    loop = _loop_status(settings)
     if args.json:
         _print_json({
             "counts": {state.value: n for state, n in counts.items()},
             "running": [_record_summary(r) for r in running],
             "rejected": [{"file": r.name, "reason": r.reason} for r in rejected],
+            "self_improve": loop,
         })
         return 0
     print(_table([[state.value, str(n)] for state, n in counts.items()], ["state", "tasks"]))
@@ -311,7 +424,56 @@ def _status(args: argparse.Namespace) -> int:
         print("\nrejected:")
         for r in rejected:
             print(f"  {r.reason}")
+    if loop is not None:
+        _print_loop(loop, open_meta=[r.task.id for s in (TaskState.PENDING, TaskState.CLAIMED)
+                                     for r in queue.records(s)
+                                     if r.task.created_by == "self-improve"])
     return 0
+
+
+def _loop_status(settings: Settings) -> dict[str, Any] | None:
+    """What the folder's self-improvement loop last published, with recent gate results from
+    agent memory; None when no loop ever ran on this folder."""
+    from coordinator.self_improve import read_status
+
+    loop = read_status(settings.tasks)
+    if loop is None:
+        return None
+    from memory_db import AgentMemory
+
+    with AgentMemory(settings.db) as memory:
+        loop["gate_results"] = [
+            {"task": m.task_id, "outcome": str(m.outcome), "branch": m.branch,
+             "commit": m.commit, "verdicts": [dict(v) for v in m.verdicts],
+             "metric_deltas": dict(m.metric_deltas)}
+            for m in memory.modifications(limit=5)]
+    return loop
+
+
+def _print_loop(loop: Mapping[str, Any], *, open_meta: list[str]) -> None:
+    age = time.time() - float(loop.get("updated_at", 0))
+    print(f"\nself-improvement loop ({loop.get('holder')}, updated {age:.0f}s ago; merge "
+          f"{loop.get('merge')}, tuning {loop.get('tuning')}"
+          + (", dry run" if loop.get("dry_run") else "") + "):")
+    anomalies = loop.get("anomalies") or []
+    print("  anomalies:" + ("" if anomalies else " none"))
+    for a in anomalies[-5:]:
+        print(f"    {a['severity']} {a['metric']} = {a['value']:.4g} (baseline "
+              f"{a['baseline']:.4g}, {a['detector']}): {a['action']}")
+    changed = [p for p in loop.get("parameters") or [] if p.get("last_change")]
+    print("  parameters:" + ("" if changed else " all at their defaults"))
+    for p in changed:
+        last = p["last_change"]
+        print(f"    {p['name']} = {p['value']} {p['unit']} (default {p['default']}); last "
+              f"change {last['old']} → {last['new']}: {last['reason']}")
+    print(f"  open meta-tasks: {', '.join(open_meta) or 'none'}")
+    results = loop.get("gate_results") or []
+    print("  gate results:" + ("" if results else " none yet"))
+    for r in results:
+        verdicts = ", ".join(f"{v['name']} {'ok' if v['passed'] else 'FAILED'}"
+                             for v in r["verdicts"])
+        print(f"    {r['task']}: {r['outcome']} on {r['branch']}"
+              + (f" ({verdicts})" if verdicts else ""))
 
 
 def _tasks_list(args: argparse.Namespace) -> int:
@@ -418,6 +580,62 @@ def _fail(args: argparse.Namespace) -> int:
     state = _queue(_settings(args)).fail(args.task_id, args.token, reason=args.reason)
     print(f"{args.task_id}: {state.value}")
     return 0
+
+
+def _gated(args: argparse.Namespace) -> Any:
+    """`GatedAttempts` over the loop's repository and the agent memory, for `coordinator gate`."""
+    from coordinator.gating import GatedAttempts
+    from memory_db import AgentMemory
+    from self_tune.errors import GateError
+    from self_tune.gate import ValidationGate
+
+    settings = _settings(args)
+    loop = settings.self_improve_settings()
+    repo = getattr(args, "repo", None) or loop.repo or Path.cwd()
+    try:
+        gate = ValidationGate(repo, target_branch=loop.target_branch, settings=loop.gate)
+    except GateError as exc:
+        raise ConfigError(str(exc)) from exc
+    return GatedAttempts(gate, memory=AgentMemory(settings.db))
+
+
+def _gate_list(args: argparse.Namespace) -> int:
+    from memory_db import AgentMemory, ModificationOutcome
+
+    with AgentMemory(_settings(args).db) as memory:
+        waiting = [m for m in memory.modifications(ModificationOutcome.IN_PROGRESS) if m.branch]
+    rows = [{"task": m.task_id, "branch": m.branch, "commit": m.commit,
+             "files": list(m.files_changed), "description": m.description} for m in waiting]
+    if args.json:
+        _print_json(rows)
+    elif rows:
+        print(_table([[r["task"] or "", r["branch"] or "", (r["commit"] or "")[:10],
+                       str(len(r["files"])), r["description"][:60]] for r in rows],
+                     ["task", "branch", "commit", "files", "description"]))
+    else:
+        print("no branch waits for review")
+    return 0
+
+
+def _gate_merge(args: argparse.Namespace) -> int:
+    return _gate_act(args, "merge")
+
+
+def _gate_discard(args: argparse.Namespace) -> int:
+    return _gate_act(args, "discard")
+
+
+def _gate_act(args: argparse.Namespace, action: str) -> int:
+    from memory_db import ModificationOutcome
+
+    gated = _gated(args)
+    try:
+        conclusion = getattr(gated, action)(args.task_id)
+    except LookupError as exc:
+        raise ConfigError(str(exc.args[0])) from exc
+    print(f"{args.task_id}: {conclusion.outcome} — {conclusion.reason} ({conclusion.branch})")
+    done = ModificationOutcome.DEPLOYED if action == "merge" else ModificationOutcome.REJECTED
+    return 0 if conclusion.outcome is done else 1
 
 
 def _memory_query(args: argparse.Namespace) -> int:

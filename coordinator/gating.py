@@ -12,6 +12,7 @@ person with `--merge review`, and removes the worktree. A person then calls `mer
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -46,15 +47,21 @@ class GateConclusion:
 
 
 class GatedAttempts:
-    """The validation gate as the fleet uses it, with the memory's record of every outcome."""
+    """The validation gate as the fleet uses it, with the memory's record of every outcome.
+
+    `on_outcome(task, outcome)` hears how each gated attempt ended, after it was recorded
+    (the self-improvement loop counts failures per theme with it).
+    """
 
     def __init__(
         self, gate: ValidationGate, *, merge: MergeMode = MergeMode.REVIEW,
         memory: AgentMemory | None = None,
+        on_outcome: Callable[[Task, ModificationOutcome], None] | None = None,
     ) -> None:
         self._gate = gate
         self._merge = MergeMode(merge)
         self._memory = memory
+        self._on_outcome = on_outcome
 
     @property
     def gate(self) -> ValidationGate:
@@ -87,6 +94,11 @@ class GatedAttempts:
             elif result.passed:
                 reason = (f"gate passed; {result.branch} waits for review "
                           f"(coordinator gate merge {task.id})")
+            if self._on_outcome is not None:
+                try:
+                    self._on_outcome(task, outcome)
+                except Exception:  # the record stands; a listener's fault must not undo it
+                    log.exception("gating: the outcome listener failed for %s", task.id)
             return GateConclusion(outcome=outcome, reason=reason, branch=result.branch,
                                   modification_id=mod_id)
         finally:

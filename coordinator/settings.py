@@ -11,6 +11,11 @@
     pass_env = ["GITHUB_TOKEN"]           # extra variables agents may see (see agents.py)
     orchestrator = "start"   # route agents' LLM traffic through an orchestrator (or a URL)
 
+    [self_improve]           # `coordinator --self-improve` (see coordinator/self_improve.py)
+    merge = "review"
+    [gate]                   # what a gated change must pass
+    commands = [{ name = "pytest", command = "pytest -q" }]
+
     [profiles.reviewer]      # a named agent profile; tasks pick it with agent = "reviewer"
     command = "claude --print --model opus"   # the prompt arrives on stdin
     env = { REVIEW = "1" }
@@ -23,11 +28,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coordinator.agents import AgentProfile, check_env_names
 from coordinator.errors import ConfigError
 from coordinator.fleet import FleetSettings, FleetTunables
+
+if TYPE_CHECKING:
+    from coordinator.self_improve import SelfImproveSettings
 
 __all__ = ["CONFIG_FILE", "Settings", "load_settings"]
 
@@ -59,6 +67,16 @@ class Settings:
     orchestrator: str | None = None  # "start", or the URL of a running orchestrator
     pass_env: tuple[str, ...] = ()
     profiles: Mapping[str, AgentProfile] = field(default_factory=dict)
+    # `[self_improve]` and `[gate]`, kept as read; `self_improve_settings()` parses them
+    self_improve_tables: tuple[Mapping[str, Any], Mapping[str, Any], Path] | None = None
+
+    def self_improve_settings(self) -> SelfImproveSettings:
+        """The loop's settings from the config file (defaults where it says nothing)."""
+        from coordinator.self_improve import SelfImproveSettings, parse_settings
+
+        if self.self_improve_tables is None:
+            return SelfImproveSettings()
+        return parse_settings(*self.self_improve_tables)
 
 
 # setting -> (environment variable, type)
@@ -99,15 +117,21 @@ def load_settings(
         elif name in file_values:
             values[name] = _coerce(file_values[name], kind, f"{path}: key {name!r}")
     values["profiles"] = _profiles(file_values.get("profiles", {}), path)
-    unknown = set(file_values) - set(_SOURCES) - {"profiles"}
+    tables = ("profiles", "self_improve", "gate")
+    if "self_improve" in file_values or "gate" in file_values:
+        values["self_improve_tables"] = (file_values.get("self_improve", {}),
+                                         file_values.get("gate", {}), path)
+    unknown = set(file_values) - set(_SOURCES) - set(tables)
     if unknown:
-        known = ", ".join([*_SOURCES, "profiles"])
+        known = ", ".join([*_SOURCES, *tables])
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {known}")
     settings = Settings(**values)
     try:
         check_env_names(settings.pass_env)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if settings.self_improve_tables is not None:  # a bad [self_improve] or [gate] fails now
+        settings.self_improve_settings()
     for item in fields(Settings):
         value = getattr(settings, item.name)
         if item.name in ("agents",) and value < 1:

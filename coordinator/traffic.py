@@ -60,6 +60,7 @@ class EmbeddedOrchestrator:
         self._env_file = env_file
         self._fleet_config = fleet_config
         self._server: Any = None
+        self.pipeline: Any = None  # the running Pipeline, once entered
         self.url = ""
         self.admin_token = ""
 
@@ -74,7 +75,7 @@ class EmbeddedOrchestrator:
             settings = dataclasses.replace(settings, admin_api_key=secrets.token_urlsafe(32))
         assert settings.admin_api_key is not None
         self.admin_token = settings.admin_api_key.reveal()
-        pipeline = build_pipeline(settings)
+        pipeline = self.pipeline = build_pipeline(settings)
         lives = (pipeline.live,) if self._fleet_config is None else (
             pipeline.live,
             self._fleet_config,

@@ -70,6 +70,7 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "anthropic_base_url": "ANTHROPIC_UPSTREAM_URL",
     "openai_base_url": "OPENAI_UPSTREAM_URL",
     "llama_cpp_url": "LLAMA_CPP_URL",
+    "echo_faults": "ECHO_FAULTS",
     "host": "HOST",
     "allowed_hosts": "ALLOWED_HOSTS",
     "port": "PORT",
@@ -154,6 +155,8 @@ class ServerSettings:
     anthropic_base_url: str | None = None
     openai_base_url: str | None = None
     llama_cpp_url: str | None = None
+    # The echo provider's injected failures (`orchestrator.providers.faults`), e.g. "20s:0.3".
+    echo_faults: str | None = None
     host: str = "127.0.0.1"
     # Host names (besides IP literals and localhost) clients use to reach the server; `*` any.
     allowed_hosts: tuple[str, ...] = ()
@@ -190,6 +193,13 @@ class ServerSettings:
                 f"not PROVIDER itself; got {','.join(self.fallback)!r}",
                 names=("FALLBACK",),
             )
+        if self.echo_faults is not None:
+            from orchestrator.providers.faults import FaultSchedule
+
+            try:
+                FaultSchedule.parse(self.echo_faults)
+            except ValueError as exc:
+                raise SettingsError(f"ECHO_FAULTS: {exc}", names=("ECHO_FAULTS",)) from None
         for name in _URL_FIELDS:
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://")):
@@ -465,5 +475,7 @@ def _worker(settings: ServerSettings, provider: Provider, model: str | None) -> 
         assert settings.llama_cpp_url is not None
         return LlamaCppWorker(settings.llama_cpp_url, model=model)
     from orchestrator.providers.echo import EchoWorker
+    from orchestrator.providers.faults import FaultSchedule
 
-    return EchoWorker(model=model)
+    faults = FaultSchedule.parse(settings.echo_faults) if settings.echo_faults else None
+    return EchoWorker(model=model, faults=faults)

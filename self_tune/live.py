@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from self_tune.errors import ConfigUpdateRejected
 
-__all__ = ["ConfigPort", "HttpConfig", "LocalConfig", "Value"]
+__all__ = ["CombinedConfig", "ConfigPort", "HttpConfig", "LocalConfig", "Value"]
 
 Value = int | float | None
 
@@ -131,6 +131,35 @@ class HttpConfig:
         raise ConfigUpdateRejected(
             str(field), f"{method} {self.url}: HTTP {response.status_code}: {message}"
         )
+
+
+class CombinedConfig:
+    """Several ports as one, each name going to the first port that holds it (the loop tunes a
+    remote server's pipeline and its own fleet together)."""
+
+    def __init__(self, *ports: ConfigPort) -> None:
+        if not ports:
+            raise ValueError("ports: CombinedConfig needs at least one port")
+        self._ports = ports
+
+    def values(self) -> dict[str, Value]:
+        out: dict[str, Value] = {}
+        for port in reversed(self._ports):  # the first port wins a name both hold
+            out.update(port.values())
+        return out
+
+    def apply(self, changes: Mapping[str, Value]) -> dict[str, tuple[Value, Value]]:
+        holders = [(port, set(port.values())) for port in self._ports]
+        parts: dict[int, dict[str, Value]] = {}
+        for name, value in changes.items():
+            index = next((i for i, (_, names) in enumerate(holders) if name in names), None)
+            if index is None:
+                raise ConfigUpdateRejected(name, "no live config holds this parameter")
+            parts.setdefault(index, {})[name] = value
+        changed: dict[str, tuple[Value, Value]] = {}
+        for index, part in parts.items():
+            changed.update(holders[index][0].apply(part))
+        return changed
 
 
 def _values_of(body: Any) -> dict[str, Value]:

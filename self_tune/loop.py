@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WATCHED: tuple[str, ...] = (
     "error_rate",
+    "upstream_error_rate",
     "latency_p95_ms",
     "stage.*.latency_p95_ms",
     "shed_per_s",
@@ -41,8 +42,10 @@ DEFAULT_WATCHED: tuple[str, ...] = (
 )
 """Metric-name patterns (fnmatch) the loop watches; anything else on the bus is ignored."""
 
-DEFAULT_SLOS: Mapping[str, float] = {"error_rate": 0.1}
-"""Absolute objectives: a value above the limit is a Critical anomaly, whatever the baseline."""
+DEFAULT_SLOS: Mapping[str, float] = {"error_rate": 0.1, "upstream_error_rate": 0.2}
+"""Absolute objectives: a value above the limit is a Critical anomaly, whatever the baseline.
+Requests may still succeed while the upstream fails one call in five (retries and fallbacks
+hide it, at a cost in latency and spend), so the upstream has its own, looser objective."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -56,6 +56,8 @@ SUSPECTS: Mapping[str, tuple[str, ...]] = {
                         "orchestrator/resilience/retry.py"),
     "error_rate_timeout*": ("orchestrator/stages/inference.py",
                             "orchestrator/resilience/retry.py"),
+    "upstream_error*": ("orchestrator/resilience/retry.py", "orchestrator/resilience/breaker.py",
+                        "orchestrator/stages/inference.py"),
     "error_rate*": ("orchestrator/stages/inference.py", "orchestrator/resilience/breaker.py",
                     "orchestrator/resilience/retry.py"),
     "breaker*": ("orchestrator/resilience/breaker.py",),
@@ -226,6 +228,17 @@ class MetaTaskGenerator:
                             m for f in shown for m in f.modules)))
         return self.propose(batch)
 
+    @staticmethod
+    def finding_of(tags: Iterable[str]) -> Finding | None:
+        """The finding a meta-task was written for, as far as its theme goes (from the tags
+        `_task_table` gives it), or None for a task this generator did not write."""
+        tags = tuple(tags)
+        values = dict(t.split(":", 1) for t in tags if ":" in t)
+        kinds = [k for k in FindingKind if str(k) in tags]
+        if "metric" not in values or "module" not in values or not kinds:
+            return None
+        return Finding(kind=kinds[0], metric=values["metric"], suspects=(values["module"],))
+
     def record_outcome(self, task_id: str, outcome: ModificationOutcome | str, *,
                        finding: Finding) -> bool:
         """Count a gated attempt's outcome; returns True when it made the theme a dead end.
@@ -263,7 +276,8 @@ class MetaTaskGenerator:
             "title": _title(finding),
             "prompt": self._prompt(finding),
             "priority": priority,
-            "tags": ["self-improve", str(finding.kind), f"metric:{finding.metric}"],
+            "tags": ["self-improve", str(finding.kind), f"metric:{finding.metric}",
+                     f"module:{finding.modules[0]}"],
             "created_by": CREATED_BY,
             "gate": True,
         }

@@ -24,6 +24,7 @@ __all__ = [
     "PipelineSource",
     "StatusSource",
     "flatten",
+    "upstream_error_rate",
 ]
 
 PIPELINE_COUNTERS = frozenset(
@@ -55,6 +56,23 @@ FLEET_COUNTERS = frozenset(
 """Fleet counters (when the fleet snapshot carries them)."""
 
 _BREAKER_STATES = {"closed": 0.0, "half_open": 0.5, "half-open": 0.5, "open": 1.0}
+
+
+def upstream_error_rate(values: Mapping[str, float]) -> dict[str, float]:
+    """`upstream_error_rate`: failed provider calls over all provider calls in the last interval.
+
+    The pipeline's own `error_rate` counts requests that failed after retries and fallbacks,
+    so a provider failing one call in three can hide behind its retries; this is what the
+    upstream itself does. Needs the sampler's `provider.*.calls_total` rates.
+    """
+    calls = failures = 0.0
+    for metric, value in values.items():
+        if metric.startswith("provider."):
+            if metric.endswith(".calls_per_s"):
+                calls += value
+            elif metric.endswith(".failures_per_s"):
+                failures += value
+    return {"upstream_error_rate": min(1.0, failures / calls) if calls > 0 else 0.0}
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

@@ -197,14 +197,17 @@ class Sampler:
     `counters` names metrics that only grow (``shed_total``…, or shell patterns such as
     ``provider.*.failures_total``); each is published as ``<name>_per_s`` (its rate over the
     last interval, 0 on the first sample) beside its total.
-    `clock` is wall-clock (snapshots carry it); `monotonic` measures intervals. A source that
-    fails is skipped for that sample and counted in `source_errors` (the others still publish).
+    `derived` are functions of one sample's values returning more metrics (ratios of rates,
+    say), added after the rates. `clock` is wall-clock (snapshots carry it); `monotonic`
+    measures intervals. A source that fails is skipped for that sample and counted in
+    `source_errors` (the others still publish).
     """
 
     bus: TelemetryBus[TelemetrySnapshot]
     sources: tuple[SnapshotSource, ...]
     interval_s: float = DEFAULT_INTERVAL_S
     counters: frozenset[str] = frozenset()
+    derived: tuple[Callable[[Mapping[str, float]], Mapping[str, float]], ...] = ()
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     source_errors: dict[str, int] = field(default_factory=dict)
@@ -239,6 +242,8 @@ class Sampler:
                 rate = (total - last.value) / (now - last.at)
             values[f"{_rate_name(metric)}"] = rate
             self._last[metric] = _CounterState(total, now)
+        for derive in self.derived:
+            values.update(derive(values))
         snapshot = TelemetrySnapshot(taken_at=self.clock(), values=values, sources=tuple(names))
         self.bus.publish(snapshot)
         return snapshot

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from orchestrator.errors import ProviderError
+from orchestrator.providers.faults import FaultSchedule
 from orchestrator.request import Completion, InferenceRequest, StreamChunk, Usage
 from orchestrator.tokens import estimate_request_tokens, estimate_tokens
 
@@ -19,7 +20,8 @@ class EchoWorker:
     `latency_s` exceeds the call's `timeout_s` it waits `timeout_s` and raises a retryable
     `ProviderError`, like a real provider timing out. `sleep` is injectable so tests need not
     wait; `calls` counts the calls received. It is `free`: it costs nothing whatever model a
-    request names.
+    request names. `faults` (a `FaultSchedule`, `ECHO_FAULTS` in the server's settings) makes
+    a share of the calls fail as an overloaded upstream would, for rehearsing failures.
     """
 
     free = True
@@ -31,6 +33,7 @@ class EchoWorker:
         name: str = "echo",
         model: str = "echo",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        faults: FaultSchedule | None = None,
     ) -> None:
         if latency_s < 0:
             raise ValueError(f"latency_s must be >= 0, got {latency_s!r}")
@@ -38,6 +41,7 @@ class EchoWorker:
         self.default_model = model
         self.latency_s = latency_s
         self._sleep = sleep
+        self.faults = faults
         self.calls = 0
 
     async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
@@ -66,6 +70,8 @@ class EchoWorker:
         return None
 
     async def _wait(self, timeout_s: float) -> None:
+        if self.faults is not None:
+            self.faults.check(self.name)
         if self.latency_s <= 0:
             return
         if self.latency_s > timeout_s:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
+
+from gitrepo import git, make_repo
 
 from coordinator.agents import resolve_profile
 from coordinator.fleet import Fleet, FleetSettings, FleetTunables
@@ -14,22 +15,9 @@ from coordinator.task import TaskState
 from memory_db import AgentMemory, ModificationOutcome
 from self_tune import GateCommand, GateSettings, ValidationGate
 
-IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost",
-            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@localhost"}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True,
-                          env={**os.environ, **IDENTITY}).stdout.strip()
-
 
 def setup(tmp_path: Path, check: str) -> tuple[Path, FolderQueue, GatedAttempts, AgentMemory]:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "--quiet", "--initial-branch=main")
-    (repo / "app.py").write_text("VALUE = 1\n")
-    git(repo, "add", "--all")
-    git(repo, "commit", "--quiet", "-m", "initial")
+    repo = make_repo(tmp_path / "repo", {"app.py": "VALUE = 1\n"})
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "fix.toml").write_text('prompt = "set VALUE to 2"\ngate = true\nmax_attempts = 1\n')

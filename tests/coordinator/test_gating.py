@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from gitrepo import git, make_repo
 
 from coordinator.gating import GatedAttempts, MergeMode
 from coordinator.task import Task
 from memory_db import AgentMemory, ModificationOutcome
 from self_tune import GateCommand, GateSettings, ValidationGate
 
-IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost",
-            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@localhost"}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True,
-                          env={**os.environ, **IDENTITY}).stdout.strip()
-
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "--quiet", "--initial-branch=main")
-    (root / "app.py").write_text("VALUE = 1\n")
-    git(root, "add", "--all")
-    git(root, "commit", "--quiet", "-m", "initial")
-    return root
+    return make_repo(tmp_path / "repo", {"app.py": "VALUE = 1\n"})
 
 
 @pytest.fixture

@@ -6,28 +6,19 @@ import asyncio
 import threading
 
 import pytest
+from fakeclock import FakeClock
 
 from intelligence import IndexFileError, SemanticDedup
 from intelligence.embed import TransformerEmbedder
 
 
-class Clock:
-    """Wall-clock seconds that move only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1_000_000.0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def dedup(minilm: TransformerEmbedder, clock: Clock) -> SemanticDedup[str]:
+def dedup(minilm: TransformerEmbedder, clock: FakeClock) -> SemanticDedup[str]:
     return SemanticDedup(minilm, clock=clock)
 
 
@@ -77,7 +68,7 @@ def test_a_hard_negative_is_not_merged(dedup: SemanticDedup[str], stored: str, a
     assert dedup.lookup(asked, scope="s") is None
 
 
-def test_the_threshold_is_read_live(minilm: TransformerEmbedder, clock: Clock) -> None:
+def test_the_threshold_is_read_live(minilm: TransformerEmbedder, clock: FakeClock) -> None:
     """Raising the live threshold turns a hit into a miss without rebuilding anything."""
     bar = {"value": 0.5}
     dedup: SemanticDedup[str] = SemanticDedup(minilm, threshold=lambda: bar["value"], clock=clock)
@@ -87,7 +78,7 @@ def test_the_threshold_is_read_live(minilm: TransformerEmbedder, clock: Clock) -
     assert dedup.lookup("how do you quit vim", scope=None) is None
 
 
-def test_entries_expire_after_their_ttl(minilm: TransformerEmbedder, clock: Clock) -> None:
+def test_entries_expire_after_their_ttl(minilm: TransformerEmbedder, clock: FakeClock) -> None:
     """An entry older than ttl_s is gone; a younger one is still served."""
     dedup: SemanticDedup[str] = SemanticDedup(minilm, ttl_s=60, clock=clock)
     dedup.insert("Explain the CAP theorem in simple terms.", "C, A, P", scope="s")
@@ -99,7 +90,7 @@ def test_entries_expire_after_their_ttl(minilm: TransformerEmbedder, clock: Cloc
 
 
 def test_the_least_recently_used_entry_is_evicted(
-    minilm: TransformerEmbedder, clock: Clock
+    minilm: TransformerEmbedder, clock: FakeClock
 ) -> None:
     """Beyond max_entries the entry used longest ago goes first."""
     dedup: SemanticDedup[str] = SemanticDedup(minilm, max_entries=2, clock=clock)
@@ -115,7 +106,7 @@ def test_the_least_recently_used_entry_is_evicted(
 
 
 def test_the_index_persists_and_reloads(
-    minilm: TransformerEmbedder, clock: Clock, tmp_path
+    minilm: TransformerEmbedder, clock: FakeClock, tmp_path
 ) -> None:
     """Saved entries are served by a new instance started on the same file."""
     path = tmp_path / "dedup.idx"
@@ -136,7 +127,7 @@ def test_the_index_persists_and_reloads(
 
 
 def test_reloading_drops_entries_that_expired_meanwhile(
-    minilm: TransformerEmbedder, clock: Clock, tmp_path
+    minilm: TransformerEmbedder, clock: FakeClock, tmp_path
 ) -> None:
     """An entry whose TTL ran out while the process was down is not loaded."""
     path = tmp_path / "dedup.idx"
@@ -192,7 +183,7 @@ def test_enough_correct_evidence_lowers_a_raised_bar_within_the_bound(
 
 
 def test_concurrent_async_lookups_share_one_embedding_call(
-    minilm: TransformerEmbedder, clock: Clock
+    minilm: TransformerEmbedder, clock: FakeClock
 ) -> None:
     """Lookups awaited together are embedded in one batch, off the event loop's thread."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fakeclock import FakeClock
 
 from memory_db import AgentMemory, ModificationOutcome
 from orchestrator.config import LiveConfig, Tunables
@@ -17,14 +18,6 @@ from self_tune.objective import Objective
 from self_tune.params import PARAMETERS, parameter
 from self_tune.snapshots import SnapshotStore
 from self_tune.telemetry import TelemetrySnapshot
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def snap(t: float = 0.0, **values: float) -> TelemetrySnapshot:
@@ -44,7 +37,7 @@ def busy(**extra: float) -> dict[str, float]:
     return base
 
 
-def make(clock: Clock, **kw: Any) -> tuple[TuningController, LiveConfig]:
+def make(clock: FakeClock, **kw: Any) -> tuple[TuningController, LiveConfig]:
     live: LiveConfig = LiveConfig(Tunables())
     controller = TuningController(
         LocalConfig(live), clock=clock, only=kw.pop("only", ["inference_concurrency"]), **kw
@@ -74,7 +67,7 @@ def test_unknown_parameter_lookup_names_it() -> None:
 
 def test_a_change_is_applied_to_the_live_config_with_its_reason() -> None:
     """Demand above capacity raises concurrency in the live config, and the change says why."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     controller, live = make(clock)
     changes = controller.step(snap(**busy()))
     assert len(changes) == 1
@@ -87,7 +80,7 @@ def test_a_change_is_applied_to_the_live_config_with_its_reason() -> None:
 
 def test_one_step_is_limited_to_the_parameters_max_step() -> None:
     """However large the wish, one change at most doubles concurrency (max_step 1.0)."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     controller, live = make(clock)
     controller.step(snap(**busy(requests_per_s=10_000.0)))
     assert live.current.inference_concurrency == 128
@@ -95,7 +88,7 @@ def test_one_step_is_limited_to_the_parameters_max_step() -> None:
 
 def test_bounds_hold_the_value() -> None:
     """The tuner's bounds cap a parameter however often it is pushed."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     controller, live = make(clock)
     for _ in range(20):
         clock.now += 10
@@ -105,7 +98,7 @@ def test_bounds_hold_the_value() -> None:
 
 def test_cooldown_blocks_a_second_change_too_soon() -> None:
     """A parameter changed at t=0 is not changed again before its cooldown passes."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     controller, _ = make(clock)
     controller.step(snap(**busy(requests_per_s=10_000.0)))
     clock.now = parameter("inference_concurrency").cooldown_s / 2
@@ -116,7 +109,7 @@ def test_cooldown_blocks_a_second_change_too_soon() -> None:
 
 def test_dry_run_recommends_without_acting() -> None:
     """With dry_run the live config stays put and the change is a recommendation."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     controller, live = make(clock, dry_run=True)
     changes = controller.step(snap(**busy()))
     assert changes and changes[0].kind is ChangeKind.RECOMMENDED and not changes[0].applied
@@ -125,7 +118,7 @@ def test_dry_run_recommends_without_acting() -> None:
 
 def test_no_signal_no_change() -> None:
     """A law without its signal proposes nothing: an empty snapshot changes nothing."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     controller, live = make(clock, only=None)
     assert controller.step(snap()) == []
     assert live.current == Tunables()
@@ -133,7 +126,7 @@ def test_no_signal_no_change() -> None:
 
 def test_forecast_feeds_forward_into_concurrency() -> None:
     """A forecast of more demand than measured raises concurrency before arrivals do."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     quiet = busy(requests_per_s=20.0, upstream_calls_per_s=20.0, inference_active=20.0)
     quiet["stage.inference.depth"] = 0.0
     without, live_a = make(clock)
@@ -154,7 +147,7 @@ def test_a_refused_change_is_logged_and_the_rest_apply() -> None:
                 raise ConfigUpdateRejected("shed_threshold", "no")
             return super().apply(changes)
 
-    clock = Clock()
+    clock = FakeClock(0.0)
     live: LiveConfig = LiveConfig(Tunables())
     controller = TuningController(
         Picky(live), clock=clock, only=["inference_concurrency", "shed_threshold"]
@@ -167,7 +160,7 @@ def test_a_refused_change_is_logged_and_the_rest_apply() -> None:
 
 def test_status_shows_value_default_and_last_change() -> None:
     """status() lists each parameter with its value, its default and the last change."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     controller, _ = make(clock)
     controller.step(snap(**busy()))
     (row,) = controller.status()
@@ -178,7 +171,7 @@ def test_status_shows_value_default_and_last_change() -> None:
 
 def test_a_change_that_makes_things_worse_is_rolled_back() -> None:
     """A version that scores worse than before it, under the same conditions, is undone."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     live: LiveConfig = LiveConfig(Tunables())
     store = SnapshotStore(window_s=30, min_age_s=0)
     controller = TuningController(
@@ -218,7 +211,7 @@ def test_no_rollback_when_conditions_changed() -> None:
 
 def test_changes_and_versions_are_kept_in_the_agent_memory(tmp_path: Any) -> None:
     """Applied changes become Deployed modifications; versions become config snapshots."""
-    clock = Clock()
+    clock = FakeClock(0.0)
     with AgentMemory(f"sqlite:///{tmp_path / 'memory.db'}") as memory:
         journal = MemoryJournal(memory)
         live: LiveConfig = LiveConfig(Tunables())

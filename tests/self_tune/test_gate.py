@@ -3,40 +3,20 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from gitrepo import git, make_repo
 from processes import ends_within
 
 from memory_db import ModificationOutcome
 from self_tune import GateCommand, GateError, GateSettings, ValidationGate
 
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "t@localhost",
-    "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "t@localhost",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **IDENTITY}, check=True)
-    return done.stdout.strip()
-
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A user's checkout on branch main with one committed module and its passing test."""
-    root = tmp_path / "project"
-    root.mkdir()
-    git(root, "init", "--quiet", "--initial-branch=main")
-    (root / "calc.py").write_text("def add(a, b):\n    return a + b\n")
-    (root / "test_calc.py").write_text(
-        "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
-    git(root, "add", "--all")
-    git(root, "commit", "--quiet", "-m", "initial")
-    return root
+    return make_repo(tmp_path / "project")
 
 
 def check(command: str, name: str = "check", timeout_s: float = 30.0) -> GateCommand:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakeclock import FakeClock
 
 from coordinator.task import Priority, parse_task_file
 from memory_db import AgentMemory, ModificationOutcome
@@ -18,17 +19,9 @@ from self_tune.metatasks import (
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(1000.0)
 
 
 @pytest.fixture
@@ -45,7 +38,7 @@ def error_spike(**overrides) -> Finding:
 
 @pytest.mark.parametrize("kind", list(FindingKind))
 def test_every_kind_round_trips_through_the_task_parser(
-    tmp_path: Path, clock: Clock, kind: FindingKind
+    tmp_path: Path, clock: FakeClock, kind: FindingKind
 ) -> None:
     """What the generator writes is a task file the coordinator accepts, marked for the gate."""
     generator = MetaTaskGenerator(tmp_path, acceptance=["pytest -q tests/x"], clock=clock)
@@ -60,7 +53,9 @@ def test_every_kind_round_trips_through_the_task_parser(
     assert "ünïcode" in task.prompt
 
 
-def test_the_prompt_names_metric_baseline_window_and_suspects(tmp_path: Path, clock: Clock) -> None:
+def test_the_prompt_names_metric_baseline_window_and_suspects(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     """An agent reading the task knows what moved, by how much, and where to start."""
     proposal = MetaTaskGenerator(tmp_path, clock=clock).propose(error_spike())
     [task] = parse_task_file(proposal.written)
@@ -76,7 +71,7 @@ def test_suspects_follow_the_metric_to_its_module() -> None:
     assert suspects_for("something_new") == ("orchestrator/pipeline.py",)
 
 
-def test_a_kind_waits_out_its_cooldown(tmp_path: Path, clock: Clock) -> None:
+def test_a_kind_waits_out_its_cooldown(tmp_path: Path, clock: FakeClock) -> None:
     """A second finding of the same kind inside the cooldown writes nothing and says why."""
     generator = MetaTaskGenerator(tmp_path, clock=clock,
                                   cooldowns_s={FindingKind.ANOMALY: 100.0})
@@ -88,7 +83,7 @@ def test_a_kind_waits_out_its_cooldown(tmp_path: Path, clock: Clock) -> None:
     assert generator.propose(error_spike(metric="shed_rate")).written
 
 
-def test_no_duplicate_of_an_open_task_on_the_same_theme(tmp_path: Path, clock: Clock) -> None:
+def test_no_duplicate_of_an_open_task_on_the_same_theme(tmp_path: Path, clock: FakeClock) -> None:
     """While a task on a theme is pending or claimed, the theme gets no second task."""
     open_ids: list[str] = []
     generator = MetaTaskGenerator(tmp_path, clock=clock, open_task_ids=lambda: open_ids,
@@ -101,7 +96,7 @@ def test_no_duplicate_of_an_open_task_on_the_same_theme(tmp_path: Path, clock: C
     assert generator.propose(error_spike()).written
 
 
-def test_an_hourly_cap_bounds_how_many_tasks_are_written(tmp_path: Path, clock: Clock) -> None:
+def test_an_hourly_cap_bounds_how_many_tasks_are_written(tmp_path: Path, clock: FakeClock) -> None:
     """Past the cap, nothing is written until an hour has gone by."""
     generator = MetaTaskGenerator(tmp_path, clock=clock, max_per_hour=2,
                                   cooldowns_s={FindingKind.ANOMALY: 0.0})
@@ -114,7 +109,7 @@ def test_an_hourly_cap_bounds_how_many_tasks_are_written(tmp_path: Path, clock: 
 
 
 def test_three_failures_on_a_theme_make_a_dead_end(
-    tmp_path: Path, clock: Clock, memory: AgentMemory
+    tmp_path: Path, clock: FakeClock, memory: AgentMemory
 ) -> None:
     """After repeated failed attempts on a theme it is a dead end, and no further task comes."""
     generator = MetaTaskGenerator(tmp_path, memory=memory, clock=clock,
@@ -137,7 +132,7 @@ def test_three_failures_on_a_theme_make_a_dead_end(
 
 
 def test_the_prompt_lists_what_was_tried_before(
-    tmp_path: Path, clock: Clock, memory: AgentMemory
+    tmp_path: Path, clock: FakeClock, memory: AgentMemory
 ) -> None:
     """Earlier attempts on the theme reach the next agent, so it does not repeat them."""
     generator = MetaTaskGenerator(tmp_path, memory=memory, clock=clock,
@@ -152,7 +147,7 @@ def test_the_prompt_lists_what_was_tried_before(
     assert f"{first.task_id}: RolledBack — raised the retry budget" in task.prompt
 
 
-def test_a_batch_of_static_findings_is_one_capped_task(tmp_path: Path, clock: Clock) -> None:
+def test_a_batch_of_static_findings_is_one_capped_task(tmp_path: Path, clock: FakeClock) -> None:
     """Static findings are batched into one task listing at most `limit` of them."""
     findings = [Finding(kind=FindingKind.STATIC, metric="ruff.F401", detail=f"a.py:{n} unused",
                         suspects=("a.py",)) for n in range(15)]

@@ -1,0 +1,404 @@
+"""`coordinator --self-improve`: the self-improvement loop running beside the fleet.
+
+    pipeline + fleet snapshots ──Sampler──▶ bus ──▶ TuningController  (live parameters)
+                                                └─▶ SelfImprovementLoop (anomalies, objectives)
+                                                        └─▶ MetaTaskGenerator ──▶ task folder
+    fleet ──gate = true──▶ GatedAttempts (worktree, ValidationGate, merge) ──▶ agent memory
+                                   └─ outcome ──▶ MetaTaskGenerator.record_outcome (dead ends)
+
+`SelfImprovement` composes these parts for one task folder; `coordinator.cli` builds it. One
+process runs the loop per task folder (`LoopLock`); the loop's state goes to
+`.queue/self-improve.json` after every tick, which `coordinator status` shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coordinator.errors import ConfigError, QueueWriteError
+from coordinator.gating import GatedAttempts, MergeMode
+from coordinator.layout import atomic_write
+from coordinator.task import Task
+from memory_db import AgentMemory, ModificationOutcome
+from self_tune.gate import GateSettings, ValidationGate
+from self_tune.loop import SelfImprovementLoop
+from self_tune.metatasks import CREATED_BY, Finding, FindingKind, MetaTaskGenerator
+from self_tune.telemetry import InProcessBus, Sampler, SnapshotSource, TelemetrySnapshot
+
+__all__ = [
+    "LoopLock",
+    "LoopLockHeld",
+    "SelfImproveSettings",
+    "SelfImprovement",
+    "parse_settings",
+    "read_status",
+    "status_path",
+    "with_flags",
+]
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "self-improve.json"
+LOCK_FILE = "self-improve.lock"
+PINNED_WINDOWS = 6
+"""Consecutive ticks a tuned parameter must sit at its bound before it becomes a finding."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SelfImproveSettings:
+    """`[self_improve]` and `[gate]` in coordinator.toml, and the matching flags.
+
+    `repo` None means the git repository containing the working directory; `target_branch`
+    None its current branch.
+    """
+
+    repo: Path | None = None
+    target_branch: str | None = None
+    merge: MergeMode = MergeMode.REVIEW
+    telemetry_interval_s: float = 5.0
+    dry_run: bool = False
+    gate: GateSettings = field(default_factory=GateSettings)
+
+    def __post_init__(self) -> None:
+        interval = self.telemetry_interval_s
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or not (
+            0 < interval < float("inf")
+        ):
+            raise ConfigError(f"telemetry_interval_s must be a number > 0, got {interval!r}")
+
+
+def status_path(tasks_dir: Path) -> Path:
+    return Path(tasks_dir) / ".queue" / STATUS_FILE
+
+
+def read_status(tasks_dir: Path) -> dict[str, Any] | None:
+    """The loop's last published state for this folder, or None if no loop ever ran here."""
+    try:
+        return json.loads(status_path(tasks_dir).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class LoopLockHeld(Exception):
+    """Another process runs the loop for this task folder; `holder` says which."""
+
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+        super().__init__(f"the self-improvement loop for this folder runs in {holder}")
+
+
+class LoopLock:
+    """One loop per task folder: an exclusive `flock` held for the process's life.
+
+    The kernel drops the lock when its holder dies, however it dies, so a crashed loop never
+    blocks the next one; the file names the holder for the message a second loop prints.
+    """
+
+    def __init__(self, tasks_dir: Path) -> None:
+        self.path = Path(tasks_dir) / ".queue" / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise `LoopLockHeld` naming who holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise LoopLockHeld(holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> LoopLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class SelfImprovement:
+    """The loop for one task folder: telemetry, tuning, meta-tasks, and the gate's outcomes.
+
+    `sources` are what the sampler reads (the pipeline's and the fleet's snapshots); `config`
+    the live parameters (None: detect and write tasks, tune nothing — e.g. a remote
+    orchestrator without `/v1/config`). `gating` is what the fleet runs gated tasks through.
+    Call `start()` once the fleet and the pipeline exist, and `stop()` before they go.
+    """
+
+    def __init__(
+        self,
+        settings: SelfImproveSettings,
+        *,
+        tasks_dir: Path,
+        open_task_ids: Callable[[], Iterable[str]],
+        sources: Iterable[SnapshotSource],
+        config: Any | None,
+        memory: AgentMemory | None,
+        gate_env: Mapping[str, str] | None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from self_tune.controller import TuningController
+        from self_tune.sources import FLEET_COUNTERS, PIPELINE_COUNTERS, upstream_error_rate
+
+        self.settings = settings
+        self.tasks_dir = Path(tasks_dir)
+        self._memory = memory
+        self._clock = clock
+        self._bus: InProcessBus[TelemetrySnapshot] = InProcessBus()
+        self._subscription = self._bus.subscribe()
+        self.sampler = Sampler(
+            bus=self._bus, sources=tuple(sources), interval_s=settings.telemetry_interval_s,
+            counters=PIPELINE_COUNTERS | FLEET_COUNTERS, derived=(upstream_error_rate,),
+            clock=clock, monotonic=monotonic)
+        self.generator = MetaTaskGenerator(self.tasks_dir, memory=memory,
+                                           open_task_ids=open_task_ids, clock=monotonic)
+        self.loop = SelfImprovementLoop(self.generator, window_s=60.0,
+                                        dry_run=settings.dry_run, clock=clock)
+        self.controller: TuningController | None = None
+        self.tuning_problem = ""
+        if config is not None:
+            try:
+                self.controller = TuningController(config, dry_run=settings.dry_run,
+                                                   clock=monotonic)
+            except Exception as exc:  # a remote orchestrator that cannot be tuned
+                self.tuning_problem = f"not tuning: {exc}"
+                log.warning("self-improve: %s", self.tuning_problem)
+        gate = ValidationGate(settings.repo or Path.cwd(), target_branch=settings.target_branch,
+                              settings=settings.gate, env=gate_env)
+        self.gating = GatedAttempts(gate, merge=settings.merge, memory=memory,
+                                    on_outcome=self._gated_outcome)
+        self._pinned_for: dict[str, int] = {}
+        self._proposals: deque[dict[str, Any]] = deque(maxlen=20)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ticks = 0
+
+    # ------------------------------------------------------------------ running
+
+    def start(self) -> None:
+        gate = self.gating.gate
+        self.gating.gate.recover()  # worktrees a crashed run left behind
+        log.info("self-improve: watching, gate on %s (branch %s, merge %s)", gate.root,
+                 gate.target_branch, self.settings.merge.value)
+        self._thread = threading.Thread(target=self._run, name="self-improve", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._publish()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a full disk or a broken source must not end the loop
+                log.exception("self-improve: a tick failed")
+            self._stop.wait(self.settings.telemetry_interval_s)
+
+    def tick(self) -> None:
+        """One round: sample, then tune and watch every snapshot the bus delivered."""
+        self.sampler.sample()
+        for snapshot in self._subscription.drain():
+            if self.controller is not None:
+                self.controller.step(snapshot)
+                self._watch_pinned(snapshot)
+            for event in self.loop.observe(snapshot):
+                self._remember(event.anomaly.metric, event.proposal)
+        self.ticks += 1
+        self._publish()
+
+    def _watch_pinned(self, snapshot: TelemetrySnapshot) -> None:
+        """A parameter the controller holds at its bound for several ticks is a finding:
+        tuning alone cannot fix what drives it there."""
+        assert self.controller is not None
+        values = self.controller.port.values()
+        for name, param in self.controller.parameters.items():
+            value, default = values.get(name), self.controller.defaults.get(name)
+            at_bound = value is not None and value != default and value in (param.low,
+                                                                             param.high)
+            self._pinned_for[name] = self._pinned_for.get(name, 0) + 1 if at_bound else 0
+            if self._pinned_for[name] != PINNED_WINDOWS:
+                continue
+            bound = "upper" if value == param.high else "lower"
+            finding = Finding(
+                kind=FindingKind.PINNED, metric=f"param.{name}", observed=float(value),
+                baseline=None if default is None else float(default),
+                window_s=PINNED_WINDOWS * self.settings.telemetry_interval_s,
+                detail=f"The controller has held {name} at its {bound} bound ({value} "
+                       f"{param.unit}) for {PINNED_WINDOWS} telemetry windows; it is tuned "
+                       f"on {param.signal}.")
+            proposal = (self.generator.propose(finding) if not self.settings.dry_run else None)
+            self._remember(finding.metric, proposal, dry_reason=f"dry run: would propose a "
+                           f"task on {finding.theme}")
+
+    def _remember(self, metric: str, proposal: Any, *, dry_reason: str = "") -> None:
+        self._proposals.append({
+            "at": self._clock(), "metric": metric,
+            "task_id": getattr(proposal, "task_id", None),
+            "reason": getattr(proposal, "reason", dry_reason),
+        })
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _gated_outcome(self, task: Task, outcome: ModificationOutcome) -> None:
+        """A meta-task's gated attempt ended: count it against its theme (dead ends)."""
+        if task.created_by != CREATED_BY:
+            return
+        finding = MetaTaskGenerator.finding_of(task.tags)
+        if finding is not None and self.generator.record_outcome(task.id, outcome,
+                                                                 finding=finding):
+            log.warning("self-improve: %s is now a dead end", finding.theme)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """What `coordinator status` shows of the loop (JSON-ready)."""
+        gate = self.gating.gate
+        return {
+            "holder": f"pid {os.getpid()} on {socket.gethostname()}",
+            "updated_at": self._clock(),
+            "dry_run": self.settings.dry_run,
+            "merge": self.settings.merge.value,
+            "repo": str(gate.root),
+            "target_branch": gate.target_branch,
+            "telemetry_interval_s": self.settings.telemetry_interval_s,
+            "ticks": self.ticks,
+            "source_errors": dict(self.sampler.source_errors),
+            "tuning": self.tuning_problem or ("dry run" if self.settings.dry_run else "on"),
+            "anomalies": [
+                {"at": e.anomaly.time, "metric": e.anomaly.metric,
+                 "severity": str(e.anomaly.severity), "detector": str(e.anomaly.detector),
+                 "value": e.anomaly.value, "baseline": e.anomaly.baseline,
+                 "task_id": e.proposal.task_id, "action": e.proposal.reason}
+                for e in self.loop.events[-10:]],
+            "proposals": list(self._proposals),
+            "parameters": self.controller.status() if self.controller is not None else [],
+        }
+
+    def _publish(self) -> None:
+        try:
+            atomic_write(str(status_path(self.tasks_dir)),
+                         json.dumps(self.status(), default=str).encode())
+        except (OSError, QueueWriteError) as exc:
+            log.warning("self-improve: could not write %s: %s", status_path(self.tasks_dir), exc)
+
+
+def with_flags(settings: SelfImproveSettings, **flags: Any) -> SelfImproveSettings:
+    """`settings` with the flags the user gave (None: not given) on top."""
+    given = {k: v for k, v in flags.items() if v is not None and v is not False}
+    if "merge" in given:
+        given["merge"] = MergeMode(given["merge"])
+    if "repo" in given:
+        given["repo"] = Path(given["repo"])
+    return dataclasses.replace(settings, **given)
+
+
+_LOOP_KEYS = {"repo": str, "target_branch": str, "merge": str, "telemetry_interval_s": float,
+              "dry_run": bool}
+
+
+def parse_settings(loop: Any, gate: Any, path: Path) -> SelfImproveSettings:
+    """`[self_improve]` and `[gate]` of `path`; raises ConfigError naming the key at fault.
+
+        [self_improve]
+        repo = "."                 # the repository the fleet improves
+        target_branch = "main"
+        merge = "review"           # or "auto"
+        telemetry_interval_s = 5
+        dry_run = false
+
+        [gate]
+        commands = [{ name = "pytest", command = "pytest -q", timeout_s = 1800 },
+                    { name = "ruff", command = "ruff check .", timeout_s = 300 }]
+        bench = { command = "python bench.py", timeout_s = 600 }
+        bench_margin = 0.05
+        bench_lower_is_better = ["p95_ms"]
+        bench_higher_is_better = ["rps"]
+    """
+    from self_tune.gate import GateCommand
+
+    values: dict[str, Any] = {}
+    for table, where in ((loop, "[self_improve]"), (gate, "[gate]")):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {where} must be a table")
+    for key, value in loop.items():
+        kind = _LOOP_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"{path}: [self_improve]: unknown key {key!r}; known: "
+                              f"{', '.join(_LOOP_KEYS)}")
+        ok = isinstance(value, bool) if kind is bool else (
+            isinstance(value, int | float) and not isinstance(value, bool) if kind is float
+            else isinstance(value, str))
+        if not ok:
+            raise ConfigError(f"{path}: [self_improve] {key}: expected {kind.__name__}, "
+                              f"got {value!r}")
+        values[key] = value
+    if "merge" in values and values["merge"] not in tuple(MergeMode):
+        raise ConfigError(f"{path}: [self_improve] merge: expected 'auto' or 'review', got "
+                          f"{values['merge']!r}")
+
+    def command(spec: Any, where: str, default_name: str) -> GateCommand:
+        if not isinstance(spec, dict) or not isinstance(spec.get("command"), str):
+            raise ConfigError(f"{path}: [gate] {where}: needs command = \"...\"")
+        extra = set(spec) - {"name", "command", "timeout_s"}
+        if extra:
+            raise ConfigError(f"{path}: [gate] {where}: unknown key(s) {', '.join(sorted(extra))}")
+        try:
+            return GateCommand(name=str(spec.get("name", default_name)), command=spec["command"],
+                               timeout_s=float(spec.get("timeout_s", 900.0)))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: [gate] {where}: {exc}") from None
+
+    gate_values: dict[str, Any] = {}
+    for key, value in gate.items():
+        if key == "commands":
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{path}: [gate] commands: expected a non-empty list of tables")
+            gate_values["commands"] = tuple(command(c, f"commands[{i}]", f"check{i + 1}")
+                                            for i, c in enumerate(value))
+        elif key == "bench":
+            gate_values["bench"] = command(value, "bench", "bench")
+        elif key == "bench_margin":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{path}: [gate] bench_margin: expected a number, got {value!r}")
+            gate_values["bench_margin"] = float(value)
+        elif key in ("bench_lower_is_better", "bench_higher_is_better"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: [gate] {key}: expected a list of metric names")
+            gate_values[key] = tuple(value)
+        else:
+            raise ConfigError(f"{path}: [gate]: unknown key {key!r}; known: commands, bench, "
+                              "bench_margin, bench_lower_is_better, bench_higher_is_better")
+    try:
+        gate_settings = GateSettings(**gate_values)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [gate]: {exc}") from None
+    if "repo" in values:
+        values["repo"] = (path.parent / values["repo"]).resolve()
+    if "merge" in values:
+        values["merge"] = MergeMode(values["merge"])
+    return SelfImproveSettings(**values, gate=gate_settings)

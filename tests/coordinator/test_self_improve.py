@@ -1,0 +1,325 @@
+"""`coordinator --self-improve` end to end, as real processes on a scratch repository.
+
+The coordinator runs as a subprocess with the echo provider and an injected fault schedule;
+the test sends the traffic, a scripted agent (a shell command) makes the change, and the gate
+runs real pytest and ruff in the worktree. Waits are for events, each with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from gitrepo import git, make_repo
+from processes import ends_within
+
+from coordinator.self_improve import LoopLock, read_status
+from memory_db import AgentMemory, ModificationOutcome, ModificationRecord
+
+DEADLINE_S = 120.0  # generous: two cores shared with the rest of the suite
+
+BENCH = "import json, os\nprint(json.dumps({'calc_bytes': os.path.getsize('calc.py')}))\n"
+"""The gate's bench: a real measurement of the worktree it runs in."""
+
+
+def gate_config(root: Path) -> str:
+    (root / "bench.py").write_text(BENCH)
+    py = sys.executable
+    return (
+        "[gate]\ncommands = [\n"
+        f'  {{ name = "pytest", command = "{py} -m pytest -q -p no:cacheprovider" }},\n'
+        f'  {{ name = "ruff", command = "{py} -m ruff check --no-cache ." }},\n'
+        "]\n"
+        f'bench = {{ command = "{py} {root / "bench.py"}" }}\n'
+    )
+
+
+COMMENT = "# the scripted agent was here\n"
+ADD_COMMENT = f"printf '{COMMENT.strip()}\\n' >> calc.py"
+BREAK_RUFF = "printf 'import os\\n' | cat - calc.py > c.tmp && mv c.tmp calc.py"
+
+
+def wait_for(what: str, check: Callable[[], object], timeout_s: float = DEADLINE_S) -> object:
+    """Poll `check` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+class Coordinator:
+    """`coordinator` as a child process, its stderr collected line by line."""
+
+    def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        environ = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("COORDINATOR_", "ECHO_", "API_KEY", "ADMIN_API_KEY"))}
+        environ.update({"PROVIDER": "echo", "PORT": "0", **(env or {})})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "coordinator.cli", *args], cwd=cwd, env=environ,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def url(self) -> str:
+        line = wait_for("the orchestrator's URL", lambda: next(
+            (ln for ln in self.lines if ln.startswith("orchestrator: serving on ")), None)
+            or self.proc.poll() is not None)
+        assert isinstance(line, str), f"the coordinator exited:\n{self.stderr}"
+        return line.split()[3]
+
+    def wait(self, timeout_s: float = DEADLINE_S) -> int:
+        code = self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=5)
+        return code
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        return self.wait()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Traffic:
+    """Distinct prompts (no cache or dedup hits) sent to the orchestrator until stopped."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.sent = url, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send, daemon=True)
+        self._thread.start()
+
+    def _send(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self._stop.is_set():
+                client.post("/v1/prompt", json={"input": f"prompt number {self.sent}"})
+                self.sent += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """tmp/project (the user's checkout), tmp/tasks, tmp/coordinator.toml with a [gate]."""
+    make_repo(tmp_path / "project")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "coordinator.toml").write_text(
+        f'tasks = "tasks"\ndb = "sqlite:///{tmp_path}/memory.db"\n' + gate_config(tmp_path))
+    return tmp_path
+
+
+def modifications(root: Path) -> list[ModificationRecord]:
+    with AgentMemory(f"sqlite:///{root}/memory.db") as memory:
+        return memory.modifications()
+
+
+def loop_args(root: Path) -> list[str]:
+    return ["--self-improve", "--repo", str(root / "project")]
+
+
+def worktrees(repo: Path) -> list[str]:
+    return [ln for ln in git(repo, "worktree", "list", "--porcelain").splitlines()
+            if ln.startswith("worktree ")]
+
+
+def gated_task(root: Path, name: str = "fix") -> None:
+    (root / "tasks" / f"{name}.toml").write_text(
+        f'prompt = "make a small change"\ngate = true\nmax_attempts = 1\nid = "{name}"\n')
+
+
+def test_an_upstream_fault_becomes_a_merged_change_recorded_in_memory(project: Path) -> None:
+    """Healthy traffic, then the upstream fails half its calls: the loop writes a meta-task, the
+    scripted agent changes the code in a worktree, the gate passes, the change is merged,
+    and the memory holds a Deployed record with the bench's measured delta."""
+    repo = project / "project"
+    before = git(repo, "rev-parse", "main")
+    run = Coordinator(project, *loop_args(project), "--merge", "auto",
+                      "--telemetry-interval-s", "0.5", "--agent", ADD_COMMENT,
+                      env={"ECHO_FAULTS": "40:0.5"})
+    try:
+        traffic = Traffic(run.url())
+        deployed = wait_for("a Deployed modification", lambda: [
+            m for m in modifications(project) if m.outcome is ModificationOutcome.DEPLOYED])
+        traffic.stop()
+        assert run.interrupt() == 130, run.stderr
+    finally:
+        run.kill()
+    meta = [p for p in (project / "tasks" / "sources").glob("*.toml")]
+    assert meta, run.stderr
+    written = meta[0].read_text()
+    assert 'created_by = "self-improve"' in written and "gate = true" in written
+    assert "upstream_error_rate" in written
+    (mod,) = deployed
+    assert mod.task_id is not None and mod.task_id.startswith("si-")
+    assert [(v["name"], v["passed"]) for v in mod.verdicts] == [
+        ("pytest", True), ("ruff", True), ("bench (target)", True), ("bench (branch)", True)]
+    assert mod.metric_deltas["calc_bytes"] == len(COMMENT)
+    assert git(repo, "rev-parse", "main") != before
+    assert COMMENT.strip() in (repo / "calc.py").read_text()
+    assert git(repo, "status", "--porcelain") == ""  # the user's checkout is clean
+    assert len(worktrees(repo)) == 1  # the attempt's worktree is gone
+    status = read_status(project / "tasks")
+    assert status is not None
+    assert any(a["metric"] == "upstream_error_rate" for a in status["anomalies"])
+
+
+def test_a_change_that_breaks_ruff_fails_validation_and_merges_nothing(project: Path) -> None:
+    repo = project / "project"
+    before = git(repo, "rev-parse", "main")
+    gated_task(project)
+    run = Coordinator(project, *loop_args(project), "--merge", "auto", "--until-empty",
+                      "--agent", BREAK_RUFF)
+    assert run.wait() == 1, run.stderr
+    (mod,) = modifications(project)
+    assert mod.outcome is ModificationOutcome.VALIDATION_FAILED
+    assert [(v["name"], v["passed"]) for v in mod.verdicts] == [("pytest", True), ("ruff", False)]
+    assert git(repo, "rev-parse", "main") == before
+    assert git(repo, "status", "--porcelain") == ""
+    assert len(worktrees(repo)) == 1
+
+
+def test_an_agent_that_changes_nothing_is_rejected(project: Path) -> None:
+    gated_task(project)
+    run = Coordinator(project, *loop_args(project), "--until-empty", "--agent", "true")
+    assert run.wait() == 1, run.stderr
+    (mod,) = modifications(project)
+    assert mod.outcome is ModificationOutcome.REJECTED
+
+
+def test_review_keeps_the_branch_until_gate_merge(project: Path) -> None:
+    """--merge review: the gate passes, the branch waits; `coordinator gate merge` lands it."""
+    repo = project / "project"
+    before = git(repo, "rev-parse", "main")
+    gated_task(project)
+    run = Coordinator(project, *loop_args(project), "--merge", "review", "--until-empty",
+                      "--agent", ADD_COMMENT)
+    assert run.wait() == 0, run.stderr
+    (mod,) = modifications(project)
+    assert mod.outcome is ModificationOutcome.IN_PROGRESS
+    assert git(repo, "rev-parse", "main") == before
+    assert mod.branch is not None and git(repo, "rev-parse", "--verify", mod.branch)
+
+    listed = cli(project, "gate", "list", "--json")
+    assert [row["task"] for row in json.loads(listed.stdout)] == ["fix"]
+    merged = cli(project, "gate", "merge", "fix", "--repo", str(repo))
+    assert merged.returncode == 0, merged.stderr
+    assert git(repo, "rev-parse", "main") != before
+    assert COMMENT.strip() in (repo / "calc.py").read_text()
+    (mod,) = modifications(project)
+    assert mod.outcome is ModificationOutcome.DEPLOYED
+    assert json.loads(cli(project, "gate", "list", "--json").stdout) == []
+
+
+def test_discard_deletes_the_waiting_branch(project: Path) -> None:
+    repo = project / "project"
+    gated_task(project)
+    run = Coordinator(project, *loop_args(project), "--until-empty", "--agent", ADD_COMMENT)
+    assert run.wait() == 0, run.stderr
+    (mod,) = modifications(project)
+    discarded = cli(project, "gate", "discard", "fix", "--repo", str(repo))
+    assert discarded.returncode == 0, discarded.stderr
+    assert mod.branch not in git(repo, "branch", "--list")
+    assert modifications(project)[0].outcome is ModificationOutcome.REJECTED
+
+
+def test_a_second_loop_on_the_folder_says_who_holds_it_and_runs_as_a_plain_fleet(
+    project: Path,
+) -> None:
+    (project / "tasks" / "plain.toml").write_text('prompt = "hello"\n')
+    with LoopLock(project / "tasks"):
+        run = Coordinator(project, *loop_args(project), "--until-empty")
+        assert run.wait() == 0, run.stderr
+    assert f"runs in pid {os.getpid()}" in run.stderr
+    assert "plain fleet" in run.stderr
+
+
+def test_dry_run_detects_but_writes_no_task(project: Path) -> None:
+    run = Coordinator(project, *loop_args(project), "--dry-run", "--telemetry-interval-s", "0.5",
+                      env={"ECHO_FAULTS": "20:0.5"})
+    try:
+        traffic = Traffic(run.url())
+        wait_for("an anomaly in the loop's status", lambda: (read_status(project / "tasks")
+                                                             or {}).get("anomalies"))
+        traffic.stop()
+        assert run.interrupt() == 130, run.stderr
+    finally:
+        run.kill()
+    status = read_status(project / "tasks")
+    assert status is not None and status["dry_run"]
+    assert all(a["action"].startswith("dry run") for a in status["anomalies"])
+    assert not list((project / "tasks").glob("*.toml"))
+    assert not (project / "tasks" / "sources").exists() or not list(
+        (project / "tasks" / "sources").glob("si-*"))
+
+
+def test_killed_mid_gate_the_attempt_is_retried_never_deployed_unchecked(project: Path) -> None:
+    """SIGKILL while the gate runs: on restart the stale worktree is removed and the task runs
+    again from a fresh one; nothing is recorded Deployed without a passing gate."""
+    repo = project / "project"
+    started, release = project / "gate-started", project / "gate-may-pass"
+    (project / "slow_check.py").write_text(
+        "import os, pathlib, sys, time\n"
+        f"if pathlib.Path({str(release)!r}).exists(): sys.exit(0)\n"
+        f"pathlib.Path({str(started)!r}).write_text(str(os.getpid()))\n"
+        "time.sleep(600)\n")
+    config = project / "coordinator.toml"
+    config.write_text(config.read_text().replace("[gate]\ncommands = [\n", (
+        "[gate]\ncommands = [\n"
+        f'  {{ name = "slow", command = "{sys.executable} {project / "slow_check.py"}" }},\n')))
+    (project / "tasks" / "fix.toml").write_text(
+        'id = "fix"\nprompt = "make a small change"\ngate = true\n')
+    first = Coordinator(project, *loop_args(project), "--merge", "auto", "--agent", ADD_COMMENT,
+                        "--lease-s", "2")
+    try:
+        wait_for("the gate to start", started.exists)
+        first.proc.kill()
+        first.wait()
+    finally:
+        first.kill()
+    orphan = int(wait_for("the slow check's pid", started.read_text))
+    os.kill(orphan, signal.SIGKILL)  # what the dead coordinator's gate left running
+    assert ends_within(orphan)
+    assert not [m for m in modifications(project) if m.outcome is ModificationOutcome.DEPLOYED]
+    release.touch()  # the restarted gate's slow check passes at once
+    second = Coordinator(project, *loop_args(project), "--merge", "auto", "--agent", ADD_COMMENT,
+                         "--until-empty", "--lease-s", "2")
+    try:
+        assert second.wait() == 0, second.stderr
+    finally:
+        second.kill()
+    deployed = [m for m in modifications(project) if m.outcome is ModificationOutcome.DEPLOYED]
+    assert len(deployed) == 1
+    assert all(v["passed"] for v in deployed[0].verdicts)
+    assert len(worktrees(repo)) == 1
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], cwd=root,
+                          capture_output=True, text=True, timeout=DEADLINE_S)
