@@ -300,11 +300,12 @@ class SelfImprovement:
         }
 
     def _publish(self) -> None:
+        path = status_path(self.tasks_dir)
         try:
-            atomic_write(str(status_path(self.tasks_dir)),
-                         json.dumps(self.status(), default=str).encode())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(str(path), json.dumps(self.status(), default=str).encode())
         except (OSError, QueueWriteError) as exc:
-            log.warning("self-improve: could not write %s: %s", status_path(self.tasks_dir), exc)
+            log.warning("self-improve: the loop's status was not published: %s", exc)
 
 
 def with_flags(settings: SelfImproveSettings, **flags: Any) -> SelfImproveSettings:
