@@ -282,10 +282,11 @@ def _run(args: argparse.Namespace) -> int:
     tunables = LiveConfig(FleetTunables(agents=settings.agents, lease_s=settings.lease_s))
     events = FleetEvents()
     fleet: Fleet | None = None
+    improvement: Any = None
     with contextlib.ExitStack() as stack:
-        agent_env, embedded = stack.enter_context(
-            _traffic(where, lambda: fleet.snapshot().to_json() if fleet else {}, tunables))
-        improvement = None
+        agent_env, embedded = stack.enter_context(_traffic(
+            where, lambda: fleet.snapshot().to_json() if fleet else {}, tunables,
+            lambda: improvement.status() if improvement is not None else None))
         if loop_settings is not None:
             improvement = _self_improvement(
                 stack, loop_settings, settings, queue=queue, memory=memory, where=where,
@@ -367,7 +368,8 @@ def _self_improvement(
 
 @contextlib.contextmanager
 def _traffic(
-    where: str | None, fleet_status: Callable[[], Mapping[str, Any]], tunables: LiveConfig[Any]
+    where: str | None, fleet_status: Callable[[], Mapping[str, Any]], tunables: LiveConfig[Any],
+    self_tune_status: Callable[[], Mapping[str, Any] | None],
 ) -> Iterator[tuple[dict[str, str], Any]]:
     """The agents' environment for routing their LLM traffic (empty: not routed), and the
     orchestrator this process runs for them (None: none, or a running one at `where`). An
@@ -384,7 +386,8 @@ def _traffic(
         return
     from orchestrator.errors import OrchestratorError
 
-    embedded = EmbeddedOrchestrator(fleet_status, fleet_config=tunables)
+    embedded = EmbeddedOrchestrator(fleet_status, fleet_config=tunables,
+                                    self_tune_status=self_tune_status)
     with contextlib.ExitStack() as stack:
         try:
             env = stack.enter_context(embedded)

@@ -19,9 +19,7 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +31,10 @@ from coordinator.layout import atomic_write
 from coordinator.task import Task
 from memory_db import AgentMemory, ModificationOutcome
 from self_tune.gate import GateSettings, ValidationGate
-from self_tune.loop import SelfImprovementLoop
-from self_tune.metatasks import CREATED_BY, Finding, FindingKind, MetaTaskGenerator
-from self_tune.telemetry import InProcessBus, Sampler, SnapshotSource, TelemetrySnapshot
+from self_tune.live import ConfigPort
+from self_tune.metatasks import CREATED_BY, MetaTaskGenerator
+from self_tune.service import SelfTuning
+from self_tune.telemetry import SnapshotSource
 
 __all__ = [
     "LoopLock",
@@ -52,8 +51,6 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "self-improve.json"
 LOCK_FILE = "self-improve.lock"
-PINNED_WINDOWS = 6
-"""Consecutive ticks a tuned parameter must sit at its bound before it becomes a finding."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,12 +135,12 @@ class LoopLock:
 
 
 class SelfImprovement:
-    """The loop for one task folder: telemetry, tuning, meta-tasks, and the gate's outcomes.
+    """The loop for one task folder: `SelfTuning` with a `MetaTaskGenerator`, the gate the
+    fleet runs gated tasks through, and the status file `coordinator status` reads.
 
     `sources` are what the sampler reads (the pipeline's and the fleet's snapshots); `config`
-    the live parameters (None: detect and write tasks, tune nothing — e.g. a remote
-    orchestrator without `/v1/config`). `gating` is what the fleet runs gated tasks through.
-    Call `start()` once the fleet and the pipeline exist, and `stop()` before they go.
+    the live parameters (None: detect and write tasks, tune nothing). Call `start()` once the
+    fleet and the pipeline exist, and `stop()` before they go.
     """
 
     def __init__(
@@ -153,116 +150,41 @@ class SelfImprovement:
         tasks_dir: Path,
         open_task_ids: Callable[[], Iterable[str]],
         sources: Iterable[SnapshotSource],
-        config: Any | None,
+        config: ConfigPort | None,
         memory: AgentMemory | None,
         gate_env: Mapping[str, str] | None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        from self_tune.controller import TuningController
-        from self_tune.sources import FLEET_COUNTERS, PIPELINE_COUNTERS, upstream_error_rate
-
         self.settings = settings
         self.tasks_dir = Path(tasks_dir)
-        self._memory = memory
         self._clock = clock
-        self._bus: InProcessBus[TelemetrySnapshot] = InProcessBus()
-        self._subscription = self._bus.subscribe()
-        self.sampler = Sampler(
-            bus=self._bus, sources=tuple(sources), interval_s=settings.telemetry_interval_s,
-            counters=PIPELINE_COUNTERS | FLEET_COUNTERS, derived=(upstream_error_rate,),
-            clock=clock, monotonic=monotonic)
         self.generator = MetaTaskGenerator(self.tasks_dir, memory=memory,
                                            open_task_ids=open_task_ids, clock=monotonic)
-        self.loop = SelfImprovementLoop(self.generator, window_s=60.0,
-                                        dry_run=settings.dry_run, clock=clock)
-        self.controller: TuningController | None = None
-        self.tuning_problem = ""
-        if config is not None:
-            try:
-                self.controller = TuningController(config, dry_run=settings.dry_run,
-                                                   clock=monotonic)
-            except Exception as exc:  # a remote orchestrator that cannot be tuned
-                self.tuning_problem = f"not tuning: {exc}"
-                log.warning("self-improve: %s", self.tuning_problem)
+        self.tuning = SelfTuning(
+            sources, config=config, generator=self.generator,
+            interval_s=settings.telemetry_interval_s, dry_run=settings.dry_run,
+            on_tick=self._publish, clock=clock, monotonic=monotonic)
         gate = ValidationGate(settings.repo or Path.cwd(), target_branch=settings.target_branch,
                               settings=settings.gate, env=gate_env)
         self.gating = GatedAttempts(gate, merge=settings.merge, memory=memory,
                                     on_outcome=self._gated_outcome)
-        self._pinned_for: dict[str, int] = {}
-        self._proposals: deque[dict[str, Any]] = deque(maxlen=20)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.ticks = 0
-
-    # ------------------------------------------------------------------ running
 
     def start(self) -> None:
         gate = self.gating.gate
-        self.gating.gate.recover()  # worktrees a crashed run left behind
+        gate.recover()  # worktrees a crashed run left behind
         log.info("self-improve: watching, gate on %s (branch %s, merge %s)", gate.root,
                  gate.target_branch, self.settings.merge.value)
-        self._thread = threading.Thread(target=self._run, name="self-improve", daemon=True)
-        self._thread.start()
+        self.tuning.start()
+        self._publish()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self.tuning.stop()
         self._publish()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:  # a full disk or a broken source must not end the loop
-                log.exception("self-improve: a tick failed")
-            self._stop.wait(self.settings.telemetry_interval_s)
 
     def tick(self) -> None:
-        """One round: sample, then tune and watch every snapshot the bus delivered."""
-        self.sampler.sample()
-        for snapshot in self._subscription.drain():
-            if self.controller is not None:
-                self.controller.step(snapshot)
-                self._watch_pinned(snapshot)
-            for event in self.loop.observe(snapshot):
-                self._remember(event.anomaly.metric, event.proposal)
-        self.ticks += 1
-        self._publish()
-
-    def _watch_pinned(self, snapshot: TelemetrySnapshot) -> None:
-        """A parameter the controller holds at its bound for several ticks is a finding:
-        tuning alone cannot fix what drives it there."""
-        assert self.controller is not None
-        values = self.controller.port.values()
-        for name, param in self.controller.parameters.items():
-            value, default = values.get(name), self.controller.defaults.get(name)
-            at_bound = value is not None and value != default and value in (param.low,
-                                                                             param.high)
-            self._pinned_for[name] = self._pinned_for.get(name, 0) + 1 if at_bound else 0
-            if self._pinned_for[name] != PINNED_WINDOWS:
-                continue
-            bound = "upper" if value == param.high else "lower"
-            finding = Finding(
-                kind=FindingKind.PINNED, metric=f"param.{name}", observed=float(value),
-                baseline=None if default is None else float(default),
-                window_s=PINNED_WINDOWS * self.settings.telemetry_interval_s,
-                detail=f"The controller has held {name} at its {bound} bound ({value} "
-                       f"{param.unit}) for {PINNED_WINDOWS} telemetry windows; it is tuned "
-                       f"on {param.signal}.")
-            proposal = (self.generator.propose(finding) if not self.settings.dry_run else None)
-            self._remember(finding.metric, proposal, dry_reason=f"dry run: would propose a "
-                           f"task on {finding.theme}")
-
-    def _remember(self, metric: str, proposal: Any, *, dry_reason: str = "") -> None:
-        self._proposals.append({
-            "at": self._clock(), "metric": metric,
-            "task_id": getattr(proposal, "task_id", None),
-            "reason": getattr(proposal, "reason", dry_reason),
-        })
-
-    # ------------------------------------------------------------------ outcomes
+        """One round of the loop, then the status file (tests drive it with a fake clock)."""
+        self.tuning.tick()
 
     def _gated_outcome(self, task: Task, outcome: ModificationOutcome) -> None:
         """A meta-task's gated attempt ended: count it against its theme (dead ends)."""
@@ -273,30 +195,16 @@ class SelfImprovement:
                                                                  finding=finding):
             log.warning("self-improve: %s is now a dead end", finding.theme)
 
-    # ------------------------------------------------------------------ status
-
     def status(self) -> dict[str, Any]:
-        """What `coordinator status` shows of the loop (JSON-ready)."""
+        """What `coordinator status` and the dashboards show of the loop (JSON-ready)."""
         gate = self.gating.gate
         return {
             "holder": f"pid {os.getpid()} on {socket.gethostname()}",
             "updated_at": self._clock(),
-            "dry_run": self.settings.dry_run,
             "merge": self.settings.merge.value,
             "repo": str(gate.root),
             "target_branch": gate.target_branch,
-            "telemetry_interval_s": self.settings.telemetry_interval_s,
-            "ticks": self.ticks,
-            "source_errors": dict(self.sampler.source_errors),
-            "tuning": self.tuning_problem or ("dry run" if self.settings.dry_run else "on"),
-            "anomalies": [
-                {"at": e.anomaly.time, "metric": e.anomaly.metric,
-                 "severity": str(e.anomaly.severity), "detector": str(e.anomaly.detector),
-                 "value": e.anomaly.value, "baseline": e.anomaly.baseline,
-                 "task_id": e.proposal.task_id, "action": e.proposal.reason}
-                for e in self.loop.events[-10:]],
-            "proposals": list(self._proposals),
-            "parameters": self.controller.status() if self.controller is not None else [],
+            **self.tuning.status(),
         }
 
     def _publish(self) -> None:

@@ -53,10 +53,12 @@ class EmbeddedOrchestrator:
         self,
         fleet_status: Callable[[], Mapping[str, Any]],
         *,
+        self_tune_status: Callable[[], Mapping[str, Any] | None] | None = None,
         env_file: Path = Path("orchestrator.env"),
         fleet_config: LiveConfig[Any] | None = None,
     ) -> None:
         self._fleet_status = fleet_status
+        self._self_tune_status = self_tune_status
         self._env_file = env_file
         self._fleet_config = fleet_config
         self._server: Any = None
@@ -85,6 +87,7 @@ class EmbeddedOrchestrator:
             settings=settings,
             fleet_status=self._fleet_status,
             config=LiveConfigSet(*lives),
+            self_tune_status=self._self_tune_status,
         )
         self._server = ServerThread(app, host=settings.host, port=settings.port)
         self.url = self._server.start()

@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the web API alone (no wizard, no REPL)", description="Run the web API."
     )
     _settings_flags(serve, web=True, suppress=True)
+    serve.add_argument(
+        "--self-tune",
+        action="store_true",
+        help="run the tuning loop beside the pipeline: sample it, tune its live parameters, "
+        "report anomalies (shown in /v1/status and the dashboards)",
+    )
+    serve.add_argument(
+        "--telemetry-interval-s",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between the tuning loop's samples (default 5)",
+    )
     mcp = commands.add_parser(
         "mcp",
         help="serve the MCP tools over stdin/stdout (for Claude Desktop, Claude Code)",
@@ -318,12 +331,12 @@ def _cannot_listen(settings: ServerSettings, *, err: TextIO) -> int:
     return EXIT_ABORTED
 
 
-def _serve(settings: ServerSettings, *, err: TextIO) -> int:
+def _serve(settings: ServerSettings, *, self_tune_interval_s: float | None, err: TextIO) -> int:
     from orchestrator.server.runner import serve
 
     if not _can_listen(settings.host, settings.port):
         return _cannot_listen(settings, err=err)
-    serve(settings)
+    serve(settings, self_tune_interval_s=self_tune_interval_s)
     return EXIT_OK
 
 
@@ -358,7 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), err=err)
     try:
         if args.command == "serve":
-            return _serve(settings, err=err)
+            interval = args.telemetry_interval_s
+            if not (0 < interval < float("inf")):
+                return _fail(f"--telemetry-interval-s must be > 0, got {interval:g}", err=err)
+            return _serve(settings, self_tune_interval_s=interval if args.self_tune else None,
+                          err=err)
         if args.command == "mcp":
             asyncio.run(_mcp_stdio(settings))
             return EXIT_OK

@@ -267,11 +267,13 @@ class DashboardApp(App[None]):
                 Static("", id="fleet-error"),
                 id="panel-fleet",
             )
+            yield _panel("Self-tuning", Static("", id="tuning-text"), id="panel-tuning")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = self.url
         self.query_one("#panel-fleet").display = False
+        self.query_one("#panel-tuning").display = False
         if self._fetch is None:
             self._client = httpx.AsyncClient(timeout=5.0)
             self._fetch = http_fetch(self._client, self.url, api_key=self._api_key)
@@ -339,6 +341,7 @@ class DashboardApp(App[None]):
         self._show_providers(s)
         self._show_throughput(s)
         self._show_fleet(s.get("fleet"))
+        self._show_tuning(s.get("self_tune"))
 
     def _figures(self, values: Mapping[str, str]) -> None:
         for id_, text in values.items():
@@ -414,6 +417,14 @@ class DashboardApp(App[None]):
             f"({len(history)} samples, peak {_rps(peak)} req/s)"
         )
 
+    def _show_tuning(self, tuning: Mapping[str, Any] | None) -> None:
+        """The tuning loop: each parameter against its default with its last change, and the
+        recent anomalies (the web dashboard's panel, as text)."""
+        panel = self.query_one("#panel-tuning")
+        panel.display = tuning is not None
+        if tuning is not None:
+            self.query_one("#tuning-text", Static).update(tuning_text(tuning))
+
     def _show_fleet(self, fleet: Mapping[str, Any] | None) -> None:
         panel = self.query_one("#panel-fleet")
         panel.display = fleet is not None
@@ -440,3 +451,20 @@ class DashboardApp(App[None]):
         else:  # the fleet reports other states than before: lay the panel out again
             figures.remove_children()
             figures.mount_all(Figure(k, id=f"fleet-{k}", value=v) for k, v in counts.items())
+
+
+def tuning_text(tuning: Mapping[str, Any]) -> str:
+    """The self-tuning panel's lines."""
+    if isinstance(tuning.get("error"), str):
+        return str(tuning["error"])
+    lines = [f"tuning {tuning.get('tuning')} · every {tuning.get('interval_s')}s · "
+             f"{_int(tuning.get('ticks', 0))} rounds"]
+    for p in tuning.get("parameters") or []:
+        last = p.get("last_change")
+        change = f"  {last['old']} → {last['new']}: {last['reason']}" if last else ""
+        lines.append(f"{p['name']} = {p['value']} (default {p['default']}){change}")
+    anomalies = list(tuning.get("anomalies") or [])[-5:]
+    lines.append("anomalies:" + ("" if anomalies else " none"))
+    lines += [f"  {a['severity']} {a['metric']} = {a['value']:.3g} (baseline "
+              f"{a['baseline']:.3g}): {a['action']}" for a in reversed(anomalies)]
+    return "\n".join(lines)

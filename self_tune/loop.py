@@ -74,7 +74,8 @@ class _Watch:
 
 
 class SelfImprovementLoop:
-    """Watches telemetry and turns anomalies into meta-tasks through `generator`.
+    """Watches telemetry and turns anomalies into meta-tasks through `generator` (None: the
+    anomalies are only recorded, as `orchestrator serve --self-tune` does without a folder).
 
     `watched` are metric-name patterns; `slos` maps a metric to its objective's limit.
     `window_s` is how much history a finding says it covers (the detectors' horizon).
@@ -82,7 +83,7 @@ class SelfImprovementLoop:
 
     def __init__(
         self,
-        generator: MetaTaskGenerator,
+        generator: MetaTaskGenerator | None,
         *,
         watched: Iterable[str] = DEFAULT_WATCHED,
         slos: Mapping[str, float] = DEFAULT_SLOS,
@@ -142,6 +143,8 @@ class SelfImprovementLoop:
         if self._dry_run:
             return Proposal(written=None, task_id=None,
                             reason=f"dry run: would propose a task on {finding.theme}")
+        if self._generator is None:
+            return Proposal(written=None, task_id=None, reason="recorded (no task folder)")
         return self._generator.propose(finding)
 
     async def run(self, subscription: Subscription[TelemetrySnapshot],

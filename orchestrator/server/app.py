@@ -36,7 +36,7 @@ from orchestrator.server.http_errors import (
 from orchestrator.server.mcp import mount_mcp
 from orchestrator.server.origin import OriginGuard
 from orchestrator.server.state import ServerState
-from orchestrator.server.status import FleetStatus
+from orchestrator.server.status import FleetStatus, SelfTuneStatus
 from orchestrator.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
 
 __all__ = ["FleetStatus", "create_app"]
@@ -51,6 +51,7 @@ def create_app(
     settings: ServerSettings | None = None,
     fleet_status: FleetStatus | None = None,
     config: LiveConfigSet | None = None,
+    self_tune_status: SelfTuneStatus | None = None,
     start_pipeline: bool = True,
 ) -> FastAPI:
     """The FastAPI app serving `pipeline`.
@@ -62,6 +63,7 @@ def create_app(
     given, is called on each `GET /v1/status` and its result shown under `"fleet"`. `config`
     is what `/v1/config` and MCP `configure_pipeline` read and tune (default: the pipeline's
     live config alone; the coordinator adds the fleet's).
+    `self_tune_status` likewise under `"self_tune"`.
     """
 
     @asynccontextmanager
@@ -85,7 +87,8 @@ def create_app(
     app.router.redirect_slashes = False
     config = config if config is not None else LiveConfigSet(pipeline.live)
     state = ServerState(
-        pipeline=pipeline, config=config, settings=settings, fleet_status=fleet_status
+        pipeline=pipeline, config=config, settings=settings, fleet_status=fleet_status,
+        self_tune_status=self_tune_status,
     )
     app.state.orchestrator = state
     app.include_router(prompt_api.router)
@@ -95,7 +98,7 @@ def create_app(
     feedback = pipeline.feedback
     app.include_router(prometheus.router(pipeline.snapshot, lambda: feedback.received_total))
     mount_mcp(app, pipeline, settings=settings, config=config)
-    mount_dashboard(app, pipeline, fleet_status)
+    mount_dashboard(app, pipeline, fleet_status, self_tune_status=self_tune_status)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if settings is not None and settings.admin_token is not None:

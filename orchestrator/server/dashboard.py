@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from starlette.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from orchestrator.pipeline import Pipeline
-from orchestrator.server.status import FleetStatus, status_payload
+from orchestrator.server.status import FleetStatus, SelfTuneStatus, status_payload
 
 __all__ = ["mount_dashboard"]
 
@@ -42,6 +42,7 @@ def mount_dashboard(
     pipeline: Pipeline,
     fleet_status: FleetStatus | None = None,
     *,
+    self_tune_status: SelfTuneStatus | None = None,
     interval_s: float = 1.0,
     stream_s: float = 4.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -66,7 +67,8 @@ def mount_dashboard(
         for n in range(events_per_stream):
             if n:
                 await sleep(interval_s)
-            data = json.dumps(status_payload(pipeline, fleet_status), separators=(",", ":"))
+            payload = status_payload(pipeline, fleet_status, self_tune_status)
+            data = json.dumps(payload, separators=(",", ":"))
             yield f"event: status\ndata: {data}\n\n"
         yield "event: end\ndata: {}\n\n"
 

@@ -86,14 +86,26 @@ def serve(
     settings: ServerSettings,
     *,
     fleet_status: Callable[[], Mapping[str, Any]] | None = None,
+    self_tune_interval_s: float | None = None,
     access_log: bool = True,
 ) -> None:
     """Build the pipeline `settings` describe and serve it on `settings.host:port` until
     interrupted (Ctrl-C / SIGTERM). Raises `SettingsError` before binding if the settings are
-    unsafe."""
+    unsafe. With `self_tune_interval_s`, the tuning loop (`self_tune.service.SelfTuning`)
+    samples the pipeline that often and tunes its live parameters while it serves."""
     from orchestrator.server.app import create_app
 
-    app = create_app(build_pipeline(settings), settings=settings, fleet_status=fleet_status)
+    pipeline = build_pipeline(settings)
+    tuning = None
+    if self_tune_interval_s is not None:
+        from self_tune.live import LocalConfig
+        from self_tune.service import SelfTuning
+        from self_tune.sources import PipelineSource
+
+        tuning = SelfTuning([PipelineSource(pipeline.snapshot)],
+                            config=LocalConfig(pipeline.live), interval_s=self_tune_interval_s)
+    app = create_app(pipeline, settings=settings, fleet_status=fleet_status,
+                     self_tune_status=tuning.status if tuning is not None else None)
     _check_bind(settings.host, app)
     config = uvicorn_config(
         app,
@@ -102,7 +114,13 @@ def serve(
         max_message_bytes=settings.max_body_bytes,
         access_log=access_log,
     )
-    uvicorn.Server(config).run()
+    if tuning is not None:
+        tuning.start()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if tuning is not None:
+            tuning.stop()
 
 
 def _bound_url(server: uvicorn.Server, host: str) -> str:

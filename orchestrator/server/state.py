@@ -10,7 +10,7 @@ from starlette.requests import HTTPConnection
 
 from orchestrator.config import LiveConfigSet
 from orchestrator.pipeline import Pipeline
-from orchestrator.server.status import FleetStatus
+from orchestrator.server.status import FleetStatus, SelfTuneStatus
 from orchestrator.settings import ServerSettings
 
 __all__ = ["ServerState", "server_state", "state_of"]
@@ -26,6 +26,7 @@ class ServerState:
     config: LiveConfigSet
     settings: ServerSettings | None = None
     fleet_status: FleetStatus | None = None
+    self_tune_status: SelfTuneStatus | None = None
     wall_clock: Callable[[], float] = time.time
 
 

@@ -413,3 +413,45 @@ def test_readme_claude_code_commands_are_well_formed() -> None:
 def test_public_surface() -> None:
     """The CLI module exports exactly its documented names."""
     assert sorted(cli.__all__) == ["banner", "build_parser", "main"]
+
+
+def test_serve_self_tune_runs_the_tuning_loop_beside_the_pipeline(tmp_path: Path) -> None:
+    """`serve --self-tune --telemetry-interval-s 0.2`: /v1/status carries the loop's rounds,
+    every live parameter against its default, and the anomaly an injected upstream fault
+    raises once traffic flows."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "serve", "--provider", "echo", "--port",
+         f"{port}", "--self-tune", "--telemetry-interval-s", "0.2"],
+        cwd=tmp_path, env=clean_env(ECHO_FAULTS="10:0.5"), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            if "Uvicorn running on" in line:
+                break
+        else:
+            pytest.fail("server exited")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        tuning: dict = {}
+        n = 0
+        while not any(a["metric"] == "upstream_error_rate" for a in tuning.get("anomalies", [])):
+            assert time.monotonic() < deadline, f"no upstream anomaly: {tuning}"
+            httpx.post(url + "/v1/prompt", json={"input": f"prompt {n}"}, timeout=30)
+            n += 1
+            tuning = httpx.get(url + "/v1/status").json().get("self_tune", {})
+        assert tuning["tuning"] == "on" and tuning["ticks"] >= 1
+        names = {p["name"] for p in tuning["parameters"]}
+        assert {"inference_concurrency", "retry_max_attempts", "cache_ttl_s"} <= names
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_serve_refuses_a_nonsense_telemetry_interval(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "serve", "--provider", "echo",
+         "--self-tune", "--telemetry-interval-s", "0"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--telemetry-interval-s" in done.stderr

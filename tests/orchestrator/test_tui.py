@@ -316,3 +316,32 @@ def test_public_names() -> None:
     from orchestrator import tui
 
     assert sorted(tui.__all__) == ["DashboardApp", "Figure", "StatusFetch", "http_fetch"]
+
+
+TUNING = {
+    "tuning": "on", "interval_s": 5.0, "ticks": 12,
+    "parameters": [
+        {"name": "inference_concurrency", "value": 32, "default": 64, "unit": "slots",
+         "last_change": {"old": 64, "new": 32, "reason": "demand needs only 1 of 64 slots"}},
+        {"name": "cache_ttl_s", "value": 300.0, "default": 300.0, "unit": "s",
+         "last_change": None},
+    ],
+    "anomalies": [{"metric": "upstream_error_rate", "severity": "Critical", "value": 0.5,
+                   "baseline": 0.2, "detector": "slo", "action": "wrote si-x.toml"}],
+}
+
+
+async def test_tuning_panel_shows_parameters_changes_and_anomalies() -> None:
+    statuses = Statuses(status())
+    app = DashboardApp("http://test", fetch=statuses, refresh_s=NEVER_S)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert not app.query_one("#panel-tuning").display
+        statuses.current = status() | {"self_tune": TUNING}
+        await app.refresh_status()
+        await pilot.pause()
+        assert app.query_one("#panel-tuning").display
+        shown = text(app, "tuning-text")
+        assert "inference_concurrency = 32 (default 64)  64 → 32: demand needs only" in shown
+        assert "cache_ttl_s = 300.0 (default 300.0)" in shown
+        assert "Critical upstream_error_rate = 0.5 (baseline 0.2): wrote si-x.toml" in shown

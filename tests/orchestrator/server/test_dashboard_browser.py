@@ -16,12 +16,16 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fakeclock import FakeClock
 from fastapi import FastAPI
 from playwright.async_api import Browser, Page, async_playwright
 
 from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
 from orchestrator.server import ServerTask, create_app
 from orchestrator.server.dashboard import mount_dashboard
+from self_tune.live import LocalConfig
+from self_tune.service import SelfTuning
+from self_tune.sources import PipelineSource
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,6 +52,8 @@ class Site:
     pipeline: Pipeline
     gate: asyncio.Event
     fleet: dict[str, int]
+    tuning: SelfTuning | None
+    clock: FakeClock
     server: uvicorn.Server
     serving: asyncio.Task[None]
 
@@ -60,7 +66,8 @@ class Site:
 @pytest.fixture
 async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     """A server with the dashboard. An `indirect` param may say `{"fleet": False}` (attach no
-    fleet) or give `stream_s` (how long each event stream lasts)."""
+    fleet), `{"tuning": True}` (a tuning loop the test drives) or give `stream_s` (how long
+    each event stream lasts)."""
     options = getattr(request, "param", {})
     with_fleet = options.get("fleet", True)
     gate = asyncio.Event()
@@ -72,8 +79,12 @@ async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     pipeline = Pipeline(PipelineConfig(), EchoWorker(latency_s=1.0, sleep=wait_for_gate))
     app = FastAPI()
     fleet_status = (lambda: fleet) if with_fleet else None
+    clock = FakeClock()
+    tuning = SelfTuning([PipelineSource(pipeline.snapshot)], config=LocalConfig(pipeline.live),
+                        clock=clock, monotonic=clock) if options.get("tuning") else None
     timings = {"interval_s": 0.1} | {k: v for k, v in options.items() if k == "stream_s"}
-    mount_dashboard(app, pipeline, fleet_status=fleet_status, **timings)
+    mount_dashboard(app, pipeline, fleet_status=fleet_status,
+                    self_tune_status=tuning.status if tuning else None, **timings)
     config = uvicorn.Config(app, lifespan="off", log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     # A socket that already listens: the browser's connection waits in its backlog until
@@ -84,7 +95,8 @@ async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     port = sock.getsockname()[1]
     async with pipeline:
         serving = asyncio.create_task(server.serve(sockets=[sock]))
-        site = Site(f"http://127.0.0.1:{port}", pipeline, gate, fleet, server, serving)
+        site = Site(f"http://127.0.0.1:{port}", pipeline, gate, fleet, tuning, clock, server,
+                    serving)
         try:
             yield site
         finally:
@@ -279,3 +291,31 @@ async def test_the_server_serves_the_dashboard_live_over_its_own_traffic(browser
             await text_becomes(page, "#route-echo .calls", "3")
         finally:
             await page.close()
+
+
+@pytest.mark.parametrize("site", [{"tuning": True}], indirect=True)
+async def test_tuning_panel_shows_each_parameter_and_its_last_change(
+    site: Site, page: Page
+) -> None:
+    """The loop's parameters appear against their defaults; a change the controller makes on
+    real traffic shows with its old value, new value and reason."""
+    assert site.tuning is not None
+    await text_becomes(page, "#param-inference_concurrency td:nth-child(3)", "64")
+    site.gate.set()
+    for round_ in range(3):
+        await asyncio.gather(*(site.pipeline.infer(InferenceRequest(f"q {round_} {i}"))
+                               for i in range(20)))
+        site.clock.advance(5.0)
+        site.tuning.tick()
+    changed = [p for p in site.tuning.status()["parameters"] if p["last_change"]]
+    assert changed, "the controller changed nothing on this traffic"
+    row = f"#param-{changed[0]['name']}"
+    await text_becomes(page, f"{row} td:nth-child(2)", str(changed[0]["value"]))
+    shown = await page.text_content(f"{row} td:nth-child(4)")
+    assert shown is not None and changed[0]["last_change"]["reason"] in shown
+    assert await page.is_visible("#panel-tuning")
+
+
+async def test_tuning_panel_is_hidden_without_a_tuning_loop(site: Site, page: Page) -> None:
+    await text_becomes(page, "#connection", "live")
+    assert not await page.is_visible("#panel-tuning")
