@@ -2,7 +2,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test demo clean
+.PHONY: install test demo demo-fleet clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,8 +22,12 @@ test: install $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
-# The demo works on a copy of the example tasks so the repository's tasks/ stays clean.
+# The self-improvement loop end to end, offline, in .demo/ (see examples/self_improve_demo.py).
 demo: install
+	$(PY) examples/self_improve_demo.py
+
+# The fleet alone, on a copy of the example tasks so the repository's tasks/ stays clean.
+demo-fleet: install
 	rm -rf .demo && mkdir -p .demo
 	cp tasks/*.toml .demo/
 	cd .demo && ../$(VENV)/bin/coordinator run --tasks . --agents 3 --agent echo --until-empty; \

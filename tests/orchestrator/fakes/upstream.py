@@ -153,11 +153,11 @@ class FakeUpstream:
         """How many requests reached the server."""
         return len(self.requests)
 
-    async def wait_for_requests(self, n: int, *, timeout_s: float = 5.0) -> None:
+    async def wait_for_requests(self, n: int, *, timeout_s: float = 30.0) -> None:
         """Return once at least `n` requests have arrived; TimeoutError after `timeout_s`."""
         await self._wait_until(lambda: self.request_count >= n, timeout_s)
 
-    async def wait_for_disconnects(self, n: int, *, timeout_s: float = 5.0) -> None:
+    async def wait_for_disconnects(self, n: int, *, timeout_s: float = 30.0) -> None:
         """Return once at least `n` clients have hung up mid-request."""
         await self._wait_until(lambda: self.disconnects >= n, timeout_s)
 
