@@ -461,7 +461,8 @@ def _print_loop(loop: Mapping[str, Any], *, open_meta: list[str]) -> None:
     anomalies = loop.get("anomalies") or []
     print("  anomalies:" + ("" if anomalies else " none"))
     for a in anomalies[-5:]:
-        print(f"    {a['severity']} {a['metric']} = {a['value']:.4g} (baseline "
+        against = "limit" if a["detector"] == "slo" else "baseline"
+        print(f"    {a['severity']} {a['metric']} = {a['value']:.4g} ({against} "
               f"{a['baseline']:.4g}, {a['detector']}): {a['action']}")
     changed = [p for p in loop.get("parameters") or [] if p.get("last_change")]
     print("  parameters:" + ("" if changed else " all at their defaults"))

@@ -6,7 +6,9 @@ What it sets up, in `.demo/` (recreated every run):
   attempt, with its tests — the repository the fleet improves;
 - `agent.sh`, a scripted demo agent: it raises the client's retry budget, as an agent asked
   to make the service ride out upstream errors might;
-- `coordinator.toml`: the gate runs the project's pytest and ruff; changes merge at once.
+- `coordinator.toml`: the gate runs the project's pytest and ruff, and its `bench.py` (the
+  share of requests answered against a failing upstream) on both branches; changes merge
+  at once.
 
 Then it runs `coordinator --self-improve --merge auto` with the echo provider and the fault
 schedule `ECHO_FAULTS=60:0.4` (after 60 healthy calls, 40% of upstream calls fail), sends
@@ -37,6 +39,14 @@ SERVICE = {
     "test_client.py": (
         "from client import MAX_ATTEMPTS\n\n\n"
         "def test_the_client_tries_at_least_once():\n    assert MAX_ATTEMPTS >= 1\n"),
+    "bench.py": (
+        '"""The share of 10,000 requests the client gets answered when the upstream fails\n'
+        '40% of calls (the gate runs it on both branches and records the delta)."""\n\n'
+        "import json\nimport random\n\nfrom client import MAX_ATTEMPTS\n\n"
+        "rng = random.Random(7)\n"
+        "answered = sum(any(rng.random() >= 0.4 for _ in range(MAX_ATTEMPTS))\n"
+        "               for _ in range(10_000))\n"
+        'print(json.dumps({"answered_share": answered / 10_000}))\n'),
 }
 
 AGENT = """#!/bin/sh
@@ -81,6 +91,8 @@ commands = [
   {{ name = "pytest", command = "{PY} -m pytest -q -p no:cacheprovider", timeout_s = 300 }},
   {{ name = "ruff", command = "{PY} -m ruff check --no-cache .", timeout_s = 300 }},
 ]
+bench = {{ command = "{PY} bench.py", timeout_s = 120 }}
+bench_higher_is_better = ["answered_share"]
 """)
 
 

@@ -56,21 +56,40 @@ class LoopEvent:
     proposal: Proposal
 
 
+_CLEAR_SAMPLES = 3
+
+
 class _Watch:
     """The detectors of one metric."""
 
-    def __init__(self, metric: str, slo: float | None, clock: Callable[[], float]) -> None:
+    def __init__(self, metric: str, slo: float | None, clock: Callable[[], float],
+                 remind_s: float) -> None:
         self.detectors: list[CusumDetector | ZScoreDetector | SloDetector] = [
             CusumDetector(metric=metric, clock=clock),
             ZScoreDetector(metric=metric, clock=clock),
         ]
         if slo is not None:
             self.detectors.insert(0, SloDetector(metric=metric, limit=slo, clock=clock))
+        self._remind_s = remind_s
+        self._reported_at: float | None = None  # when the current episode was last reported
+        self._clear = 0  # samples in a row without an anomaly
 
     def update(self, value: float, at: float) -> Anomaly | None:
-        """Feed every detector; report the most severe anomaly (the objective first)."""
+        """Feed every detector; report the most severe anomaly (the objective first) when an
+        episode begins, and again every `remind_s` while it lasts — not every sample. An
+        episode ends after `_CLEAR_SAMPLES` clear samples in a row, so a metric that flickers
+        across its limit (an interval with no calls has no errors) stays one episode."""
         found = [a for d in self.detectors if (a := d.update(value, at=at)) is not None]
-        return found[0] if found else None
+        if not found:
+            self._clear += 1
+            if self._clear >= _CLEAR_SAMPLES:
+                self._reported_at = None  # the episode is over
+            return None
+        self._clear = 0
+        if self._reported_at is not None and at - self._reported_at < self._remind_s:
+            return None
+        self._reported_at = at
+        return found[0]
 
 
 class SelfImprovementLoop:
@@ -78,7 +97,9 @@ class SelfImprovementLoop:
     anomalies are only recorded, as `orchestrator serve --self-tune` does without a folder).
 
     `watched` are metric-name patterns; `slos` maps a metric to its objective's limit.
-    `window_s` is how much history a finding says it covers (the detectors' horizon).
+    `window_s` is how much history a finding says it covers (the detectors' horizon). An
+    anomaly that persists is reported when it begins and again every `remind_s` (so a fix
+    that did not work is tried again once the generator's cooldown allows it).
     """
 
     def __init__(
@@ -88,6 +109,7 @@ class SelfImprovementLoop:
         watched: Iterable[str] = DEFAULT_WATCHED,
         slos: Mapping[str, float] = DEFAULT_SLOS,
         window_s: float = 60.0,
+        remind_s: float = 600.0,
         dry_run: bool = False,
         history: int = 50,
         clock: Callable[[], float] = time.time,
@@ -96,6 +118,7 @@ class SelfImprovementLoop:
         self._patterns = tuple(watched)
         self._slos = dict(slos)
         self._window_s = window_s
+        self._remind_s = remind_s
         self._dry_run = dry_run
         self._clock = clock
         self._watches: dict[str, _Watch] = {}
@@ -121,7 +144,7 @@ class SelfImprovementLoop:
             watch = self._watches.get(metric)
             if watch is None:
                 watch = self._watches[metric] = _Watch(metric, self._slos.get(metric),
-                                                       self._clock)
+                                                       self._clock, self._remind_s)
             anomaly = watch.update(snapshot.values[metric], snapshot.taken_at)
             if anomaly is None:
                 continue

@@ -117,3 +117,19 @@ def test_a_sustained_shift_is_found_by_the_statistics_without_an_objective(
             break
     assert raised and raised[0].anomaly.metric == "latency_p95_ms"
     assert raised[0].proposal.written is not None
+
+
+def test_a_lasting_breach_is_reported_when_it_begins_and_then_every_remind_s(
+    tmp_path: Path,
+) -> None:
+    """One episode is one report (not one per sample, nor one per flicker below the limit),
+    repeated every `remind_s` while it lasts; once over, the next breach is reported at once."""
+    loop = SelfImprovementLoop(None, watched=("error_rate",), remind_s=60.0)
+    flicker = {35: 0.0, 40: 0.0}  # two clear samples inside the episode
+    reported = [t for t in range(0, 150, 5)
+                if loop.observe(snapshot({"error_rate": flicker.get(t, 0.5)}, at=float(t)))]
+    assert reported == [0, 60, 120]
+    for t in (150.0, 155.0, 160.0):  # three clear samples end it
+        assert loop.observe(snapshot({"error_rate": 0.0}, at=t)) == []
+    [event] = loop.observe(snapshot({"error_rate": 0.5}, at=165.0))
+    assert event.proposal.reason == "recorded (no task folder)"
