@@ -348,9 +348,10 @@ def _self_improvement(
         assert where is not None
         token = os.environ.get("API_KEY")
         sources = (StatusSource(where, token=token), fleet_source)
+        # our own fleet's knobs first: a remote coordinator's /v1/config serves its fleet's
         config = CombinedConfig(
-            HttpConfig(where, admin_token=os.environ.get("ADMIN_API_KEY") or token),
-            LocalConfig(tunables))
+            LocalConfig(tunables),
+            HttpConfig(where, admin_token=os.environ.get("ADMIN_API_KEY") or token))
     open_states = (TaskState.PENDING, TaskState.CLAIMED)
     try:
         improvement = SelfImprovement(
