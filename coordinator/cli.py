@@ -328,6 +328,7 @@ def _self_improvement(
     memory: Any, where: str | None, embedded: Any, tunables: Any, fleet: Callable[[], Any],
 ) -> Any:
     """The loop for this folder, or None (and why, printed) when another process runs it."""
+    from coordinator.agents import agent_environment
     from coordinator.self_improve import LoopLock, LoopLockHeld, SelfImprovement
     from self_tune.errors import GateError
     from self_tune.live import CombinedConfig, HttpConfig, LocalConfig
@@ -356,7 +357,9 @@ def _self_improvement(
     try:
         improvement = SelfImprovement(
             loop_settings, tasks_dir=settings.tasks, memory=memory, sources=sources,
-            config=config, gate_env=None,
+            config=config,
+            # gate commands see what agents see (the allow-list), never provider keys
+            gate_env=agent_environment(os.environ, pass_env=settings.pass_env),
             open_task_ids=lambda: [r.task.id for s in open_states for r in queue.records(s)])
     except GateError as exc:
         raise ConfigError(f"--self-improve: {exc}") from exc

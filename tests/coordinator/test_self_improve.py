@@ -323,3 +323,21 @@ def test_killed_mid_gate_the_attempt_is_retried_never_deployed_unchecked(project
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], cwd=root,
                           capture_output=True, text=True, timeout=DEADLINE_S)
+
+
+def test_gate_commands_never_see_the_provider_key(project: Path) -> None:
+    """The coordinator holds ANTHROPIC_API_KEY; a gate command that finds it in its
+    environment fails, so a Deployed outcome proves it was not there."""
+    config = project / "coordinator.toml"
+    config.write_text(config.read_text().replace("[gate]\ncommands = [\n", (
+        "[gate]\ncommands = [\n"
+        '  { name = "no-key", command = "test -z \\"$ANTHROPIC_API_KEY$OPENAI_API_KEY\\"" },\n')))
+    gated_task(project)
+    run = Coordinator(project, *loop_args(project), "--merge", "auto", "--until-empty",
+                      "--agent", ADD_COMMENT,
+                      env={"ANTHROPIC_API_KEY": "sk-ant-canary-0123456789"})
+    assert run.wait() == 0, run.stderr
+    (mod,) = modifications(project)
+    assert mod.outcome is ModificationOutcome.DEPLOYED
+    assert mod.verdicts[0]["name"] == "no-key" and mod.verdicts[0]["passed"]
+    assert "sk-ant-canary" not in run.stderr
