@@ -32,7 +32,7 @@ from coordinator.task import Task
 from memory_db import AgentMemory, ModificationOutcome
 from self_tune.gate import GateSettings, ValidationGate
 from self_tune.live import ConfigPort
-from self_tune.metatasks import CREATED_BY, MetaTaskGenerator
+from self_tune.metatasks import CREATED_BY, MetaTaskGenerator, Proposal
 from self_tune.service import SelfTuning
 from self_tune.telemetry import SnapshotSource
 
@@ -50,6 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "self-improve.json"
+STATIC_EVERY_S = 3600.0  # how often ruff and vulture look at the repository
 LOCK_FILE = "self-improve.lock"
 
 
@@ -66,6 +67,7 @@ class SelfImproveSettings:
     merge: MergeMode = MergeMode.REVIEW
     telemetry_interval_s: float = 5.0
     dry_run: bool = False
+    static_findings: bool = True  # ruff and vulture over the repository, hourly, as tasks
     gate: GateSettings = field(default_factory=GateSettings)
 
     def __post_init__(self) -> None:
@@ -164,7 +166,10 @@ class SelfImprovement:
         self.tuning = SelfTuning(
             sources, config=config, generator=self.generator,
             interval_s=settings.telemetry_interval_s, dry_run=settings.dry_run,
-            on_tick=self._publish, clock=clock, monotonic=monotonic)
+            on_tick=self._after_round, clock=clock, monotonic=monotonic)
+        self._monotonic = monotonic
+        self._next_scan_at = monotonic()  # the first round scans
+        self.static_problems: dict[str, str] = {}
         gate = ValidationGate(settings.repo or Path.cwd(), target_branch=settings.target_branch,
                               settings=settings.gate, env=gate_env)
         self.gating = GatedAttempts(gate, merge=settings.merge, memory=memory,
@@ -186,6 +191,30 @@ class SelfImprovement:
         """One round of the loop, then the status file (tests drive it with a fake clock)."""
         self.tuning.tick()
 
+    def _after_round(self) -> None:
+        if self.settings.static_findings and self._monotonic() >= self._next_scan_at:
+            self._next_scan_at = self._monotonic() + STATIC_EVERY_S
+            self.scan()
+        self._publish()
+
+    def scan(self) -> Proposal:
+        """Run ruff and vulture over the repository; what they find becomes one task (batched
+        and capped; the generator's cooldown, cap and dead ends apply)."""
+        from self_tune.static import scan
+
+        result = scan(self.gating.gate.root)
+        self.static_problems = dict(result.problems)
+        for problem in result.problems.values():
+            log.warning("self-improve: static findings: %s", problem)
+        findings = [f for tool in ("ruff", "vulture") for f in result.findings.get(tool, ())]
+        if self.settings.dry_run and findings:
+            proposal = Proposal(written=None, task_id=None, reason=(
+                f"dry run: would propose a task on {len(findings)} static findings"))
+        else:
+            proposal = self.generator.propose_batch(findings)
+        log.info("self-improve: static findings: %s", proposal.reason)
+        return proposal
+
     def _gated_outcome(self, task: Task, outcome: ModificationOutcome) -> None:
         """A meta-task's gated attempt ended: count it against its theme (dead ends)."""
         if task.created_by != CREATED_BY:
@@ -204,6 +233,7 @@ class SelfImprovement:
             "merge": self.settings.merge.value,
             "repo": str(gate.root),
             "target_branch": gate.target_branch,
+            "static_problems": dict(self.static_problems),
             **self.tuning.status(),
         }
 
@@ -227,7 +257,7 @@ def with_flags(settings: SelfImproveSettings, **flags: Any) -> SelfImproveSettin
 
 
 _LOOP_KEYS = {"repo": str, "target_branch": str, "merge": str, "telemetry_interval_s": float,
-              "dry_run": bool}
+              "dry_run": bool, "static_findings": bool}
 
 
 def parse_settings(loop: Any, gate: Any, path: Path) -> SelfImproveSettings:
@@ -239,6 +269,7 @@ def parse_settings(loop: Any, gate: Any, path: Path) -> SelfImproveSettings:
         merge = "review"           # or "auto"
         telemetry_interval_s = 5
         dry_run = false
+        static_findings = true     # ruff and vulture findings become tasks (hourly)
 
         [gate]
         commands = [{ name = "pytest", command = "pytest -q", timeout_s = 1800 },
