@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "self-improve.json"
 STATIC_EVERY_S = 3600.0  # how often ruff and vulture look at the repository
+TELEMETRY_EVERY_S = 60.0  # how often a snapshot is kept in the agent memory
+TELEMETRY_KEEP = 10_000  # snapshots kept (about a week at one a minute)
 LOCK_FILE = "self-improve.lock"
 
 
@@ -169,6 +171,8 @@ class SelfImprovement:
             on_tick=self._after_round, clock=clock, monotonic=monotonic)
         self._monotonic = monotonic
         self._next_scan_at = monotonic()  # the first round scans
+        self._memory = memory
+        self._next_store_at = monotonic()
         self.static_problems: dict[str, str] = {}
         gate = ValidationGate(settings.repo or Path.cwd(), target_branch=settings.target_branch,
                               settings=settings.gate, env=gate_env)
@@ -195,6 +199,12 @@ class SelfImprovement:
         if self.settings.static_findings and self._monotonic() >= self._next_scan_at:
             self._next_scan_at = self._monotonic() + STATIC_EVERY_S
             self.scan()
+        snapshot = self.tuning.last_snapshot
+        if (self._memory is not None and snapshot is not None
+                and self._monotonic() >= self._next_store_at):
+            self._next_store_at = self._monotonic() + TELEMETRY_EVERY_S
+            self._memory.record_telemetry(snapshot.taken_at, snapshot.values,
+                                          sources=snapshot.sources, keep=TELEMETRY_KEEP)
         self._publish()
 
     def scan(self) -> Proposal:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         DeadEndRecord,
         ModificationRecord,
         TaskRecord,
+        TelemetryRecord,
     )
     from memory_db.redact import redact_secrets
     from memory_db.schema import SCHEMA_VERSION, ensure_schema, read_schema_version
@@ -47,6 +48,7 @@ _EXPORTS = {
     "AttemptOutcome": "memory_db.outcome",
     "AttemptRecord": "memory_db.records",
     "ConfigSnapshotRecord": "memory_db.records",
+    "TelemetryRecord": "memory_db.records",
     "DEFAULT_URL": "memory_db.engine",
     "DeadEndRecord": "memory_db.records",
     "InvalidQuery": "memory_db.errors",
@@ -102,6 +104,7 @@ __all__ = [
     "ReadOnlyViolation",
     "SchemaTooNew",
     "TaskRecord",
+    "TelemetryRecord",
     "UnknownRecord",
     "ensure_schema",
     "open_engine",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import Engine, Select, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -26,6 +26,7 @@ from memory_db.models import (
     ModificationOutcome,
     ModificationRow,
     TaskRow,
+    TelemetryRow,
 )
 from memory_db.records import (
     AttemptRecord,
@@ -33,6 +34,7 @@ from memory_db.records import (
     DeadEndRecord,
     ModificationRecord,
     TaskRecord,
+    TelemetryRecord,
 )
 from memory_db.redact import redact_json, redact_secrets
 from memory_db.schema import ensure_schema
@@ -340,6 +342,33 @@ class AgentMemory:
         newest = self.config_snapshots(limit=1)
         return newest[0] if newest else None
 
+    # -- telemetry --------------------------------------------------------------------
+
+    def record_telemetry(self, taken_at: float, values: Mapping[str, float], *,
+                         sources: Sequence[str] = (), keep: int = 10_000) -> int:
+        """Store one snapshot's finite values; keep only the newest `keep` rows. Returns its id."""
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep!r}")
+        if not math.isfinite(taken_at):
+            raise ValueError(f"taken_at must be finite, got {taken_at!r}")
+        stored = {str(k): float(v) for k, v in values.items() if math.isfinite(float(v))}
+        row = TelemetryRow(taken_at=float(taken_at), sources=",".join(sources)[:255],
+                           values=stored)
+        with transaction(self._engine) as session:
+            session.add(row)
+            session.flush()
+            oldest_kept = session.scalar(select(TelemetryRow.id).order_by(
+                TelemetryRow.id.desc()).offset(keep - 1).limit(1))
+            if oldest_kept is not None:
+                session.execute(delete(TelemetryRow).where(TelemetryRow.id < oldest_kept))
+            return row.id
+
+    def telemetry(self, limit: int = DEFAULT_LIMIT) -> list[TelemetryRecord]:
+        """Stored telemetry snapshots, newest first."""
+        query = select(TelemetryRow).order_by(TelemetryRow.taken_at.desc(),
+                                              TelemetryRow.id.desc())
+        return self._read(query, limit, _telemetry_record)
+
     # -- learner states ---------------------------------------------------------------
 
     def save_learner_state(self, name: str, state: Mapping[str, Any]) -> None:
@@ -522,6 +551,14 @@ def _dead_end_record(row: DeadEndRow) -> DeadEndRecord:
         reason=row.reason,
         evidence=row.evidence,
         created_at=row.created_at,
+    )
+
+
+def _telemetry_record(row: TelemetryRow) -> TelemetryRecord:
+    return TelemetryRecord(
+        telemetry_id=row.id, taken_at=row.taken_at,
+        sources=tuple(s for s in row.sources.split(",") if s),
+        values=MappingProxyType(dict(row.values)),
     )
 
 

@@ -148,6 +148,19 @@ class ConfigSnapshotRow(Base):
     created_at: Mapped[float]
 
 
+class TelemetryRow(Base):
+    """One telemetry snapshot kept for later questions (`memory query telemetry`), stored
+    at a coarser cadence than it is sampled, newest rows kept."""
+
+    __tablename__ = "telemetry"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    taken_at: Mapped[float] = mapped_column(index=True)
+    sources: Mapped[str] = mapped_column(String(255))
+    # Named for what it holds: VALUES is an SQL keyword.
+    values: Mapped[dict[str, Any]] = mapped_column("metric_values")
+
+
 class LearnerStateRow(Base):
     """The learned state of one online learner (a bandit router, …), kept across restarts.
 

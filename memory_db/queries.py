@@ -26,6 +26,7 @@ from memory_db.models import (
     ModificationOutcome,
     ModificationRow,
     TaskRow,
+    TelemetryRow,
 )
 
 __all__ = [
@@ -308,6 +309,15 @@ def _dead_ends(*, module: str | None = None, limit: int = 50) -> Select[Any]:
     return query.limit(limit)
 
 
+def _telemetry(*, limit: int = 50) -> Select[Any]:
+    return select(
+        TelemetryRow.id.label("telemetry_id"),
+        TelemetryRow.taken_at,
+        TelemetryRow.sources,
+        TelemetryRow.values.label("metric_values"),
+    ).order_by(TelemetryRow.taken_at.desc(), TelemetryRow.id.desc()).limit(limit)
+
+
 def _modifications(
     *, outcome: ModificationOutcome | None = None, task_id: str | None = None, limit: int = 50
 ) -> Select[Any]:
@@ -399,6 +409,12 @@ NAMED_QUERIES: Mapping[str, NamedQuery] = _named(
             _LIMIT,
         ),
         build=_modifications,
+    ),
+    NamedQuery(
+        name="telemetry",
+        description="stored telemetry snapshots (every metric's value), newest first",
+        filters=(_LIMIT,),
+        build=_telemetry,
     ),
     NamedQuery(
         name="stats",

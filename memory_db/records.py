@@ -17,6 +17,7 @@ __all__ = [
     "DeadEndRecord",
     "ModificationRecord",
     "TaskRecord",
+    "TelemetryRecord",
 ]
 
 
@@ -79,6 +80,16 @@ class DeadEndRecord:
     reason: str
     evidence: str
     created_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelemetryRecord:
+    """One stored telemetry snapshot: when, from which sources, every metric's value."""
+
+    telemetry_id: int
+    taken_at: float
+    sources: tuple[str, ...]
+    values: Mapping[str, float]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

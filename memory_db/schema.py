@@ -7,6 +7,7 @@ Version history (each migration takes the database from version N-1 to N):
     1  `attempts.reason` added; `schema_version` stamped
     2  `modifications.branch`, `.commit_sha`, `.verdicts` added (the validation gate's record)
     3  `learner_states` added (learned router state restored on start)
+    4  `telemetry` added (snapshots of the self-improvement loop's telemetry)
 
 A fresh database gets `Base.metadata` (always the current shape) and is stamped with
 `SCHEMA_VERSION` directly. Migrations run inside one write transaction that first takes
@@ -23,11 +24,11 @@ from sqlalchemy import Connection, Engine, delete, func, inspect, select, text
 
 from memory_db.engine import transaction
 from memory_db.errors import MigrationFailed, SchemaTooNew
-from memory_db.models import Base, LearnerStateRow, SchemaVersionRow
+from memory_db.models import Base, LearnerStateRow, SchemaVersionRow, TelemetryRow
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "ensure_schema", "read_schema_version"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code reads and writes."""
 
 Migration = Callable[[Connection], None]
@@ -52,11 +53,16 @@ def _v3_add_learner_states(conn: Connection) -> None:
     LearnerStateRow.__table__.create(conn, checkfirst=True)
 
 
+def _v4_add_telemetry(conn: Connection) -> None:
+    TelemetryRow.__table__.create(conn, checkfirst=True)  # a new table only, as in v3
+
+
 MIGRATIONS: Mapping[int, Migration] = MappingProxyType(
     {
         1: _v1_add_attempt_reason,
         2: _v2_add_modification_gate_fields,
         3: _v3_add_learner_states,
+        4: _v4_add_telemetry,
     }
 )
 """Migration N takes a database from version N-1 to N; keys are exactly 1..SCHEMA_VERSION."""

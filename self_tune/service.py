@@ -84,6 +84,7 @@ class SelfTuning:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
+        self.last_snapshot: TelemetrySnapshot | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="self-tune", daemon=True)
@@ -110,6 +111,7 @@ class SelfTuning:
                 self.controller.step(snapshot)
                 self._watch_pinned()
             self.loop.observe(snapshot)
+            self.last_snapshot = snapshot
         self.ticks += 1
         if self._on_tick is not None:
             self._on_tick()

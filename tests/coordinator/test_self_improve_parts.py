@@ -165,3 +165,41 @@ def test_a_tick_publishes_the_loops_state_for_status(tmp_path: Path) -> None:
     assert anomaly["metric"] == "error_rate" and anomaly["severity"] == "Critical"
     assert anomaly["task_id"] and (tmp_path / "tasks" / f"{anomaly['task_id']}.toml").exists()
     assert {p["name"] for p in status["parameters"]} == {"agents", "lease_s"}
+
+
+def test_telemetry_is_kept_in_memory_once_a_minute_and_queryable(tmp_path: Path) -> None:
+    """Rounds every 5 s store one snapshot a minute; `memory query telemetry` shows them."""
+    from memory_db import run_named_query
+
+    class Source:
+        name = "fake"
+
+        def read(self) -> dict[str, float]:
+            return {"error_rate": 0.01, "latency_p95_ms": 120.0}
+
+    repo = make_repo(tmp_path / "repo")
+    clock = FakeClock()
+    with AgentMemory(f"sqlite:///{tmp_path / 'memory.db'}") as memory:
+        loop = SelfImprovement(
+            SelfImproveSettings(repo=repo, static_findings=False), tasks_dir=tmp_path / "t",
+            open_task_ids=tuple, sources=(Source(),), config=None, memory=memory,
+            gate_env=None, clock=clock, monotonic=clock)
+        for _ in range(25):  # 125 s of rounds
+            loop.tick()
+            clock.advance(5.0)
+        stored = memory.telemetry()
+        assert [r.taken_at for r in stored] == [1_000_120.0, 1_000_060.0, 1_000_000.0]
+        assert len(stored) == 3 and stored[0].values["latency_p95_ms"] == 120.0
+        assert stored[0].sources == ("fake",)
+        columns, rows = run_named_query(memory.engine, "telemetry")
+        assert list(columns) == ["telemetry_id", "taken_at", "sources", "metric_values"]
+        assert len(rows) == 3
+
+
+def test_only_the_newest_telemetry_is_kept(tmp_path: Path) -> None:
+    with AgentMemory(f"sqlite:///{tmp_path / 'memory.db'}") as memory:
+        for t in range(10):
+            memory.record_telemetry(float(t), {"x": float(t), "bad": float("nan")}, keep=4)
+        kept = memory.telemetry()
+        assert [r.taken_at for r in kept] == [9.0, 8.0, 7.0, 6.0]
+        assert dict(kept[0].values) == {"x": 9.0}  # non-finite values are not stored

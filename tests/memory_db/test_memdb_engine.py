@@ -137,6 +137,7 @@ def test_public_names_are_exactly_the_curated_surface() -> None:
             "ReadOnlyViolation",
             "SchemaTooNew",
             "TaskRecord",
+            "TelemetryRecord",
             "UnknownRecord",
             "ensure_schema",
             "open_engine",
