@@ -102,8 +102,9 @@ def run_server(upstream_url: str, concurrency: int, worker: str) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from orchestrator import PipelineConfig, Tunables
+    from orchestrator.assembly import build_pipeline
     from orchestrator.server import ServerTask, create_app
-    from orchestrator.settings import ServerSettings, build_pipeline
+    from orchestrator.settings import ServerSettings
 
     if worker == "echo":  # the same server and pipeline, minus the SDK and the upstream
         settings = ServerSettings(provider="echo", model="claude-bench", port=0)

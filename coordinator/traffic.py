@@ -67,10 +67,11 @@ class EmbeddedOrchestrator:
         self.admin_token = ""
 
     def __enter__(self) -> dict[str, str]:
+        from orchestrator.assembly import build_pipeline
         from orchestrator.config import LiveConfigSet
         from orchestrator.server.app import create_app
         from orchestrator.server.runner import ServerThread
-        from orchestrator.settings import build_pipeline, load_settings
+        from orchestrator.settings import load_settings
 
         settings = load_settings(env_file=self._env_file)
         if settings.admin_api_key is None:

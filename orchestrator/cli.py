@@ -269,8 +269,8 @@ def banner(settings: ServerSettings, *, url: str | None) -> str:
 
 async def _interactive(settings: ServerSettings, *, web: bool, err: TextIO) -> int:
     """Banner and REPL; the web API serves the same pipeline from the same event loop."""
+    from orchestrator.assembly import build_pipeline
     from orchestrator.repl import run_repl
-    from orchestrator.settings import build_pipeline
 
     async with build_pipeline(settings) as pipeline:
         if not web:
@@ -297,8 +297,8 @@ async def _interactive(settings: ServerSettings, *, web: bool, err: TextIO) -> i
 
 
 async def _mcp_stdio(settings: ServerSettings) -> None:
+    from orchestrator.assembly import build_pipeline
     from orchestrator.server.mcp import serve_stdio
-    from orchestrator.settings import build_pipeline
 
     async with build_pipeline(settings) as pipeline:
         await serve_stdio(pipeline)

@@ -4,7 +4,7 @@ Sources, first match wins: flags (a mapping keyed by `ServerSettings` field name
 environment > an `orchestrator.env` file > the defaults on `ServerSettings`.
 
     settings = load_settings({"provider": "echo", "port": 0})
-    pipeline = build_pipeline(settings)
+    pipeline = build_pipeline(settings)      # orchestrator.assembly, the composition root
 
 The environment and the env file use the names in `ENV_NAMES`: `PROVIDER`, `MODEL`,
 `ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `LLAMA_CPP_URL`, `HOST`, `PORT`, `API_KEY`, `MAX_SPEND`, …
@@ -29,13 +29,10 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import Any, Final, Literal
 
 from orchestrator.errors import OrchestratorError
-
-if TYPE_CHECKING:
-    from orchestrator.config import PipelineConfig
-    from orchestrator.pipeline import Pipeline
+from orchestrator.providers.registry import PROVIDER_SPECS
 
 __all__ = [
     "DEFAULT_ENV_FILE",
@@ -46,7 +43,6 @@ __all__ = [
     "Secret",
     "ServerSettings",
     "SettingsError",
-    "build_pipeline",
     "default_model",
     "is_loopback",
     "load_settings",
@@ -54,8 +50,8 @@ __all__ = [
     "write_env_file",
 ]
 
-Provider = Literal["anthropic", "openai", "llamacpp", "echo"]
-PROVIDERS: Final[tuple[str, ...]] = get_args(Provider)
+Provider = Literal["anthropic", "openai", "llamacpp", "echo"]  # the registry's names, for typing
+PROVIDERS: Final[tuple[str, ...]] = tuple(PROVIDER_SPECS)
 
 DEFAULT_ENV_FILE: Final = Path("orchestrator.env")
 # Anthropic's own request limit for the Messages API; long agent conversations get close.
@@ -251,12 +247,7 @@ class ServerSettings:
 
     def _check_required(self) -> None:
         for provider in (self.provider, *self.fallback):
-            needed = {
-                "anthropic": ("anthropic_api_key",),
-                "openai": () if self.openai_base_url else ("openai_api_key",),
-                "llamacpp": ("llama_cpp_url",),
-                "echo": (),
-            }[provider]
+            needed = PROVIDER_SPECS[provider].required(self)
             missing = tuple(ENV_NAMES[n] for n in needed if getattr(self, n) is None)
             if missing:
                 raise SettingsError(
@@ -284,15 +275,7 @@ class ServerSettings:
 
 def default_model(provider: Provider) -> str:
     """The model a provider uses when none is set (imports that provider's module)."""
-    if provider == "anthropic":
-        from orchestrator.providers.anthropic import DEFAULT_MODEL
-
-        return DEFAULT_MODEL
-    if provider == "openai":
-        from orchestrator.providers.openai import DEFAULT_MODEL as OPENAI_DEFAULT
-
-        return OPENAI_DEFAULT
-    return {"llamacpp": "llama.cpp", "echo": "echo"}[provider]
+    return PROVIDER_SPECS[provider].default_model()
 
 
 _CONVERTERS: Mapping[str, Any] = {"port": int, "max_spend_usd": float, "max_body_bytes": int}
@@ -403,29 +386,6 @@ def write_env_file(path: Path, entries: Mapping[str, str]) -> None:
         raise
 
 
-def build_pipeline(settings: ServerSettings, config: PipelineConfig | None = None) -> Pipeline:
-    """A (not yet started) `Pipeline` with the worker `settings.provider` names.
-
-    `config` defaults to `PipelineConfig()`; `settings.max_spend_usd`, when set, becomes its
-    global budget; `settings.fallback` adds workers tried in that order after the provider.
-    Provider SDKs are imported here, not at module import.
-    """
-    from orchestrator.config import PipelineConfig
-    from orchestrator.pipeline import Pipeline
-
-    config = config if config is not None else PipelineConfig()
-    if settings.prices_file is not None:
-        config = dataclasses.replace(config, price_table_path=Path(settings.prices_file))
-    if settings.max_spend_usd is not None:
-        config = dataclasses.replace(config, global_budget_usd=settings.max_spend_usd)
-    chain = (settings.provider, *settings.fallback)
-    config = dataclasses.replace(config, fallback_order=chain)
-    # The configured model is the primary's; a fallback answers with its own default model.
-    workers = [_worker(settings, settings.provider, settings.model)]
-    workers += [_worker(settings, provider, None) for provider in settings.fallback]
-    return Pipeline(config, *workers)
-
-
 def _check_priced(settings: ServerSettings) -> None:
     """A budget needs prices: refuse to start one over a model that has none (it would spend
     without limit, silently). The echo provider is free whatever its model."""
@@ -451,31 +411,3 @@ def _check_priced(settings: ServerSettings) -> None:
 
 def _provider_list(text: str) -> tuple[Any, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-def _worker(settings: ServerSettings, provider: Provider, model: str | None) -> Any:
-    model = model or default_model(provider)
-    if provider == "anthropic":
-        from orchestrator.providers.anthropic import AnthropicWorker
-
-        assert settings.anthropic_api_key is not None
-        return AnthropicWorker(
-            settings.anthropic_api_key.reveal(), model=model, base_url=settings.anthropic_base_url
-        )
-    if provider == "openai":
-        from orchestrator.providers.openai import OpenAIWorker
-
-        key = settings.openai_api_key
-        return OpenAIWorker(
-            key.reveal() if key else None, model=model, base_url=settings.openai_base_url
-        )
-    if provider == "llamacpp":
-        from orchestrator.providers.llamacpp import LlamaCppWorker
-
-        assert settings.llama_cpp_url is not None
-        return LlamaCppWorker(settings.llama_cpp_url, model=model)
-    from orchestrator.providers.echo import EchoWorker
-    from orchestrator.providers.faults import FaultSchedule
-
-    faults = FaultSchedule.parse(settings.echo_faults) if settings.echo_faults else None
-    return EchoWorker(model=model, faults=faults)

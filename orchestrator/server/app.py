@@ -97,8 +97,10 @@ def create_app(
     app.include_router(openai_api.router)
     feedback = pipeline.feedback
     app.include_router(prometheus.router(pipeline.snapshot, lambda: feedback.received_total))
-    mount_mcp(app, pipeline, settings=settings, config=config)
-    mount_dashboard(app, pipeline, fleet_status, self_tune_status=self_tune_status)
+    mount_mcp(app, pipeline, settings=settings, config=config, fleet_status=fleet_status,
+              self_tune_status=self_tune_status)
+    mount_dashboard(app, pipeline, fleet_status, config=config,
+                    self_tune_status=self_tune_status)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if settings is not None and settings.admin_token is not None:

@@ -26,6 +26,7 @@ from importlib import resources
 from fastapi import FastAPI
 from starlette.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
+from orchestrator.config import LiveConfigSet
 from orchestrator.pipeline import Pipeline
 from orchestrator.server.status import FleetStatus, SelfTuneStatus, status_payload
 
@@ -42,6 +43,7 @@ def mount_dashboard(
     pipeline: Pipeline,
     fleet_status: FleetStatus | None = None,
     *,
+    config: LiveConfigSet | None = None,
     self_tune_status: SelfTuneStatus | None = None,
     interval_s: float = 1.0,
     stream_s: float = 4.0,
@@ -49,6 +51,7 @@ def mount_dashboard(
 ) -> None:
     """Serve the dashboard page and its event stream on `app`.
 
+    `config` is the live configuration the status shows (default: the pipeline's).
     `interval_s` is the time between two events, `stream_s` how long one event stream lasts
     at most (keep it below the server's graceful-shutdown timeout); `sleep` waits between
     events. Neither route is in the OpenAPI schema. Raises ValueError for a non-positive
@@ -67,8 +70,8 @@ def mount_dashboard(
         for n in range(events_per_stream):
             if n:
                 await sleep(interval_s)
-            payload = status_payload(pipeline, fleet_status, self_tune_status)
-            data = json.dumps(payload, separators=(",", ":"))
+            status = status_payload(pipeline, fleet_status, config, self_tune_status)
+            data = json.dumps(status, separators=(",", ":"))
             yield f"event: status\ndata: {data}\n\n"
         yield "event: end\ndata: {}\n\n"
 

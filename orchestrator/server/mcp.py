@@ -30,6 +30,7 @@ from orchestrator.config import LiveConfigSet, Tunables
 from orchestrator.errors import InvalidTunable, OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority
 from orchestrator.server.auth import is_admin
+from orchestrator.server.status import FleetStatus, SelfTuneStatus, status_payload
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -173,11 +174,15 @@ def create_mcp_server(
     name: str = "orchestrator",
     config: LiveConfigSet | None = None,
     may_configure: MayConfigure = lambda request: True,
+    fleet_status: FleetStatus | None = None,
+    self_tune_status: SelfTuneStatus | None = None,
 ) -> MCPServer:
     """An `MCPServer` whose tools call `pipeline`; the caller runs the pipeline.
 
     `config` is what `configure_pipeline` tunes (default: the pipeline's live config);
     `may_configure` decides, per call, whether the caller may (default: always, as over stdio).
+    `pipeline_status` answers what `GET /v1/status` does (`status_payload`), `fleet_status`
+    and `self_tune_status` included when given.
     """
     config = config if config is not None else LiveConfigSet(pipeline.live)
     server: MCPServer = MCPServer(
@@ -260,10 +265,7 @@ def create_mcp_server(
     async def pipeline_status() -> dict[str, Any]:
         """The pipeline's live measurements (stages with queue depth and capacity, latency
         percentiles, throughput, errors, dedup, cache, breakers, cost) and its live config."""
-        status = pipeline.snapshot().to_dict()
-        status["live_config"] = config.values()
-        status["live_config_version"] = config.version
-        return status
+        return status_payload(pipeline, fleet_status, config, self_tune_status)
 
     @server.tool()
     async def configure_pipeline(
@@ -300,6 +302,8 @@ def mount_mcp(
     *,
     settings: ServerSettings | None = None,
     config: LiveConfigSet | None = None,
+    fleet_status: FleetStatus | None = None,
+    self_tune_status: SelfTuneStatus | None = None,
 ) -> MCPServer:
     """Serve the MCP tools over streamable HTTP at `/mcp` on `app`; call before the app starts.
 
@@ -309,7 +313,10 @@ def mount_mcp(
     non-loopback bind has a bearer token, which the app's auth middleware checks on `/mcp` too;
     `configure_pipeline` needs the admin token (the role that middleware recorded).
     """
-    server = create_mcp_server(pipeline, config=config, may_configure=_admin_request)
+    server = create_mcp_server(
+        pipeline, config=config, may_configure=_admin_request, fleet_status=fleet_status,
+        self_tune_status=self_tune_status,
+    )
     host = settings.host if settings is not None else "127.0.0.1"
     mcp_app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
     app.router.routes.extend(mcp_app.routes)

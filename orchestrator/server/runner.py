@@ -24,12 +24,12 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from orchestrator.assembly import build_pipeline
 from orchestrator.server.connection import ConnectionLimits, connection_cap, limited_protocol
 from orchestrator.settings import (
     DEFAULT_MAX_BODY_BYTES,
     ServerSettings,
     SettingsError,
-    build_pipeline,
     is_loopback,
 )
 

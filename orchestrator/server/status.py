@@ -1,5 +1,11 @@
-"""What `GET /v1/status` and the dashboards show: the pipeline snapshot, the fleet, and the
-self-tuning loop."""
+"""The one status builder: what `GET /v1/status`, the dashboard's event stream and MCP's
+`pipeline_status` show, built in one place so they can never disagree.
+
+The data is the pipeline snapshot's fields (`MetricsSnapshot.to_dict()`, with wall-clock and
+monotonic timestamps), the feedback count, the live configuration and its version, and, with
+a fleet attached, its `FleetSnapshot` under `"fleet"`, and with a tuning loop its state under
+`"self_tune"`. Prometheus reads the same snapshot.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from orchestrator.config import LiveConfigSet
 from orchestrator.pipeline import Pipeline
 
 __all__ = ["FleetStatus", "SelfTuneStatus", "status_payload"]
@@ -14,22 +21,27 @@ __all__ = ["FleetStatus", "SelfTuneStatus", "status_payload"]
 log = logging.getLogger(__name__)
 
 FleetStatus = Callable[[], Mapping[str, Any]]
-"""A zero-argument callable returning the fleet's task counts as JSON-able data."""
+"""A zero-argument callable returning the fleet's status as JSON-able data."""
 
 SelfTuneStatus = Callable[[], Mapping[str, Any] | None]
 """A zero-argument callable returning the tuning loop's state (parameters against their
 defaults, last changes, recent anomalies) as JSON-able data, or None while none runs."""
 
-
 def status_payload(
     pipeline: Pipeline,
     fleet_status: FleetStatus | None = None,
+    config: LiveConfigSet | None = None,
     self_tune_status: SelfTuneStatus | None = None,
 ) -> dict[str, Any]:
-    """What `GET /v1/status` shows: the snapshot's fields; with a fleet, its task counts
-    under `"fleet"` (`{"error": ...}` if asking the fleet failed); with a tuning loop, its
-    state under `"self_tune"`. JSON-ready."""
+    """The status, JSON-ready: the snapshot's fields, `feedback_total`, `live_config` and
+    `live_config_version` (of `config`, default the pipeline's own), with a fleet its
+    status under `"fleet"` (`{"error": ...}` if asking the fleet failed), and with a tuning
+    loop its state under `"self_tune"`."""
+    config = config if config is not None else LiveConfigSet(pipeline.live)
     data = pipeline.snapshot().to_dict()
+    data["feedback_total"] = pipeline.feedback.received_total
+    data["live_config"] = config.values()
+    data["live_config_version"] = config.version
     if self_tune_status is not None:
         try:
             tuning = self_tune_status()

@@ -82,9 +82,13 @@ async def test_events_include_the_fleet_when_one_is_attached(pipeline: Pipeline)
 
 
 def test_status_payload_is_what_v1_status_shows(pipeline: Pipeline) -> None:
-    """The payload is the snapshot's own fields plus the fleet's counts, JSON-ready."""
+    """The payload is the snapshot's own fields plus the feedback count, the live config and
+    its version, and the fleet's counts, JSON-ready."""
     payload = status_payload(pipeline, lambda: {"done": 2})
     assert payload.pop("fleet") == {"done": 2}
+    assert payload.pop("feedback_total") == 0
+    assert payload.pop("live_config")["inference_concurrency"] == 64
+    assert payload.pop("live_config_version") == 0
     assert payload.keys() == pipeline.snapshot().to_dict().keys()
     json.dumps(payload)
 

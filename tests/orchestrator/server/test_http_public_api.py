@@ -31,7 +31,6 @@ def test_settings_exports() -> None:
         "Secret",
         "ServerSettings",
         "SettingsError",
-        "build_pipeline",
         "default_model",
         "is_loopback",
         "load_settings",

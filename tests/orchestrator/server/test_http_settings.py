@@ -15,10 +15,10 @@ from orchestrator import (
     LlamaCppWorker,
     OpenAIWorker,
 )
+from orchestrator.assembly import build_pipeline
 from orchestrator.settings import (
     ServerSettings,
     SettingsError,
-    build_pipeline,
     load_settings,
     read_env_file,
     write_env_file,

@@ -1,0 +1,71 @@
+"""The composition root: the one place a `Pipeline` is built from `ServerSettings`.
+
+    pipeline = build_pipeline(settings)                        # orchestrator serve, the REPL,
+    pipeline = build_pipeline(settings, live=live, router=r)   # orchestrator mcp, coordinator
+
+`orchestrator serve`, the REPL, `orchestrator mcp` and `coordinator run --orchestrator start`
+all build their pipeline here. Each provider's worker comes from its `PROVIDER_SPECS` entry;
+the learning loop's parts plug in through the arguments (a live config, quality hooks, dedup
+hooks, a cache, a router).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.config import LiveConfig, PipelineConfig
+from orchestrator.pipeline import Pipeline
+from orchestrator.providers.registry import PROVIDER_SPECS
+
+if TYPE_CHECKING:
+    from orchestrator.resilience.cache import ResponseCache
+    from orchestrator.resilience.coalesce import DedupHook
+    from orchestrator.routing import Router
+    from orchestrator.settings import ServerSettings
+    from orchestrator.stages.postprocess import QualityHook
+
+__all__ = ["build_pipeline"]
+
+
+def build_pipeline(
+    settings: ServerSettings,
+    config: PipelineConfig | None = None,
+    *,
+    live: LiveConfig | None = None,
+    quality_hooks: Sequence[QualityHook] = (),
+    dedup_hooks: Sequence[DedupHook] = (),
+    cache: ResponseCache | None = None,
+    router: Router | None = None,
+) -> Pipeline:
+    """A (not yet started) `Pipeline` with the worker `settings.provider` names, then one per
+    `settings.fallback`, tried in that order.
+
+    `config` defaults to `PipelineConfig()`; `settings.max_spend_usd`, when set, becomes its
+    global budget and `settings.prices_file` its price table. The configured model is the
+    primary's; a fallback answers with its own default model. Provider SDKs are imported
+    here, not at module import.
+    """
+    config = config if config is not None else PipelineConfig()
+    if settings.prices_file is not None:
+        config = dataclasses.replace(config, price_table_path=Path(settings.prices_file))
+    if settings.max_spend_usd is not None:
+        config = dataclasses.replace(config, global_budget_usd=settings.max_spend_usd)
+    chain = (settings.provider, *settings.fallback)
+    config = dataclasses.replace(config, fallback_order=chain)
+    workers = []
+    for provider in chain:
+        spec = PROVIDER_SPECS[provider]
+        model = settings.model if provider == settings.provider else None
+        workers.append(spec.build(settings, model or spec.default_model()))
+    return Pipeline(
+        config,
+        *workers,
+        live=live,
+        cache=cache,
+        quality_hooks=quality_hooks,
+        dedup_hooks=dedup_hooks,
+        router=router,
+    )
