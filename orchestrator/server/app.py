@@ -22,7 +22,14 @@ from starlette.responses import Response
 from orchestrator.config import LiveConfigSet
 from orchestrator.errors import OrchestratorError
 from orchestrator.pipeline import Pipeline
-from orchestrator.server import anthropic_api, config_api, openai_api, prometheus, prompt_api
+from orchestrator.server import (
+    anthropic_api,
+    config_api,
+    openai_api,
+    prometheus,
+    prompt_api,
+    responses_api,
+)
 from orchestrator.server.auth import TokenAuth
 from orchestrator.server.body_limit import BodyLimit
 from orchestrator.server.dashboard import mount_dashboard
@@ -92,6 +99,7 @@ def create_app(
     app.include_router(config_api.router)
     app.include_router(anthropic_api.router)
     app.include_router(openai_api.router)
+    app.include_router(responses_api.router)
     feedback = pipeline.feedback
     app.include_router(prometheus.router(pipeline.snapshot, lambda: feedback.received_total))
     mount_mcp(app, pipeline, settings=settings, config=config, fleet_status=fleet_status)
