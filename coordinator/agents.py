@@ -59,7 +59,7 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
     "codex": AgentProfile(
         name="codex",
         command="codex exec --skip-git-repo-check --sandbox workspace-write "
-        '${OPENAI_BASE_URL:+-c "openai_base_url=\"$OPENAI_BASE_URL\""} -',
+        '${OPENAI_BASE_URL:+-c "openai_base_url=\\"$OPENAI_BASE_URL\\""} -',
         description="Codex in exec mode, pointed at OPENAI_BASE_URL when it is set; override "
         "`command` in coordinator.toml to add flags such as --model",
     ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +25,9 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.pipeline import Pipeline
 from orchestrator.server import (
     anthropic_api,
+    completions_api,
     config_api,
+    embeddings_api,
     openai_api,
     prometheus,
     prompt_api,
@@ -33,6 +36,7 @@ from orchestrator.server import (
 from orchestrator.server.auth import TokenAuth
 from orchestrator.server.body_limit import BodyLimit
 from orchestrator.server.dashboard import mount_dashboard
+from orchestrator.server.embedder import LazyEmbedder
 from orchestrator.server.http_errors import (
     ApiError,
     dialect_of,
@@ -46,6 +50,9 @@ from orchestrator.server.state import ServerState
 from orchestrator.server.status import FleetStatus
 from orchestrator.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
 
+if TYPE_CHECKING:
+    from intelligence.embed import Embedder
+
 __all__ = ["FleetStatus", "create_app"]
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,7 @@ def create_app(
     settings: ServerSettings | None = None,
     fleet_status: FleetStatus | None = None,
     config: LiveConfigSet | None = None,
+    embedder: Embedder | None = None,
     start_pipeline: bool = True,
 ) -> FastAPI:
     """The FastAPI app serving `pipeline`.
@@ -68,7 +76,8 @@ def create_app(
     limit; None means no auth and the default limit. `fleet_status`, when
     given, is called on each `GET /v1/status` and its result shown under `"fleet"`. `config`
     is what `/v1/config` and MCP `configure_pipeline` read and tune (default: the pipeline's
-    live config alone; the coordinator adds the fleet's).
+    live config alone; the coordinator adds the fleet's). `embedder` serves `/v1/embeddings`
+    (default: the intelligence layer's `DefaultEmbedder`, imported on the first request).
     """
 
     @asynccontextmanager
@@ -92,7 +101,11 @@ def create_app(
     app.router.redirect_slashes = False
     config = config if config is not None else LiveConfigSet(pipeline.live)
     state = ServerState(
-        pipeline=pipeline, config=config, settings=settings, fleet_status=fleet_status
+        pipeline=pipeline,
+        config=config,
+        settings=settings,
+        fleet_status=fleet_status,
+        embedder=LazyEmbedder(embedder),
     )
     app.state.orchestrator = state
     app.include_router(prompt_api.router)
@@ -100,6 +113,8 @@ def create_app(
     app.include_router(anthropic_api.router)
     app.include_router(openai_api.router)
     app.include_router(responses_api.router)
+    app.include_router(completions_api.router)
+    app.include_router(embeddings_api.router)
     feedback = pipeline.feedback
     app.include_router(prometheus.router(pipeline.snapshot, lambda: feedback.received_total))
     mount_mcp(app, pipeline, settings=settings, config=config, fleet_status=fleet_status)
