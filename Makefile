@@ -2,7 +2,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test demo demo-fleet clean
+.PHONY: install agent-clis test demo demo-fleet clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,7 +18,23 @@ $(CHROMIUM):
 	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
 
-test: install $(CHROMIUM)
+# The real agent CLIs that tests/e2e/test_agent_clis.py runs through the gateway, pinned, in a
+# project-local folder (never global); npm comes from Debian when it is missing.
+AGENT_CLIS          := .agent-clis
+CLAUDE_CODE_VERSION := 2.1.332
+CODEX_VERSION       := 0.171.0
+AGENT_CLIS_STAMP    := $(AGENT_CLIS)/.installed-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)
+$(AGENT_CLIS_STAMP):
+	command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm; }
+	mkdir -p $(AGENT_CLIS)
+	npm install --prefix $(AGENT_CLIS) --no-audit --no-fund --loglevel=error \
+	  @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION)
+	touch $@
+
+agent-clis: $(AGENT_CLIS_STAMP)
+
+test: install $(CHROMIUM) agent-clis
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
@@ -37,4 +53,4 @@ demo-fleet: install
 	  echo && echo && ../$(VENV)/bin/coordinator memory query stats
 
 clean:
-	rm -rf .demo .venv .pytest_cache .ruff_cache
+	rm -rf .demo .venv .pytest_cache .ruff_cache $(AGENT_CLIS)

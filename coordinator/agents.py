@@ -54,6 +54,15 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
         description="Claude Code in print mode, the prompt on stdin; override `command` in "
         "coordinator.toml to add flags such as --model or --allowedTools",
     ),
+    # Codex ignores OPENAI_BASE_URL: its base URL comes from its config (`-c`); the prompt is
+    # read from stdin (`-`), where Codex would otherwise append stdin to an argument prompt.
+    "codex": AgentProfile(
+        name="codex",
+        command="codex exec --skip-git-repo-check --sandbox workspace-write "
+        '${OPENAI_BASE_URL:+-c "openai_base_url=\\"$OPENAI_BASE_URL\\""} -',
+        description="Codex in exec mode, pointed at OPENAI_BASE_URL when it is set; override "
+        "`command` in coordinator.toml to add flags such as --model",
+    ),
 }
 
 

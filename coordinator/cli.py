@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="coordinator",
         description="Run a fleet of coding agents over a folder of TOML task files.",
     )
-    parser.add_argument("--config", type=Path, help="settings file (default ./coordinator.toml)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _config_flag(parser, default=None)
     parser.add_argument("--self-improve", action="store_true",
                         help="the same as `coordinator run --self-improve`")
     sub = parser.add_subparsers(metavar="COMMAND")
@@ -113,34 +114,56 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--state", choices=[s.value for s in TaskState], help="only this state")
     _json_flag(lst)
     add = _command(tasks_sub, "add", _tasks_add, "add a task (written atomically to the folder)")
-    add.add_argument("prompt")
-    add.add_argument("--priority", choices=[p.value for p in Priority], default="normal")
+    add.add_argument("prompt", help="what the agent is asked to do")
+    add.add_argument("--priority", choices=[p.value for p in Priority], default="normal",
+                     help="claimed earlier when higher (default normal)")
     add.add_argument("--id", dest="task_id", help="task id (default: generated)")
-    add.add_argument("--depends-on", nargs="+", default=[], metavar="ID")
-    add.add_argument("--title", default="")
+    add.add_argument("--depends-on", nargs="+", default=[], metavar="ID",
+                     help="tasks that must be done first")
+    add.add_argument("--title", default="", help="a short name for listings")
+    add.add_argument("--acceptance", action="append", default=[], metavar="COMMAND",
+                     help="a shell command that must exit 0 after the agent (repeatable)")
+    add.add_argument("--max-attempts", type=int, help="failed attempts allowed (default 3)")
+    add.add_argument("--timeout-s", type=float, help="seconds an attempt may run (default 600)")
+    add.add_argument("--agent", help="the agent profile to run it with")
+    add.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
+                     help="a free label (repeatable)")
     show = _command(tasks_sub, "show", _tasks_show, "everything about one task")
-    show.add_argument("task_id", metavar="ID")
+    show.add_argument("task_id", metavar="ID", help="the task's id")
     _json_flag(show)
     retry = _command(tasks_sub, "retry", _tasks_retry, "send a failed/cancelled task back")
-    retry.add_argument("task_id", metavar="ID")
+    retry.add_argument("task_id", metavar="ID", help="the task's id")
     cancel = _command(tasks_sub, "cancel", _tasks_cancel, "cancel a pending or running task")
-    cancel.add_argument("task_id", metavar="ID")
+    cancel.add_argument("task_id", metavar="ID", help="the task's id")
+    clear = _command(tasks_sub, "clear", _tasks_clear,
+                     "remove done, cancelled or rejected entries from the listings (kept "
+                     "under archive/, never deleted)")
+    clear.add_argument("--state", required=True, choices=["done", "cancelled", "rejected"],
+                       help="which entries to remove")
+    clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    logs = _command(sub, "logs", _logs, "show (or follow) the output of a task's attempt")
+    logs.add_argument("task_id", metavar="ID", help="the task's id")
+    logs.add_argument("--attempt", type=int, help="which attempt (default the latest)")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing output as the attempt writes it, until it ends")
 
     claim = _command(sub, "claim", _claim, "claim the next task for an agent outside the fleet")
     claim.add_argument("--agent", required=True, help="the claiming agent's name")
-    claim.add_argument("--lease-s", type=float)
+    claim.add_argument("--lease-s", type=float, help="lease length in seconds (default 60)")
     _json_flag(claim)
     heartbeat = _command(sub, "heartbeat", _heartbeat, "renew a claim's lease")
-    heartbeat.add_argument("task_id", metavar="ID")
-    heartbeat.add_argument("--token", type=int, required=True)
-    heartbeat.add_argument("--lease-s", type=float)
+    heartbeat.add_argument("task_id", metavar="ID", help="the claimed task's id")
+    heartbeat.add_argument("--token", type=int, required=True, help="the claim's token")
+    heartbeat.add_argument("--lease-s", type=float,
+                           help="renew for this long (default: the length it was claimed with)")
     complete = _command(sub, "complete", _complete, "mark a claimed task done")
-    complete.add_argument("task_id", metavar="ID")
-    complete.add_argument("--token", type=int, required=True)
+    complete.add_argument("task_id", metavar="ID", help="the claimed task's id")
+    complete.add_argument("--token", type=int, required=True, help="the claim's token")
     fail = _command(sub, "fail", _fail, "report a failed attempt (retried up to max_attempts)")
-    fail.add_argument("task_id", metavar="ID")
-    fail.add_argument("--token", type=int, required=True)
-    fail.add_argument("--reason", required=True)
+    fail.add_argument("task_id", metavar="ID", help="the claimed task's id")
+    fail.add_argument("--token", type=int, required=True, help="the claim's token")
+    fail.add_argument("--reason", required=True, help="why it failed (shown in listings)")
 
     gate = sub.add_parser("gate", help="changes that passed the validation gate and wait for "
                           "review (--merge review)")
@@ -170,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     _json_flag(query)
     sql = memory_sub.add_parser("sql", help="run one read-only SQL statement")
     sql.set_defaults(handler=_memory_sql)
-    sql.add_argument("statement", metavar="SQL")
+    sql.add_argument("statement", metavar="SQL", help="one SELECT (writes are refused)")
     _db_flag(sql)
     _json_flag(sql)
     return parser
@@ -185,10 +208,24 @@ def _command(
     parser = sub.add_parser(name, help=text, description=text)
     parser.set_defaults(handler=handler)
     parser.add_argument("--tasks", type=Path, help="the task folder (default ./tasks)")
-    # accepted after the command too; SUPPRESS keeps one given before it
-    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
-                        help="settings file (default ./coordinator.toml)")
+    _config_flag(parser, default=argparse.SUPPRESS)
     return parser
+
+
+def _config_flag(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    # Accepted before and after the subcommand; SUPPRESS keeps a subcommand from resetting
+    # a value given before it.
+    parser.add_argument("--config", type=Path, default=default,
+                        help="settings file (default ./coordinator.toml)")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prompt-orchestrator")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -212,10 +249,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(flags, config_path=args.config)
 
 
-def _queue(settings: Settings) -> FolderQueue:
+def _queue(settings: Settings, *, create: bool = False) -> FolderQueue:
+    """The queue in `--tasks`. Only `run` and `tasks add` create a missing folder (and say
+    so); every other command refuses it, creating nothing (`QueueNotFound`). A folder that
+    exists — made by hand and filled with task files — is set up as a queue by any command."""
+    from coordinator.errors import QueueNotFound
     from coordinator.queue import FolderQueue
 
-    return FolderQueue(settings.tasks, retry_backoff_s=settings.retry_backoff_s)
+    try:
+        return FolderQueue.open(settings.tasks, retry_backoff_s=settings.retry_backoff_s)
+    except QueueNotFound:
+        missing = not settings.tasks.is_dir()
+        if missing and not create:
+            raise
+    if missing:
+        print(f"coordinator: created a new task queue in {settings.tasks}/", file=sys.stderr)
+    return FolderQueue.open(settings.tasks, create=True,
+                            retry_backoff_s=settings.retry_backoff_s)
 
 
 def _print_json(value: Any) -> None:
@@ -269,7 +319,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     loop_settings = _loop_settings(args, settings) if args.self_improve else None
     where = settings.orchestrator or ("start" if loop_settings is not None else None)
-    queue = _queue(settings)
+    queue = _queue(settings, create=True)
     ingest = queue.ingest()
     for rejected in ingest.rejected:
         print(f"rejected {rejected.name}: {rejected.reason}", file=sys.stderr)
@@ -304,12 +354,16 @@ def _run(args: argparse.Namespace) -> int:
             if improvement is not None:
                 improvement.start()
                 stack.callback(improvement.stop)
-            with fleet.signals_handled():
+            with fleet.signals_handled(announce=lambda text: print(
+                    f"coordinator: {text}", file=sys.stderr, flush=True)):
                 result = fleet.run(until_empty=args.until_empty)
     if memory is not None:
         memory.close()
     counts = ", ".join(f"{state.value} {n}" for state, n in result.counts.items() if n)
     print(f"coordinator: {counts or 'no tasks'}", file=sys.stderr)
+    if args.until_empty and not result.stopped_by_signal:
+        for line in _unmet_dependencies(queue):
+            print(f"coordinator: {line}", file=sys.stderr)
     if result.stopped_by_signal:
         return 130
     return 0 if result.all_done else 1
@@ -370,6 +424,19 @@ def _self_improvement(
     return improvement
 
 
+def _unmet_dependencies(queue: FolderQueue) -> list[str]:
+    """Why each task left pending cannot run: the dependencies it still waits for."""
+    lines = []
+    for record in queue.records(TaskState.PENDING):
+        if not record.waiting_for:
+            continue
+        unknown = set(record.unknown_dependencies)
+        waits = ", ".join(f"{dep} (no task has this id)" if dep in unknown else dep
+                          for dep in record.waiting_for)
+        lines.append(f"{record.task.id} did not run: it waits for {waits}")
+    return lines
+
+
 @contextlib.contextmanager
 def _traffic(
     where: str | None, fleet_status: Callable[[], Mapping[str, Any]], tunables: LiveConfig[Any],
@@ -386,6 +453,7 @@ def _traffic(
     if where != "start":
         if not where.startswith(("http://", "https://")):
             raise ConfigError(f"--orchestrator must be 'start' or an http(s) URL, got {where!r}")
+        _check_answers(where)
         yield agent_env(where, os.environ.get("API_KEY")), None
         return
     from orchestrator.errors import OrchestratorError
@@ -400,6 +468,23 @@ def _traffic(
         print(f"orchestrator: serving on {embedded.url} (dashboard {embedded.url}/dashboard)",
               file=sys.stderr, flush=True)
         yield env, embedded
+
+
+def _check_answers(url: str, *, timeout_s: float = 5.0) -> None:
+    """Raise `ConfigError` unless an HTTP server answers at `url` (any status will do):
+    better one clear error now than every attempt burned on connection errors."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (e.g. 401 or a degraded 503): it is there
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(f"--orchestrator {url}: nothing answers there ({reason}); start one "
+                          "with `orchestrator serve`, or use --orchestrator start") from None
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -509,9 +594,13 @@ def _tasks_list(args: argparse.Namespace) -> int:
 
 
 def _tasks_add(args: argparse.Namespace) -> int:
-    queue = _queue(_settings(args))
+    given = {"max_attempts": args.max_attempts, "timeout_s": args.timeout_s,
+             "agent": args.agent}
+    fields = {name: value for name, value in given.items() if value is not None}
+    queue = _queue(_settings(args), create=True)
     task = queue.add(args.prompt, task_id=args.task_id, priority=Priority(args.priority),
-                     depends_on=tuple(args.depends_on), title=args.title)
+                     depends_on=tuple(args.depends_on), title=args.title,
+                     acceptance=tuple(args.acceptance), tags=tuple(args.tags), **fields)
     print(task.id)
     return 0
 
@@ -554,6 +643,59 @@ def _tasks_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tasks_clear(args: argparse.Namespace) -> int:
+    queue = _queue(_settings(args))
+    state = TaskState(args.state)
+    count = queue.count(state)
+    if not count:
+        print(f"no {state.value} entries")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"tasks clear: would remove {count} {state.value} entries; "
+                              "confirm with --yes")
+        answer = input(f"remove {count} {state.value} entries from the listings (kept under "
+                       f"{queue.root / 'archive' / state.value})? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 1
+    cleared = queue.clear(state)
+    print(f"cleared {len(cleared)} {state.value}: {', '.join(cleared)} "
+          f"(kept under {queue.root / 'archive' / state.value})")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    queue = _queue(_settings(args))
+    record = queue.get(args.task_id)  # UnknownTask names the id
+    folder = queue.log_path(record.task.id, 1).parent
+    made = sorted(int(p.stem.removeprefix("attempt-")) for p in folder.glob("attempt-*.log"))
+    if not made:
+        raise ConfigError(f"{record.task.id}: no attempt has run yet ({record.state.value})")
+    attempt = args.attempt or made[-1]
+    if attempt not in made:
+        raise ConfigError(f"{record.task.id}: no attempt {attempt} (attempts with logs: "
+                          f"{', '.join(map(str, made))})")
+    path = queue.log_path(record.task.id, attempt)
+    out = sys.stdout.buffer
+    with open(path, "rb") as log:
+        while True:
+            chunk = log.read(65536)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not args.follow or not _still_running(queue, record.task.id, attempt):
+                return 0
+            time.sleep(0.2)  # following a file: wait for the agent to write more
+
+
+def _still_running(queue: FolderQueue, task_id: str, attempt: int) -> bool:
+    """True while the task runs and `attempt` is its latest."""
+    return (queue.get(task_id).state == TaskState.CLAIMED
+            and not queue.log_path(task_id, attempt + 1).exists())
+
+
 def _claim(args: argparse.Namespace) -> int:
     settings = _settings(args)
     claim = _queue(settings).claim(args.agent, lease_s=settings.lease_s)
@@ -572,8 +714,8 @@ def _claim(args: argparse.Namespace) -> int:
 
 
 def _heartbeat(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    expires = _queue(settings).heartbeat(args.task_id, args.token, lease_s=settings.lease_s)
+    # Renew for the length it was claimed with, unless --lease-s says otherwise.
+    expires = _queue(_settings(args)).heartbeat(args.task_id, args.token, lease_s=args.lease_s)
     print(f"{args.task_id}: lease renewed for {expires - time.time():.0f}s")
     return 0
 
@@ -656,7 +798,7 @@ def _memory_query(args: argparse.Namespace) -> int:
     given = {"task_id": args.task, "agent": args.agent, "state": args.state,
              "module": args.module, "outcome": args.outcome, "limit": args.limit}
     filters = {name: value for name, value in given.items() if value is not None}
-    engine = open_engine(_settings(args).db)
+    engine = _existing_memory(_settings(args).db, open_engine)
     columns, rows = run_named_query(engine, args.name, **filters)
     _print_rows(columns, rows, as_json=args.json)
     return 0
@@ -665,10 +807,26 @@ def _memory_query(args: argparse.Namespace) -> int:
 def _memory_sql(args: argparse.Namespace) -> int:
     from memory_db import open_engine, run_readonly_sql
 
-    engine = open_engine(_settings(args).db)
+    engine = _existing_memory(_settings(args).db, open_engine)
     columns, rows = run_readonly_sql(engine, args.statement)
     _print_rows(columns, rows, as_json=args.json)
     return 0
+
+
+def _existing_memory(url: str | None, open_engine: Callable[[str | None], Any]) -> Any:
+    """An engine on agent memory that must already exist: reading never creates a database."""
+    from memory_db.engine import resolve_url
+
+    try:
+        parsed = resolve_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"--db: {exc}") from None
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" \
+            and not Path(database).is_file():
+        raise ConfigError(f"no agent memory at {database} (nothing has been recorded there; "
+                          "`coordinator run` creates it, or give --db / COORDINATOR_DB_URL)")
+    return open_engine(url)
 
 
 def _print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, as_json: bool) -> None:

@@ -226,13 +226,30 @@ class Fleet:
         with self._lock:
             return dict(self._busy)
 
+    def stop_notice(self) -> str:
+        """What a stop request now does, in words for the person who asked."""
+        running = len(self.running_tasks())
+        if self._stop.is_set():
+            return (f"stopping now: killing {running} running agent(s); their tasks go back "
+                    "to pending")
+        if not running:
+            return "stopping: no agent is running"
+        return (f"stopping: no new claims; waiting up to {self.settings.grace_s:g}s for "
+                f"{running} running agent(s) to finish, then they are killed and their tasks "
+                "go back to pending (press Ctrl-C again to do that now)")
+
     @contextlib.contextmanager
-    def signals_handled(self) -> Iterator[Fleet]:
-        """Route SIGINT and SIGTERM to `request_stop` while running (main thread only)."""
-        previous = {
-            sig: signal.signal(sig, lambda *_: self.request_stop())
-            for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+    def signals_handled(self, announce: Callable[[str], None] | None = None) -> Iterator[Fleet]:
+        """Route SIGINT and SIGTERM to `request_stop` while running (main thread only);
+        `announce` is told what each stop request does (`stop_notice`)."""
+
+        def handle(*_: object) -> None:
+            if announce is not None:
+                with contextlib.suppress(RuntimeError):  # a print it interrupted
+                    announce(self.stop_notice())
+            self.request_stop()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield self
         finally:
@@ -333,7 +350,7 @@ class Fleet:
         with self._lock:
             if self._busy:
                 return False
-        if self.queue.counts()[TaskState.CLAIMED]:
+        if self.queue.count(TaskState.CLAIMED):  # one folder, not every state's
             return False
         return self.queue.next_ready_at() is None
 

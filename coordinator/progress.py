@@ -16,11 +16,12 @@ class Progress:
     """Receives fleet events and prints them; in a terminal, keeps a status line fresh."""
 
     def __init__(
-        self, queue: FolderQueue, *, out: TextIO = sys.stderr,
+        self, queue: FolderQueue, *, out: TextIO | None = None,
         live: bool | None = None, refresh_s: float = 0.5,
     ) -> None:
         self._queue = queue
         self._agents: set[str] = set()  # agent loops running now (the fleet may grow/shrink)
+        out = sys.stderr if out is None else out  # looked up now: it may have been replaced
         self._out = out
         self._live = out.isatty() if live is None else live
         self._refresh_s = refresh_s

@@ -1,7 +1,8 @@
 """Routing the fleet's own LLM traffic through an orchestrator server.
 
 Agents started by the coordinator get `ANTHROPIC_BASE_URL` and `OPENAI_BASE_URL` pointing at
-the orchestrator, so Claude Code and any Anthropic- or OpenAI-SDK program they run send
+the orchestrator (the `codex` profile passes the latter to Codex), so Claude Code, Codex and
+any Anthropic- or OpenAI-SDK program they run send
 their inference through the pipeline: identical concurrent calls from different agents
 reach the upstream once, and every call is metered and visible on its dashboard. Agents
 get the server's client token (or a placeholder) as their API key: the real provider key
@@ -33,6 +34,7 @@ def agent_env(url: str, token: str | None = None) -> dict[str, str]:
         "OPENAI_BASE_URL": f"{url}/v1",
         "ANTHROPIC_API_KEY": key,
         "OPENAI_API_KEY": key,
+        "CODEX_API_KEY": key,  # what `codex exec` authenticates with
     }
 
 

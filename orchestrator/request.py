@@ -23,6 +23,10 @@ ANTHROPIC_BETA = "anthropic-beta"
 ANTHROPIC_VERSION = "anthropic-version"
 """The `metadata` key of the client's `anthropic-version` header, forwarded with the body."""
 
+OPENAI_CLIENT_HEADERS = "openai-client-headers"
+"""The `metadata` key of the client's `openai-beta` and `x-openai-*` headers (a JSON object),
+forwarded with a native OpenAI body."""
+
 NATIVE_FORMAT = "native-format"
 """The `metadata` key naming the format of `InferenceRequest.native` (default
 `NATIVE_ANTHROPIC`)."""

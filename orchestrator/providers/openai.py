@@ -1,13 +1,15 @@
 """`OpenAIWorker`: chat completions through the official `openai` SDK over aiohttp.
 
 With `base_url` it serves any OpenAI-compatible server: vLLM, llama.cpp's `llama-server`.
+Native Responses API bodies (`POST /v1/responses`, what Codex sends) go to the upstream as
+they came, and its answer, or every one of its stream events, comes back as it sent them.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 import httpx2  # the SDK's HTTP layer: its Limits, and errors the SDK lets through
@@ -25,7 +27,14 @@ from orchestrator.providers._http import (
     status_error,
     truncated_stream_error,
 )
-from orchestrator.request import Completion, InferenceRequest, StreamChunk, Usage
+from orchestrator.request import (
+    NATIVE_OPENAI_RESPONSES,
+    OPENAI_CLIENT_HEADERS,
+    Completion,
+    InferenceRequest,
+    StreamChunk,
+    Usage,
+)
 
 DEFAULT_MODEL = "gpt-5.4-mini"
 
@@ -33,6 +42,61 @@ DEFAULT_MODEL = "gpt-5.4-mini"
 _NO_KEY = "sk-no-key-required"
 
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
+
+# A Responses stream ends with one of these; `response.failed` carries the error instead.
+_RESPONSE_DONE = {"response.completed": "stop", "response.incomplete": "length"}
+# The error codes of a failed response or an `error` event, as the HTTP statuses they mean.
+_STATUS_OF_CODE = {
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "server_error": 500,
+    "server_is_overloaded": 503,
+    "invalid_prompt": 400,
+    "context_length_exceeded": 400,
+}
+
+
+def responses_usage(usage: Mapping[str, Any] | None) -> Usage:
+    """`Usage` from a Responses API `usage` object, whose `input_tokens` include the cached
+    ones (`input_tokens_details.cached_tokens`): those are billed as cache reads."""
+    usage = usage or {}
+    details = usage.get("input_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    cached = cached if isinstance(cached, int) else 0
+    total = usage.get("input_tokens")
+    total = total if isinstance(total, int) else 0
+    output = usage.get("output_tokens")
+    return Usage(
+        input_tokens=max(0, total - cached),
+        cache_read_input_tokens=cached,
+        output_tokens=output if isinstance(output, int) else 0,
+    )
+
+
+def response_text(response: Mapping[str, Any]) -> str:
+    """The text of a Responses API `response` object: its messages' `output_text` parts."""
+    parts = []
+    for item in response.get("output") or ():
+        if isinstance(item, Mapping) and item.get("type") == "message":
+            for part in item.get("content") or ():
+                if isinstance(part, Mapping) and part.get("type") == "output_text":
+                    parts.append(str(part.get("text") or ""))
+    return "".join(parts)
+
+
+class _RawEvents(openai.AsyncStream[object]):
+    """Every stream event as the JSON the upstream sent (the SDK's own stream would parse it
+    into its types, and a native client is owed the events as they came)."""
+
+    async def __stream__(self) -> AsyncIterator[object]:
+        try:
+            async for sse in self._iter_events():  # the SDK's hook for subclasses
+                if sse.data.startswith("[DONE]"):
+                    break
+                if sse.data:
+                    yield sse.json()
+        finally:
+            await self.response.aclose()
 
 
 class OpenAIWorker:
@@ -45,6 +109,12 @@ class OpenAIWorker:
     turn it off for a server that rejects it, and the final chunk's `usage` is then None.
     `stall_timeout_s` bounds how long a stream may send no bytes at all (keep-alive comments
     count). One aiohttp session is shared by every call; the SDK's own retries are off.
+
+    Takes native Responses API bodies (`native_formats`): sent to `POST /responses` as given
+    (with the client's `openai-beta` and `x-openai-*` headers), answered with the JSON the
+    upstream sent; streamed, one chunk per event, the last `response.completed` (or
+    `response.incomplete`) with finish reason and usage; `response.failed` and `error` events
+    raise `ProviderError` with the status their code stands for.
     """
 
     def __init__(
@@ -75,6 +145,7 @@ class OpenAIWorker:
             )
         self.name = name
         self.default_model = model
+        self.native_formats = frozenset({NATIVE_OPENAI_RESPONSES})
         self._api_key = api_key
         self._max_tokens_field: MaxTokensField = max_tokens_field or (
             "max_completion_tokens" if base_url is None else "max_tokens"
@@ -103,8 +174,13 @@ class OpenAIWorker:
         return f"OpenAIWorker(name={self.name!r}, model={self.default_model!r})"
 
     async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
-        """One chat completion; raises `ProviderError` on failure or after `timeout_s`."""
+        """One chat completion; raises `ProviderError` on failure or after `timeout_s`.
+
+        For a native request the answer's `native` is the upstream's JSON exactly as received.
+        """
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        if request.native is not None:
+            return await self._complete_native(request, timer)
         try:
             response = await timer.within(
                 self._client.chat.completions.create(**self._params(request), stream=False)
@@ -142,6 +218,10 @@ class OpenAIWorker:
         before a choice reports its finish reason. Closing the iterator closes the response.
         """
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        if request.native is not None:
+            async for chunk in self._stream_native(request, timer):
+                yield chunk
+            return
         params = self._params(request)
         if self._stream_usage:
             params["stream_options"] = {"include_usage": True}
@@ -200,6 +280,121 @@ class OpenAIWorker:
     @property
     def _secrets(self) -> tuple[str | None]:
         return (self._api_key,)
+
+    def _native_call(self, request: InferenceRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The JSON body and the SDK request options for a native Responses request."""
+        assert request.native is not None
+        body = {k: v for k, v in request.native.items() if k != "stream"}
+        body["model"] = request.model or self.default_model
+        options: dict[str, Any] = {}
+        headers = request.metadata.get(OPENAI_CLIENT_HEADERS)
+        if headers:
+            options["headers"] = json.loads(headers)
+        return body, options
+
+    async def _complete_native(self, request: InferenceRequest, timer: CallTimer) -> Completion:
+        body, options = self._native_call(request)
+        try:
+            answer = await timer.within(
+                self._client.post("/responses", cast_to=object, body=body, options=options)
+            )
+        except openai.APIError as exc:
+            raise self._translate(exc) from None
+        except (httpx2.HTTPError, json.JSONDecodeError) as exc:
+            raise connection_error(
+                self.name, "connection lost", exc, secrets=self._secrets
+            ) from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("output"), list):
+            raise connection_error(
+                self.name, "malformed response", TypeError("not a response"), secrets=()
+            )
+        return Completion(
+            text=response_text(answer),
+            usage=responses_usage(answer.get("usage")),
+            model=answer.get("model") or body["model"],
+            finish_reason="length" if answer.get("status") == "incomplete" else "stop",
+            native=answer,
+        )
+
+    async def _stream_native(
+        self, request: InferenceRequest, timer: CallTimer
+    ) -> AsyncIterator[StreamChunk]:
+        body, options = self._native_call(request)
+        body["stream"] = True
+        options["timeout"] = self._stream_timeout
+        try:
+            events = await timer.within(
+                self._client.post(
+                    "/responses",
+                    cast_to=object,
+                    body=body,
+                    options=options,
+                    stream=True,
+                    stream_cls=_RawEvents,
+                )
+            )
+        except openai.APIError as exc:
+            raise self._translate(exc) from None
+        index = 0
+        try:
+            while True:
+                try:
+                    event: Any = await timer.within(anext(events))
+                except StopAsyncIteration:
+                    break
+                kind = event.get("type")
+                if kind in ("error", "response.failed") or ("error" in event and kind is None):
+                    raise self._event_error(event)
+                if kind in _RESPONSE_DONE:
+                    response = event.get("response") or {}
+                    yield StreamChunk(
+                        text="",
+                        index=index,
+                        finish_reason=_RESPONSE_DONE[kind],
+                        usage=responses_usage(response.get("usage")),
+                        native=event,
+                    )
+                    return
+                text = event.get("delta") if kind == "response.output_text.delta" else ""
+                yield StreamChunk(text=text if isinstance(text, str) else "", index=index,
+                                  native=event)
+                index += 1
+        except openai.APIError as exc:
+            raise self._translate(exc) from None
+        except httpx2.TimeoutException:
+            raise stalled_error(self.name, self._stall_timeout_s) from None
+        except httpx2.HTTPError as exc:
+            raise connection_error(
+                self.name, "connection lost mid-stream", exc, secrets=self._secrets
+            ) from None
+        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise connection_error(
+                self.name, "malformed stream event", exc, secrets=self._secrets
+            ) from None
+        finally:
+            await events.close()
+        raise truncated_stream_error(self.name, index)
+
+    def _event_error(self, event: Mapping[str, Any]) -> ProviderError:
+        """The `ProviderError` for an `error` or `response.failed` event inside a 200 stream."""
+        error: Any = event.get("error")
+        if event.get("type") == "response.failed":
+            response = event.get("response")
+            error = response.get("error") if isinstance(response, Mapping) else None
+        error = error if isinstance(error, Mapping) else event
+        code = error.get("code")
+        if isinstance(code, int) or (isinstance(code, str) and code.isdigit()):
+            status = int(code)
+        else:
+            status = _STATUS_OF_CODE.get(str(code), 500)
+        return status_error(
+            self.name,
+            status,
+            describe_body({"error": error}) or "error event in the stream",
+            {},
+            secrets=self._secrets,
+            now=self._wall_clock,
+        )
 
     def _params(self, request: InferenceRequest) -> dict[str, Any]:
         messages: list[dict[str, str]] = []

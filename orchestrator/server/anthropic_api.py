@@ -32,14 +32,11 @@ marked `x-orchestrator-token-count: estimated`.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
@@ -52,6 +49,13 @@ from orchestrator.request import (
     Message,
     StreamChunk,
 )
+from orchestrator.server.bodies import (
+    client_retries,
+    client_timeout_s,
+    json_object,
+    model_of,
+    validated,
+)
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
 from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import dumps, open_stream, sse, sse_response
@@ -61,7 +65,6 @@ __all__ = [
     "TOKEN_COUNT_HEADER",
     "CountTokensBody",
     "MessagesBody",
-    "client_retries",
     "native_field",
     "router",
     "takes_native",
@@ -196,43 +199,6 @@ def takes_native(pipeline: Pipeline, native_format: str = NATIVE_ANTHROPIC) -> b
     return pipeline.takes_native(native_format)
 
 
-def client_retries(headers: Mapping[str, str]) -> bool:
-    """True when the client announces that it retries by itself: the Stainless SDKs
-    (Anthropic's, OpenAI's, Claude Code) send `x-stainless-retry-count` on every attempt."""
-    return "x-stainless-retry-count" in headers
-
-
-async def json_object(request: Request) -> dict[str, Any]:
-    """The request's JSON body as a dict; a 400 naming `body` when it is not a JSON object."""
-    try:
-        data = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise RequestRejected(bad_request("body: not valid JSON", field="body")) from None
-    if not isinstance(data, dict):
-        raise RequestRejected(bad_request("body: expected a JSON object", field="body"))
-    return data
-
-
-def validated(model: type[BaseModel], data: Mapping[str, Any]) -> Any:
-    """`data` validated as `model`; errors become the server's 400 naming the first field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
-        raise RequestValidationError(errors) from None
-
-
-def _model_of(data: Mapping[str, Any]) -> str:
-    """The one field the gateway needs from a native body: a model name to route and price."""
-    model = data.get("model")
-    if not isinstance(model, str) or not 1 <= len(model) <= 256:
-        raise RequestRejected(
-            bad_request("model: a model name (a string of 1-256 characters) is required",
-                        field="model")
-        )
-    return model
-
-
 def _text_of(content: Any) -> str:
     """A text rendering of content (a string or blocks), for the text path and token estimates."""
     if isinstance(content, str):
@@ -299,7 +265,7 @@ def to_request(
     return InferenceRequest(
         messages=messages,
         system=system or None,
-        model=_model_of(data),
+        model=model_of(data),
         max_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens >= 1 else None,
         temperature=temperature if isinstance(temperature, int | float) else None,
         session_id=session if isinstance(session, str) and session else None,
@@ -308,17 +274,6 @@ def to_request(
         timeout_s=timeout_s,
         client_retries=retries,
     )
-
-
-def _client_timeout_s(header: str | None) -> float | None:
-    """How long the client waits, from the `X-Stainless-Timeout` the Anthropic SDKs send (600 s
-    by default, Claude Code's `API_TIMEOUT_MS`): the request's deadline, so long agent turns
-    are not cut at the pipeline's default. Anything unusable ("NOT_GIVEN") means no opinion."""
-    try:
-        value = float(header) if header else math.nan
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value > 0 else None
 
 
 def _message_id(request_id: str) -> str:
@@ -369,7 +324,7 @@ async def messages(
         native=native,
         beta=anthropic_beta,
         version=anthropic_version,
-        timeout_s=_client_timeout_s(x_stainless_timeout),
+        timeout_s=client_timeout_s(x_stainless_timeout),
         retries=client_retries(http.headers),
     )
     stream = data.get("stream") is True
@@ -420,7 +375,7 @@ async def count_tokens(
     # A provider that counts (Anthropic) counts exactly, the body as it came; with none (or
     # its breaker open) the pipeline's estimate answers, marked as such.
     if any(c.counts_tokens for c in state.pipeline.capabilities()):
-        _model_of(data)
+        model_of(data)
         counted = await state.pipeline.count_tokens(
             data, beta=anthropic_beta, version=anthropic_version
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,10 +23,20 @@ from starlette.responses import Response
 from orchestrator.config import LiveConfigSet
 from orchestrator.errors import OrchestratorError
 from orchestrator.pipeline import Pipeline
-from orchestrator.server import anthropic_api, config_api, openai_api, prometheus, prompt_api
+from orchestrator.server import (
+    anthropic_api,
+    completions_api,
+    config_api,
+    embeddings_api,
+    openai_api,
+    prometheus,
+    prompt_api,
+    responses_api,
+)
 from orchestrator.server.auth import TokenAuth
 from orchestrator.server.body_limit import BodyLimit
 from orchestrator.server.dashboard import mount_dashboard
+from orchestrator.server.embedder import LazyEmbedder
 from orchestrator.server.http_errors import (
     ApiError,
     dialect_of,
@@ -38,6 +49,9 @@ from orchestrator.server.origin import OriginGuard
 from orchestrator.server.state import ServerState
 from orchestrator.server.status import FleetStatus, SelfTuneStatus
 from orchestrator.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
+
+if TYPE_CHECKING:
+    from intelligence.embed import Embedder
 
 __all__ = ["FleetStatus", "create_app"]
 
@@ -52,6 +66,7 @@ def create_app(
     fleet_status: FleetStatus | None = None,
     config: LiveConfigSet | None = None,
     self_tune_status: SelfTuneStatus | None = None,
+    embedder: Embedder | None = None,
     start_pipeline: bool = True,
 ) -> FastAPI:
     """The FastAPI app serving `pipeline`.
@@ -62,8 +77,9 @@ def create_app(
     limit; None means no auth and the default limit. `fleet_status`, when
     given, is called on each `GET /v1/status` and its result shown under `"fleet"`. `config`
     is what `/v1/config` and MCP `configure_pipeline` read and tune (default: the pipeline's
-    live config alone; the coordinator adds the fleet's).
-    `self_tune_status` likewise under `"self_tune"`.
+    live config alone; the coordinator adds the fleet's). `embedder` serves `/v1/embeddings`
+    (default: the intelligence layer's `DefaultEmbedder`, imported on the first request).
+    `self_tune_status` is shown under `"self_tune"` like `fleet_status`.
     """
 
     @asynccontextmanager
@@ -87,7 +103,11 @@ def create_app(
     app.router.redirect_slashes = False
     config = config if config is not None else LiveConfigSet(pipeline.live)
     state = ServerState(
-        pipeline=pipeline, config=config, settings=settings, fleet_status=fleet_status,
+        pipeline=pipeline,
+        config=config,
+        settings=settings,
+        fleet_status=fleet_status,
+        embedder=LazyEmbedder(embedder),
         self_tune_status=self_tune_status,
     )
     app.state.orchestrator = state
@@ -95,6 +115,9 @@ def create_app(
     app.include_router(config_api.router)
     app.include_router(anthropic_api.router)
     app.include_router(openai_api.router)
+    app.include_router(responses_api.router)
+    app.include_router(completions_api.router)
+    app.include_router(embeddings_api.router)
     feedback = pipeline.feedback
     app.include_router(prometheus.router(pipeline.snapshot, lambda: feedback.received_total))
     mount_mcp(app, pipeline, settings=settings, config=config, fleet_status=fleet_status,

@@ -40,7 +40,13 @@ __all__ = [
 Dialect = Literal["native", "anthropic", "openai"]
 
 _ANTHROPIC_PATHS = ("/v1/messages",)
-_OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+_OPENAI_PATHS = (
+    "/v1/chat/completions",
+    "/v1/models",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/embeddings",
+)
 
 
 def dialect_of(path: str) -> Dialect:

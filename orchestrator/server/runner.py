@@ -38,6 +38,18 @@ __all__ = ["ServerTask", "ServerThread", "serve", "uvicorn_config"]
 log = logging.getLogger(__name__)
 
 
+class _DenialIsNotAnError(logging.Filter):
+    """Drops uvicorn's "returned without completing handshake" error after a WebSocket
+    *denial* response (`GET /v1/responses` answers Codex's upgrade with a 426): its
+    websockets-sansio protocol sends the denial but never marks the handshake as done."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
+_DENIAL_FILTER = _DenialIsNotAnError()
+
+
 def uvicorn_config(
     app: FastAPI,
     *,
@@ -52,6 +64,7 @@ def uvicorn_config(
     logging left to the caller (uvicorn's default config would replace the process's
     handlers)."""
     limits = limits if limits is not None else ConnectionLimits()
+    logging.getLogger("uvicorn.error").addFilter(_DENIAL_FILTER)  # addFilter ignores repeats
     return uvicorn.Config(
         app,
         host=host,

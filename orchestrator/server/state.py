@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
 from orchestrator.config import LiveConfigSet
 from orchestrator.pipeline import Pipeline
+from orchestrator.server.embedder import LazyEmbedder
 from orchestrator.server.status import FleetStatus, SelfTuneStatus
 from orchestrator.settings import ServerSettings
 
@@ -19,14 +20,15 @@ __all__ = ["ServerState", "server_state", "state_of"]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerState:
     """The pipeline served, the live configuration clients may read and tune, the settings it
-    was started with, the fleet-status hook, and the wall clock for the timestamps APIs put in
-    answers."""
+    was started with, the fleet-status hook, the embedding model of `/v1/embeddings`, and the
+    wall clock for the timestamps APIs put in answers."""
 
     pipeline: Pipeline
     config: LiveConfigSet
     settings: ServerSettings | None = None
     fleet_status: FleetStatus | None = None
     self_tune_status: SelfTuneStatus | None = None
+    embedder: LazyEmbedder = field(default_factory=LazyEmbedder)
     wall_clock: Callable[[], float] = time.time
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def test_tasks_add_refuses_a_path_traversal_id(cli, tmp_path):
 
 def test_show_of_a_traversal_id_is_unknown(cli):
     """`tasks show ../../etc/passwd` is simply an unknown task."""
+    cli("tasks", "add", "x", "--id", "real")
     code, _, err = cli("tasks", "show", "../../etc/passwd")
     assert code == 2
     assert "no task with id" in err
@@ -76,6 +78,7 @@ def test_external_agent_claims_heartbeats_and_completes(cli):
 
 def test_claim_with_nothing_ready_exits_1(cli):
     """claim exits 1 when no task is ready, so scripts can loop on it."""
+    cli("tasks", "add", "later", "--id", "later", "--depends-on", "first")
     code, out, err = cli("claim", "--agent", "a")
     assert code == 1 and out == ""
     assert "no task is ready" in err
@@ -156,13 +159,21 @@ def test_a_malformed_config_file_is_named(cli, tmp_path):
 @pytest.mark.parametrize("command", [
     ["run"], ["status"], ["tasks", "list"], ["tasks", "add"], ["tasks", "show"],
     ["tasks", "retry"], ["tasks", "cancel"], ["claim"], ["heartbeat"], ["complete"],
-    ["fail"], ["memory", "query"], ["memory", "sql"],
+    ["fail"], ["memory", "query"], ["memory", "sql"], ["tasks", "clear"], ["logs"],
 ])
 def test_every_command_has_help(cli, command):
-    """Every command answers --help with a usage line."""
+    """Every command answers --help with a usage line, and every option has help text."""
+    from coordinator.cli import _parser
+
     with pytest.raises(SystemExit) as exit_info:
         cli(*command, "--help")
     assert exit_info.value.code == 0
+    parser = _parser()
+    for word in command:
+        parser = next(a for a in parser._actions
+                      if isinstance(a, argparse._SubParsersAction)).choices[word]
+    silent = [a.dest for a in parser._actions if not a.help and a.dest != "help"]
+    assert silent == []
 
 
 def test_help_does_not_import_heavy_modules(tmp_path):
@@ -194,3 +205,115 @@ def test_run_refuses_a_pass_env_entry_that_is_not_a_name(cli):
     code, _, err = cli("run", "--pass-env", "A=B", "--until-empty", "--no-memory")
     assert code == 2
     assert "'A=B' is not an environment variable name" in err
+
+
+@pytest.mark.parametrize("command", [["tasks", "list"], ["status"], ["tasks", "show", "x"],
+                                     ["claim", "--agent", "a"], ["logs", "x"],
+                                     ["tasks", "clear", "--state", "done", "--yes"]])
+def test_reading_commands_on_a_missing_folder_fail_and_create_nothing(cli, tmp_path, command):
+    """A typo in --tasks is a clear error naming the path; no queue appears there."""
+    code, out, err = cli(*command, "--tasks", "fleet1/taks")
+    assert code == 2 and out == ""
+    assert "fleet1/taks: not a task queue" in err
+    assert not (tmp_path / "fleet1").exists()
+
+
+def test_tasks_add_creates_a_missing_queue_and_says_so(cli, tmp_path):
+    """`tasks add` into a folder that does not exist makes the queue, and says where."""
+    code, _, err = cli("tasks", "add", "x", "--tasks", "new-queue")
+    assert code == 0
+    assert "created a new task queue in new-queue/" in err
+    assert (tmp_path / "new-queue" / "pending").is_dir()
+
+
+def test_memory_query_without_a_database_fails_and_creates_nothing(cli, tmp_path):
+    """`memory query stats` where no memory exists names the path; no database appears."""
+    code, _, err = cli("memory", "query", "stats")
+    assert code == 2
+    assert "no agent memory at .coordinator/memory.db" in err
+    assert not (tmp_path / ".coordinator").exists()
+
+
+def test_tasks_clear_archives_entries_only_when_confirmed(cli, tmp_path):
+    """`tasks clear --state cancelled` asks (without a terminal: refuses without --yes);
+    with --yes the entries leave the listings and are kept under archive/."""
+    cli("tasks", "add", "x", "--id", "gone")
+    cli("tasks", "cancel", "gone")
+    code, _, err = cli("tasks", "clear", "--state", "cancelled")
+    assert code == 2 and "confirm with --yes" in err
+    assert cli("tasks", "list", "--state", "cancelled", "--json")[1].count('"gone"') == 1
+    code, out, _ = cli("tasks", "clear", "--state", "cancelled", "--yes")
+    assert code == 0 and out.startswith("cleared 1 cancelled: gone")
+    assert json.loads(cli("tasks", "list", "--json")[1]) == []
+    assert (tmp_path / "tasks" / "archive" / "cancelled" / "gone.jsonl").exists()
+
+
+def test_a_plain_heartbeat_keeps_the_lease_length_of_the_claim(cli):
+    """After `claim --lease-s 120`, `heartbeat` renews for 120 s, not the default 60."""
+    cli("tasks", "add", "x", "--id", "long")
+    _, out, _ = cli("claim", "--agent", "a", "--lease-s", "120")
+    token = out.split()[1]
+    code, out, _ = cli("heartbeat", "long", "--token", token)
+    assert code == 0
+    assert int(out.split("for ")[1].rstrip("s\n")) in (119, 120)
+
+
+def test_tasks_add_sets_every_attempt_field(cli):
+    """`tasks add` takes acceptance, max_attempts, timeout_s, agent and tags."""
+    cli("tasks", "add", "x", "--id", "full", "--acceptance", "pytest -q", "--acceptance",
+        "ruff check .", "--max-attempts", "5", "--timeout-s", "30", "--agent", "echo",
+        "--tag", "docs", "--tag", "small")
+    task = json.loads(cli("tasks", "show", "full", "--json")[1])["task"]
+    assert task["acceptance"] == ["pytest -q", "ruff check ."]
+    assert (task["max_attempts"], task["timeout_s"], task["agent"]) == (5, 30.0, "echo")
+    assert task["tags"] == ["docs", "small"]
+
+
+def test_config_is_accepted_after_the_subcommand(cli, tmp_path):
+    """`coordinator status --config FILE` reads FILE, as `--config FILE status` does."""
+    (tmp_path / "other.toml").write_text('tasks = "elsewhere"\n')
+    cli("tasks", "add", "x", "--id", "a", "--config", "other.toml")
+    assert (tmp_path / "elsewhere" / "pending" / "a.jsonl").exists()
+    code, out, _ = cli("--config", "other.toml", "tasks", "list", "--json")
+    assert code == 0 and json.loads(out)[0]["id"] == "a"
+
+
+def test_version_is_printed(cli):
+    """`coordinator --version` prints the installed version."""
+    with pytest.raises(SystemExit) as info:
+        cli("--version")
+    assert info.value.code == 0
+
+
+def test_until_empty_names_the_dependencies_that_never_came(cli):
+    """A task waiting for an id no task has is reported by name when --until-empty exits."""
+    cli("tasks", "add", "x", "--id", "first")
+    cli("tasks", "add", "y", "--id", "second", "--depends-on", "first", "ghost")
+    code, _, err = cli("run", "--until-empty", "--no-memory")
+    assert code == 1
+    assert "second did not run: it waits for ghost (no task has this id)" in err
+
+
+def test_an_orchestrator_url_that_does_not_answer_is_an_error_at_start(cli):
+    """`--orchestrator URL` with nothing listening exits 2 before any attempt is made."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        cli("tasks", "add", "x", "--id", "kept")
+        code, _, err = cli("run", "--until-empty", "--no-memory", "--orchestrator",
+                           f"http://127.0.0.1:{port}")
+    assert code == 2
+    assert f"--orchestrator http://127.0.0.1:{port}: nothing answers there" in err
+    assert json.loads(cli("tasks", "list", "--json")[1])[0]["attempts"] == 0
+
+
+def test_logs_shows_an_attempts_output(cli):
+    """`logs ID` prints the latest attempt's log; a missing attempt is a clear error."""
+    cli("tasks", "add", "hello logs", "--id", "talk")
+    assert cli("run", "--until-empty", "--no-memory", "--agent", "echo")[0] == 0
+    code, out, _ = cli("logs", "talk")
+    assert code == 0 and out == "hello logs"
+    code, _, err = cli("logs", "talk", "--attempt", "2")
+    assert code == 2 and "no attempt 2" in err

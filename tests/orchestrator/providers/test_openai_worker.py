@@ -1,12 +1,17 @@
-"""What is particular to `OpenAIWorker`: chat-completions requests, local servers, stream usage."""
+"""What is particular to `OpenAIWorker`: chat-completions requests, local servers, stream usage,
+native Responses API bodies."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from aiohttp import web
 from fakes import FakeOpenAI
 
+from orchestrator.errors import ProviderError
 from orchestrator.providers.openai import OpenAIWorker
-from orchestrator.request import InferenceRequest
+from orchestrator.request import NATIVE_FORMAT, NATIVE_OPENAI_RESPONSES, InferenceRequest
 
 from .harness import API_KEY
 
@@ -110,3 +115,85 @@ def test_constructor_rejects_bad_arguments(kwargs: dict[str, object], name: str)
     arguments: dict[str, object] = {"api_key": API_KEY, **kwargs}
     with pytest.raises(ValueError, match=name):
         OpenAIWorker(**arguments)  # type: ignore[arg-type]
+
+
+def _responses_request(**body: object) -> InferenceRequest:
+    native = {"model": "gpt-test", "input": "open main", **body}
+    return InferenceRequest(
+        "open main", native=native, metadata={NATIVE_FORMAT: NATIVE_OPENAI_RESPONSES}
+    )
+
+
+async def test_a_native_responses_body_goes_to_responses_and_bills_cached_input(
+    fake_openai: FakeOpenAI,
+) -> None:
+    """A native Responses body is POSTed to /v1/responses as given; the answer comes back as
+    sent, and cached input tokens are billed as cache reads, not as fresh input."""
+    fake_openai.cached_tokens = 100
+    worker = OpenAIWorker(API_KEY, base_url=fake_openai.api_url)
+    try:
+        completion = await worker.complete(_responses_request(store=False), timeout_s=5)
+    finally:
+        await worker.aclose()
+    (sent,) = fake_openai.requests
+    assert sent.path == "/v1/responses" and sent.body["store"] is False
+    assert completion.native is not None and completion.native["id"] == "resp_fake_1"
+    assert completion.text == "Hello from the fake upstream."
+    assert completion.usage.cache_read_input_tokens == 100
+    assert completion.usage.input_tokens == 2  # "open main": the words, without the cached
+
+
+async def test_a_native_responses_stream_yields_every_event_then_the_usage(
+    fake_openai: FakeOpenAI,
+) -> None:
+    """Streamed, each upstream event is one chunk (text deltas carry their text); the last is
+    response.completed with the finish reason and usage."""
+    worker = OpenAIWorker(API_KEY, base_url=fake_openai.api_url)
+    try:
+        chunks = [c async for c in worker.stream(_responses_request(), timeout_s=5)]
+    finally:
+        await worker.aclose()
+    kinds = [c.native["type"] for c in chunks if c.native is not None]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "".join(c.text for c in chunks) == "Hello from the fake upstream."
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].usage is not None
+    assert chunks[-1].usage.output_tokens == 5
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retryable"),
+    [("rate_limit_exceeded", 429, True), ("server_error", 500, True),
+     ("invalid_prompt", 400, False)],
+)
+async def test_a_failed_response_event_is_a_provider_error_with_its_status(
+    code: str, status: int, retryable: bool
+) -> None:
+    """`response.failed` inside a 200 stream raises a ProviderError with the status its error
+    code stands for."""
+    failed = {
+        "type": "response.failed",
+        "response": {"id": "r", "status": "failed", "error": {"code": code, "message": "no"}},
+    }
+    body = f"event: response.failed\ndata: {json.dumps(failed)}\n\n".encode()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(body)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    worker = OpenAIWorker(API_KEY, base_url=f"http://127.0.0.1:{port}/v1")
+    try:
+        with pytest.raises(ProviderError) as caught:
+            _ = [c async for c in worker.stream(_responses_request(), timeout_s=5)]
+    finally:
+        await worker.aclose()
+        await runner.cleanup()
+    assert caught.value.status == status and caught.value.retryable is retryable
