@@ -7,12 +7,13 @@ import asyncio
 import pytest
 from fakeclock import FakeClock
 
+from orchestrator.assembly import build_pipeline
 from orchestrator.config import PipelineConfig, Tunables
 from orchestrator.errors import ProviderError
 from orchestrator.providers.echo import EchoWorker
 from orchestrator.providers.faults import FaultSchedule
 from orchestrator.request import InferenceRequest
-from orchestrator.settings import ServerSettings, SettingsError, build_pipeline
+from orchestrator.settings import ServerSettings, SettingsError
 
 
 def failures(schedule: FaultSchedule, calls: int) -> list[int]:

@@ -9,9 +9,10 @@ from pathlib import Path
 from fakeclock import FakeClock
 
 from coordinator.task import parse_task_file
+from orchestrator.assembly import build_pipeline
 from orchestrator.config import LiveConfig, PipelineConfig, Tunables
 from orchestrator.request import InferenceRequest
-from orchestrator.settings import ServerSettings, build_pipeline
+from orchestrator.settings import ServerSettings
 from self_tune.live import LocalConfig
 from self_tune.metatasks import MetaTaskGenerator
 from self_tune.params import parameter
