@@ -50,7 +50,8 @@ def scan(repo: Path, *, run: Runner = _run) -> StaticScan:
     tools = {
         "ruff": ([sys.executable, "-m", "ruff", "check", "--output-format", "json",
                   "--no-cache", "."], _ruff),
-        "vulture": ([sys.executable, "-m", "vulture", ".", "--min-confidence", "60"],
+        "vulture": ([sys.executable, "-m", "vulture", ".", "--min-confidence", "60",
+                     "--ignore-names", "test_*,setUp*,tearDown*"],  # pytest calls these
                     _vulture),
     }
     for tool, (command, parse) in tools.items():

@@ -130,7 +130,9 @@ def project(tmp_path: Path) -> Path:
     make_repo(tmp_path / "project")
     (tmp_path / "tasks").mkdir()
     (tmp_path / "coordinator.toml").write_text(
-        f'tasks = "tasks"\ndb = "sqlite:///{tmp_path}/memory.db"\n' + gate_config(tmp_path))
+        f'tasks = "tasks"\ndb = "sqlite:///{tmp_path}/memory.db"\n'
+        # these tests are about the gate: no static-findings task may join the ones they drop
+        "[self_improve]\nstatic_findings = false\n" + gate_config(tmp_path))
     return tmp_path
 
 
