@@ -92,6 +92,11 @@ def read_status(tasks_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _this_process() -> str:
+    """How a loop names its process to others (the lock file, the status panel)."""
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
 class LoopLockHeld(Exception):
     """Another process runs the loop for this task folder; `holder` says which."""
 
@@ -122,7 +127,7 @@ class LoopLock:
             os.close(fd)
             raise LoopLockHeld(holder) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        os.pwrite(fd, f"{_this_process()}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
@@ -238,7 +243,7 @@ class SelfImprovement:
         """What `coordinator status` and the dashboards show of the loop (JSON-ready)."""
         gate = self.gating.gate
         return {
-            "holder": f"pid {os.getpid()} on {socket.gethostname()}",
+            "holder": _this_process(),
             "updated_at": self._clock(),
             "merge": self.settings.merge.value,
             "repo": str(gate.root),

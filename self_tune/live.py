@@ -1,18 +1,19 @@
 """The small live-config interface the tuner acts through, in process or over HTTP.
 
 `ConfigPort` is all the controller knows of the system it tunes: read the current values,
-apply a partial change and learn what changed. `LocalConfig` fronts one or more in-process
-live configs (anything with `.current`, a frozen dataclass, and `.set(**changes)` returning
-``{name: (old, new)}`` — the pipeline's `LiveConfig` and the fleet's); `HttpConfig` speaks a
-running server's `GET /v1/config` and `PATCH /v1/config` with the admin token.
+apply a partial change and learn what changed. `LocalConfig` fronts in-process live configs
+(the pipeline's `LiveConfig` and the fleet's) through the same `LiveConfigSet` a server's
+`/v1/config` uses; `HttpConfig` speaks a running server's `GET /v1/config` and
+`PATCH /v1/config` with the admin token; `CombinedConfig` joins ports.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from orchestrator.config import LiveConfig, LiveConfigSet
+from orchestrator.errors import InvalidTunable
 from self_tune.errors import ConfigUpdateRejected
 
 __all__ = ["CombinedConfig", "ConfigPort", "HttpConfig", "LocalConfig", "Value"]
@@ -33,48 +34,26 @@ class ConfigPort(Protocol):
         ...
 
 
-class _Live(Protocol):
-    @property
-    def current(self) -> Any: ...
-
-    def set(self, **changes: Any) -> Mapping[str, tuple[Any, Any]]: ...
-
-
 class LocalConfig:
-    """In-process live configs, each owning the names of its dataclass fields."""
+    """In-process live configs (`LiveConfig`s, each owning its dataclass's field names), as a
+    port: the numeric values of their `LiveConfigSet`, and its all-or-nothing `apply` with
+    refusals reported as `ConfigUpdateRejected`."""
 
-    def __init__(self, *lives: _Live) -> None:
+    def __init__(self, *lives: LiveConfig[Any]) -> None:
         if not lives:
             raise ValueError("lives: LocalConfig needs at least one live config")
-        self._lives = lives
-        self._owner: dict[str, _Live] = {}
-        for live in lives:
-            for f in dataclasses.fields(live.current):
-                self._owner.setdefault(f.name, live)
+        self._set = LiveConfigSet(*lives)
 
     def values(self) -> dict[str, Value]:
-        out: dict[str, Value] = {}
-        for name, live in self._owner.items():
-            value = getattr(live.current, name)
-            if value is None or isinstance(value, int | float):
-                out[name] = value
-        return out
+        return {name: value for name, value in self._set.values().items()
+                if value is None or (isinstance(value, int | float)
+                                     and not isinstance(value, bool))}
 
     def apply(self, changes: Mapping[str, Value]) -> dict[str, tuple[Value, Value]]:
-        by_live: dict[int, tuple[_Live, dict[str, Value]]] = {}
-        for name, value in changes.items():
-            live = self._owner.get(name)
-            if live is None:
-                raise ConfigUpdateRejected(name, "no live config holds this parameter")
-            by_live.setdefault(id(live), (live, {}))[1][name] = value
-        changed: dict[str, tuple[Value, Value]] = {}
-        for live, part in by_live.values():
-            try:
-                changed.update(live.set(**part))
-            except ValueError as exc:
-                field = next((n for n in part if n in str(exc)), ",".join(part))
-                raise ConfigUpdateRejected(field, str(exc)) from exc
-        return changed
+        try:
+            return dict(self._set.apply(changes))
+        except InvalidTunable as exc:
+            raise ConfigUpdateRejected(exc.field, str(exc)) from exc
 
 
 class HttpConfig:
