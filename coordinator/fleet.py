@@ -399,7 +399,7 @@ class Fleet:
             **profile.env,
             **self.settings.env,
             "COORDINATOR_TASK_ID": task.id,
-            "COORDINATOR_TASK_FILE": str(claim.source),
+            "COORDINATOR_TASK_FILE": str(claim.source.resolve()),  # how orphans are found
             "COORDINATOR_AGENT_ID": agent,
             "COORDINATOR_ATTEMPT": str(claim.attempt),
             "COORDINATOR_PROMPT_FILE": str(prompt_path),

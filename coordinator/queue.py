@@ -775,14 +775,19 @@ class FolderQueue:
                 if why is None:
                     continue
                 lease = log.record.lease
-                if lease is not None and lease.agent_pgid and lease.owner is not None \
+                if lease is not None and lease.owner is not None \
                         and lease.owner.is_dead(self._machine):
-                    kill_orphan(lease.agent_pgid, task_id)
+                    kill_orphan(task_id, attempt=log.record.attempts + 1,
+                                task_file=self._task_file(log.record), pgid=lease.agent_pgid)
                 attempt = self._attempt(log.record, AttemptOutcome.LEASE_LOST, None, why, None,
                                         None)
                 self._after_failed_attempt(log, task_id, attempt)
                 reclaimed.append(task_id)
         return reclaimed
+
+    def _task_file(self, record: TaskRecord) -> str:
+        """The task's source file as the fleet names it to its agents (`COORDINATOR_TASK_FILE`)."""
+        return str(Path(f"{self.root}/{record.source}").resolve())
 
     def _lease_problem(self, record: TaskRecord) -> str | None:
         lease = record.lease

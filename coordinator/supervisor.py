@@ -14,7 +14,9 @@ and dies of SIGTERM.
 
 `Supervised` is the fleet's side: it never reaps the supervisor before it has killed the
 supervisor's process group, so the group id (the supervisor's pid) cannot have been reused
-by an unrelated process when it is signalled.
+by an unrelated process when it is signalled. A supervisor that was itself killed (SIGKILL,
+the OOM killer) cannot kill what left its group, so `close()` also kills every process that
+still carries the attempt's `COORDINATOR_*` marks (`coordinator.orphans`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Supervised:
             stdin=stdin, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.pid = self._proc.pid  # also its process group's id
+        self._env = env
         self._exit_code: int | None = None
         try:  # readable once the supervisor has exited, without reaping it
             self._pidfd: int | None = os.pidfd_open(self.pid)
@@ -95,7 +98,17 @@ class Supervised:
         self._exit_code = self._proc.wait()
         if self._pidfd is not None:
             os.close(self._pidfd)
+        self._kill_marked()  # what a supervisor killed before its own clean-up left behind
         return self._exit_code
+
+    def _kill_marked(self) -> None:
+        from coordinator.orphans import kill_orphan  # the fleet's side only: not at start-up
+
+        task_id = self._env.get("COORDINATOR_TASK_ID")
+        attempt = self._env.get("COORDINATOR_ATTEMPT")
+        task_file = self._env.get("COORDINATOR_TASK_FILE")
+        if task_id and attempt and attempt.isdigit() and task_file:
+            kill_orphan(task_id, attempt=int(attempt), task_file=task_file)
 
 
 # ---------------------------------------------------------------------- the supervisor

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from processes import ends_within
+
 from coordinator.queue import FolderQueue
 from coordinator.task import TaskState
 
@@ -111,3 +113,24 @@ def test_new_files_dropped_while_running_are_picked_up(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_a_dead_coordinators_orphans_are_killed_even_outside_its_process_group(tmp_path):
+    """Coordinator and supervisor both SIGKILLed (nothing left to clean up): the next reclaim
+    kills the agent's shell and its setsid grandchild, found by the attempt's environment."""
+    folder = _tasks(tmp_path, 1)
+    escaped, shell, supervisor = tmp_path / "escaped", tmp_path / "shell", tmp_path / "sup"
+    agent = (f"(setsid sh -c 'echo $$ > {escaped}; exec sleep 300' &); "
+             f"echo $$ > {shell}; echo $PPID > {supervisor}; sleep 300")
+    first = subprocess.Popen([*COORDINATOR, "run", "--tasks", str(folder), "--agent", agent,
+                              "--no-memory"], cwd=tmp_path, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: all(len(_lines(p)) == 1 for p in (escaped, shell, supervisor)))
+    first.send_signal(signal.SIGSTOP)  # so it cannot clean up when its supervisor dies
+    os.kill(int(_lines(supervisor)[0]), signal.SIGKILL)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    orphans = [int(_lines(escaped)[0]), int(_lines(shell)[0])]
+    assert not any(ends_within(pid, timeout_s=0.2) for pid in orphans)  # left running
+
+    assert FolderQueue(folder).reclaim_expired() == ["t00"]
+    assert all(ends_within(pid, timeout_s=10) for pid in orphans)

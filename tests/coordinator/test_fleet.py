@@ -372,3 +372,14 @@ def test_every_attempt_is_recorded_in_agent_memory(tmp_path):
     assert bad[0].log_path == str(queue.log_path("bad", 1).resolve())
     memory.close()
 
+
+
+def test_a_setsid_grandchild_dies_even_when_its_supervisor_was_sigkilled(tmp_path):
+    """The supervisor itself SIGKILLed (as the OOM killer would) cannot kill the grandchild
+    that left its group: the fleet finds it by the attempt's environment and kills it."""
+    pid_file = tmp_path / "escaped.pid"
+    queue = make_queue(tmp_path, ("oom.toml", 'prompt = "x"\nmax_attempts = 1\n'))
+    escape = f"(setsid sh -c 'echo $$ > {pid_file}; exec sleep 45' &)"
+    run_fleet(queue, f"{escape}; {_wait_for_pid(pid_file)}; kill -KILL $PPID; sleep 300")
+    assert queue.get("oom").state == TaskState.FAILED
+    assert ends_within(int(pid_file.read_text()), timeout_s=10)
