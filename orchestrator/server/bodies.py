@@ -14,15 +14,33 @@ from pydantic import BaseModel, ValidationError
 
 from orchestrator.server.http_errors import RequestRejected, bad_request
 
-__all__ = ["client_retries", "client_timeout_s", "json_object", "model_of", "validated"]
+__all__ = [
+    "client_retries",
+    "client_timeout_s",
+    "json_object",
+    "model_of",
+    "parse_json",
+    "validated",
+]
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """`raw` parsed as JSON; a 400 naming `body` and saying where it stops being JSON (line
+    and column), or that it is not UTF-8."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        message = f"body: not valid JSON: {exc.msg} at {where}"
+        raise RequestRejected(bad_request(message, field="body")) from None
+    except UnicodeDecodeError as exc:
+        message = f"body: not UTF-8 text (byte {exc.start})"
+        raise RequestRejected(bad_request(message, field="body")) from None
 
 
 async def json_object(request: Request) -> dict[str, Any]:
     """The request's JSON body as a dict; a 400 naming `body` when it is not a JSON object."""
-    try:
-        data = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise RequestRejected(bad_request("body: not valid JSON", field="body")) from None
+    data = parse_json(await request.body())
     if not isinstance(data, dict):
         raise RequestRejected(bad_request("body: expected a JSON object", field="body"))
     return data

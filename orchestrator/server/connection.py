@@ -12,6 +12,12 @@ returns an `HttpToolsProtocol` that, before the app (and so before auth) sees an
 - closes a connection whose request body stops arriving for `body_idle_timeout_s`;
 - and, through uvicorn's `limit_concurrency`, answers 503 beyond `max_connections` open
   connections (capped below the process's file-descriptor limit, so `/health` keeps working).
+
+`limited_ws_protocol` does the same for WebSockets: what the server has written and the client
+has not read is held to `ws_write_buffer_bytes` (past it, the app's next send waits), and a
+client that reads nothing for `write_stall_timeout_s` while data waits for it is cut off
+(aborted: a close would wait forever for the buffer to drain), which ends the answer it
+was streaming and with it the upstream call.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-__all__ = ["ConnectionLimits", "connection_cap", "limited_protocol"]
+__all__ = ["ConnectionLimits", "connection_cap", "limited_protocol", "limited_ws_protocol"]
 
 # File descriptors kept free for everything that is not a client connection: upstream
 # connections, the memory DB, log files, the event loop's own.
@@ -42,12 +49,16 @@ class ConnectionLimits:
     body_idle_timeout_s: float = 30.0
     keep_alive_timeout_s: float = 5.0
     max_connections: int = 1024
+    ws_write_buffer_bytes: int = 256 * 1024
+    write_stall_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_header_bytes", "max_headers", "max_connections"):
+        for name in ("max_header_bytes", "max_headers", "max_connections",
+                     "ws_write_buffer_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("header_timeout_s", "body_idle_timeout_s", "keep_alive_timeout_s"):
+        for name in ("header_timeout_s", "body_idle_timeout_s", "keep_alive_timeout_s",
+                     "write_stall_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 
@@ -163,3 +174,41 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 self.transport.close()
 
     return LimitedHttpToolsProtocol
+
+
+def limited_ws_protocol(limits: ConnectionLimits) -> type[WebSocketsSansIOProtocol]:
+    """A websockets-sansio protocol class enforcing `limits` (pass it as uvicorn's `ws`)."""
+
+    class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
+        _stall_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            # pause_writing (so the app's sends wait) once this much is unread by the client.
+            self.transport.set_write_buffer_limits(high=limits.ws_write_buffer_bytes)
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._stall_timer is None:
+                self._stall_timer = self.loop.call_later(
+                    limits.write_stall_timeout_s, self._on_stall
+                )
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self._cancel_stall()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_stall()
+            super().connection_lost(exc)
+
+        def _cancel_stall(self) -> None:
+            if self._stall_timer is not None:
+                self._stall_timer.cancel()
+                self._stall_timer = None
+
+        def _on_stall(self) -> None:
+            self._stall_timer = None
+            self.transport.abort()
+
+    return LimitedWebSocketProtocol

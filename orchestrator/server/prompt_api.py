@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -16,12 +17,20 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority, StreamChunk
 from orchestrator.resilience.breaker import BreakerState
 from orchestrator.server.auth import is_authenticated
-from orchestrator.server.http_errors import field_path, from_exception
+from orchestrator.server.bodies import parse_json
+from orchestrator.server.http_errors import RequestRejected, field_path, from_exception
 from orchestrator.server.state import ServerState, server_state, state_of
 from orchestrator.server.status import status_payload
 from orchestrator.server.streaming import open_stream, sse, sse_response
 
-__all__ = ["FeedbackBody", "PromptBody", "PromptResult", "chunk_json", "router"]
+__all__ = [
+    "WS_MAX_CONCURRENCY",
+    "FeedbackBody",
+    "PromptBody",
+    "PromptResult",
+    "chunk_json",
+    "router",
+]
 
 log = logging.getLogger(__name__)
 
@@ -150,36 +159,124 @@ async def _prompt_events(
     yield sse({"request_id": request_id}, "done")
 
 
+WS_MAX_CONCURRENCY = 8
+"""The most prompts one WebSocket may have answered at once (`?concurrency=N`; default 1)."""
+
+
 @router.websocket("/v1/stream")
 async def stream(websocket: WebSocket) -> None:
-    """Each JSON message `{"input": …}` (or `"prompt"`, plus any `/v1/prompt` field) is
-    answered by chunks `{"text", "index", "finish_reason"}` as the provider produces them;
-    a problem is answered by `{"error": {...}}` and the connection stays open."""
+    """Each JSON text message `{"input": …}` (or `"prompt"`, plus any `/v1/prompt` field, and
+    an optional `"id"` of the client's own) is answered by chunks `{"text", "index",
+    "finish_reason", "request_id"}` (and that `"id"`) as the provider produces them; a problem
+    is answered by `{"error": {...}}` (with the same ids) and the connection stays open.
+
+    One prompt is answered at a time unless the client asks for `?concurrency=N` (up to
+    `WS_MAX_CONCURRENCY`): the next message is not even read before a slot is free, so a
+    client that sends faster than it reads is held back by TCP, not buffered by the server."""
     await websocket.accept()
+    concurrency = _concurrency(websocket.query_params.get("concurrency"))
+    if isinstance(concurrency, str):
+        await websocket.send_json(_ws_error(concurrency, "concurrency", None, None))
+        await websocket.close(1008, "bad concurrency")
+        return
     state = state_of(websocket)
+    slots = asyncio.Semaphore(concurrency)
+    answering: set[asyncio.Task[None]] = set()
+
+    def done(task: asyncio.Task[None]) -> None:
+        answering.discard(task)
+        slots.release()
+
     try:
         while True:
-            message = await websocket.receive_text()
-            await _answer_ws(websocket, state, message)
-    except WebSocketDisconnect:
-        return
+            await slots.acquire()
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            task = asyncio.create_task(_answer_ws(websocket, state, message.get("text")))
+            answering.add(task)
+            task.add_done_callback(done)
+    finally:
+        # The client left: nobody waits for these answers, so stop their upstream calls.
+        for task in answering:
+            task.cancel()
+        await asyncio.gather(*answering, return_exceptions=True)
 
 
-async def _answer_ws(websocket: WebSocket, state: ServerState, message: str) -> None:
+def _concurrency(raw: str | None) -> int | str:
+    """`?concurrency=N` as an int, or the error message for a bad value."""
+    if raw is None:
+        return 1
     try:
-        body = PromptBody.model_validate_json(message)
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= WS_MAX_CONCURRENCY:
+        return f"concurrency: an integer from 1 to {WS_MAX_CONCURRENCY}, got {raw[:20]!r}"
+    return value
+
+
+def _ws_error(
+    message: str, field: str | None, request_id: str | None, client_id: str | int | None
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {"error": {"type": "invalid_request", "message": message}}
+    if field is not None:
+        frame["error"]["field"] = field
+    return _with_ids(frame, request_id, client_id)
+
+
+def _with_ids(
+    frame: dict[str, Any], request_id: str | None, client_id: str | int | None
+) -> dict[str, Any]:
+    if request_id is not None:
+        frame["request_id"] = request_id
+    if client_id is not None:
+        frame["id"] = client_id
+    return frame
+
+
+def _client_id(data: Any) -> str | int | None:
+    """The client's own `"id"` for a prompt (echoed on its frames); ValueError if unusable."""
+    if not isinstance(data, dict) or "id" not in data:
+        return None
+    value = data.pop("id")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("id: a string or an integer")
+    if isinstance(value, str) and not 1 <= len(value) <= 128:
+        raise ValueError("id: a string of 1-128 characters")
+    return value
+
+
+async def _answer_ws(websocket: WebSocket, state: ServerState, text: str | None) -> None:
+    try:
+        await _answer_one(websocket, state, text)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return  # the client left (or the socket is closing): nothing to answer to
+
+
+async def _answer_one(websocket: WebSocket, state: ServerState, text: str | None) -> None:
+    if text is None:
+        await websocket.send_json(
+            _ws_error("body: send each prompt as a JSON text message", "body", None, None)
+        )
+        return
+    try:
+        data = parse_json(text)
+    except RequestRejected as exc:
+        await websocket.send_json(_ws_error(exc.error.message, "body", None, None))
+        return
+    try:
+        client_id = _client_id(data)
+    except ValueError as exc:
+        await websocket.send_json(_ws_error(str(exc), "id", None, None))
+        return
+    try:
+        body = PromptBody.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = field_path(first.get("loc", ())) if first.get("type") != "json_invalid" else "body"
-        await websocket.send_json(
-            {
-                "error": {
-                    "type": "invalid_request",
-                    "message": f"{field}: {first.get('msg', 'invalid value')}",
-                    "field": field,
-                }
-            }
-        )
+        field = field_path(first.get("loc", ())) if data is not None else "body"
+        message = f"{field}: {first.get('msg', 'invalid value')}"
+        await websocket.send_json(_ws_error(message, field, None, client_id))
         return
     request = body.to_request()
     try:
@@ -187,9 +284,11 @@ async def _answer_ws(websocket: WebSocket, state: ServerState, message: str) -> 
         # not whenever the garbage collector finds it.
         async with aclosing(state.pipeline.stream(request)) as chunks:
             async for chunk in chunks:
-                await websocket.send_json(chunk_json(chunk, request.request_id))
+                frame = chunk_json(chunk, request.request_id)
+                await websocket.send_json(_with_ids(frame, None, client_id))
     except OrchestratorError as exc:
-        await websocket.send_json(from_exception(exc).body_for("native"))
+        frame = from_exception(exc).body_for("native")
+        await websocket.send_json(_with_ids(frame, request.request_id, client_id))
 
 
 @router.post("/v1/feedback", status_code=202, summary="Record feedback on an answer")

@@ -25,7 +25,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from orchestrator.assembly import build_pipeline
-from orchestrator.server.connection import ConnectionLimits, connection_cap, limited_protocol
+from orchestrator.server.connection import (
+    ConnectionLimits,
+    connection_cap,
+    limited_protocol,
+    limited_ws_protocol,
+)
 from orchestrator.settings import (
     DEFAULT_MAX_BODY_BYTES,
     ServerSettings,
@@ -60,7 +65,8 @@ def uvicorn_config(
     limits: ConnectionLimits | None = None,
 ) -> uvicorn.Config:
     """uvicorn settings for `app`: uvloop, httptools with `limits` (`ConnectionLimits()` by
-    default: header size and count, handshake and idle timeouts, a connection cap), websockets;
+    default: header size and count, handshake and idle timeouts, a connection cap), websockets
+    without compression, their unread output bounded;
     logging left to the caller (uvicorn's default config would replace the process's
     handlers)."""
     limits = limits if limits is not None else ConnectionLimits()
@@ -71,8 +77,11 @@ def uvicorn_config(
         port=port,
         loop="uvloop",
         http=limited_protocol(limits),
-        ws="websockets-sansio",
+        ws=limited_ws_protocol(limits),
         ws_max_size=max_message_bytes,
+        # No permessage-deflate: a compressed socket holds zlib state per connection and lets a
+        # small frame inflate to ws_max_size; answers are text the client reads at once.
+        ws_per_message_deflate=False,
         limit_concurrency=connection_cap(limits),
         timeout_keep_alive=limits.keep_alive_timeout_s,
         lifespan="on",

@@ -55,3 +55,41 @@ def request(method: str, path: str, host: str, *headers: str, body: bytes = b"")
     if body:
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def ws_open(
+    url: str, path: str, *headers: str, timeout_s: float = 5.0
+) -> tuple[socket.socket, bytes]:
+    """A WebSocket opened by hand (no client library reading in the background): the socket
+    and the server's handshake response head."""
+    sock = connect(url, timeout_s=timeout_s)
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {address(url)[0]}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *headers,
+    ]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head
+
+
+def ws_text_frame(text: str) -> bytes:
+    """One masked text frame, as a client must send it (the mask is zeros: XOR is identity)."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        length = bytes([0x80 | n])
+    elif n < 1 << 16:
+        length = bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        length = bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return b"\x81" + length + b"\x00\x00\x00\x00" + payload
