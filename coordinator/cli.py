@@ -559,6 +559,10 @@ def _print_loop(loop: Mapping[str, Any], *, open_meta: list[str]) -> None:
         last = p["last_change"]
         print(f"    {p['name']} = {p['value']} {p['unit']} (default {p['default']}); last "
               f"change {last['old']} → {last['new']}: {last['reason']}")
+    from self_tune.experiment import status_lines
+
+    for line in status_lines(loop.get("experiments")):
+        print("  " + line)
     print(f"  open meta-tasks: {', '.join(open_meta) or 'none'}")
     results = loop.get("gate_results") or []
     print("  gate results:" + ("" if results else " none yet"))

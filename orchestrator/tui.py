@@ -467,4 +467,8 @@ def tuning_text(tuning: Mapping[str, Any]) -> str:
     lines.append("anomalies:" + ("" if anomalies else " none"))
     lines += [f"  {a['severity']} {a['metric']} = {a['value']:.3g} (baseline "
               f"{a['baseline']:.3g}): {a['action']}" for a in reversed(anomalies)]
+    from self_tune.experiment import status_lines  # the panel shows only with self_tune
+
+    lines += status_lines(tuning.get("experiments"))
     return "\n".join(lines)
+

@@ -2,7 +2,8 @@
 
 Detectors (`ZScoreDetector`, `CusumDetector`, `SloDetector`) turn raw metric values into
 `Anomaly` reports; `PID`, `AIMDLimiter` and `GradientLimiter` turn measurements into new
-parameter values.
+parameter values; `Experiment` tries a change against the value in force (A/B, Welch's
+t-test).
 """
 
 from self_tune.detectors import (
@@ -14,6 +15,7 @@ from self_tune.detectors import (
     ZScoreDetector,
 )
 from self_tune.errors import ConfigUpdateRejected, GateError, SelfTuneError, TelemetryUnavailable
+from self_tune.experiment import Experiment, ExperimentResult, ExperimentSettings
 from self_tune.gate import GateCommand, GateResult, GateSettings, MergeResult, ValidationGate
 from self_tune.limiter import AIMDLimiter, GradientLimiter
 from self_tune.loop import SelfImprovementLoop
@@ -27,6 +29,9 @@ __all__ = [
     "ConfigUpdateRejected",
     "CusumDetector",
     "DetectorKind",
+    "Experiment",
+    "ExperimentResult",
+    "ExperimentSettings",
     "Finding",
     "FindingKind",
     "GateCommand",

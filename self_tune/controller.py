@@ -8,6 +8,11 @@ them as recommendations). Every change is recorded with its reason. Each applied
 a configuration version in the `SnapshotStore`; when a version turns out worse than what it
 replaced, the controller rolls back to the best recent one, records that, and leaves the
 parameters it restored alone for a while.
+
+A big change of a parameter marked `experiment` (see `ExperimentSettings`) is not applied
+outright: it runs as an A/B `Experiment` against the value in force, one at a time, and the
+controller leaves that parameter to it until the t-test decides (no rollback verdicts while it
+runs: the alternating slices are the comparison).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from self_tune.errors import ConfigUpdateRejected
+from self_tune.experiment import Experiment, ExperimentResult, ExperimentSettings
 from self_tune.journal import Change, ChangeKind, Journal, NullJournal
 from self_tune.live import ConfigPort, Value
 from self_tune.objective import Objective
@@ -39,6 +45,8 @@ class TuningController:
     `forecast` (optional) returns predicted arrivals per second; it feeds forward into the
     laws that use demand (concurrency, fleet size) and the controller works without it.
     `clock` is monotonic seconds (cooldowns, versions). `only` restricts the parameters tuned.
+    `experiments` sets when and how big changes run as A/B experiments (the defaults of
+    `ExperimentSettings` when None; `ExperimentSettings(min_change=math.inf)` turns them off).
     """
 
     def __init__(
@@ -53,6 +61,7 @@ class TuningController:
         journal: Journal | None = None,
         store: SnapshotStore | None = None,
         rollback: bool = True,
+        experiments: ExperimentSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         history: int = 200,
     ) -> None:
@@ -78,6 +87,9 @@ class TuningController:
         self._changes: deque[Change] = deque(maxlen=history)
         self._last_change: dict[str, Change] = {}
         self.steps = 0
+        self.experiments = experiments or ExperimentSettings()
+        self.experiment: Experiment | None = None
+        self._results: deque[ExperimentResult] = deque(maxlen=20)
         if not dry_run:
             self.store.save(self._tuned_values(start), clock())
 
@@ -101,7 +113,10 @@ class TuningController:
         changes made in this step, rollbacks included."""
         now = self._clock()
         self.steps += 1
-        made = self._maybe_roll_back(snapshot, now)
+        if self.experiment is not None:
+            made = self._experiment_step(self.objective.score(snapshot), now)
+        else:
+            made = self._maybe_roll_back(snapshot, now)
         current = self.port.values()
         forecast_rps = self._forecast() if self._forecast is not None else None
         signals = Signals(snapshot, objective=self.objective, forecast_rps=forecast_rps)
@@ -121,10 +136,71 @@ class TuningController:
             new = _limit(param, old, proposal)
             if new is None or new == old:
                 continue
+            if self._worth_an_experiment(param, old, new):
+                self._start_experiment(name, old, new, proposal.reason, now)
+                continue
             wanted[name] = (old, new, proposal.reason)
         if not wanted:
             return made
         return made + self._apply(wanted, ChangeKind.TUNED, now)
+
+    @property
+    def experiment_results(self) -> list[ExperimentResult]:
+        """Decided experiments, oldest first (the newest 20)."""
+        return list(self._results)
+
+    def _worth_an_experiment(self, param: Parameter, old: Value, new: Value) -> bool:
+        if self.dry_run or not param.experiment or self.experiment is not None:
+            return False
+        if old is None or new is None or old <= 0 or new <= 0:
+            return False
+        return abs(math.log(new / old)) >= math.log1p(self.experiments.min_change)
+
+    def _start_experiment(self, name: str, old: Value, new: Value, reason: str,
+                          now: float) -> None:
+        self.experiment = Experiment(self.port, {name: new}, reason=reason,
+                                     settings=self.experiments, clock=self._clock)
+        self.hold([name], math.inf)
+        log.info("self-tune experiment started: %s (%s)", self.experiment.description, reason)
+
+    def _experiment_step(self, score: float, now: float) -> list[Change]:
+        assert self.experiment is not None
+        result = self.experiment.observe(score)
+        if result is None:
+            return []
+        return self._end_experiment(result, now)
+
+    def stop_experiment(self, why: str) -> list[Change]:
+        """Abort the running experiment (A is restored); nothing when none runs."""
+        if self.experiment is None:
+            return []
+        return self._end_experiment(self.experiment.abort(why), self._clock())
+
+    def _end_experiment(self, result: ExperimentResult, now: float) -> list[Change]:
+        self.experiment = None
+        self._results.append(result)
+        moved = {name: float(result.b[name]) - float(result.a[name])  # type: ignore[arg-type]
+                 for name in result.b if result.a[name] is not None}
+        self._journal.experiment(result.description, adopted=result.adopted,
+                                 numbers={**result.numbers, **moved})
+        log.info("self-tune experiment decided: %s: %s", result.description, result.reason)
+        made = []
+        final = result.b if result.adopted else result.a
+        for name in result.b:
+            self.release([name])
+            self._laws[name].reset()
+            change = Change(
+                parameter=name, old=result.a[name], new=final[name],
+                reason=f"{result.description}: {result.reason}", kind=ChangeKind.EXPERIMENT,
+                at=now, applied=True,
+            )
+            self._changes.append(change)
+            self._last_change[name] = change
+            self._last_at[name] = now
+            made.append(change)
+        if result.adopted:
+            self.store.save(self._tuned_values(self.port.values()), now)
+        return made
 
     def _apply(
         self, wanted: Mapping[str, tuple[Value, Value, str]], kind: ChangeKind, now: float
@@ -197,6 +273,13 @@ class TuningController:
 
     def _tuned_values(self, values: Mapping[str, Value]) -> dict[str, Value]:
         return {name: values.get(name) for name in self.parameters}
+
+    def experiment_status(self) -> dict[str, Any]:
+        """The running experiment (or None) and the recent decisions, newest last."""
+        return {
+            "running": self.experiment.status() if self.experiment is not None else None,
+            "results": [r.to_dict() for r in list(self._results)[-5:]],
+        }
 
     def status(self) -> list[dict[str, Any]]:
         """Each parameter: value, default (its value when tuning started), last change."""

@@ -55,6 +55,9 @@ class Parameter:
     setpoint: str
     why: str
     law: Callable[[], Law]
+    experiment: bool = False
+    """A big change is tried as an A/B experiment first (see self_tune/experiment.py): for
+    parameters that move slowly and whose effect on the objective is not immediate."""
 
     def __post_init__(self) -> None:
         if not self.low <= self.high:
@@ -104,7 +107,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="no false trips, no late catches",
         why="counts of trips are feedback events, not a continuous error: steps fit, PID "
         "does not",
-        law=policies.BreakerThresholdLaw,
+        law=policies.BreakerThresholdLaw, experiment=True,
     ),
     _p(
         name="breaker_open_s", owner=Owner.PIPELINE, unit="s", low=1, high=600, max_step=0.5,
@@ -113,7 +116,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="the first probe after the open period succeeds",
         why="a failed probe means the outage outlasts the period; a quick recovery means "
         "the period wasted good time",
-        law=policies.BreakerOpenLaw,
+        law=policies.BreakerOpenLaw, experiment=True,
     ),
     _p(
         name="retry_max_attempts", owner=Owner.PIPELINE, unit="attempts", low=1, high=6,
@@ -121,7 +124,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         signal="share of retries that rescue a request (1 - errors/s ÷ retries/s)",
         setpoint="retries rescue at least 30% of the requests they retry",
         why="a retry that rarely succeeds only adds load to an upstream already failing",
-        law=policies.RetryAttemptsLaw,
+        law=policies.RetryAttemptsLaw, experiment=True,
     ),
     _p(
         name="retry_base_delay_s", owner=Owner.PIPELINE, unit="s", low=0.05, high=10,
@@ -156,7 +159,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="no stale answers",
         why="a longer TTL saves calls only while answers stay true; without stale feedback "
         "the law holds",
-        law=policies.CacheTtlLaw,
+        law=policies.CacheTtlLaw, experiment=True,
     ),
     _p(
         name="agents", owner=Owner.FLEET, unit="agents", low=1, high=64, max_step=0.5,

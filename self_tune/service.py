@@ -94,6 +94,8 @@ class SelfTuning:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self.controller is not None:  # a trial value must not outlive the loop
+            self.controller.stop_experiment("the tuning loop stopped")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -158,6 +160,8 @@ class SelfTuning:
             "dry_run": self.dry_run,
             "source_errors": dict(self.sampler.source_errors),
             "parameters": self.controller.status() if self.controller is not None else [],
+            "experiments": (self.controller.experiment_status() if self.controller is not None
+                            else {"running": None, "results": []}),
             "anomalies": [
                 {"at": e.anomaly.time, "metric": e.anomaly.metric,
                  "severity": str(e.anomaly.severity), "detector": str(e.anomaly.detector),
