@@ -3,6 +3,7 @@ in the agent memory and shown in status; the controller runs big changes as expe
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_slices_alternate_a_and_b_in_the_live_config() -> None:
     run(experiment, clock, score)
     assert {value for arm, value in seen if arm is Arm.A} == {5}
     assert {value for arm, value in seen if arm is Arm.B} == {8}
-    switches = sum(1 for x, y in zip(seen, seen[1:], strict=False) if x[0] != y[0])
+    switches = sum(1 for x, y in itertools.pairwise(seen) if x[0] != y[0])
     assert switches == 2 * SETTINGS.slices - 1
 
 
