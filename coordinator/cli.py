@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from coordinator.errors import ConfigError, CoordinatorError
 from coordinator.task import Priority, TaskState
+from memory_db.errors import MemoryDBError
 
 if TYPE_CHECKING:
     from coordinator.queue import FolderQueue, TaskRecord
@@ -39,14 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CoordinatorError as exc:
         print(f"coordinator: {exc}", file=sys.stderr)
         return 2
+    except MemoryDBError as exc:  # agent memory's errors carry their own clear messages
+        print(f"coordinator: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         return 0
-    except Exception as exc:
-        # Errors from agent memory (memory_db) carry their own clear messages.
-        if type(exc).__module__.startswith("memory_db"):
-            print(f"coordinator: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
 # ---------------------------------------------------------------------- parser

@@ -18,19 +18,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from coordinator.errors import TaskFileError
-
-
-class Priority(StrEnum):
-    """Claim order: critical first, low last."""
-
-    CRITICAL = "critical"
-    HIGH = "high"
-    NORMAL = "normal"
-    LOW = "low"
-
-    @property
-    def rank(self) -> int:
-        return list(Priority).index(self)
+from orchestrator.request import Priority  # one priority vocabulary: claim order = serve order
 
 
 class TaskState(StrEnum):

@@ -169,8 +169,9 @@ def _is_terminal(stream: TextIO) -> bool:
 
 def _interactive_settings(args: argparse.Namespace, *, err: TextIO) -> ServerSettings | int:
     """Settings for the REPL mode: the wizard fills what is missing when stdin is a terminal."""
-    from orchestrator.settings import SettingsError, load_settings
-    from orchestrator.wizard import WizardAborted, run_wizard, save_answers
+    from orchestrator.errors import SettingsError, WizardAborted
+    from orchestrator.settings import load_settings
+    from orchestrator.wizard import run_wizard, save_answers
 
     env_file = _env_file(args)
     terminal = _is_terminal(sys.stdin)
@@ -199,7 +200,8 @@ def _interactive_settings(args: argparse.Namespace, *, err: TextIO) -> ServerSet
 
 
 def _plain_settings(args: argparse.Namespace, *, err: TextIO) -> ServerSettings | int:
-    from orchestrator.settings import SettingsError, load_settings
+    from orchestrator.errors import SettingsError
+    from orchestrator.settings import load_settings
 
     try:
         return load_settings(_flags(args), env_file=_env_file(args))

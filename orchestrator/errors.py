@@ -5,7 +5,10 @@
     ├── BudgetExceeded        a session or global spend limit would be crossed
     ├── DeadlineExceeded      (also TimeoutError) the request's deadline passed
     ├── PipelineClosed        the pipeline shut down before the request was answered
+    ├── InvalidRequest        (also ValueError) the request itself is malformed (a 400)
     ├── InvalidTunable        (also ValueError) a live value is unknown or out of its bounds
+    ├── SettingsError         (also ValueError) settings are missing or invalid
+    ├── WizardAborted         the user left the setup wizard; nothing was saved
     └── ProviderError         an upstream call failed; `retryable` says whether to try again
         └── CircuitOpen       the provider's breaker is open; nothing was sent
 """
@@ -48,6 +51,26 @@ class DeadlineExceeded(OrchestratorError, TimeoutError):
 
 class PipelineClosed(OrchestratorError):
     """The pipeline shut down before the request was answered."""
+
+
+class InvalidRequest(OrchestratorError, ValueError):
+    """The request itself is malformed (no prompt, `max_tokens` < 1, …): the client's fault.
+
+    The front doors answer it with a 400 showing its message; any other `ValueError` that
+    escapes a request is a bug in this program and is answered with a logged 500.
+    """
+
+
+class SettingsError(OrchestratorError, ValueError):
+    """Settings are missing or invalid; `names` lists the settings (env names) at fault."""
+
+    def __init__(self, message: str, *, names: tuple[str, ...] = ()) -> None:
+        self.names = names
+        super().__init__(message)
+
+
+class WizardAborted(OrchestratorError):
+    """The user left the wizard (end of input or Ctrl-C); nothing was saved."""
 
 
 class InvalidTunable(OrchestratorError, ValueError):

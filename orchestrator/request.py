@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from orchestrator.errors import InvalidRequest
+
 NATIVE_ANTHROPIC = "anthropic"
 """Native format: an Anthropic Messages API request body (see `InferenceRequest.native`)."""
 
@@ -33,7 +35,8 @@ NATIVE_FORMAT = "native-format"
 
 
 class Priority(StrEnum):
-    """Request priority; lower `rank` is served first and shed last."""
+    """Priority of a request and of a fleet task: lower `rank` is served (claimed) first and
+    shed last."""
 
     CRITICAL = "critical"
     HIGH = "high"
@@ -101,11 +104,11 @@ class InferenceRequest:
 
     def __post_init__(self) -> None:
         if self.prompt is None and not self.messages:
-            raise ValueError("InferenceRequest needs a prompt or messages")
+            raise InvalidRequest("InferenceRequest needs a prompt or messages")
         if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+            raise InvalidRequest(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.timeout_s is not None and self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+            raise InvalidRequest(f"timeout_s must be > 0, got {self.timeout_s}")
         if not isinstance(self.priority, Priority):
             object.__setattr__(self, "priority", Priority(self.priority))
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import SettingsError
 from orchestrator.providers.registry import PROVIDER_SPECS
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "Provider",
     "Secret",
     "ServerSettings",
-    "SettingsError",
     "default_model",
     "is_loopback",
     "load_settings",
@@ -80,14 +79,6 @@ ENV_NAMES: Final[Mapping[str, str]] = {
 }
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-class SettingsError(OrchestratorError, ValueError):
-    """Settings are missing or invalid; `names` lists the settings (env names) at fault."""
-
-    def __init__(self, message: str, *, names: tuple[str, ...] = ()) -> None:
-        self.names = names
-        super().__init__(message)
 
 
 class Secret:

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import WizardAborted
 from orchestrator.settings import Provider, default_model, read_env_file, write_env_file
 
 __all__ = [
     "CHOICES",
     "DEFAULT_LLAMA_CPP_URL",
     "DEFAULT_PORT",
-    "WizardAborted",
     "WizardAnswers",
     "run_wizard",
     "save_answers",
@@ -41,10 +40,6 @@ CHOICES: tuple[tuple[Provider, str], ...] = (
 DEFAULT_PORT = 8080
 DEFAULT_LLAMA_CPP_URL = "http://127.0.0.1:8080"  # llama-server's own default
 _KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
-
-
-class WizardAborted(OrchestratorError):
-    """The user left the wizard (end of input or Ctrl-C); nothing was saved."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -169,8 +169,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
     async def on_refusal(request: Request, exc: Exception) -> Response:
-        # The pipeline's own refusals (overload, budget, deadline, provider down) and values
-        # the library rejected: expected outcomes, answered without a traceback.
+        # The pipeline's own refusals (overload, budget, deadline, provider down) and requests
+        # the library rejected as malformed: expected outcomes, answered without a traceback.
+        # Any other exception (a plain ValueError included) is a bug: `on_unexpected`.
         return error_response(from_exception(exc), dialect_of(request.url.path))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
@@ -180,5 +181,4 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(OrchestratorError, on_refusal)
-    app.add_exception_handler(ValueError, on_refusal)
     app.add_exception_handler(Exception, on_unexpected)

@@ -20,6 +20,9 @@ from orchestrator.errors import (
     BudgetExceeded,
     CircuitOpen,
     DeadlineExceeded,
+    InvalidRequest,
+    InvalidTunable,
+    OrchestratorError,
     Overloaded,
     PipelineClosed,
     ProviderError,
@@ -105,7 +108,7 @@ class ApiError:
         return {"error": body}
 
 
-class RequestRejected(ValueError):
+class RequestRejected(OrchestratorError):
     """Raised by a router for a request it will not serve; rendered as `error`."""
 
     def __init__(self, error: ApiError) -> None:
@@ -200,8 +203,8 @@ def from_exception(exc: BaseException) -> ApiError:
         )
     if isinstance(exc, ProviderError):
         return _provider_error(exc)
-    if isinstance(exc, ValueError):
-        return bad_request(str(exc))
+    if isinstance(exc, InvalidRequest | InvalidTunable):
+        return bad_request(str(exc), field=getattr(exc, "field", None))
     return ApiError(
         status=500,
         kind="internal_error",

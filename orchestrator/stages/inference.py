@@ -472,8 +472,15 @@ class InferenceStage:
                 except Exception as exc:
                     breaker.release()
                     self._record(route, request, started, error=ErrorClass.WORKER)
+                    # A bug in the worker, not an upstream answer: the details (which may name
+                    # internals) go to the log under the request id, never to the client.
+                    log.error("request %s: worker %s raised %s", request.request_id,
+                              route.name, type(exc).__name__, exc_info=exc)
                     raise ProviderError(
-                        route.name, f"worker raised {type(exc).__name__}: {exc}", retryable=False
+                        route.name,
+                        f"internal error in the {route.name} worker (request "
+                        f"{request.request_id}; details in the server log)",
+                        retryable=False,
                     ) from exc
                 else:
                     breaker.record_success()

@@ -9,11 +9,11 @@ from fakeclock import FakeClock
 
 from orchestrator.assembly import build_pipeline
 from orchestrator.config import PipelineConfig, Tunables
-from orchestrator.errors import ProviderError
+from orchestrator.errors import ProviderError, SettingsError
 from orchestrator.providers.echo import EchoWorker
 from orchestrator.providers.faults import FaultSchedule
 from orchestrator.request import InferenceRequest
-from orchestrator.settings import ServerSettings, SettingsError
+from orchestrator.settings import ServerSettings
 
 
 def failures(schedule: FaultSchedule, calls: int) -> list[int]:

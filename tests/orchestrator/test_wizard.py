@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import WizardAborted
 from orchestrator.providers.anthropic import DEFAULT_MODEL as ANTHROPIC_DEFAULT
 from orchestrator.settings import load_settings, read_env_file
-from orchestrator.wizard import WizardAborted, WizardAnswers, run_wizard, save_answers
+from orchestrator.wizard import WizardAnswers, run_wizard, save_answers
 
 KEY = "sk-ant-api03-wizardtestkey0123456789"
 
@@ -131,7 +132,6 @@ def test_public_surface() -> None:
         "CHOICES",
         "DEFAULT_LLAMA_CPP_URL",
         "DEFAULT_PORT",
-        "WizardAborted",
         "WizardAnswers",
         "run_wizard",
         "save_answers",

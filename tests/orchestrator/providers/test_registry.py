@@ -9,8 +9,9 @@ import pytest
 
 from orchestrator import EchoWorker
 from orchestrator.assembly import build_pipeline
+from orchestrator.errors import SettingsError
 from orchestrator.providers.registry import PROVIDER_SPECS
-from orchestrator.settings import PROVIDERS, Provider, ServerSettings, SettingsError, default_model
+from orchestrator.settings import PROVIDERS, Provider, ServerSettings, default_model
 
 
 def test_the_registry_is_the_list_of_providers() -> None:

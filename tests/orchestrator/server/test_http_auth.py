@@ -16,8 +16,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from orchestrator import AnthropicWorker, Pipeline, PipelineConfig
+from orchestrator.errors import SettingsError
 from orchestrator.server import ServerTask, ServerThread, create_app
-from orchestrator.settings import ServerSettings, SettingsError
+from orchestrator.settings import ServerSettings
 
 TOKEN = "tok-never-print-7f3a"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import echo_pipeline
+from conftest import FailsMidStream, echo_pipeline
 from websockets.sync.client import connect
 
 from orchestrator.server import ServerThread, create_app
@@ -182,3 +182,49 @@ def test_a_server_that_cannot_bind_says_so(start_server: Callable[..., str]) -> 
     port = int(url.rsplit(":", 1)[1])
     with pytest.raises(RuntimeError, match="did not start"):
         ServerThread(create_app(echo_pipeline()), port=port).start()
+
+
+class _BuggyWorker(FailsMidStream):
+    """A worker with a bug: it raises a plain ValueError carrying internal details."""
+
+    name = "buggy"
+
+    async def complete(self, request: Any, *, timeout_s: float) -> Any:
+        raise ValueError("internal detail: cursor at 0x7f3a in /srv/secret/path")
+
+
+def test_a_worker_bug_shows_no_internals_and_is_logged(
+    start_server: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception a worker raises that is not a ProviderError is a bug, not an upstream answer:
+    the client gets a generic error naming the request id, the traceback goes to the log; a
+    malformed request is still a 400 naming its field."""
+    url = start_server(echo_pipeline(_BuggyWorker()))
+    with caplog.at_level("ERROR"):
+        response = httpx.post(url + "/v1/prompt", json={"input": "hello"})
+    assert response.status_code >= 500, response.text
+    assert "secret" not in response.text and "0x7f3a" not in response.text
+    assert "req_" in response.text  # the id to find the details by
+    assert any("ValueError" in (r.exc_text or "") + r.getMessage() for r in caplog.records)
+
+    bad = httpx.post(url + "/v1/prompt", json={"input": "hello", "max_tokens": 0})
+    assert bad.status_code in (400, 422) and "max_tokens" in bad.text
+
+
+def test_a_plain_value_error_in_a_route_is_a_500_not_a_400() -> None:
+    """Only the request-error types are the client's fault; a stray ValueError is an internal
+    bug: 500 with a generic message, never its text (which may name internals)."""
+    app = create_app(echo_pipeline())
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise ValueError("internal detail: /srv/secret/path")
+
+    server = ServerThread(app)
+    url = server.start()
+    try:
+        response = httpx.get(url + "/boom")
+    finally:
+        server.stop()
+    assert response.status_code == 500
+    assert "secret" not in response.text

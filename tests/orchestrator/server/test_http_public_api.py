@@ -30,7 +30,6 @@ def test_settings_exports() -> None:
         "Provider",
         "Secret",
         "ServerSettings",
-        "SettingsError",
         "default_model",
         "is_loopback",
         "load_settings",
