@@ -310,7 +310,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 def _run(args: argparse.Namespace) -> int:
     from coordinator.agents import resolve_profile
     from coordinator.fleet import Fleet, FleetSettings, FleetTunables
-    from coordinator.metrics import FleetEvents
+    from coordinator.metrics import FleetEvents, FleetStatusFile
     from coordinator.progress import Progress
     from orchestrator.config import LiveConfig
 
@@ -352,6 +352,9 @@ def _run(args: argparse.Namespace) -> int:
             if improvement is not None:
                 improvement.start()
                 stack.callback(improvement.stop)
+            published = FleetStatusFile(settings.tasks, fleet.snapshot)
+            published.start()
+            stack.callback(published.stop)
             with fleet.signals_handled(announce=lambda text: print(
                     f"coordinator: {text}", file=sys.stderr, flush=True)):
                 result = fleet.run(until_empty=args.until_empty)
@@ -486,6 +489,8 @@ def _check_answers(url: str, *, timeout_s: float = 5.0) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from coordinator.metrics import FleetStatusFile
+
     settings = _settings(args)
     queue = _queue(settings)
     queue.ingest()
@@ -493,14 +498,21 @@ def _status(args: argparse.Namespace) -> int:
     running = queue.records(TaskState.CLAIMED)
     rejected = queue.rejected()
     loop = _loop_status(settings)
+    fleet = FleetStatusFile.read(settings.tasks)  # what a fleet running here publishes
     if args.json:
         _print_json({
             "counts": {state.value: n for state, n in counts.items()},
             "running": [_record_summary(r) for r in running],
             "rejected": [{"file": r.name, "reason": r.reason} for r in rejected],
+            "fleet": fleet,
             "self_improve": loop,
         })
         return 0
+    if fleet is not None:
+        agents, rates = fleet["agents"], fleet["per_min"]
+        print(f"fleet (pid {fleet['pid']}): {agents['busy']} busy, {agents['idle']} idle of "
+              f"{agents['target']} agents; per minute {rates['claimed']:.0f} claimed, "
+              f"{rates['done']:.0f} done, {rates['failed']:.0f} failed\n")
     print(_table([[state.value, str(n)] for state, n in counts.items()], ["state", "tasks"]))
     if running:
         now = time.time()

@@ -5,26 +5,34 @@ out to any number of subscribers (the progress display, `FleetMetrics`, a teleme
 sampler); a subscriber that raises is logged and the others still hear the event.
 `FleetMetrics` is a subscriber that keeps the recent rates and distributions, and
 `FleetSnapshot` is what it reports together with the queue's counts: the one typed status
-of a fleet, for `coordinator status --json`, the orchestrator's `/v1/status` and dashboards.
+of a fleet, for `coordinator status --json`, the orchestrator's `/v1/status`, `/metrics` and
+dashboards.
 
 `FleetSnapshot.to_json()` is flat where dashboards count: one number per task state, with
 `claimed` shown as `running` (the name the dashboards and the TUI use), plus `backlog`,
-`agents_busy`, `agents_idle`; rates, distributions and the clock are nested objects, so a
-panel that shows every top-level number shows only counts.
+`agents_busy`, `agents_idle`; the counts again under `tasks`, and the rates, distributions
+and clock, are nested objects, so a panel that shows every top-level number shows only
+counts. A running fleet publishes it (`FleetStatusFile`) for `coordinator status` to show.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
+from coordinator.errors import QueueWriteError
+from coordinator.layout import atomic_write
 from coordinator.task import TaskState
 
 __all__ = [
@@ -34,6 +42,7 @@ __all__ = [
     "FleetEvents",
     "FleetMetrics",
     "FleetSnapshot",
+    "FleetStatusFile",
 ]
 
 log = logging.getLogger(__name__)
@@ -172,6 +181,7 @@ class FleetSnapshot:
                   for state, n in self.tasks.items()}
         return {
             **counts,
+            "tasks": counts,
             "backlog": self.backlog,
             "agents_busy": self.agents_busy,
             "agents_idle": self.agents_idle,
@@ -253,3 +263,69 @@ class FleetMetrics:
             agents_target=agents_target, agents_busy=agents_busy, agents_idle=agents_idle,
             window_s=self._window_s, taken_at_s=self._wall_clock(), taken_at_monotonic_s=now,
         )
+
+
+FLEET_STATUS_FILE = "fleet.json"  # in the folder's `.queue/`
+
+
+class FleetStatusFile:
+    """A running fleet's `FleetSnapshot.to_json()` in `.queue/fleet.json`, so `coordinator
+    status` in another process shows the very numbers `/v1/status` and the dashboards show.
+
+    `publish()` writes one snapshot (atomically, with the writer's pid); `start()` publishes
+    every `every_s` seconds on a daemon thread until `stop()`, which removes the file: a
+    fleet that is not running has no status to show. `read` ignores a file whose writer is
+    gone (a fleet killed with SIGKILL leaves one behind).
+    """
+
+    def __init__(
+        self, tasks_dir: str | os.PathLike[str], snapshot: Callable[[], FleetSnapshot], *,
+        every_s: float = 2.0,
+    ) -> None:
+        if not every_s > 0:
+            raise ValueError(f"every_s must be > 0, got {every_s}")
+        self.path = Path(tasks_dir) / ".queue" / FLEET_STATUS_FILE
+        self._snapshot = snapshot
+        self._every_s = every_s
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def publish(self) -> None:
+        data = self._snapshot().to_json() | {"pid": os.getpid()}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(str(self.path), json.dumps(data).encode())
+        except (OSError, QueueWriteError) as exc:  # a full disk must not stop the fleet
+            log.warning("fleet status not published to %s: %s", self.path, exc)
+
+    def start(self) -> None:
+        def run() -> None:
+            while not self._stopped.wait(self._every_s):
+                self.publish()
+
+        self.publish()
+        self._thread = threading.Thread(target=run, name="fleet-status", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    @staticmethod
+    def read(tasks_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """The running fleet's last published snapshot for this folder, or None."""
+        path = Path(tasks_dir) / ".queue" / FLEET_STATUS_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        try:
+            os.kill(int(data["pid"]), 0)
+        except (KeyError, ValueError, TypeError, ProcessLookupError):
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+        return data

@@ -119,7 +119,8 @@ def create_app(
     app.include_router(completions_api.router)
     app.include_router(embeddings_api.router)
     feedback = pipeline.feedback
-    app.include_router(prometheus.router(pipeline.snapshot, lambda: feedback.received_total))
+    app.include_router(prometheus.router(pipeline.snapshot, lambda: feedback.received_total,
+                                         fleet_status))
     mount_mcp(app, pipeline, settings=settings, config=config, fleet_status=fleet_status,
               self_tune_status=self_tune_status)
     mount_dashboard(app, pipeline, fleet_status, config=config,

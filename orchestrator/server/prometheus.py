@@ -7,7 +7,9 @@ of its own, so several apps in one process never collide.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -22,6 +24,8 @@ __all__ = ["SnapshotCollector", "router"]
 _BREAKER_STATES = ("closed", "open", "half_open")
 
 # (snapshot attribute, metric name without prefix, help); counters get `_total` on exposition.
+log = logging.getLogger(__name__)
+
 _COUNTERS = (
     ("requests_total", "requests", "Requests accepted by the pipeline."),
     ("completed_total", "completed", "Requests answered."),
@@ -51,13 +55,17 @@ _GAUGES = (
 
 
 class SnapshotCollector(Collector):
-    """Collects `snapshot()` (a pipeline's, plus `feedback_total()`) on every scrape."""
+    """Collects `snapshot()` (a pipeline's, plus `feedback_total()`) on every scrape, and the
+    attached fleet's status (`FleetSnapshot.to_json()`, what `/v1/status` shows under
+    `"fleet"`) as `orchestrator_fleet_*`."""
 
     def __init__(
-        self, snapshot: Callable[[], MetricsSnapshot], feedback_total: Callable[[], int]
+        self, snapshot: Callable[[], MetricsSnapshot], feedback_total: Callable[[], int],
+        fleet_status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._feedback_total = feedback_total
+        self._fleet_status = fleet_status
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
@@ -127,12 +135,52 @@ class SnapshotCollector(Collector):
             failures.add_metric([provider.name], provider.failures_total)
             opened.add_metric([provider.name], provider.breaker_opened_total)
         yield from (breaker, calls, failures, opened)
+        if self._fleet_status is not None:
+            try:
+                fleet = self._fleet_status()
+            except Exception:  # the pipeline's metrics are still worth a scrape
+                log.exception("the fleet's status could not be read for /metrics")
+            else:
+                yield from _fleet_metrics(fleet)
 
 
-def router(snapshot: Callable[[], MetricsSnapshot], feedback_total: Callable[[], int]) -> APIRouter:
+def _fleet_metrics(fleet: Mapping[str, Any]) -> Iterator[Metric]:
+    if not fleet or "tasks" not in fleet:  # no fleet yet, or asking it failed
+        return
+    tasks = GaugeMetricFamily("orchestrator_fleet_tasks", "Fleet tasks, by state.",
+                              labels=["state"])
+    for state, count in fleet["tasks"].items():
+        tasks.add_metric([state], count)
+    yield tasks
+    yield GaugeMetricFamily("orchestrator_fleet_backlog", "Fleet tasks waiting to be claimed.",
+                            value=fleet["backlog"])
+    agents = GaugeMetricFamily("orchestrator_fleet_agents", "Fleet agent loops: the live "
+                               "target, and those busy and idle now.", labels=["kind"])
+    for kind in ("target", "busy", "idle"):
+        agents.add_metric([kind], fleet["agents"][kind])
+    yield agents
+    rates = GaugeMetricFamily("orchestrator_fleet_per_minute", "Fleet claims won, attempts "
+                              "done and attempts failed, per minute, recently.", labels=["event"])
+    for event in ("claimed", "done", "failed"):
+        rates.add_metric([event], fleet["per_min"][event])
+    yield rates
+    for key, name, doc in (("claim_latency", "claim_latency_seconds", "Time to win a claim."),
+                           ("attempt_duration", "attempt_duration_seconds",
+                            "Duration of finished attempts.")):
+        family = GaugeMetricFamily(f"orchestrator_fleet_{name}", f"{doc} By quantile, recently.",
+                                   labels=["quantile"])
+        for q in ("p50", "p95", "p99"):
+            family.add_metric([f"0.{q[1:]}"], fleet[key][f"{q}_s"])
+        yield family
+
+
+def router(
+    snapshot: Callable[[], MetricsSnapshot], feedback_total: Callable[[], int],
+    fleet_status: Callable[[], Mapping[str, Any]] | None = None,
+) -> APIRouter:
     """A router serving `GET /metrics` from its own registry."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, feedback_total))
+    registry.register(SnapshotCollector(snapshot, feedback_total, fleet_status))
     api = APIRouter()
 
     @api.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from processes import ends_within
 
+from coordinator.metrics import FLEET_STATUS_FILE, FleetStatusFile
 from coordinator.queue import FolderQueue
 from coordinator.task import TaskState
 
@@ -134,3 +136,45 @@ def test_a_dead_coordinators_orphans_are_killed_even_outside_its_process_group(t
 
     assert FolderQueue(folder).reclaim_expired() == ["t00"]
     assert all(ends_within(pid, timeout_s=10) for pid in orphans)
+
+
+def test_status_json_shows_the_running_fleets_snapshot_and_forgets_it_when_it_stops(tmp_path):
+    """`coordinator status --json` in another process shows the fleet's own `FleetSnapshot`
+    (what /v1/status shows): two busy agents of two, two claims this minute; once the fleet
+    has stopped, no fleet."""
+    folder = _tasks(tmp_path, 3)
+    starts = tmp_path / "starts"
+    proc = subprocess.Popen(
+        [*COORDINATOR, "run", "--tasks", str(folder), "--agents", "2", "--agent",
+         f"echo $COORDINATOR_TASK_ID >> {starts}; sleep 300", "--grace-s", "0", "--no-memory"],
+        cwd=tmp_path, stderr=subprocess.DEVNULL,
+    )
+
+    def status() -> dict:
+        out = subprocess.run([*COORDINATOR, "status", "--json", "--tasks", str(folder)],
+                             cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
+    try:
+        _wait_for(lambda: len(_lines(starts)) == 2)
+        _wait_for(lambda: (status()["fleet"] or {}).get("agents_busy") == 2)
+        fleet = status()["fleet"]
+        assert fleet["pid"] == proc.pid
+        assert fleet["agents"] == {"target": 2, "busy": 2, "idle": 0}
+        assert fleet["running"] == 2 and fleet["pending"] == 1 and fleet["backlog"] == 1
+        assert fleet["per_min"]["claimed"] == 2.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 130
+    assert status()["fleet"] is None
+
+
+def test_a_status_file_left_by_a_killed_fleet_is_ignored(tmp_path):
+    """A fleet killed with SIGKILL cannot remove its file: a reader checks the writer lives."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".queue").mkdir()
+    (tmp_path / ".queue" / FLEET_STATUS_FILE).write_text(json.dumps({"pid": dead.pid}))
+    assert FleetStatusFile.read(tmp_path) is None
+    (tmp_path / ".queue" / FLEET_STATUS_FILE).write_text(json.dumps({"pid": os.getpid()}))
+    assert FleetStatusFile.read(tmp_path) == {"pid": os.getpid()}

@@ -76,3 +76,37 @@ def test_distribution_percentiles_are_order_statistics():
     dist = Distribution.of([float(i) for i in range(100, 0, -1)])
     assert (dist.p50_s, dist.p95_s, dist.p99_s, dist.max_s) == (50.0, 95.0, 99.0, 100.0)
     assert dist.mean_s == pytest.approx(50.5)
+
+
+def test_status_and_prometheus_show_the_same_fleet_numbers(tmp_path):
+    """One source: `/v1/status`'s `fleet` and `/metrics`' `orchestrator_fleet_*` both come from
+    the fleet's `FleetSnapshot`, so they agree number for number."""
+    import httpx
+
+    from coordinator.agents import resolve_profile
+    from coordinator.fleet import Fleet
+    from coordinator.queue import FolderQueue
+    from orchestrator import EchoWorker, Pipeline, PipelineConfig
+    from orchestrator.server import ServerThread, create_app
+
+    (tmp_path / "a.toml").write_text('prompt = "one"\n')
+    (tmp_path / "b.toml").write_text('prompt = "two"\n')
+    queue = FolderQueue(tmp_path)
+    queue.ingest()
+    fleet = Fleet(queue, resolve_profile("echo", {}))
+    server = ServerThread(create_app(Pipeline(PipelineConfig(), EchoWorker()),
+                                     fleet_status=lambda: fleet.snapshot().to_json()))
+    url = server.start()
+    try:
+        status = httpx.get(url + "/v1/status").json()["fleet"]
+        scraped = httpx.get(url + "/metrics").text
+    finally:
+        server.stop()
+    assert status["pending"] == 2 and status["tasks"]["pending"] == 2
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in scraped.splitlines() if line.startswith("orchestrator_fleet")}
+    for state, count in status["tasks"].items():
+        assert samples[f'orchestrator_fleet_tasks{{state="{state}"}}'] == count
+    assert samples["orchestrator_fleet_backlog"] == status["backlog"] == 2
+    assert samples['orchestrator_fleet_agents{kind="target"}'] == status["agents"]["target"]
+    assert samples['orchestrator_fleet_per_minute{event="claimed"}'] == 0.0
