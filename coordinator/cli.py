@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -192,6 +193,8 @@ def _parser() -> argparse.ArgumentParser:
     sql = memory_sub.add_parser("sql", help="run one read-only SQL statement")
     sql.set_defaults(handler=_memory_sql)
     sql.add_argument("statement", metavar="SQL", help="one SELECT (writes are refused)")
+    sql.add_argument("--timeout-s", type=_positive_s, default=10.0,
+                     help="stop the query after this many seconds (default 10)")
     _db_flag(sql)
     _json_flag(sql)
     return parser
@@ -224,6 +227,16 @@ def _version() -> str:
         return version("prompt-orchestrator")
     except PackageNotFoundError:  # running from a source tree that is not installed
         return "unknown"
+
+
+def _positive_s(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {value!r}")
+    return seconds
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -822,7 +835,7 @@ def _memory_sql(args: argparse.Namespace) -> int:
     from memory_db import open_engine, run_readonly_sql
 
     engine = _existing_memory(_settings(args).db, open_engine)
-    columns, rows = run_readonly_sql(engine, args.statement)
+    columns, rows = run_readonly_sql(engine, args.statement, timeout_s=args.timeout_s)
     _print_rows(columns, rows, as_json=args.json)
     return 0
 

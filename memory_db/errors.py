@@ -6,7 +6,8 @@
     ├── ReadOnlyViolation   (also PermissionError) a read-only path was asked to write
     ├── UnknownRecord       (also LookupError) no task / attempt / modification with that id
     └── InvalidQuery        (also ValueError) an unknown named query, a bad filter, or SQL
-                            the database could not run
+        │                   the database could not run
+        └── QueryTimedOut   a read-only query ran past its statement timeout and was stopped
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ __all__ = [
     "InvalidQuery",
     "MemoryDBError",
     "MigrationFailed",
+    "QueryTimedOut",
     "ReadOnlyViolation",
     "SchemaTooNew",
     "UnknownRecord",
@@ -73,3 +75,12 @@ class InvalidQuery(MemoryDBError, ValueError):
     def __init__(self, message: str, *, query: str | None = None) -> None:
         self.query = query
         super().__init__(message)
+
+
+class QueryTimedOut(InvalidQuery):
+    """A read-only query ran longer than `timeout_s` and the database stopped it."""
+
+    def __init__(self, timeout_s: float, *, query: str | None = None) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(f"query stopped after its {timeout_s:g}s statement timeout "
+                         "(narrow it, or give a longer --timeout-s)", query=query)

@@ -1,14 +1,19 @@
 """Read-only access to the memory: checked raw SQL, and the named queries the CLI exposes.
 
 Two locks on the door. `check_read_only_sql` lets through exactly one SELECT / WITH /
-EXPLAIN / VALUES statement with no write keyword outside strings and comments; then the
-statement runs in `transaction(read_only=True)`, where the database itself refuses any
-write that slipped past the check.
+EXPLAIN / VALUES statement with no write keyword outside strings and comments, and no call
+of a PostgreSQL function that acts outside the transaction (READ ONLY does not stop
+`pg_terminate_backend` or `pg_advisory_lock`); then the statement runs in
+`transaction(read_only=True)`, where the database itself refuses any write that slipped
+past the check. Every read has a statement timeout (on SQLite too, through its progress
+handler), so an unbounded recursive CTE ends with `QueryTimedOut`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -18,7 +23,7 @@ from sqlalchemy import Double, Engine, Select, case, cast, func, select, text
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from memory_db.engine import transaction
-from memory_db.errors import InvalidQuery, ReadOnlyViolation
+from memory_db.errors import InvalidQuery, QueryTimedOut, ReadOnlyViolation
 from memory_db.models import (
     AttemptOutcome,
     AttemptRow,
@@ -51,6 +56,22 @@ _WRITE_WORDS = frozenset(
     }
 )  # fmt: skip
 
+# PostgreSQL functions a read-only transaction still lets act on the server (signal or
+# terminate backends, take advisory locks, sleep, read server files, reload or change
+# settings, notify) or that run a query given as a string, past the check above.
+_REFUSED_FUNCTIONS = re.compile(
+    r"pg_(cancel|terminate)_backend|pg_(try_)?advisory\w*|pg_sleep\w*|pg_read_\w*|pg_ls_\w*"
+    r"|pg_stat_file|pg_reload_conf|pg_rotate_logfile|pg_notify|pg_promote|pg_switch_wal"
+    r"|pg_(create|drop)_\w*|pg_replication_\w*|pg_logical_\w*|pg_file_\w*|pg_log_\w*"
+    r"|pg_wal_\w*|pg_backup_\w*|pg_(start|stop)_backup|pg_export_snapshot|set_config"
+    r"|dblink\w*|lo_\w*|query_to_xml\w*|cursor_to_xml\w*|ts_stat|pg_import_\w*",
+    re.IGNORECASE,
+)
+_QUOTED_NAME = re.compile(r'(U&)?"((?:[^"]|"")*)"', re.IGNORECASE)
+
+DEFAULT_TIMEOUT_S = 10.0
+"""How long one read-only query may run before the database stops it."""
+
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
 
@@ -71,7 +92,22 @@ def check_read_only_sql(sql: str) -> None:
         raise InvalidQuery(f"sql must be a str, got {type(sql).__name__}")
     # Dialects disagree on backslashes in E'...' strings; the statement must pass both ways.
     for e_strings_escape in (False, True):
-        _check_code(sql, _blank_literals_and_comments(sql, e_strings_escape=e_strings_escape))
+        code = _blank_literals_and_comments(sql, e_strings_escape=e_strings_escape)
+        _check_code(sql, code)
+        _check_functions(sql, code)
+
+
+def _check_functions(sql: str, code: str) -> None:
+    # A function can be called by a quoted name too ("pg_sleep"(1)); a U&"..." name can spell
+    # it in escapes, so those are refused outright.
+    names = _WORD.findall(code)
+    for match in _QUOTED_NAME.finditer(sql):
+        if match.group(1):
+            raise ReadOnlyViolation(sql, 'U&"..." quoted names are not allowed')
+        names.append(match.group(2))
+    for name in names:
+        if _REFUSED_FUNCTIONS.fullmatch(name):
+            raise ReadOnlyViolation(sql, f"{name} acts outside a read-only query")
 
 
 def _check_code(sql: str, code: str) -> None:
@@ -91,15 +127,20 @@ def _check_code(sql: str, code: str) -> None:
 
 
 def run_readonly_sql(
-    engine: Engine, sql: str, params: Mapping[str, Any] | None = None
+    engine: Engine, sql: str, params: Mapping[str, Any] | None = None, *,
+    timeout_s: float = DEFAULT_TIMEOUT_S, clock: Callable[[], float] = time.monotonic,
 ) -> QueryResult:
     """Run one read statement (`:name` placeholders bound from `params`); nothing is written.
 
     Raises `ReadOnlyViolation` for anything but one read statement (checked before it runs,
-    and again by the database), `InvalidQuery` when the database rejects the SQL.
+    and again by the database), `QueryTimedOut` when it runs past `timeout_s` (on `clock`,
+    for SQLite; PostgreSQL keeps its own `statement_timeout`), `InvalidQuery` when the
+    database rejects the SQL.
     """
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
     check_read_only_sql(sql)
-    return _run(engine, text(sql), dict(params or {}), sql)
+    return _run(engine, text(sql), dict(params or {}), sql, timeout_s=timeout_s, clock=clock)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,18 +192,50 @@ def run_named_query(engine: Engine, name: str, **filters: Any) -> QueryResult:
     return _run(engine, query.build(**parsed), {}, name)
 
 
-def _run(engine: Engine, statement: Any, params: dict[str, Any], shown: str) -> QueryResult:
+def _run(
+    engine: Engine, statement: Any, params: dict[str, Any], shown: str, *,
+    timeout_s: float = DEFAULT_TIMEOUT_S, clock: Callable[[], float] = time.monotonic,
+) -> QueryResult:
+    deadline = clock() + timeout_s
     try:
         with transaction(engine, read_only=True) as session:
-            result = session.connection().execute(statement, params)
-            if not result.returns_rows:
-                return QueryResult((), ())
-            return QueryResult(tuple(result.keys()), tuple(tuple(row) for row in result))
+            connection = session.connection()
+            with _statement_timeout(connection, timeout_s, lambda: clock() >= deadline):
+                result = connection.execute(statement, params)
+                if not result.returns_rows:
+                    return QueryResult((), ())
+                return QueryResult(tuple(result.keys()), tuple(tuple(row) for row in result))
     except ReadOnlyViolation:
         raise
     except (DBAPIError, StatementError) as exc:
+        if _is_timeout(exc) or (engine.dialect.name == "sqlite" and clock() >= deadline):
+            raise QueryTimedOut(timeout_s, query=shown) from exc
         cause = exc.orig if exc.orig is not None else exc
         raise InvalidQuery(f"query failed: {cause}", query=shown) from exc
+
+
+@contextlib.contextmanager
+def _statement_timeout(connection: Any, timeout_s: float, late: Callable[[], bool]) -> Any:
+    """Stop the statement after `timeout_s`: PostgreSQL's `statement_timeout` for this
+    transaction; on SQLite a progress handler (every few thousand VM steps) that interrupts
+    it once `late()`. Other backends run without one."""
+    backend = connection.dialect.name
+    if backend == "postgresql":
+        connection.execute(text(f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}"))
+        yield
+    elif backend == "sqlite":
+        raw = connection.connection.dbapi_connection
+        raw.set_progress_handler(lambda: 1 if late() else 0, 10_000)
+        try:
+            yield
+        finally:
+            raw.set_progress_handler(None, 0)
+    else:
+        yield
+
+
+def _is_timeout(exc: DBAPIError | StatementError) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "57014"  # query_canceled
 
 
 def _blank_literals_and_comments(sql: str, *, e_strings_escape: bool) -> str:

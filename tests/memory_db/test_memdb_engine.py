@@ -134,6 +134,7 @@ def test_public_names_are_exactly_the_curated_surface() -> None:
             "NamedQuery",
             "QueryFilter",
             "QueryResult",
+            "QueryTimedOut",
             "ReadOnlyViolation",
             "SchemaTooNew",
             "TaskRecord",

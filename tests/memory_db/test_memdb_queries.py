@@ -10,6 +10,7 @@ from memory_db import (
     NAMED_QUERIES,
     AgentMemory,
     InvalidQuery,
+    QueryTimedOut,
     ReadOnlyViolation,
     run_named_query,
     run_readonly_sql,
@@ -172,6 +173,58 @@ def test_sql_the_database_rejects_raises_invalid_query(memory: AgentMemory) -> N
     """A read of a table that does not exist is an InvalidQuery naming the problem."""
     with pytest.raises(InvalidQuery, match="no_such_table"):
         run_readonly_sql(memory.engine, "SELECT * FROM no_such_table")
+
+
+_FOREVER = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+
+
+def test_an_unbounded_recursive_query_is_stopped_by_its_timeout(memory: AgentMemory) -> None:
+    """A recursive CTE with no end stops at its statement timeout with QueryTimedOut, and the
+    same connection serves the next query."""
+    with pytest.raises(QueryTimedOut, match=r"0\.3s statement timeout") as caught:
+        run_readonly_sql(memory.engine, _FOREVER, timeout_s=0.3)
+    assert isinstance(caught.value, InvalidQuery)
+    assert run_readonly_sql(memory.engine, "SELECT 1").rows == ((1,),)
+
+
+def test_the_sqlite_timeout_runs_on_the_injected_clock(tmp_path) -> None:
+    """On SQLite the deadline is read from `clock`: a clock past it stops the query."""
+    times = iter([0.0, *[1000.0] * 10_000])
+    with AgentMemory(f"sqlite:///{tmp_path / 'm.db'}") as memory, \
+            pytest.raises(QueryTimedOut):
+        run_readonly_sql(memory.engine, _FOREVER, timeout_s=5.0, clock=lambda: next(times))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT pg_terminate_backend(1)",
+        "SELECT pg_catalog.pg_cancel_backend(1)",
+        "SELECT pg_advisory_lock(42)",
+        "SELECT PG_TRY_ADVISORY_XACT_LOCK(42)",
+        "SELECT pg_sleep(100)",
+        'SELECT "pg_sleep"(100)',
+        'SELECT U&"\\0070g_sleep"(100)',
+        "SELECT set_config('work_mem', '1GB', false)",
+        "SELECT query_to_xml('select pg_terminate_backend(1)', true, true, '')",
+        "SELECT pg_read_file('/etc/passwd')",
+        "SELECT lo_import('/etc/passwd')",
+        "SELECT * FROM dblink('host=x', 'select 1') AS t(i int)",
+    ],
+)
+def test_server_acting_functions_are_refused_before_they_run(sql: str) -> None:
+    """Functions READ ONLY does not stop (signals, advisory locks, sleeps, server files,
+    settings, queries given as strings) are refused, whatever the spelling."""
+    with pytest.raises(ReadOnlyViolation, match=r"acts outside|quoted names"):
+        check_read_only_sql(sql)
+
+
+def test_catalog_reads_and_harmless_functions_still_run(memory: AgentMemory) -> None:
+    """Only the refused functions are refused: counts, strings and `pg_`-named tables pass."""
+    check_read_only_sql("SELECT count(*), upper('pg_sleep') FROM pg_catalog.pg_tables")
+    assert run_readonly_sql(memory.engine, "SELECT lower('PG_SLEEP(1)')").rows == (
+        ("pg_sleep(1)",),
+    )
 
 
 # -- named queries ----------------------------------------------------------------------
