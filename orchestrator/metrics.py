@@ -13,15 +13,28 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
     "MetricsSnapshot",
     "PipelineMetrics",
     "ProviderSnapshot",
+    "Stage",
     "StageSnapshot",
     "percentile",
 ]
+
+
+class Stage(StrEnum):
+    """The pipeline's stages, in the order a request passes them (as metrics, snapshots and
+    deadline errors name them)."""
+
+    RAG = "rag"
+    ASSEMBLE = "assemble"
+    INFERENCE = "inference"
+    POSTPROCESS = "postprocess"
+    STREAM = "stream"
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -37,7 +50,7 @@ class StageSnapshot:
     """One stage queue: items waiting now, the live capacity, requests shed there so far, and
     how long recent requests spent in the stage (queue wait plus work; 0.0 before any)."""
 
-    name: str
+    name: Stage
     depth: int
     capacity: int
     shed_total: int
@@ -170,14 +183,14 @@ class PipelineMetrics:
             self._times[i], self._latencies_s[i], self._ok[i] = now, latency_s, ok
             self._next = (i + 1) % self.window
 
-    def stage_done(self, stage: str, seconds: float) -> None:
+    def stage_done(self, stage: Stage, seconds: float) -> None:
         """Record that a request spent `seconds` in `stage` (the last `window` are kept)."""
         ring = self._stage_s.get(stage)
         if ring is None:
             ring = self._stage_s[stage] = deque(maxlen=self.window)
         ring.append(seconds)
 
-    def stage_percentiles_ms(self, stage: str) -> tuple[float, float, float]:
+    def stage_percentiles_ms(self, stage: Stage) -> tuple[float, float, float]:
         """(p50, p95, p99) in ms of the recent times spent in `stage`; zeros before any."""
         values = sorted(self._stage_s.get(stage, ()))
         return (

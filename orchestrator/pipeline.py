@@ -32,7 +32,13 @@ from orchestrator.errors import (
     ProviderError,
 )
 from orchestrator.feedback import FeedbackLog
-from orchestrator.metrics import MetricsSnapshot, PipelineMetrics, ProviderSnapshot, StageSnapshot
+from orchestrator.metrics import (
+    MetricsSnapshot,
+    PipelineMetrics,
+    ProviderSnapshot,
+    Stage,
+    StageSnapshot,
+)
 from orchestrator.providers.base import Worker
 from orchestrator.request import InferenceRequest, InferenceResponse, StreamChunk
 from orchestrator.resilience.breaker import CircuitBreaker
@@ -139,7 +145,7 @@ class Pipeline:
             for name in order
         )
 
-        def queue(name: str, capacity: Callable[[], int]) -> PriorityQueue[Job]:
+        def queue(name: Stage, capacity: Callable[[], int]) -> PriorityQueue[Job]:
             return PriorityQueue(
                 name,
                 capacity=capacity,
@@ -148,12 +154,14 @@ class Pipeline:
                 clock=clock,
             )
 
-        self._rag_queue = queue("rag", lambda: live_.current.rag_queue_capacity)
-        self._assemble_queue = queue("assemble", lambda: live_.current.assemble_queue_capacity)
-        self._postprocess_queue = queue(
-            "postprocess", lambda: live_.current.postprocess_queue_capacity
+        self._rag_queue = queue(Stage.RAG, lambda: live_.current.rag_queue_capacity)
+        self._assemble_queue = queue(
+            Stage.ASSEMBLE, lambda: live_.current.assemble_queue_capacity
         )
-        self._stream_queue = queue("stream", lambda: live_.current.stream_queue_capacity)
+        self._postprocess_queue = queue(
+            Stage.POSTPROCESS, lambda: live_.current.postprocess_queue_capacity
+        )
+        self._stream_queue = queue(Stage.STREAM, lambda: live_.current.stream_queue_capacity)
 
         self.rag = RagStage(None, top_k=config.rag_top_k)
         self.assemble = AssembleStage(
@@ -184,7 +192,7 @@ class Pipeline:
             metrics=self.metrics,
             prices=self.prices,
             budget=self.budget,
-            forward=lambda job: self._push(self._postprocess_queue, job),
+            forward=lambda job: self._push(self._postprocess_queue, job, Stage.POSTPROCESS),
             fail=self._fail,
             finish_stream=self._finish_stream,
             attempt_timeout_s=config.attempt_timeout_s,
@@ -225,11 +233,11 @@ class Pipeline:
                 max_file_bytes=config.rag_max_file_bytes,
             )
         self._loop = asyncio.get_running_loop()
-        stages: list[tuple[PriorityQueue[Job], Callable[[Job], Any], str]] = [
-            (self._rag_queue, self._after_rag, "rag"),
-            (self._assemble_queue, self._after_assemble, "assemble"),
-            (self._postprocess_queue, self._after_postprocess, "postprocess"),
-            (self._stream_queue, self._in_stream, "stream"),
+        stages: list[tuple[PriorityQueue[Job], Callable[[Job], Any], Stage]] = [
+            (self._rag_queue, self._after_rag, Stage.RAG),
+            (self._assemble_queue, self._after_assemble, Stage.ASSEMBLE),
+            (self._postprocess_queue, self._after_postprocess, Stage.POSTPROCESS),
+            (self._stream_queue, self._in_stream, Stage.STREAM),
         ]
         self._tasks = [
             asyncio.create_task(self._run_stage(q, step), name=f"orchestrator-{name}")
@@ -312,7 +320,7 @@ class Pipeline:
             self._queue_snapshot(self._rag_queue),
             self._queue_snapshot(self._assemble_queue),
             self._stage_snapshot(
-                "inference",
+                Stage.INFERENCE,
                 depth=sum(len(q) for q in inference_queues),
                 capacity=self.live.current.inference_queue_capacity,
                 shed_total=sum(q.shed_total for q in inference_queues),
@@ -445,7 +453,7 @@ class Pipeline:
         )
         job.timer = loop.call_at(deadline, self._expire, job)
         self.metrics.requests_total += 1
-        self._push(self._rag_queue, job)
+        self._push(self._rag_queue, job, Stage.RAG)
         return job
 
     async def _run_stage(self, inbox: PriorityQueue[Job], step: Callable[[Job], Any]) -> None:
@@ -465,12 +473,12 @@ class Pipeline:
 
     def _after_rag(self, job: Job) -> None:
         self.rag.process(job)
-        self._push(self._assemble_queue, job)
+        self._push(self._assemble_queue, job, Stage.ASSEMBLE)
 
     def _after_assemble(self, job: Job) -> None:
         leader = self.assemble.process(job)
         if leader is None:
-            self._push(self.inference.queue_for(job), job)
+            self._push(self.inference.queue_for(job), job, Stage.INFERENCE)
             return
         leader.followers.append(job)
         if leader.broadcast is not None and leader.future.done():
@@ -478,11 +486,11 @@ class Pipeline:
 
     def _after_postprocess(self, job: Job) -> None:
         self.postprocess.process(job)
-        self._push(self._stream_queue, job)
+        self._push(self._stream_queue, job, Stage.STREAM)
 
     def _in_stream(self, job: Job) -> None:
         delivered = self.stream_stage.process(job)
-        self.metrics.stage_done("stream", self._clock() - job.enqueued_at)
+        self.metrics.stage_done(Stage.STREAM, self._clock() - job.enqueued_at)
         if not job.stream:
             self._answered(job, delivered)
 
@@ -503,10 +511,10 @@ class Pipeline:
             return job.broadcast.text
         return job.text
 
-    def _push(self, queue: PriorityQueue[Job], job: Job) -> None:
-        if queue is not self._rag_queue:  # it leaves a stage (its shard queue: "inference[i]")
-            self.metrics.stage_done(job.stage.partition("[")[0], self._clock() - job.enqueued_at)
-        job.stage = queue.name
+    def _push(self, queue: PriorityQueue[Job], job: Job, stage: Stage) -> None:
+        if stage is not Stage.RAG:  # it leaves the stage it was in
+            self.metrics.stage_done(job.stage, self._clock() - job.enqueued_at)
+        job.stage = stage
         try:
             displaced = queue.put(job)
         except Overloaded as exc:
@@ -559,7 +567,7 @@ class Pipeline:
             error = (
                 PipelineClosed("pipeline closed")
                 if self._closing
-                else DeadlineExceeded(job.request.request_id, job.timeout_s, "inference")
+                else DeadlineExceeded(job.request.request_id, job.timeout_s, Stage.INFERENCE)
             )
         broadcast.close(error)
         now = self._clock()
@@ -594,11 +602,14 @@ class Pipeline:
 
     def _queue_snapshot(self, queue: PriorityQueue[Job]) -> StageSnapshot:
         return self._stage_snapshot(
-            queue.name, depth=len(queue), capacity=queue.capacity, shed_total=queue.shed_total
+            Stage(queue.name),
+            depth=len(queue),
+            capacity=queue.capacity,
+            shed_total=queue.shed_total,
         )
 
     def _stage_snapshot(
-        self, name: str, *, depth: int, capacity: int, shed_total: int
+        self, name: Stage, *, depth: int, capacity: int, shed_total: int
     ) -> StageSnapshot:
         p50, p95, p99 = self.metrics.stage_percentiles_ms(name)
         return StageSnapshot(

@@ -24,12 +24,14 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical
 from textual.widgets import DataTable, Footer, Header, Sparkline, Static
 
+from orchestrator.metrics import Stage
+
 __all__ = ["DashboardApp", "Figure", "StatusFetch", "http_fetch"]
 
 StatusFetch = Callable[[], Awaitable[Mapping[str, Any]]]
 """A zero-argument coroutine function returning the status JSON (`GET /v1/status`)."""
 
-STAGE_ORDER = ("rag", "assemble", "inference", "postprocess", "stream")
+STAGE_ORDER = tuple(Stage)
 FLEET_ORDER = ("pending", "running", "done", "failed")
 _STATE_STYLE = {"closed": "bold green", "half_open": "bold yellow", "open": "bold red"}
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # fleet states usable as widget ids

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from orchestrator.cost import Budget, PriceTable
 from orchestrator.errors import CircuitOpen, DeadlineExceeded, ProviderError
-from orchestrator.metrics import PipelineMetrics
+from orchestrator.metrics import PipelineMetrics, Stage
 from orchestrator.request import (
     Completion,
     InferenceRequest,
@@ -205,7 +205,7 @@ class InferenceStage:
                 limit.release()
                 self._fail(job, asyncio.CancelledError())
                 continue
-            job.stage = "inference"
+            job.stage = Stage.INFERENCE
             task = asyncio.create_task(self._run(job))
             job.task = task
             tasks.add(task)
@@ -442,7 +442,7 @@ class InferenceStage:
                 timeout_s = job.deadline - loop.time()
                 if timeout_s <= 0:
                     breaker.release()
-                    raise DeadlineExceeded(job.request.request_id, job.timeout_s, "inference")
+                    raise DeadlineExceeded(job.request.request_id, job.timeout_s, Stage.INFERENCE)
                 if index < last and any(
                     r.breaker.state is not BreakerState.OPEN for r in routes[index + 1 :]
                 ):
@@ -523,5 +523,5 @@ class InferenceStage:
             if loop.time() + delay_s >= job.deadline:
                 if failure is not None:
                     raise failure
-                raise DeadlineExceeded(job.request.request_id, job.timeout_s, "inference")
+                raise DeadlineExceeded(job.request.request_id, job.timeout_s, Stage.INFERENCE)
             await self._sleep(delay_s)

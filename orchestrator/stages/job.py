@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from orchestrator.metrics import Stage
 from orchestrator.request import Completion, InferenceRequest, Priority
 from orchestrator.resilience.coalesce import Broadcast
 
@@ -64,7 +65,7 @@ class Job:
         self.timeout_s = timeout_s
         self.deadline = deadline  # event-loop time
         self.enqueued_at = 0.0
-        self.stage = "rag"
+        self.stage = Stage.RAG
         self.context: str | None = None
         self.assembled = request
         self.input_tokens = 0

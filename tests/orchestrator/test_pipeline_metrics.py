@@ -10,7 +10,7 @@ from fakeclock import FakeClock
 from pipeline_fakes import ScriptedWorker
 
 from orchestrator import InferenceRequest, Pipeline, PipelineConfig, ProviderError
-from orchestrator.metrics import PipelineMetrics, percentile
+from orchestrator.metrics import PipelineMetrics, Stage, percentile
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -55,13 +55,15 @@ async def test_snapshot_reports_stages_providers_and_traffic() -> None:
             await pipeline.infer(InferenceRequest("bad"))
         await asyncio.gather(*(pipeline.infer(InferenceRequest(f"q{i % 5}")) for i in range(20)))
         snapshot = pipeline.snapshot()
-    assert [s.name for s in snapshot.stages] == [
+    assert [s.name for s in snapshot.stages] == list(Stage) == [
         "rag",
         "assemble",
         "inference",
         "postprocess",
         "stream",
     ]
+    # Every stage saw the answered requests pass (the inference stage's sharded queues too).
+    assert all(s.latency_p99_ms > 0 for s in snapshot.stages), snapshot.stages
     assert [s.capacity for s in snapshot.stages] == [512, 512, 1024, 256, 256]
     assert snapshot.providers[0].name == "scripted"
     assert snapshot.requests_total == 21 and snapshot.completed_total == 20
