@@ -50,10 +50,14 @@ from orchestrator.request import (
     StreamChunk,
 )
 from orchestrator.server.bodies import (
+    MAX_ITEMS,
+    body_schema,
+    body_size,
     client_retries,
     client_timeout_s,
     json_object,
     model_of,
+    off_loop,
     validated,
 )
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
@@ -115,7 +119,7 @@ class MessagesBody(BaseModel):
 
     model: str = Field(min_length=1, max_length=256)
     max_tokens: int = Field(ge=1, le=1_000_000)
-    messages: list[MessageIn] = Field(min_length=1)
+    messages: list[MessageIn] = Field(min_length=1, max_length=MAX_ITEMS)
     system: str | list[ContentBlock] | None = None
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
@@ -134,7 +138,7 @@ class CountTokensBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=256)
-    messages: list[MessageIn] = Field(min_length=1)
+    messages: list[MessageIn] = Field(min_length=1, max_length=MAX_ITEMS)
     system: str | list[ContentBlock] | None = None
     tools: list[dict[str, Any]] | None = None
 
@@ -280,22 +284,12 @@ def _message_id(request_id: str) -> str:
     return "msg_" + request_id.removeprefix("req_")
 
 
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The documented request body of an endpoint that reads its JSON itself."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
-
-
 @router.post(
     "/v1/messages",
     summary="Anthropic Messages API (JSON, or SSE events with stream=true)",
     responses={200: {"content": {"text/event-stream": {}}}},
     response_model=None,
-    openapi_extra=_schema(MessagesBody),
+    openapi_extra=body_schema(MessagesBody),
 )
 async def messages(
     http: Request,
@@ -305,27 +299,15 @@ async def messages(
     x_stainless_timeout: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Response:
     data = await json_object(http)
-    native = False
-    if native_field(data) is not None:
-        native = takes_native(state.pipeline)
-        field = native_field(data, ignore_hints=True)
-        if not native and field is not None:
-            raise RequestRejected(
-                bad_request(
-                    f"{field}: this server's providers take plain text only; "
-                    "configure the anthropic provider to send tools, non-text blocks, "
-                    "thinking and other Messages API fields",
-                    field=field,
-                )
-            )
-    body: MessagesBody | dict[str, Any] = data if native else validated(MessagesBody, data)
-    request = to_request(
-        body,
-        native=native,
-        beta=anthropic_beta,
-        version=anthropic_version,
-        timeout_s=client_timeout_s(x_stainless_timeout),
-        retries=client_retries(http.headers),
+    request, native = await off_loop(
+        body_size(http),
+        _prepare,
+        data,
+        takes_native(state.pipeline),
+        anthropic_beta,
+        anthropic_version,
+        client_timeout_s(x_stainless_timeout),
+        client_retries(http.headers),
     )
     stream = data.get("stream") is True
     model = request.model or ""
@@ -350,6 +332,36 @@ async def messages(
     return JSONResponse(message)  # already JSON-ready: skip FastAPI's generic encoder
 
 
+def _prepare(
+    data: dict[str, Any],
+    native_ok: bool,
+    beta: str | None,
+    version: str | None,
+    timeout_s: float | None,
+    retries: bool,
+) -> tuple[InferenceRequest, bool]:
+    """The pipeline request for a Messages body and whether it goes native (see `messages`);
+    pure work on the body, so a large one runs on a worker thread."""
+    native = False
+    if native_field(data) is not None:
+        native = native_ok
+        field = native_field(data, ignore_hints=True)
+        if not native and field is not None:
+            raise RequestRejected(
+                bad_request(
+                    f"{field}: this server's providers take plain text only; "
+                    "configure the anthropic provider to send tools, non-text blocks, "
+                    "thinking and other Messages API fields",
+                    field=field,
+                )
+            )
+    body: MessagesBody | dict[str, Any] = data if native else validated(MessagesBody, data)
+    request = to_request(
+        body, native=native, beta=beta, version=version, timeout_s=timeout_s, retries=retries
+    )
+    return request, native
+
+
 def _usage(usage: Any) -> dict[str, int]:
     out = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
     if usage.cache_read_input_tokens:
@@ -363,7 +375,7 @@ def _usage(usage: Any) -> dict[str, int]:
     "/v1/messages/count_tokens",
     summary="Anthropic token counting: the provider's count, or an estimate (header says so)",
     response_model=None,
-    openapi_extra=_schema(CountTokensBody),
+    openapi_extra=body_schema(CountTokensBody),
 )
 async def count_tokens(
     http: Request,
@@ -381,12 +393,17 @@ async def count_tokens(
         )
         if counted is not None:
             return JSONResponse(counted)
+    estimate = await off_loop(body_size(http), _estimate, data)
+    return JSONResponse({"input_tokens": estimate}, headers={TOKEN_COUNT_HEADER: "estimated"})
+
+
+def _estimate(data: dict[str, Any]) -> int:
     body: CountTokensBody = validated(CountTokensBody, data)
     system = None if body.system is None else _text_of(body.system)
     estimate = estimate_request_tokens(system, (_text_of(m.content) for m in body.messages))
     if body.tools:
         estimate += estimate_tokens(dumps(body.tools))
-    return JSONResponse({"input_tokens": estimate}, headers={TOKEN_COUNT_HEADER: "estimated"})
+    return estimate
 
 
 async def _native_events(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:

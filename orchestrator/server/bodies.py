@@ -1,27 +1,51 @@
 """What every API door reads from a request the same way: the JSON body, the model name,
-and what the client's SDK announces about its own timeout and retries."""
+and what the client's SDK announces about its own timeout and retries.
+
+A body must be `application/json` (or say no type); it may hold at most `MAX_ITEMS` messages
+(or `input` items); one over `LARGE_BODY_BYTES` is parsed and validated on a worker thread
+(`off_loop`), so a 25 MB conversation does not stall every other request while it is read.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from email.message import Message
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.server.http_errors import RequestRejected, bad_request
+from orchestrator.server.http_errors import ApiError, RequestRejected, bad_request
 
 __all__ = [
+    "LARGE_BODY_BYTES",
+    "MAX_ITEMS",
+    "body_schema",
+    "body_size",
     "client_retries",
     "client_timeout_s",
+    "json_any",
+    "json_body",
     "json_object",
     "model_of",
+    "off_loop",
     "parse_json",
     "validated",
 ]
+
+LARGE_BODY_BYTES = 256 * 1024
+"""Bodies larger than this are parsed, validated and estimated off the event loop."""
+
+MAX_ITEMS = 10_000
+"""The most `messages` (or `input` items) one request may carry."""
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+_BODY_SIZE = "orchestrator.body_bytes"  # the scope key json_object records the size under
 
 
 def parse_json(raw: bytes | str) -> Any:
@@ -38,12 +62,94 @@ def parse_json(raw: bytes | str) -> Any:
         raise RequestRejected(bad_request(message, field="body")) from None
 
 
-async def json_object(request: Request) -> dict[str, Any]:
-    """The request's JSON body as a dict; a 400 naming `body` when it is not a JSON object."""
-    data = parse_json(await request.body())
+async def off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, on a worker thread when the body it works on is over `LARGE_BODY_BYTES`
+    (a small body is cheaper to handle here than to hand to a thread)."""
+    if size <= LARGE_BODY_BYTES:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
+def _check_content_type(value: str | None) -> None:
+    if not value:
+        return  # curl without -H, some scripts: read as JSON
+    message = Message()
+    message["content-type"] = value
+    subtype = message.get_content_subtype()
+    if message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    ):
+        return
+    raise RequestRejected(
+        ApiError(
+            status=415,
+            kind="unsupported_media_type",
+            message=f"body: send application/json (Content-Type: application/json), "
+            f"not {message.get_content_type()}",
+            field="body",
+        )
+    )
+
+
+def _check_items(data: Mapping[str, Any]) -> None:
+    for name in ("messages", "input"):
+        items = data.get(name)
+        if isinstance(items, list) and len(items) > MAX_ITEMS:
+            raise RequestRejected(
+                bad_request(
+                    f"{name}: at most {MAX_ITEMS} items per request, got {len(items)}",
+                    field=name,
+                )
+            )
+
+
+def _object_of(raw: bytes) -> dict[str, Any]:
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise RequestRejected(bad_request("body: expected a JSON object", field="body"))
+    _check_items(data)
     return data
+
+
+async def json_any(request: Request) -> Any:
+    """The request's body parsed as JSON, whatever its shape (415 unless it is JSON; a 400
+    saying where it stops being JSON)."""
+    _check_content_type(request.headers.get("content-type"))
+    raw = await request.body()
+    request.scope[_BODY_SIZE] = len(raw)
+    return await off_loop(len(raw), parse_json, raw)
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON body as a dict: 415 unless it is JSON, a 400 naming `body` when it
+    is not a JSON object (where it stops being JSON, by line and column), or naming
+    `messages`/`input` past `MAX_ITEMS`."""
+    _check_content_type(request.headers.get("content-type"))
+    raw = await request.body()
+    request.scope[_BODY_SIZE] = len(raw)
+    return await off_loop(len(raw), _object_of, raw)
+
+
+def body_size(request: Request) -> int:
+    """How many bytes the body `json_object` read was (0 before it read one)."""
+    size: int = request.scope.get(_BODY_SIZE, 0)
+    return size
+
+
+async def json_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body validated as `model` (see `json_object` and `validated`)."""
+    data = await json_object(request)
+    return await off_loop(body_size(request), validated, model, data)
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its JSON itself (`openapi_extra`)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
 
 
 def validated(model: type[BaseModel], data: Mapping[str, Any]) -> Any:

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, StreamChunk, Usage
-from orchestrator.server.bodies import client_retries, client_timeout_s
+from orchestrator.server.bodies import body_schema, client_retries, client_timeout_s, json_body
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
 from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import open_stream, sse, sse_response
@@ -123,8 +123,10 @@ def _usage(usage: Usage) -> dict[str, int]:
     summary="OpenAI legacy Completions (JSON, or SSE data chunks with stream=true)",
     responses={200: {"content": {"text/event-stream": {}}}},
     response_model=None,
+    openapi_extra=body_schema(CompletionBody),
 )
-async def completions(body: CompletionBody, http: Request, state: State) -> Response:
+async def completions(http: Request, state: State) -> Response:
+    body = await json_body(http, CompletionBody)
     requests = to_requests(
         body,
         timeout_s=client_timeout_s(http.headers.get("x-stainless-timeout")),

@@ -11,7 +11,6 @@ server's `LiveConfigSet`, the same code MCP `configure_pipeline` calls.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from orchestrator.config import Change
 from orchestrator.errors import InvalidTunable
 from orchestrator.server.auth import is_admin
+from orchestrator.server.bodies import json_any
 from orchestrator.server.http_errors import ApiError, RequestRejected
 from orchestrator.server.state import ServerState, server_state
 
@@ -58,7 +58,7 @@ async def patch_config(request: Request, state: State) -> dict[str, Any]:
                 openai_type="invalid_request_error",
             )
         )
-    changes = _changes(await request.body())
+    changes = _changes(await json_any(request))
     try:
         changed = state.config.apply(changes)
     except InvalidTunable as exc:
@@ -66,19 +66,7 @@ async def patch_config(request: Request, state: State) -> dict[str, Any]:
     return {"changed": changed_json(changed), "version": state.config.version}
 
 
-def _changes(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
-        raise RequestRejected(
-            ApiError(
-                status=400,
-                kind="invalid_request",
-                message=f"body is not valid JSON{where}",
-                field="body",
-            )
-        ) from exc
+def _changes(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestRejected(
             _unprocessable(

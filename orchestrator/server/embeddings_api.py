@@ -16,10 +16,11 @@ import asyncio
 import base64
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 
+from orchestrator.server.bodies import body_schema, json_body
 from orchestrator.server.embedder import LazyEmbedder
 from orchestrator.server.http_errors import RequestRejected, bad_request
 from orchestrator.server.state import ServerState, server_state
@@ -68,8 +69,13 @@ def _embed(embedder: LazyEmbedder, texts: list[str]) -> tuple[Any, str]:
     return rows, _MODEL_NAMES.get(str(active.kind), str(active.kind))
 
 
-@router.post("/v1/embeddings", summary="OpenAI embeddings, by the local embedding model")
-async def embeddings(body: EmbeddingsBody, state: State) -> Response:
+@router.post(
+    "/v1/embeddings",
+    summary="OpenAI embeddings, by the local embedding model",
+    openapi_extra=body_schema(EmbeddingsBody),
+)
+async def embeddings(http: Request, state: State) -> Response:
+    body = await json_body(http, EmbeddingsBody)
     texts = _texts(body)
     rows, model = await asyncio.to_thread(_embed, state.embedder, texts)
     dim = rows.shape[1]

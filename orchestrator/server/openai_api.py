@@ -13,12 +13,20 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, Message, StreamChunk, Usage
+from orchestrator.server.bodies import (
+    MAX_ITEMS,
+    body_schema,
+    body_size,
+    json_object,
+    off_loop,
+    validated,
+)
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
 from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import open_stream, sse, sse_response
@@ -58,7 +66,7 @@ class ChatBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=256)
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_ITEMS)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -124,6 +132,11 @@ def to_request(body: ChatBody) -> InferenceRequest:
     )
 
 
+def _prepare(data: dict[str, Any]) -> tuple[ChatBody, InferenceRequest]:
+    body: ChatBody = validated(ChatBody, data)
+    return body, to_request(body)
+
+
 def _completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
@@ -141,9 +154,11 @@ def _usage(usage: Usage) -> dict[str, int]:
     summary="OpenAI Chat Completions (JSON, or SSE data chunks with stream=true)",
     responses={200: {"content": {"text/event-stream": {}}}},
     response_model=None,
+    openapi_extra=body_schema(ChatBody),
 )
-async def chat_completions(body: ChatBody, state: State) -> Response:
-    request = to_request(body)
+async def chat_completions(http: Request, state: State) -> Response:
+    data = await json_object(http)
+    body, request = await off_loop(body_size(http), _prepare, data)
     created = int(state.wall_clock())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

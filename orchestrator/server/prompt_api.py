@@ -17,7 +17,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority, StreamChunk
 from orchestrator.resilience.breaker import BreakerState
 from orchestrator.server.auth import is_authenticated
-from orchestrator.server.bodies import parse_json
+from orchestrator.server.bodies import body_schema, json_body, parse_json
 from orchestrator.server.http_errors import RequestRejected, field_path, from_exception
 from orchestrator.server.state import ServerState, server_state, state_of
 from orchestrator.server.status import status_payload
@@ -138,8 +138,10 @@ def chunk_json(chunk: StreamChunk, request_id: str) -> dict[str, Any]:
     response_model=PromptResult,
     responses={200: {"content": {"text/event-stream": {}}}},
     summary="Answer a prompt through the pipeline (JSON, or SSE with stream=true)",
+    openapi_extra=body_schema(PromptBody),
 )
-async def prompt(body: PromptBody, state: State) -> Response | PromptResult:
+async def prompt(http: Request, state: State) -> Response | PromptResult:
+    body = await json_body(http, PromptBody)
     request = body.to_request()
     if not body.stream:
         return PromptResult.of(await state.pipeline.infer(request))
@@ -291,10 +293,16 @@ async def _answer_one(websocket: WebSocket, state: ServerState, text: str | None
         await websocket.send_json(_with_ids(frame, request.request_id, client_id))
 
 
-@router.post("/v1/feedback", status_code=202, summary="Record feedback on an answer")
-async def feedback(body: FeedbackBody, state: State) -> dict[str, Any]:
+@router.post(
+    "/v1/feedback",
+    status_code=202,
+    summary="Record feedback on an answer",
+    openapi_extra=body_schema(FeedbackBody),
+)
+async def feedback(http: Request, state: State) -> dict[str, Any]:
     """Recorded in the pipeline's `FeedbackLog`, attributed to the provider and model that
     produced that request's answer (both null when the request id is not remembered)."""
+    body = await json_body(http, FeedbackBody)
     recorded = state.pipeline.feedback.record(body.request_id, body.score, body.comment)
     return {
         "accepted": True,

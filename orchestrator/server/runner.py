@@ -25,6 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from orchestrator.assembly import build_pipeline
+from orchestrator.server.body_limit import PROMPT_BODY_BYTES
 from orchestrator.server.connection import (
     ConnectionLimits,
     connection_cap,
@@ -78,7 +79,9 @@ def uvicorn_config(
         loop="uvloop",
         http=limited_protocol(limits),
         ws=limited_ws_protocol(limits),
-        ws_max_size=max_message_bytes,
+        # WS /v1/stream carries prompts: the limit of /v1/prompt (the only other socket,
+        # /v1/responses, answers 426 before any message).
+        ws_max_size=min(max_message_bytes, PROMPT_BODY_BYTES),
         # No permessage-deflate: a compressed socket holds zlib state per connection and lets a
         # small frame inflate to ws_max_size; answers are text the client reads at once.
         ws_per_message_deflate=False,

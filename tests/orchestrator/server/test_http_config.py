@@ -109,7 +109,7 @@ def test_malformed_json_is_400_with_its_place(start_server: Callable[..., str]) 
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 400
-    assert "line 2 column 2" in response.json()["error"]["message"]
+    assert "line 2, column 2" in response.json()["error"]["message"]
 
 
 def test_with_one_token_it_serves_both_reading_and_changing(
