@@ -119,7 +119,7 @@ class Sim:
         self.breaker_opened_total = 0
         # counters (the pipeline's names)
         self.requests_total = self.completed_total = self.errors_total = self.shed_total = 0
-        self.retries = self.upstream_calls = self.failures_total = 0
+        self.retries = self.upstream_calls = self.failures_total = self.rate_limited_total = 0
         self.ring: deque[tuple[float, bool]] = deque(maxlen=256)
         self.buckets: dict[int, Bucket] = {}
         self.on_call: Callable[[float, bool], None] | None = None
@@ -237,6 +237,8 @@ class Sim:
             self._release(req, ok=True)
             return
         self.failures_total += 1
+        if retry_after is not None:
+            self.rate_limited_total += 1  # the provider's 429
         self.consecutive += 1
         if self.consecutive >= tun.breaker_failure_threshold and self.now >= self.open_until:
             self.open_until = self.now + tun.breaker_open_s
@@ -288,6 +290,7 @@ class Sim:
             "stage.inference.capacity": tun.inference_queue_capacity,
             "provider.sim.calls_total": self.upstream_calls,
             "provider.sim.failures_total": self.failures_total,
+            "provider.sim.rate_limited_total": self.rate_limited_total,
             "provider.sim.breaker_open": state,
             "provider.sim.breaker_opened_total": self.breaker_opened_total,
         }

@@ -33,6 +33,7 @@ from memory_db import AgentMemory, ModificationOutcome
 from self_tune.gate import GateSettings, ValidationGate
 from self_tune.live import ConfigPort
 from self_tune.metatasks import CREATED_BY, MetaTaskGenerator, Proposal
+from self_tune.journal import MemoryJournal
 from self_tune.service import SelfTuning
 from self_tune.telemetry import SnapshotSource
 
@@ -173,6 +174,7 @@ class SelfImprovement:
         self.tuning = SelfTuning(
             sources, config=config, generator=self.generator,
             interval_s=settings.telemetry_interval_s, dry_run=settings.dry_run,
+            journal=MemoryJournal(memory) if memory is not None else None,
             on_tick=self._after_round, clock=clock, monotonic=monotonic)
         self._monotonic = monotonic
         self._next_scan_at = monotonic()  # the first round scans

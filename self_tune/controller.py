@@ -13,6 +13,11 @@ A big change of a parameter marked `experiment` (see `ExperimentSettings`) is no
 outright: it runs as an A/B `Experiment` against the value in force, one at a time, and the
 controller leaves that parameter to it until the t-test decides (no rollback verdicts while it
 runs: the alternating slices are the comparison).
+
+What a change did is measured after it: the journal's record of each applied change gets the
+mean objective score and the parameter's own metric (`Parameter.metric`) over the last few
+snapshots before it and over the snapshots while it was in force (until `store.window_s`
+passed or the parameter moved again).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from self_tune.errors import ConfigUpdateRejected
@@ -35,6 +41,8 @@ from self_tune.snapshots import SnapshotStore
 from self_tune.telemetry import TelemetrySnapshot
 
 __all__ = ["TuningController"]
+
+_BEFORE_SAMPLES = 3  # snapshots averaged as "before" a change
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,8 @@ class TuningController:
         self.experiments = experiments or ExperimentSettings()
         self.experiment: Experiment | None = None
         self._results: deque[ExperimentResult] = deque(maxlen=20)
+        self._recent: deque[TelemetrySnapshot] = deque(maxlen=_BEFORE_SAMPLES)
+        self._pending: dict[str, _Measuring] = {}
         if not dry_run:
             self.store.save(self._tuned_values(start), clock())
 
@@ -113,6 +123,7 @@ class TuningController:
         changes made in this step, rollbacks included."""
         now = self._clock()
         self.steps += 1
+        self._measure(snapshot, now)
         if self.experiment is not None:
             made = self._experiment_step(self.objective.score(snapshot), now)
         else:
@@ -158,6 +169,7 @@ class TuningController:
 
     def _start_experiment(self, name: str, old: Value, new: Value, reason: str,
                           now: float) -> None:
+        self._finish_measuring(name)  # the trial's slices are not that change's effect
         self.experiment = Experiment(self.port, {name: new}, reason=reason,
                                      settings=self.experiments, clock=self._clock)
         self.hold([name], math.inf)
@@ -232,7 +244,9 @@ class TuningController:
             self._changes.append(change)
             self._last_change[name] = change
             self._last_at[name] = now
-            self._journal.change(change)
+            ref = self._journal.change(change)
+            if ref is not None:
+                self._start_measuring(name, ref, now)
             made.append(change)
             log.info("self-tune %s %s: %s -> %s (%s)", kind.value, name, old, new, reason)
         if applied and kind is not ChangeKind.ROLLED_BACK:
@@ -271,6 +285,37 @@ class TuningController:
             self._laws[change.parameter].reset()
         return made
 
+    def _readings(self, name: str, snapshot: TelemetrySnapshot) -> dict[str, float]:
+        readings = {"objective": self.objective.score(snapshot)}
+        metric = self.parameters[name].metric
+        if metric in snapshot.values:
+            readings[metric] = snapshot.values[metric]
+        return readings
+
+    def _start_measuring(self, name: str, ref: int, now: float) -> None:
+        self._finish_measuring(name)  # the earlier change of it is over now
+        if not self._recent:
+            return
+        self._pending[name] = _Measuring(
+            ref=ref, started_at=now,
+            before=_means([self._readings(name, s) for s in self._recent]))
+
+    def _measure(self, snapshot: TelemetrySnapshot, now: float) -> None:
+        for name, measuring in list(self._pending.items()):
+            measuring.after.append(self._readings(name, snapshot))
+            if now - measuring.started_at >= self.store.window_s:
+                self._finish_measuring(name)
+        self._recent.append(snapshot)
+
+    def _finish_measuring(self, name: str) -> None:
+        measuring = self._pending.pop(name, None)
+        if measuring is None or not measuring.after:
+            return
+        try:
+            self._journal.measured(measuring.ref, measuring.before, _means(measuring.after))
+        except Exception:  # a journal that cannot write must not stop the tuning
+            log.exception("self-tune: recording what the change of %s did failed", name)
+
     def _tuned_values(self, values: Mapping[str, Value]) -> dict[str, Value]:
         return {name: values.get(name) for name in self.parameters}
 
@@ -298,6 +343,26 @@ class TuningController:
                 }
             )
         return rows
+
+
+@dataclass(slots=True)
+class _Measuring:
+    """A change whose effect is being measured: its journal reference, and readings."""
+
+    ref: int
+    started_at: float
+    before: dict[str, float]
+    after: list[dict[str, float]] = field(default_factory=list)
+
+
+def _means(readings: list[dict[str, float]]) -> dict[str, float]:
+    """Per metric, the mean over the readings that carry it."""
+    sums: dict[str, list[float]] = {}
+    for reading in readings:
+        for name, value in reading.items():
+            if math.isfinite(value):
+                sums.setdefault(name, []).append(value)
+    return {name: math.fsum(vals) / len(vals) for name, vals in sums.items()}
 
 
 def _limit(param: Parameter, old: Value, proposal: Proposal) -> Value:

@@ -82,8 +82,9 @@ class ExperimentResult:
 
     @property
     def numbers(self) -> dict[str, float]:
-        """What the agent memory keeps as the record's metric deltas."""
-        return {
+        """What the agent memory keeps as the record's metric deltas (finite numbers only: an
+        aborted experiment has no t or p)."""
+        numbers = {
             "objective_a": self.mean_a,
             "objective_b": self.mean_b,
             "objective_delta": self.mean_b - self.mean_a,
@@ -92,6 +93,7 @@ class ExperimentResult:
             "t": self.t,
             "p_value": self.p_value,
         }
+        return {name: value for name, value in numbers.items() if math.isfinite(value)}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (NaN becomes None)."""

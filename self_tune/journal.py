@@ -4,7 +4,12 @@ version with its score, every rollback and every experiment's decision.
 `Journal` is the interface; `MemoryJournal` keeps it in the agent memory (a change or an
 adopted experiment is a modification with outcome `Deployed`, a rollback `RolledBack`, a
 rejected experiment `Rejected`, with the numbers in `metric_deltas`; a configuration version
-is a config snapshot labelled ``self_tune v<N>``). Without a memory, `Journal` keeps nothing.
+is a config snapshot labelled ``self_tune v<N>``). Without a memory, `NullJournal` keeps
+nothing.
+
+A change is recorded when it is made; what it did is known only later. `change` returns a
+reference, and `measured(ref, before, after)` adds the telemetry from before and after the
+change to that record (``<metric>.before``, ``<metric>.after``, ``<metric>.delta``).
 """
 
 from __future__ import annotations
@@ -52,7 +57,14 @@ class Change:
 
 
 class Journal(Protocol):
-    def change(self, change: Change) -> None: ...
+    def change(self, change: Change) -> int | None:
+        """Record `change`; return a reference for `measured` (None: nothing kept)."""
+        ...
+
+    def measured(self, ref: int, before: Mapping[str, float],
+                 after: Mapping[str, float]) -> None:
+        """Add the metrics' means before and after the change `ref` names to its record."""
+        ...
 
     def version(self, version: int, config: Mapping[str, Any], score: float | None) -> None: ...
 
@@ -63,7 +75,11 @@ class Journal(Protocol):
 class NullJournal:
     """Keeps nothing (the controller still keeps its recent changes in memory)."""
 
-    def change(self, change: Change) -> None:
+    def change(self, change: Change) -> int | None:
+        return None
+
+    def measured(self, ref: int, before: Mapping[str, float],
+                 after: Mapping[str, float]) -> None:
         return None
 
     def version(self, version: int, config: Mapping[str, Any], score: float | None) -> None:
@@ -79,9 +95,9 @@ class MemoryJournal:
     def __init__(self, memory: Any) -> None:
         self._memory = memory  # an AgentMemory; typed loosely so memory_db loads only here
 
-    def change(self, change: Change) -> None:
+    def change(self, change: Change) -> int | None:
         if not change.applied:
-            return  # a recommendation changed nothing; it is in the controller's log only
+            return None  # a recommendation changed nothing; it is in the controller's log only
         from memory_db import ModificationOutcome
 
         outcome = (
@@ -94,13 +110,23 @@ class MemoryJournal:
             if change.new is not None and change.old is not None
             else 0.0
         )
-        self._memory.record_modification(
+        return int(self._memory.record_modification(
             f"self_tune {change.kind.value}: {change.parameter} {change.old} -> {change.new}: "
             f"{change.reason}",
             files_changed=[],
             outcome=outcome,
             metric_deltas={change.parameter: delta},
-        )
+        ))
+
+    def measured(self, ref: int, before: Mapping[str, float],
+                 after: Mapping[str, float]) -> None:
+        record = self._memory.modification(ref)
+        deltas = dict(record.metric_deltas)
+        for name in sorted(set(before) & set(after)):
+            deltas[f"{name}.before"] = before[name]
+            deltas[f"{name}.after"] = after[name]
+            deltas[f"{name}.delta"] = after[name] - before[name]
+        self._memory.set_modification_outcome(ref, record.outcome, metric_deltas=deltas)
 
     def version(self, version: int, config: Mapping[str, Any], score: float | None) -> None:
         self._memory.snapshot_config(

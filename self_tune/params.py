@@ -55,6 +55,9 @@ class Parameter:
     setpoint: str
     why: str
     law: Callable[[], Law]
+    metric: str
+    """The telemetry metric the parameter's changes aim at: its modification records carry its
+    mean before and after each change (beside the objective score)."""
     experiment: bool = False
     """A big change is tried as an A/B experiment first (see self_tune/experiment.py): for
     parameters that move slowly and whose effect on the objective is not immediate."""
@@ -81,7 +84,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "its no-load value",
         why="concurrency is right when it carries demand without queueing at the provider; "
         "the call time rising above no-load is the provider's queue, which more slots worsen",
-        law=policies.ConcurrencyLaw,
+        metric="latency_p95_ms", law=policies.ConcurrencyLaw,
     ),
     _p(
         name="inference_queue_capacity", owner=Owner.PIPELINE, unit="requests", low=8,
@@ -90,14 +93,14 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="drain rate × half the p95 objective",
         why="a request queued beyond what drains within the objective misses it anyway; "
         "shedding it at once is kinder than a timeout",
-        law=policies.QueueCapacityLaw,
+        metric="shed_per_s", law=policies.QueueCapacityLaw,
     ),
     _p(
         name="shed_threshold", owner=Owner.PIPELINE, unit="fraction of capacity", low=0.3,
         high=0.95, max_step=0.25, cooldown_s=5, integer=False, method=Method.PID,
         signal="p95 latency over its objective", setpoint="p95 ≤ objective",
         why="shedding low priority earlier keeps headroom for the rest when latency suffers",
-        law=policies.ShedThresholdLaw,
+        metric="latency_p95_ms", law=policies.ShedThresholdLaw,
     ),
     _p(
         name="breaker_failure_threshold", owner=Owner.PIPELINE, unit="failures", low=2,
@@ -107,7 +110,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="no false trips, no late catches",
         why="counts of trips are feedback events, not a continuous error: steps fit, PID "
         "does not",
-        law=policies.BreakerThresholdLaw, experiment=True,
+        metric="error_rate", law=policies.BreakerThresholdLaw, experiment=True,
     ),
     _p(
         name="breaker_open_s", owner=Owner.PIPELINE, unit="s", low=1, high=600, max_step=0.5,
@@ -116,7 +119,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="the first probe after the open period succeeds",
         why="a failed probe means the outage outlasts the period; a quick recovery means "
         "the period wasted good time",
-        law=policies.BreakerOpenLaw, experiment=True,
+        metric="error_rate", law=policies.BreakerOpenLaw, experiment=True,
     ),
     _p(
         name="retry_max_attempts", owner=Owner.PIPELINE, unit="attempts", low=1, high=6,
@@ -124,7 +127,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         signal="share of retries that rescue a request (1 - errors/s ÷ retries/s)",
         setpoint="retries rescue at least 30% of the requests they retry",
         why="a retry that rarely succeeds only adds load to an upstream already failing",
-        law=policies.RetryAttemptsLaw, experiment=True,
+        metric="error_rate", law=policies.RetryAttemptsLaw, experiment=True,
     ),
     _p(
         name="retry_base_delay_s", owner=Owner.PIPELINE, unit="s", low=0.05, high=10,
@@ -133,14 +136,15 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="failure ratio under 20%; back to the default while there are none",
         why="an upstream refusing many calls is asking for space; Retry-After is honoured "
         "per call already, this spreads the retries that have none",
-        law=policies.RetryDelayLaw,
+        metric="upstream_error_rate", law=policies.RetryDelayLaw,
     ),
     _p(
         name="rate_limit_rps", owner=Owner.PIPELINE, unit="requests/s", low=0.5, high=100_000,
         max_step=1.0, cooldown_s=2, integer=False, method=Method.AIMD,
-        signal="failure ratio (429s) and the call rate", setpoint="no refusals",
+        signal="429 ratio (provider.*.rate_limited_total rates) and the call rate; 5xx and "
+        "timeouts do not move it", setpoint="no 429s",
         why="the upstream's limit is unknown and moves; AIMD finds it and tracks it, as TCP",
-        law=policies.RateLimitLaw,
+        metric="upstream_error_rate", law=policies.RateLimitLaw,
     ),
     _p(
         name="semantic_dedup_threshold", owner=Owner.PIPELINE, unit="cosine similarity",
@@ -150,7 +154,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="wrong hits under 2%",
         why="a wrong hit serves someone another prompt's answer; the bound is the contract, "
         "the hit rate is the gain",
-        law=policies.DedupThresholdLaw,
+        metric="semantic_dedup.wrong_hit_rate", law=policies.DedupThresholdLaw,
     ),
     _p(
         name="cache_ttl_s", owner=Owner.PIPELINE, unit="s", low=10, high=86_400, max_step=0.5,
@@ -159,16 +163,16 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="no stale answers",
         why="a longer TTL saves calls only while answers stay true; without stale feedback "
         "the law holds",
-        law=policies.CacheTtlLaw, experiment=True,
+        metric="cache_hit_rate", law=policies.CacheTtlLaw, experiment=True,
     ),
     _p(
         name="agents", owner=Owner.FLEET, unit="agents", low=1, high=64, max_step=0.5,
         cooldown_s=60, integer=True, method=Method.LITTLE,
-        signal="backlog, idle agents, attempt duration; failure ratio caps it",
+        signal="backlog, idle agents, attempt duration; the 429 ratio caps it",
         setpoint="backlog drained within 10 min, no agent idle while tasks wait",
         why="more agents than the backlog needs only add upstream load; fewer leave work "
         "waiting",
-        law=policies.FleetSizeLaw,
+        metric="fleet.backlog", law=policies.FleetSizeLaw,
     ),
     _p(
         name="lease_s", owner=Owner.FLEET, unit="s", low=10, high=3600, max_step=0.5,
@@ -177,7 +181,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="3 × heartbeat gap p99, and no live owner losing a lease",
         why="a short lease brings a dead agent's task back sooner; too short takes work from "
         "a live one",
-        law=policies.LeaseLaw,
+        metric="fleet.lease_lost_per_s", law=policies.LeaseLaw,
     ),
 )
 """The twelve, in the order the README's table lists them."""

@@ -94,6 +94,14 @@ class Signals:
         return min(1.0, self._sum("provider.", ".failures_per_s") / calls) if calls > 0 else 0.0
 
     @property
+    def refusal_ratio(self) -> float:
+        """429s (the upstream's backpressure) over attempts in the interval; 5xx and timeouts
+        are not refusals: they say the upstream is failing, not that we send too much."""
+        calls = self.calls_per_s
+        refused = self._sum("provider.", ".rate_limited_per_s")
+        return min(1.0, refused / calls) if calls > 0 else 0.0
+
+    @property
     def call_time_s(self) -> float | None:
         """Mean time a call holds a concurrency slot, by Little's law (active / rate)."""
         calls = self.calls_per_s
@@ -355,22 +363,24 @@ class RetryDelayLaw(Law):
 
 
 class RateLimitLaw(Law):
-    """Rate limit (req/s): AIMD on upstream failures — on a burst, the limit drops to half of
-    what was attempted (never below what succeeded); while none, it grows by 10%."""
+    """Rate limit (req/s): AIMD on the upstream's 429s — on a burst of them, the limit drops
+    to what was accepted (never below half of what was attempted); while none, it grows by
+    10%. 5xx and timeouts move nothing here: throttling a failing upstream is the breaker's
+    and the retry's business, and would keep the limit low after it recovers."""
 
     def propose(self, signals: Signals, current: float | None) -> Proposal | None:  # type: ignore[override]
-        ratio = signals.failure_ratio
+        ratio = signals.refusal_ratio
         calls = signals.calls_per_s
         if calls <= 0:
             return None
-        succeeded = calls * (1 - ratio)
+        accepted = calls * (1 - ratio)
         if ratio > 0.05:
-            value = max(succeeded * 0.9, calls * 0.5)
+            value = max(accepted * 0.9, calls * 0.5)
             if current is not None and value >= current:
                 return None
-            return Proposal(value=value, reason=f"{ratio:.0%} of {calls:.0f} calls/s refused")
+            return Proposal(value=value, reason=f"{ratio:.0%} of {calls:.0f} calls/s got 429")
         if current is not None and ratio == 0:
-            return Proposal(value=current * 1.1, reason="no refusals: probe upward")
+            return Proposal(value=current * 1.1, reason="no 429s: probe upward")
         return None
 
 
@@ -411,7 +421,7 @@ class CacheTtlLaw(Law):
 
 class FleetSizeLaw(Law):
     """Fleet size (agents): Little's law — backlog drained within `drain_s` at the measured
-    attempt duration — capped while the upstream is refusing calls."""
+    attempt duration — capped while the upstream is refusing calls (429s)."""
 
     def __init__(self, *, drain_s: float = 600.0) -> None:
         self.drain_s = drain_s
@@ -419,9 +429,9 @@ class FleetSizeLaw(Law):
     def propose(self, signals: Signals, current: float) -> Proposal | None:
         if not signals.has("fleet.backlog"):
             return None
-        if signals.failure_ratio > 0.2:
+        if signals.refusal_ratio > 0.2:
             return Proposal(
-                value=current - 1, reason=f"upstream refusing {signals.failure_ratio:.0%}"
+                value=current - 1, reason=f"upstream refusing {signals.refusal_ratio:.0%} (429)"
             )
         backlog = signals.get("fleet.backlog")
         idle = signals.get("fleet.agents_idle")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from self_tune.controller import TuningController
+from self_tune.journal import Journal
 from self_tune.live import ConfigPort
 from self_tune.loop import SelfImprovementLoop
 from self_tune.metatasks import Finding, FindingKind, MetaTaskGenerator, Proposal
@@ -43,7 +44,8 @@ class SelfTuning:
 
     `config` None (or a port that cannot be read, e.g. a remote server without
     `/v1/config`) means detect only; `tuning` says which. `generator` None means anomalies
-    are recorded and shown but no task is written. `on_tick` runs after every round (the
+    are recorded and shown but no task is written. `journal` is where the controller writes
+    its changes, versions and experiments (`MemoryJournal`: the agent memory). `on_tick` runs after every round (the
     coordinator publishes its status file there).
     """
 
@@ -55,6 +57,7 @@ class SelfTuning:
         generator: MetaTaskGenerator | None = None,
         interval_s: float = DEFAULT_INTERVAL_S,
         dry_run: bool = False,
+        journal: Journal | None = None,
         on_tick: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -72,7 +75,8 @@ class SelfTuning:
         self.tuning = "off: no live config"
         if config is not None:
             try:
-                self.controller = TuningController(config, dry_run=dry_run, clock=monotonic)
+                self.controller = TuningController(config, dry_run=dry_run, journal=journal,
+                                                   clock=monotonic)
                 self.tuning = "dry run" if dry_run else "on"
             except Exception as exc:  # e.g. a remote server that cannot be tuned
                 self.tuning = f"off: {exc}"

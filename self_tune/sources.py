@@ -45,6 +45,7 @@ PIPELINE_COUNTERS = frozenset(
         "budget_refusals",
         "provider.*.calls_total",
         "provider.*.failures_total",
+        "provider.*.rate_limited_total",
         "provider.*.breaker_opened_total",
     }
 )

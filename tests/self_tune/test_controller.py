@@ -226,3 +226,56 @@ def test_changes_and_versions_are_kept_in_the_agent_memory(tmp_path: Any) -> Non
         assert mod.metric_deltas["inference_concurrency"] > 0
         labels = [s.label for s in memory.config_snapshots()]
         assert labels == ["self_tune v2", "self_tune v1"]
+
+
+def test_rate_limit_halves_on_429s_but_not_on_503s() -> None:
+    """AIMD on backpressure only: a burst of 429s lowers the limit; as many 503s do not."""
+    clock = FakeClock(0.0)
+    live: LiveConfig = LiveConfig(Tunables(rate_limit_rps=100.0))
+    controller = TuningController(LocalConfig(live), clock=clock, only=["rate_limit_rps"])
+    calls = {"requests_per_s": 100.0, "upstream_calls_per_s": 100.0, "inference_active": 10.0}
+    (unavailable,) = controller.step(snap(**calls, **{"provider.a.failures_per_s": 40.0}))
+    assert unavailable.new == live.current.rate_limit_rps == 110.0  # no 429s: probe upward
+    clock.now += 10
+    (change,) = controller.step(snap(**calls, **{"provider.a.failures_per_s": 40.0,
+                                                 "provider.a.rate_limited_per_s": 40.0}))
+    # 90% of the 60 calls/s accepted, held to half the limit in one step
+    assert change.new == live.current.rate_limit_rps == 55.0
+    assert "40% of 100 calls/s got 429" in change.reason
+
+
+def test_a_real_pipeline_reports_429s_apart_from_other_failures() -> None:
+    """The sampler turns each provider's rate_limited_total into a rate the law reads."""
+    from self_tune.sources import PIPELINE_COUNTERS
+
+    assert "provider.*.rate_limited_total" in PIPELINE_COUNTERS
+
+
+def test_a_changes_record_carries_its_metric_before_and_after(tmp_path: Any) -> None:
+    """The memory's record of a change gets the objective and the parameter's own metric
+    (concurrency: p95 latency) averaged before the change and while it was in force."""
+    clock = FakeClock(0.0)
+    with AgentMemory(f"sqlite:///{tmp_path / 'memory.db'}") as memory:
+        live: LiveConfig = LiveConfig(Tunables())
+        controller = TuningController(
+            LocalConfig(live), clock=clock, only=["inference_concurrency"],
+            journal=MemoryJournal(memory), objective=Objective(p95_ms=1000.0),
+            store=SnapshotStore(window_s=10.0),
+        )
+        (change,) = controller.step(snap(**busy()))  # p95 1000 ms before
+        for _ in range(12):  # the change holds; p95 falls to 400 ms
+            clock.now += 1
+            controller.step(snap(**busy(latency_p95_ms=400.0, **{"stage.inference.depth": 0})))
+        (mod, *_) = sorted(memory.modifications(), key=lambda m: m.mod_id)
+        deltas = mod.metric_deltas
+        assert deltas["latency_p95_ms.before"] == 1000.0
+        assert deltas["latency_p95_ms.after"] == 400.0
+        assert deltas["latency_p95_ms.delta"] == -600.0
+        assert deltas["objective.delta"] < 0
+        assert deltas["inference_concurrency"] == change.new - change.old
+
+
+def test_every_parameter_names_the_metric_it_aims_at() -> None:
+    """Each of the twelve says which telemetry metric its changes are measured on."""
+    for p in PARAMETERS:
+        assert p.metric, p.name
