@@ -31,9 +31,9 @@ from coordinator.layout import atomic_write
 from coordinator.task import Task
 from memory_db import AgentMemory, ModificationOutcome
 from self_tune.gate import GateSettings, ValidationGate
+from self_tune.journal import MemoryJournal
 from self_tune.live import ConfigPort
 from self_tune.metatasks import CREATED_BY, MetaTaskGenerator, Proposal
-from self_tune.journal import MemoryJournal
 from self_tune.service import SelfTuning
 from self_tune.telemetry import SnapshotSource
 

@@ -45,8 +45,8 @@ class SelfTuning:
     `config` None (or a port that cannot be read, e.g. a remote server without
     `/v1/config`) means detect only; `tuning` says which. `generator` None means anomalies
     are recorded and shown but no task is written. `journal` is where the controller writes
-    its changes, versions and experiments (`MemoryJournal`: the agent memory). `on_tick` runs after every round (the
-    coordinator publishes its status file there).
+    its changes, versions and experiments (`MemoryJournal`: the agent memory). `on_tick`
+    runs after every round (the coordinator publishes its status file there).
     """
 
     def __init__(

@@ -203,3 +203,33 @@ def test_only_the_newest_telemetry_is_kept(tmp_path: Path) -> None:
         kept = memory.telemetry()
         assert [r.taken_at for r in kept] == [9.0, 8.0, 7.0, 6.0]
         assert dict(kept[0].values) == {"x": 9.0}  # non-finite values are not stored
+
+
+def test_the_loops_tuning_changes_are_kept_in_agent_memory(tmp_path: Path) -> None:
+    """A change the loop's controller makes is a modification in the agent memory, and after
+    it ran a while the record carries the metric it aimed at, before and after."""
+    from coordinator.fleet import FleetTunables
+
+    class Source:
+        name = "fake"
+
+        def read(self) -> dict[str, float]:  # heartbeats every 5 s: a shorter lease is safe
+            return {"fleet.heartbeat_gap_p99_s": 5.0, "fleet.lease_lost_per_s": 0.0}
+
+    live = LiveConfig(FleetTunables())
+    clock = FakeClock()
+    with AgentMemory(f"sqlite:///{tmp_path / 'memory.db'}") as memory:
+        loop = SelfImprovement(
+            SelfImproveSettings(repo=make_repo(tmp_path / "repo"), static_findings=False),
+            tasks_dir=tmp_path / "t", open_task_ids=tuple, sources=(Source(),),
+            config=LocalConfig(live), memory=memory, gate_env=None, clock=clock,
+            monotonic=clock)
+        for _ in range(20):
+            loop.tick()
+            clock.advance(5.0)
+        first = min(memory.modifications(), key=lambda m: m.mod_id)
+        assert first.description.startswith("self_tune tuned: lease_s")
+        assert first.outcome is ModificationOutcome.DEPLOYED
+        assert first.metric_deltas["fleet.lease_lost_per_s.before"] == 0.0
+        assert "objective.after" in first.metric_deltas
+        assert live.current.lease_s < FleetTunables().lease_s
