@@ -44,7 +44,9 @@ class TokenBucket:
         """
         self._refill(self._clock() if now is None else now)
         need = amount if amount < self.capacity else self.capacity
-        if self._level >= need:
+        # A caller that slept exactly the wait we returned must get its token: rounding can
+        # leave the level a hair short, and a wait of 1e-17 s would not move a clock at all.
+        if self._level >= need - 1e-9:
             self._level -= amount
             return 0.0
         return (need - self._level) / self.rate_per_s
