@@ -561,7 +561,7 @@ def _loop_status(settings: Settings) -> dict[str, Any] | None:
             {"task": m.task_id, "outcome": str(m.outcome), "branch": m.branch,
              "commit": m.commit, "verdicts": [dict(v) for v in m.verdicts],
              "metric_deltas": dict(m.metric_deltas)}
-            for m in memory.modifications(limit=5)]
+            for m in [m for m in memory.modifications(limit=200) if m.branch][:5]]
     return loop
 
 
@@ -762,6 +762,7 @@ def _fail(args: argparse.Namespace) -> int:
 def _gated(args: argparse.Namespace) -> Any:
     """`GatedAttempts` over the loop's repository and the agent memory, for `coordinator gate`."""
     from coordinator.gating import GatedAttempts
+    from coordinator.self_improve import worktree_scope
     from memory_db import AgentMemory
     from self_tune.errors import GateError
     from self_tune.gate import ValidationGate
@@ -770,7 +771,8 @@ def _gated(args: argparse.Namespace) -> Any:
     loop = settings.self_improve_settings()
     repo = getattr(args, "repo", None) or loop.repo or Path.cwd()
     try:
-        gate = ValidationGate(repo, target_branch=loop.target_branch, settings=loop.gate)
+        gate = ValidationGate(repo, target_branch=loop.target_branch, settings=loop.gate,
+                              scope=worktree_scope(settings.tasks))
     except GateError as exc:
         raise ConfigError(str(exc)) from exc
     return GatedAttempts(gate, memory=AgentMemory(settings.db))

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -46,6 +48,7 @@ __all__ = [
     "read_status",
     "status_path",
     "with_flags",
+    "worktree_scope",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,15 @@ class SelfImproveSettings:
             0 < interval < float("inf")
         ):
             raise ConfigError(f"telemetry_interval_s must be a number > 0, got {interval!r}")
+
+
+def worktree_scope(tasks_dir: Path) -> str:
+    """The gate scope of the loop for `tasks_dir`: the folder's name and a hash of its full
+    path, so two folders' loops on one repository keep apart worktrees (`recover()` at one's
+    start-up must not remove the other's)."""
+    resolved = Path(tasks_dir).resolve()
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", resolved.name).strip("-") or "tasks"
+    return f"{name[:40]}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:10]}"
 
 
 def status_path(tasks_dir: Path) -> Path:
@@ -182,7 +194,8 @@ class SelfImprovement:
         self._next_store_at = monotonic()
         self.static_problems: dict[str, str] = {}
         gate = ValidationGate(settings.repo or Path.cwd(), target_branch=settings.target_branch,
-                              settings=settings.gate, env=gate_env)
+                              settings=settings.gate, env=gate_env,
+                              scope=worktree_scope(self.tasks_dir))
         self.gating = GatedAttempts(gate, merge=settings.merge, memory=memory,
                                     on_outcome=self._gated_outcome)
 

@@ -138,7 +138,9 @@ def _deployed() -> bool:
     done = subprocess.run([PY, "-m", "coordinator.cli", "memory", "query", "modifications",
                            "--outcome", "Deployed", "--json"], cwd=ROOT, capture_output=True,
                           text=True)
-    return done.returncode == 0 and bool(json.loads(done.stdout or "[]"))
+    # a gated change (the tuner's own changes are Deployed modifications too, without a branch)
+    return done.returncode == 0 and any(row.get("branch")
+                                        for row in json.loads(done.stdout or "[]"))
 
 
 def _wait(what: str, check, process: subprocess.Popen[str]):  # type: ignore[no-untyped-def]

@@ -4,7 +4,8 @@ The life of a gated attempt:
 
     prepare(task_id, attempt)  a new branch `self-improve/<task>-<attempt>` made from the target
                                branch, checked out in its own worktree (under the repository's
-                               git directory, so the user's pytest and ruff never see it)
+                               git directory, so the user's pytest and ruff never see it, in
+                               the gate's `scope`)
     ... the agent works in `worktree.path`, exits 0, and the task's acceptance commands pass ...
     validate(worktree)         commits whatever the agent left, refuses an attempt that changed
                                nothing, runs every gate command (and the bench command on the
@@ -18,6 +19,12 @@ timeout, a command that could not start, a bench regression beyond the margin, a
 last line is not a JSON object — is `ValidationFailed`, and nothing is merged. The merge itself
 happens in a scratch worktree; the user's checkout is only ever fast-forwarded, and never while
 it has local changes (the merge then waits and says why).
+
+Several loops may gate work on one repository (one per task folder): each gate has a `scope`
+(`coordinator --self-improve` names it after its task folder) and keeps its worktrees in a
+folder of their own, so `recover()` at one loop's start-up removes only what that loop's
+crashed predecessor left, never another loop's live worktrees. A branch name another worktree
+has checked out is never taken or moved aside; the attempt's branch gets the scope as a suffix.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -53,6 +61,7 @@ __all__ = [
 ]
 
 BRANCH_PREFIX = "self-improve/"
+_SCOPE = re.compile(r"[A-Za-z0-9._-]+")
 _OUTPUT_TAIL_CHARS = 4000
 # Commits the gate makes on the agent's behalf carry this identity, so they work on a machine
 # with no git identity configured and are easy to tell apart in `git log`.
@@ -181,8 +190,10 @@ class ValidationGate:
 
     `repo` is any path inside the repository; `target_branch` defaults to the branch checked
     out there. `env` is the environment gate commands run with (the agent allow-list; never the
-    orchestrator's provider keys); None means a minimal one (PATH, HOME, locale).
-    Raises `GateError` when `repo` is not a git repository or the target branch does not exist.
+    orchestrator's provider keys); None means a minimal one (PATH, HOME, locale). `scope` names
+    whose worktrees these are (see the module docstring): letters, digits, `.`, `_`, `-`.
+    Raises `GateError` when `repo` is not a git repository or the target branch does not exist;
+    `ValueError` for a bad `scope`.
     """
 
     def __init__(
@@ -192,8 +203,12 @@ class ValidationGate:
         target_branch: str | None = None,
         settings: GateSettings | None = None,
         env: Mapping[str, str] | None = None,
+        scope: str = "default",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not _SCOPE.fullmatch(scope) or scope.startswith("."):
+            raise ValueError(f"scope must be letters, digits, '.', '_' or '-', got {scope!r}")
+        self.scope = scope
         self._settings = settings or GateSettings()
         self._env = dict(env) if env is not None else _minimal_env()
         self._clock = clock
@@ -212,7 +227,7 @@ class ValidationGate:
                 check=False).returncode != 0:
             raise GateError(f"target branch {target_branch!r} does not exist in {self._root}")
         self._target = target_branch
-        self._worktrees = self._git_dir / "self-improve" / "worktrees"
+        self._worktrees = self._git_dir / "self-improve" / "worktrees" / scope
         self._worktrees.mkdir(parents=True, exist_ok=True)
         # One merge at a time, across threads (the fleet's agents) and processes.
         self._merge_lock = threading.Lock()
@@ -243,6 +258,10 @@ class ValidationGate:
         path = self._worktrees / f"{task_id}-{attempt}"
         if path.exists():  # a crashed earlier run of this very attempt
             self._remove_worktree(path)
+        if self._checkout_of(branch) is not None:
+            # Another loop's live attempt (or someone's checkout) has it: renaming it would
+            # move that worktree onto another name and hand its branch to this attempt.
+            branch = f"{branch}-{self.scope}"
         if _ref_exists(self._root, f"refs/heads/{branch}"):
             _git(self._root, "branch", "-m", branch, f"{branch}-stale-{int(time.time())}")
         base = _git(self._root, "rev-parse", f"refs/heads/{self._target}").stdout.strip()
@@ -255,10 +274,12 @@ class ValidationGate:
         self._remove_worktree(worktree.path)
 
     def recover(self) -> list[str]:
-        """Remove every gate worktree left by a process that died; return their names.
+        """Remove every worktree of this gate's scope (left by a process that died); return
+        their names. Other scopes' worktrees are left alone.
 
-        Call it when no gated attempt is running (a coordinator's start-up): the queue hands
-        an interrupted attempt out again, and it starts from a fresh worktree.
+        Call it when no gated attempt of this scope is running (a coordinator's start-up,
+        under the loop's lock): the queue hands an interrupted attempt out again, and it
+        starts from a fresh worktree.
         """
         removed = []
         for path in sorted(self._worktrees.iterdir()):

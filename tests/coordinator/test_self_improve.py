@@ -138,7 +138,8 @@ def project(tmp_path: Path) -> Path:
 
 def modifications(root: Path) -> list[ModificationRecord]:
     with AgentMemory(f"sqlite:///{root}/memory.db") as memory:
-        return memory.modifications()
+        # the gated attempts' records (the tuner's changes are modifications too, taskless)
+        return [m for m in memory.modifications() if m.task_id is not None]
 
 
 def loop_args(root: Path) -> list[str]:
@@ -343,3 +344,46 @@ def test_gate_commands_never_see_the_provider_key(project: Path) -> None:
     assert mod.outcome is ModificationOutcome.DEPLOYED
     assert mod.verdicts[0]["name"] == "no-key" and mod.verdicts[0]["passed"]
     assert "sk-ant-canary" not in run.stderr
+
+
+def test_two_folders_loops_on_one_repository_keep_each_others_worktrees(project: Path) -> None:
+    """Two `--self-improve` processes, two task folders, one repository, a task "fix" in
+    each: the second's start-up recovery leaves the first's live worktree alone, and the
+    second's attempt takes a branch of its own instead of moving the first's aside."""
+    repo = project / "project"
+    started, release = project / "a-started", project / "a-release"
+    blocking = (f"touch {started}; while [ ! -e {release} ]; do sleep 0.05; done; "
+                f"{ADD_COMMENT}")
+    gated_task(project)
+    other = project / "other"
+    (other / "tasks").mkdir(parents=True)
+    (other / "coordinator.toml").write_text(
+        (project / "coordinator.toml").read_text().replace(
+            f"sqlite:///{project}/memory.db", f"sqlite:///{other}/memory.db"))
+    gated_task(other)
+    first = Coordinator(project, *loop_args(project), "--until-empty", "--agent", blocking)
+    try:
+        wait_for("the first loop's agent to start", started.exists)
+        [a_tree] = [ln.split(" ", 1)[1] for ln in worktrees(repo) if "self-improve" in ln]
+        second = Coordinator(other, *loop_args(project), "--until-empty", "--agent",
+                             ADD_COMMENT)
+        try:
+            assert second.wait() == 0, second.stderr
+        finally:
+            second.kill()
+        assert Path(a_tree).is_dir()  # the first loop's attempt still has its worktree
+        assert git(Path(a_tree), "rev-parse", "--abbrev-ref", "HEAD") == "self-improve/fix-1"
+        release.touch()
+        assert first.wait() == 0, first.stderr
+    finally:
+        release.touch()
+        first.kill()
+    (a_mod,) = modifications(project)
+    (b_mod,) = modifications(other)
+    assert a_mod.outcome is b_mod.outcome is ModificationOutcome.IN_PROGRESS  # review waits
+    assert a_mod.branch == "self-improve/fix-1"
+    assert b_mod.branch is not None and b_mod.branch.startswith("self-improve/fix-1-")
+    assert b_mod.branch != a_mod.branch
+    assert git(repo, "rev-parse", a_mod.branch) == a_mod.commit
+    assert git(repo, "rev-parse", b_mod.branch) == b_mod.commit
+    assert len(worktrees(repo)) == 1  # both attempts' worktrees are gone

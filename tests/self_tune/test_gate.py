@@ -230,6 +230,31 @@ def test_recover_removes_worktrees_a_dead_process_left(repo: Path) -> None:
     assert git(repo, "worktree", "list").count("\n") == 0
 
 
+def test_recover_leaves_another_scopes_worktrees_alone(repo: Path) -> None:
+    """Two loops on one repository: one's start-up recovery removes only its own worktrees."""
+    live = ValidationGate(repo, scope="folder-a").prepare("t", 1)
+    ValidationGate(repo, scope="folder-b").prepare("crashed", 1)
+    assert ValidationGate(repo, scope="folder-b").recover() == ["crashed-1"]
+    assert live.path.is_dir()
+    assert str(live.path) in git(repo, "worktree", "list")
+
+
+def test_a_branch_another_worktree_has_is_never_taken(repo: Path) -> None:
+    """The same task id in two scopes: the second attempt gets a branch of its own, and the
+    first keeps its branch checked out."""
+    first = ValidationGate(repo, scope="folder-a").prepare("t", 1)
+    second = ValidationGate(repo, scope="folder-b").prepare("t", 1)
+    assert first.branch == "self-improve/t-1"
+    assert second.branch == "self-improve/t-1-folder-b"
+    assert git(first.path, "rev-parse", "--abbrev-ref", "HEAD") == "self-improve/t-1"
+    assert first.path != second.path
+
+
+def test_a_bad_scope_is_refused_naming_it(repo: Path) -> None:
+    with pytest.raises(ValueError, match="scope"):
+        ValidationGate(repo, scope="../escape")
+
+
 def test_preparing_an_attempt_again_starts_from_the_target(repo: Path) -> None:
     """A rerun of the same attempt gets a fresh branch; the old one is moved aside, not reused."""
     gate = gate_with(repo, check("true"))
