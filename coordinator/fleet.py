@@ -504,6 +504,7 @@ class Fleet:
                 tunables = self._tunables()  # read live: a new lease applies at once
                 if now - last_beat >= tunables.heartbeat_s:
                     self.queue.heartbeat(claim.task.id, claim.token, lease_s=tunables.lease_s)
+                    self.metrics.heartbeat(self._clock() - last_beat)
                     last_beat = now
         except LeaseLost as exc:
             log.warning("%s", exc)

@@ -155,7 +155,10 @@ class FleetSnapshot:
     (ready, backing off, or waiting on dependencies). The `*_per_min` rates count events in
     the last `window_s` seconds, scaled to a minute: claims won, attempts that ended done,
     and attempts that failed (failed, timed out or lost their lease). `claim_latency` is how
-    long winning claims took; `attempt_duration` how long finished attempts ran.
+    long winning claims took; `attempt_duration` how long finished attempts ran;
+    `heartbeat_gap` the time between an attempt's successive lease renewals (how late the
+    fleet's heartbeats run). `lease_lost_total` counts attempts whose (live) agent lost its
+    lease since the fleet started.
     `agents_target` is the live `FleetTunables.agents`; busy and idle count running loops.
     `taken_at_s` is wall-clock epoch seconds, `taken_at_monotonic_s` the fleet's monotonic
     clock, so a sampler can put this and the pipeline's snapshot on one clock.
@@ -168,6 +171,8 @@ class FleetSnapshot:
     failed_per_min: float
     claim_latency: Distribution
     attempt_duration: Distribution
+    heartbeat_gap: Distribution
+    lease_lost_total: int
     agents_target: int
     agents_busy: int
     agents_idle: int
@@ -191,6 +196,8 @@ class FleetSnapshot:
                         "failed": self.failed_per_min, "window_s": self.window_s},
             "claim_latency": self.claim_latency.to_json(),
             "attempt_duration": self.attempt_duration.to_json(),
+            "heartbeat_gap": self.heartbeat_gap.to_json(),
+            "leases": {"lost_total": self.lease_lost_total},
             "taken_at": {"wall_s": self.taken_at_s, "monotonic_s": self.taken_at_monotonic_s},
         }
 
@@ -223,6 +230,8 @@ class FleetMetrics:
                                                 "failed": deque()}
         self._claim_latency: deque[float] = deque(maxlen=samples)
         self._attempt_duration: deque[float] = deque(maxlen=samples)
+        self._heartbeat_gap: deque[float] = deque(maxlen=samples)
+        self._lease_lost = 0
 
     def __call__(self, event: FleetEvent) -> None:
         with self._lock:
@@ -235,8 +244,15 @@ class FleetMetrics:
                     self._times["done"].append(event.at_s)
                 elif event.kind in (EventKind.FAILED, EventKind.LEASE_LOST):
                     self._times["failed"].append(event.at_s)
+                if event.kind == EventKind.LEASE_LOST:
+                    self._lease_lost += 1
                 if event.duration_s is not None and event.kind != EventKind.RELEASED:
                     self._attempt_duration.append(event.duration_s)
+
+    def heartbeat(self, gap_s: float) -> None:
+        """An attempt renewed its lease `gap_s` after its previous renewal."""
+        with self._lock:
+            self._heartbeat_gap.append(gap_s)
 
     def snapshot(
         self, *, tasks: Mapping[TaskState, int], agents_target: int, agents_busy: int,
@@ -255,11 +271,14 @@ class FleetMetrics:
                 rates[name] = recent * 60.0 / self._window_s
             claim = Distribution.of(list(self._claim_latency))
             duration = Distribution.of(list(self._attempt_duration))
+            gaps = Distribution.of(list(self._heartbeat_gap))
+            lease_lost = self._lease_lost
         counts = {state: int(tasks.get(state, 0)) for state in TaskState}
         return FleetSnapshot(
             tasks=counts, backlog=counts[TaskState.PENDING],
             claimed_per_min=rates["claimed"], done_per_min=rates["done"],
             failed_per_min=rates["failed"], claim_latency=claim, attempt_duration=duration,
+            heartbeat_gap=gaps, lease_lost_total=lease_lost,
             agents_target=agents_target, agents_busy=agents_busy, agents_idle=agents_idle,
             window_s=self._window_s, taken_at_s=self._wall_clock(), taken_at_monotonic_s=now,
         )

@@ -70,6 +70,7 @@ class ProviderSnapshot:
     calls_total: int
     failures_total: int
     rate_limited_total: int = 0  # 429s: backpressure, not counted against the breaker
+    timeouts_total: int = 0  # attempts with no answer in time (also in failures_total)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -337,6 +337,7 @@ class Pipeline:
                 calls_total=r.calls_total,
                 failures_total=r.failures_total,
                 rate_limited_total=r.rate_limited_total,
+                timeouts_total=r.timeouts_total,
             )
             for r in self.routes
         )

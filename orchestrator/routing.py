@@ -49,6 +49,7 @@ class Route:
         "name",
         "native_formats",
         "rate_limited_total",
+        "timeouts_total",
         "worker",
     )
 
@@ -59,6 +60,7 @@ class Route:
         # A worker that costs nothing whatever model a request names (the offline echo).
         self.free: bool = bool(getattr(worker, "free", False))
         self.rate_limited_total = 0
+        self.timeouts_total = 0
         self.breaker = breaker
         self.limiter = limiter
         self.calls_total = 0

@@ -181,7 +181,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         setpoint="3 × heartbeat gap p99, and no live owner losing a lease",
         why="a short lease brings a dead agent's task back sooner; too short takes work from "
         "a live one",
-        metric="fleet.lease_lost_per_s", law=policies.LeaseLaw,
+        metric="fleet.leases.lost_per_s", law=policies.LeaseLaw,
     ),
 )
 """The twelve, in the order the README's table lists them."""

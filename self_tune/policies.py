@@ -435,7 +435,7 @@ class FleetSizeLaw(Law):
             )
         backlog = signals.get("fleet.backlog")
         idle = signals.get("fleet.agents_idle")
-        duration = signals.get("fleet.attempt_duration_p50_s", 60.0) or 60.0
+        duration = signals.get("fleet.attempt_duration.p50_s", 60.0) or 60.0
         needed = math.ceil(backlog * duration / self.drain_s) if backlog > 0 else 0
         if backlog > 0 and idle == 0 and needed > current:
             return Proposal(value=current + 1, reason=f"{backlog:.0f} tasks waiting, none idle")
@@ -446,14 +446,15 @@ class FleetSizeLaw(Law):
 
 class LeaseLaw(Law):
     """Task lease duration: as short as safety allows — three times the p99 heartbeat gap —
-    and longer at once when a live owner lost its lease."""
+    and longer at once when a live owner lost its lease (the fleet's own lease-lost events:
+    its agents are alive by definition)."""
 
     def propose(self, signals: Signals, current: float) -> Proposal | None:
-        if signals.get("fleet.lease_lost_live_per_s") > 0:
+        if signals.get("fleet.leases.lost_per_s") > 0:
             return Proposal(value=current * 1.5, reason="a live agent lost its lease")
-        if not signals.has("fleet.heartbeat_gap_p99_s"):
-            return None
-        target = max(10.0, 3 * signals.get("fleet.heartbeat_gap_p99_s"))
+        if signals.get("fleet.heartbeat_gap.count") <= 0:
+            return None  # no renewals measured yet
+        target = max(10.0, 3 * signals.get("fleet.heartbeat_gap.p99_s"))
         if abs(target - current) / current > 0.1:
             return Proposal(value=target, reason=f"3 × heartbeat gap p99 = {target:.0f} s")
         return None

@@ -46,13 +46,14 @@ PIPELINE_COUNTERS = frozenset(
         "provider.*.calls_total",
         "provider.*.failures_total",
         "provider.*.rate_limited_total",
+        "provider.*.timeouts_total",
         "provider.*.breaker_opened_total",
     }
 )
 """Pipeline metrics that only grow; the sampler publishes each one's rate beside it."""
 
 FLEET_COUNTERS = frozenset(
-    {"fleet.claimed_total", "fleet.done_total", "fleet.failed_total", "fleet.lease_lost_total"}
+    {"fleet.claimed_total", "fleet.done_total", "fleet.failed_total", "fleet.leases.lost_total"}
 )
 """Fleet counters (when the fleet snapshot carries them)."""
 

@@ -466,6 +466,7 @@ class InferenceStage:
                         route.name, f"timed out after {timeout_s:.3g}s", retryable=True
                     )
                     error_class = ErrorClass.TIMEOUT
+                    route.timeouts_total += 1
                 except asyncio.CancelledError:
                     breaker.release()
                     raise

@@ -214,7 +214,8 @@ def test_the_loops_tuning_changes_are_kept_in_agent_memory(tmp_path: Path) -> No
         name = "fake"
 
         def read(self) -> dict[str, float]:  # heartbeats every 5 s: a shorter lease is safe
-            return {"fleet.heartbeat_gap_p99_s": 5.0, "fleet.lease_lost_per_s": 0.0}
+            return {"fleet.heartbeat_gap.p99_s": 5.0, "fleet.heartbeat_gap.count": 9.0,
+                    "fleet.leases.lost_per_s": 0.0}
 
     live = LiveConfig(FleetTunables())
     clock = FakeClock()
@@ -230,6 +231,6 @@ def test_the_loops_tuning_changes_are_kept_in_agent_memory(tmp_path: Path) -> No
         first = min(memory.modifications(), key=lambda m: m.mod_id)
         assert first.description.startswith("self_tune tuned: lease_s")
         assert first.outcome is ModificationOutcome.DEPLOYED
-        assert first.metric_deltas["fleet.lease_lost_per_s.before"] == 0.0
+        assert first.metric_deltas["fleet.leases.lost_per_s.before"] == 0.0
         assert "objective.after" in first.metric_deltas
         assert live.current.lease_s < FleetTunables().lease_s

@@ -84,7 +84,7 @@ def test_agents_raised_by_the_tuner_start_another_agent_loop(tmp_path: Path) -> 
     try:
         running.wait_for(lambda: len(running.busy) == 1)
         change = tune(live, "agents", {"fleet.backlog": 2.0, "fleet.agents_idle": 0.0,
-                                       "fleet.attempt_duration_p50_s": 600.0})
+                                       "fleet.attempt_duration.p50_s": 600.0})
         assert (change.old, change.new) == (1, 2)
         running.wait_for(lambda: len(running.busy) == 2)
     finally:
@@ -98,7 +98,7 @@ def test_lease_raised_by_the_tuner_gives_the_next_claim_a_longer_lease(tmp_path:
     """A live agent lost its lease: the tuner lengthens leases from 60 s to 90 s, and the
     fleet's next claim holds its task for 90 s."""
     live = LiveConfig(FleetTunables(lease_s=60.0))
-    change = tune(live, "lease_s", {"fleet.lease_lost_live_per_s": 0.1})
+    change = tune(live, "lease_s", {"fleet.leases.lost_per_s": 0.1})
     assert (change.old, change.new) == (60.0, 90.0)
     fleet, running, go, thread = gated_fleet(tmp_path, live, 1)
     try:
@@ -110,3 +110,26 @@ def test_lease_raised_by_the_tuner_gives_the_next_claim_a_longer_lease(tmp_path:
         go.touch()
         thread.join(WAIT_S)
     assert fleet.queue.counts()[TaskState.DONE] == 1
+
+
+def test_a_real_fleets_snapshot_carries_what_the_fleet_laws_read(tmp_path: Path) -> None:
+    """Flattened as the sampler does, a running fleet's snapshot has the backlog, idle
+    agents, attempt duration, heartbeat gaps and lease losses the laws are driven by."""
+    from self_tune.sources import FleetSource
+
+    live = LiveConfig(FleetTunables(agents=1, lease_s=0.6))  # a renewal every 0.2 s
+    fleet, running, go, thread = gated_fleet(tmp_path, live, 2)
+    try:
+        running.wait_for(lambda: len(running.busy) == 1)
+        deadline = time.monotonic() + WAIT_S
+        while fleet.snapshot().heartbeat_gap.count < 3:
+            assert time.monotonic() < deadline, "no heartbeats measured"
+            time.sleep(0.05)
+        values = FleetSource(lambda: fleet.snapshot().to_json()).read()
+    finally:
+        go.touch()
+        thread.join(WAIT_S)
+    assert values["fleet.backlog"] == 1.0 and values["fleet.agents_idle"] == 0.0
+    assert 0.15 < values["fleet.heartbeat_gap.p99_s"] < 5.0
+    assert values["fleet.leases.lost_total"] == 0.0
+    assert "fleet.attempt_duration.p50_s" in values

@@ -9,7 +9,14 @@ import pytest
 from fakeclock import FakeClock
 from pipeline_fakes import ScriptedWorker
 
-from orchestrator import InferenceRequest, Pipeline, PipelineConfig, ProviderError
+from orchestrator import (
+    InferenceRequest,
+    LiveConfig,
+    Pipeline,
+    PipelineConfig,
+    ProviderError,
+    Tunables,
+)
 from orchestrator.metrics import PipelineMetrics, Stage, percentile
 
 
@@ -82,3 +89,21 @@ async def test_snapshot_to_dict_is_json_ready() -> None:
     decoded = json.loads(json.dumps(data))
     assert decoded["stages"][0]["name"] == "rag"
     assert decoded["providers"][0]["breaker_state"] == "closed"
+
+
+async def test_provider_failures_are_counted_by_class(clock: FakeClock) -> None:
+    """A 429, a timeout and a 503 are each a failure; the 429 and the timeout are also
+    counted apart (the rate limit's tuner follows 429s only)."""
+    script: list[BaseException | None] = [
+        ProviderError("scripted", "slow down", status=429, retryable=True, retry_after_s=0.1),
+        TimeoutError(),
+        ProviderError("scripted", "down", status=503, retryable=True),
+    ]
+    worker = ScriptedWorker(script=script)
+    live = LiveConfig(Tunables(retry_max_attempts=4))
+    async with Pipeline(PipelineConfig(cache_enabled=False), worker, live=live, clock=clock,
+                        sleep=clock.sleep) as pipeline:
+        await pipeline.infer(InferenceRequest("q"))
+        (provider,) = pipeline.snapshot().providers
+    assert (provider.calls_total, provider.failures_total) == (4, 3)
+    assert (provider.rate_limited_total, provider.timeouts_total) == (1, 1)
