@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between the tuning loop's samples (default 5)",
     )
+    serve.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --self-tune: recommend parameter changes (shown in /v1/status) without "
+        "making them",
+    )
     mcp = commands.add_parser(
         "mcp",
         help="serve the MCP tools over stdin/stdout (for Claude Desktop, Claude Code)",
@@ -333,12 +339,13 @@ def _cannot_listen(settings: ServerSettings, *, err: TextIO) -> int:
     return EXIT_ABORTED
 
 
-def _serve(settings: ServerSettings, *, self_tune_interval_s: float | None, err: TextIO) -> int:
+def _serve(settings: ServerSettings, *, self_tune_interval_s: float | None, dry_run: bool,
+           err: TextIO) -> int:
     from orchestrator.server.runner import serve
 
     if not _can_listen(settings.host, settings.port):
         return _cannot_listen(settings, err=err)
-    serve(settings, self_tune_interval_s=self_tune_interval_s)
+    serve(settings, self_tune_interval_s=self_tune_interval_s, self_tune_dry_run=dry_run)
     return EXIT_OK
 
 
@@ -376,8 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             interval = args.telemetry_interval_s
             if not (0 < interval < float("inf")):
                 return _fail(f"--telemetry-interval-s must be > 0, got {interval:g}", err=err)
+            if args.dry_run and not args.self_tune:
+                return _fail("--dry-run needs --self-tune (it is the tuner's)", err=err)
             return _serve(settings, self_tune_interval_s=interval if args.self_tune else None,
-                          err=err)
+                          dry_run=args.dry_run, err=err)
         if args.command == "mcp":
             asyncio.run(_mcp_stdio(settings))
             return EXIT_OK

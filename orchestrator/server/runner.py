@@ -112,12 +112,14 @@ def serve(
     *,
     fleet_status: Callable[[], Mapping[str, Any]] | None = None,
     self_tune_interval_s: float | None = None,
+    self_tune_dry_run: bool = False,
     access_log: bool = True,
 ) -> None:
     """Build the pipeline `settings` describe and serve it on `settings.host:port` until
     interrupted (Ctrl-C / SIGTERM). Raises `SettingsError` before binding if the settings are
     unsafe. With `self_tune_interval_s`, the tuning loop (`self_tune.service.SelfTuning`)
-    samples the pipeline that often and tunes its live parameters while it serves."""
+    samples the pipeline that often and tunes its live parameters while it serves (with
+    `self_tune_dry_run`, only recommends)."""
     from orchestrator.server.app import create_app
 
     pipeline = build_pipeline(settings)
@@ -128,7 +130,8 @@ def serve(
         from self_tune.sources import PipelineSource
 
         tuning = SelfTuning([PipelineSource(pipeline.snapshot)],
-                            config=LocalConfig(pipeline.live), interval_s=self_tune_interval_s)
+                            config=LocalConfig(pipeline.live), interval_s=self_tune_interval_s,
+                            dry_run=self_tune_dry_run)
     app = create_app(pipeline, settings=settings, fleet_status=fleet_status,
                      self_tune_status=tuning.status if tuning is not None else None)
     _check_bind(settings.host, app)

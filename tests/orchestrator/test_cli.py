@@ -455,3 +455,44 @@ def test_serve_refuses_a_nonsense_telemetry_interval(tmp_path: Path) -> None:
          "--self-tune", "--telemetry-interval-s", "0"],
         cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--telemetry-interval-s" in done.stderr
+
+
+def test_serve_dry_run_needs_self_tune(tmp_path: Path) -> None:
+    """`--dry-run` is the tuner's; without `--self-tune` it is refused, naming both."""
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "serve", "--provider", "echo", "--dry-run"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--dry-run needs --self-tune" in done.stderr
+
+
+def test_serve_self_tune_dry_run_recommends_without_changing(tmp_path: Path) -> None:
+    """`serve --self-tune --dry-run`: /v1/status says dry run, and /v1/config still holds
+    every default while traffic flows."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "serve", "--provider", "echo", "--port",
+         f"{port}", "--self-tune", "--telemetry-interval-s", "0.2", "--dry-run"],
+        cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            if "Uvicorn running on" in line:
+                break
+        else:
+            pytest.fail("server exited")
+        url = f"http://127.0.0.1:{port}"
+        before = httpx.get(url + "/v1/config").json()["values"]
+        deadline = time.monotonic() + 60
+        tuning: dict = {}
+        n = 0
+        while tuning.get("ticks", 0) < 10:
+            assert time.monotonic() < deadline, f"the loop did not run: {tuning}"
+            httpx.post(url + "/v1/prompt", json={"input": f"prompt {n}"}, timeout=30)
+            n += 1
+            tuning = httpx.get(url + "/v1/status").json().get("self_tune", {})
+        assert tuning["tuning"] == "dry run" and tuning["dry_run"] is True
+        assert httpx.get(url + "/v1/config").json()["values"] == before
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
