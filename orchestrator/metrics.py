@@ -71,6 +71,7 @@ class ProviderSnapshot:
     failures_total: int
     rate_limited_total: int = 0  # 429s: backpressure, not counted against the breaker
     timeouts_total: int = 0  # attempts with no answer in time (also in failures_total)
+    rejected_total: int = 0  # 4xx: the request (or our key) at fault, not the provider
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -338,6 +338,7 @@ class Pipeline:
                 failures_total=r.failures_total,
                 rate_limited_total=r.rate_limited_total,
                 timeouts_total=r.timeouts_total,
+                rejected_total=r.rejected_total,
             )
             for r in self.routes
         )

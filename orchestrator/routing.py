@@ -49,6 +49,7 @@ class Route:
         "name",
         "native_formats",
         "rate_limited_total",
+        "rejected_total",
         "timeouts_total",
         "worker",
     )
@@ -61,6 +62,7 @@ class Route:
         self.free: bool = bool(getattr(worker, "free", False))
         self.rate_limited_total = 0
         self.timeouts_total = 0
+        self.rejected_total = 0
         self.breaker = breaker
         self.limiter = limiter
         self.calls_total = 0

@@ -47,6 +47,7 @@ PIPELINE_COUNTERS = frozenset(
         "provider.*.failures_total",
         "provider.*.rate_limited_total",
         "provider.*.timeouts_total",
+        "provider.*.rejected_total",
         "provider.*.breaker_opened_total",
     }
 )

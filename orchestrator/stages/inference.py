@@ -496,6 +496,7 @@ class InferenceStage:
                 route.failures_total += 1
                 if not error.retryable:
                     breaker.record_success()  # the provider is up; the request is at fault
+                    route.rejected_total += 1
                     raise error
                 if error.status == 429:
                     # Backpressure: the provider is up and asks us to slow down.

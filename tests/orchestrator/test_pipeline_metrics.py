@@ -93,7 +93,7 @@ async def test_snapshot_to_dict_is_json_ready() -> None:
 
 async def test_provider_failures_are_counted_by_class(clock: FakeClock) -> None:
     """A 429, a timeout and a 503 are each a failure; the 429 and the timeout are also
-    counted apart (the rate limit's tuner follows 429s only)."""
+    counted apart (the rate limit's tuner follows 429s only); a 503 is none of the classes."""
     script: list[BaseException | None] = [
         ProviderError("scripted", "slow down", status=429, retryable=True, retry_after_s=0.1),
         TimeoutError(),
@@ -107,3 +107,19 @@ async def test_provider_failures_are_counted_by_class(clock: FakeClock) -> None:
         (provider,) = pipeline.snapshot().providers
     assert (provider.calls_total, provider.failures_total) == (4, 3)
     assert (provider.rate_limited_total, provider.timeouts_total) == (1, 1)
+    assert provider.rejected_total == 0
+
+
+async def test_a_rejected_request_is_counted_apart_from_provider_faults(
+    clock: FakeClock,
+) -> None:
+    """A 400 is a failure of the request, not of the provider: `rejected_total` counts it."""
+    worker = ScriptedWorker(script=[ProviderError("scripted", "bad", status=400,
+                                                  retryable=False)])
+    async with Pipeline(PipelineConfig(cache_enabled=False), worker, clock=clock,
+                        sleep=clock.sleep) as pipeline:
+        with pytest.raises(ProviderError):
+            await pipeline.infer(InferenceRequest("q"))
+        (provider,) = pipeline.snapshot().providers
+    assert (provider.failures_total, provider.rejected_total, provider.timeouts_total) == (
+        1, 1, 0)
