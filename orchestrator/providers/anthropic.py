@@ -1,15 +1,23 @@
-"""`AnthropicWorker`: the Messages API through the official `anthropic` SDK over aiohttp."""
+"""`AnthropicWorker`: the Messages API over one shared aiohttp session.
+
+The official `anthropic` SDK is what clients of the gateway are tested with; inside the
+gateway it cost about 0.6 ms of CPU per call (its request and response models, httpx2's URL
+and header objects over the aiohttp transport) for what is here one JSON body, one header
+dict built once, and one POST: measured with `benchmarks/http.py`, that was most of the
+server's CPU per request. So this worker speaks the wire protocol itself: the same headers
+the SDK sends, the same classification of statuses and `x-should-retry`, and a small SSE
+decoder (`SseDecoder`) that reads every event, pings included.
+"""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-import anthropic
-import httpx2  # the SDK's HTTP layer: its errors can escape the SDK's stream iterator
+import aiohttp
 
+from orchestrator import codec
 from orchestrator.errors import ProviderError
 from orchestrator.providers._http import (
     ANTHROPIC_API_URL,
@@ -18,10 +26,10 @@ from orchestrator.providers._http import (
     check_worker_args,
     connection_error,
     describe_body,
-    stalled_error,
     status_error,
     truncated_stream_error,
 )
+from orchestrator.providers.sse import SseDecoder
 from orchestrator.request import (
     ANTHROPIC_BETA,
     ANTHROPIC_VERSION,
@@ -33,6 +41,9 @@ from orchestrator.request import (
 )
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
+
+API_VERSION = "2026-10-21"
+"""The `anthropic-version` sent when the client names none: the one the pinned SDK sends."""
 
 DEFAULT_MAX_TOKENS = 4096
 """What a text request that names no limit asks for (the Messages API requires one)."""
@@ -72,31 +83,17 @@ def usage_of(usage: Mapping[str, Any] | None, before: Usage | None = None) -> Us
     )
 
 
-class _EveryEvent(anthropic.AsyncStream[object]):
-    """The stream's events as JSON, `ping` and `error` included: the SDK's own stream drops
-    pings, and a native client is owed every event the provider sent."""
-
-    async def __stream__(self) -> AsyncIterator[object]:
-        try:
-            async for sse in self._iter_events():  # the SDK's hook for subclasses
-                if sse.event is not None and sse.data:
-                    yield sse.json()
-        finally:
-            await self.response.aclose()
-
-
 class AnthropicWorker:
     """A `Worker` for Anthropic's Messages API (or anything that speaks it, via `base_url`).
 
-    Takes native Anthropic request bodies (`native_formats`): they are sent as given, and the
-    answer comes back as the JSON Anthropic sent (the SDK sends and classifies, but does not
-    parse into its own types, so no field the SDK does not know is lost).
+    Takes native Anthropic request bodies (`native_formats`): they are sent as given (with the
+    client's `anthropic-beta` / `anthropic-version`), and the answer comes back as the JSON
+    Anthropic sent, so no field this worker does not know is lost.
 
-    Uses one `AsyncAnthropic` client with the SDK's aiohttp transport, so every call shares one
-    aiohttp session (httpx's own pool collapses at a few hundred requests/s). The SDK's own
-    retries are off: the pipeline retries. `stall_timeout_s` bounds how long a stream may send
-    no bytes at all (pings count); `timeout_s` on each call bounds the whole call.
-    Call `aclose()` when done.
+    One aiohttp session, opened on first use in the running loop, serves every call; the
+    headers every call shares are built once. No retries here: the pipeline retries.
+    `stall_timeout_s` bounds how long a stream may send no bytes at all (pings count);
+    `timeout_s` on each call bounds the whole call. Call `aclose()` when done.
     """
 
     def __init__(
@@ -116,28 +113,30 @@ class AnthropicWorker:
             model=model, name=name, stall_timeout_s=stall_timeout_s,
             max_connections=max_connections,
         )
+        root = (base_url or ANTHROPIC_API_URL).rstrip("/")
+        if not root.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         self.name = name
         self.default_model = model
         self.native_formats = frozenset({NATIVE_ANTHROPIC})
+        self.base_url = root
+        """The API root calls go to (never the environment's ANTHROPIC_BASE_URL, which on an
+        agent's machine points at this server)."""
         self._api_key = api_key
+        self._messages_url = root + "/v1/messages"
+        self._count_tokens_url = root + "/v1/messages/count_tokens"
+        # What the SDK sends (its bearer form of the key, its API version), built once.
+        self._headers = {
+            "authorization": f"Bearer {api_key}",
+            "anthropic-version": API_VERSION,
+            "content-type": "application/json",
+            "accept": "application/json",
+            **HOP_HEADERS,
+        }
         self._stall_timeout_s = stall_timeout_s
-        # Streams: the transport's read timeout spots silence at the byte level, so the pings
-        # the SDK swallows still count as signs of life.
-        self._stream_timeout = httpx2.Timeout(None, connect=10.0, read=stall_timeout_s)
+        self._max_connections = max_connections
         self._wall_clock = wall_clock
-        self._client = anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=base_url or ANTHROPIC_API_URL,
-            default_headers=HOP_HEADERS,
-            max_retries=0,
-            # Our CallTimer owns deadlines; this only stops the SDK imposing its own.
-            timeout=anthropic.Timeout(None, connect=10.0),
-            http_client=anthropic.DefaultAioHttpClient(
-                limits=httpx2.Limits(
-                    max_connections=max_connections, max_keepalive_connections=max_connections
-                ),
-            ),
-        )
+        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"AnthropicWorker(name={self.name!r}, model={self.default_model!r})"
@@ -148,21 +147,8 @@ class AnthropicWorker:
         For a native request the answer's `native` is the message JSON exactly as received.
         """
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
-        body, options = self._body(request)
-        try:
-            message = await timer.within(
-                self._client.post("/v1/messages", cast_to=object, body=body, options=options)
-            )
-        except anthropic.APIError as exc:
-            raise self._translate(exc) from None
-        except httpx2.HTTPError as exc:
-            raise connection_error(
-                self.name, "connection lost", exc, secrets=(self._api_key,)
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise connection_error(
-                self.name, "malformed response", exc, secrets=(self._api_key,)
-            ) from None
+        body, headers = self._body(request)
+        message = await self._post_json(self._messages_url, body, headers, timer, "connection lost")
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             raise connection_error(
                 self.name, "malformed response", TypeError("not a message"), secrets=()
@@ -187,75 +173,61 @@ class AnthropicWorker:
 
         For a native request, one chunk per raw event instead (pings included), each with the
         event in `native` and its text delta, if any, in `text`; the last is `message_stop`,
-        with finish reason and usage.
+        with finish reason and usage. Each event is passed on as soon as its bytes arrive.
         Raises a retryable `ProviderError` if the stream stalls, runs past `timeout_s`, or ends
         before `message_stop`. Closing the iterator early closes the upstream response.
         """
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
-        body, options = self._body(request)
+        body, headers = self._body(request)
         body["stream"] = True
-        options["timeout"] = self._stream_timeout
         native = request.native is not None
-        try:
-            events = await timer.within(
-                self._client.post(
-                    "/v1/messages",
-                    cast_to=object,
-                    body=body,
-                    options=options,
-                    stream=True,
-                    stream_cls=_EveryEvent,
-                )
-            )
-        except anthropic.APIError as exc:
-            raise self._translate(exc) from None
         index = 0
         usage = Usage()
         stop_reason: str | None = None
         last: dict[str, Any] | None = None
         try:
-            # Read on past message_stop to the end of the body so the connection is reused.
-            while True:
-                try:
-                    event: Any = await timer.within(anext(events))
-                except StopAsyncIteration:
-                    break
-                kind = event.get("type")
-                text = ""
-                if kind == "error":
-                    raise self._stream_error(event, events.response.headers)
-                if kind == "ping" and not native:
-                    continue
-                if kind == "message_start":
-                    usage = usage_of(event["message"].get("usage"))
-                elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
-                    text = event["delta"]["text"]
-                elif kind == "message_delta":
-                    stop_reason = event["delta"].get("stop_reason")
-                    usage = usage_of(event.get("usage"), usage)
-                elif kind == "message_stop":
-                    last = event
-                    continue
-                if native:
-                    yield StreamChunk(text=text, index=index, native=event)
-                    index += 1
-                elif text:
-                    yield StreamChunk(text=text, index=index)
-                    index += 1
-        except anthropic.APIError as exc:
-            raise self._translate(exc) from None
-        except httpx2.TimeoutException:
-            raise stalled_error(self.name, self._stall_timeout_s) from None
-        except httpx2.HTTPError as exc:
+            # Silence counts from the request on: an upstream that never answers has stalled.
+            response = await timer.within(
+                self._post(self._messages_url, body, headers), stall=True
+            )
+            try:
+                if response.status >= 400:
+                    raise await self._status_error(response, timer)
+                # Read on past message_stop to the end of the body so the connection is reused.
+                async for event in self._iter_events(response, timer):
+                    kind = event.get("type")
+                    text = ""
+                    if kind == "error":
+                        raise self._stream_error(event, response.headers)
+                    if kind == "ping" and not native:
+                        continue
+                    if kind == "message_start":
+                        usage = usage_of(event["message"].get("usage"))
+                    elif kind == "content_block_delta":
+                        delta = event["delta"]
+                        text = delta["text"] if delta.get("type") == "text_delta" else ""
+                    elif kind == "message_delta":
+                        stop_reason = event["delta"].get("stop_reason")
+                        usage = usage_of(event.get("usage"), usage)
+                    elif kind == "message_stop":
+                        last = event
+                        continue
+                    if native:
+                        yield StreamChunk(text=text, index=index, native=event)
+                        index += 1
+                    elif text:
+                        yield StreamChunk(text=text, index=index)
+                        index += 1
+            finally:
+                response.close()
+        except aiohttp.ClientError as exc:
             raise connection_error(
                 self.name, "connection lost mid-stream", exc, secrets=(self._api_key,)
             ) from None
-        except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
             raise connection_error(
                 self.name, "malformed stream event", exc, secrets=(self._api_key,)
             ) from None
-        finally:
-            await events.close()
         if last is None:
             raise truncated_stream_error(self.name, index)
         yield StreamChunk(
@@ -278,20 +250,10 @@ class AnthropicWorker:
         (`POST /v1/messages/count_tokens`), as the JSON it answers; raises `ProviderError`.
         `beta` and `version` are the client's `anthropic-beta` / `anthropic-version` headers."""
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
-        headers = {"anthropic-beta": beta, "anthropic-version": version}
-        options: dict[str, Any] = {"headers": {k: v for k, v in headers.items() if v}}
-        try:
-            counted = await timer.within(
-                self._client.post(
-                    "/v1/messages/count_tokens", cast_to=object, body=dict(body), options=options
-                )
-            )
-        except anthropic.APIError as exc:
-            raise self._translate(exc) from None
-        except (httpx2.HTTPError, json.JSONDecodeError) as exc:
-            raise connection_error(
-                self.name, "token count failed", exc, secrets=(self._api_key,)
-            ) from None
+        headers = self._client_headers(beta, version)
+        counted = await self._post_json(
+            self._count_tokens_url, dict(body), headers, timer, "token count failed"
+        )
         if not isinstance(counted, dict) or not isinstance(counted.get("input_tokens"), int):
             raise connection_error(
                 self.name, "malformed response", TypeError("not a token count"), secrets=()
@@ -299,25 +261,111 @@ class AnthropicWorker:
         return counted
 
     async def aclose(self) -> None:
-        """Close the shared HTTP session."""
-        await self._client.close()
+        """Close the shared HTTP session (if one was opened)."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
-    def _body(self, request: InferenceRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The JSON body and the SDK request options for `request`."""
+    def _session_for_call(self) -> aiohttp.ClientSession:
+        # Opened lazily: an aiohttp session belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, limit_per_host=self._max_connections
+                ),
+                # CallTimer owns the deadlines; aiohttp's default 5-minute total would fight it.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
+                # No cookies: the gateway's calls are independent of each other.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    def _post(
+        self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> Awaitable[aiohttp.ClientResponse]:
+        # No redirects: the key is not for whichever host a redirect names.
+        return self._session_for_call().post(
+            url, data=codec.dumps(body), headers=headers, allow_redirects=False
+        )
+
+    async def _post_json(
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        timer: CallTimer,
+        what: str,
+    ) -> Any:
+        """POST `body`, and the JSON answer; a `ProviderError` for an error status, a broken
+        connection (`what` says which call failed) or an answer that is not JSON."""
+        try:
+            response = await timer.within(self._post(url, body, headers))
+            try:
+                if response.status >= 400:
+                    raise await self._status_error(response, timer)
+                raw = await timer.within(response.read())
+            finally:
+                response.release()
+        except aiohttp.ClientError as exc:
+            raise connection_error(self.name, what, exc, secrets=(self._api_key,)) from None
+        try:
+            return codec.loads(raw)
+        except ValueError as exc:
+            raise connection_error(
+                self.name, "malformed response", exc, secrets=(self._api_key,)
+            ) from None
+
+    async def _iter_events(
+        self, response: aiohttp.ClientResponse, timer: CallTimer
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The JSON of each named event of an SSE response, as its bytes arrive; any bytes,
+        a ping's too, reset the stall limit."""
+        decoder = SseDecoder()
+        while chunk := await timer.within(response.content.readany(), stall=True):
+            for name, data in decoder.feed(chunk):
+                if name is not None and data:
+                    yield codec.loads(data)
+
+    async def _status_error(
+        self, response: aiohttp.ClientResponse, timer: CallTimer
+    ) -> ProviderError:
+        """The `ProviderError` for an error status, its body read for the message."""
+        raw = await timer.within(response.read())
+        try:
+            detail = describe_body(codec.loads(raw))
+        except ValueError:
+            detail = raw.decode("utf-8", "replace")[:500]
+        return status_error(
+            self.name,
+            response.status,
+            detail or f"HTTP {response.status}",
+            response.headers,
+            secrets=(self._api_key,),
+            now=self._wall_clock,
+        )
+
+    def _client_headers(self, beta: str | None, version: str | None) -> Mapping[str, str]:
+        """The shared headers, with the client's own `anthropic-beta` / `anthropic-version`
+        (its body was written for them) when it sent any."""
+        if not beta and not version:
+            return self._headers
+        headers = dict(self._headers)
+        if beta:
+            headers["anthropic-beta"] = beta
+        if version:
+            headers["anthropic-version"] = version
+        return headers
+
+    def _body(self, request: InferenceRequest) -> tuple[dict[str, Any], Mapping[str, str]]:
+        """The JSON body and the headers for `request`."""
         model = request.model or self.default_model
-        options: dict[str, Any] = {}
         if request.native is not None:
             body = {k: v for k, v in request.native.items() if k != "stream"}
             body["model"] = model
-            # The client's own headers: the body was written for its API version and betas.
-            headers = {
-                "anthropic-beta": request.metadata.get(ANTHROPIC_BETA),
-                "anthropic-version": request.metadata.get(ANTHROPIC_VERSION),
-            }
-            headers = {k: v for k, v in headers.items() if v}
-            if headers:
-                options["headers"] = headers
-            return body, options
+            headers = self._client_headers(
+                request.metadata.get(ANTHROPIC_BETA), request.metadata.get(ANTHROPIC_VERSION)
+            )
+            return body, headers
         body = {
             "model": model,
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
@@ -329,7 +377,7 @@ class AnthropicWorker:
             body["system"] = request.system
         if request.temperature is not None:
             body["temperature"] = request.temperature
-        return body, options
+        return body, self._headers
 
     def _stream_error(self, event: Mapping[str, Any], headers: Mapping[str, str]) -> ProviderError:
         """The `ProviderError` for an `event: error` inside a 200 stream."""
@@ -343,28 +391,6 @@ class AnthropicWorker:
             secrets=(self._api_key,),
             now=self._wall_clock,
         )
-
-    def _translate(self, exc: anthropic.APIError) -> ProviderError:
-        secrets = (self._api_key,)
-        if isinstance(exc, anthropic.APITimeoutError):
-            return connection_error(self.name, "request timed out", exc, secrets=secrets)
-        if isinstance(exc, anthropic.APIConnectionError):
-            return connection_error(self.name, "connection failed", exc, secrets=secrets)
-        if isinstance(exc, anthropic.APIStatusError):
-            status = exc.status_code
-            if status < 400:  # an `event: error` inside a 200 stream
-                kind = exc.type or ""
-                status = _STATUS_OF_ERROR_TYPE.get(kind, 500)
-            return status_error(
-                self.name,
-                status,
-                describe_body(exc.body) or exc.message,
-                exc.response.headers,
-                secrets=secrets,
-                now=self._wall_clock,
-            )
-        return connection_error(self.name, "bad response", exc, secrets=secrets)
-
 
 def _finish_reason(stop_reason: str | None) -> str | None:
     if stop_reason is None:

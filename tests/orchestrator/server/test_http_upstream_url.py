@@ -20,7 +20,7 @@ def test_workers_ignore_the_sdks_base_url_variables(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/steal")
     anthropic_worker = AnthropicWorker("sk-ant-test-key-000")
     openai_worker = OpenAIWorker("sk-test-key-000")
-    assert str(anthropic_worker._client.base_url).startswith("https://api.anthropic.com")
+    assert anthropic_worker.base_url.startswith("https://api.anthropic.com")
     assert str(openai_worker._client.base_url).startswith("https://api.openai.com/v1")
 
 
