@@ -15,9 +15,21 @@ measured from each request's scheduled send time (so a stalled sender cannot hid
 Added latency = server minus direct, percentile by percentile. A rate is held when every
 request through the server got a 200 and the added p99 stayed under 100 ms (no queue built up);
 between the highest rate held and the lowest not held, a few bisection steps narrow it down.
-The server's CPU time per request, and how busy its CPU was with other processes, are reported
-too (from /proc), and a run with an EchoWorker splits that CPU time between the HTTP layer plus
-pipeline and the AnthropicWorker. The last line is one JSON object with the headline figures.
+Streamed requests (`"stream": true`, the upstream's first event 50 ms in) run at
+`--stream-rate` the same way: the time to the first byte of the body the server adds, and the
+time to the whole answer. The server's CPU time per request, and how busy its CPU was with
+other processes, are reported too (from /proc), split by layer: a server with an EchoWorker
+(everything but the provider) and, in one process without sockets, the ASGI app called
+directly and the pipeline alone, so uvicorn and the sockets, the app (middleware, routing,
+JSON, validation), the pipeline and the AnthropicWorker with its aiohttp client each get a
+figure. The last line is one JSON object with the headline figures. `--quick` is a smoke run.
+
+Where the CPU went before the lean request path (issue 14; cProfile of the server process under
+this load, shares of the profiled time of ~1.1 ms per request): ~55% under the AnthropicWorker
+(SDK request building and models ~9%, httpx2's objects ~19%, aiohttp ~12%), ~20% FastAPI and
+Starlette (dependency solving for three headers ~10%, the route walk, an OpenTelemetry check
+per request), ~4% uvicorn, ~7% the pipeline. orchestrator/README.md, "Performance", says what
+changed and what each change saved.
 """
 
 from __future__ import annotations
@@ -40,6 +52,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 UPSTREAM_LATENCY_S = 0.050
+STREAM_DELTAS = 4  # text deltas in a streamed answer, STREAM_DELTA_GAP_S apart
+STREAM_DELTA_GAP_S = 0.001
 REQUEST_TIMEOUT_S = 10.0
 API_KEY = "bench-upstream-key"
 # A rate is held when no request failed and no queue built up: added p99 stays under this.
@@ -56,9 +70,11 @@ def run_upstream() -> None:
 
     counter = 0
 
-    async def messages(request: web.Request) -> web.Response:
+    async def messages(request: web.Request) -> web.StreamResponse:
         nonlocal counter
         body = await request.json()
+        if body.get("stream"):
+            return await stream(request, body)
         await asyncio.sleep(UPSTREAM_LATENCY_S)
         counter += 1
         answer = {
@@ -72,6 +88,43 @@ def run_upstream() -> None:
             "usage": {"input_tokens": 12, "output_tokens": 8},
         }
         return web.json_response(answer)
+
+    async def stream(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        """The Messages event sequence: headers at once, the first event after 50 ms, then
+        the text in STREAM_DELTAS deltas STREAM_DELTA_GAP_S apart."""
+        nonlocal counter
+        counter += 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await asyncio.sleep(UPSTREAM_LATENCY_S)
+        message = {
+            "id": f"msg_bench_{counter}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "claude-bench"),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 12, "output_tokens": 1},
+        }
+        block = {"type": "text", "text": ""}
+
+        async def event(data: dict[str, Any]) -> None:
+            await response.write(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())
+
+        await event({"type": "message_start", "message": message})
+        await event({"type": "content_block_start", "index": 0, "content_block": block})
+        for i in range(STREAM_DELTAS):
+            if i:
+                await asyncio.sleep(STREAM_DELTA_GAP_S)
+            delta = {"type": "text_delta", "text": f"part {i} "}
+            await event({"type": "content_block_delta", "index": 0, "delta": delta})
+        await event({"type": "content_block_stop", "index": 0})
+        stop = {"stop_reason": "end_turn", "stop_sequence": None}
+        await event({"type": "message_delta", "delta": stop, "usage": {"output_tokens": 8}})
+        await event({"type": "message_stop"})
+        await response.write_eof()
+        return response
 
     async def main() -> None:
         app = web.Application()
@@ -127,9 +180,94 @@ def run_server(upstream_url: str, concurrency: int, worker: str) -> None:
     uvloop.run(main())
 
 
-def run_load(url: str, rate: float, duration_s: float, warmup_s: float, tag: str) -> None:
+def run_layers(requests: int) -> None:
+    """CPU per request inside one process, no sockets: the pipeline alone (`Pipeline.infer`
+    with an EchoWorker), and `POST /v1/messages` through the ASGI app (middleware, route, JSON,
+    pipeline) called directly. Prints one JSON object (microseconds per request)."""
+    import logging
+
+    import uvloop
+
+    logging.basicConfig(level=logging.WARNING)
+
+    from orchestrator import InferenceRequest, PipelineConfig, Tunables
+    from orchestrator.assembly import build_pipeline
+    from orchestrator.server import create_app
+    from orchestrator.settings import ServerSettings
+
+    settings = ServerSettings(provider="echo", model="claude-bench", port=0)
+    config = PipelineConfig(tunables=Tunables(inference_concurrency=256))
+    pipeline = build_pipeline(settings, config)
+    app = create_app(pipeline, settings=settings, start_pipeline=False)
+    batch = 50  # requests in flight at once: under the pipeline's queue capacity
+
+    async def through_app(i: int) -> None:
+        body = json.dumps(
+            {
+                "model": "claude-bench",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": f"layers {i}: explain backpressure"}],
+            }
+        ).encode()
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": "/v1/messages",
+            "raw_path": b"/v1/messages", "query_string": b"", "root_path": "",
+            "headers": [
+                (b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
+                (b"x-api-key", API_KEY.encode()), (b"anthropic-version", b"2023-06-01"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080), "state": {},
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # the client never disconnects
+            raise AssertionError
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app(scope, receive, send)
+        if statuses != [200]:
+            raise RuntimeError(f"POST /v1/messages answered {statuses}")
+
+    async def direct(i: int) -> None:
+        await pipeline.infer(InferenceRequest(f"layers {i}: explain backpressure"))
+
+    async def cpu_us(call: Any, offset: int) -> float:
+        best = float("inf")
+        for rep in range(3):  # best of three: other processes only ever add
+            started = time.process_time()
+            for b in range(0, requests, batch):
+                first = offset + rep * requests + b
+                await asyncio.gather(*(call(first + i) for i in range(batch)))
+            best = min(best, (time.process_time() - started) * 1e6 / requests)
+        return best
+
+    async def main() -> dict[str, float]:
+        async with pipeline:
+            await cpu_us(direct, -10**7)  # warm both paths up
+            await cpu_us(through_app, -2 * 10**7)
+            return {
+                "pipeline_us": await cpu_us(direct, 0),
+                "app_us": await cpu_us(through_app, 10**7),
+            }
+
+    print(json.dumps(uvloop.run(main())), flush=True)
+
+
+def run_load(
+    url: str, rate: float, duration_s: float, warmup_s: float, tag: str, stream: bool
+) -> None:
     """Open-loop load at `rate` req/s for `warmup_s + duration_s`; prints a JSON result with the
-    latencies (ms) of requests scheduled after the warm-up."""
+    latencies (ms) of requests scheduled after the warm-up, and with `stream` (`"stream": true`
+    requests) each one's time to the first byte of its body too."""
     import aiohttp
     import uvloop
 
@@ -141,6 +279,7 @@ def run_load(url: str, rate: float, duration_s: float, warmup_s: float, tag: str
 
     async def main() -> dict[str, Any]:
         latencies: list[float] = []
+        first_bytes: list[float] = []
         errors: dict[str, int] = {}
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
@@ -160,11 +299,16 @@ def run_load(url: str, rate: float, duration_s: float, warmup_s: float, tag: str
                     "messages": [
                         {"role": "user", "content": f"{tag} prompt {i}: explain backpressure"}
                     ],
+                    "stream": stream,
                 }
+                first_byte_ms = None
                 try:
                     async with session.post(
                         url + "/v1/messages", data=json.dumps(body), headers=headers
                     ) as response:
+                        if stream:
+                            await response.content.readany()
+                            first_byte_ms = (clock() - scheduled) * 1000
                         await response.read()
                         status = response.status
                 except Exception as exc:
@@ -177,6 +321,8 @@ def run_load(url: str, rate: float, duration_s: float, warmup_s: float, tag: str
                     return
                 if status == 200:
                     latencies.append(elapsed_ms)
+                    if first_byte_ms is not None:
+                        first_bytes.append(first_byte_ms)
                 else:
                     errors[kind] = errors.get(kind, 0) + 1
 
@@ -191,6 +337,7 @@ def run_load(url: str, rate: float, duration_s: float, warmup_s: float, tag: str
             await asyncio.gather(*tasks)
         return {
             "latencies_ms": latencies,
+            "first_byte_ms": first_bytes,
             "errors": errors,
             "sent": total - measured_from,
             "max_send_lag_ms": max_lag_s * 1000,
@@ -285,10 +432,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 def load(
-    placement: Placement, url: str, rate: float, duration_s: float, warmup_s: float, tag: str
+    placement: Placement,
+    url: str,
+    rate: float,
+    duration_s: float,
+    warmup_s: float,
+    tag: str,
+    *,
+    stream: bool = False,
 ) -> dict[str, Any]:
     args = ["--role", "load", "--url", url, "--rate", str(rate), "--duration", str(duration_s)]
-    args += ["--warmup", str(warmup_s), "--tag", tag]
+    args += ["--warmup", str(warmup_s), "--tag", tag, *(["--stream"] if stream else [])]
     out = subprocess.run(
         placement.command(placement.others, *args),
         capture_output=True,
@@ -298,15 +452,23 @@ def load(
     ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     result["latencies_ms"].sort()
+    result["first_byte_ms"].sort()
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--role", choices=["upstream", "server", "load"])
+    parser.add_argument("--role", choices=["upstream", "server", "load", "layers"])
     parser.add_argument("--url", default="")
     parser.add_argument("--rate", type=float, default=100.0)
-    parser.add_argument("--rates", default="100,500,1000")
+    parser.add_argument("--rates", default="100,500,1000,1500,2000")
+    parser.add_argument(
+        "--stream-rate", type=float, default=500.0, help="rate of the streamed (SSE) runs"
+    )
+    parser.add_argument("--stream", action="store_true", help="load role: stream=true requests")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 100 and 500/s, 2 s each, no probes"
+    )
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument("--tag", default="run")
@@ -318,12 +480,17 @@ def main() -> None:
         "--concurrency", type=int, default=256, help="the pipeline's inference concurrency"
     )
     args = parser.parse_args()
+    if args.quick:
+        args.rates, args.duration, args.warmup, args.probe_steps = "100,500", 2.0, 0.5, 0
     if args.role == "upstream":
         return run_upstream()
     if args.role == "server":
         return run_server(args.url, args.concurrency, args.worker)
     if args.role == "load":
-        return run_load(args.url, args.rate, args.duration, args.warmup, args.tag)
+        return run_load(args.url, args.rate, args.duration, args.warmup, args.tag, args.stream)
+    if args.role == "layers":
+        # As many requests as the EchoWorker run at 500/s sends.
+        return run_layers(max(50, round(500 * (args.warmup + args.duration) / 50) * 50))
 
     rates = [float(r) for r in args.rates.split(",")]
     placement = Placement()
@@ -385,28 +552,70 @@ def main() -> None:
             if high is None or high - low <= 50:
                 break
             measure(round((low + high) / 2 / 25) * 25, "  (probe)")
+        streamed = streaming(placement, upstream_url, server_url, args)
     finally:
         stop_role(server)
 
-    breakdown(placement, upstream_url, rows.get(500.0), args)
+    breakdown(placement, rows.get(500.0), args)
     stop_role(upstream)
 
     held = [rate for rate, row in rows.items() if row["held"]]
+    cpu_row = rows.get(1000.0) or rows.get(500.0) or {}
+    cpu_ms = cpu_row.get("server_cpu_ms_per_request")
     headline = {
         "overhead_p50_ms_500rps": _round(rows.get(500.0, {}).get("overhead_p50_ms")),
         "overhead_p99_ms_500rps": _round(rows.get(500.0, {}).get("overhead_p99_ms")),
         "overhead_p99_ms_1000rps": _round(rows.get(1000.0, {}).get("overhead_p99_ms")),
+        "overhead_p99_ms_1500rps": _round(rows.get(1500.0, {}).get("overhead_p99_ms")),
         "max_rps": max(held) if held else 0,
+        "ttfb_overhead_ms_p50": _round(streamed["ttfb_overhead_ms_p50"]),
+        # at 1000/s (500/s when that rate was not run)
+        "server_cpu_us_per_request": None if cpu_ms is None else round(cpu_ms * 1000, 1),
     }
     print(json.dumps(headline))
 
 
-def breakdown(
-    placement: Placement, upstream_url: str, row: dict[str, Any] | None, args: argparse.Namespace
-) -> None:
-    """Where the server's CPU goes at 500 req/s: the same server and pipeline with an
-    EchoWorker (HTTP layer + pipeline only) against the AnthropicWorker run (+ SDK and its
-    aiohttp client)."""
+def streaming(
+    placement: Placement, upstream_url: str, server_url: str, args: argparse.Namespace
+) -> dict[str, float]:
+    """Streamed requests (`"stream": true`) at `--stream-rate`, straight to the upstream and
+    through the server: the time to the first byte of the body the server adds (the upstream
+    sends its first event 50 ms in, so this is how long the gateway holds the stream back),
+    and the time to the whole answer."""
+    rate = args.stream_rate
+    tag = f"s{rate:g}"
+    direct = load(placement, upstream_url, rate, args.duration, args.warmup, tag + "d", stream=True)
+    through = load(
+        placement, server_url, rate, args.duration, args.warmup, tag + "s", stream=True
+    )
+    out: dict[str, float] = {}
+    for q in (50, 99):
+        out[f"ttfb_overhead_ms_p{q}"] = percentile(through["first_byte_ms"], q) - percentile(
+            direct["first_byte_ms"], q
+        )
+        out[f"overhead_ms_p{q}"] = percentile(through["latencies_ms"], q) - percentile(
+            direct["latencies_ms"], q
+        )
+    errors = sum(through["errors"].values())
+    print(
+        f"{rate:>6g} req/s streamed | first byte direct p50/p99 "
+        f"{percentile(direct['first_byte_ms'], 50):.2f}/"
+        f"{percentile(direct['first_byte_ms'], 99):.2f} ms, added "
+        f"{out['ttfb_overhead_ms_p50']:+.2f}/{out['ttfb_overhead_ms_p99']:+.2f} ms | whole "
+        f"answer added {out['overhead_ms_p50']:+.2f}/{out['overhead_ms_p99']:+.2f} ms | "
+        f"errors direct {sum(direct['errors'].values())} server {errors} "
+        f"{through['errors'] or ''}",
+        flush=True,
+    )
+    return out
+
+
+def breakdown(placement: Placement, row: dict[str, Any] | None, args: argparse.Namespace) -> None:
+    """Where the server's CPU goes at 500 req/s, by layer: the same server with an EchoWorker
+    (everything but the provider), and, in one process without sockets, the ASGI app called
+    directly and the pipeline alone (`run_layers`). Differences give uvicorn and the sockets,
+    the app (middleware, routing, JSON, validation) and the AnthropicWorker with its aiohttp
+    client."""
     if row is None:
         return
     echo, echo_url = start_role(
@@ -416,17 +625,26 @@ def breakdown(
         load(placement, echo_url, 100, 2 * args.warmup, 0, "warm-echo")
         cpu0 = cpu_seconds(echo.pid)
         result = load(placement, echo_url, 500, args.duration, args.warmup, "echo")
-        echo_cpu_ms = (cpu_seconds(echo.pid) - cpu0) * 1000 / ((args.warmup + args.duration) * 500)
+        echo_cpu_us = (cpu_seconds(echo.pid) - cpu0) * 1e6 / ((args.warmup + args.duration) * 500)
     finally:
         stop_role(echo)
-    total_ms = row["server_cpu_ms_per_request"]
+    layer_args = ["--role", "layers", "--duration", str(args.duration)]
+    layer_args += ["--warmup", str(args.warmup)]
+    out = subprocess.run(
+        placement.command(placement.server, *layer_args),
+        capture_output=True, text=True, check=True, env=_env(),
+    ).stdout
+    layers = json.loads(out.strip().splitlines()[-1])
+    total_us = row["server_cpu_ms_per_request"] * 1000
     lat = result["latencies_ms"]
     print(
-        f"where the server's CPU goes at 500 req/s: {total_ms:.2f} ms/request in all; "
-        f"{echo_cpu_ms:.2f} ms with an EchoWorker instead (HTTP layer + pipeline; latency "
-        f"p50/p99 {percentile(lat, 50):.2f}/{percentile(lat, 99):.2f} ms), so the "
-        f"AnthropicWorker (SDK + its aiohttp client) costs about {total_ms - echo_cpu_ms:.2f} "
-        "ms/request"
+        f"where the server's CPU goes at 500 req/s: {total_us:.0f} us/request in all = "
+        f"uvicorn and sockets ~{echo_cpu_us - layers['app_us']:.0f} + app (middleware, routing, "
+        f"JSON, validation) ~{layers['app_us'] - layers['pipeline_us']:.0f} + pipeline "
+        f"~{layers['pipeline_us']:.0f} + AnthropicWorker and its aiohttp client "
+        f"~{total_us - echo_cpu_us:.0f} (EchoWorker server: {echo_cpu_us:.0f} us/request, "
+        f"latency p50/p99 {percentile(lat, 50):.2f}/{percentile(lat, 99):.2f} ms; app and "
+        "pipeline measured in one process without sockets)"
     )
 
 

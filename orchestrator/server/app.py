@@ -37,6 +37,7 @@ from orchestrator.server.auth import TokenAuth
 from orchestrator.server.body_limit import BodyLimit
 from orchestrator.server.dashboard import mount_dashboard
 from orchestrator.server.embedder import LazyEmbedder
+from orchestrator.server.hot_routes import HotRoutes
 from orchestrator.server.http_errors import (
     ApiError,
     dialect_of,
@@ -97,6 +98,9 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # No OpenTelemetry here (metrics are Prometheus'): FastAPI's own checks whether it is
+        # configured ran on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     # Starlette's trailing-slash redirect is absolute, built from the request's Host (and it
     # keeps the query, a dashboard token included): the routes that need both forms have both.
@@ -111,10 +115,11 @@ def create_app(
         self_tune_status=self_tune_status,
     )
     app.state.orchestrator = state
-    app.include_router(prompt_api.router)
-    app.include_router(config_api.router)
+    # The hot routes first: each request walks the routes in order until one matches.
     app.include_router(anthropic_api.router)
     app.include_router(openai_api.router)
+    app.include_router(prompt_api.router)
+    app.include_router(config_api.router)
     app.include_router(responses_api.router)
     app.include_router(completions_api.router)
     app.include_router(embeddings_api.router)
@@ -126,6 +131,12 @@ def create_app(
     mount_dashboard(app, pipeline, fleet_status, config=config,
                     self_tune_status=self_tune_status)
     _install_error_handlers(app)
+    # Innermost of ours: inside the body limit, auth and origin guard like every route.
+    app.add_middleware(
+        HotRoutes,
+        routes={("POST", "/v1/messages"): anthropic_api.messages},
+        handlers=app.exception_handlers,
+    )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if settings is not None and settings.admin_token is not None:
         app.add_middleware(

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 
 from orchestrator.errors import (
     BudgetExceeded,
@@ -27,6 +26,7 @@ from orchestrator.errors import (
     PipelineClosed,
     ProviderError,
 )
+from orchestrator.server.responses import JsonResponse
 
 __all__ = [
     "ApiError",
@@ -251,11 +251,11 @@ def _provider_error(exc: ProviderError) -> ApiError:
     )
 
 
-def error_response(error: ApiError, dialect: Dialect) -> JSONResponse:
+def error_response(error: ApiError, dialect: Dialect) -> JsonResponse:
     """The JSON response for `error` in `dialect`, with Retry-After when there is a hint."""
     headers = None
     if error.retry_after_s is not None:
         headers = {"retry-after": str(max(1, round(error.retry_after_s)))}
-    return JSONResponse(
+    return JsonResponse(
         error.body_for(dialect), status_code=error.status_for(dialect), headers=headers
     )

@@ -3,12 +3,12 @@ before the first chunk still reach the caller as an HTTP status."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.responses import StreamingResponse
 
+from orchestrator.codec import dumps_str
 from orchestrator.pipeline import Pipeline
 from orchestrator.request import InferenceRequest, StreamChunk
 
@@ -17,7 +17,7 @@ __all__ = ["dumps", "open_stream", "sse", "sse_response"]
 
 def dumps(data: Any) -> str:
     """Compact JSON, UTF-8 kept as is."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return dumps_str(data)
 
 
 def sse(data: Any, event: str | None = None) -> bytes:

@@ -36,11 +36,19 @@ def test_a_short_benchmark_prints_the_headline_json() -> None:
         "overhead_p50_ms_500rps",
         "overhead_p99_ms_500rps",
         "overhead_p99_ms_1000rps",
+        "overhead_p99_ms_1500rps",
         "max_rps",
+        "ttfb_overhead_ms_p50",
+        "server_cpu_us_per_request",
     }
     # Which rates were held is a speed figure, for the benchmark to report on a quiet
     # machine; under a loaded test run even 50 req/s may not be, so only its form is checked.
     assert isinstance(headline["max_rps"], int | float) and headline["max_rps"] >= 0
     assert headline["overhead_p50_ms_500rps"] is not None
     assert headline["overhead_p99_ms_1000rps"] is None  # not measured in this run
+    assert headline["overhead_p99_ms_1500rps"] is None
+    assert headline["ttfb_overhead_ms_p50"] is not None  # streamed requests were measured
+    assert headline["server_cpu_us_per_request"] > 0
+    assert any("streamed | first byte" in line for line in lines)
+    assert any(line.startswith("where the server's CPU goes") for line in lines)
     assert any(line.startswith("placement:") for line in lines)
