@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["estimate_request_tokens", "estimate_tokens"]
+__all__ = ["CHARS_PER_TOKEN", "estimate_request_tokens", "estimate_tokens"]
 
-_CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code with BPE tokenizers
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code with BPE tokenizers
 
 
 def estimate_tokens(text: str) -> int:
     """About how many tokens `text` is: one per four characters, rounded up."""
-    return -(-len(text) // _CHARS_PER_TOKEN)
+    return -(-len(text) // CHARS_PER_TOKEN)
 
 
 def estimate_request_tokens(system: str | None, contents: Iterable[str]) -> int:

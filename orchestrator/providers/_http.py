@@ -10,6 +10,7 @@ import asyncio
 import email.utils
 import inspect
 import math
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -91,10 +92,11 @@ def _finite_float(text: str) -> float | None:
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """`text` with every non-empty secret replaced by a marker."""
+    """`text` with every non-empty secret replaced by a marker, in any letter case (an
+    upstream may echo a key back upper- or lower-cased)."""
     for secret in secrets:
         if secret:
-            text = text.replace(secret, _REDACTED)
+            text = re.sub(re.escape(secret), _REDACTED, text, flags=re.IGNORECASE)
     return text
 
 

@@ -24,6 +24,7 @@ from orchestrator.server.http_errors import ApiError, RequestRejected, bad_reque
 
 __all__ = [
     "LARGE_BODY_BYTES",
+    "MAX_CLIENT_TIMEOUT_S",
     "MAX_ITEMS",
     "body_schema",
     "body_size",
@@ -222,13 +223,20 @@ def client_retries(headers: Mapping[str, str]) -> bool:
     return "x-stainless-retry-count" in headers
 
 
+MAX_CLIENT_TIMEOUT_S = 3600.0
+"""The longest deadline a client's announced timeout may set (as `/v1/prompt`'s `timeout_s`)."""
+
+
 def client_timeout_s(header: str | None) -> float | None:
     """How long the client waits, from the `X-Stainless-Timeout` the Anthropic and OpenAI SDKs
     send (600 s by default, Claude Code's `API_TIMEOUT_MS`): the request's deadline, so long
-    agent turns are not cut at the pipeline's default. Anything unusable ("NOT_GIVEN") means
-    no opinion."""
+    agent turns are not cut at the pipeline's default, clamped to `MAX_CLIENT_TIMEOUT_S` (a
+    request must not hold its slot for ever). Anything unusable ("NOT_GIVEN") means no
+    opinion."""
     try:
         value = float(header) if header else math.nan
     except ValueError:
         return None
-    return value if math.isfinite(value) and value > 0 else None
+    if not value > 0 or math.isnan(value):
+        return None
+    return min(value, MAX_CLIENT_TIMEOUT_S)

@@ -10,6 +10,8 @@ failures → 502).
 
 from __future__ import annotations
 
+import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +43,8 @@ __all__ = [
 ]
 
 Dialect = Literal["native", "anthropic", "openai"]
+
+log = logging.getLogger(__name__)
 
 _ANTHROPIC_PATHS = ("/v1/messages",)
 _OPENAI_PATHS = (
@@ -214,16 +218,30 @@ def from_exception(exc: BaseException) -> ApiError:
     )
 
 
+def _logged(exc: ProviderError, what: str = "failed") -> str:
+    """A generic client message for an upstream failure whose text is the operator's business
+    (our key refused, the upstream's own errors): the details go to the log under an error id
+    the message names, so the operator can find them."""
+    error_id = "err_" + uuid.uuid4().hex[:16]
+    log.warning("upstream failure %s: %s", error_id, exc)
+    status = f"HTTP {exc.status}" if exc.status is not None else "no answer"
+    return (
+        f"the upstream provider {exc.provider!r} {what} ({status}); "
+        f"the server log has the details under {error_id}"
+    )
+
+
 def _provider_error(exc: ProviderError) -> ApiError:
     # The upstream refused what we sent: a 400/404 is about the client's request (a bad model,
-    # too many tokens); a 401/403 is about *our* key, which the client must not take for its own.
+    # too many tokens), and its text is what the client needs. Anything else (401/403 about
+    # *our* key, 5xx, rate limits, timeouts) is not the client's to read: a generic message.
     if exc.status in (400, 404, 413, 422):
         return ApiError(status=exc.status, kind="upstream_rejected", message=str(exc))
     if exc.status == 529:  # Anthropic's "overloaded": the client's SDK knows to back off
         return ApiError(
             status=529,
             kind="upstream_overloaded",
-            message=str(exc),
+            message=_logged(exc, "is overloaded"),
             anthropic_type="overloaded_error",
             openai_type="server_error",
             openai_code="overloaded",
@@ -234,7 +252,7 @@ def _provider_error(exc: ProviderError) -> ApiError:
         return ApiError(
             status=429,
             kind="rate_limited",
-            message=str(exc),
+            message=_logged(exc, "is rate limiting"),
             anthropic_type="rate_limit_error",
             openai_type="rate_limit_exceeded",
             openai_code="rate_limit_exceeded",
@@ -243,7 +261,7 @@ def _provider_error(exc: ProviderError) -> ApiError:
     return ApiError(
         status=502,
         kind="upstream_error",
-        message=str(exc),
+        message=_logged(exc),
         anthropic_type="api_error",
         openai_type="server_error",
         openai_code="upstream_error",

@@ -30,6 +30,7 @@ from orchestrator.config import LiveConfigSet, Tunables
 from orchestrator.errors import InvalidTunable, OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority
 from orchestrator.server.auth import is_admin
+from orchestrator.server.http_errors import from_exception
 from orchestrator.server.status import FleetStatus, SelfTuneStatus, status_payload
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_TOKENS",
     "BatchItem",
     "BatchResult",
     "ConfigChange",
@@ -52,6 +54,9 @@ __all__ = [
 
 MAX_BATCH = 64
 """The most prompts one `batch_infer` call may carry."""
+
+MAX_TOKENS = 1_000_000
+"""The most tokens one answer may ask for (as `/v1/prompt`)."""
 
 PriorityName = Literal["critical", "high", "normal", "low"]
 
@@ -152,7 +157,8 @@ async def _answer(pipeline: Pipeline, request: InferenceRequest) -> InferResult:
     try:
         return _infer_result(await pipeline.infer(request))
     except OrchestratorError as exc:
-        raise ToolError(f"{type(exc).__name__}: {exc}") from exc
+        # The message a client of the HTTP doors would get: no upstream text past 4xx.
+        raise ToolError(f"{type(exc).__name__}: {from_exception(exc).message}") from exc
 
 
 MayConfigure = Callable[[Any], bool]
@@ -200,7 +206,9 @@ def create_mcp_server(
         model: Annotated[
             str | None, Field(description="Model name; the provider's default when omitted.")
         ] = None,
-        max_tokens: Annotated[int, Field(ge=1, description="Most tokens to generate.")] = 1024,
+        max_tokens: Annotated[
+            int, Field(ge=1, le=MAX_TOKENS, description="Most tokens to generate.")
+        ] = 1024,
         session_id: Annotated[
             str | None, Field(description="Session id, for affinity and budgets.")
         ] = None,
@@ -230,26 +238,27 @@ def create_mcp_server(
         ],
         system: Annotated[str | None, Field(description="Optional system prompt for all.")] = None,
         model: Annotated[str | None, Field(description="Model name for all.")] = None,
-        max_tokens: Annotated[int, Field(ge=1, description="Most tokens per answer.")] = 1024,
+        max_tokens: Annotated[
+            int, Field(ge=1, le=MAX_TOKENS, description="Most tokens per answer.")
+        ] = 1024,
         session_id: Annotated[str | None, Field(description="Session id for all.")] = None,
         priority: PriorityName = "normal",
     ) -> BatchResult:
         """Answer several prompts concurrently through the pipeline; one failing prompt
         does not fail the others (its item carries the error)."""
-        requests = [
-            _request(
-                p,
+        async def one(prompt: str) -> InferResult:
+            request = _request(
+                prompt,
                 system=system,
                 model=model,
                 max_tokens=max_tokens,
                 session_id=session_id,
                 priority=priority,
             )
-            for p in prompts
-        ]
-        outcomes = await asyncio.gather(
-            *(_answer(pipeline, r) for r in requests), return_exceptions=True
-        )
+            return await _answer(pipeline, request)
+
+        # A prompt the pipeline cannot take (an empty one) is that item's error, not the batch's.
+        outcomes = await asyncio.gather(*(one(p) for p in prompts), return_exceptions=True)
         items: list[BatchItem] = []
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, ToolError):

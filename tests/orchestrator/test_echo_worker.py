@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fakeclock import FakeClock
 
@@ -48,3 +50,35 @@ def test_negative_latency_is_refused() -> None:
     """latency_s is validated."""
     with pytest.raises(ValueError, match="latency_s"):
         EchoWorker(latency_s=-1)
+
+
+async def test_echo_cuts_its_answer_at_max_tokens() -> None:
+    """An answer longer than `max_tokens` (four characters a token) stops there: `length`."""
+    worker = EchoWorker()
+    request = InferenceRequest(prompt="abcd " * 100, max_tokens=3)
+    completion = await worker.complete(request, timeout_s=5)
+    assert completion.text == "abcd abcd ab" and completion.finish_reason == "length"
+    chunks = [c async for c in worker.stream(request, timeout_s=5)]
+    assert "".join(c.text for c in chunks) == "abcd abcd ab"
+    assert chunks[-1].finish_reason == "length"
+
+
+async def test_echo_streaming_gives_the_loop_its_turn() -> None:
+    """While a long answer streams, other tasks run between its chunks."""
+    worker = EchoWorker()
+    request = InferenceRequest(prompt="w " * 1000, max_tokens=100_000)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    async for _ in worker.stream(request, timeout_s=5):
+        pass
+    task.cancel()
+    assert ticks - before >= 500

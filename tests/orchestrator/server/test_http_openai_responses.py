@@ -297,4 +297,4 @@ async def test_an_error_event_mid_stream_reaches_the_client(served: Served) -> N
     stream = await served.sdk.responses.create(model=MODEL, input=ASK, stream=True)
     events = [event async for event in stream]
     assert events[-1].type == "error"
-    assert "boom" in events[-1].message
+    assert "failed (HTTP 500)" in events[-1].message and "boom" not in events[-1].message

@@ -156,7 +156,7 @@ def test_a_client_that_never_reads_is_bounded_and_cut_off(serve: Callable[..., s
     upstream work ends."""
     pipeline = echo_pipeline()
     url = serve(pipeline, limits=ConnectionLimits(write_stall_timeout_s=1.0))
-    prompt = json.dumps({"input": "word " * 200_000})  # 1 MB, echoed back word by word
+    prompt = json.dumps({"input": "word " * 200_000, "max_tokens": 1_000_000})  # 1 MB, echoed
     frame = rawhttp.ws_text_frame(prompt)
     sock, head = rawhttp.ws_open(url.replace("ws", "http", 1), "/v1/stream")
     sent = 0

@@ -56,6 +56,7 @@ def test_public_surface() -> None:
     assert sorted(mcp_module.__all__) == sorted(
         [
             "MAX_BATCH",
+            "MAX_TOKENS",
             "BatchItem",
             "BatchResult",
             "ConfigChange",
@@ -105,6 +106,16 @@ async def test_http_batch_infer_answers_every_prompt_in_order(http_url: str) -> 
     assert batch["answered"] == 4 and batch["failed"] == 0
     assert [item["result"]["text"] for item in batch["items"]] == prompts
     assert [item["index"] for item in batch["items"]] == [0, 1, 2, 3]
+
+
+async def test_http_batch_infer_reports_an_empty_prompt_as_its_own_error(http_url: str) -> None:
+    """One empty prompt fails its own item only; the others are answered."""
+    async with Client(http_url) as client:
+        batch = structured(await client.call_tool("batch_infer", {"prompts": ["a", " ", "c"]}))
+    assert batch["answered"] == 2 and batch["failed"] == 1
+    items = batch["items"]
+    assert [items[0]["result"]["text"], items[2]["result"]["text"]] == ["a", "c"]
+    assert items[1]["result"] is None and "prompt must not be empty" in items[1]["error"]
 
 
 async def test_http_pipeline_status_shows_live_measurements(http_url: str) -> None:
@@ -187,6 +198,8 @@ async def test_http_configure_pipeline_changes_the_live_config(http_url: str) ->
         ("infer", {"prompt": "   "}, "prompt must not be empty"),
         ("infer", {"prompt": "x", "priority": "urgent"}, "priority"),
         ("infer", {"prompt": "x", "max_tokens": 0}, "max_tokens"),
+        ("infer", {"prompt": "x", "max_tokens": 10**30}, "max_tokens"),
+        ("batch_infer", {"prompts": ["x"], "max_tokens": 10**30}, "max_tokens"),
         ("batch_infer", {"prompts": []}, "prompts"),
         ("batch_infer", {"prompts": ["x"] * 65}, "prompts"),
         ("no_such_tool", {}, "no_such_tool"),
