@@ -89,6 +89,8 @@ class ProviderError(OrchestratorError):
 
     `retryable` is True for 429, 5xx, timeouts and connection errors; False for 400/401/403/404.
     `retry_after_s` carries the provider's Retry-After hint when it sent one.
+    `client_message`, when set, is what clients may be told (it names no upstream text);
+    without it the front doors tell clients of a 401/403/429/5xx only which provider failed.
     """
 
     def __init__(
@@ -99,8 +101,10 @@ class ProviderError(OrchestratorError):
         status: int | None = None,
         retryable: bool,
         retry_after_s: float | None = None,
+        client_message: str | None = None,
     ) -> None:
         self.provider, self.status = provider, status
+        self.client_message = client_message
         self.retryable, self.retry_after_s = retryable, retry_after_s
         where = f"{provider} (HTTP {status})" if status is not None else provider
         super().__init__(f"{where}: {message}")

@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any
 
@@ -302,8 +303,9 @@ class Pipeline:
         except asyncio.CancelledError:
             self._cancelled(job)
             raise
-        async for chunk in broadcast.subscribe():
-            yield chunk
+        async with aclosing(broadcast.subscribe()) as chunks:  # leaving early is seen at once
+            async for chunk in chunks:
+                yield chunk
 
     def shard_of(self, request: InferenceRequest) -> int | None:
         """The inference shard a request with a session id goes to (None without a session)."""

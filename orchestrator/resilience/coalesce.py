@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from orchestrator.request import (
@@ -188,7 +188,7 @@ class Coalescer(Generic[F]):
 class Broadcast:
     """One streamed answer, delivered to any number of subscribers chunk by chunk."""
 
-    __slots__ = ("_changed", "_error", "_loop", "chunks", "closed")
+    __slots__ = ("_changed", "_error", "_loop", "_subscribers", "chunks", "closed", "on_abandoned")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -196,6 +196,10 @@ class Broadcast:
         self.chunks: list[StreamChunk] = []
         self.closed = False
         self._error: BaseException | None = None
+        self._subscribers = 0
+        # Called when the last subscriber leaves before the stream ended: nobody reads the
+        # rest, so its producer may stop (the upstream call's tokens are paid for).
+        self.on_abandoned: Callable[[], None] | None = None
 
     @property
     def text(self) -> str:
@@ -219,19 +223,27 @@ class Broadcast:
         self._notify()
 
     async def subscribe(self) -> AsyncIterator[StreamChunk]:
-        """Every chunk from the first, then those still to come."""
+        """Every chunk from the first, then those still to come. Close it (`aclosing`) when
+        leaving early: the last subscriber to leave an unfinished stream calls
+        `on_abandoned`."""
         index = 0
-        while True:
-            if index < len(self.chunks):
-                chunk = self.chunks[index]
-                index += 1
-                yield chunk
-            elif self.closed:
-                if self._error is not None:
-                    raise self._error
-                return
-            else:
-                await asyncio.shield(self._changed)
+        self._subscribers += 1
+        try:
+            while True:
+                if index < len(self.chunks):
+                    chunk = self.chunks[index]
+                    index += 1
+                    yield chunk
+                elif self.closed:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                else:
+                    await asyncio.shield(self._changed)
+        finally:
+            self._subscribers -= 1
+            if not self._subscribers and not self.closed and self.on_abandoned is not None:
+                self.on_abandoned()
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, self._loop.create_future()

@@ -326,8 +326,8 @@ async def messages(http: Request) -> Response:
     if stream:
         chunks = await open_stream(state.pipeline, request)
         if native:
-            return sse_response(_native_events(chunks))
-        return sse_response(_events(chunks, request, model))
+            return sse_response(_native_events(chunks), chunks)
+        return sse_response(_events(chunks, request, model), chunks)
     response = await state.pipeline.infer(request)
     if response.native is not None:
         return JsonResponse(response.native)  # as the provider sent it

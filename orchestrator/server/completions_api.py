@@ -140,7 +140,9 @@ async def completions(http: Request, state: State) -> Response:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = await open_stream(state.pipeline, request)
         prefix = request.prompt if body.echo else ""
-        return sse_response(_chunks(chunks, body.model, created, include_usage, prefix or ""))
+        return sse_response(
+            _chunks(chunks, body.model, created, include_usage, prefix or ""), chunks
+        )
     answers = await asyncio.gather(*(state.pipeline.infer(r) for r in requests))
     total = Usage()
     choices = []

@@ -222,6 +222,8 @@ def _logged(exc: ProviderError, what: str = "failed") -> str:
     """A generic client message for an upstream failure whose text is the operator's business
     (our key refused, the upstream's own errors): the details go to the log under an error id
     the message names, so the operator can find them."""
+    if exc.client_message is not None:
+        return exc.client_message  # ours, already logged where it was raised
     error_id = "err_" + uuid.uuid4().hex[:16]
     log.warning("upstream failure %s: %s", error_id, exc)
     status = f"HTTP {exc.status}" if exc.status is not None else "no answer"

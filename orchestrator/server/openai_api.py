@@ -163,7 +163,7 @@ async def chat_completions(http: Request, state: State) -> Response:
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = await open_stream(state.pipeline, request)
-        return sse_response(_chunks(chunks, body.model, created, include_usage))
+        return sse_response(_chunks(chunks, body.model, created, include_usage), chunks)
     response = await state.pipeline.infer(request)
     completion = {
         "id": _completion_id(),

@@ -146,7 +146,7 @@ async def prompt(http: Request, state: State) -> Response | PromptResult:
     if not body.stream:
         return PromptResult.of(await state.pipeline.infer(request))
     chunks = await open_stream(state.pipeline, request)
-    return sse_response(_prompt_events(chunks, request.request_id))
+    return sse_response(_prompt_events(chunks, request.request_id), chunks)
 
 
 async def _prompt_events(

@@ -302,9 +302,9 @@ async def responses(http: Request, state: State) -> Response:
     if stream:
         chunks = await open_stream(state.pipeline, request)
         if native:
-            return sse_response(_native_events(chunks))
+            return sse_response(_native_events(chunks), chunks)
         shaped = _Response(data, model, int(state.wall_clock()))
-        return sse_response(_events(chunks, shaped))
+        return sse_response(_events(chunks, shaped), chunks)
     response = await state.pipeline.infer(request)
     if response.native is not None:
         return JSONResponse(response.native)  # as the provider sent it

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from orchestrator.codec import dumps_str
 from orchestrator.pipeline import Pipeline
@@ -27,13 +28,34 @@ def sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {payload}\n\n".encode()
 
 
-def sse_response(events: AsyncIterator[bytes]) -> StreamingResponse:
-    """A `text/event-stream` response that proxies do not buffer."""
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-    )
+class _ClosingStream(StreamingResponse):
+    """A streaming response that closes what it streams from as soon as it ends, the client's
+    disconnect included: Starlette only stops iterating, which leaves the generators (and
+    the upstream call under them) running until the garbage collector finds them."""
+
+    def __init__(self, events: AsyncIterator[bytes], closes: AsyncIterator[Any]) -> None:
+        super().__init__(
+            events,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+        self._closes = (events, closes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for stream in self._closes:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+
+def sse_response(events: AsyncIterator[bytes], chunks: AsyncIterator[Any]) -> StreamingResponse:
+    """A `text/event-stream` response of `events` (made from `chunks`) that proxies do not
+    buffer; when it ends, however it ends, both are closed, so a client that leaves stops
+    the upstream work it was reading."""
+    return _ClosingStream(events, chunks)
 
 
 async def open_stream(pipeline: Pipeline, request: InferenceRequest) -> AsyncIterator[StreamChunk]:

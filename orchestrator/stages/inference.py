@@ -251,6 +251,9 @@ class InferenceStage:
 
     async def _run_stream(self, job: Job) -> None:
         job.broadcast = Broadcast()
+        task = asyncio.current_task()
+        if task is not None:
+            job.broadcast.on_abandoned = functools.partial(self._abandoned, job, task)
         self._forward(job)  # the caller starts reading now; chunks follow as they come
         if job.broadcast.closed:
             return
@@ -264,6 +267,13 @@ class InferenceStage:
             self._finish_stream(job, exc)
         else:
             self._finish_stream(job, None)
+
+    @staticmethod
+    def _abandoned(job: Job, task: asyncio.Task[None]) -> None:
+        # Every reader left: stop the upstream call, unless a coalesced follower has not
+        # been handed the stream yet (it will read it).
+        if all(each.future.done() for each in (job, *job.followers)) and not task.done():
+            task.cancel()
 
     def _replay(self, job: Job, answer: CachedAnswer) -> None:
         job.broadcast = broadcast = Broadcast()
@@ -477,11 +487,12 @@ class InferenceStage:
                     # internals) go to the log under the request id, never to the client.
                     log.error("request %s: worker %s raised %s", request.request_id,
                               route.name, type(exc).__name__, exc_info=exc)
-                    raise ProviderError(
-                        route.name,
+                    message = (
                         f"internal error in the {route.name} worker (request "
-                        f"{request.request_id}; details in the server log)",
-                        retryable=False,
+                        f"{request.request_id}; details in the server log)"
+                    )
+                    raise ProviderError(
+                        route.name, message, retryable=False, client_message=message
                     ) from exc
                 else:
                     breaker.record_success()
