@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import schemathesis
 from conftest import echo_pipeline
@@ -27,6 +28,11 @@ CASES = [
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
     with ServerThread(create_app(echo_pipeline(), settings=SETTINGS)) as url:
+        # The first embeddings request loads the local model (seconds, more on a busy
+        # machine); load it here, so the fuzzed requests' 10 s timeout measures serving.
+        warm = httpx.post(url + "/v1/embeddings", json={"model": "m", "input": "warm"},
+                          timeout=300)
+        assert warm.status_code == 200, warm.text
         yield url
 
 
