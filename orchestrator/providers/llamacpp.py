@@ -198,7 +198,8 @@ class LlamaCppWorker:
     async def _post(self, request: InferenceRequest, *, stream: bool) -> aiohttp.ClientResponse:
         body: dict[str, Any] = {
             "prompt": self._template.render(request.system, request.messages_or_prompt),
-            "n_predict": request.max_tokens,
+            # -1: no limit of our own (the client gave none)
+            "n_predict": request.max_tokens if request.max_tokens is not None else -1,
             "stream": stream,
             "cache_prompt": True,
             "stop": list(self._template.stop),

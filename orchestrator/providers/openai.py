@@ -404,8 +404,9 @@ class OpenAIWorker:
         params: dict[str, Any] = {
             "model": request.model or self.default_model,
             "messages": messages,
-            self._max_tokens_field: request.max_tokens,
         }
+        if request.max_tokens is not None:  # None: the upstream's own limit (the model's)
+            params[self._max_tokens_field] = request.max_tokens
         if request.temperature is not None:
             params["temperature"] = request.temperature
         return params

@@ -125,7 +125,8 @@ def to_request(body: ChatBody) -> InferenceRequest:
         messages=tuple(turns),
         system="\n\n".join(system) or None,
         model=body.model,
-        max_tokens=body.max_completion_tokens or body.max_tokens or 1024,
+        # What the client asked for, or nothing: a default here would cut long answers.
+        max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
         session_id=body.user or None,
         metadata={"api": "openai"},
