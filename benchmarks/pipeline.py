@@ -191,7 +191,7 @@ def part3(loops: int) -> None:
     request = InferenceRequest("Summarise src/module_3.py", session_id="agent-1")
     key = request_key(request)
     coalescer: Coalescer[str] = Coalescer()
-    coalescer.lead(key, request, "flight")
+    coalescer.lead(key, "flight")
     cache = MemoryCache()
     answer = CachedAnswer(text="x", usage=Usage(), provider="echo", model="echo")
     asyncio.run(cache.put(key, answer, ttl_s=3600))
@@ -205,7 +205,7 @@ def part3(loops: int) -> None:
         "dict lookup (baseline)": _ns_per_op(lambda: plain[key], loops),
         "breaker check (allow + record)": _ns_per_op(breaker_check, loops),
         "rate-limit check (req/s + tok/min)": _ns_per_op(lambda: limiter.try_acquire(10), loops),
-        "dedup check (in-flight lookup)": _ns_per_op(lambda: coalescer.find(key, request), loops),
+        "dedup check (in-flight lookup)": _ns_per_op(lambda: coalescer.find(key), loops),
         "dedup key (normalise + hash)": _ns_per_op(lambda: request_key(request), loops),
         "cache hit (LRU + TTL)": _ns_per_op(lambda: cache.get_nowait(key), loops),
     }

@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "Hit": "intelligence.dedup",
     "DedupStats": "intelligence.dedup",
     "PairVerifier": "intelligence.verify",
+    "SemanticDedupHook": "intelligence.semantic_hook",
+    "SemanticMatch": "intelligence.semantic_hook",
     # the learned router
     "LearnedRouter": "intelligence.router",
     "ArmEstimate": "intelligence.router",
@@ -91,6 +93,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; `X as X` marks a re-export
     from intelligence.router import Policy as Policy
     from intelligence.router import RewardWeights as RewardWeights
     from intelligence.routing import LearnedRouting as LearnedRouting
+    from intelligence.semantic_hook import SemanticDedupHook as SemanticDedupHook
+    from intelligence.semantic_hook import SemanticMatch as SemanticMatch
     from intelligence.verify import PairVerifier as PairVerifier
 
 

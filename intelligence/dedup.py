@@ -311,6 +311,20 @@ class SemanticDedup(Generic[V]):
             cached = self._recent_vectors.get(text)
         return cached if cached is not None else self._embed([text])[0]
 
+    def cached_vector(self, text: str) -> npt.NDArray[np.float32] | None:
+        """`text`'s embedding if it was embedded lately (a lookup of it), else None."""
+        with self._lock:
+            return self._recent_vectors.get(text)
+
+    def warm(self) -> None:
+        """Load what the first lookup would (the model, the verifier, the index file) now.
+        Blocking: call it from a worker thread."""
+        self._embedder.embed(["warm up"])
+        if self._verify:
+            self._the_verifier()
+        with self._lock:
+            self._ensure_loaded()
+
     def _the_verifier(self) -> PairVerifier:
         if self._verifier is None:
             from intelligence.verify import PairVerifier

@@ -78,6 +78,11 @@ def _normalise(rows: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     return rows
 
 
+# model and the lock that serialises inference on it, by (path, device)
+_MODELS: dict[tuple[str | None, str], tuple[Any, threading.Lock]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
 class TransformerEmbedder:
     """all-MiniLM-L6-v2 through sentence-transformers, from the locally installed package.
 
@@ -94,7 +99,8 @@ class TransformerEmbedder:
         self._batch_size = batch_size
         self._device = device
         self._model: Any = None
-        self._lock = threading.Lock()  # one load; torch inference from several threads serialised
+        self._lock = threading.Lock()  # one load
+        self._encode_lock = threading.Lock()  # torch inference from several threads serialised
 
     @property
     def dim(self) -> int:
@@ -109,10 +115,17 @@ class TransformerEmbedder:
         return self._model is not None
 
     def load(self) -> None:
-        """Import sentence-transformers and load the model now (idempotent)."""
+        """Import sentence-transformers and load the model now (idempotent). One copy of
+        each model is loaded per process and shared by every embedder that asks for it (its
+        weights are read-only; a server's dedup and /v1/embeddings need not hold two)."""
         with self._lock:
             if self._model is None:
-                self._model = self._load()
+                key = (self._model_path, self._device)
+                with _MODELS_LOCK:
+                    shared = _MODELS.get(key)
+                    if shared is None:
+                        shared = _MODELS[key] = (self._load(), threading.Lock())
+                self._model, self._encode_lock = shared
 
     def _load(self) -> Any:
         try:
@@ -154,7 +167,7 @@ class TransformerEmbedder:
         if not items:
             return np.zeros((0, DIM), dtype=np.float32)
         self.load()
-        with self._lock:
+        with self._encode_lock:
             rows = self._model.encode(
                 items,
                 batch_size=self._batch_size,

@@ -46,7 +46,9 @@ def build_pipeline(
     `config` defaults to `PipelineConfig()`; `settings.max_spend_usd`, when set, becomes its
     global budget and `settings.prices_file` its price table. The configured model is the
     primary's; a fallback answers with its own default model. Provider SDKs are imported
-    here, not at module import.
+    here, not at module import. With `settings.semantic_dedup` (the default) and no
+    `dedup_hooks` given, an `intelligence.SemanticDedupHook` reading the live
+    `semantic_dedup_threshold` is plugged in, and client feedback reaches it.
     """
     config = config if config is not None else PipelineConfig()
     if settings.prices_file is not None:
@@ -55,17 +57,30 @@ def build_pipeline(
         config = dataclasses.replace(config, global_budget_usd=settings.max_spend_usd)
     chain = (settings.provider, *settings.fallback)
     config = dataclasses.replace(config, fallback_order=chain)
+    hooks = tuple(dedup_hooks)
+    semantic = None
+    if settings.semantic_dedup and not hooks:
+        # A light import: the model, FAISS and the verifier load on first use, off the loop.
+        from intelligence.semantic_hook import SemanticDedupHook
+
+        live = live if live is not None else LiveConfig(config.tunables)
+        tunables = live
+        semantic = SemanticDedupHook(threshold=lambda: tunables.current.semantic_dedup_threshold)
+        hooks = (semantic,)
     workers = []
     for provider in chain:
         spec = PROVIDER_SPECS[provider]
         model = settings.model if provider == settings.provider else None
         workers.append(spec.build(settings, model or spec.default_model()))
-    return Pipeline(
+    pipeline = Pipeline(
         config,
         *workers,
         live=live,
         cache=cache,
         quality_hooks=quality_hooks,
-        dedup_hooks=dedup_hooks,
+        dedup_hooks=hooks,
         router=router,
     )
+    if semantic is not None:
+        pipeline.feedback.subscribe(semantic.on_feedback)
+    return pipeline

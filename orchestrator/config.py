@@ -151,8 +151,9 @@ class Tunables:
     arrivals are shed; the remaining headroom is kept for `normal` and above.
     `rate_limit_rps` / `rate_limit_tokens_per_min` apply to each provider; None means unlimited
     (a user's choice; a controller sets a number within the bounds).
-    `semantic_dedup_threshold` is the cosine similarity above which the semantic dedup hook
-    may treat two prompts as one; it is read by that hook once one is plugged in.
+    `semantic_dedup_threshold` is the bar a semantic dedup match must reach (the verifier's
+    match probability; the cosine without a verifier); the semantic dedup hook reads it at
+    every lookup.
     """
 
     inference_concurrency: int = tunable(64, low=1, high=4096, unit="calls", integer=True)
@@ -422,6 +423,10 @@ class PipelineConfig:
     cache_max_entries: int = 10_000
     cache_scope: CacheScope = CacheScope.GLOBAL
     redis_url: str | None = None
+    # Semantic dedup (a `DedupHook`) never serves requests with tools or other native blocks,
+    # nor an explicit temperature above 0, unless these say so.
+    semantic_dedup_tools: bool = False
+    semantic_dedup_sampled: bool = False
     retry_max_delay_s: float = 30.0
     breaker_probe_count: int = 5
     breaker_close_success_ratio: float = 0.8

@@ -110,12 +110,24 @@ class MetricsSnapshot:
     budget_refusals: int
     unpriced_models: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """Answered requests per model that has no price (billed $0: budgets cannot see them)."""
+    saved_usd: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Cost avoided, priced like each request would have been upstream, by how it was
+    answered: `cache` (exact cache hit), `dedup` (joined an identical flight), `semantic`
+    (a semantic match, cached or in flight), and `total`."""
+    semantic_dedup: Mapping[str, Any] | None = None
+    """With a semantic dedup hook: lookups, hits, hit rate, errors, the recent hits with their
+    similarity, and the hook's own state (embedder, entries, threshold, wrong-hit rate)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
         data = dataclasses.asdict(self)
         data["errors_by_type"] = dict(self.errors_by_type)
         data["unpriced_models"] = dict(self.unpriced_models)
+        data["saved_usd"] = dict(self.saved_usd)
+        if self.semantic_dedup is None:
+            del data["semantic_dedup"]
+        else:
+            data["semantic_dedup"] = dict(self.semantic_dedup)
         return data
 
 
@@ -139,8 +151,13 @@ class PipelineMetrics:
         "errors_by_type",
         "errors_total",
         "fallbacks",
+        "recent_semantic_hits",
         "requests_total",
         "retries",
+        "saved_usd",
+        "semantic_errors",
+        "semantic_hits",
+        "semantic_lookups",
         "started_at_s",
         "throughput_window_s",
         "upstream_calls",
@@ -172,6 +189,9 @@ class PipelineMetrics:
         self.dedup_hits = self.cache_hits = self.cache_misses = self.cache_errors = 0
         self.upstream_calls = self.retries = self.fallbacks = 0
         self.cost_usd_total = 0.0
+        self.semantic_lookups = self.semantic_hits = self.semantic_errors = 0
+        self.recent_semantic_hits: deque[dict[str, Any]] = deque(maxlen=20)
+        self.saved_usd = {"cache": 0.0, "dedup": 0.0, "semantic": 0.0}
         self._stage_s: dict[str, deque[float]] = {}
 
     def observe(self, latency_s: float, ok: bool, now: float) -> None:

@@ -41,10 +41,10 @@ from orchestrator.metrics import (
     StageSnapshot,
 )
 from orchestrator.providers.base import Worker
-from orchestrator.request import InferenceRequest, InferenceResponse, StreamChunk
+from orchestrator.request import Completion, InferenceRequest, InferenceResponse, StreamChunk
 from orchestrator.resilience.breaker import CircuitBreaker
-from orchestrator.resilience.cache import MemoryCache, RedisCache, ResponseCache
-from orchestrator.resilience.coalesce import Broadcast, Coalescer, DedupHook
+from orchestrator.resilience.cache import CachedAnswer, MemoryCache, RedisCache, ResponseCache
+from orchestrator.resilience.coalesce import Broadcast, Coalescer, DedupHook, DedupMatch
 from orchestrator.resilience.priority import PriorityQueue
 from orchestrator.resilience.ratelimit import RateLimiter
 from orchestrator.resilience.retry import RetryPolicy
@@ -55,6 +55,7 @@ from orchestrator.stages.inference import InferenceStage, shard_for
 from orchestrator.stages.job import Job
 from orchestrator.stages.postprocess import PostProcessStage, QualityHook
 from orchestrator.stages.rag import RagStage
+from orchestrator.stages.semantic import SemanticStage
 from orchestrator.stages.stream import StreamStage, response_for
 
 __all__ = ["Pipeline"]
@@ -74,6 +75,9 @@ class Pipeline:
     and hears every attempt's outcome (default `FallbackRouter`: the configured order).
     `quality_hooks` see every final answer, plain or streamed (`QualityHook`); `feedback`
     attributes later verdicts (`POST /v1/feedback`) to the provider and model of the answer.
+    `dedup_hooks` (`DedupHook`, semantic dedup) are asked, off the event loop, for each
+    eligible request no identical flight serves: a match joins the flight in the air or is
+    answered from the stored answer, marked `cache_kind="semantic"` with its `similarity`.
     Raises ValueError for no workers, duplicate worker names, or a `fallback_order` naming an
     unknown worker.
     """
@@ -115,7 +119,15 @@ class Pipeline:
             global_limit_usd=config.global_budget_usd,
             warn_fraction=config.budget_warn_fraction,
         )
-        self.coalescer: Coalescer[Job] = Coalescer(hooks=dedup_hooks)
+        self.coalescer: Coalescer[Job] = Coalescer()
+        self.semantic = SemanticStage(
+            dedup_hooks,
+            metrics=self.metrics,
+            on_result=self._semantic_result,
+            fail=self._fail,
+            allow_tools=config.semantic_dedup_tools,
+            allow_sampled=config.semantic_dedup_sampled,
+        )
         self._owns_cache = cache is None
         if cache is None and config.cache_enabled:
             cache = (
@@ -145,6 +157,7 @@ class Pipeline:
             )
             for name in order
         )
+        self._routes_by_name = {r.name: r for r in self.routes}
 
         def queue(name: Stage, capacity: Callable[[], int]) -> PriorityQueue[Job]:
             return PriorityQueue(
@@ -260,7 +273,7 @@ class Pipeline:
             return
         self._closing = True
         self.live.remove_listener(self._on_live_change)
-        running = self.inference.cancel_running()
+        running = self.inference.cancel_running() + self.semantic.cancel_running()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, *running, return_exceptions=True)
@@ -381,6 +394,8 @@ class Pipeline:
             budget_warnings=self.budget.warnings,
             budget_refusals=self.budget.refusals,
             unpriced_models=dict(self.prices.unpriced),
+            saved_usd={**metrics.saved_usd, "total": sum(metrics.saved_usd.values())},
+            semantic_dedup=self.semantic.status() if self.semantic.hooks else None,
         )
 
     # -- what the providers can do (for the front doors) -----------------------------------
@@ -482,6 +497,10 @@ class Pipeline:
     def _after_assemble(self, job: Job) -> None:
         leader = self.assemble.process(job)
         if leader is None:
+            if self.semantic.wants(job):
+                # Still in the assemble stage while it is looked up: its time counts there.
+                self.semantic.submit(job)
+                return
             self._push(self.inference.queue_for(job), job, Stage.INFERENCE)
             return
         leader.followers.append(job)
@@ -490,7 +509,95 @@ class Pipeline:
 
     def _after_postprocess(self, job: Job) -> None:
         self.postprocess.process(job)
+        if not job.stream:
+            self._store_semantic(job, job.text)
         self._push(self._stream_queue, job, Stage.STREAM)
+
+    # -- semantic dedup ----------------------------------------------------------------------
+
+    def _semantic_result(self, job: Job, match: DedupMatch | None) -> None:
+        """The hooks' verdict on a job that leads its own (exact) flight: serve the stored
+        answer, join the equivalent flight in the air, or go upstream."""
+        if self._closing:
+            self._fail(job, PipelineClosed("pipeline closed"))
+            return
+        if not job.wanted:
+            self._fail(job, asyncio.CancelledError())
+            return
+        if match is not None:
+            answer = match.answer
+            if answer is not None and not (job.stream and job.request.native is not None):
+                self._serve_stored(job, match, answer)
+                return
+            leader = self.coalescer.get(match.flight_key) if match.flight_key else None
+            if leader is not None and leader is not job and leader.stream == job.stream:
+                self._join(job, leader, match)
+                return
+        self.semantic.started(job)
+        self._push(self.inference.queue_for(job), job, Stage.INFERENCE)
+
+    def _serve_stored(self, job: Job, match: DedupMatch, answer: CachedAnswer) -> None:
+        job.completion = Completion(
+            text=answer.text,
+            usage=answer.usage,
+            model=answer.model,
+            finish_reason=answer.finish_reason,
+            native=answer.native,
+        )
+        job.provider, job.cached, job.similarity = answer.provider, True, match.similarity
+        self._semantic_hit((job, *job.followers), match, "cache")
+        if job.stream:
+            self.inference.replay(job, answer)  # forwards to post-process itself
+        else:
+            self._push(self._postprocess_queue, job, Stage.POSTPROCESS)
+
+    def _join(self, job: Job, leader: Job, match: DedupMatch) -> None:
+        # The job gives up its own flight; it and the identical requests that joined it
+        # follow the equivalent flight instead.
+        assert job.flight_key is not None
+        self.coalescer.finish(job.flight_key, job)
+        job.flight_key = None
+        moved = (job, *job.followers)
+        job.followers = []
+        for each in moved:
+            each.similarity = match.similarity
+            leader.followers.append(each)
+        self._semantic_hit(moved, match, "flight")
+        if leader.broadcast is not None and leader.future.done():
+            for each in moved:
+                self.stream_stage.deliver_stream(leader, each)  # the stream already flows
+
+    def _semantic_hit(self, jobs: Sequence[Job], match: DedupMatch, served_from: str) -> None:
+        metrics = self.metrics
+        metrics.semantic_hits += 1
+        for each in jobs:
+            request_id = each.request.request_id
+            metrics.recent_semantic_hits.append(
+                {
+                    "request_id": request_id,
+                    "similarity": round(float(match.similarity), 4),
+                    "served_from": served_from,
+                    "at_s": time.time(),
+                }
+            )
+            self.semantic.served(request_id, match)
+
+    def _store_semantic(self, job: Job, text: str) -> None:
+        """Hand a fresh upstream answer to the hooks, to serve later equivalent requests."""
+        completion = job.completion
+        if job.query is None or job.cached or completion is None:
+            return
+        if job.request.native is not None and completion.native is None:
+            return  # a native stream's answer is events, not one message to replay
+        answer = CachedAnswer(
+            text=text,
+            usage=completion.usage,
+            provider=job.provider,
+            model=completion.model,
+            finish_reason=completion.finish_reason,
+            native=completion.native,
+        )
+        self.semantic.answered(job, answer, self.live.current.cache_ttl_s)
 
     def _in_stream(self, job: Job) -> None:
         delivered = self.stream_stage.process(job)
@@ -503,11 +610,27 @@ class Pipeline:
         for every caller's response, then the quality hooks on the leader's answer."""
         for response in delivered:
             self.feedback.answered(response)
+            if response.cached or response.deduped:
+                self._count_saved(response)
         if self.postprocess.hooks:
             leader = next((r for r in delivered if not r.deduped), None)
             if leader is None:  # its caller left; the hooks still judge the answer it made
                 leader = response_for(job, job, self._final_text(job), self._clock())
             self.postprocess.run_hooks(job.assembled, leader)
+
+    def _count_saved(self, response: InferenceResponse) -> None:
+        """Cost avoided by an answer that made no upstream call: priced like the call."""
+        route = self._routes_by_name.get(response.provider)
+        if route is None or route.free:
+            return
+        price = self.prices.price(response.model)
+        if price is None:
+            return
+        if response.cache_kind == "semantic":
+            kind = "semantic"
+        else:
+            kind = "cache" if response.cached else "dedup"
+        self.metrics.saved_usd[kind] += price.cost_usd(response.usage)
 
     @staticmethod
     def _final_text(job: Job) -> str:
@@ -589,6 +712,7 @@ class Pipeline:
             else:
                 self.metrics.failed(error, now - each.submitted_at, now)
         if error is None and job.completion is not None:
+            self._store_semantic(job, broadcast.text)
             self._answered(job, delivered)
         self._land(job)
 
@@ -602,6 +726,8 @@ class Pipeline:
 
     def _land(self, job: Job) -> None:
         if job.flight_key is not None:
+            if self.coalescer.get(job.flight_key) is job:
+                self.semantic.finished(job)
             self.coalescer.finish(job.flight_key, job)
 
     def _queue_snapshot(self, queue: PriorityQueue[Job]) -> StageSnapshot:

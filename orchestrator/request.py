@@ -84,7 +84,8 @@ class InferenceRequest:
     `max_tokens` None lets the provider decide (OpenAI's APIs have no required limit; the
     Anthropic worker then sends its own default). `client_retries` says the client retries by
     itself (its SDK announced `x-stainless-retry-count`): the pipeline then tries each provider
-    once instead of stacking its own retry rounds on top of the client's.
+    once instead of stacking its own retry rounds on top of the client's. `semantic_dedup`
+    False opts the request out of semantic dedup (exact dedup and the cache still apply).
     """
 
     prompt: str | None = None
@@ -101,6 +102,7 @@ class InferenceRequest:
     request_id: str = field(default_factory=_new_request_id)
     native: Mapping[str, Any] | None = None
     client_retries: bool = False
+    semantic_dedup: bool = True
 
     def __post_init__(self) -> None:
         if self.prompt is None and not self.messages:
@@ -192,3 +194,7 @@ class InferenceResponse:
     finish_reason: str | None = "stop"
     native: Mapping[str, Any] | None = None
     """For a native request: the provider's whole answer as it sent it."""
+    cache_kind: Literal["exact", "semantic"] | None = None
+    """How an answer that made no upstream call of its own (`cached` or `deduped`) was
+    matched: the same request, or a semantic match (then `similarity` is the cosine)."""
+    similarity: float | None = None

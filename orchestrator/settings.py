@@ -76,6 +76,7 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "max_body_bytes": "MAX_BODY_BYTES",
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
+    "semantic_dedup": "SEMANTIC_DEDUP",
 }
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -155,6 +156,8 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # Semantic dedup of near-identical prompts (the intelligence layer; loads on first use).
+    semantic_dedup: bool = True
 
     def __post_init__(self) -> None:
         for name in _SECRET_FIELDS:
@@ -269,7 +272,24 @@ def default_model(provider: Provider) -> str:
     return PROVIDER_SPECS[provider].default_model()
 
 
-_CONVERTERS: Mapping[str, Any] = {"port": int, "max_spend_usd": float, "max_body_bytes": int}
+def switch(raw: str) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off (any case)."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+switch.__name__ = "switch (on/off, true/false, 1/0)"
+
+_CONVERTERS: Mapping[str, Any] = {
+    "port": int,
+    "max_spend_usd": float,
+    "max_body_bytes": int,
+    "semantic_dedup": switch,
+}
 
 
 def load_settings(

@@ -4,7 +4,8 @@
 parameters) after normalising whitespace and line endings. `Coalescer` maps a key to the flight
 serving it while that flight is in the air; `Broadcast` fans a streamed answer out, chunk by
 chunk, to every subscriber (late subscribers replay from the first chunk). A `DedupHook` may
-match a request to an in-flight one that is not byte-identical (semantic dedup plugs in here).
+match a request to an in-flight or answered one that is not byte-identical, within the scope
+`semantic_query` gives (semantic dedup plugs in here).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from orchestrator.request import (
@@ -28,9 +29,11 @@ __all__ = [
     "Broadcast",
     "Coalescer",
     "DedupHook",
+    "DedupMatch",
     "keyed_body",
     "normalise_text",
     "request_key",
+    "semantic_query",
 ]
 
 BILLING_LINE_PREFIX = "x-anthropic-billing-header:"
@@ -128,28 +131,90 @@ def _field(value: str | None) -> str:
     return "-" if value is None else f"{len(value)}:{value}"
 
 
+def semantic_query(request: InferenceRequest, prefix: str = "") -> tuple[str, str] | None:
+    """What semantic dedup compares for `request`: `(text, scope)`, or None when the request
+    has no user turn.
+
+    `text` is the last user turn. `scope` fingerprints everything else that must be equal for
+    an answer to be reusable: `prefix` (the cache scope: tenant or session), the tenant, the
+    model, the system prompt, the sampling parameters, and the whole conversation around the
+    last user turn, so one conversation never gets another's answer. A native body is in the
+    scope whole except for its last user message (tools included).
+    """
+    turns = request.messages_or_prompt
+    last = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].role == "user"), None)
+    if last is None:
+        return None
+    text = normalise_text(turns[last].content)
+    parts = [
+        _field(prefix),
+        _field(request.tenant),
+        _field(request.model),
+        _field(normalise_text(request.system) if request.system else None),
+        _field(str(request.max_tokens)),
+        _field(repr(request.temperature)),
+    ]
+    for i, message in enumerate(turns):
+        parts.append(_field(message.role))
+        parts.append(_field(None if i == last else normalise_text(message.content)))
+    if request.native is not None:
+        body = dict(keyed_body(request.native))
+        messages = body.get("messages")
+        if isinstance(messages, list) and messages:
+            body["messages"] = messages[:-1]
+        parts.append(_field(request.native_format))
+        parts.append(_field(json.dumps(body, sort_keys=True, separators=(",", ":"))))
+        parts.append(_field(request.metadata.get(ANTHROPIC_BETA)))
+    return text, hashlib.blake2b("".join(parts).encode(), digest_size=16).hexdigest()
+
+
+@runtime_checkable
+class DedupMatch(Protocol):
+    """What a `DedupHook` found for a request: the flight in the air that asks the same
+    (`flight_key`), or a stored answer (`answer`, a `CachedAnswer`); `similarity` is the
+    cosine of the two prompts."""
+
+    @property
+    def flight_key(self) -> str | None: ...
+
+    @property
+    def answer(self) -> Any: ...
+
+    @property
+    def similarity(self) -> float: ...
+
+
 @runtime_checkable
 class DedupHook(Protocol):
-    """Finds an in-flight request equivalent to a new one when the exact key does not match.
+    """Semantic dedup: matches a request to an equivalent one that is not byte-identical.
 
-    `started`/`finished` bracket each flight so the hook can index what is in the air;
-    `match` returns the key of an equivalent flight, or None.
+    The pipeline asks only when no identical request is in flight, and only for requests
+    the config allows (see `PipelineConfig.semantic_dedup_tools`/`_sampled`). Every call
+    gets the request's `text` and `scope` (`semantic_query`): a match may only come from an
+    equal scope. `match` is awaited, so the hook embeds off the event loop; the other
+    methods are called on the loop and must not block. After a miss the request leads its
+    own flight: `started`, then `answered` with its answer (to serve later requests, for
+    `ttl_s` seconds), then `finished` when the flight lands (answered or not). `served`
+    says a match was used to answer `request_id` (for feedback on it).
     """
 
-    def match(self, key: str, request: InferenceRequest) -> str | None: ...
+    async def match(self, text: str, scope: str) -> DedupMatch | None: ...
 
-    def started(self, key: str, request: InferenceRequest) -> None: ...
+    def started(self, flight_key: str, text: str, scope: str) -> None: ...
 
-    def finished(self, key: str) -> None: ...
+    def answered(self, flight_key: str, answer: Any, ttl_s: float) -> None: ...
+
+    def finished(self, flight_key: str) -> None: ...
+
+    def served(self, request_id: str, match: DedupMatch) -> None: ...
 
 
 class Coalescer(Generic[F]):
     """The table of flights in the air, keyed by `request_key`."""
 
-    __slots__ = ("_hooks", "_inflight", "hits", "leads")
+    __slots__ = ("_inflight", "hits", "leads")
 
-    def __init__(self, *, hooks: Sequence[DedupHook] = ()) -> None:
-        self._hooks = tuple(hooks)
+    def __init__(self) -> None:
         self._inflight: dict[str, F] = {}
         self.hits = 0
         self.leads = 0
@@ -157,32 +222,26 @@ class Coalescer(Generic[F]):
     def __len__(self) -> int:
         return len(self._inflight)
 
-    def find(self, key: str, request: InferenceRequest) -> F | None:
-        """The flight already serving `key` (or a hook's equivalent), counting a hit; else None."""
+    def find(self, key: str) -> F | None:
+        """The flight already serving `key`, counting a hit; else None."""
         flight = self._inflight.get(key)
-        if flight is None and self._hooks:
-            for hook in self._hooks:
-                other = hook.match(key, request)
-                if other is not None and other in self._inflight:
-                    flight = self._inflight[other]
-                    break
         if flight is not None:
             self.hits += 1
         return flight
 
-    def lead(self, key: str, request: InferenceRequest, flight: F) -> None:
+    def get(self, key: str) -> F | None:
+        """The flight serving `key` now, if any (not counted)."""
+        return self._inflight.get(key)
+
+    def lead(self, key: str, flight: F) -> None:
         """Register `flight` as the one serving `key` from now until `finish`."""
         self._inflight[key] = flight
         self.leads += 1
-        for hook in self._hooks:
-            hook.started(key, request)
 
     def finish(self, key: str, flight: F) -> None:
         """`flight` has landed; later requests for `key` start a new one."""
         if self._inflight.get(key) is flight:
             del self._inflight[key]
-            for hook in self._hooks:
-                hook.finished(key)
 
 
 class Broadcast:

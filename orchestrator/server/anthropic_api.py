@@ -32,6 +32,7 @@ marked `x-orchestrator-token-count: estimated`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
@@ -51,8 +52,10 @@ from orchestrator.request import (
 )
 from orchestrator.server.bodies import (
     MAX_ITEMS,
+    SEMANTIC_FIELD,
     body_schema,
     body_size,
+    cache_headers,
     client_retries,
     client_timeout_s,
     header,
@@ -60,6 +63,7 @@ from orchestrator.server.bodies import (
     json_object,
     model_of,
     off_loop,
+    semantic_wanted,
     validated,
 )
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
@@ -311,6 +315,7 @@ async def messages(http: Request) -> Response:
     anthropic_version = header(http, *_VERSION)
     x_stainless_timeout = header(http, *_TIMEOUT)
     data = await json_object(http)
+    semantic = semantic_wanted(http.headers, data.pop(SEMANTIC_FIELD, None))  # ours, not sent on
     request, native = await off_loop(
         body_size(http),
         _prepare,
@@ -321,6 +326,8 @@ async def messages(http: Request) -> Response:
         client_timeout_s(x_stainless_timeout),
         client_retries(http.headers),
     )
+    if not semantic:
+        request = dataclasses.replace(request, semantic_dedup=False)
     stream = data.get("stream") is True
     model = request.model or ""
     if stream:
@@ -329,8 +336,9 @@ async def messages(http: Request) -> Response:
             return sse_response(_native_events(chunks), chunks)
         return sse_response(_events(chunks, request, model), chunks)
     response = await state.pipeline.infer(request)
+    headers = cache_headers(response)
     if response.native is not None:
-        return JsonResponse(response.native)  # as the provider sent it
+        return JsonResponse(response.native, headers=headers)  # as the provider sent it
     message = {
         "id": _message_id(response.request_id),
         "type": "message",
@@ -341,7 +349,7 @@ async def messages(http: Request) -> Response:
         "stop_sequence": None,
         "usage": _usage(response.usage),
     }
-    return JsonResponse(message)  # already JSON-ready: skip FastAPI's generic encoder
+    return JsonResponse(message, headers=headers)  # JSON-ready: skip FastAPI's encoder
 
 
 def _prepare(

@@ -23,11 +23,16 @@ from orchestrator import codec
 from orchestrator.server.http_errors import ApiError, RequestRejected, bad_request
 
 __all__ = [
+    "CACHE_HEADER",
     "LARGE_BODY_BYTES",
     "MAX_CLIENT_TIMEOUT_S",
     "MAX_ITEMS",
+    "SEMANTIC_FIELD",
+    "SEMANTIC_HEADER",
+    "SIMILARITY_HEADER",
     "body_schema",
     "body_size",
+    "cache_headers",
     "client_retries",
     "client_timeout_s",
     "header",
@@ -38,6 +43,7 @@ __all__ = [
     "model_of",
     "off_loop",
     "parse_json",
+    "semantic_wanted",
     "validated",
 ]
 
@@ -46,6 +52,21 @@ LARGE_BODY_BYTES = 256 * 1024
 
 MAX_ITEMS = 10_000
 """The most `messages` (or `input` items) one request may carry."""
+
+SEMANTIC_HEADER = "x-orchestrator-semantic-dedup"
+"""A request header: `off` (or `0`, `false`, `no`) opts the request out of semantic dedup."""
+
+SEMANTIC_FIELD = "semantic_dedup"
+"""A request body field on every door: `false` opts the request out of semantic dedup."""
+
+CACHE_HEADER = "x-orchestrator-cache"
+"""A response header on an answer that made no upstream call of its own: `exact` (the same
+request was cached or in flight) or `semantic` (a semantic match)."""
+
+SIMILARITY_HEADER = "x-orchestrator-similarity"
+"""A response header on a semantic match: the cosine similarity of the two prompts."""
+
+_OFF = frozenset({"off", "0", "false", "no"})
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -240,3 +261,26 @@ def client_timeout_s(header: str | None) -> float | None:
     if not value > 0 or math.isnan(value):
         return None
     return min(value, MAX_CLIENT_TIMEOUT_S)
+
+
+def semantic_wanted(headers: Mapping[str, str], field: Any = None) -> bool:
+    """Whether the client allows semantic dedup: neither `SEMANTIC_HEADER: off` nor the body's
+    `SEMANTIC_FIELD` false (anything but a boolean there is a 400 naming it)."""
+    if field is not None and not isinstance(field, bool):
+        raise RequestRejected(
+            bad_request(f"{SEMANTIC_FIELD}: expected true or false", field=SEMANTIC_FIELD)
+        )
+    header = headers.get(SEMANTIC_HEADER)
+    return field is not False and (header is None or header.strip().lower() not in _OFF)
+
+
+def cache_headers(response: Any) -> dict[str, str]:
+    """`CACHE_HEADER` (and `SIMILARITY_HEADER`) for an `InferenceResponse`; {} for an answer
+    from an upstream call of its own."""
+    kind = response.cache_kind
+    if kind is None:
+        return {}
+    headers = {CACHE_HEADER: kind}
+    if response.similarity is not None:
+        headers[SIMILARITY_HEADER] = f"{response.similarity:.4f}"
+    return headers

@@ -9,6 +9,7 @@ as a string or text parts) the conversation; `user` the session. Streaming sends
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -21,10 +22,13 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, Message, StreamChunk, Usage
 from orchestrator.server.bodies import (
     MAX_ITEMS,
+    SEMANTIC_FIELD,
     body_schema,
     body_size,
+    cache_headers,
     json_object,
     off_loop,
+    semantic_wanted,
     validated,
 )
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
@@ -160,6 +164,8 @@ def _usage(usage: Usage) -> dict[str, int]:
 async def chat_completions(http: Request, state: State) -> Response:
     data = await json_object(http)
     body, request = await off_loop(body_size(http), _prepare, data)
+    if not semantic_wanted(http.headers, (body.model_extra or {}).get(SEMANTIC_FIELD)):
+        request = dataclasses.replace(request, semantic_dedup=False)
     created = int(state.wall_clock())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -181,7 +187,8 @@ async def chat_completions(http: Request, state: State) -> Response:
         ],
         "usage": _usage(response.usage),
     }
-    return JSONResponse(completion)  # already JSON-ready: skip FastAPI's generic encoder
+    # already JSON-ready: skip FastAPI's generic encoder
+    return JSONResponse(completion, headers=cache_headers(response))
 
 
 async def _chunks(

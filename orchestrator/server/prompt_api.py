@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
@@ -17,7 +18,13 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority, StreamChunk
 from orchestrator.resilience.breaker import BreakerState
 from orchestrator.server.auth import is_authenticated
-from orchestrator.server.bodies import body_schema, json_body, parse_json
+from orchestrator.server.bodies import (
+    body_schema,
+    cache_headers,
+    json_body,
+    parse_json,
+    semantic_wanted,
+)
 from orchestrator.server.http_errors import RequestRejected, field_path, from_exception
 from orchestrator.server.state import ServerState, server_state, state_of
 from orchestrator.server.status import status_payload
@@ -55,6 +62,7 @@ class PromptBody(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     timeout_s: float | None = Field(None, ge=0.1, le=3600)  # below 0.1 s nothing can answer
     stream: bool = False
+    semantic_dedup: bool = True  # False: never answered by a semantic match
 
     def to_request(self) -> InferenceRequest:
         return InferenceRequest(
@@ -66,6 +74,7 @@ class PromptBody(BaseModel):
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             timeout_s=self.timeout_s,
+            semantic_dedup=self.semantic_dedup,
         )
 
 
@@ -87,6 +96,8 @@ class PromptResult(BaseModel):
     cached: bool
     latency_ms: float
     finish_reason: str | None
+    cache_kind: Literal["exact", "semantic"] | None = None
+    similarity: float | None = None
 
     @classmethod
     def of(cls, response: InferenceResponse) -> PromptResult:
@@ -104,6 +115,8 @@ class PromptResult(BaseModel):
             cached=response.cached,
             latency_ms=response.latency_ms,
             finish_reason=response.finish_reason,
+            cache_kind=response.cache_kind,
+            similarity=response.similarity,
         )
 
 
@@ -143,8 +156,12 @@ def chunk_json(chunk: StreamChunk, request_id: str) -> dict[str, Any]:
 async def prompt(http: Request, state: State) -> Response | PromptResult:
     body = await json_body(http, PromptBody)
     request = body.to_request()
+    if not semantic_wanted(http.headers):
+        request = dataclasses.replace(request, semantic_dedup=False)
     if not body.stream:
-        return PromptResult.of(await state.pipeline.infer(request))
+        response = await state.pipeline.infer(request)
+        result = PromptResult.of(response)
+        return JSONResponse(result.model_dump(), headers=cache_headers(response))
     chunks = await open_stream(state.pipeline, request)
     return sse_response(_prompt_events(chunks, request.request_id), chunks)
 

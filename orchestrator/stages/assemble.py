@@ -68,15 +68,16 @@ class AssembleStage:
         price = None if self._free else self._prices.price(assembled.model or self._default_model)
         estimate_usd = job.input_tokens * price.input_per_mtok_usd / 1e6 if price else 0.0
         self._budget.check(request.session_id, estimate_usd)
-        cache_key = self._scope_prefix(request) + request_key(assembled)
+        job.scope_prefix = self._scope_prefix(request)
+        cache_key = job.scope_prefix + request_key(assembled)
         if not (job.stream and request.native is not None):
             job.cache_key = cache_key
         flight_key = "stream:" + cache_key if job.stream else cache_key
-        leader = self._coalescer.find(flight_key, assembled)
+        leader = self._coalescer.find(flight_key)
         if leader is not None:
             return leader
         job.flight_key = flight_key
-        self._coalescer.lead(flight_key, assembled, job)
+        self._coalescer.lead(flight_key, job)
         return None
 
     def _scope_prefix(self, request: InferenceRequest) -> str:

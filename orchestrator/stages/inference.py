@@ -235,7 +235,7 @@ class InferenceStage:
                     )
                     job.provider, job.cached = answer.provider, True
                     if job.stream:
-                        self._replay(job, answer)
+                        self.replay(job, answer)
                     else:
                         self._forward(job)
                     return
@@ -275,7 +275,8 @@ class InferenceStage:
         if all(each.future.done() for each in (job, *job.followers)) and not task.done():
             task.cancel()
 
-    def _replay(self, job: Job, answer: CachedAnswer) -> None:
+    def replay(self, job: Job, answer: CachedAnswer) -> None:
+        """Answer a stream `job` with a stored answer, as one chunk."""
         job.broadcast = broadcast = Broadcast()
         self._forward(job)
         if not broadcast.closed:

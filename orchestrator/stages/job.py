@@ -36,8 +36,11 @@ class Job:
         "input_tokens",
         "priority",
         "provider",
+        "query",
         "request",
+        "scope_prefix",
         "shard",
+        "similarity",
         "stage",
         "stream",
         "submitted_at",
@@ -71,6 +74,9 @@ class Job:
         self.input_tokens = 0
         self.flight_key: str | None = None
         self.cache_key: str | None = None
+        self.scope_prefix = ""  # the cache scope's part of the key (tenant, session)
+        self.query: tuple[str, str] | None = None  # semantic dedup's (text, scope)
+        self.similarity: float | None = None  # set when served by a semantic match
         self.shard = 0
         self.followers: list[Job] = []
         self.completion: Completion | None = None

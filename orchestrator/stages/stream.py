@@ -18,6 +18,12 @@ def response_for(leader: Job, job: Job, text: str, now: float) -> InferenceRespo
     completion = leader.completion
     assert completion is not None
     is_leader = job is leader
+    similarity = job.similarity if job.similarity is not None else leader.similarity
+    kind = None
+    if similarity is not None:
+        kind = "semantic"
+    elif leader.cached or not is_leader:
+        kind = "exact"
     return InferenceResponse(
         text=text,
         usage=completion.usage,
@@ -30,6 +36,8 @@ def response_for(leader: Job, job: Job, text: str, now: float) -> InferenceRespo
         cached=leader.cached,
         finish_reason=completion.finish_reason,
         native=completion.native,
+        cache_kind=kind,
+        similarity=similarity,
     )
 
 

@@ -37,6 +37,8 @@ def test_public_names_are_exactly_the_curated_surface() -> None:
             "QualityScore",
             "RewardWeights",
             "SemanticDedup",
+            "SemanticDedupHook",
+            "SemanticMatch",
             "TaskVerdict",
             "TransformerEmbedder",
             "UnknownArm",

@@ -60,41 +60,12 @@ def test_coalescer_finds_the_flight_in_the_air_until_it_lands() -> None:
     coalescer: Coalescer[str] = Coalescer()
     request = InferenceRequest("hi")
     key = request_key(request)
-    assert coalescer.find(key, request) is None
-    coalescer.lead(key, request, "flight-1")
-    assert coalescer.find(key, request) == "flight-1"
+    assert coalescer.find(key) is None
+    coalescer.lead(key, "flight-1")
+    assert coalescer.find(key) == "flight-1"
     coalescer.finish(key, "flight-1")
-    assert coalescer.find(key, request) is None
+    assert coalescer.find(key) is None
     assert (coalescer.leads, coalescer.hits) == (1, 1)
-
-
-class CaseInsensitiveHook:
-    """A real (if simple) hook: prompts equal ignoring case are equivalent."""
-
-    def __init__(self) -> None:
-        self.by_text: dict[str, str] = {}
-
-    def _text(self, request: InferenceRequest) -> str:
-        return request.messages_or_prompt[-1].content.lower()
-
-    def match(self, key: str, request: InferenceRequest) -> str | None:
-        return self.by_text.get(self._text(request))
-
-    def started(self, key: str, request: InferenceRequest) -> None:
-        self.by_text[self._text(request)] = key
-
-    def finished(self, key: str) -> None:
-        self.by_text = {t: k for t, k in self.by_text.items() if k != key}
-
-
-def test_a_dedup_hook_can_match_non_identical_requests() -> None:
-    """When the exact key misses, a hook may point at an equivalent flight."""
-    coalescer: Coalescer[str] = Coalescer(hooks=[CaseInsensitiveHook()])
-    first, second = InferenceRequest("Hello"), InferenceRequest("HELLO")
-    coalescer.lead(request_key(first), first, "flight")
-    assert coalescer.find(request_key(second), second) == "flight"
-    coalescer.finish(request_key(first), "flight")
-    assert coalescer.find(request_key(second), second) is None
 
 
 async def _collect(broadcast: Broadcast) -> list[str]:

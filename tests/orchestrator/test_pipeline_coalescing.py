@@ -135,33 +135,3 @@ async def test_a_cancelled_leader_still_answers_its_followers() -> None:
     assert response.text == "q" and response.deduped
     assert worker.calls == 1
     assert snapshot.cancelled_total == 1 and snapshot.in_flight == 0
-
-
-class CaseInsensitiveHook:
-    """A stand-in semantic matcher: prompts equal ignoring case are the same question."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, str] = {}
-
-    def match(self, key: str, request: InferenceRequest) -> str | None:
-        return self.keys.get(request.messages_or_prompt[-1].content.lower())
-
-    def started(self, key: str, request: InferenceRequest) -> None:
-        self.keys[request.messages_or_prompt[-1].content.lower()] = key
-
-    def finished(self, key: str) -> None:
-        self.keys = {k: v for k, v in self.keys.items() if v != key}
-
-
-async def test_dedup_hook_plugs_into_the_pipeline() -> None:
-    """A dedup hook can merge requests that are not byte-identical."""
-    worker = GatedWorker()
-    async with Pipeline(PipelineConfig(), worker, dedup_hooks=[CaseInsensitiveHook()]) as pipeline:
-        calls = [
-            asyncio.create_task(pipeline.infer(InferenceRequest(p))) for p in ("Hello", "HELLO")
-        ]
-        await settle()
-        worker.gate.set()
-        responses = await asyncio.gather(*calls)
-    assert worker.calls == 1
-    assert [r.text for r in responses] == ["Hello", "Hello"]

@@ -1,0 +1,252 @@
+"""`SemanticDedupHook`: `SemanticDedup` in the pipeline's dedup seam.
+
+    hook = SemanticDedupHook(threshold=lambda: live.current.semantic_dedup_threshold)
+    pipeline = Pipeline(config, worker, dedup_hooks=[hook])
+    pipeline.feedback.subscribe(hook.on_feedback)     # a wrong hit reported raises its bar
+
+It implements `orchestrator.resilience.coalesce.DedupHook` by shape (this package never
+imports the pipeline). Each flight that no match served is stored under its text and scope
+while it is in the air (a near-identical request joins it), then with its answer for the
+answer's TTL (a near-identical request later gets that answer); a flight that lands without
+an answer is forgotten.
+
+Nothing heavy loads at construction: the first `match` starts loading the model, the verifier
+and FAISS in a background thread (`warm()` starts it earlier) and, until they are ready,
+every lookup is a miss at once, so no request ever waits for the model. `status()` says
+which embedder serves (`lexical` with the reason when sentence-transformers cannot load).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from intelligence.dedup import SemanticDedup
+
+__all__ = ["SemanticDedupHook", "SemanticMatch"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SemanticMatch:
+    """A match the hook found: the flight in the air (`flight_key`) or its stored `answer`;
+    `similarity` is the prompts' cosine, `confidence` the verifier's, `entry` the entry id."""
+
+    flight_key: str | None
+    answer: Any
+    similarity: float
+    confidence: float
+    entry: int
+
+
+@dataclass(slots=True)
+class _Slot:
+    """What an entry holds: the flight's key while it is in the air, then its answer."""
+
+    flight_key: str | None
+    answer: Any = None
+    expires_at: float | None = None
+
+
+class SemanticDedupHook:
+    """See the module docstring. `threshold` (a callable is read at every lookup) is the
+    verifier's bar; `make` builds the `SemanticDedup` (default: the packaged model with that
+    threshold) in the loading thread; `dedup` passes a ready one instead. `clock` is wall
+    time in seconds (answers' TTLs); `max_served` bounds the request ids remembered for
+    feedback."""
+
+    def __init__(
+        self,
+        dedup: SemanticDedup[Any] | None = None,
+        *,
+        threshold: float | Callable[[], float] = 0.92,
+        make: Callable[[], SemanticDedup[Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+        max_served: int = 10_000,
+    ) -> None:
+        if max_served < 1:
+            raise ValueError(f"max_served must be >= 1, got {max_served!r}")
+        self._threshold = threshold
+        self._make = make
+        self._clock = clock
+        self._max_served = max_served
+        self._dedup = dedup
+        self._state = "idle"
+        self._failure: str | None = None
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._flights: dict[str, tuple[_Slot, int]] = {}
+        self._served: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self.skipped_while_loading = 0
+        self.joined = self.answered_from_store = 0
+
+    # --- loading ------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self._dedup is not None and self._state == "ready"
+
+    def warm(self) -> None:
+        """Start loading in a background thread (once); returns at once."""
+        with self._lock:
+            if self._state != "idle":
+                return
+            self._state = "loading"
+        threading.Thread(target=self._load, name="semantic-dedup-load", daemon=True).start()
+
+    def wait_ready(self, timeout_s: float | None = None) -> bool:
+        """Block until loaded (or failed); True when ready. For tests and warm starts."""
+        self.warm()
+        self._ready.wait(timeout_s)
+        return self.ready
+
+    def _load(self) -> None:
+        try:
+            dedup = self._dedup
+            if dedup is None:
+                if self._make is not None:
+                    dedup = self._make()
+                else:
+                    from intelligence.dedup import SemanticDedup
+
+                    dedup = SemanticDedup(threshold=self._threshold)
+            dedup.warm()
+        except Exception as exc:  # a broken install: dedup stays off, requests go upstream
+            log.exception("semantic dedup could not load; it stays off")
+            self._failure = f"{type(exc).__name__}: {exc}"
+            self._state = "failed"
+        else:
+            self._dedup = dedup
+            self._state = "ready"
+        self._ready.set()
+
+    # --- the DedupHook protocol ---------------------------------------------------------------
+
+    async def match(self, text: str, scope: Hashable) -> SemanticMatch | None:
+        """The flight or answer that asks what `text` asks in `scope`, or None."""
+        dedup = self._dedup
+        if not self.ready or dedup is None:
+            self.warm()
+            self.skipped_while_loading += self._state == "loading"
+            return None
+        hit = await dedup.alookup(text, scope=scope)
+        if hit is None or hit.text == text:
+            return None  # byte-identical prompts are the exact cache's and coalescer's
+        slot: _Slot = hit.value
+        if slot.answer is not None:
+            if slot.expires_at is not None and slot.expires_at <= self._clock():
+                dedup.remove(hit.entry_id)
+                return None
+            return SemanticMatch(
+                flight_key=None,
+                answer=slot.answer,
+                similarity=hit.similarity,
+                confidence=hit.confidence,
+                entry=hit.entry_id,
+            )
+        if slot.flight_key is None:
+            return None
+        return SemanticMatch(
+            flight_key=slot.flight_key,
+            answer=None,
+            similarity=hit.similarity,
+            confidence=hit.confidence,
+            entry=hit.entry_id,
+        )
+
+    def started(self, flight_key: str, text: str, scope: Hashable) -> None:
+        """Index a flight now in the air. Uses the embedding its lookup just made; without
+        one (evicted meanwhile, or not loaded yet) the flight is not indexed: never embed on
+        the event loop."""
+        dedup = self._dedup
+        if not self.ready or dedup is None:
+            return
+        vector = dedup.cached_vector(text)
+        if vector is None:
+            return
+        slot = _Slot(flight_key)
+        entry = dedup.insert(text, slot, scope=scope, vector=vector)
+        self._flights[flight_key] = (slot, entry)
+
+    def answered(self, flight_key: str, answer: Any, ttl_s: float) -> None:
+        """The flight's answer: served to equivalent requests for `ttl_s` seconds."""
+        found = self._flights.get(flight_key)
+        if found is None:
+            return
+        slot, _ = found
+        slot.answer, slot.flight_key = answer, None
+        slot.expires_at = self._clock() + ttl_s
+
+    def finished(self, flight_key: str) -> None:
+        """The flight landed; without an answer its entry goes."""
+        found = self._flights.pop(flight_key, None)
+        if found is None or self._dedup is None:
+            return
+        slot, entry = found
+        if slot.answer is None:
+            self._dedup.remove(entry)
+
+    def served(self, request_id: str, match: SemanticMatch) -> None:
+        """`request_id` was answered by `match` (remembered for feedback on it)."""
+        if match.answer is None:
+            self.joined += 1
+        else:
+            self.answered_from_store += 1
+        self._served.pop(request_id, None)
+        self._served[request_id] = (match.entry, match.confidence)
+        while len(self._served) > self._max_served:
+            self._served.popitem(last=False)
+
+    # --- feedback -----------------------------------------------------------------------------
+
+    def feedback(self, request_id: str, *, correct: bool) -> bool:
+        """Whether `request_id`'s semantic answer was right; a wrong one raises its entry's
+        bar. False when `request_id` was not served by a semantic match (or is forgotten)."""
+        found = self._served.get(request_id)
+        if found is None or self._dedup is None:
+            return False
+        entry, confidence = found
+        self._dedup.feedback(entry, correct=correct, confidence=confidence)
+        return True
+
+    def on_feedback(self, feedback: Any) -> None:
+        """A pipeline feedback listener: a negative score on a semantic hit means it was
+        another question's answer; a positive one that it was right."""
+        if feedback.score != 0:
+            self.feedback(feedback.request_id, correct=feedback.score > 0)
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready state: loading state, embedder (and why the fallback, if it serves),
+        entries, the live threshold, hits by kind and the reported wrong-hit rate."""
+        data: dict[str, Any] = {
+            "state": self._state,
+            "joined_flights": self.joined,
+            "answered_from_store": self.answered_from_store,
+            "skipped_while_loading": self.skipped_while_loading,
+        }
+        if self._failure is not None:
+            data["failure"] = self._failure
+        dedup = self._dedup
+        if dedup is None or not self.ready:
+            return data
+        embedder = dedup.embedder
+        stats = dedup.stats()
+        data.update(
+            embedder=str(embedder.kind),
+            entries=stats.entries,
+            threshold=dedup.threshold,
+            reported_hits=stats.reported_hits,
+            wrong_hit_rate=stats.false_hit_rate or 0.0,
+        )
+        reason = getattr(embedder, "fallback_reason", None)
+        if reason:
+            data["fallback_reason"] = reason
+        return data
+
