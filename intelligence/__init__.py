@@ -56,12 +56,14 @@ _EXPORTS: dict[str, str] = {
     "FeedbackCollector": "intelligence.feedback",
     "Attribution": "intelligence.feedback",
     "PromptOptimizer": "intelligence.optimize",
+    "IntelligenceBridge": "intelligence.bridge",
     "Optimized": "intelligence.optimize",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; `X as X` marks a re-export
+    from intelligence.bridge import IntelligenceBridge as IntelligenceBridge
     from intelligence.complexity import Complexity as Complexity
     from intelligence.complexity import ComplexityLevel as ComplexityLevel
     from intelligence.complexity import score_complexity as score_complexity

@@ -27,7 +27,7 @@ from intelligence.feedback import Attribution, FeedbackCollector
 from intelligence.quality import QualityEstimator
 from intelligence.router import LearnedRouter
 
-__all__ = ["LearnedRouting", "complexity_context"]
+__all__ = ["LearnedRouting", "complexity_context", "last_user_text"]
 
 _NO_LESSON = "rejected"  # orchestrator.routing.ErrorClass.REJECTED: the request was at fault
 
@@ -40,9 +40,20 @@ class _Named(Protocol):
 R = TypeVar("R", bound=_Named)
 
 
+def last_user_text(request: Any) -> str:
+    """What the request asks now: its prompt, or its last user turn ("" without one)."""
+    prompt = getattr(request, "prompt", None)
+    if prompt:
+        return str(prompt)
+    for message in reversed(getattr(request, "messages", ()) or ()):
+        if getattr(message, "role", None) == "user":
+            return str(getattr(message, "content", "") or "")
+    return ""
+
+
 def complexity_context(request: Any) -> str | None:
     """The request's complexity level (the router learns each level separately)."""
-    prompt = getattr(request, "prompt", "") or ""
+    prompt = last_user_text(request)
     return str(score_complexity(prompt).level) if prompt else None
 
 
@@ -123,7 +134,7 @@ class LearnedRouting:
             if response.cached or response.deduped:
                 return
             score = estimator.estimate(
-                getattr(request, "prompt", "") or "",
+                last_user_text(request),
                 response.text,
                 finish_reason=response.finish_reason,
             )
@@ -136,3 +147,38 @@ class LearnedRouting:
         a client's score in [-1, 1] rewards the arm that produced that answer."""
         if self.collector is not None:
             self.collector.client_feedback(feedback.request_id, feedback.score)
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready state for `/v1/status`: the policy, each arm's estimated reward (the
+        discounted mean, the evidence behind it, its updates) overall and per context, the
+        abrupt changes seen, and what reached the router (attempts, feedback)."""
+        router = self.router
+
+        def arms(context: str | None) -> list[dict[str, Any]]:
+            return [
+                {
+                    "name": e.arm,
+                    "mean_reward": round(e.mean_reward, 4),
+                    "evidence": round(e.evidence, 2),
+                    "updates_total": e.updates_total,
+                }
+                for e in router.estimates(context)
+            ]
+
+        data: dict[str, Any] = {
+            "policy": str(router.policy),
+            "arms": arms(None),
+            "contexts": {c: arms(c) for c in router.contexts},
+            "changes_total": router.changes_total,
+            "answers_recorded": self.answers_recorded,
+            "failures_recorded": self.failures_recorded,
+        }
+        if self.collector is not None:
+            stats = self.collector.stats
+            data["feedback"] = {
+                "received": stats.received,
+                "router_updates": stats.router_updates,
+                "dedup_updates": stats.dedup_updates,
+                "unattributed": stats.unattributed,
+            }
+        return data

@@ -1,8 +1,10 @@
 """`SemanticDedupHook`: `SemanticDedup` in the pipeline's dedup seam.
 
     hook = SemanticDedupHook(threshold=lambda: live.current.semantic_dedup_threshold)
+    hook.collector = FeedbackCollector(dedup=hook)   # verdicts on hits reach their entries
     pipeline = Pipeline(config, worker, dedup_hooks=[hook])
-    pipeline.feedback.subscribe(hook.on_feedback)     # a wrong hit reported raises its bar
+
+(`IntelligenceBridge` does this wiring, with the learned router, for the composition root.)
 
 It implements `orchestrator.resilience.coalesce.DedupHook` by shape (this package never
 imports the pipeline). Each flight that no match served is stored under its text and scope
@@ -21,10 +23,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from intelligence.feedback import Attribution, FeedbackCollector
 
 if TYPE_CHECKING:
     from intelligence.dedup import SemanticDedup
@@ -59,8 +62,9 @@ class SemanticDedupHook:
     """See the module docstring. `threshold` (a callable is read at every lookup) is the
     verifier's bar; `make` builds the `SemanticDedup` (default: the packaged model with that
     threshold) in the loading thread; `dedup` passes a ready one instead. `clock` is wall
-    time in seconds (answers' TTLs); `max_served` bounds the request ids remembered for
-    feedback."""
+    time in seconds (answers' TTLs). `collector` (a `FeedbackCollector`), when set, is told
+    which entry answered each request served by a match, so a verdict on that request
+    reaches the entry (`feedback`, the collector's `DedupFeedback`)."""
 
     def __init__(
         self,
@@ -69,21 +73,18 @@ class SemanticDedupHook:
         threshold: float | Callable[[], float] = 0.92,
         make: Callable[[], SemanticDedup[Any]] | None = None,
         clock: Callable[[], float] = time.time,
-        max_served: int = 10_000,
+        collector: FeedbackCollector | None = None,
     ) -> None:
-        if max_served < 1:
-            raise ValueError(f"max_served must be >= 1, got {max_served!r}")
+        self.collector = collector
         self._threshold = threshold
         self._make = make
         self._clock = clock
-        self._max_served = max_served
         self._dedup = dedup
         self._state = "idle"
         self._failure: str | None = None
         self._ready = threading.Event()
         self._lock = threading.Lock()
         self._flights: dict[str, tuple[_Slot, int]] = {}
-        self._served: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self.skipped_while_loading = 0
         self.joined = self.answered_from_store = 0
 
@@ -194,33 +195,31 @@ class SemanticDedupHook:
             self._dedup.remove(entry)
 
     def served(self, request_id: str, match: SemanticMatch) -> None:
-        """`request_id` was answered by `match` (remembered for feedback on it)."""
+        """`request_id` was answered by `match`: attributed to its entry for feedback."""
         if match.answer is None:
             self.joined += 1
         else:
             self.answered_from_store += 1
-        self._served.pop(request_id, None)
-        self._served[request_id] = (match.entry, match.confidence)
-        while len(self._served) > self._max_served:
-            self._served.popitem(last=False)
+        if self.collector is not None:
+            answer = match.answer
+            self.collector.attribute(
+                Attribution(
+                    request_id=request_id,
+                    provider=getattr(answer, "provider", ""),
+                    model=getattr(answer, "model", ""),
+                    cached=True,
+                    dedup_entry=match.entry,
+                    similarity=match.similarity,
+                    confidence=match.confidence,
+                )
+            )
 
-    # --- feedback -----------------------------------------------------------------------------
+    # --- feedback (the collector's DedupFeedback) ---------------------------------------------
 
-    def feedback(self, request_id: str, *, correct: bool) -> bool:
-        """Whether `request_id`'s semantic answer was right; a wrong one raises its entry's
-        bar. False when `request_id` was not served by a semantic match (or is forgotten)."""
-        found = self._served.get(request_id)
-        if found is None or self._dedup is None:
-            return False
-        entry, confidence = found
-        self._dedup.feedback(entry, correct=correct, confidence=confidence)
-        return True
-
-    def on_feedback(self, feedback: Any) -> None:
-        """A pipeline feedback listener: a negative score on a semantic hit means it was
-        another question's answer; a positive one that it was right."""
-        if feedback.score != 0:
-            self.feedback(feedback.request_id, correct=feedback.score > 0)
+    def feedback(self, hit: int, *, correct: bool, confidence: float | None = None) -> None:
+        """Whether the answer entry `hit` served was right; a wrong one raises its bar."""
+        if self._dedup is not None:
+            self._dedup.feedback(hit, correct=correct, confidence=confidence)
 
     def status(self) -> dict[str, Any]:
         """JSON-ready state: loading state, embedder (and why the fallback, if it serves),

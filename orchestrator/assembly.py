@@ -46,9 +46,13 @@ def build_pipeline(
     `config` defaults to `PipelineConfig()`; `settings.max_spend_usd`, when set, becomes its
     global budget and `settings.prices_file` its price table. The configured model is the
     primary's; a fallback answers with its own default model. Provider SDKs are imported
-    here, not at module import. With `settings.semantic_dedup` (the default) and no
-    `dedup_hooks` given, an `intelligence.SemanticDedupHook` reading the live
-    `semantic_dedup_threshold` is plugged in, and client feedback reaches it.
+    here, not at module import.
+
+    The intelligence layer comes in through an `intelligence.IntelligenceBridge`:
+    `settings.learned_routing` (the default; with a fallback, when no `router` is given) puts
+    the learned router in the routing seam, rewarded by the quality of each answer;
+    `settings.semantic_dedup` (the default; unless `dedup_hooks` are given) adds semantic
+    dedup reading the live `semantic_dedup_threshold`; client feedback reaches both.
     """
     config = config if config is not None else PipelineConfig()
     if settings.prices_file is not None:
@@ -57,30 +61,36 @@ def build_pipeline(
         config = dataclasses.replace(config, global_budget_usd=settings.max_spend_usd)
     chain = (settings.provider, *settings.fallback)
     config = dataclasses.replace(config, fallback_order=chain)
-    hooks = tuple(dedup_hooks)
-    semantic = None
-    if settings.semantic_dedup and not hooks:
-        # A light import: the model, FAISS and the verifier load on first use, off the loop.
-        from intelligence.semantic_hook import SemanticDedupHook
-
-        live = live if live is not None else LiveConfig(config.tunables)
-        tunables = live
-        semantic = SemanticDedupHook(threshold=lambda: tunables.current.semantic_dedup_threshold)
-        hooks = (semantic,)
     workers = []
     for provider in chain:
         spec = PROVIDER_SPECS[provider]
         model = settings.model if provider == settings.provider else None
         workers.append(spec.build(settings, model or spec.default_model()))
+    live = live if live is not None else LiveConfig(config.tunables)
+    bridge = None
+    if settings.semantic_dedup or settings.learned_routing:
+        # Light imports: the model, FAISS and the verifier load on first use, off the loop.
+        from intelligence.bridge import IntelligenceBridge
+
+        tunables = live
+        bridge = IntelligenceBridge(
+            [w.name for w in workers],
+            learned_routing=settings.learned_routing and router is None,
+            semantic_dedup=settings.semantic_dedup and not dedup_hooks,
+            threshold=lambda: tunables.current.semantic_dedup_threshold,
+        )
+        router = router if router is not None else bridge.router_seam
+        dedup_hooks = (*dedup_hooks, *bridge.dedup_hooks)
+        quality_hooks = (*quality_hooks, *bridge.quality_hooks)
     pipeline = Pipeline(
         config,
         *workers,
         live=live,
         cache=cache,
         quality_hooks=quality_hooks,
-        dedup_hooks=hooks,
+        dedup_hooks=dedup_hooks,
         router=router,
     )
-    if semantic is not None:
-        pipeline.feedback.subscribe(semantic.on_feedback)
+    if bridge is not None:
+        bridge.attach(pipeline)
     return pipeline

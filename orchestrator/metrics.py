@@ -114,6 +114,9 @@ class MetricsSnapshot:
     """Cost avoided, priced like each request would have been upstream, by how it was
     answered: `cache` (exact cache hit), `dedup` (joined an identical flight), `semantic`
     (a semantic match, cached or in flight), and `total`."""
+    routing: Mapping[str, Any] | None = None
+    """With a router that reports its state (`status()`, the learned router): its arms and
+    their estimated rewards."""
     semantic_dedup: Mapping[str, Any] | None = None
     """With a semantic dedup hook: lookups, hits, hit rate, errors, the recent hits with their
     similarity, and the hook's own state (embedder, entries, threshold, wrong-hit rate)."""
@@ -124,10 +127,12 @@ class MetricsSnapshot:
         data["errors_by_type"] = dict(self.errors_by_type)
         data["unpriced_models"] = dict(self.unpriced_models)
         data["saved_usd"] = dict(self.saved_usd)
-        if self.semantic_dedup is None:
-            del data["semantic_dedup"]
-        else:
-            data["semantic_dedup"] = dict(self.semantic_dedup)
+        for name in ("routing", "semantic_dedup"):
+            value = getattr(self, name)
+            if value is None:
+                del data[name]
+            else:
+                data[name] = dict(value)
         return data
 
 

@@ -395,8 +395,19 @@ class Pipeline:
             budget_refusals=self.budget.refusals,
             unpriced_models=dict(self.prices.unpriced),
             saved_usd={**metrics.saved_usd, "total": sum(metrics.saved_usd.values())},
+            routing=self._router_status(),
             semantic_dedup=self.semantic.status() if self.semantic.hooks else None,
         )
+
+    def _router_status(self) -> dict[str, Any] | None:
+        status = getattr(self.router, "status", None)
+        if not callable(status):
+            return None
+        try:
+            return dict(status())
+        except Exception as exc:  # the router's state is extra: never blank the snapshot
+            log.warning("router status failed: %s", type(exc).__name__)
+            return {"error": f"router status unavailable ({type(exc).__name__})"}
 
     # -- what the providers can do (for the front doors) -----------------------------------
 

@@ -77,6 +77,7 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
     "semantic_dedup": "SEMANTIC_DEDUP",
+    "learned_routing": "LEARNED_ROUTING",
 }
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -156,8 +157,10 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
-    # Semantic dedup of near-identical prompts (the intelligence layer; loads on first use).
+    # The intelligence layer: semantic dedup of near-identical prompts (loads on first use),
+    # and the learned router choosing among the providers (with a fallback configured).
     semantic_dedup: bool = True
+    learned_routing: bool = True
 
     def __post_init__(self) -> None:
         for name in _SECRET_FIELDS:
@@ -289,6 +292,7 @@ _CONVERTERS: Mapping[str, Any] = {
     "max_spend_usd": float,
     "max_body_bytes": int,
     "semantic_dedup": switch,
+    "learned_routing": switch,
 }
 
 

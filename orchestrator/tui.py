@@ -248,6 +248,7 @@ class DashboardApp(App[None]):
                     Figure("cache hits", id="cache-hits"),
                     Figure("cache hit rate", id="cache-rate"),
                     Figure("upstream calls", id="upstream-calls"),
+                    Figure("saved", id="saved-usd"),
                     id="savings-figures",
                 ),
                 id="panel-savings",
@@ -270,12 +271,18 @@ class DashboardApp(App[None]):
                 id="panel-fleet",
             )
             yield _panel("Self-tuning", Static("", id="tuning-text"), id="panel-tuning")
+            yield _panel(
+                "Learned routing", Static("", id="learned-text"), id="panel-learned-routing"
+            )
+            yield _panel("Semantic dedup", Static("", id="semantic-text"), id="panel-semantic")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = self.url
         self.query_one("#panel-fleet").display = False
         self.query_one("#panel-tuning").display = False
+        self.query_one("#panel-learned-routing").display = False
+        self.query_one("#panel-semantic").display = False
         if self._fetch is None:
             self._client = httpx.AsyncClient(timeout=5.0)
             self._fetch = http_fetch(self._client, self.url, api_key=self._api_key)
@@ -330,6 +337,7 @@ class DashboardApp(App[None]):
                 "calls-saved": _int(s["dedup_hits"] + s["cache_hits"]),
                 "cache-hits": _int(s["cache_hits"]),
                 "cache-rate": _pct(s["cache_hit_rate"]),
+                "saved-usd": _usd((s.get("saved_usd") or {}).get("total", 0.0)),
                 "upstream-calls": _int(s["upstream_calls"]),
                 "cost-total": _usd(s["cost_usd_total"]),
                 "cost-per-answer": _usd(s["cost_usd_total"] / s["completed_total"])
@@ -344,6 +352,21 @@ class DashboardApp(App[None]):
         self._show_throughput(s)
         self._show_fleet(s.get("fleet"))
         self._show_tuning(s.get("self_tune"))
+        self._show_text("#panel-learned-routing", "#learned-text", s.get("routing"), routing_text)
+        self._show_text("#panel-semantic", "#semantic-text", s.get("semantic_dedup"), semantic_text)
+
+    def _show_text(
+        self,
+        panel_id: str,
+        text_id: str,
+        data: Mapping[str, Any] | None,
+        text: Any,
+    ) -> None:
+        """A text panel shown only while the status carries its section."""
+        panel = self.query_one(panel_id)
+        panel.display = data is not None
+        if data is not None:
+            self.query_one(text_id, Static).update(text(data))
 
     def _figures(self, values: Mapping[str, str]) -> None:
         for id_, text in values.items():
@@ -474,3 +497,36 @@ def tuning_text(tuning: Mapping[str, Any]) -> str:
     lines += status_lines(tuning.get("experiments"))
     return "\n".join(lines)
 
+
+def routing_text(routing: Mapping[str, Any]) -> str:
+    """The learned router's panel: each provider's estimated reward, best first."""
+    if isinstance(routing.get("error"), str):
+        return str(routing["error"])
+    changes = _int(routing.get("changes_total", 0))
+    lines = [f"policy {routing.get('policy')} · changes seen {changes}"]
+    for arm in routing.get("arms") or []:
+        reward = float(arm.get("mean_reward", 0.0))
+        lines.append(
+            f"{arm['name']:<16} {reward:.3f} {_bar(reward)}  evidence "
+            f"{float(arm.get('evidence', 0.0)):.1f} · {_int(arm.get('updates_total', 0))} updates"
+        )
+    return "\n".join(lines)
+
+
+def semantic_text(dedup: Mapping[str, Any]) -> str:
+    """The semantic dedup panel: state, embedder, hits and the recent ones' similarity."""
+    head = [str(dedup.get("state", ""))]
+    if dedup.get("embedder"):
+        head.append(str(dedup["embedder"]))
+    if dedup.get("fallback_reason"):
+        head.append(f"fallback: {dedup['fallback_reason']}")
+    lines = [
+        " · ".join(head),
+        f"lookups {_int(dedup.get('lookups', 0))} · hits {_int(dedup.get('hits', 0))} "
+        f"({_pct(dedup.get('hit_rate', 0.0))}) · wrong reported "
+        f"{_pct(dedup.get('wrong_hit_rate', 0.0))}",
+    ]
+    for hit in list(dedup.get("recent_hits") or [])[-5:][::-1]:
+        where = "joined a call in flight" if hit.get("served_from") == "flight" else "stored"
+        lines.append(f"  {hit['request_id']}: similarity {float(hit['similarity']):.3f}, {where}")
+    return "\n".join(lines)

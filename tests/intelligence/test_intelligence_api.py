@@ -36,6 +36,7 @@ def test_public_names_are_exactly_the_curated_surface() -> None:
             "QualityEstimator",
             "QualityScore",
             "RewardWeights",
+            "IntelligenceBridge",
             "SemanticDedup",
             "SemanticDedupHook",
             "SemanticMatch",

@@ -21,13 +21,15 @@ class Match:
 
 
 class CaseInsensitiveHook:
-    """A real (if simple) semantic matcher: texts equal ignoring case ask the same thing.
-    It waits a loop turn in `match`, as a hook that embeds in a thread does."""
+    """A real (if simple) semantic matcher: texts equal ignoring case ask the same thing
+    (byte-identical ones are left to the exact cache, as `SemanticDedupHook` does). It waits
+    a loop turn in `match`, as a hook that embeds in a thread does."""
 
     def __init__(self) -> None:
         self.flights: dict[tuple[str, str], str] = {}
         self.answers: dict[tuple[str, str], Any] = {}
         self.texts: dict[str, tuple[str, str]] = {}
+        self.originals: dict[tuple[str, str], str] = {}
         self.served_ids: list[str] = []
         self.lookups = 0
 
@@ -35,6 +37,8 @@ class CaseInsensitiveHook:
         self.lookups += 1
         await asyncio.sleep(0)
         key = (text.lower(), scope)
+        if self.originals.get(key) == text:
+            return None
         if key in self.answers:
             return Match(None, self.answers[key], 0.97)
         if key in self.flights:
@@ -43,6 +47,7 @@ class CaseInsensitiveHook:
 
     def started(self, flight_key: str, text: str, scope: str) -> None:
         self.flights[(text.lower(), scope)] = flight_key
+        self.originals[(text.lower(), scope)] = text
         self.texts[flight_key] = (text.lower(), scope)
 
     def answered(self, flight_key: str, answer: Any, ttl_s: float) -> None:
@@ -172,3 +177,17 @@ def test_the_scope_holds_everything_but_the_last_user_turn() -> None:
     same = InferenceRequest(messages=(*base.messages[:2], Message("user", "other")),
                             system="s", model="m")
     assert (semantic_query(same) or ("", ""))[1] == scope
+
+
+async def test_money_saved_is_priced_like_the_call_it_avoided() -> None:
+    """An exact cache hit, a coalesced follower and a semantic hit each count the cost the
+    upstream call would have had, under their own kind."""
+    worker, hook = ScriptedWorker(model="claude-sonnet-5"), CaseInsensitiveHook()
+    async with Pipeline(PipelineConfig(), worker, dedup_hooks=[hook]) as pipeline:
+        first = await pipeline.infer(InferenceRequest("Hello"))
+        await pipeline.infer(InferenceRequest("Hello"))  # exact cache
+        await pipeline.infer(InferenceRequest("HELLO"))  # semantic, stored
+        saved = pipeline.snapshot().saved_usd
+    assert first.cost_usd > 0
+    assert saved["cache"] == first.cost_usd and saved["semantic"] == first.cost_usd
+    assert saved["dedup"] == 0.0 and saved["total"] == 2 * first.cost_usd

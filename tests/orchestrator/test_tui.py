@@ -345,3 +345,35 @@ async def test_tuning_panel_shows_parameters_changes_and_anomalies() -> None:
         assert "inference_concurrency = 32 (default 64)  64 → 32: demand needs only" in shown
         assert "cache_ttl_s = 300.0 (default 300.0)" in shown
         assert "Critical upstream_error_rate = 0.5 (baseline 0.2): wrote si-x.toml" in shown
+
+
+ROUTING = {
+    "policy": "thompson", "changes_total": 1, "answers_recorded": 9, "failures_recorded": 0,
+    "arms": [{"name": "strong", "mean_reward": 0.912, "evidence": 7.5, "updates_total": 8},
+             {"name": "weak", "mean_reward": 0.4, "evidence": 1.0, "updates_total": 1}],
+    "contexts": {},
+}
+SEMANTIC = {
+    "state": "ready", "embedder": "lexical", "fallback_reason": "no torch", "lookups": 10,
+    "hits": 4, "hit_rate": 0.4, "errors": 0, "wrong_hit_rate": 0.25,
+    "recent_hits": [{"request_id": "req_a", "similarity": 0.9731, "served_from": "flight"}],
+}
+
+
+async def test_learned_routing_and_semantic_panels_show_only_when_reported() -> None:
+    """The router's arms with their estimated rewards, and semantic dedup's state and hits,
+    appear when the status carries them."""
+    statuses = Statuses(status())
+    app = DashboardApp("http://test", fetch=statuses, refresh_s=NEVER_S)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert not app.query_one("#panel-learned-routing").display
+        assert not app.query_one("#panel-semantic").display
+        statuses.current = status() | {"routing": ROUTING, "semantic_dedup": SEMANTIC}
+        await app.refresh_status()
+        await pilot.pause()
+        routing = text(app, "learned-text")
+        assert "policy thompson" in routing and "strong" in routing and "0.912" in routing
+        semantic = text(app, "semantic-text")
+        assert "lexical" in semantic and "fallback: no torch" in semantic
+        assert "hits 4 (40.0%)" in semantic and "req_a: similarity 0.973, joined" in semantic

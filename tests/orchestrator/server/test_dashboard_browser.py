@@ -12,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,8 @@ from fakeclock import FakeClock
 from fastapi import FastAPI
 from playwright.async_api import Browser, Page, async_playwright
 
+from intelligence import LearnedRouter, LearnedRouting, LexicalEmbedder, SemanticDedup
+from intelligence.semantic_hook import SemanticDedupHook
 from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
 from orchestrator.server import ServerTask, create_app
 from orchestrator.server.dashboard import mount_dashboard
@@ -66,8 +69,9 @@ class Site:
 @pytest.fixture
 async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     """A server with the dashboard. An `indirect` param may say `{"fleet": False}` (attach no
-    fleet), `{"tuning": True}` (a tuning loop the test drives) or give `stream_s` (how long
-    each event stream lasts)."""
+    fleet), `{"tuning": True}` (a tuning loop the test drives), `{"learned": True}` (the
+    learned router and semantic dedup) or give `stream_s` (how long each event stream
+    lasts)."""
     options = getattr(request, "param", {})
     with_fleet = options.get("fleet", True)
     gate = asyncio.Event()
@@ -76,7 +80,15 @@ async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
         await gate.wait()
 
     fleet = {"pending": 4, "running": 0, "done": 0, "failed": 0}
-    pipeline = Pipeline(PipelineConfig(), EchoWorker(latency_s=1.0, sleep=wait_for_gate))
+    learned: dict[str, Any] = {}
+    if options.get("learned"):  # the learned router and semantic dedup (lexical: no torch)
+        learned["router"] = LearnedRouting(LearnedRouter(["echo"], seed=3))
+        learned["dedup_hooks"] = [
+            SemanticDedupHook(SemanticDedup(LexicalEmbedder(), verify=False))
+        ]
+    pipeline = Pipeline(
+        PipelineConfig(), EchoWorker(latency_s=1.0, sleep=wait_for_gate), **learned
+    )
     app = FastAPI()
     fleet_status = (lambda: fleet) if with_fleet else None
     clock = FakeClock()
@@ -319,3 +331,23 @@ async def test_tuning_panel_shows_each_parameter_and_its_last_change(
 async def test_tuning_panel_is_hidden_without_a_tuning_loop(site: Site, page: Page) -> None:
     await text_becomes(page, "#connection", "live")
     assert not await page.is_visible("#panel-tuning")
+
+
+@pytest.mark.parametrize("site", [{"learned": True}], indirect=True)
+async def test_learned_routing_and_semantic_panels_follow_the_pipeline(
+    site: Site, page: Page
+) -> None:
+    """The router's arms with their estimated reward and updates, and semantic dedup's
+    lookups, appear once the pipeline has them."""
+    site.gate.set()
+    await site.pipeline.infer(InferenceRequest("q 1"))
+    await text_becomes(page, "#arm-echo td:nth-child(4)", "1")
+    await number_exceeds(page, "#semantic-lookups", 0)
+    assert await page.is_visible("#panel-learned-routing")
+    assert await page.is_visible("#panel-semantic")
+
+
+async def test_learned_panels_are_hidden_without_them(site: Site, page: Page) -> None:
+    await text_becomes(page, "#connection", "live")
+    assert not await page.is_visible("#panel-learned-routing")
+    assert not await page.is_visible("#panel-semantic")

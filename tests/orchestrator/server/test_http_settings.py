@@ -178,11 +178,13 @@ def test_a_bad_fallback_names_the_setting() -> None:
 
 
 async def test_a_dead_provider_falls_back_to_the_next() -> None:
-    """With the primary upstream failing, the pipeline answers from the fallback, in order."""
+    """With the primary upstream failing, the pipeline answers from the fallback, in order
+    (the configured order: the learned router off)."""
     async with FakeAnthropic() as upstream:
         upstream.fail_always(Fail(status=503))
         settings = ServerSettings(provider="anthropic", anthropic_api_key="sk-ant-test",
-                                  anthropic_base_url=upstream.url, fallback=("echo",))
+                                  anthropic_base_url=upstream.url, fallback=("echo",),
+                                  learned_routing=False)
         async with build_pipeline(settings) as pipeline:
             assert [route.worker.name for route in pipeline.routes] == ["anthropic", "echo"]
             response = await pipeline.infer(InferenceRequest("still answered"))

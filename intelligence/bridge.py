@@ -1,0 +1,117 @@
+"""`IntelligenceBridge`: the intelligence layer wired into one pipeline, in one place.
+
+    bridge = IntelligenceBridge(["anthropic", "openai"], threshold=lambda: live.current.x)
+    pipeline = Pipeline(config, *workers, router=bridge.router_seam,
+                        quality_hooks=bridge.quality_hooks, dedup_hooks=bridge.dedup_hooks)
+    bridge.attach(pipeline)                    # POST /v1/feedback reaches the learners
+    bridge.status()                            # the router's arms and estimated rewards
+
+The composition root (`orchestrator.assembly.build_pipeline`) does exactly this. The flow:
+- provider choice: `LearnedRouting` (the bandit behind the pipeline's `Router` seam) orders
+  the providers for each request, by the request's complexity level;
+- every answer from an upstream call: the `QualityEstimator` scores it (a pipeline quality
+  hook), the `FeedbackCollector` turns the score, with the call's latency and cost, into the
+  router's reward for the arm that answered;
+- a semantic-dedup hit is attributed to its dedup entry; a client's verdict on it
+  (`POST /v1/feedback`, negative = wrong) raises that entry's bar, and a task's outcome
+  (`task_outcome`) credits every request made for it.
+
+Each part has its switch: `learned_routing` (only with two or more providers: one has
+nothing to choose) and `semantic_dedup`. Nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from intelligence.feedback import FeedbackCollector
+from intelligence.quality import QualityEstimator
+from intelligence.router import LearnedRouter, LearnerStore, Policy, RewardWeights
+from intelligence.routing import LearnedRouting
+from intelligence.semantic_hook import SemanticDedupHook
+
+__all__ = ["IntelligenceBridge"]
+
+
+class IntelligenceBridge:
+    """The learned router, quality, feedback and semantic dedup for one pipeline (see the
+    module docstring). `providers` are the pipeline's provider (route) names, each an arm.
+    `seed` makes the router's choices reproducible; `store` (an `AgentMemory`) restores its
+    state at start and keeps it on `save()`. `dedup_hook` passes a ready hook instead of
+    building one (tests, a preloaded model)."""
+
+    def __init__(
+        self,
+        providers: Sequence[str],
+        *,
+        learned_routing: bool = True,
+        semantic_dedup: bool = True,
+        threshold: float | Callable[[], float] = 0.92,
+        policy: Policy | str = Policy.THOMPSON,
+        weights: RewardWeights | None = None,
+        estimator: QualityEstimator | None = None,
+        seed: int | None = None,
+        store: LearnerStore | None = None,
+        dedup_hook: SemanticDedupHook | None = None,
+    ) -> None:
+        names = list(providers)
+        self.router: LearnedRouter | None = None
+        if learned_routing and len(set(names)) > 1:
+            self.router = LearnedRouter(
+                names, policy=policy, weights=weights, seed=seed, store=store
+            )
+        self.dedup_hook: SemanticDedupHook | None = None
+        if semantic_dedup:
+            self.dedup_hook = dedup_hook or SemanticDedupHook(threshold=threshold)
+        self.collector = FeedbackCollector(router=self.router, dedup=self.dedup_hook)
+        if self.dedup_hook is not None:
+            self.dedup_hook.collector = self.collector
+        self.routing = (
+            LearnedRouting(self.router, collector=self.collector)
+            if self.router is not None
+            else None
+        )
+        self._estimator = estimator if estimator is not None else QualityEstimator()
+
+    # -- what the pipeline is built with -----------------------------------------------------
+
+    @property
+    def router_seam(self) -> LearnedRouting | None:
+        """The pipeline's `router` (None: keep the configured order)."""
+        return self.routing
+
+    @property
+    def quality_hooks(self) -> tuple[Callable[[Any, Any], None], ...]:
+        """Scores each upstream answer and rewards the arm that produced it."""
+        if self.routing is None:
+            return ()
+        return (self.routing.quality_hook(self._estimator),)
+
+    @property
+    def dedup_hooks(self) -> tuple[SemanticDedupHook, ...]:
+        return () if self.dedup_hook is None else (self.dedup_hook,)
+
+    def attach(self, pipeline: Any) -> None:
+        """Subscribe to the pipeline's feedback log: each client verdict reaches the router
+        arm and the dedup entry that produced that answer."""
+        pipeline.feedback.subscribe(self.on_feedback)
+
+    def on_feedback(self, feedback: Any) -> None:
+        """A pipeline feedback listener (a `Feedback` with `request_id` and `score`)."""
+        self.collector.client_feedback(feedback.request_id, feedback.score)
+
+    def task_outcome(self, task_id: str, verdict: str) -> int:
+        """A fleet task ended (`passed`/`failed`): credit every request made for it."""
+        return self.collector.task_outcome(task_id, verdict)
+
+    def save(self) -> None:
+        """Persist the router's state in its store (when it has one)."""
+        if self.router is not None:
+            self.router.save()
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any] | None:
+        """The learned router's state (`LearnedRouting.status`); None without one."""
+        return None if self.routing is None else self.routing.status()
