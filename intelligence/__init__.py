@@ -57,6 +57,8 @@ _EXPORTS: dict[str, str] = {
     "Attribution": "intelligence.feedback",
     "PromptOptimizer": "intelligence.optimize",
     "IntelligenceBridge": "intelligence.bridge",
+    "DemandForecaster": "intelligence.forecast",
+    "TelemetryForecast": "intelligence.forecast",
     "Optimized": "intelligence.optimize",
 }
 
@@ -82,6 +84,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; `X as X` marks a re-export
     from intelligence.errors import UnknownArm as UnknownArm
     from intelligence.feedback import Attribution as Attribution
     from intelligence.feedback import FeedbackCollector as FeedbackCollector
+    from intelligence.forecast import DemandForecaster as DemandForecaster
+    from intelligence.forecast import TelemetryForecast as TelemetryForecast
     from intelligence.optimize import Optimized as Optimized
     from intelligence.optimize import PromptOptimizer as PromptOptimizer
     from intelligence.quality import Defect as Defect

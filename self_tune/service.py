@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from intelligence.forecast import TelemetryForecast
 from self_tune.controller import TuningController
 from self_tune.journal import Journal
 from self_tune.live import ConfigPort
@@ -66,17 +67,22 @@ class SelfTuning:
         self.dry_run = dry_run
         self.bus: InProcessBus[TelemetrySnapshot] = InProcessBus()
         self._subscription = self.bus.subscribe()
+        # The demand forecast rides on the telemetry (forecast.* metrics) and feeds forward
+        # into the controller's demand laws (concurrency); it owns no knob.
+        self.forecast = TelemetryForecast(interval_s=interval_s)
         self.sampler = Sampler(
             bus=self.bus, sources=tuple(sources), interval_s=interval_s,
-            counters=PIPELINE_COUNTERS | FLEET_COUNTERS, derived=(upstream_error_rate,),
-            clock=clock, monotonic=monotonic)
+            counters=PIPELINE_COUNTERS | FLEET_COUNTERS,
+            derived=(upstream_error_rate, self.forecast), clock=clock, monotonic=monotonic)
         self.loop = SelfImprovementLoop(generator, window_s=60.0, dry_run=dry_run, clock=clock)
         self.controller: TuningController | None = None
         self.tuning = "off: no live config"
         if config is not None:
             try:
-                self.controller = TuningController(config, dry_run=dry_run, journal=journal,
-                                                   clock=monotonic)
+                self.controller = TuningController(
+                    config, dry_run=dry_run, journal=journal, clock=monotonic,
+                    forecast=self.forecast.rate_rps,
+                )
                 self.tuning = "dry run" if dry_run else "on"
             except Exception as exc:  # e.g. a remote server that cannot be tuned
                 self.tuning = f"off: {exc}"
@@ -173,4 +179,8 @@ class SelfTuning:
                  "task_id": e.proposal.task_id, "action": e.proposal.reason}
                 for e in self.loop.events[-10:]],
             "pinned": list(self.pinned),
+            "forecast": {
+                k: v for k, v in (self.last_snapshot.values if self.last_snapshot else {}).items()
+                if k.startswith("forecast.")
+            },
         }

@@ -37,6 +37,8 @@ def test_public_names_are_exactly_the_curated_surface() -> None:
             "QualityScore",
             "RewardWeights",
             "IntelligenceBridge",
+            "DemandForecaster",
+            "TelemetryForecast",
             "SemanticDedup",
             "SemanticDedupHook",
             "SemanticMatch",
