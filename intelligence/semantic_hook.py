@@ -100,7 +100,9 @@ class SemanticDedupHook:
             if self._state != "idle":
                 return
             self._state = "loading"
-        threading.Thread(target=self._load, name="semantic-dedup-load", daemon=True).start()
+        # Not a daemon: a process that exits mid-load waits for it, instead of killing a
+        # thread inside torch's import (which aborts the interpreter).
+        threading.Thread(target=self._load, name="semantic-dedup-load").start()
 
     def wait_ready(self, timeout_s: float | None = None) -> bool:
         """Block until loaded (or failed); True when ready. For tests and warm starts."""
