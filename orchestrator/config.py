@@ -421,6 +421,7 @@ class PipelineConfig:
     rag_max_file_bytes: int = 1_000_000
     cache_enabled: bool = True
     cache_max_entries: int = 10_000
+    cache_max_bytes: int = 256 * 2**20  # the in-process cache's byte budget (256 MiB)
     cache_scope: CacheScope = CacheScope.GLOBAL
     redis_url: str | None = None
     # Semantic dedup (a `DedupHook`) never serves requests with tools or other native blocks,
@@ -440,6 +441,7 @@ class PipelineConfig:
             "rag_chunk_chars",
             "rag_max_file_bytes",
             "cache_max_entries",
+            "cache_max_bytes",
             "breaker_probe_count",
             "metrics_window",
         ):

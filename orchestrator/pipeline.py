@@ -133,7 +133,11 @@ class Pipeline:
             cache = (
                 RedisCache(config.redis_url)
                 if config.redis_url
-                else MemoryCache(max_entries=config.cache_max_entries, clock=clock)
+                else MemoryCache(
+                    max_entries=config.cache_max_entries,
+                    max_bytes=config.cache_max_bytes,
+                    clock=clock,
+                )
             )
         self.cache = cache if config.cache_enabled else None
         live_ = self.live

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from orchestrator.codec import dumps
 from orchestrator.request import Usage
 
 __all__ = ["CachedAnswer", "MemoryCache", "RedisCache", "ResponseCache"]
@@ -69,29 +70,75 @@ class ResponseCache(Protocol):
 
 
 class MemoryCache:
-    """In-process LRU with TTL; holds at most `max_entries`, evicting the least recently used."""
+    """In-process LRU with TTL, bounded twice: at most `max_entries` answers and at most
+    `max_bytes` of them (key, text and native answer, as UTF-8/JSON bytes), evicting the
+    least recently used; an answer bigger than `max_bytes` alone is not kept. Expired entries
+    go when they are next asked for, and every `sweep_every_s` a put or get sweeps them all,
+    so memory is given back even for keys nobody asks for again.
+    """
 
-    __slots__ = ("_clock", "_entries", "max_entries")
+    __slots__ = (
+        "_bytes", "_clock", "_entries", "_next_sweep", "max_bytes", "max_entries", "sweep_every_s",
+    )
 
-    def __init__(self, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        *,
+        max_entries: int = 10_000,
+        max_bytes: int = 256 * 2**20,
+        sweep_every_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries!r}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes!r}")
+        if not sweep_every_s > 0:
+            raise ValueError(f"sweep_every_s must be > 0, got {sweep_every_s!r}")
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.sweep_every_s = sweep_every_s
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, CachedAnswer]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, CachedAnswer, int]] = OrderedDict()
+        self._bytes = 0
+        self._next_sweep = clock() + sweep_every_s
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """The bytes the entries held now count for."""
+        return self._bytes
+
+    def sweep(self) -> int:
+        """Drop every expired entry now; returns how many went."""
+        now = self._clock()
+        self._next_sweep = now + self.sweep_every_s
+        expired = [key for key, (expires, _, _) in self._entries.items() if expires <= now]
+        for key in expired:
+            self._drop(key)
+        return len(expired)
+
+    def _drop(self, key: str) -> None:
+        _, _, size = self._entries.pop(key)
+        self._bytes -= size
+
+    def _maybe_sweep(self, now: float) -> None:
+        if now >= self._next_sweep:
+            self.sweep()
 
     async def get(self, key: str) -> CachedAnswer | None:
         return self.get_nowait(key)
 
     def get_nowait(self, key: str) -> CachedAnswer | None:
+        now = self._clock()
+        self._maybe_sweep(now)
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry[0] <= self._clock():
-            del self._entries[key]
+        if entry[0] <= now:
+            self._drop(key)
             return None
         self._entries.move_to_end(key)
         return entry[1]
@@ -99,17 +146,33 @@ class MemoryCache:
     async def put(self, key: str, answer: CachedAnswer, *, ttl_s: float) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s!r}")
+        now = self._clock()
+        self._maybe_sweep(now)
+        if key in self._entries:
+            self._drop(key)
+        size = _size(key, answer)
+        if size > self.max_bytes:
+            return  # alone it would push out everything else
         entries = self._entries
-        entries[key] = (self._clock() + ttl_s, answer)
-        entries.move_to_end(key)
-        while len(entries) > self.max_entries:
-            entries.popitem(last=False)
+        entries[key] = (now + ttl_s, answer, size)
+        self._bytes += size
+        while len(entries) > self.max_entries or self._bytes > self.max_bytes:
+            self._drop(next(iter(entries)))
 
     async def clear(self) -> None:
         self._entries.clear()
+        self._bytes = 0
 
     async def aclose(self) -> None:
-        self._entries.clear()
+        await self.clear()
+
+
+def _size(key: str, answer: CachedAnswer) -> int:
+    """What an entry counts for against `max_bytes`: its key, text and native answer."""
+    size = len(key.encode()) + len(answer.text.encode())
+    if answer.native is not None:
+        size += len(dumps(answer.native))
+    return size
 
 
 class RedisCache:

@@ -109,6 +109,39 @@ async def test_memory_cache_ttl_follows_its_clock(clock: FakeClock) -> None:
     assert await cache.get("k") is None
 
 
+def _answer(text: str) -> CachedAnswer:
+    return CachedAnswer(text=text, usage=ANSWER.usage, provider="p", model="m")
+
+
+async def test_memory_cache_holds_at_most_its_byte_budget(clock: FakeClock) -> None:
+    """Twenty 1 MB answers in a 3 MB budget: the newest fit, the oldest went, the count of
+    bytes held stays under the budget; an answer bigger than the budget is not kept at all."""
+    cache = MemoryCache(max_bytes=3_000_000, clock=clock)
+    for i in range(20):
+        await cache.put(f"k{i}", _answer("x" * 1_000_000), ttl_s=60)
+        assert cache.bytes <= 3_000_000
+    assert len(cache) == 2 and await cache.get("k19") is not None
+    assert await cache.get("k0") is None
+    await cache.put("huge", _answer("x" * 3_000_001), ttl_s=60)
+    assert await cache.get("huge") is None and await cache.get("k19") is not None
+
+
+async def test_memory_cache_sweeps_expired_entries_nobody_asks_for(clock: FakeClock) -> None:
+    """Entries past their TTL give their memory back at the next sweep, although their keys
+    are never asked for again; one put after `sweep_every_s` triggers it."""
+    cache = MemoryCache(sweep_every_s=60, clock=clock)
+    for i in range(5):
+        await cache.put(f"old{i}", _answer("a" * 1000), ttl_s=10)
+    held = cache.bytes
+    clock.advance(30)
+    await cache.put("fresh", _answer("b"), ttl_s=600)
+    assert len(cache) == 6  # not yet: the sweep is due at 60 s
+    clock.advance(30)
+    await cache.put("fresh2", _answer("c"), ttl_s=600)
+    assert len(cache) == 2 and cache.bytes < held / 100
+    assert cache.sweep() == 0
+
+
 def test_redis_cache_refuses_a_non_redis_url() -> None:
     """A URL of the wrong scheme is rejected naming `url`."""
     with pytest.raises(ValueError, match="url"):
