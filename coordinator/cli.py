@@ -127,13 +127,16 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--agent", help="the agent profile to run it with")
     add.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
                      help="a free label (repeatable)")
+    _memory_flags(add)
     show = _command(tasks_sub, "show", _tasks_show, "everything about one task")
     show.add_argument("task_id", metavar="ID", help="the task's id")
     _json_flag(show)
     retry = _command(tasks_sub, "retry", _tasks_retry, "send a failed/cancelled task back")
     retry.add_argument("task_id", metavar="ID", help="the task's id")
+    _memory_flags(retry)
     cancel = _command(tasks_sub, "cancel", _tasks_cancel, "cancel a pending or running task")
     cancel.add_argument("task_id", metavar="ID", help="the task's id")
+    _memory_flags(cancel)
     clear = _command(tasks_sub, "clear", _tasks_clear,
                      "remove done, cancelled or rejected entries from the listings (kept "
                      "under archive/, never deleted)")
@@ -151,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     claim.add_argument("--agent", required=True, help="the claiming agent's name")
     claim.add_argument("--lease-s", type=float, help="lease length in seconds (default 60)")
     _json_flag(claim)
+    _memory_flags(claim)
     heartbeat = _command(sub, "heartbeat", _heartbeat, "renew a claim's lease")
     heartbeat.add_argument("task_id", metavar="ID", help="the claimed task's id")
     heartbeat.add_argument("--token", type=int, required=True, help="the claim's token")
@@ -159,10 +163,12 @@ def _parser() -> argparse.ArgumentParser:
     complete = _command(sub, "complete", _complete, "mark a claimed task done")
     complete.add_argument("task_id", metavar="ID", help="the claimed task's id")
     complete.add_argument("--token", type=int, required=True, help="the claim's token")
+    _memory_flags(complete)
     fail = _command(sub, "fail", _fail, "report a failed attempt (retried up to max_attempts)")
     fail.add_argument("task_id", metavar="ID", help="the claimed task's id")
     fail.add_argument("--token", type=int, required=True, help="the claim's token")
     fail.add_argument("--reason", required=True, help="why it failed (shown in listings)")
+    _memory_flags(fail)
 
     gate = sub.add_parser("gate", help="changes that passed the validation gate and wait for "
                           "review (--merge review)")
@@ -239,6 +245,29 @@ def _positive_s(value: str) -> float:
     return seconds
 
 
+def _memory_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-memory", action="store_true",
+                        help="do not record the change in agent memory")
+    _db_flag(parser)
+
+
+def _remember(args: argparse.Namespace, settings: Settings, task_id: str,
+              queue: FolderQueue) -> None:
+    """Record what this command changed in agent memory, as the fleet records its own; a
+    memory that cannot be written is a warning: the queue has the change either way."""
+    if args.no_memory:
+        return
+    from coordinator.remember import remember
+    from memory_db import AgentMemory
+
+    try:
+        with AgentMemory(settings.db) as memory:
+            remember(memory, queue.get(task_id))
+    except Exception as exc:
+        print(f"coordinator: warning: agent memory not updated ({exc}); the queue has the "
+              "change", file=sys.stderr)
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -268,7 +297,8 @@ def _queue(settings: Settings, *, create: bool = False) -> FolderQueue:
     from coordinator.queue import FolderQueue
 
     try:
-        return FolderQueue.open(settings.tasks, retry_backoff_s=settings.retry_backoff_s)
+        return FolderQueue.open(settings.tasks, retry_backoff_s=settings.retry_backoff_s,
+                                agents=_profile_names(settings))
     except QueueNotFound:
         missing = not settings.tasks.is_dir()
         if missing and not create:
@@ -276,7 +306,15 @@ def _queue(settings: Settings, *, create: bool = False) -> FolderQueue:
     if missing:
         print(f"coordinator: created a new task queue in {settings.tasks}/", file=sys.stderr)
     return FolderQueue.open(settings.tasks, create=True,
-                            retry_backoff_s=settings.retry_backoff_s)
+                            retry_backoff_s=settings.retry_backoff_s,
+                            agents=_profile_names(settings))
+
+
+def _profile_names(settings: Settings) -> set[str]:
+    """The agent profiles a task may name: the built-in ones and coordinator.toml's."""
+    from coordinator.agents import BUILTIN_PROFILES
+
+    return {*BUILTIN_PROFILES, *settings.profiles}
 
 
 def _print_json(value: Any) -> None:
@@ -613,8 +651,8 @@ def _tasks_list(args: argparse.Namespace) -> int:
         print("no tasks")
         return 0
     print(_table(
-        [[r["id"], r["state"], r["priority"], f"{r['attempts']}", r.get("reason") or r["title"]]
-         for r in rows],
+        [[r["id"], r["state"], r["priority"], f"{r['attempts']}",
+          "; ".join((r.get("reason") or r["title"]).splitlines())] for r in rows],
         ["id", "state", "priority", "attempts", "title / reason"],
     ))
     return 0
@@ -624,10 +662,12 @@ def _tasks_add(args: argparse.Namespace) -> int:
     given = {"max_attempts": args.max_attempts, "timeout_s": args.timeout_s,
              "agent": args.agent}
     fields = {name: value for name, value in given.items() if value is not None}
-    queue = _queue(_settings(args), create=True)
+    settings = _settings(args)
+    queue = _queue(settings, create=True)
     task = queue.add(args.prompt, task_id=args.task_id, priority=Priority(args.priority),
                      depends_on=tuple(args.depends_on), title=args.title,
                      acceptance=tuple(args.acceptance), tags=tuple(args.tags), **fields)
+    _remember(args, settings, task.id, queue)
     print(task.id)
     return 0
 
@@ -659,13 +699,19 @@ def _tasks_show(args: argparse.Namespace) -> int:
 
 
 def _tasks_retry(args: argparse.Namespace) -> int:
-    record = _queue(_settings(args)).retry(args.task_id)
+    settings = _settings(args)
+    queue = _queue(settings)
+    record = queue.retry(args.task_id)
+    _remember(args, settings, record.task.id, queue)
     print(f"{record.task.id}: {record.state.value}")
     return 0
 
 
 def _tasks_cancel(args: argparse.Namespace) -> int:
-    record = _queue(_settings(args)).cancel(args.task_id)
+    settings = _settings(args)
+    queue = _queue(settings)
+    record = queue.cancel(args.task_id)
+    _remember(args, settings, record.task.id, queue)
     print(f"{record.task.id}: {record.state.value}")
     return 0
 
@@ -725,10 +771,12 @@ def _still_running(queue: FolderQueue, task_id: str, attempt: int) -> bool:
 
 def _claim(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    claim = _queue(settings).claim(args.agent, lease_s=settings.lease_s)
+    queue = _queue(settings)
+    claim = queue.claim(args.agent, lease_s=settings.lease_s)
     if claim is None:
         print("coordinator: no task is ready to claim", file=sys.stderr)
         return 1
+    _remember(args, settings, claim.task.id, queue)
     if args.json:
         _print_json({
             "id": claim.task.id, "token": claim.token, "attempt": claim.attempt,
@@ -748,13 +796,19 @@ def _heartbeat(args: argparse.Namespace) -> int:
 
 
 def _complete(args: argparse.Namespace) -> int:
-    _queue(_settings(args)).complete(args.task_id, args.token)
+    settings = _settings(args)
+    queue = _queue(settings)
+    queue.complete(args.task_id, args.token)
+    _remember(args, settings, args.task_id, queue)
     print(f"{args.task_id}: done")
     return 0
 
 
 def _fail(args: argparse.Namespace) -> int:
-    state = _queue(_settings(args)).fail(args.task_id, args.token, reason=args.reason)
+    settings = _settings(args)
+    queue = _queue(settings)
+    state = queue.fail(args.task_id, args.token, reason=args.reason)
+    _remember(args, settings, args.task_id, queue)
     print(f"{args.task_id}: {state.value}")
     return 0
 
@@ -858,11 +912,28 @@ def _existing_memory(url: str | None, open_engine: Callable[[str | None], Any]) 
     return open_engine(url)
 
 
+def _cell(column: str, value: Any) -> str:
+    """A value as a person reads it in a table: a timestamp (`*_at`) as local ISO time, money
+    (`*usd*`, `*cost*`) to four decimals, other fractions to two; JSON keeps exact numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if column.endswith("_at"):
+            from datetime import datetime
+
+            return datetime.fromtimestamp(value).astimezone().isoformat(timespec="seconds")
+        if "usd" in column or "cost" in column:
+            return f"{value:.4f}"
+        return f"{value:.2f}"
+    return str(value)
+
+
 def _print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, as_json: bool) -> None:
     if as_json:
         _print_json([dict(zip(columns, row, strict=True)) for row in rows])
     elif rows:
-        print(_table([["" if v is None else str(v) for v in row] for row in rows], list(columns)))
+        print(_table([[_cell(c, v) for c, v in zip(columns, row, strict=True)] for row in rows],
+                     list(columns)))
     else:
         print("(no rows)")
 

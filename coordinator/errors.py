@@ -21,15 +21,27 @@ class CoordinatorError(Exception):
 
 
 class TaskFileError(CoordinatorError, ValueError):
-    """A task file was rejected: it names the file, and the line and field where known."""
+    """A task file was rejected: it names the file, and the line and field where known.
+
+    `problems` holds every problem found in the file, this one first (`path`, `line`,
+    `field` and `message` are the first's); the text lists them all, one a line."""
 
     def __init__(
-        self, path: Path | str, message: str, *, line: int | None = None, field: str | None = None
+        self, path: Path | str, message: str, *, line: int | None = None,
+        field: str | None = None, more: tuple[TaskFileError, ...] = (),
     ) -> None:
         self.path, self.line, self.field, self.message = Path(path), line, field, message
         where = str(path) + (f":{line}" if line is not None else "")
         what = f"field {field!r}: " if field else ""
-        super().__init__(f"{where}: {what}{message}")
+        self.problems: tuple[TaskFileError, ...] = (self, *more)
+        super().__init__("\n".join([f"{where}: {what}{message}", *(str(p) for p in more)]))
+
+    @classmethod
+    def of(cls, problems: list[TaskFileError]) -> TaskFileError:
+        """One error reporting all of `problems` (at least one), in their order."""
+        first, *rest = [p for found in problems for p in found.problems]
+        return cls(first.path, first.message, line=first.line, field=first.field,
+                   more=tuple(rest))
 
 
 class UnknownTask(CoordinatorError, LookupError):

@@ -22,7 +22,7 @@ import contextlib
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -72,17 +72,20 @@ class Ingest:
     """Accepts and rejects task files for one folder queue.
 
     `journal(task_id, state)` records a rejected id; `bump()` tells claimers new work is
-    pending; `clock` stamps the created events."""
+    pending; `clock` stamps the created events; `agents`, if given, are the profile names a
+    task's `agent` may name (others are rejected)."""
 
     def __init__(
         self, layout: Layout, index: TaskIndex, *, clock: Callable[[], float],
         journal: Callable[[str, str], None], bump: Callable[[], None],
+        agents: Collection[str] | None = None,
     ) -> None:
         self._layout = layout
         self._index = index
         self._clock = clock
         self._journal = journal
         self._bump = bump
+        self.agents = agents
         self._inbox_seen = (0.0, 0.0)  # the inbox folder's mtime when listed, and when
 
     # ------------------------------------------------------------------ the lock
@@ -156,7 +159,7 @@ class Ingest:
             except FileNotFoundError:
                 continue
             try:
-                tasks = parse_task_file(path, data=data)
+                tasks = parse_task_file(path, data=data, agents=self.agents)
                 self.check(path, data, tasks)
             except TaskFileError as exc:
                 rejected.append(self._reject(path, data, exc))

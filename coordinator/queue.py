@@ -28,7 +28,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -234,7 +234,8 @@ class FolderQueue:
     the base of the exponential wait before a failed task is retried; `rescan_every` bounds
     how many claims a process makes from its view of `pending/` before listing it again (it
     also relists whenever new work arrives). `create=False` refuses (`QueueNotFound`) a
-    folder that is not already a queue, and creates nothing.
+    folder that is not already a queue, and creates nothing. `agents`, if given, are the
+    agent profile names a task may name: a file naming another is rejected at ingest.
     """
 
     def __init__(
@@ -251,6 +252,7 @@ class FolderQueue:
         rescan_every: int = 1000,
         reclaim_every_s: float = 1.0,
         snapshot_every: int = 16,
+        agents: Collection[str] | None = None,
     ) -> None:
         if retry_backoff_s < 0:
             raise ValueError(f"retry_backoff_s must be >= 0, got {retry_backoff_s}")
@@ -278,7 +280,7 @@ class FolderQueue:
         self._dirs = {state: layout.folder(state) for state in RECORD_STATES}
         self._index = TaskIndex(layout.index)
         self._ingest = Ingest(layout, self._index, clock=clock, journal=self._journal_write,
-                              bump=self._bump_generation)
+                              bump=self._bump_generation, agents=agents)
         self._mutex = threading.Lock()  # guards the caches below across threads
         self._ended: dict[str, TaskState] = {}  # the journal so far: latest state per id
         self._journal_offset = 0
@@ -823,7 +825,7 @@ class FolderQueue:
         except (ValueError, TypeError) as exc:
             raise TaskFileError(target, str(exc)) from exc
         data = tasks_to_toml([task]).encode()
-        [parsed] = parse_task_file(target, data=data)  # the checks a dropped file gets
+        [parsed] = parse_task_file(target, data=data, agents=self._ingest.agents)  # as dropped
         with self._ingest.locked(30.0):
             self._ingest.accept(target.name, data, [parsed])
         return parsed

@@ -11,7 +11,7 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path, PurePath
@@ -110,8 +110,13 @@ _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-def parse_task_file(path: Path, *, data: bytes | None = None) -> list[Task]:
-    """Parse and validate one task file; raise `TaskFileError` naming what is wrong and where."""
+def parse_task_file(
+    path: Path, *, data: bytes | None = None, agents: Collection[str] | None = None,
+) -> list[Task]:
+    """Parse and validate one task file; raise `TaskFileError` naming every problem, where.
+
+    `agents`, if given, are the profile names a task's `agent` may name (the fleet's
+    configured and built-in profiles)."""
     raw = path.read_bytes() if data is None else data
     try:
         text = raw.decode("utf-8")
@@ -140,77 +145,102 @@ def parse_task_file(path: Path, *, data: bytes | None = None) -> list[Task]:
             )
         if not tables:
             raise TaskFileError(path, "the file defines no tasks", field="tasks")
-        tasks = [
-            _task_from_table(path, table, locator, index=i, default_id=None)
-            for i, table in enumerate(tables)
+        indexed: list[tuple[Mapping[str, Any], int | None, str | None]] = [
+            (table, i, None) for i, table in enumerate(tables)
         ]
     else:
-        tasks = [_task_from_table(path, doc, locator, index=None, default_id=path.stem)]
+        indexed = [(doc, None, path.stem)]
+    tasks: list[Task] = []
+    problems: list[TaskFileError] = []
+    for table, index, default_id in indexed:
+        try:
+            tasks.append(_task_from_table(path, table, locator, index=index,
+                                          default_id=default_id, agents=agents))
+        except TaskFileError as exc:
+            problems.append(exc)
     seen: set[str] = set()
     for i, task in enumerate(tasks):
         if task.id in seen:
-            raise TaskFileError(
+            problems.append(TaskFileError(
                 path,
                 f"duplicate id {task.id!r} within the file",
                 line=locator.line_of("id", table=i),
                 field="id",
-            )
+            ))
         seen.add(task.id)
+    if problems:
+        raise TaskFileError.of(problems)
     return tasks
 
 
 def _task_from_table(
     path: Path, table: Mapping[str, Any], locator: _Locator, *, index: int | None,
-    default_id: str | None,
+    default_id: str | None, agents: Collection[str] | None = None,
 ) -> Task:
-    def error(field: str, message: str) -> TaskFileError:
+    """The task `table` describes; raises one `TaskFileError` listing every bad field."""
+    problems: list[TaskFileError] = []
+    bad: set[str] = set()  # fields already reported: their later checks would only repeat
+
+    def error(field: str, message: str) -> None:
         where = f"[[tasks]] #{index + 1}: " if index is not None else ""
-        return TaskFileError(
+        problems.append(TaskFileError(
             path, where + message, line=locator.line_of(field, table=index), field=field
-        )
+        ))
+        bad.add(field)
 
     for key in table:
         if key not in _FIELDS:
-            raise error(key, f"unknown key {key!r}; known keys are: {', '.join(_FIELDS)}")
+            error(key, f"unknown key {key!r}; known keys are: {', '.join(_FIELDS)}")
     for key, value in table.items():
+        if key in bad:
+            continue
         types, expected = _FIELDS[key]
         if isinstance(value, bool) is not (bool in types) or not isinstance(value, types):
-            raise error(key, f"expected {expected}, got {_describe(value)}")
+            error(key, f"expected {expected}, got {_describe(value)}")
     for key in ("depends_on", "tags", "acceptance"):
-        items = table.get(key, [])
-        for item in items:
+        if key in bad:
+            continue
+        for item in table.get(key, []):
             if not isinstance(item, str):
-                raise error(key, f"expected {_FIELDS[key][1]}, got an item {_describe(item)}")
+                error(key, f"expected {_FIELDS[key][1]}, got an item {_describe(item)}")
+                break
     if "prompt" not in table:
-        raise error("prompt", "missing required key 'prompt' (a non-empty string)")
-    if not table["prompt"].strip():
-        raise error("prompt", "expected a non-empty string, got an empty one")
+        error("prompt", "missing required key 'prompt' (a non-empty string)")
+    elif "prompt" not in bad and not table["prompt"].strip():
+        error("prompt", "expected a non-empty string, got an empty one")
     if "id" not in table and default_id is None:
-        raise error("id", "each [[tasks]] table needs an 'id'")
+        error("id", "each [[tasks]] table needs an 'id'")
     task_id = table.get("id", default_id)
-    if not is_valid_id(task_id):
-        raise error(
-            "id",
-            f"expected {_FIELDS['id'][1]}, not starting with '.', got {task_id!r}",
-        )
-    try:
-        priority = Priority(table.get("priority", Priority.NORMAL))
-    except ValueError:
-        expected = _FIELDS["priority"][1]
-        raise error("priority", f"expected {expected}, got {table['priority']!r}") from None
-    for dep in table.get("depends_on", []):
-        if not is_valid_id(dep):
-            raise error("depends_on", f"{dep!r} is not a valid task id")
-        if dep == task_id:
-            raise error("depends_on", f"task {task_id!r} depends on itself")
-    if table.get("max_attempts", 1) < 1:
-        raise error("max_attempts", f"expected {_FIELDS['max_attempts'][1]}, got "
-                    f"{table['max_attempts']}")
-    if not (math.isfinite(table.get("timeout_s", 1)) and table.get("timeout_s", 1) > 0):
-        raise error("timeout_s", f"expected {_FIELDS['timeout_s'][1]}, got {table['timeout_s']}")
-    escape = workdir_escape(table["workdir"]) if "workdir" in table else None
+    if "id" not in bad and not is_valid_id(task_id):
+        error("id", f"expected {_FIELDS['id'][1]}, not starting with '.', got {task_id!r}")
+    priority = Priority.NORMAL
+    if "priority" not in bad:
+        try:
+            priority = Priority(table.get("priority", Priority.NORMAL))
+        except ValueError:
+            error("priority", f"expected {_FIELDS['priority'][1]}, got {table['priority']!r}")
+    if "depends_on" not in bad:
+        for dep in table.get("depends_on", []):
+            if not is_valid_id(dep):
+                error("depends_on", f"{dep!r} is not a valid task id")
+            elif dep == task_id:
+                error("depends_on", f"task {task_id!r} depends on itself")
+    if "max_attempts" not in bad and table.get("max_attempts", 1) < 1:
+        error("max_attempts", f"expected {_FIELDS['max_attempts'][1]}, got "
+              f"{table['max_attempts']}")
+    if "timeout_s" not in bad and not (
+            math.isfinite(table.get("timeout_s", 1)) and table.get("timeout_s", 1) > 0):
+        error("timeout_s", f"expected {_FIELDS['timeout_s'][1]}, got {table['timeout_s']}")
+    escape = workdir_escape(table["workdir"]) if "workdir" in table and "workdir" not in bad \
+        else None
     if escape is not None:
-        raise error("workdir", f"workdir {escape}")
+        error("workdir", f"workdir {escape}")
+    if agents is not None and "agent" in table and "agent" not in bad \
+            and table["agent"] not in agents:
+        error("agent", f"unknown agent profile {table['agent']!r}; known profiles are: "
+              f"{', '.join(sorted(agents))} (define others as [profiles.NAME] in coordinator.toml)")
+    if problems:
+        raise TaskFileError.of(problems)
     return Task(
         id=task_id,
         prompt=table["prompt"],

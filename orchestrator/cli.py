@@ -78,6 +78,15 @@ def _settings_flags(parser: argparse.ArgumentParser, *, web: bool, suppress: boo
         group.add_argument("--port", type=int, default=default, help="web API port (PORT, 8080)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prompt-orchestrator")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `orchestrator` command."""
     parser = argparse.ArgumentParser(
@@ -88,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Logging: LOG_FORMAT=json for JSON lines, LOG_LEVEL=DEBUG|INFO|WARNING|ERROR.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _settings_flags(parser, web=True, suppress=False)
     parser.add_argument("--no-web", action="store_true", help="the REPL only, no web API")
     parser.add_argument(

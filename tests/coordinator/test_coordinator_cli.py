@@ -320,3 +320,71 @@ def test_logs_shows_an_attempts_output(cli):
     assert code == 0 and out == "hello logs"
     code, _, err = cli("logs", "talk", "--attempt", "2")
     assert code == 2 and "no attempt 2" in err
+
+
+def test_an_unknown_agent_profile_is_refused_at_ingest_naming_file_and_field(cli, tmp_path):
+    """`tasks add --agent claud` and a dropped file naming it are both refused at ingest,
+    with the profiles that exist; nothing is queued."""
+    code, _, err = cli("tasks", "add", "x", "--id", "typo", "--agent", "claud")
+    assert code == 2
+    assert "typo.toml:" in err and "field 'agent'" in err
+    assert "unknown agent profile 'claud'; known profiles are: claude, codex, echo" in err
+    (tmp_path / "tasks" / "dropped.toml").write_text('prompt = "x"\nagent = "claud"\n')
+    code, out, _ = cli("tasks", "list", "--state", "rejected", "--json")
+    [rejected] = json.loads(out)
+    assert "dropped.toml:2: field 'agent': unknown agent profile 'claud'" in rejected["reason"]
+    assert json.loads(cli("tasks", "list", "--state", "pending", "--json")[1]) == []
+
+
+def test_external_claims_and_endings_reach_agent_memory(cli):
+    """claim / complete / fail made outside the fleet are recorded in agent memory: the agent
+    is in `stats`, and `memory query tasks` agrees with `tasks list`."""
+    cli("tasks", "add", "first", "--id", "a")
+    cli("tasks", "add", "second", "--id", "b", "--max-attempts", "1")
+    for verdict in ("complete", "fail"):
+        claim = json.loads(cli("claim", "--agent", "outside", "--json")[1])
+        extra = ["--reason", "still red"] if verdict == "fail" else []
+        assert cli(verdict, claim["id"], "--token", str(claim["token"]), *extra)[0] == 0
+    listed = {t["id"]: t["state"] for t in json.loads(cli("tasks", "list", "--json")[1])}
+    assert listed == {"a": "done", "b": "failed"}
+    remembered = json.loads(cli("memory", "query", "tasks", "--json")[1])
+    assert {t["task_id"]: t["state"] for t in remembered} == listed
+    attempts = json.loads(cli("memory", "query", "attempts", "--json")[1])
+    assert sorted((a["task_id"], a["agent"], a["outcome"]) for a in attempts) == [
+        ("a", "outside", "succeeded"), ("b", "outside", "failed")]
+    stats = json.loads(cli("memory", "query", "stats", "--json")[1])
+    assert [s["agent"] for s in stats] == ["outside"]
+
+
+def test_an_attempt_claimed_outside_shows_as_running_in_memory(cli):
+    """After `claim`, memory has the task claimed and its attempt open (no outcome yet)."""
+    cli("tasks", "add", "x", "--id", "live")
+    assert cli("claim", "--agent", "outside")[0] == 0
+    [task] = json.loads(cli("memory", "query", "tasks", "--json")[1])
+    assert task["state"] == "claimed"
+    [attempt] = json.loads(cli("memory", "query", "attempts", "--json")[1])
+    assert attempt["outcome"] is None and attempt["agent"] == "outside"
+
+
+def test_no_memory_leaves_agent_memory_alone(cli, tmp_path):
+    """With --no-memory the external commands write no database."""
+    cli("tasks", "add", "x", "--id", "quiet", "--no-memory")
+    assert cli("claim", "--agent", "outside", "--no-memory")[0] == 0
+    assert not (tmp_path / ".coordinator" / "memory.db").exists()
+
+
+def test_memory_tables_round_fractions_and_show_local_times(cli):
+    """`memory query` tables show rates and durations to two decimals and timestamps as local
+    ISO times; --json keeps the exact numbers."""
+    from datetime import datetime
+
+    cli("tasks", "add", "x", "--id", "r")
+    claim = json.loads(cli("claim", "--agent", "outside", "--json")[1])
+    cli("complete", "r", "--token", str(claim["token"]))
+    [row] = json.loads(cli("memory", "query", "attempts", "--json")[1])
+    table = cli("memory", "query", "attempts")[1]
+    local = datetime.fromtimestamp(row["started_at"]).astimezone().isoformat(timespec="seconds")
+    assert local in table and str(row["started_at"]) not in table
+    assert f"{row['duration_s']:.2f}" in table.split()
+    stats = cli("memory", "query", "stats")[1].splitlines()[1].split()
+    assert stats[-1] == "1.00"  # success_rate

@@ -410,3 +410,36 @@ def test_a_workdir_below_the_fleets_workdir_is_accepted(tmp_path: Path) -> None:
     """`workdir = "services/api"` stays inside the fleet's working directory."""
     [task] = parse_task_file(_write(tmp_path, "w.toml", 'prompt = "p"\nworkdir = "services/api"\n'))
     assert task.workdir == "services/api"
+
+
+def test_every_bad_field_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    """Three bad fields: one error lists all three, each with its line and field, in order."""
+    error = _rejection(tmp_path, "t.toml", 'prompt = "p"\npriority = "urgent"\n'
+                       'max_attempts = 0\ncolour = "red"\n')
+    assert [(p.line, p.field) for p in error.problems] == [
+        (4, "colour"), (2, "priority"), (3, "max_attempts")]
+    assert (error.line, error.field) == (4, "colour")  # the first, as before
+    lines = str(error).splitlines()
+    assert len(lines) == 3
+    assert lines[1].startswith(f"{tmp_path / 't.toml'}:2: field 'priority'")
+
+
+def test_bad_fields_of_several_tasks_tables_are_all_reported(tmp_path: Path) -> None:
+    """Each [[tasks]] table's problems are reported, not only the first table's."""
+    error = _rejection(tmp_path, "t.toml", '[[tasks]]\nid = "a"\nprompt = ""\n\n'
+                       '[[tasks]]\nid = "b"\nprompt = "p"\ntimeout_s = -1\n')
+    assert [(p.line, p.field) for p in error.problems] == [(3, "prompt"), (8, "timeout_s")]
+    assert "[[tasks]] #2" in str(error)
+
+
+def test_an_agent_that_names_no_known_profile_is_rejected(tmp_path: Path) -> None:
+    """Given the known profile names, an unknown `agent` is rejected naming its line and the
+    profiles there are."""
+    path = _write(tmp_path, "t.toml", 'prompt = "p"\nagent = "claud"\n')
+    with pytest.raises(TaskFileError) as info:
+        parse_task_file(path, agents={"echo", "claude"})
+    assert (info.value.line, info.value.field) == (2, "agent")
+    assert "unknown agent profile 'claud'; known profiles are: claude, echo" in str(info.value)
+    [task] = parse_task_file(_write(tmp_path, "u.toml", 'prompt = "p"\nagent = "claude"\n'),
+                             agents={"echo", "claude"})
+    assert task.agent == "claude"

@@ -496,3 +496,13 @@ def test_serve_self_tune_dry_run_recommends_without_changing(tmp_path: Path) -> 
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`orchestrator --version` prints the distribution's version and exits 0."""
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        cli.build_parser().parse_args(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"orchestrator {version('prompt-orchestrator')}"
