@@ -45,7 +45,7 @@ demo: install
 # The fleet alone, on a copy of the example tasks so the repository's tasks/ stays clean.
 demo-fleet: install
 	rm -rf .demo && mkdir -p .demo
-	cp tasks/*.toml .demo/
+	cp tasks/examples/*.toml .demo/
 	cd .demo && ../$(VENV)/bin/coordinator run --tasks . --agents 3 --agent echo --until-empty; \
 	  echo; ../$(VENV)/bin/coordinator tasks list --tasks . && \
 	  echo && ../$(VENV)/bin/coordinator tasks show hello --tasks . && \

@@ -38,6 +38,19 @@ def agent_env(url: str, token: str | None = None) -> dict[str, str]:
     }
 
 
+def _one_log_style(settings: Any) -> None:
+    """Log the embedded server the way `orchestrator serve` does: plain lines (or JSON with
+    LOG_FORMAT=json), keys masked. Installed before the server starts, so no library gets to
+    install its own handler first (the MCP server would put a Rich console, with colours and
+    wrapped lines, in the middle of the fleet's output)."""
+    from orchestrator.logging_setup import configure_logging
+
+    keys = (settings.anthropic_api_key, settings.openai_api_key, settings.api_key,
+            settings.admin_api_key)
+    configure_logging(level=settings.log_level, fmt=settings.log_format,
+                      secrets=[k.reveal() for k in keys if k is not None])
+
+
 class EmbeddedOrchestrator:
     """An orchestrator server running inside the coordinator process, for its fleet.
 
@@ -76,6 +89,7 @@ class EmbeddedOrchestrator:
         from orchestrator.settings import load_settings
 
         settings = load_settings(env_file=self._env_file)
+        _one_log_style(settings)
         if settings.admin_api_key is None:
             settings = dataclasses.replace(settings, admin_api_key=secrets.token_urlsafe(32))
         assert settings.admin_api_key is not None

@@ -50,6 +50,11 @@ _KEY_PATTERNS = (
     ),
 )
 
+# Terminal colour and cursor sequences (CSI), and the extras that only carry a coloured
+# copy of the message (uvicorn's `color_message`).
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_TERMINAL_EXTRAS = frozenset({"color_message"})
+
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -104,7 +109,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRS and key not in data:
+            if key not in _RECORD_ATTRS and key not in data and key not in _TERMINAL_EXTRAS:
                 data[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -112,7 +117,9 @@ class JsonFormatter(logging.Formatter):
             data["exception"] = record.exc_text
         if record.stack_info:
             data["stack"] = record.stack_info
-        return json.dumps(data, default=str, ensure_ascii=False)
+        # A JSON line is read by machines: no terminal colour codes, whoever logged them.
+        plain = {k: _ANSI.sub("", v) if isinstance(v, str) else v for k, v in data.items()}
+        return json.dumps(plain, default=str, ensure_ascii=False)
 
 
 def _level(value: str) -> int:

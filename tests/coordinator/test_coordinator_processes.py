@@ -178,3 +178,51 @@ def test_a_status_file_left_by_a_killed_fleet_is_ignored(tmp_path):
     assert FleetStatusFile.read(tmp_path) is None
     (tmp_path / ".queue" / FLEET_STATUS_FILE).write_text(json.dumps({"pid": os.getpid()}))
     assert FleetStatusFile.read(tmp_path) == {"pid": os.getpid()}
+
+
+def test_running_on_the_repositorys_own_tasks_folder_leaves_its_examples_alone(tmp_path):
+    """`coordinator run --until-empty` over (a copy of) the repository's tasks/ moves none of
+    its tracked example files, and each of them is a valid task file."""
+    import shutil
+
+    from coordinator.task import parse_task_file
+
+    repo_tasks = Path(__file__).resolve().parents[2] / "tasks"
+    folder = tmp_path / "tasks"
+    shutil.copytree(repo_tasks, folder)
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*.toml")}
+    assert before, "the repository ships example tasks"
+    done = subprocess.run([*COORDINATOR, "run", "--tasks", str(folder), "--agent", "echo",
+                           "--until-empty", "--no-memory"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*.toml")
+             if p.relative_to(folder).parts[0] not in ("sources", "archive", "rejected")}
+    assert after == before
+    for path in before:
+        assert parse_task_file(folder / path)
+
+
+def test_an_embedded_orchestrator_logs_in_the_orchestrators_own_style(tmp_path):
+    """`run --orchestrator start`: the server's lines are single plain lines in the
+    orchestrator's format (JSON with LOG_FORMAT=json), with no colour codes — not a Rich
+    console wrapped around the fleet's lines."""
+    folder = _tasks(tmp_path, 1)
+    env = {k: v for k, v in os.environ.items() if k not in ("LOG_FORMAT", "LOG_LEVEL")}
+    env.update(PROVIDER="echo", PORT="0")
+    args = [*COORDINATOR, "run", "--tasks", str(folder), "--agent", "echo", "--until-empty",
+            "--no-memory", "--orchestrator", "start"]
+    text = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert text.returncode == 0, text.stderr
+    assert "\x1b" not in text.stderr
+    assert any(" INFO    uvicorn.error: Started server process" in line
+               for line in text.stderr.splitlines()), text.stderr
+
+    (folder / "again.toml").write_text('prompt = "again"\n')
+    as_json = subprocess.run(args, cwd=tmp_path, env={**env, "LOG_FORMAT": "json"},
+                             capture_output=True, text=True, timeout=120)
+    assert as_json.returncode == 0, as_json.stderr
+    assert "\x1b" not in as_json.stderr and "\\u001b" not in as_json.stderr
+    logged = [json.loads(line) for line in as_json.stderr.splitlines() if line.startswith("{")]
+    assert {"uvicorn.error", "mcp.server.streamable_http_manager"} <= {r["logger"] for r in logged}

@@ -153,3 +153,19 @@ def test_filter_keeps_every_record() -> None:
     record = logging.makeLogRecord({"msg": "k=%s", "args": ("abcd-secret",)})
     assert SecretFilter(["abcd-secret"]).filter(record) is True
     assert record.getMessage() == f"k={MASK}"
+
+
+def test_json_lines_carry_no_terminal_colour_codes(restore_root: None) -> None:
+    """uvicorn's coloured copy of its message (`color_message`) and colour codes inside a
+    message never reach a JSON line."""
+    out = io.StringIO()
+    configure_logging(environ={"LOG_FORMAT": "json"}, stream=out)
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42,
+        extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
+    logging.getLogger("other").info("\x1b[1mbold\x1b[0m move")
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first == {k: first[k] for k in ("time", "level", "logger", "message")}
+    assert first["message"] == "Started server process [42]"
+    assert second["message"] == "bold move"
+    assert "\x1b" not in out.getvalue() and "\\u001b" not in out.getvalue()
