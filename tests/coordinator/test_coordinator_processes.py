@@ -226,3 +226,31 @@ def test_an_embedded_orchestrator_logs_in_the_orchestrators_own_style(tmp_path):
     assert "\x1b" not in as_json.stderr and "\\u001b" not in as_json.stderr
     logged = [json.loads(line) for line in as_json.stderr.splitlines() if line.startswith("{")]
     assert {"uvicorn.error", "mcp.server.streamable_http_manager"} <= {r["logger"] for r in logged}
+
+
+def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once(tmp_path):
+    """SIGINT to a real `coordinator run` with a busy agent prints, at once, that it waits up to
+    the grace period and how to skip it; a second SIGINT kills the agent and the task goes back
+    to pending, long before the grace period is over."""
+    folder = _tasks(tmp_path, 1)
+    starts = tmp_path / "starts"
+    proc = subprocess.Popen(
+        [*COORDINATOR, "run", "--tasks", str(folder), "--agent",
+         f"echo $COORDINATOR_TASK_ID >> {starts}; sleep 300", "--grace-s", "300",
+         "--no-memory"],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    _wait_for(lambda: len(_lines(starts)) == 1)
+    proc.send_signal(signal.SIGINT)
+    notice = ""
+    while "press Ctrl-C again" not in notice:
+        line = proc.stderr.readline()
+        assert line, f"no notice before the output ended: {notice!r}"
+        notice += line
+    assert "waiting up to 300s for 1 running agent(s)" in notice
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert "stopping now: killing 1 running agent(s)" in proc.stderr.read()
+    [record] = FolderQueue(folder).records()
+    assert record.state == TaskState.PENDING and record.history[-1].outcome == "released"
