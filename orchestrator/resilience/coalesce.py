@@ -20,6 +20,7 @@ from orchestrator.request import (
     ANTHROPIC_BETA,
     ANTHROPIC_VERSION,
     NATIVE_ANTHROPIC,
+    NATIVE_OPENAI_RESPONSES,
     InferenceRequest,
     StreamChunk,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "DedupHook",
     "DedupMatch",
     "keyed_body",
+    "keyed_responses_body",
     "normalise_text",
     "request_key",
     "semantic_query",
@@ -64,7 +66,9 @@ def request_key(request: InferenceRequest) -> str:
     native_format = request.native_format
     if request.native is not None and native_format is not None:
         # The body is the whole question (the text fields only render it for estimates).
-        body = keyed_body(request.native) if native_format == NATIVE_ANTHROPIC else request.native
+        body = (keyed_body(request.native) if native_format == NATIVE_ANTHROPIC
+                else keyed_responses_body(request.native)
+                if native_format == NATIVE_OPENAI_RESPONSES else request.native)
         parts = [
             "6:native",
             _field(request.model),
@@ -125,6 +129,41 @@ def keyed_body(body: Mapping[str, Any]) -> Mapping[str, Any]:
         assert isinstance(system, list)
         keyed["system"] = system[1:]
     return keyed
+
+
+_PER_RUN_RESPONSES_FIELDS = ("client_metadata", "prompt_cache_key")
+
+
+def keyed_responses_body(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A native Responses API body without what differs between identical questions from
+    different Codex runs and cannot change the answer, and nothing else:
+
+    - `client_metadata` (the client's own labels: its installation and session ids),
+    - `prompt_cache_key` (the thread id Codex names for the provider's prompt cache), and
+    - the `id` of each `input` item that carries its content with it (a message, a function
+      call, a reasoning item: ids a previous response gave them, new on every run); an
+      `item_reference`, which is nothing but an id, keeps it.
+
+    The body sent upstream keeps them all; only the dedup and cache key leaves them out.
+    """
+    items = body.get("input")
+    strip_ids = isinstance(items, list) and any(_content_item_with_id(i) for i in items)
+    strip_fields = any(name in body for name in _PER_RUN_RESPONSES_FIELDS)
+    if not (strip_ids or strip_fields):
+        return body
+    keyed = {k: v for k, v in body.items() if k not in _PER_RUN_RESPONSES_FIELDS}
+    if strip_ids:
+        assert isinstance(items, list)
+        keyed["input"] = [
+            {k: v for k, v in item.items() if k != "id"} if _content_item_with_id(item) else item
+            for item in items
+        ]
+    return keyed
+
+
+def _content_item_with_id(item: object) -> bool:
+    return (isinstance(item, Mapping) and "id" in item and item.get("type") != "item_reference"
+            and len(item) > 2)  # more than its type and its id: it carries content
 
 
 def _field(value: str | None) -> str:

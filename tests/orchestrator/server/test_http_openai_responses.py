@@ -298,3 +298,51 @@ async def test_an_error_event_mid_stream_reaches_the_client(served: Served) -> N
     events = [event async for event in stream]
     assert events[-1].type == "error"
     assert "failed (HTTP 500)" in events[-1].message and "boom" not in events[-1].message
+
+
+def _codex_run(thread: str, item_id: str, *, text: str = "open main") -> dict[str, Any]:
+    """The fields two Codex runs asking the same thing send differently."""
+    return {
+        "input": [
+            ASK[0],
+            {"type": "message", "id": item_id, "role": "user",
+             "content": [{"type": "input_text", "text": text}]},
+        ],
+        "prompt_cache_key": thread,
+        "extra_body": {"client_metadata": {"installation_id": thread, "session": item_id}},
+    }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_two_codex_runs_asking_the_same_thing_share_one_upstream_call(
+    served: Served, stream: bool,
+) -> None:
+    """Identical questions from two Codex runs at once coalesce: the key ignores
+    client_metadata, prompt_cache_key and input item ids — which still reach the upstream."""
+
+    async def ask(fields: dict[str, Any]) -> None:
+        if stream:
+            async with served.sdk.responses.stream(model=MODEL, tools=TOOLS, **fields) as events:
+                await events.get_final_response()
+        else:
+            await served.sdk.responses.create(model=MODEL, tools=TOOLS, **fields)
+
+    served.upstream.hold()
+    calls = [asyncio.create_task(ask(_codex_run("thread-a", "msg_1"))),
+             asyncio.create_task(ask(_codex_run("thread-b", "msg_2")))]
+    async with asyncio.timeout(10):
+        while served.pipeline.coalescer.hits < 1:
+            await asyncio.sleep(0.005)
+    served.upstream.release()
+    await asyncio.gather(*calls)
+    (received,) = served.upstream.requests
+    assert received.body["prompt_cache_key"] == "thread-a"
+    assert received.body["input"][1]["id"] == "msg_1"
+
+
+async def test_a_codex_run_asking_something_else_makes_its_own_call(served: Served) -> None:
+    """Only those fields are ignored: a different message makes its own upstream call."""
+    await served.sdk.responses.create(model=MODEL, **_codex_run("thread-a", "msg_1"))
+    await served.sdk.responses.create(model=MODEL, **_codex_run("thread-a", "msg_1",
+                                                                 text="open lib"))
+    assert served.upstream.request_count == 2
