@@ -244,10 +244,13 @@ class Fleet:
         `announce` is told what each stop request does (`stop_notice`)."""
 
         def handle(*_: object) -> None:
+            # Stop first, announce after: once the notice is out, a second Ctrl-C (its
+            # handler may run before this one returns) already means "now".
+            notice = self.stop_notice()
+            self.request_stop()
             if announce is not None:
                 with contextlib.suppress(RuntimeError):  # a print it interrupted
-                    announce(self.stop_notice())
-            self.request_stop()
+                    announce(notice)
 
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:

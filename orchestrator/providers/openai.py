@@ -28,6 +28,7 @@ from orchestrator.providers._http import (
     truncated_stream_error,
 )
 from orchestrator.request import (
+    NATIVE_OPENAI_CHAT,
     NATIVE_OPENAI_RESPONSES,
     OPENAI_CLIENT_HEADERS,
     Completion,
@@ -54,6 +55,14 @@ _STATUS_OF_CODE = {
     "invalid_prompt": 400,
     "context_length_exceeded": 400,
 }
+
+
+def _chat_usage(usage: Any) -> Usage:
+    """`Usage` from a Chat Completions `usage` object (cached prompt tokens are within
+    `prompt_tokens`)."""
+    usage = usage if isinstance(usage, Mapping) else {}
+    return Usage(input_tokens=int(usage.get("prompt_tokens") or 0),
+                 output_tokens=int(usage.get("completion_tokens") or 0))
 
 
 def responses_usage(usage: Mapping[str, Any] | None) -> Usage:
@@ -114,7 +123,10 @@ class OpenAIWorker:
     (with the client's `openai-beta` and `x-openai-*` headers), answered with the JSON the
     upstream sent; streamed, one chunk per event, the last `response.completed` (or
     `response.incomplete`) with finish reason and usage; `response.failed` and `error` events
-    raise `ProviderError` with the status their code stands for.
+    raise `ProviderError` with the status their code stands for. Takes native Chat Completions
+    bodies too (a client's tools and `tool_choice`): sent to `POST /chat/completions` as given,
+    answered and streamed as the upstream sent them (a stream is asked for its usage, and
+    that chunk is passed on only if the client asked for it too).
     """
 
     def __init__(
@@ -145,7 +157,7 @@ class OpenAIWorker:
             )
         self.name = name
         self.default_model = model
-        self.native_formats = frozenset({NATIVE_OPENAI_RESPONSES})
+        self.native_formats = frozenset({NATIVE_OPENAI_RESPONSES, NATIVE_OPENAI_CHAT})
         self._api_key = api_key
         self._max_tokens_field: MaxTokensField = max_tokens_field or (
             "max_completion_tokens" if base_url is None else "max_tokens"
@@ -282,7 +294,7 @@ class OpenAIWorker:
         return (self._api_key,)
 
     def _native_call(self, request: InferenceRequest) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The JSON body and the SDK request options for a native Responses request."""
+        """The JSON body and the SDK request options for a native request."""
         assert request.native is not None
         body = {k: v for k, v in request.native.items() if k != "stream"}
         body["model"] = request.model or self.default_model
@@ -293,6 +305,8 @@ class OpenAIWorker:
         return body, options
 
     async def _complete_native(self, request: InferenceRequest, timer: CallTimer) -> Completion:
+        if request.native_format == NATIVE_OPENAI_CHAT:
+            return await self._complete_native_chat(request, timer)
         body, options = self._native_call(request)
         try:
             answer = await timer.within(
@@ -316,9 +330,98 @@ class OpenAIWorker:
             native=answer,
         )
 
+    async def _complete_native_chat(
+        self, request: InferenceRequest, timer: CallTimer
+    ) -> Completion:
+        body, options = self._native_call(request)
+        try:
+            answer = await timer.within(
+                self._client.post("/chat/completions", cast_to=object, body=body,
+                                  options=options)
+            )
+        except openai.APIError as exc:
+            raise self._translate(exc) from None
+        except (httpx2.HTTPError, json.JSONDecodeError) as exc:
+            raise connection_error(
+                self.name, "connection lost", exc, secrets=self._secrets
+            ) from None
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise ProviderError(self.name, "response has no choices", retryable=True)
+        message = choices[0].get("message") or {}
+        text = message.get("content") if isinstance(message, dict) else None
+        return Completion(
+            text=text if isinstance(text, str) else "",
+            usage=_chat_usage(answer.get("usage")),
+            model=answer.get("model") or body["model"],
+            finish_reason=choices[0].get("finish_reason"),
+            native=answer,
+        )
+
+    async def _stream_native_chat(
+        self, request: InferenceRequest, timer: CallTimer
+    ) -> AsyncIterator[StreamChunk]:
+        body, options = self._native_call(request)
+        body["stream"] = True
+        client_options = body.get("stream_options")
+        client_wants_usage = isinstance(client_options, dict) and bool(
+            client_options.get("include_usage"))
+        if self._stream_usage and not client_wants_usage:  # we bill by it
+            body["stream_options"] = {**(client_options or {}), "include_usage": True}
+        options["timeout"] = self._stream_timeout
+        try:
+            events = await timer.within(
+                self._client.post("/chat/completions", cast_to=object, body=body,
+                                  options=options, stream=True, stream_cls=_RawEvents)
+            )
+        except openai.APIError as exc:
+            raise self._translate(exc) from None
+        index, finish_reason, usage = 0, None, None
+        try:
+            while True:
+                try:
+                    event: Any = await timer.within(anext(events))
+                except StopAsyncIteration:
+                    break
+                if "error" in event:
+                    raise self._event_error(event)
+                if event.get("usage"):
+                    usage = _chat_usage(event["usage"])
+                choices = event.get("choices") or []
+                if not choices and not client_wants_usage:
+                    continue  # the usage chunk we asked for, not the client
+                delta = (choices[0].get("delta") or {}) if choices else {}
+                text = delta.get("content") if isinstance(delta, dict) else None
+                if choices and choices[0].get("finish_reason") is not None:
+                    finish_reason = choices[0]["finish_reason"]
+                yield StreamChunk(text=text if isinstance(text, str) else "", index=index,
+                                  native=event)
+                index += 1
+        except openai.APIError as exc:
+            raise self._translate(exc) from None
+        except httpx2.TimeoutException:
+            raise stalled_error(self.name, self._stall_timeout_s) from None
+        except httpx2.HTTPError as exc:
+            raise connection_error(
+                self.name, "connection lost mid-stream", exc, secrets=self._secrets
+            ) from None
+        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise connection_error(
+                self.name, "malformed stream event", exc, secrets=self._secrets
+            ) from None
+        finally:
+            await events.close()
+        if finish_reason is None:
+            raise truncated_stream_error(self.name, index)
+        yield StreamChunk(text="", index=index, finish_reason=finish_reason, usage=usage)
+
     async def _stream_native(
         self, request: InferenceRequest, timer: CallTimer
     ) -> AsyncIterator[StreamChunk]:
+        if request.native_format == NATIVE_OPENAI_CHAT:
+            async for chunk in self._stream_native_chat(request, timer):
+                yield chunk
+            return
         body, options = self._native_call(request)
         body["stream"] = True
         options["timeout"] = self._stream_timeout

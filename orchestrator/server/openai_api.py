@@ -3,15 +3,19 @@
 System and developer messages become the system prompt; user and assistant messages (content
 as a string or text parts) the conversation; `user` the session. Streaming sends
 `chat.completion.chunk` events as `data:` lines, a usage chunk when
-`stream_options.include_usage` is set, then `data: [DONE]`. What the pipeline cannot carry
-(tools, images, `n` > 1, stop sequences) is refused with a 400 naming the field.
+`stream_options.include_usage` is set, then `data: [DONE]`. A body that uses tools (`tools`,
+`tool_choice`, tool turns) goes natively, as sent, to a provider that takes Chat Completions
+bodies (an OpenAI-compatible one) and comes back as it answered. What the pipeline cannot
+carry otherwise (tools, images, `n` > 1, stop sequences) is refused with a 400 naming the
+field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -19,13 +23,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.request import InferenceRequest, Message, StreamChunk, Usage
+from orchestrator.request import (
+    NATIVE_FORMAT,
+    NATIVE_OPENAI_CHAT,
+    OPENAI_CLIENT_HEADERS,
+    InferenceRequest,
+    Message,
+    StreamChunk,
+    Usage,
+)
+from orchestrator.server.anthropic_api import takes_native
 from orchestrator.server.bodies import (
     MAX_ITEMS,
     SEMANTIC_FIELD,
     body_schema,
     body_size,
     cache_headers,
+    client_retries,
+    client_timeout_s,
     json_object,
     off_loop,
     semantic_wanted,
@@ -101,9 +116,11 @@ def _text_of(content: str | list[ContentPart] | None, where: str) -> str:
     return "".join(parts)
 
 
-def to_request(body: ChatBody) -> InferenceRequest:
-    """The pipeline request for `body`; raises `RequestRejected` naming a field it cannot
-    carry."""
+def to_request(
+    body: ChatBody, *, timeout_s: float | None = None, retries: bool = False
+) -> InferenceRequest:
+    """The pipeline request for `body` (`timeout_s`: the client's own, `retries`: whether the
+    client retries by itself); raises `RequestRejected` naming a field it cannot carry."""
     if body.tools:
         raise _refuse("tools", "tool calls are not supported by this server")
     if body.tool_choice not in (None, "none"):
@@ -134,12 +151,67 @@ def to_request(body: ChatBody) -> InferenceRequest:
         temperature=body.temperature,
         session_id=body.user or None,
         metadata={"api": "openai"},
+        timeout_s=timeout_s,
+        client_retries=retries,
     )
 
 
-def _prepare(data: dict[str, Any]) -> tuple[ChatBody, InferenceRequest]:
+def _prepare(
+    data: dict[str, Any], timeout_s: float | None = None, retries: bool = False,
+    native_headers: Mapping[str, str] | None = None,
+) -> tuple[ChatBody, InferenceRequest]:
+    """The validated body and its pipeline request: with `native_headers` (the provider takes
+    Chat Completions bodies) a body that uses tools goes as it came, else the text request."""
     body: ChatBody = validated(ChatBody, data)
-    return body, to_request(body)
+    if native_headers is not None and _uses_tools(body):
+        return body, native_request(data, body, headers=native_headers, timeout_s=timeout_s,
+                                    retries=retries)
+    return body, to_request(body, timeout_s=timeout_s, retries=retries)
+
+
+def _uses_tools(body: ChatBody) -> bool:
+    """Whether the body needs a provider that calls tools: it offers some, or holds turns of
+    a tool conversation."""
+    return bool(body.tools) or body.tool_choice not in (None, "none") or any(
+        m.role == "tool" or m.tool_calls for m in body.messages)
+
+
+def native_request(
+    data: dict[str, Any], body: ChatBody, *, headers: Any, timeout_s: float | None,
+    retries: bool,
+) -> InferenceRequest:
+    """The pipeline request carrying a Chat Completions body as it came (for a provider that
+    takes it natively); its text is rendered only for token estimates."""
+    from orchestrator.server.responses_api import forwarded_headers
+    from orchestrator.server.streaming import dumps
+
+    metadata = {"api": "openai", NATIVE_FORMAT: NATIVE_OPENAI_CHAT}
+    forwarded = forwarded_headers(headers)
+    if forwarded:
+        metadata[OPENAI_CLIENT_HEADERS] = json.dumps(forwarded, sort_keys=True)
+    return InferenceRequest(
+        messages=(Message("user", dumps(data.get("messages", []))),),
+        model=body.model,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        session_id=body.user or None,
+        metadata=metadata,
+        native={k: v for k, v in data.items() if k != "stream"},
+        timeout_s=timeout_s,
+        client_retries=retries,
+    )
+
+
+async def _native_chunks(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
+    """The provider's own chunks as it sent them, then `[DONE]`."""
+    try:
+        async for chunk in chunks:
+            if chunk.native is not None:
+                yield sse(chunk.native)
+    except OrchestratorError as exc:
+        yield sse(from_exception(exc).body_for("openai"))
+        return
+    yield sse("[DONE]")
 
 
 def _completion_id() -> str:
@@ -163,9 +235,20 @@ def _usage(usage: Usage) -> dict[str, int]:
 )
 async def chat_completions(http: Request, state: State) -> Response:
     data = await json_object(http)
-    body, request = await off_loop(body_size(http), _prepare, data)
+    native = takes_native(state.pipeline, NATIVE_OPENAI_CHAT)
+    body, request = await off_loop(
+        body_size(http), _prepare, data,
+        client_timeout_s(http.headers.get("x-stainless-timeout")), client_retries(http.headers),
+        http.headers if native else None,
+    )
     if not semantic_wanted(http.headers, (body.model_extra or {}).get(SEMANTIC_FIELD)):
         request = dataclasses.replace(request, semantic_dedup=False)
+    if request.native is not None:  # tools: the provider's own answer, as it sent it
+        if body.stream:
+            native_chunks = await open_stream(state.pipeline, request)
+            return sse_response(_native_chunks(native_chunks), native_chunks)
+        answer = await state.pipeline.infer(request)
+        return JSONResponse(answer.native)
     created = int(state.wall_clock())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage

@@ -160,7 +160,9 @@ def test_json_lines_carry_no_terminal_colour_codes(restore_root: None) -> None:
     message never reach a JSON line."""
     out = io.StringIO()
     configure_logging(environ={"LOG_FORMAT": "json"}, stream=out)
-    logging.getLogger("uvicorn.error").info(
+    # uvicorn's own logger may have been set up not to propagate by an earlier server: its
+    # way of logging (a coloured copy of the message in `color_message`) is what matters.
+    logging.getLogger("test.uvicorn_like").info(
         "Started server process [%d]", 42,
         extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
     logging.getLogger("other").info("\x1b[1mbold\x1b[0m move")

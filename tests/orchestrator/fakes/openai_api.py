@@ -62,6 +62,18 @@ def _function_tool(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _chat_function_tool(body: Mapping[str, Any]) -> str | None:
+    """The first Chat Completions function tool's name, unless the last message is a tool
+    result (the conversation already answered the call)."""
+    messages = body.get("messages") or []
+    if messages and isinstance(messages[-1], Mapping) and messages[-1].get("role") == "tool":
+        return None
+    for tool in body.get("tools") or ():
+        if isinstance(tool, Mapping) and tool.get("type") == "function":
+            return str((tool.get("function") or {}).get("name"))
+    return None
+
+
 class FakeOpenAI(FakeUpstream):
     """Answers `reply` one word per token; stops at the token limit with `finish_reason: length`.
 
@@ -122,21 +134,26 @@ class FakeOpenAI(FakeUpstream):
         if "input" in body:
             return self._response(body, self._output(body))
         chunks, finish_reason, input_tokens = self._tokens(body)
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(chunks)}
+        tool = _chat_function_tool(body) if self.call_tools else None
+        if tool is not None:
+            message["tool_calls"] = [self._chat_tool_call(tool)]
+            finish_reason = "tool_calls"
         return {
             "id": f"chatcmpl-fake{self.request_count}",
             "object": "chat.completion",
             "created": 0,
             "model": body.get("model", "gpt-fake"),
             "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(chunks)},
-                    "finish_reason": finish_reason,
-                    "logprobs": None,
-                }
+                {"index": 0, "message": message, "finish_reason": finish_reason,
+                 "logprobs": None}
             ],
             "usage": self._usage(input_tokens, len(chunks)),
         }
+
+    def _chat_tool_call(self, name: str) -> dict[str, Any]:
+        return {"id": f"call_fake_{self.request_count}", "type": "function",
+                "function": {"name": name, "arguments": FUNCTION_ARGUMENTS}}
 
     def answer_events(self, body: Mapping[str, Any]) -> list[Event]:
         if "input" in body:
@@ -159,6 +176,11 @@ class FakeOpenAI(FakeUpstream):
 
         events = [Event(data=_data(chunk({"role": "assistant", "content": ""}, None)))]
         events += [Event(data=_data(chunk({"content": c}, None)), text=True) for c in chunks]
+        tool = _chat_function_tool(body) if self.call_tools else None
+        if tool is not None:
+            call = {"index": 0, **self._chat_tool_call(tool)}
+            events.append(Event(data=_data(chunk({"tool_calls": [call]}, None))))
+            finish_reason = "tool_calls"
         events.append(Event(data=_data(chunk({}, finish_reason))))
         if with_usage:
             final = chunk({}, None)

@@ -236,3 +236,21 @@ async def test_cache_reads_and_writes_are_billed(served: Served) -> None:
     cost = served.pipeline.snapshot().cost_usd_total
     # claude-sonnet-5: $3/M input → cache reads $0.30/M, cache writes $3.75/M
     assert cost == pytest.approx(0.30 + 3.75, rel=0.01)
+
+
+async def test_openai_sdk_retries_on_chat_completions_are_not_multiplied_either(
+    served: Served,
+) -> None:
+    """The OpenAI SDK announces its own retries on /v1/chat/completions too: with 2 retries
+    against an upstream that keeps answering 429, 3 upstream calls in all, then its 429."""
+    import openai
+
+    served.upstream.fail_always(Fail(status=429, message="slow down", retry_after="0"))
+    sdk = openai.AsyncOpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=2)
+    with pytest.raises(openai.RateLimitError):
+        await sdk.chat.completions.create(
+            model="claude-fake", messages=[{"role": "user", "content": "hi"}]
+        )
+    await sdk.close()
+    assert served.upstream.request_count == 3
+    assert served.pipeline.snapshot().providers[0].breaker_state == "closed"

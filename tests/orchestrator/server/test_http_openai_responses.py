@@ -346,3 +346,55 @@ async def test_a_codex_run_asking_something_else_makes_its_own_call(served: Serv
     await served.sdk.responses.create(model=MODEL, **_codex_run("thread-a", "msg_1",
                                                                  text="open lib"))
     assert served.upstream.request_count == 2
+
+
+CHAT_TOOLS: list[Any] = [
+    {"type": "function", "function": {
+        "name": "read_file", "description": "Read a file",
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}
+]
+
+
+async def test_chat_completion_tools_go_natively_to_an_openai_provider(served: Served) -> None:
+    """Tools and tool_choice through /v1/chat/completions reach an OpenAI upstream as sent; its
+    tool call comes back unchanged, billed; the tool result turn goes the same way."""
+    ask = [{"role": "user", "content": "open main"}]
+    first = await served.sdk.chat.completions.create(
+        model=MODEL, messages=ask, tools=CHAT_TOOLS, tool_choice="auto",  # type: ignore[arg-type]
+        extra_body={"parallel_tool_calls": False},
+    )
+    (received,) = served.upstream.requests
+    assert received.path == "/v1/chat/completions"
+    assert received.body["tools"] == CHAT_TOOLS and received.body["tool_choice"] == "auto"
+    assert received.body["parallel_tool_calls"] is False
+    assert received.headers["authorization"] == "Bearer sk-upstream"
+    [call] = first.choices[0].message.tool_calls or []
+    assert (call.function.name, call.function.arguments) == ("read_file", FUNCTION_ARGUMENTS)
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert served.pipeline.snapshot().cost_usd_total > 0
+
+    second = await served.sdk.chat.completions.create(
+        model=MODEL, tools=CHAT_TOOLS,  # type: ignore[arg-type]
+        messages=[*ask, first.choices[0].message.model_dump(exclude_none=True),  # type: ignore[list-item]
+                  {"role": "tool", "tool_call_id": call.id, "content": "print('hi')"}],
+    )
+    assert served.upstream.requests[1].body["messages"][-1]["content"] == "print('hi')"
+    assert second.choices[0].message.content == "Let me look."
+
+
+async def test_streamed_chat_completion_tools_come_back_chunk_for_chunk(served: Served) -> None:
+    """Streamed with tools: the upstream's chunks arrive as sent, the tool call included; the
+    usage chunk the gateway asked for (to bill) is not passed to a client that did not."""
+    stream = await served.sdk.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "open main"}],
+        tools=CHAT_TOOLS, stream=True,  # type: ignore[arg-type]
+    )
+    chunks = [chunk async for chunk in stream]
+    assert served.upstream.requests[0].body["stream_options"] == {"include_usage": True}
+    calls = [c for chunk in chunks for c in (chunk.choices[0].delta.tool_calls or [])]
+    assert [c.function.name for c in calls if c.function] == ["read_file"]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert all(chunk.choices for chunk in chunks)  # no usage-only chunk
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    assert text == "Let me look."
+    assert served.pipeline.snapshot().cost_usd_total > 0
