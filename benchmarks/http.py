@@ -1,12 +1,15 @@
 """Benchmark the HTTP server's added latency on the Anthropic Messages API, in one run.
 
     .venv/bin/python benchmarks/http.py [--rates 100,500,1000] [--duration 6] [--warmup 1]
+        [--quick] [--semantic-dedup]
 
 Three processes, each pinned to CPUs with `taskset` (placement printed):
 - a fake upstream speaking the Anthropic Messages API, answering after a fixed 50 ms;
 - the server under test: `create_app` over a pipeline whose one worker is the real
   `AnthropicWorker` (official SDK over aiohttp) pointed at the fake upstream, served with the
   uvicorn configuration `orchestrator serve` uses (uvloop, httptools), access log off;
+  semantic dedup off unless `--semantic-dedup` (every prompt here is distinct: it would only
+  add an embedding per request);
 - an open-loop load generator (one aiohttp session) sending `POST /v1/messages` at a fixed
   rate with distinct prompts (so neither dedup nor the cache helps).
 
@@ -141,6 +144,14 @@ def run_upstream() -> None:
     uvloop.run(main())
 
 
+def _semantic_dedup() -> bool:
+    """Whether the server under test runs semantic dedup (the server's default, on). Off here
+    unless `--semantic-dedup`: every prompt of this load is distinct, so it would add one
+    embedding (several ms of CPU) per request and measure the embedding model, not the
+    gateway. The roles learn it from the environment their parent sets."""
+    return os.environ.get("BENCH_SEMANTIC_DEDUP") == "1"
+
+
 def run_server(upstream_url: str, concurrency: int, worker: str) -> None:
     """The server under test, with the real AnthropicWorker pointed at `upstream_url`.
 
@@ -160,7 +171,9 @@ def run_server(upstream_url: str, concurrency: int, worker: str) -> None:
     from orchestrator.settings import ServerSettings
 
     if worker == "echo":  # the same server and pipeline, minus the SDK and the upstream
-        settings = ServerSettings(provider="echo", model="claude-bench", port=0)
+        settings = ServerSettings(
+            provider="echo", model="claude-bench", port=0, semantic_dedup=_semantic_dedup()
+        )
     else:
         settings = ServerSettings(
             provider="anthropic",
@@ -168,6 +181,7 @@ def run_server(upstream_url: str, concurrency: int, worker: str) -> None:
             anthropic_base_url=upstream_url,
             model="claude-bench",
             port=0,
+            semantic_dedup=_semantic_dedup(),
         )
     config = PipelineConfig(tunables=Tunables(inference_concurrency=concurrency))
 
@@ -195,7 +209,9 @@ def run_layers(requests: int) -> None:
     from orchestrator.server import create_app
     from orchestrator.settings import ServerSettings
 
-    settings = ServerSettings(provider="echo", model="claude-bench", port=0)
+    settings = ServerSettings(
+        provider="echo", model="claude-bench", port=0, semantic_dedup=_semantic_dedup()
+    )
     config = PipelineConfig(tunables=Tunables(inference_concurrency=256))
     pipeline = build_pipeline(settings, config)
     app = create_app(pipeline, settings=settings, start_pipeline=False)
@@ -479,7 +495,13 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=256, help="the pipeline's inference concurrency"
     )
+    parser.add_argument(
+        "--semantic-dedup", action="store_true",
+        help="run the server with semantic dedup on (an embedding per distinct prompt)",
+    )
     args = parser.parse_args()
+    if args.semantic_dedup:
+        os.environ["BENCH_SEMANTIC_DEDUP"] = "1"  # the server and layers roles inherit it
     if args.quick:
         args.rates, args.duration, args.warmup, args.probe_steps = "100,500", 2.0, 0.5, 0
     if args.role == "upstream":
@@ -496,6 +518,8 @@ def main() -> None:
     placement = Placement()
     print("== HTTP server overhead: POST /v1/messages, fake Anthropic upstream at 50 ms ==")
     print(f"placement: {placement.describe()}")
+    print("semantic dedup: " + ("on (--semantic-dedup)" if _semantic_dedup() else
+          "off (the gateway path alone; --semantic-dedup adds an embedding per prompt)"))
     print(
         f"each run: {args.warmup:g} s warm-up + {args.duration:g} s measured, open loop, "
         f"distinct prompts; pipeline inference_concurrency={args.concurrency}; "
