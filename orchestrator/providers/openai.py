@@ -93,6 +93,11 @@ def response_text(response: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+# What a native stream may fail with once it started (see `_native_stream_failure`).
+_NATIVE_STREAM_FAILURES = (
+    openai.APIError, httpx2.HTTPError, json.JSONDecodeError, AttributeError, TypeError,
+)
+
 class _RawEvents(openai.AsyncStream[object]):
     """Every stream event as the JSON the upstream sent (the SDK's own stream would parse it
     into its types, and a native client is owed the events as they came)."""
@@ -397,23 +402,25 @@ class OpenAIWorker:
                 yield StreamChunk(text=text if isinstance(text, str) else "", index=index,
                                   native=event)
                 index += 1
-        except openai.APIError as exc:
-            raise self._translate(exc) from None
-        except httpx2.TimeoutException:
-            raise stalled_error(self.name, self._stall_timeout_s) from None
-        except httpx2.HTTPError as exc:
-            raise connection_error(
-                self.name, "connection lost mid-stream", exc, secrets=self._secrets
-            ) from None
-        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
-            raise connection_error(
-                self.name, "malformed stream event", exc, secrets=self._secrets
-            ) from None
+        except _NATIVE_STREAM_FAILURES as exc:
+            raise self._native_stream_failure(exc) from None
         finally:
             await events.close()
         if finish_reason is None:
             raise truncated_stream_error(self.name, index)
         yield StreamChunk(text="", index=index, finish_reason=finish_reason, usage=usage)
+
+    def _native_stream_failure(self, exc: Exception) -> ProviderError:
+        """What a native stream (chat or Responses) raises when it fails after it started."""
+        if isinstance(exc, openai.APIError):
+            return self._translate(exc)
+        if isinstance(exc, httpx2.TimeoutException):
+            return stalled_error(self.name, self._stall_timeout_s)
+        if isinstance(exc, httpx2.HTTPError):
+            return connection_error(
+                self.name, "connection lost mid-stream", exc, secrets=self._secrets
+            )
+        return connection_error(self.name, "malformed stream event", exc, secrets=self._secrets)
 
     async def _stream_native(
         self, request: InferenceRequest, timer: CallTimer
@@ -462,18 +469,8 @@ class OpenAIWorker:
                 yield StreamChunk(text=text if isinstance(text, str) else "", index=index,
                                   native=event)
                 index += 1
-        except openai.APIError as exc:
-            raise self._translate(exc) from None
-        except httpx2.TimeoutException:
-            raise stalled_error(self.name, self._stall_timeout_s) from None
-        except httpx2.HTTPError as exc:
-            raise connection_error(
-                self.name, "connection lost mid-stream", exc, secrets=self._secrets
-            ) from None
-        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
-            raise connection_error(
-                self.name, "malformed stream event", exc, secrets=self._secrets
-            ) from None
+        except _NATIVE_STREAM_FAILURES as exc:
+            raise self._native_stream_failure(exc) from None
         finally:
             await events.close()
         raise truncated_stream_error(self.name, index)
