@@ -22,7 +22,8 @@ from coordinator.task import Priority, TaskState
 from memory_db.errors import MemoryDBError
 
 if TYPE_CHECKING:
-    from coordinator.queue import FolderQueue, TaskRecord
+    from coordinator.queue import FolderQueue, IngestResult, TaskRecord
+    from coordinator.remember import MemoryOfAttempts
     from coordinator.settings import Settings
     from orchestrator.config import LiveConfig
 
@@ -253,19 +254,43 @@ def _memory_flags(parser: argparse.ArgumentParser) -> None:
 
 def _remember(args: argparse.Namespace, settings: Settings, task_id: str,
               queue: FolderQueue) -> None:
-    """Record what this command changed in agent memory, as the fleet records its own; a
-    memory that cannot be written is a warning: the queue has the change either way."""
-    if args.no_memory:
-        return
-    from coordinator.remember import remember
+    """Record what this command changed in agent memory, as the fleet records its own."""
+    if not args.no_memory:
+        _remember_in_db(settings, queue, (task_id,))
+
+
+def _remember_in_db(settings: Settings, queue: FolderQueue, task_ids: Sequence[str]) -> None:
+    """Mirror these tasks into the memory at `--db`; a memory that cannot be written is a
+    warning: the queue has the change either way."""
     from memory_db import AgentMemory
 
     try:
         with AgentMemory(settings.db) as memory:
-            remember(memory, queue.get(task_id))
+            _remember_tasks(memory, queue, task_ids)
     except Exception as exc:
         print(f"coordinator: warning: agent memory not updated ({exc}); the queue has the "
               "change", file=sys.stderr)
+
+
+def _remember_tasks(memory: MemoryOfAttempts, queue: FolderQueue,
+                    task_ids: Sequence[str]) -> None:
+    from coordinator.remember import remember
+
+    for task_id in task_ids:
+        remember(memory, queue.get(task_id))
+
+
+def _memory_exists(url: str | None) -> bool:
+    """Whether agent memory at `url` exists already (a server database always may)."""
+    from memory_db.engine import resolve_url
+
+    try:
+        parsed = resolve_url(url)
+    except ValueError:
+        return False
+    database = parsed.database
+    return parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+        or Path(database).is_file()
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -289,25 +314,44 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(flags, config_path=args.config)
 
 
-def _queue(settings: Settings, *, create: bool = False) -> FolderQueue:
+def _queue(settings: Settings, *, create: bool = False, args: argparse.Namespace | None = None,
+           memory: MemoryOfAttempts | None = None) -> FolderQueue:
     """The queue in `--tasks`. Only `run` and `tasks add` create a missing folder (and say
     so); every other command refuses it, creating nothing (`QueueNotFound`). A folder that
-    exists — made by hand and filled with task files — is set up as a queue by any command."""
+    exists — made by hand and filled with task files — is set up as a queue by any command.
+
+    Every task this command's ingest accepts (a file dropped into the folder) is recorded in
+    agent memory at once: in `memory` if given (the fleet's), else in the memory at `--db` if
+    one exists there — reading never creates one — unless `--no-memory` was given."""
     from coordinator.errors import QueueNotFound
     from coordinator.queue import FolderQueue
 
+    queue: FolderQueue | None = None
+
+    def remember_accepted(result: IngestResult) -> None:
+        assert queue is not None
+        if memory is not None:
+            try:
+                _remember_tasks(memory, queue, result.accepted)
+            except Exception as exc:  # a memory outage must not stop the fleet
+                print(f"coordinator: warning: agent memory not updated ({exc}); the queue "
+                      "has the change", file=sys.stderr)
+        elif not getattr(args, "no_memory", False) and _memory_exists(settings.db):
+            _remember_in_db(settings, queue, result.accepted)
+
+    options: dict[str, Any] = {"retry_backoff_s": settings.retry_backoff_s,
+                               "agents": _profile_names(settings), "on_ingest": remember_accepted}
     try:
-        return FolderQueue.open(settings.tasks, retry_backoff_s=settings.retry_backoff_s,
-                                agents=_profile_names(settings))
+        queue = FolderQueue.open(settings.tasks, **options)
+        return queue
     except QueueNotFound:
         missing = not settings.tasks.is_dir()
         if missing and not create:
             raise
     if missing:
         print(f"coordinator: created a new task queue in {settings.tasks}/", file=sys.stderr)
-    return FolderQueue.open(settings.tasks, create=True,
-                            retry_backoff_s=settings.retry_backoff_s,
-                            agents=_profile_names(settings))
+    queue = FolderQueue.open(settings.tasks, create=True, **options)
+    return queue
 
 
 def _profile_names(settings: Settings) -> set[str]:
@@ -368,15 +412,16 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     loop_settings = _loop_settings(args, settings) if args.self_improve else None
     where = settings.orchestrator or ("start" if loop_settings is not None else None)
-    queue = _queue(settings, create=True)
-    ingest = queue.ingest()
-    for rejected in ingest.rejected:
-        print(f"rejected {rejected.name}: {rejected.reason}", file=sys.stderr)
+    as_json = _configure_logging() == "json"
     memory = None
     if not args.no_memory:
         from memory_db import AgentMemory
 
         memory = AgentMemory(settings.db)
+    queue = _queue(settings, create=True, args=args, memory=memory)
+    progress = Progress(queue, as_log_records=as_json)
+    for rejected in queue.ingest().rejected:
+        progress.note(f"rejected {rejected.name}: {rejected.reason}")
     profile = resolve_profile(settings.agent, settings.profiles)
     tunables = LiveConfig(FleetTunables(agents=settings.agents, lease_s=settings.lease_s))
     events = FleetEvents()
@@ -385,7 +430,8 @@ def _run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         agent_env, embedded = stack.enter_context(_traffic(
             where, lambda: fleet.snapshot().to_json() if fleet else {}, tunables,
-            lambda: improvement.status() if improvement is not None else None))
+            lambda: improvement.status() if improvement is not None else None,
+            say=progress.note))
         if loop_settings is not None:
             improvement = _self_improvement(
                 stack, loop_settings, settings, queue=queue, memory=memory, where=where,
@@ -394,7 +440,7 @@ def _run(args: argparse.Namespace) -> int:
             grace_s=settings.grace_s, poll_s=settings.poll_s, workdir=settings.workdir,
             env=agent_env, pass_env=settings.pass_env,
         )
-        with Progress(queue) as progress:
+        with progress:
             events.subscribe(progress.on_event)
             fleet = Fleet(queue, profile, settings=fleet_settings,
                           tunables=lambda: tunables.current, profiles=settings.profiles,
@@ -406,19 +452,35 @@ def _run(args: argparse.Namespace) -> int:
             published = FleetStatusFile(settings.tasks, fleet.snapshot)
             published.start()
             stack.callback(published.stop)
-            with fleet.signals_handled(announce=lambda text: print(
-                    f"coordinator: {text}", file=sys.stderr, flush=True)):
+            with fleet.signals_handled(announce=progress.note):
                 result = fleet.run(until_empty=args.until_empty)
     if memory is not None:
         memory.close()
     counts = ", ".join(f"{state.value} {n}" for state, n in result.counts.items() if n)
-    print(f"coordinator: {counts or 'no tasks'}", file=sys.stderr)
+    progress.note(counts or "no tasks")
     if args.until_empty and not result.stopped_by_signal:
         for line in _unmet_dependencies(queue):
-            print(f"coordinator: {line}", file=sys.stderr)
+            progress.note(line)
     if result.stopped_by_signal:
         return 130
     return 0 if result.all_done else 1
+
+
+def _configure_logging() -> str:
+    """Under `LOG_FORMAT=json`, log as `orchestrator serve` does (JSON lines on stderr, keys
+    masked, `LOG_LEVEL`), so a fleet's lines and its embedded server's share one format;
+    returns the format (a bad value is an error naming it)."""
+    from orchestrator.logging_setup import configure_logging
+
+    fmt = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
+    if fmt not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be 'text' or 'json', got {fmt!r}")
+    if fmt == "json":
+        try:
+            configure_logging(fmt=fmt)
+        except ValueError as exc:  # a bad LOG_LEVEL
+            raise ConfigError(str(exc)) from None
+    return fmt
 
 
 def _loop_settings(args: argparse.Namespace, settings: Settings) -> Any:
@@ -492,11 +554,12 @@ def _unmet_dependencies(queue: FolderQueue) -> list[str]:
 @contextlib.contextmanager
 def _traffic(
     where: str | None, fleet_status: Callable[[], Mapping[str, Any]], tunables: LiveConfig[Any],
-    self_tune_status: Callable[[], Mapping[str, Any] | None],
+    self_tune_status: Callable[[], Mapping[str, Any] | None], *, say: Callable[..., None],
 ) -> Iterator[tuple[dict[str, str], Any]]:
     """The agents' environment for routing their LLM traffic (empty: not routed), and the
     orchestrator this process runs for them (None: none, or a running one at `where`). An
-    embedded orchestrator serves the fleet's `tunables` on its `/v1/config`."""
+    embedded orchestrator serves the fleet's `tunables` on its `/v1/config`; `say` tells
+    where (`Progress.note`)."""
     if not where:
         yield {}, None
         return
@@ -517,8 +580,8 @@ def _traffic(
             env = stack.enter_context(embedded)
         except (OrchestratorError, RuntimeError) as exc:
             raise ConfigError(f"could not start the orchestrator: {exc}") from exc
-        print(f"orchestrator: serving on {embedded.url} (dashboard {embedded.url}/dashboard)",
-              file=sys.stderr, flush=True)
+        say(f"serving on {embedded.url} (dashboard {embedded.url}/dashboard)",
+            source="orchestrator")
         yield env, embedded
 
 
@@ -543,7 +606,7 @@ def _status(args: argparse.Namespace) -> int:
     from coordinator.metrics import FleetStatusFile
 
     settings = _settings(args)
-    queue = _queue(settings)
+    queue = _queue(settings, args=args)
     queue.ingest()
     counts = queue.counts()
     running = queue.records(TaskState.CLAIMED)
@@ -635,7 +698,7 @@ def _print_loop(loop: Mapping[str, Any], *, open_meta: list[str]) -> None:
 
 
 def _tasks_list(args: argparse.Namespace) -> int:
-    queue = _queue(_settings(args))
+    queue = _queue(_settings(args), args=args)
     queue.ingest()
     state = TaskState(args.state) if args.state else None
     rows = [_record_summary(r) for r in queue.records(state)] if state != TaskState.REJECTED \
@@ -663,7 +726,7 @@ def _tasks_add(args: argparse.Namespace) -> int:
              "agent": args.agent}
     fields = {name: value for name, value in given.items() if value is not None}
     settings = _settings(args)
-    queue = _queue(settings, create=True)
+    queue = _queue(settings, create=True, args=args)
     task = queue.add(args.prompt, task_id=args.task_id, priority=Priority(args.priority),
                      depends_on=tuple(args.depends_on), title=args.title,
                      acceptance=tuple(args.acceptance), tags=tuple(args.tags), **fields)
@@ -673,7 +736,7 @@ def _tasks_add(args: argparse.Namespace) -> int:
 
 
 def _tasks_show(args: argparse.Namespace) -> int:
-    queue = _queue(_settings(args))
+    queue = _queue(_settings(args), args=args)
     record = queue.get(args.task_id)
     if args.json:
         _print_json(record.to_json() | {"state": record.state.value})
@@ -700,7 +763,7 @@ def _tasks_show(args: argparse.Namespace) -> int:
 
 def _tasks_retry(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    queue = _queue(settings)
+    queue = _queue(settings, args=args)
     record = queue.retry(args.task_id)
     _remember(args, settings, record.task.id, queue)
     print(f"{record.task.id}: {record.state.value}")
@@ -709,7 +772,7 @@ def _tasks_retry(args: argparse.Namespace) -> int:
 
 def _tasks_cancel(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    queue = _queue(settings)
+    queue = _queue(settings, args=args)
     record = queue.cancel(args.task_id)
     _remember(args, settings, record.task.id, queue)
     print(f"{record.task.id}: {record.state.value}")
@@ -717,7 +780,7 @@ def _tasks_cancel(args: argparse.Namespace) -> int:
 
 
 def _tasks_clear(args: argparse.Namespace) -> int:
-    queue = _queue(_settings(args))
+    queue = _queue(_settings(args), args=args)
     state = TaskState(args.state)
     count = queue.count(state)
     if not count:
@@ -739,7 +802,7 @@ def _tasks_clear(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    queue = _queue(_settings(args))
+    queue = _queue(_settings(args), args=args)
     record = queue.get(args.task_id)  # UnknownTask names the id
     folder = queue.log_path(record.task.id, 1).parent
     made = sorted(int(p.stem.removeprefix("attempt-")) for p in folder.glob("attempt-*.log"))
@@ -771,7 +834,7 @@ def _still_running(queue: FolderQueue, task_id: str, attempt: int) -> bool:
 
 def _claim(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    queue = _queue(settings)
+    queue = _queue(settings, args=args)
     claim = queue.claim(args.agent, lease_s=settings.lease_s)
     if claim is None:
         print("coordinator: no task is ready to claim", file=sys.stderr)
@@ -790,14 +853,15 @@ def _claim(args: argparse.Namespace) -> int:
 
 def _heartbeat(args: argparse.Namespace) -> int:
     # Renew for the length it was claimed with, unless --lease-s says otherwise.
-    expires = _queue(_settings(args)).heartbeat(args.task_id, args.token, lease_s=args.lease_s)
+    queue = _queue(_settings(args), args=args)
+    expires = queue.heartbeat(args.task_id, args.token, lease_s=args.lease_s)
     print(f"{args.task_id}: lease renewed for {expires - time.time():.0f}s")
     return 0
 
 
 def _complete(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    queue = _queue(settings)
+    queue = _queue(settings, args=args)
     queue.complete(args.task_id, args.token)
     _remember(args, settings, args.task_id, queue)
     print(f"{args.task_id}: done")
@@ -806,7 +870,7 @@ def _complete(args: argparse.Namespace) -> int:
 
 def _fail(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    queue = _queue(settings)
+    queue = _queue(settings, args=args)
     state = queue.fail(args.task_id, args.token, reason=args.reason)
     _remember(args, settings, args.task_id, queue)
     print(f"{args.task_id}: {state.value}")
@@ -901,12 +965,10 @@ def _existing_memory(url: str | None, open_engine: Callable[[str | None], Any]) 
     from memory_db.engine import resolve_url
 
     try:
-        parsed = resolve_url(url)
+        database = resolve_url(url).database
     except ValueError as exc:
         raise ConfigError(f"--db: {exc}") from None
-    database = parsed.database
-    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" \
-            and not Path(database).is_file():
+    if not _memory_exists(url):
         raise ConfigError(f"no agent memory at {database} (nothing has been recorded there; "
                           "`coordinator run` creates it, or give --db / COORDINATOR_DB_URL)")
     return open_engine(url)

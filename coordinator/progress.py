@@ -1,7 +1,10 @@
-"""Showing a running fleet: a live status line in a terminal, plain log lines otherwise."""
+"""Showing a running fleet: a live status line in a terminal, plain log lines otherwise, and
+under `LOG_FORMAT=json` log records (logger `coordinator.fleet`) that the process's one log
+handler writes as JSON lines, in the same stream and format as the embedded server's."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -11,19 +14,26 @@ from coordinator.metrics import ATTEMPT_ENDS, EventKind, FleetEvent
 from coordinator.queue import FolderQueue
 from coordinator.task import TaskState
 
+_log = logging.getLogger("coordinator.fleet")
+
 
 class Progress:
-    """Receives fleet events and prints them; in a terminal, keeps a status line fresh."""
+    """Receives fleet events and prints them; in a terminal, keeps a status line fresh.
+
+    With `as_log_records`, every step and note is a log record instead, with the event's
+    fields as extras (`event`, `task_id`, `attempt`, `agent`, `detail`, `task_state`), and
+    there is no status line: a JSON line never carries terminal codes."""
 
     def __init__(
         self, queue: FolderQueue, *, out: TextIO | None = None,
-        live: bool | None = None, refresh_s: float = 0.5,
+        live: bool | None = None, refresh_s: float = 0.5, as_log_records: bool = False,
     ) -> None:
         self._queue = queue
+        self._as_log_records = as_log_records
         self._agents: set[str] = set()  # agent loops running now (the fleet may grow/shrink)
         out = sys.stderr if out is None else out  # looked up now: it may have been replaced
         self._out = out
-        self._live = out.isatty() if live is None else live
+        self._live = False if as_log_records else out.isatty() if live is None else live
         self._refresh_s = refresh_s
         self._running: dict[str, str] = {}  # agent -> task id
         self._lock = threading.Lock()
@@ -57,7 +67,25 @@ class Progress:
                 self._agents.discard(event.agent)
         if event.kind in (EventKind.AGENT_STARTED, EventKind.AGENT_STOPPED):
             return  # the status line shows the agents; a line per loop is noise
+        if self._as_log_records:
+            _log.info(_describe(event), extra={
+                "event": event.kind.value, "task_id": event.task_id, "attempt": event.attempt,
+                "agent": event.agent, "detail": event.detail,
+                "task_state": event.task_state.value if event.task_state else None})
+            return
         self._print(_describe(event))
+
+    def note(self, text: str, *, source: str = "coordinator") -> None:
+        """A message from the coordinator itself (a stop requested, the final counts), or
+        from `source` (the embedded orchestrator saying where it serves)."""
+        if self._as_log_records:
+            logging.getLogger(source).info(text)
+            return
+        with self._lock:
+            if self._live:
+                self._out.write("\r\x1b[K")
+            self._out.write(f"{source}: {text}\n")
+            self._out.flush()
 
     def status_line(self) -> str:
         counts = self._queue.counts()

@@ -236,6 +236,9 @@ class FolderQueue:
     also relists whenever new work arrives). `create=False` refuses (`QueueNotFound`) a
     folder that is not already a queue, and creates nothing. `agents`, if given, are the
     agent profile names a task may name: a file naming another is rejected at ingest.
+    `on_ingest`, if given, is called with every ingest pass that accepted something, whichever
+    call ran it (an explicit `ingest()` or a claim noticing new files), so a task dropped into
+    the folder can be recorded the moment it is accepted.
     """
 
     def __init__(
@@ -253,6 +256,7 @@ class FolderQueue:
         reclaim_every_s: float = 1.0,
         snapshot_every: int = 16,
         agents: Collection[str] | None = None,
+        on_ingest: Callable[[IngestResult], None] | None = None,
     ) -> None:
         if retry_backoff_s < 0:
             raise ValueError(f"retry_backoff_s must be >= 0, got {retry_backoff_s}")
@@ -276,6 +280,7 @@ class FolderQueue:
         self._max_backoff_s = max_backoff_s
         self._rescan_every = rescan_every
         self._reclaim_every_s = reclaim_every_s
+        self._on_ingest = on_ingest
         self._snapshot_every = snapshot_every
         self._dirs = {state: layout.folder(state) for state in RECORD_STATES}
         self._index = TaskIndex(layout.index)
@@ -454,7 +459,10 @@ class FolderQueue:
 
         If another process is ingesting, wait up to `wait_s` for it (by default not at all:
         that process takes care of the inbox) and then return an empty result."""
-        return self._ingest.run(wait_s=wait_s)
+        result = self._ingest.run(wait_s=wait_s)
+        if result.accepted and self._on_ingest is not None:
+            self._on_ingest(result)
+        return result
 
     def _static_of(self, task_id: str) -> tuple[int, int, tuple[str, ...]]:
         """Priority rank, arrival order and dependencies: fixed for a task's life, so cached."""

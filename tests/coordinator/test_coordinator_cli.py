@@ -388,3 +388,33 @@ def test_memory_tables_round_fractions_and_show_local_times(cli):
     assert f"{row['duration_s']:.2f}" in table.split()
     stats = cli("memory", "query", "stats")[1].splitlines()[1].split()
     assert stats[-1] == "1.00"  # success_rate
+
+
+def test_a_dropped_file_reaches_agent_memory_when_it_is_ingested(cli, tmp_path):
+    """A task file dropped into the folder is in agent memory as soon as any command ingests
+    it (here `tasks list`), not only once an attempt starts; `memory query tasks` agrees."""
+    cli("tasks", "add", "x", "--id", "added")
+    (tmp_path / "tasks" / "dropped.toml").write_text('id = "dropped"\nprompt = "y"\n')
+    listed = {t["id"]: t["state"] for t in json.loads(cli("tasks", "list", "--json")[1])}
+    assert listed == {"added": "pending", "dropped": "pending"}
+    remembered = json.loads(cli("memory", "query", "tasks", "--json")[1])
+    assert {t["task_id"]: t["state"] for t in remembered} == listed
+
+
+def test_a_run_records_dropped_tasks_that_never_start(cli, tmp_path):
+    """`run` records every task it ingests, also one that never gets an attempt (it waits
+    for a dependency that never comes)."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "waits.toml").write_text(
+        'id = "waits"\nprompt = "y"\ndepends_on = ["ghost"]\n')
+    assert cli("run", "--until-empty", "--agent", "echo")[0] == 1
+    [task] = json.loads(cli("memory", "query", "tasks", "--json")[1])
+    assert (task["task_id"], task["state"]) == ("waits", "pending")
+
+
+def test_reading_commands_never_create_agent_memory_for_dropped_files(cli, tmp_path):
+    """Ingesting a dropped file records it only in a memory that already exists."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "dropped.toml").write_text('id = "dropped"\nprompt = "y"\n')
+    assert cli("tasks", "list")[0] == 0
+    assert not (tmp_path / ".coordinator" / "memory.db").exists()

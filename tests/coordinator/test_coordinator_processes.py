@@ -206,7 +206,8 @@ def test_running_on_the_repositorys_own_tasks_folder_leaves_its_examples_alone(t
 def test_an_embedded_orchestrator_logs_in_the_orchestrators_own_style(tmp_path):
     """`run --orchestrator start`: the server's lines are single plain lines in the
     orchestrator's format (JSON with LOG_FORMAT=json), with no colour codes — not a Rich
-    console wrapped around the fleet's lines."""
+    console wrapped around the fleet's lines. Under LOG_FORMAT=json the fleet's own lines
+    are JSON lines too: every line on stderr is one JSON object."""
     folder = _tasks(tmp_path, 1)
     env = {k: v for k, v in os.environ.items() if k not in ("LOG_FORMAT", "LOG_LEVEL")}
     env.update(PROVIDER="echo", PORT="0")
@@ -224,8 +225,13 @@ def test_an_embedded_orchestrator_logs_in_the_orchestrators_own_style(tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert as_json.returncode == 0, as_json.stderr
     assert "\x1b" not in as_json.stderr and "\\u001b" not in as_json.stderr
-    logged = [json.loads(line) for line in as_json.stderr.splitlines() if line.startswith("{")]
-    assert {"uvicorn.error", "mcp.server.streamable_http_manager"} <= {r["logger"] for r in logged}
+    logged = [json.loads(line) for line in as_json.stderr.splitlines() if line.strip()]
+    assert {"uvicorn.error", "mcp.server.streamable_http_manager", "coordinator.fleet"} \
+        <= {r["logger"] for r in logged}
+    fleet = [(r.get("event"), r.get("task_id")) for r in logged
+             if r["logger"] == "coordinator.fleet"]
+    assert ("started", "again") in fleet and ("succeeded", "again") in fleet
+    assert any(r["message"] == "done 2" for r in logged)
 
 
 def test_ctrl_c_says_what_it_waits_for_and_a_second_one_stops_at_once(tmp_path):

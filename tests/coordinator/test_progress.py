@@ -43,3 +43,35 @@ def test_live_status_line_counts_tasks_and_busy_agents(tmp_path):
         )
     assert out.getvalue().endswith("agents busy 1/3\n")
     assert "\r\x1b[K" in out.getvalue()
+
+
+def test_log_records_carry_the_event_and_no_status_line(tmp_path):
+    """As log records, each step is one JSON line with the event's fields, notes too, and
+    nothing else is written (no status line, no terminal codes)."""
+    import json
+    import logging
+
+    from orchestrator.logging_setup import JsonFormatter
+
+    out, lines = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("coordinator")  # the fleet's steps log to coordinator.fleet
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        with Progress(FolderQueue(tmp_path), out=out, live=True,
+                      as_log_records=True) as progress:
+            progress.on_event(_event(EventKind.FAILED, detail="agent exited with code 3",
+                                     task_state=TaskState.PENDING))
+            progress.note("stopping: waiting for 1 agent")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    failed, note = (json.loads(line) for line in lines.getvalue().splitlines())
+    assert failed["logger"] == "coordinator.fleet"
+    assert (failed["event"], failed["task_id"], failed["attempt"], failed["agent"],
+            failed["task_state"]) == ("failed", "t1", 1, "agent-1", "pending")
+    assert failed["message"].startswith("failed    t1 (attempt 1, agent-1)")
+    assert (note["logger"], note["message"]) == ("coordinator", "stopping: waiting for 1 agent")
+    assert out.getvalue() == ""

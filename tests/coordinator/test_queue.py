@@ -907,3 +907,17 @@ def test_rejecter_died_between_error_file_and_move(queue: FolderQueue, clock: Fa
     assert listed.path.read_bytes() == original
     assert "field 'prompt'" in listed.reason
     assert restarted.counts()[TaskState.REJECTED] == 1
+
+
+def test_on_ingest_hears_every_pass_that_accepted_something(root: Path, clock: FakeClock) -> None:
+    """`on_ingest` is called by an explicit ingest and by the claim that notices new files,
+    never for a pass that accepted nothing."""
+    heard: list[tuple[str, ...]] = []
+    queue = FolderQueue(root, clock=clock, boot_clock=clock, monotonic=clock,
+                        on_ingest=lambda result: heard.append(result.accepted))
+    drop(root, "a.toml", _task())
+    queue.ingest()
+    queue.ingest()
+    drop(root, "b.toml", _task())
+    assert _claim(queue).task.id == "a"
+    assert heard == [("a",), ("b",)]
