@@ -6,7 +6,8 @@ A discrete-event model of the inference stage — a bounded priority queue with 
 shedding, a live concurrency limit, per-provider breaker, client rate limit, retries with
 full-jitter backoff honouring Retry-After, per-request deadlines — in front of a provider
 whose latency grows when more calls are in flight than it can serve and which answers 429
-past its own rate limit. Every component reads the live values from a real
+past its own rate limit (backpressure: as in the pipeline, a 429 never counts against the
+breaker). Every component reads the live values from a real
 `orchestrator.config.LiveConfig` at each use, as the pipeline does.
 
 Three scenarios, each started from the defaults, the event at t0: a 3× demand step, a
@@ -224,7 +225,7 @@ class Sim:
         tun = self.live.current
         if self.half_open_probe:
             self.half_open_probe = False
-            if ok:
+            if ok or retry_after is not None:  # a 429 says the provider is up
                 self.open_until = -math.inf
                 self.consecutive = 0
             else:
@@ -238,8 +239,12 @@ class Sim:
             return
         self.failures_total += 1
         if retry_after is not None:
-            self.rate_limited_total += 1  # the provider's 429
-        self.consecutive += 1
+            # The provider's 429: backpressure, not a fault. As in the pipeline's inference
+            # stage, it counts as the provider being up and never opens the breaker.
+            self.rate_limited_total += 1
+            self.consecutive = 0
+        else:
+            self.consecutive += 1
         if self.consecutive >= tun.breaker_failure_threshold and self.now >= self.open_until:
             self.open_until = self.now + tun.breaker_open_s
             self.breaker_opened_total += 1

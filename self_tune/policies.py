@@ -364,8 +364,10 @@ class RetryDelayLaw(Law):
 
 class RateLimitLaw(Law):
     """Rate limit (req/s): AIMD on the upstream's 429s — on a burst of them, the limit drops
-    to what was accepted (never below half of what was attempted); while none, it grows by
-    10%. 5xx and timeouts move nothing here: throttling a failing upstream is the breaker's
+    to what was accepted (never below half of what was attempted); while none, it doubles as
+    long as calls run at the limit (slow start: a limit cut during a storm, when few calls
+    got through, must not take minutes to climb back) and grows by 10% once they do not.
+    5xx and timeouts move nothing here: throttling a failing upstream is the breaker's
     and the retry's business, and would keep the limit low after it recovers."""
 
     def propose(self, signals: Signals, current: float | None) -> Proposal | None:  # type: ignore[override]
@@ -380,6 +382,8 @@ class RateLimitLaw(Law):
                 return None
             return Proposal(value=value, reason=f"{ratio:.0%} of {calls:.0f} calls/s got 429")
         if current is not None and ratio == 0:
+            if calls >= 0.8 * current:  # the limit is what holds traffic back: slow start
+                return Proposal(value=current * 2, reason="no 429s at the limit: double it")
             return Proposal(value=current * 1.1, reason="no 429s: probe upward")
         return None
 

@@ -106,7 +106,8 @@ class CircuitBreaker:
             self._settle_probes()
 
     def record_failure(self) -> None:
-        """The provider failed in a way that says it is unhealthy (5xx, 429, timeout, ...)."""
+        """The provider failed in a way that says it is unhealthy (5xx, timeout, ...; a 429 is
+        backpressure and is recorded as a success by the inference stage)."""
         if self._state is BreakerState.CLOSED:
             self._failures += 1
             if self._failures >= self._failure_threshold():

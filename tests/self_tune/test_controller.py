@@ -234,7 +234,8 @@ def test_rate_limit_halves_on_429s_but_not_on_503s() -> None:
     live: LiveConfig = LiveConfig(Tunables(rate_limit_rps=100.0))
     controller = TuningController(LocalConfig(live), clock=clock, only=["rate_limit_rps"])
     calls = {"requests_per_s": 100.0, "upstream_calls_per_s": 100.0, "inference_active": 10.0}
-    (unavailable,) = controller.step(snap(**calls, **{"provider.a.failures_per_s": 40.0}))
+    below = {**calls, "upstream_calls_per_s": 50.0}  # the limit is not what holds calls back
+    (unavailable,) = controller.step(snap(**below, **{"provider.a.failures_per_s": 40.0}))
     assert unavailable.new == live.current.rate_limit_rps == 110.0  # no 429s: probe upward
     clock.now += 10
     (change,) = controller.step(snap(**calls, **{"provider.a.failures_per_s": 40.0,
@@ -242,6 +243,23 @@ def test_rate_limit_halves_on_429s_but_not_on_503s() -> None:
     # 90% of the 60 calls/s accepted, held to half the limit in one step
     assert change.new == live.current.rate_limit_rps == 55.0
     assert "40% of 100 calls/s got 429" in change.reason
+
+
+def test_rate_limit_doubles_while_it_is_what_holds_calls_back() -> None:
+    """After a storm of 429s the limit sits far below what the provider serves again; while
+    calls run at the limit and none is refused it doubles (slow start), and once demand no
+    longer reaches it, it probes up by 10% only."""
+    clock = FakeClock(0.0)
+    live: LiveConfig = LiveConfig(Tunables(rate_limit_rps=4.0))
+    controller = TuningController(LocalConfig(live), clock=clock, only=["rate_limit_rps"])
+    seen = []
+    for _ in range(6):
+        calls = min(60.0, live.current.rate_limit_rps)  # demand is 60/s
+        controller.step(snap(requests_per_s=60.0, upstream_calls_per_s=calls,
+                             inference_active=10.0))
+        seen.append(live.current.rate_limit_rps)
+        clock.now += 10
+    assert seen == [8.0, 16.0, 32.0, 64.0, 128.0, pytest.approx(140.8)]
 
 
 def test_a_real_pipeline_reports_429s_apart_from_other_failures() -> None:
