@@ -260,16 +260,11 @@ def _remember(args: argparse.Namespace, settings: Settings, task_id: str,
 
 
 def _remember_in_db(settings: Settings, queue: FolderQueue, task_ids: Sequence[str]) -> None:
-    """Mirror these tasks into the memory at `--db`; a memory that cannot be written is a
-    warning: the queue has the change either way."""
+    """Mirror these tasks into the memory at `--db`."""
     from memory_db import AgentMemory
 
-    try:
-        with AgentMemory(settings.db) as memory:
-            _remember_tasks(memory, queue, task_ids)
-    except Exception as exc:
-        print(f"coordinator: warning: agent memory not updated ({exc}); the queue has the "
-              "change", file=sys.stderr)
+    with _warn_if_memory_fails(), AgentMemory(settings.db) as memory:
+        _remember_tasks(memory, queue, task_ids)
 
 
 def _remember_tasks(memory: MemoryOfAttempts, queue: FolderQueue,
@@ -278,6 +273,17 @@ def _remember_tasks(memory: MemoryOfAttempts, queue: FolderQueue,
 
     for task_id in task_ids:
         remember(memory, queue.get(task_id))
+
+
+@contextlib.contextmanager
+def _warn_if_memory_fails() -> Iterator[None]:
+    """A memory that cannot be written is a warning, never a stop: the queue has the change
+    either way."""
+    try:
+        yield
+    except Exception as exc:
+        print(f"coordinator: warning: agent memory not updated ({exc}); the queue has the "
+              "change", file=sys.stderr)
 
 
 def _memory_exists(url: str | None) -> bool:
@@ -331,11 +337,8 @@ def _queue(settings: Settings, *, create: bool = False, args: argparse.Namespace
     def remember_accepted(result: IngestResult) -> None:
         assert queue is not None
         if memory is not None:
-            try:
+            with _warn_if_memory_fails():
                 _remember_tasks(memory, queue, result.accepted)
-            except Exception as exc:  # a memory outage must not stop the fleet
-                print(f"coordinator: warning: agent memory not updated ({exc}); the queue "
-                      "has the change", file=sys.stderr)
         elif not getattr(args, "no_memory", False) and _memory_exists(settings.db):
             _remember_in_db(settings, queue, result.accepted)
 
@@ -472,15 +475,14 @@ def _configure_logging() -> str:
     returns the format (a bad value is an error naming it)."""
     from orchestrator.logging_setup import configure_logging
 
-    fmt = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
-    if fmt not in ("text", "json"):
-        raise ConfigError(f"LOG_FORMAT must be 'text' or 'json', got {fmt!r}")
-    if fmt == "json":
-        try:
-            configure_logging(fmt=fmt)
-        except ValueError as exc:  # a bad LOG_LEVEL
-            raise ConfigError(str(exc)) from None
-    return fmt
+    fmt = os.environ.get("LOG_FORMAT", "text")
+    if fmt.strip().lower() in ("", "text"):
+        return "text"
+    try:
+        configure_logging(fmt=fmt)  # refuses a bad LOG_FORMAT or LOG_LEVEL, naming it
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return "json"
 
 
 def _loop_settings(args: argparse.Namespace, settings: Settings) -> Any:
