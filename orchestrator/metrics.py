@@ -108,6 +108,10 @@ class MetricsSnapshot:
     cost_usd_total: float
     budget_warnings: int
     budget_refusals: int
+    embedding_requests: int = 0
+    """`/v1/embeddings` requests answered (their cost is in `cost_usd_total` too)."""
+    embedding_tokens: int = 0
+    embedding_cost_usd: float = 0.0
     unpriced_models: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """Answered requests per model that has no price (billed $0: budgets cannot see them)."""
     saved_usd: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -153,6 +157,9 @@ class PipelineMetrics:
         "completed_total",
         "cost_usd_total",
         "dedup_hits",
+        "embedding_cost_usd",
+        "embedding_requests",
+        "embedding_tokens",
         "errors_by_type",
         "errors_total",
         "fallbacks",
@@ -194,6 +201,8 @@ class PipelineMetrics:
         self.dedup_hits = self.cache_hits = self.cache_misses = self.cache_errors = 0
         self.upstream_calls = self.retries = self.fallbacks = 0
         self.cost_usd_total = 0.0
+        self.embedding_requests = self.embedding_tokens = 0
+        self.embedding_cost_usd = 0.0
         self.semantic_lookups = self.semantic_hits = self.semantic_errors = 0
         self.recent_semantic_hits: deque[dict[str, Any]] = deque(maxlen=20)
         self.saved_usd = {"cache": 0.0, "dedup": 0.0, "semantic": 0.0}

@@ -41,7 +41,13 @@ from orchestrator.metrics import (
     StageSnapshot,
 )
 from orchestrator.providers.base import Worker
-from orchestrator.request import Completion, InferenceRequest, InferenceResponse, StreamChunk
+from orchestrator.request import (
+    Completion,
+    InferenceRequest,
+    InferenceResponse,
+    StreamChunk,
+    Usage,
+)
 from orchestrator.resilience.breaker import CircuitBreaker
 from orchestrator.resilience.cache import CachedAnswer, MemoryCache, RedisCache, ResponseCache
 from orchestrator.resilience.coalesce import Broadcast, Coalescer, DedupHook, DedupMatch
@@ -397,6 +403,9 @@ class Pipeline:
             cost_usd_total=metrics.cost_usd_total,
             budget_warnings=self.budget.warnings,
             budget_refusals=self.budget.refusals,
+            embedding_requests=metrics.embedding_requests,
+            embedding_tokens=metrics.embedding_tokens,
+            embedding_cost_usd=metrics.embedding_cost_usd,
             unpriced_models=dict(self.prices.unpriced),
             saved_usd={**metrics.saved_usd, "total": sum(metrics.saved_usd.values())},
             routing=self._router_status(),
@@ -412,6 +421,29 @@ class Pipeline:
         except Exception as exc:  # the router's state is extra: never blank the snapshot
             log.warning("router status failed: %s", type(exc).__name__)
             return {"error": f"router status unavailable ({type(exc).__name__})"}
+
+    # -- embeddings (the front door embeds; the pipeline meters and bills) ------------------
+
+    def admit_embedding(self, session_id: str | None, model: str, tokens: int) -> None:
+        """Check that embedding `tokens` tokens with `model` fits the budgets, priced like
+        any call (before the work). Raises `BudgetExceeded`."""
+        price = self.prices.price(model)
+        estimate_usd = tokens * price.input_per_mtok_usd / 1e6 if price is not None else 0.0
+        self.budget.check(session_id, estimate_usd)
+
+    def bill_embedding(self, session_id: str | None, model: str, tokens: int) -> float:
+        """Record an answered embedding request: its tokens, and its cost (USD, returned)
+        charged to the budgets and counted in `cost_usd_total`. A model the price table does
+        not know costs 0 and shows in `unpriced_models`, as for any call; the local models
+        are priced at 0 in the shipped table, so they never do."""
+        cost_usd = self.prices.cost_usd(model, Usage(input_tokens=tokens))
+        self.budget.charge(session_id, cost_usd)
+        metrics = self.metrics
+        metrics.embedding_requests += 1
+        metrics.embedding_tokens += tokens
+        metrics.embedding_cost_usd += cost_usd
+        metrics.cost_usd_total += cost_usd
+        return cost_usd
 
     # -- what the providers can do (for the front doors) -----------------------------------
 

@@ -1,7 +1,15 @@
 """`POST /v1/embeddings`: OpenAI's embeddings API, served by the local embedding model the
 intelligence layer brings (`intelligence.embed.DefaultEmbedder`: all-MiniLM-L6-v2, 384
 dimensions, L2-normalised; the lexical fallback when sentence-transformers cannot load), so it
-works offline and costs nothing.
+works offline.
+
+Embeddings are metered and billed by the pipeline like any call (`Pipeline.admit_embedding`
+before the work, `bill_embedding` after it): their tokens and cost are on `/v1/status` and
+`/metrics`, the cost counts against the session (`user`) and global budgets, and past a budget
+the request is refused as a chat call would be. The model priced is the one that embedded, not
+the one the request names: the local models are priced at 0 in the shipped table; an embedder
+naming another model (its `model_name` attribute) is looked up there, and an unknown one is
+warned about and listed in `unpriced_models`.
 
 Any `model` name is accepted (IDE extensions name OpenAI's); the answer names the model that
 embedded. `encoding_format` is `float` or `base64` (little-endian float32, what the `openai`
@@ -14,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +33,9 @@ from orchestrator.server.embedder import LazyEmbedder
 from orchestrator.server.http_errors import RequestRejected, bad_request
 from orchestrator.server.state import ServerState, server_state
 from orchestrator.tokens import estimate_tokens
+
+if TYPE_CHECKING:
+    from intelligence.embed import Embedder
 
 __all__ = ["EmbeddingsBody", "router"]
 
@@ -63,10 +74,14 @@ def _texts(body: EmbeddingsBody) -> list[str]:
     return [str(t) for t in texts]
 
 
-def _embed(embedder: LazyEmbedder, texts: list[str]) -> tuple[Any, str]:
+def _resolve(embedder: LazyEmbedder) -> tuple[Embedder, str]:
+    """The embedder that will serve (loading it, the first time) and its model's name."""
     active = embedder.get()
-    rows = active.embed(texts)
-    return rows, _MODEL_NAMES.get(str(active.kind), str(active.kind))
+    named = getattr(active, "model_name", None)
+    if isinstance(named, str) and named:
+        return active, named
+    kind = str(active.kind)
+    return active, _MODEL_NAMES.get(kind, kind)
 
 
 @router.post(
@@ -77,10 +92,14 @@ def _embed(embedder: LazyEmbedder, texts: list[str]) -> tuple[Any, str]:
 async def embeddings(http: Request, state: State) -> Response:
     body = await json_body(http, EmbeddingsBody)
     texts = _texts(body)
-    rows, model = await asyncio.to_thread(_embed, state.embedder, texts)
-    dim = rows.shape[1]
-    if body.dimensions is not None and body.dimensions != dim:
-        raise _refuse("dimensions", f"this server's embedding model has {dim} dimensions")
+    active, model = await asyncio.to_thread(_resolve, state.embedder)
+    if body.dimensions is not None and body.dimensions != active.dim:
+        raise _refuse("dimensions", f"this server's embedding model has {active.dim} dimensions")
+    tokens = sum(estimate_tokens(t) for t in texts)
+    session_id = body.user or None
+    state.pipeline.admit_embedding(session_id, model, tokens)
+    rows = await asyncio.to_thread(active.embed, texts)
+    state.pipeline.bill_embedding(session_id, model, tokens)
     data = []
     for index, row in enumerate(rows):
         vector: Any = (
@@ -89,7 +108,6 @@ async def embeddings(http: Request, state: State) -> Response:
             else row.tolist()
         )
         data.append({"object": "embedding", "index": index, "embedding": vector})
-    tokens = sum(estimate_tokens(t) for t in texts)
     return JSONResponse(
         {
             "object": "list",

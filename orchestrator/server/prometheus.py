@@ -41,6 +41,10 @@ _COUNTERS = (
     ("cost_usd_total", "cost_usd", "Spend in US dollars."),
     ("budget_warnings", "budget_warnings", "Budget warnings (80% of a limit reached)."),
     ("budget_refusals", "budget_refusals", "Requests refused by a budget."),
+    ("embedding_requests", "embedding_requests", "Embedding requests answered."),
+    ("embedding_tokens", "embedding_tokens", "Tokens embedded."),
+    ("embedding_cost_usd", "embedding_cost_usd", "Spend on embeddings in US dollars "
+     "(also in cost_usd)."),
 )
 _GAUGES = (
     ("in_flight", "in_flight", "Requests accepted and not yet finished."),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -152,3 +154,71 @@ def test_unservable_embedding_requests_are_a_400_naming_the_field(
         client(url).embeddings.create(**{"model": "m", "input": "abc", **extra})
     assert isinstance(caught.value.body, dict)
     assert caught.value.body["message"].startswith(f"{field}:")
+
+
+class RemoteEmbedder(LexicalEmbedder):
+    """An embedder that names a model of its own (as a remote one would)."""
+
+    def __init__(self, model_name: str) -> None:
+        super().__init__()
+        self.model_name = model_name
+
+
+def _status(url: str) -> dict[str, object]:
+    data: dict[str, object] = httpx.get(url + "/v1/status").json()
+    return data
+
+
+def test_embeddings_are_metered_and_the_local_model_costs_nothing_without_a_warning(
+    start_server: Callable[..., str],
+) -> None:
+    """Each embeddings request's tokens show on /v1/status and /metrics; the local model is
+    priced at 0, so it bills nothing and is not listed as unpriced."""
+    url = start_server(embedder=LexicalEmbedder())
+    first = client(url).embeddings.create(model="text-embedding-3-small", input=["a b c", "d"])
+    client(url).embeddings.create(model="text-embedding-3-small", input="e f")
+    status = _status(url)
+    assert status["embedding_requests"] == 2
+    assert status["embedding_tokens"] >= first.usage.prompt_tokens > 0
+    assert status["embedding_cost_usd"] == 0.0 and status["unpriced_models"] == {}
+    metrics = httpx.get(url + "/metrics").text
+    assert "orchestrator_embedding_requests_total 2.0" in metrics
+    assert f"orchestrator_embedding_tokens_total {float(status['embedding_tokens'])}" in metrics
+
+
+def test_a_priced_embedding_model_is_billed_and_refused_past_the_budget(
+    start_server: Callable[..., str], tmp_path: Path
+) -> None:
+    """An embedder's model with a price is billed into the spend like any call, and past the
+    session budget the next request is OpenAI's 429 insufficient_quota."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[models."remote-embed-1"]\ninput_per_mtok_usd = 10000.0\noutput_per_mtok_usd = 0.0\n'
+    )
+    pipeline = echo_pipeline(price_table_path=prices, session_budget_usd=0.5)
+    url = start_server(pipeline, embedder=RemoteEmbedder("remote-embed-1"))
+    sdk = client(url)
+    answer = sdk.embeddings.create(model="m", input="one two three four", user="agent-1")
+    assert answer.model == "remote-embed-1"
+    status = _status(url)
+    cost = answer.usage.prompt_tokens * 10000.0 / 1e6
+    assert status["embedding_cost_usd"] == pytest.approx(cost)
+    assert status["cost_usd_total"] == pytest.approx(cost)
+    with pytest.raises(openai.RateLimitError) as caught:
+        for _ in range(20):
+            sdk.embeddings.create(model="m", input="one two three four", user="agent-1")
+    assert caught.value.code == "insufficient_quota"
+    sdk.embeddings.create(model="m", input="x", user="agent-2")  # another session's budget
+    assert _status(url)["budget_refusals"] == 1
+
+
+def test_an_unpriced_remote_embedding_model_is_a_warning_on_status(
+    start_server: Callable[..., str],
+) -> None:
+    """An embedder naming a model the price table does not know costs 0 and is listed in
+    /v1/status's unpriced_models (a budget cannot see it)."""
+    url = start_server(embedder=RemoteEmbedder("mystery-embed"))
+    client(url).embeddings.create(model="m", input="abc")
+    status = _status(url)
+    assert status["unpriced_models"] == {"mystery-embed": 1}
+    assert status["embedding_requests"] == 1
