@@ -5,14 +5,19 @@
 
 Each answer streams through the pipeline chunk by chunk, so it benefits from the same dedup,
 cache, retries and budgets as the web API. The conversation so far goes with each prompt.
-`exit`, `quit` or end of input leave; a pipeline error is printed and the prompt comes back;
-Ctrl-C while an answer streams stops that answer, at the prompt it ends the program.
+`exit`, `quit`, end of input or SIGTERM leave; a pipeline error is printed and the prompt
+comes back; Ctrl-C while an answer streams stops that answer, at the prompt it ends the program.
+
+However the REPL ends (Ctrl-C, Ctrl-D, SIGTERM, an exception), a terminal is left with the
+attributes it had when the REPL started: readline switches it to raw mode (`-icanon -echo`)
+while it waits for a line, and a reader thread stopped mid-line never switches it back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import signal
 import sys
 import threading
@@ -94,9 +99,31 @@ async def run_repl(
     if stdin is None:
         with contextlib.suppress(ImportError):  # platforms without readline
             import readline  # noqa: F401  -- importing it turns on line editing for input()
+    with _terminal_restored(sys.stdin if stdin is None else stdin), _sigterm_ends() as ended:
+        counter = [0]
+        try:
+            await _prompts(pipeline, stdin, out, counter, session_id, max_tokens)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not ended.is_set() or current is None:
+                raise
+            current.uncancel()  # our own SIGTERM: leave as at end of input
+            out.write("\n")
+            out.flush()
+        return counter[0]
+
+
+async def _prompts(
+    pipeline: Pipeline,
+    stdin: TextIO | None,
+    out: TextIO,
+    answered: list[int],
+    session_id: str | None,
+    max_tokens: int,
+) -> None:
+    """The read-answer loop; `answered[0]` counts the prompts answered so far."""
     session = session_id or "repl-" + uuid.uuid4().hex[:12]
     history: list[Message] = []
-    answered = 0
     while True:
         line = await _read_line(stdin, out)
         if line is None:
@@ -128,8 +155,7 @@ async def run_repl(
         out.write("\n")
         out.flush()
         history += [Message("user", prompt), Message("assistant", text)]
-        answered += 1
-    return answered
+        answered[0] += 1
 
 
 async def _stream_answer(pipeline: Pipeline, request: InferenceRequest, out: TextIO) -> str:
@@ -158,3 +184,50 @@ def _ctrl_c_cancels(answer: asyncio.Future[str]) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGINT)
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _terminal_restored(stream: TextIO) -> Iterator[None]:
+    """The terminal behind `stream` gets back the attributes it has now, on every way out.
+    A no-op when `stream` is not a terminal or the platform has no termios."""
+    try:
+        import termios
+
+        fd = stream.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # the terminal went away
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+@contextlib.contextmanager
+def _sigterm_ends() -> Iterator[threading.Event]:
+    """While the REPL runs, SIGTERM ends it as end of input would (the event says it came),
+    so the terminal is restored and the web API shuts down cleanly; the previous handler
+    comes back afterwards. A no-op off the main thread."""
+    ended = threading.Event()
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm() -> None:
+        ended.set()
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread, or Windows
+        yield ended
+        return
+    try:
+        yield ended
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
