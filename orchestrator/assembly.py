@@ -21,6 +21,7 @@ from orchestrator.pipeline import Pipeline
 from orchestrator.providers.registry import PROVIDER_SPECS
 
 if TYPE_CHECKING:
+    from intelligence.router import LearnerStore
     from orchestrator.resilience.cache import ResponseCache
     from orchestrator.resilience.coalesce import DedupHook
     from orchestrator.routing import Router
@@ -39,6 +40,7 @@ def build_pipeline(
     dedup_hooks: Sequence[DedupHook] = (),
     cache: ResponseCache | None = None,
     router: Router | None = None,
+    memory: LearnerStore | None = None,
 ) -> Pipeline:
     """A (not yet started) `Pipeline` with the worker `settings.provider` names, then one per
     `settings.fallback`, tried in that order.
@@ -53,6 +55,9 @@ def build_pipeline(
     the learned router in the routing seam, rewarded by the quality of each answer;
     `settings.semantic_dedup` (the default; unless `dedup_hooks` are given) adds semantic
     dedup reading the live `semantic_dedup_threshold`; client feedback reaches both.
+    `memory` (an `AgentMemory`) keeps the learned router's state: restored here, saved when
+    the pipeline closes. The bridge is `pipeline.intelligence` (fleet task outcomes reach it
+    through `task_outcome`).
     """
     config = config if config is not None else PipelineConfig()
     if settings.prices_file is not None:
@@ -78,6 +83,7 @@ def build_pipeline(
             learned_routing=settings.learned_routing and router is None,
             semantic_dedup=settings.semantic_dedup and not dedup_hooks,
             threshold=lambda: tunables.current.semantic_dedup_threshold,
+            store=memory,
         )
         router = router if router is not None else bridge.router_seam
         dedup_hooks = (*dedup_hooks, *bridge.dedup_hooks)
@@ -93,4 +99,5 @@ def build_pipeline(
     )
     if bridge is not None:
         bridge.attach(pipeline)
+        pipeline.intelligence = bridge
     return pipeline

@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between the tuning loop's samples (default 5)",
     )
     serve.add_argument(
+        "--db",
+        metavar="URL",
+        help="agent memory SQLAlchemy URL (e.g. sqlite:///.coordinator/memory.db): keeps the "
+        "learned router's state across restarts and --self-tune's changes with their reasons",
+    )
+    serve.add_argument(
         "--dry-run",
         action="store_true",
         help="with --self-tune: recommend parameter changes (shown in /v1/status) without "
@@ -350,12 +356,13 @@ def _cannot_listen(settings: ServerSettings, *, err: TextIO) -> int:
 
 
 def _serve(settings: ServerSettings, *, self_tune_interval_s: float | None, dry_run: bool,
-           err: TextIO) -> int:
+           err: TextIO, db: str | None = None) -> int:
     from orchestrator.server.runner import serve
 
     if not _can_listen(settings.host, settings.port):
         return _cannot_listen(settings, err=err)
-    serve(settings, self_tune_interval_s=self_tune_interval_s, self_tune_dry_run=dry_run)
+    serve(settings, self_tune_interval_s=self_tune_interval_s, self_tune_dry_run=dry_run,
+          memory_url=db)
     return EXIT_OK
 
 
@@ -396,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.dry_run and not args.self_tune:
                 return _fail("--dry-run needs --self-tune (it is the tuner's)", err=err)
             return _serve(settings, self_tune_interval_s=interval if args.self_tune else None,
-                          dry_run=args.dry_run, err=err)
+                          dry_run=args.dry_run, err=err, db=args.db)
         if args.command == "mcp":
             asyncio.run(_mcp_stdio(settings))
             return EXIT_OK

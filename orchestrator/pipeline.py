@@ -116,6 +116,9 @@ class Pipeline:
         self.live = live if live is not None else LiveConfig(config.tunables)
         self.router: Router = router if router is not None else FallbackRouter()
         self.feedback = FeedbackLog()
+        # The intelligence layer's bridge the composition root plugged in (None: none). The
+        # pipeline only saves it when it closes (the learned router's state, to its memory).
+        self.intelligence: Any = None
         self._clock = clock
         self._started_at = clock()
         self.metrics = PipelineMetrics(window=config.metrics_window, clock=clock)
@@ -304,6 +307,11 @@ class Pipeline:
                 log.exception("closing worker %s failed", route.name)
         if self.cache is not None and self._owns_cache:
             await self.cache.aclose()
+        if self.intelligence is not None:
+            try:
+                await asyncio.to_thread(self.intelligence.save)
+            except Exception:
+                log.exception("saving the intelligence layer's state failed")
 
     # -- the front door ----------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Running the app with uvicorn (uvloop event loop, httptools parser).
 
-- `serve(settings)`: build the pipeline and serve until interrupted (`orchestrator serve`).
+- `serve(settings)`: build the pipeline and serve until interrupted (`orchestrator serve`);
+  `build_app(settings, memory=...)` builds what it serves (the app and its tuning loop).
 - `ServerThread(app)`: serve in a background thread; `start()` returns the bound URL once the
   app has started, `stop()` shuts it down cleanly. For tests and synchronous callers.
 - `ServerTask(app)`: the same inside the running event loop (`await start()`, `await stop()`),
@@ -39,7 +40,7 @@ from orchestrator.settings import (
     is_loopback,
 )
 
-__all__ = ["ServerTask", "ServerThread", "serve", "uvicorn_config"]
+__all__ = ["ServerTask", "ServerThread", "build_app", "serve", "uvicorn_config"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,40 @@ def _check_bind(host: str, app: FastAPI) -> None:
     )
 
 
+def build_app(
+    settings: ServerSettings,
+    *,
+    memory: Any = None,
+    fleet_status: Callable[[], Mapping[str, Any]] | None = None,
+    self_tune_interval_s: float | None = None,
+    self_tune_dry_run: bool = False,
+    **tuning_clocks: Callable[[], float],
+) -> tuple[FastAPI, Any]:
+    """The app `serve` runs, and its tuning loop (`self_tune.service.SelfTuning`, not started;
+    None without `self_tune_interval_s`). `memory` (an `AgentMemory`) keeps the learned
+    router's state (restored now, saved when the pipeline closes) and the tuner's journal
+    (every parameter change with its reason, versions, rollbacks, experiments).
+    `tuning_clocks` (`clock`, `monotonic`) go to the tuning loop (tests)."""
+    from orchestrator.server.app import create_app
+
+    pipeline = build_pipeline(settings, memory=memory)
+    tuning = None
+    if self_tune_interval_s is not None:
+        from self_tune.journal import MemoryJournal
+        from self_tune.live import LocalConfig
+        from self_tune.service import SelfTuning
+        from self_tune.sources import PipelineSource
+
+        tuning = SelfTuning([PipelineSource(pipeline.snapshot)],
+                            config=LocalConfig(pipeline.live), interval_s=self_tune_interval_s,
+                            dry_run=self_tune_dry_run,
+                            journal=MemoryJournal(memory) if memory is not None else None,
+                            **tuning_clocks)
+    app = create_app(pipeline, settings=settings, fleet_status=fleet_status,
+                     self_tune_status=tuning.status if tuning is not None else None)
+    return app, tuning
+
+
 def serve(
     settings: ServerSettings,
     *,
@@ -114,41 +149,41 @@ def serve(
     self_tune_interval_s: float | None = None,
     self_tune_dry_run: bool = False,
     access_log: bool = True,
+    memory_url: str | None = None,
 ) -> None:
     """Build the pipeline `settings` describe and serve it on `settings.host:port` until
     interrupted (Ctrl-C / SIGTERM). Raises `SettingsError` before binding if the settings are
     unsafe. With `self_tune_interval_s`, the tuning loop (`self_tune.service.SelfTuning`)
     samples the pipeline that often and tunes its live parameters while it serves (with
-    `self_tune_dry_run`, only recommends)."""
-    from orchestrator.server.app import create_app
+    `self_tune_dry_run`, only recommends). `memory_url` opens the agent memory (`--db`) that
+    keeps the learned router's state across restarts and the tuner's changes (`build_app`)."""
+    memory = None
+    if memory_url is not None:
+        from memory_db import AgentMemory
 
-    pipeline = build_pipeline(settings)
-    tuning = None
-    if self_tune_interval_s is not None:
-        from self_tune.live import LocalConfig
-        from self_tune.service import SelfTuning
-        from self_tune.sources import PipelineSource
-
-        tuning = SelfTuning([PipelineSource(pipeline.snapshot)],
-                            config=LocalConfig(pipeline.live), interval_s=self_tune_interval_s,
-                            dry_run=self_tune_dry_run)
-    app = create_app(pipeline, settings=settings, fleet_status=fleet_status,
-                     self_tune_status=tuning.status if tuning is not None else None)
-    _check_bind(settings.host, app)
-    config = uvicorn_config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        max_message_bytes=settings.max_body_bytes,
-        access_log=access_log,
-    )
-    if tuning is not None:
-        tuning.start()
+        memory = AgentMemory(memory_url)
     try:
-        uvicorn.Server(config).run()
-    finally:
+        app, tuning = build_app(settings, memory=memory, fleet_status=fleet_status,
+                                self_tune_interval_s=self_tune_interval_s,
+                                self_tune_dry_run=self_tune_dry_run)
+        _check_bind(settings.host, app)
+        config = uvicorn_config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            max_message_bytes=settings.max_body_bytes,
+            access_log=access_log,
+        )
         if tuning is not None:
-            tuning.stop()
+            tuning.start()
+        try:
+            uvicorn.Server(config).run()
+        finally:
+            if tuning is not None:
+                tuning.stop()
+    finally:
+        if memory is not None:
+            memory.close()
 
 
 def _bound_url(server: uvicorn.Server, host: str) -> str:
