@@ -188,12 +188,19 @@ class _ScopeIndex:
     def search(self, vector: npt.NDArray[np.float32], k: int) -> list[tuple[int, float]]:
         if not self._vectors:
             return []
+        import faiss
+
+        # One query is a few hundred microseconds of work: an OpenMP team for it costs more
+        # than it saves, and stalls behind BLAS/torch threads still spinning from an
+        # embedding. The setting is the calling thread's own (OpenMP's nthreads-var).
+        faiss.omp_set_num_threads(1)
         want = min(k + len(self._dead), len(self._vectors) + len(self._dead))
         scores, ids = self._index.search(vector.reshape(1, -1), want)
+        live = self._vectors
         out = [
-            (int(i), float(s))
-            for s, i in zip(scores[0], ids[0], strict=True)
-            if i >= 0 and int(i) in self._vectors
+            (i, s)
+            for s, i in zip(scores[0].tolist(), ids[0].tolist(), strict=True)
+            if i >= 0 and i in live
         ]
         return out[:k]
 

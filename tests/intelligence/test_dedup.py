@@ -238,3 +238,22 @@ def test_an_unhashable_scope_is_a_type_error(dedup: SemanticDedup[str]) -> None:
     """A scope must be hashable (a list is not)."""
     with pytest.raises(TypeError):
         dedup.insert("x", "y", scope=["not", "hashable"])
+
+
+def test_a_lookup_searches_in_its_own_thread_only(dedup: SemanticDedup[str]) -> None:
+    """One query's search runs single-threaded (an OpenMP team for it stalls behind BLAS or
+    torch threads still spinning from an embedding: 2-4x slower lookups at 100,000 entries),
+    and only the searching thread's setting changes."""
+    import faiss
+
+    dedup.insert("How do I exit vim?", ":q", scope="s")
+    seen: list[int] = []
+
+    def search() -> None:
+        dedup.lookup("how do you quit vim", scope="s")
+        seen.append(faiss.omp_get_max_threads())
+
+    worker = threading.Thread(target=search)
+    worker.start()
+    worker.join()
+    assert seen == [1]
