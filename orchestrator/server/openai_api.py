@@ -5,9 +5,10 @@ as a string or text parts) the conversation; `user` the session. Streaming sends
 `chat.completion.chunk` events as `data:` lines, a usage chunk when
 `stream_options.include_usage` is set, then `data: [DONE]`. A body that uses tools (`tools`,
 `tool_choice`, tool turns) goes natively, as sent, to a provider that takes Chat Completions
-bodies (an OpenAI-compatible one) and comes back as it answered. What the pipeline cannot
-carry otherwise (tools, images, `n` > 1, stop sequences) is refused with a 400 naming the
-field.
+bodies (an OpenAI-compatible one) and comes back as it answered; with an Anthropic provider
+instead it is translated to a Messages body and its answer back (`chat_anthropic`), plain
+and streamed. What the pipeline cannot carry otherwise (tools without either provider,
+images, `n` > 1, stop sequences) is refused with a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import (
+    NATIVE_ANTHROPIC,
     NATIVE_FORMAT,
     NATIVE_OPENAI_CHAT,
     OPENAI_CLIENT_HEADERS,
@@ -33,6 +35,7 @@ from orchestrator.request import (
     Usage,
 )
 from orchestrator.server.anthropic_api import takes_native
+from orchestrator.server.anthropic_api import to_request as anthropic_request
 from orchestrator.server.bodies import (
     MAX_ITEMS,
     SEMANTIC_FIELD,
@@ -46,6 +49,7 @@ from orchestrator.server.bodies import (
     semantic_wanted,
     validated,
 )
+from orchestrator.server.chat_anthropic import chat_chunks, chat_completion, messages_body
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
 from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import open_stream, sse, sse_response
@@ -158,14 +162,23 @@ def to_request(
 
 def _prepare(
     data: dict[str, Any], timeout_s: float | None = None, retries: bool = False,
-    native_headers: Mapping[str, str] | None = None,
+    native_headers: Mapping[str, str] | None = None, anthropic: bool = False,
 ) -> tuple[ChatBody, InferenceRequest]:
     """The validated body and its pipeline request: with `native_headers` (the provider takes
-    Chat Completions bodies) a body that uses tools goes as it came, else the text request."""
+    Chat Completions bodies) a body that uses tools goes as it came; else, with `anthropic`
+    (a provider takes Messages bodies), translated to a native Messages body; else the text
+    request."""
     body: ChatBody = validated(ChatBody, data)
     if native_headers is not None and _uses_tools(body):
         return body, native_request(data, body, headers=native_headers, timeout_s=timeout_s,
                                     retries=retries)
+    if anthropic and _uses_tools(body):
+        translated = anthropic_request(
+            messages_body(data), native=True, timeout_s=timeout_s, retries=retries
+        )
+        return body, dataclasses.replace(
+            translated, metadata={**translated.metadata, "api": "openai"}
+        )
     return body, to_request(body, timeout_s=timeout_s, retries=retries)
 
 
@@ -239,17 +252,30 @@ async def chat_completions(http: Request, state: State) -> Response:
     body, request = await off_loop(
         body_size(http), _prepare, data,
         client_timeout_s(http.headers.get("x-stainless-timeout")), client_retries(http.headers),
-        http.headers if native else None,
+        http.headers if native else None, takes_native(state.pipeline, NATIVE_ANTHROPIC),
     )
     if not semantic_wanted(http.headers, (body.model_extra or {}).get(SEMANTIC_FIELD)):
         request = dataclasses.replace(request, semantic_dedup=False)
+    created = int(state.wall_clock())
+    if request.native_format == NATIVE_ANTHROPIC and request.native is not None:
+        # tools through an Anthropic provider: its Messages answer, in Chat Completions shape
+        if body.stream:
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            events = await open_stream(state.pipeline, request)
+            translated = chat_chunks(events, completion_id=_completion_id(), created=created,
+                                     model=body.model, include_usage=include_usage)
+            return sse_response(translated, events)
+        answer = await state.pipeline.infer(request)
+        assert answer.native is not None
+        return JSONResponse(
+            chat_completion(answer.native, completion_id=_completion_id(), created=created)
+        )
     if request.native is not None:  # tools: the provider's own answer, as it sent it
         if body.stream:
             native_chunks = await open_stream(state.pipeline, request)
             return sse_response(_native_chunks(native_chunks), native_chunks)
         answer = await state.pipeline.infer(request)
         return JSONResponse(answer.native)
-    created = int(state.wall_clock())
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = await open_stream(state.pipeline, request)
