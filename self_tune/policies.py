@@ -80,6 +80,12 @@ class Signals:
         )
 
     @property
+    def forecast_agents(self) -> float | None:
+        """Agents the demand forecast says the backlog needs `forecast.lead_s` ahead (the
+        sampler derives it from the telemetry; None: no forecast yet)."""
+        return self.get("forecast.agents") if self.has("forecast.agents") else None
+
+    @property
     def arrivals_per_s(self) -> float:
         return self.get("requests_per_s")
 
@@ -425,7 +431,9 @@ class CacheTtlLaw(Law):
 
 class FleetSizeLaw(Law):
     """Fleet size (agents): Little's law — backlog drained within `drain_s` at the measured
-    attempt duration — capped while the upstream is refusing calls (429s)."""
+    attempt duration — capped while the upstream is refusing calls (429s). The demand
+    forecast feeds forward (`forecast.agents`: the agents the forecast backlog needs `lead_s`
+    ahead): the fleet grows to it before the backlog arrives, and does not shrink below it."""
 
     def __init__(self, *, drain_s: float = 600.0) -> None:
         self.drain_s = drain_s
@@ -441,9 +449,16 @@ class FleetSizeLaw(Law):
         idle = signals.get("fleet.agents_idle")
         duration = signals.get("fleet.attempt_duration.p50_s", 60.0) or 60.0
         needed = math.ceil(backlog * duration / self.drain_s) if backlog > 0 else 0
+        forecast = signals.forecast_agents
+        if idle == 0 and forecast is not None and forecast > max(needed, current):
+            lead = signals.get("forecast.lead_s")
+            return Proposal(value=current + 1,
+                            reason=f"forecast: {forecast:.0f} agents needed in {lead:.0f} s")
         if backlog > 0 and idle == 0 and needed > current:
             return Proposal(value=current + 1, reason=f"{backlog:.0f} tasks waiting, none idle")
         if backlog == 0 and idle > 0 and current > 1:
+            if forecast is not None and forecast >= current:
+                return None  # the forecast needs them soon: keep them
             return Proposal(value=current - 1, reason=f"{idle:.0f} agents idle, nothing waiting")
         return None
 
