@@ -19,11 +19,16 @@ of the three; no rewrite edits inside a word, so numbers and identifiers stay as
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Optimized", "PromptOptimizer"]
+__all__ = ["OPTIMIZE_PROMPT", "Optimized", "PromptOptimizer", "PromptRewriter"]
+
+OPTIMIZE_PROMPT = "optimize_prompt"
+"""The request `metadata` key that opts a request in ("1", "true", "on")."""
 
 Turn = tuple[str, str]  # (role, content)
 
@@ -177,3 +182,36 @@ def _trim_sentences(text: str, budget: int) -> tuple[str, int]:
         elif sentence.strip():
             dropped += 1
     return _unshield("".join(kept).rstrip(), protected), dropped
+
+
+class PromptRewriter:
+    """The optimizer as the pipeline's front-door rewrite (`Pipeline(rewriters=[...])`; the
+    composition root plugs it in with `settings.prompt_optimizer`): a text request whose
+    `metadata[OPTIMIZE_PROMPT]` opts in gets its turns and system prompt optimized; any other
+    request (and a native body, which is sent as given) passes unchanged. Counts what it did
+    (`requests_optimized`, `tokens_saved_total`). Works on the request by shape: a frozen
+    dataclass with `prompt`, `messages` (turns with `role`, `content`), `system`, `metadata`."""
+
+    def __init__(self, optimizer: PromptOptimizer | None = None) -> None:
+        self.optimizer = optimizer if optimizer is not None else PromptOptimizer()
+        self.requests_optimized = 0
+        self.tokens_saved_total = 0
+
+    def __call__(self, request: Any) -> Any:
+        opted = str(request.metadata.get(OPTIMIZE_PROMPT, "")).strip().lower()
+        if opted not in ("1", "true", "on", "yes") or request.native is not None:
+            return request
+        messages = tuple(request.messages)
+        turns = [(m.role, m.content) for m in messages] or [("user", request.prompt or "")]
+        result = self.optimizer.optimize(turns, system=request.system)
+        if result.tokens_saved <= 0:
+            return request
+        self.requests_optimized += 1
+        self.tokens_saved_total += result.tokens_saved
+        if messages:
+            new_messages = tuple(
+                dataclasses.replace(m, content=content)
+                for m, (_, content) in zip(messages, result.messages, strict=True)
+            )
+            return dataclasses.replace(request, messages=new_messages, system=result.system)
+        return dataclasses.replace(request, prompt=result.messages[0][1], system=result.system)

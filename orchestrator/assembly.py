@@ -55,6 +55,8 @@ def build_pipeline(
     the learned router in the routing seam, rewarded by the quality of each answer;
     `settings.semantic_dedup` (the default; unless `dedup_hooks` are given) adds semantic
     dedup reading the live `semantic_dedup_threshold`; client feedback reaches both.
+    `settings.prompt_optimizer` (the default) runs the `PromptOptimizer` on each request that
+    opts in (`metadata["optimize_prompt"]` = "1"/"true"/"on"); off, the opt-in is ignored.
     `memory` (an `AgentMemory`) keeps the learned router's state: restored here, saved when
     the pipeline closes. The bridge is `pipeline.intelligence` (fleet task outcomes reach it
     through `task_outcome`).
@@ -88,9 +90,15 @@ def build_pipeline(
         router = router if router is not None else bridge.router_seam
         dedup_hooks = (*dedup_hooks, *bridge.dedup_hooks)
         quality_hooks = (*quality_hooks, *bridge.quality_hooks)
+    rewriters = []
+    if settings.prompt_optimizer:
+        from intelligence.optimize import PromptRewriter
+
+        rewriters.append(PromptRewriter())
     pipeline = Pipeline(
         config,
         *workers,
+        rewriters=rewriters,
         live=live,
         cache=cache,
         quality_hooks=quality_hooks,

@@ -100,6 +100,7 @@ class Pipeline:
         quality_hooks: Sequence[QualityHook] = (),
         dedup_hooks: Sequence[DedupHook] = (),
         router: Router | None = None,
+        rewriters: Sequence[Callable[[InferenceRequest], InferenceRequest]] = (),
     ) -> None:
         if not workers:
             raise ValueError("workers: a pipeline needs at least one Worker")
@@ -119,6 +120,9 @@ class Pipeline:
         # The intelligence layer's bridge the composition root plugged in (None: none). The
         # pipeline only saves it when it closes (the learned router's state, to its memory).
         self.intelligence: Any = None
+        # Front-door rewrites of a request (the prompt optimizer), before any key is computed:
+        # what they return is what the stages, dedup and the provider see.
+        self.rewriters = tuple(rewriters)
         self._clock = clock
         self._started_at = clock()
         self.metrics = PipelineMetrics(window=config.metrics_window, clock=clock)
@@ -515,6 +519,11 @@ class Pipeline:
         loop = self._loop
         if loop is None or self._closing:
             raise RuntimeError("pipeline is not running; use 'async with Pipeline(...)'")
+        for rewrite in self.rewriters:
+            try:
+                request = rewrite(request)
+            except Exception:  # a rewrite is an optimisation: the request goes as it came
+                log.exception("request rewrite %r failed; sending the request unchanged", rewrite)
         timeout_s = request.timeout_s or self.config.default_timeout_s
         deadline = loop.time() + timeout_s
         job = Job(

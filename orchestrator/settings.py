@@ -78,6 +78,7 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "log_format": "LOG_FORMAT",
     "semantic_dedup": "SEMANTIC_DEDUP",
     "learned_routing": "LEARNED_ROUTING",
+    "prompt_optimizer": "PROMPT_OPTIMIZER",
 }
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -161,6 +162,8 @@ class ServerSettings:
     # and the learned router choosing among the providers (with a fallback configured).
     semantic_dedup: bool = True
     learned_routing: bool = True
+    # The prompt optimizer for requests that opt in (metadata `optimize_prompt`); off: ignored.
+    prompt_optimizer: bool = True
 
     def __post_init__(self) -> None:
         for name in _SECRET_FIELDS:
@@ -293,6 +296,7 @@ _CONVERTERS: Mapping[str, Any] = {
     "max_body_bytes": int,
     "semantic_dedup": switch,
     "learned_routing": switch,
+    "prompt_optimizer": switch,
 }
 
 
