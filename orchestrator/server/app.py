@@ -47,6 +47,7 @@ from orchestrator.server.http_errors import (
 )
 from orchestrator.server.mcp import mount_mcp
 from orchestrator.server.origin import OriginGuard
+from orchestrator.server.request_counts import CountRequests, RequestCounts
 from orchestrator.server.state import ServerState
 from orchestrator.server.status import FleetStatus, SelfTuneStatus
 from orchestrator.settings import DEFAULT_MAX_BODY_BYTES, ServerSettings
@@ -106,6 +107,7 @@ def create_app(
     # keeps the query, a dashboard token included): the routes that need both forms have both.
     app.router.redirect_slashes = False
     config = config if config is not None else LiveConfigSet(pipeline.live)
+    requests = RequestCounts(app.router.routes)
     state = ServerState(
         pipeline=pipeline,
         config=config,
@@ -113,6 +115,7 @@ def create_app(
         fleet_status=fleet_status,
         embedder=LazyEmbedder(embedder),
         self_tune_status=self_tune_status,
+        requests=requests,
     )
     app.state.orchestrator = state
     # The hot routes first: each request walks the routes in order until one matches.
@@ -125,11 +128,11 @@ def create_app(
     app.include_router(embeddings_api.router)
     feedback = pipeline.feedback
     app.include_router(prometheus.router(pipeline.snapshot, lambda: feedback.received_total,
-                                         fleet_status))
+                                         fleet_status, requests=requests))
     mount_mcp(app, pipeline, settings=settings, config=config, fleet_status=fleet_status,
-              self_tune_status=self_tune_status)
+              self_tune_status=self_tune_status, requests=requests)
     mount_dashboard(app, pipeline, fleet_status, config=config,
-                    self_tune_status=self_tune_status)
+                    self_tune_status=self_tune_status, requests=requests)
     _install_error_handlers(app)
     # Innermost of ours: inside the body limit, auth and origin guard like every route.
     app.add_middleware(
@@ -144,8 +147,11 @@ def create_app(
             token=settings.api_key.reveal() if settings.api_key is not None else None,
             admin_token=settings.admin_token.reveal(),
         )
-    # Outermost, so a page on another site learns nothing, not even whether a token is needed.
+    # Outermost but for the counting, so a page on another site learns nothing, not even
+    # whether a token is needed.
     app.add_middleware(OriginGuard, allowed_hosts=settings.allowed_hosts if settings else ())
+    # Outside even the guard: a request it refuses is counted too.
+    app.add_middleware(CountRequests, counts=requests)
     return app
 
 

@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, StreamingRespons
 
 from orchestrator.config import LiveConfigSet
 from orchestrator.pipeline import Pipeline
+from orchestrator.server.request_counts import RequestCounts
 from orchestrator.server.status import FleetStatus, SelfTuneStatus, status_payload
 
 __all__ = ["mount_dashboard"]
@@ -45,13 +46,15 @@ def mount_dashboard(
     *,
     config: LiveConfigSet | None = None,
     self_tune_status: SelfTuneStatus | None = None,
+    requests: RequestCounts | None = None,
     interval_s: float = 1.0,
     stream_s: float = 4.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Serve the dashboard page and its event stream on `app`.
 
-    `config` is the live configuration the status shows (default: the pipeline's).
+    `config` is the live configuration the status shows (default: the pipeline's), `requests`
+    the server's request counts it shows.
     `interval_s` is the time between two events, `stream_s` how long one event stream lasts
     at most (keep it below the server's graceful-shutdown timeout); `sleep` waits between
     events. Neither route is in the OpenAPI schema. Raises ValueError for a non-positive
@@ -70,7 +73,8 @@ def mount_dashboard(
         for n in range(events_per_stream):
             if n:
                 await sleep(interval_s)
-            status = status_payload(pipeline, fleet_status, config, self_tune_status)
+            status = status_payload(pipeline, fleet_status, config, self_tune_status,
+                                    requests=requests)
             data = json.dumps(status, separators=(",", ":"))
             yield f"event: status\ndata: {data}\n\n"
         yield "event: end\ndata: {}\n\n"

@@ -31,6 +31,7 @@ from orchestrator.errors import InvalidTunable, OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority
 from orchestrator.server.auth import is_admin
 from orchestrator.server.http_errors import from_exception
+from orchestrator.server.request_counts import RequestCounts
 from orchestrator.server.status import FleetStatus, SelfTuneStatus, status_payload
 
 if TYPE_CHECKING:
@@ -182,13 +183,14 @@ def create_mcp_server(
     may_configure: MayConfigure = lambda request: True,
     fleet_status: FleetStatus | None = None,
     self_tune_status: SelfTuneStatus | None = None,
+    requests: RequestCounts | None = None,
 ) -> MCPServer:
     """An `MCPServer` whose tools call `pipeline`; the caller runs the pipeline.
 
     `config` is what `configure_pipeline` tunes (default: the pipeline's live config);
     `may_configure` decides, per call, whether the caller may (default: always, as over stdio).
-    `pipeline_status` answers what `GET /v1/status` does (`status_payload`), `fleet_status`
-    and `self_tune_status` included when given.
+    `pipeline_status` answers what `GET /v1/status` does (`status_payload`), `fleet_status`,
+    `self_tune_status` and the server's `requests` included when given.
     """
     config = config if config is not None else LiveConfigSet(pipeline.live)
     server: MCPServer = MCPServer(
@@ -274,7 +276,8 @@ def create_mcp_server(
     async def pipeline_status() -> dict[str, Any]:
         """The pipeline's live measurements (stages with queue depth and capacity, latency
         percentiles, throughput, errors, dedup, cache, breakers, cost) and its live config."""
-        return status_payload(pipeline, fleet_status, config, self_tune_status)
+        return status_payload(pipeline, fleet_status, config, self_tune_status,
+                              requests=requests)
 
     @server.tool()
     async def configure_pipeline(
@@ -313,6 +316,7 @@ def mount_mcp(
     config: LiveConfigSet | None = None,
     fleet_status: FleetStatus | None = None,
     self_tune_status: SelfTuneStatus | None = None,
+    requests: RequestCounts | None = None,
 ) -> MCPServer:
     """Serve the MCP tools over streamable HTTP at `/mcp` on `app`; call before the app starts.
 
@@ -324,7 +328,7 @@ def mount_mcp(
     """
     server = create_mcp_server(
         pipeline, config=config, may_configure=_admin_request, fleet_status=fleet_status,
-        self_tune_status=self_tune_status,
+        self_tune_status=self_tune_status, requests=requests,
     )
     host = settings.host if settings is not None else "127.0.0.1"
     mcp_app = server.streamable_http_app(streamable_http_path="/mcp", host=host)

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.responses import Response
 
 from orchestrator.metrics import MetricsSnapshot
+from orchestrator.server.request_counts import RequestCounts
 
 __all__ = ["SnapshotCollector", "router"]
 
@@ -61,15 +62,19 @@ _GAUGES = (
 class SnapshotCollector(Collector):
     """Collects `snapshot()` (a pipeline's, plus `feedback_total()`) on every scrape, and the
     attached fleet's status (`FleetSnapshot.to_json()`, what `/v1/status` shows under
-    `"fleet"`) as `orchestrator_fleet_*`."""
+    `"fleet"`) as `orchestrator_fleet_*`, and the server's `requests` as
+    `orchestrator_http_requests_total{route, status}`."""
 
     def __init__(
         self, snapshot: Callable[[], MetricsSnapshot], feedback_total: Callable[[], int],
         fleet_status: Callable[[], Mapping[str, Any]] | None = None,
+        *,
+        requests: RequestCounts | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._feedback_total = feedback_total
         self._fleet_status = fleet_status
+        self._requests = requests
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
@@ -139,6 +144,16 @@ class SnapshotCollector(Collector):
             failures.add_metric([provider.name], provider.failures_total)
             opened.add_metric([provider.name], provider.breaker_opened_total)
         yield from (breaker, calls, failures, opened)
+        if self._requests is not None:
+            http = CounterMetricFamily(
+                "orchestrator_http_requests",
+                "HTTP requests and WebSockets, refused ones included, by route template "
+                "('other': no route matched) and status.",
+                labels=["route", "status"],
+            )
+            for route, status, count in self._requests.items():
+                http.add_metric([route, str(status)], count)
+            yield http
         if self._fleet_status is not None:
             try:
                 fleet = self._fleet_status()
@@ -181,10 +196,13 @@ def _fleet_metrics(fleet: Mapping[str, Any]) -> Iterator[Metric]:
 def router(
     snapshot: Callable[[], MetricsSnapshot], feedback_total: Callable[[], int],
     fleet_status: Callable[[], Mapping[str, Any]] | None = None,
+    *,
+    requests: RequestCounts | None = None,
 ) -> APIRouter:
     """A router serving `GET /metrics` from its own registry."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, feedback_total, fleet_status))
+    registry.register(SnapshotCollector(snapshot, feedback_total, fleet_status,
+                                        requests=requests))
     api = APIRouter()
 
     @api.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -351,4 +351,4 @@ async def health(request: Request, state: State) -> JSONResponse:
 @router.get("/v1/status", summary="The pipeline's metrics snapshot (and the fleet's, if attached)")
 async def status(state: State) -> dict[str, Any]:
     return status_payload(state.pipeline, state.fleet_status, state.config,
-                          state.self_tune_status)
+                          state.self_tune_status, requests=state.requests)

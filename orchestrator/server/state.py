@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from orchestrator.config import LiveConfigSet
 from orchestrator.pipeline import Pipeline
 from orchestrator.server.embedder import LazyEmbedder
+from orchestrator.server.request_counts import RequestCounts
 from orchestrator.server.status import FleetStatus, SelfTuneStatus
 from orchestrator.settings import ServerSettings
 
@@ -20,8 +21,9 @@ __all__ = ["ServerState", "server_state", "state_of"]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerState:
     """The pipeline served, the live configuration clients may read and tune, the settings it
-    was started with, the fleet-status hook, the embedding model of `/v1/embeddings`, and the
-    wall clock for the timestamps APIs put in answers."""
+    was started with, the fleet-status hook, the embedding model of `/v1/embeddings`, the
+    requests counted by route and status, and the wall clock for the timestamps APIs put in
+    answers."""
 
     pipeline: Pipeline
     config: LiveConfigSet
@@ -29,6 +31,7 @@ class ServerState:
     fleet_status: FleetStatus | None = None
     self_tune_status: SelfTuneStatus | None = None
     embedder: LazyEmbedder = field(default_factory=LazyEmbedder)
+    requests: RequestCounts = field(default_factory=RequestCounts)
     wall_clock: Callable[[], float] = time.time
 
 

@@ -2,9 +2,10 @@
 `pipeline_status` show, built in one place so they can never disagree.
 
 The data is the pipeline snapshot's fields (`MetricsSnapshot.to_dict()`, with wall-clock and
-monotonic timestamps), the feedback count, the live configuration and its version, and, with
-a fleet attached, its `FleetSnapshot` under `"fleet"`, and with a tuning loop its state under
-`"self_tune"`. Prometheus reads the same snapshot.
+monotonic timestamps), the feedback count, the live configuration and its version, on a server
+its HTTP requests by route and status, with a fleet attached, its `FleetSnapshot` under
+`"fleet"`, and with a tuning loop its state under `"self_tune"`. Prometheus reads the same
+snapshot.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from orchestrator.config import LiveConfigSet
 from orchestrator.pipeline import Pipeline
+from orchestrator.server.request_counts import RequestCounts
 
 __all__ = ["FleetStatus", "SelfTuneStatus", "status_payload"]
 
@@ -32,16 +34,21 @@ def status_payload(
     fleet_status: FleetStatus | None = None,
     config: LiveConfigSet | None = None,
     self_tune_status: SelfTuneStatus | None = None,
+    *,
+    requests: RequestCounts | None = None,
 ) -> dict[str, Any]:
     """The status, JSON-ready: the snapshot's fields, `feedback_total`, `live_config` and
     `live_config_version` (of `config`, default the pipeline's own), with a fleet its
     status under `"fleet"` (`{"error": ...}` if asking the fleet failed), and with a tuning
-    loop its state under `"self_tune"`."""
+    loop its state under `"self_tune"`, and with the server's request counts those under
+    `"http_requests"` (`RequestCounts.to_dict()`)."""
     config = config if config is not None else LiveConfigSet(pipeline.live)
     data = pipeline.snapshot().to_dict()
     data["feedback_total"] = pipeline.feedback.received_total
     data["live_config"] = config.values()
     data["live_config_version"] = config.version
+    if requests is not None:
+        data["http_requests"] = requests.to_dict()
     if self_tune_status is not None:
         try:
             tuning = self_tune_status()

@@ -288,7 +288,8 @@ async def test_an_open_page_never_gets_its_stream_cancelled_at_shutdown(
 
 
 async def test_the_server_serves_the_dashboard_live_over_its_own_traffic(browser: Browser) -> None:
-    """`create_app` mounts the dashboard: prompts posted to the API show up on the page."""
+    """`create_app` mounts the dashboard: prompts posted to the API show up on the page, and
+    every HTTP request in the panel of requests by route and status."""
     app = create_app(Pipeline(PipelineConfig(), EchoWorker()), fleet_status=lambda: {"done": 1})
     async with ServerTask(app) as url, httpx.AsyncClient(base_url=url) as client:
         page = await browser.new_page()
@@ -301,6 +302,10 @@ async def test_the_server_serves_the_dashboard_live_over_its_own_traffic(browser
                 assert response.status_code == 200
             await text_becomes(page, "#completed-total", "3")
             await text_becomes(page, "#route-echo .calls", "3")
+            assert (await client.get("/no/such/page")).status_code == 404
+            await text_becomes(page, '[data-route="/v1/prompt"] .statuses', "200 ×3")
+            await text_becomes(page, '[data-route="other"] .statuses', "404 ×1")
+            assert await page.is_visible("#panel-http")
         finally:
             await page.close()
 
