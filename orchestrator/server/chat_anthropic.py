@@ -34,10 +34,14 @@ from orchestrator.server.streaming import sse
 __all__ = [
     "anthropic_tool_choice",
     "anthropic_tools",
+    "append_turn",
+    "assemble",
     "chat_chunks",
     "chat_completion",
     "finish_reason",
     "messages_body",
+    "tool_result",
+    "tool_use",
 ]
 
 _FINISH = {"tool_use": "tool_calls", "end_turn": "stop", "stop_sequence": "stop",
@@ -176,14 +180,27 @@ def messages_body(data: Mapping[str, Any]) -> dict[str, Any]:
         raise _refuse("messages", "at least one user or assistant message is needed")
     if data.get("n") not in (None, 1):
         raise _refuse("n", "only n=1 is supported")
+    body = assemble(data, turns, system,
+                    data.get("max_completion_tokens") or data.get("max_tokens"))
+    stop = data.get("stop")
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    return body
+
+
+def assemble(
+    data: Mapping[str, Any], turns: list[dict[str, Any]], system: list[str], max_tokens: Any
+) -> dict[str, Any]:
+    """The Messages body of translated `turns` and `system` parts, with the fields Chat and
+    Responses bodies share: `model`, `tools`, `tool_choice` and `parallel_tool_calls`,
+    `temperature`, `top_p`, `user`; `max_tokens` (None: the worker's default)."""
     body: dict[str, Any] = {
         "model": data["model"],
-        "max_tokens": data.get("max_completion_tokens") or data.get("max_tokens")
-        or DEFAULT_MAX_TOKENS,
+        "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
         "messages": turns,
     }
-    if system:
-        body["system"] = "\n\n".join(system)
+    if any(system):
+        body["system"] = "\n\n".join(p for p in system if p)
     if data.get("tools"):
         body["tools"] = anthropic_tools(data["tools"])
     choice = anthropic_tool_choice(data.get("tool_choice"), data.get("parallel_tool_calls"))
@@ -192,9 +209,6 @@ def messages_body(data: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("temperature", "top_p"):
         if data.get(name) is not None:
             body[name] = data[name]
-    stop = data.get("stop")
-    if stop:
-        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if isinstance(data.get("user"), str) and data["user"]:
         body["metadata"] = {"user_id": data["user"]}
     return body

@@ -6,7 +6,16 @@ it came (tools, function calls and their outputs, reasoning items, `store`,
 `openai-beta` and `x-openai-*` headers; the upstream's `response` object, or every one of its
 stream events under its own name, comes back unchanged.
 
-With only other providers (echo, Anthropic, llama.cpp) the body is translated to text:
+With an Anthropic provider (and no OpenAI one), a body that uses tools (offers some, forces a
+call, or holds function calls or their outputs) is translated to a native Messages body
+(`chat_anthropic`'s converters): `function_call` items become `tool_use` blocks,
+`function_call_output` items `tool_result` blocks, other items as on the text path. The
+answer's text blocks come back as `message` output items and its `tool_use` blocks as
+`function_call` items (`call_id`, `name`, JSON `arguments`); streamed, each block is an
+`output_item.added` … `output_item.done` run, text as `output_text` deltas and arguments as
+`function_call_arguments` deltas, then `response.completed` with usage.
+
+Otherwise (echo, llama.cpp, Anthropic without tools) the body is translated to text:
 `instructions` and system/developer messages become the system prompt; user and assistant
 messages (a string, or `input_text` / `output_text` parts) the conversation; function calls
 and their outputs are rendered as text turns; every other item (reasoning, Codex's tool lists
@@ -26,16 +35,20 @@ falls back to HTTP at once.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, WebSocket
 from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.providers.anthropic import usage_of
 from orchestrator.request import (
+    NATIVE_ANTHROPIC,
     NATIVE_FORMAT,
     NATIVE_OPENAI_RESPONSES,
     OPENAI_CLIENT_HEADERS,
@@ -45,12 +58,20 @@ from orchestrator.request import (
     Usage,
 )
 from orchestrator.server.anthropic_api import takes_native
+from orchestrator.server.anthropic_api import to_request as anthropic_request
 from orchestrator.server.bodies import client_retries, client_timeout_s, json_object, model_of
+from orchestrator.server.chat_anthropic import (
+    append_turn,
+    assemble,
+    finish_reason,
+    tool_result,
+    tool_use,
+)
 from orchestrator.server.http_errors import ApiError, RequestRejected, bad_request, from_exception
 from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import dumps, open_stream, sse, sse_response
 
-__all__ = ["forwarded_headers", "router", "to_request"]
+__all__ = ["forwarded_headers", "messages_body", "router", "to_request", "uses_tools"]
 
 router = APIRouter(tags=["openai"])
 State = Annotated[ServerState, Depends(server_state)]
@@ -107,24 +128,86 @@ def _turns(items: Any) -> Iterator[tuple[str, str]]:
     if not isinstance(items, list):
         raise _refuse("input", "expected a string or a list of input items")
     for i, item in enumerate(items):
+        turn = _turn(_item(item, f"input[{i}]"), f"input[{i}]")
+        if turn is not None:
+            yield turn
+
+
+def _items(items: Any) -> list[Mapping[str, Any]]:
+    if isinstance(items, str):
+        return [{"type": "message", "role": "user", "content": items}]
+    if not isinstance(items, list):
+        raise _refuse("input", "expected a string or a list of input items")
+    return [_item(item, f"input[{i}]") for i, item in enumerate(items)]
+
+
+def _item(item: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(item, Mapping):
+        raise _refuse(where, "expected an input item (an object)")
+    return item
+
+
+def _output_text(item: Mapping[str, Any], where: str) -> str:
+    output = item.get("output")
+    return output if isinstance(output, str) else _content_text(output, f"{where}.output")
+
+
+def _turn(item: Mapping[str, Any], where: str) -> tuple[str, str] | None:
+    """(role, text) for an input item a text model reads, None for one it does not."""
+    kind = item.get("type", "message")
+    if kind == "message":
+        role = item.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise _refuse(f"{where}.role", f"unknown role {role!r}")
+        return str(role), _content_text(item.get("content"), f"{where}.content")
+    if kind in _CALLS:
+        call = {k: item.get(k) for k in ("name", "arguments", "input", "action") if k in item}
+        return "assistant", f"[{kind}] {json.dumps(call, ensure_ascii=False)}"
+    if kind in _CALL_OUTPUTS:
+        return "user", f"[{kind}] {_output_text(item, where)}"
+    # Anything else (reasoning, Codex's `additional_tools` and `configuration_update`, …)
+    # says nothing a text model could read; Codex adds kinds often, so none is refused.
+    return None
+
+
+def uses_tools(data: Mapping[str, Any]) -> bool:
+    """Whether a Responses body needs a provider that calls tools: it offers some, forces a
+    call, or holds function calls or their outputs."""
+    items = data.get("input")
+    return bool(data.get("tools")) or data.get("tool_choice") not in (None, "auto", "none") or (
+        isinstance(items, list) and any(
+            isinstance(item, Mapping) and item.get("type") in _CALLS | _CALL_OUTPUTS
+            for item in items))
+
+
+def messages_body(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The Anthropic Messages body for a Responses body that uses tools: `function_call`
+    items become `tool_use` blocks, `function_call_output` items `tool_result` blocks, every
+    other item what the text path reads; raises `RequestRejected` naming a field it cannot
+    carry."""
+    _check_stateless(data)
+    system = [data["instructions"]] if isinstance(data.get("instructions"), str) else []
+    turns: list[dict[str, Any]] = []
+    for i, item in enumerate(_items(data.get("input", ""))):
         where = f"input[{i}]"
-        if not isinstance(item, Mapping):
-            raise _refuse(where, "expected an input item (an object)")
         kind = item.get("type", "message")
-        if kind == "message":
-            role = item.get("role")
-            if role not in ("user", "assistant", "system", "developer"):
-                raise _refuse(f"{where}.role", f"unknown role {role!r}")
-            yield str(role), _content_text(item.get("content"), f"{where}.content")
-        elif kind in _CALLS:
-            call = {k: item.get(k) for k in ("name", "arguments", "input", "action") if k in item}
-            yield "assistant", f"[{kind}] {json.dumps(call, ensure_ascii=False)}"
-        elif kind in _CALL_OUTPUTS:
-            output = item.get("output")
-            text = output if isinstance(output, str) else _content_text(output, f"{where}.output")
-            yield "user", f"[{kind}] {text}"
-        # Anything else (reasoning, Codex's `additional_tools` and `configuration_update`, …)
-        # says nothing a text model could read; Codex adds kinds often, so none is refused.
+        if kind == "function_call":
+            call = tool_use(str(item.get("call_id")), str(item.get("name")),
+                            item.get("arguments"), f"{where}.arguments")
+            append_turn(turns, "assistant", [call])
+        elif kind == "function_call_output":
+            result = tool_result(str(item.get("call_id")), _output_text(item, where))
+            append_turn(turns, "user", [result])
+        elif (turn := _turn(item, where)) is not None:
+            role, text = turn
+            if role in ("system", "developer"):
+                system.append(text)
+            elif text:
+                append_turn(turns, "assistant" if role == "assistant" else "user",
+                            [{"type": "text", "text": text}])
+    if not turns:
+        raise _refuse("input", "at least one user or assistant message is needed")
+    return assemble(data, turns, system, data.get("max_output_tokens"))
 
 
 def _session_of(data: Mapping[str, Any]) -> str | None:
@@ -191,9 +274,13 @@ def _check_translatable(data: Mapping[str, Any]) -> None:
     if choice not in (None, "auto", "none"):
         raise _refuse(
             "tool_choice",
-            "forcing a tool call needs an OpenAI provider; this server's providers take "
-            "text only (tools may be offered with tool_choice 'auto')",
+            "forcing a tool call needs an OpenAI or Anthropic provider; this server's "
+            "providers take text only (tools may be offered with tool_choice 'auto')",
         )
+    _check_stateless(data)
+
+
+def _check_stateless(data: Mapping[str, Any]) -> None:
     if data.get("previous_response_id") is not None:
         raise _refuse(
             "previous_response_id",
@@ -290,12 +377,12 @@ def _status_of(finish_reason: str | None) -> str:
 async def responses(http: Request, state: State) -> Response:
     data = await json_object(http)
     native = takes_native(state.pipeline, NATIVE_OPENAI_RESPONSES)
+    timeout_s = client_timeout_s(http.headers.get("x-stainless-timeout"))
+    retries = client_retries(http.headers)
+    if not native and uses_tools(data) and takes_native(state.pipeline, NATIVE_ANTHROPIC):
+        return await _through_anthropic(data, state, timeout_s, retries)
     request = to_request(
-        data,
-        native=native,
-        headers=http.headers,
-        timeout_s=client_timeout_s(http.headers.get("x-stainless-timeout")),
-        retries=client_retries(http.headers),
+        data, native=native, headers=http.headers, timeout_s=timeout_s, retries=retries
     )
     stream = data.get("stream") is True
     model = request.model or ""
@@ -312,6 +399,43 @@ async def responses(http: Request, state: State) -> Response:
     status = _status_of(response.finish_reason)
     item = _message_item(shaped.item_id, response.text, status)
     return JSONResponse(shaped.object(status, [item], response.usage))
+
+
+async def _through_anthropic(
+    data: Mapping[str, Any], state: ServerState, timeout_s: float | None, retries: bool
+) -> Response:
+    """Tools through an Anthropic provider: the body as a native Messages body, its answer
+    (or its stream of Messages events) back as a Responses `response` (or its events)."""
+    model = model_of(data)
+    translated = anthropic_request(
+        messages_body(data), native=True, timeout_s=timeout_s, retries=retries
+    )
+    request = dataclasses.replace(
+        translated,
+        metadata={**translated.metadata, "api": "openai"},
+        session_id=_session_of(data) or translated.session_id,
+    )
+    shaped = _Response(data, model, int(state.wall_clock()))
+    if data.get("stream") is True:
+        events = await open_stream(state.pipeline, request)
+        return sse_response(_anthropic_events(events, shaped), events)
+    answer = await state.pipeline.infer(request)
+    message = answer.native or {}
+    status = _status_of(finish_reason(message.get("stop_reason")))
+    output = []
+    for block in message.get("content") or ():
+        if block.get("type") == "text" and block.get("text"):
+            item_id = shaped.item_id if not output else "msg_" + uuid.uuid4().hex
+            output.append(_message_item(item_id, block["text"], status))
+        elif block.get("type") == "tool_use":
+            output.append(_call_item(block, json.dumps(block.get("input") or {}), "completed"))
+    return JSONResponse(shaped.object(status, output, usage_of(message.get("usage"))))
+
+
+def _call_item(block: Mapping[str, Any], arguments: str, status: str) -> dict[str, Any]:
+    """The `function_call` output item for an Anthropic `tool_use` block."""
+    return {"id": "fc_" + uuid.uuid4().hex, "type": "function_call", "status": status,
+            "call_id": block["id"], "name": block["name"], "arguments": arguments}
 
 
 @router.get("/v1/responses", include_in_schema=False)
@@ -357,15 +481,105 @@ def _failed(exc: OrchestratorError, shaped: _Response | None = None) -> bytes:
     )
 
 
-async def _events(chunks: AsyncIterator[StreamChunk], shaped: _Response) -> AsyncIterator[bytes]:
-    sequence = 0
+def _numbered() -> Callable[[dict[str, Any]], bytes]:
+    """An SSE encoder numbering the events of one stream in order."""
+    sequence = itertools.count()
 
     def event(payload: dict[str, Any]) -> bytes:
-        nonlocal sequence
-        payload["sequence_number"] = sequence
-        sequence += 1
+        payload["sequence_number"] = next(sequence)
         return sse(payload, payload["type"])
 
+    return event
+
+
+async def _anthropic_events(
+    chunks: AsyncIterator[StreamChunk], shaped: _Response
+) -> AsyncIterator[bytes]:
+    """The Responses events for a stream of Anthropic Messages events: each text block a
+    `message` item, each `tool_use` block a `function_call` item with its arguments in
+    `function_call_arguments` deltas."""
+    event = _numbered()
+    started = shaped.object("in_progress", [])
+    yield event({"type": "response.created", "response": started})
+    yield event({"type": "response.in_progress", "response": started})
+    output: list[dict[str, Any]] = []
+    open_items: dict[int, tuple[dict[str, Any], list[str]]] = {}  # block index -> item, parts
+    usage = Usage()
+    stop: str | None = None
+    try:
+        async for piece in chunks:
+            native = piece.native or {}
+            kind = native.get("type")
+            index = native.get("index")
+            if kind == "message_start":
+                usage = usage_of(native.get("message", {}).get("usage"))
+            elif kind == "content_block_start":
+                block = native.get("content_block") or {}
+                if block.get("type") == "text":
+                    item_id = shaped.item_id if not open_items else "msg_" + uuid.uuid4().hex
+                    item = _message_item(item_id, "", "in_progress")
+                elif block.get("type") == "tool_use":
+                    item = _call_item(block, "", "in_progress")
+                else:
+                    continue  # thinking and the like: nothing a Responses client reads here
+                open_items[index] = item, []
+                where = {"item_id": item["id"], "output_index": len(open_items) - 1}
+                yield event({"type": "response.output_item.added",
+                             "output_index": where["output_index"], "item": item})
+                if item["type"] == "message":
+                    yield event({"type": "response.content_part.added", **where,
+                                 "content_index": 0, "part": _empty_part()})
+            elif kind in ("content_block_delta", "content_block_stop") and index in open_items:
+                item, parts = open_items[index]
+                where = {"item_id": item["id"], "output_index": list(open_items).index(index)}
+                delta = native.get("delta") or {}
+                if delta.get("type") == "text_delta" and delta.get("text"):
+                    parts.append(delta["text"])
+                    yield event({"type": "response.output_text.delta", **where,
+                                 "content_index": 0, "delta": delta["text"], "logprobs": []})
+                elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                    parts.append(delta["partial_json"])
+                    yield event({"type": "response.function_call_arguments.delta", **where,
+                                 "delta": delta["partial_json"]})
+                elif kind == "content_block_stop":
+                    for done in _item_done(item, "".join(parts), where):
+                        yield event(done)
+                    output.append(done["item"])
+            elif kind == "message_delta":
+                stop = (native.get("delta") or {}).get("stop_reason") or stop
+                usage = usage_of(native.get("usage"), usage)
+    except OrchestratorError as exc:
+        yield _failed(exc, shaped)
+        return
+    status = _status_of(finish_reason(stop))
+    done_kind = "response.incomplete" if status == "incomplete" else "response.completed"
+    yield event({"type": done_kind, "response": shaped.object(status, output, usage)})
+
+
+def _empty_part() -> dict[str, Any]:
+    return {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+
+
+def _item_done(
+    item: Mapping[str, Any], content: str, where: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """The events closing an output item whose text (or JSON arguments) is `content`; the
+    last one carries the finished item."""
+    if item["type"] == "message":
+        finished = _message_item(item["id"], content, "completed")
+        part = {**where, "content_index": 0}
+        yield {"type": "response.output_text.done", **part, "text": content, "logprobs": []}
+        yield {"type": "response.content_part.done", **part, "part": finished["content"][0]}
+    else:
+        finished = {**item, "status": "completed", "arguments": content or "{}"}
+        yield {"type": "response.function_call_arguments.done", **where, "arguments":
+               finished["arguments"]}
+    yield {"type": "response.output_item.done", "output_index": where["output_index"],
+           "item": finished}
+
+
+async def _events(chunks: AsyncIterator[StreamChunk], shaped: _Response) -> AsyncIterator[bytes]:
+    event = _numbered()
     where = {"item_id": shaped.item_id, "output_index": 0, "content_index": 0}
     started = shaped.object("in_progress", [])
     yield event({"type": "response.created", "response": started})
@@ -377,8 +591,7 @@ async def _events(chunks: AsyncIterator[StreamChunk], shaped: _Response) -> Asyn
             "item": _message_item(shaped.item_id, "", "in_progress"),
         }
     )
-    empty_part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-    yield event({"type": "response.content_part.added", **where, "part": empty_part})
+    yield event({"type": "response.content_part.added", **where, "part": _empty_part()})
     parts: list[str] = []
     usage: Usage | None = None
     finish: str | None = None
