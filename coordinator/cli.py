@@ -161,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     heartbeat.add_argument("--token", type=int, required=True, help="the claim's token")
     heartbeat.add_argument("--lease-s", type=float,
                            help="renew for this long (default: the length it was claimed with)")
+    _memory_flags(heartbeat)
     complete = _command(sub, "complete", _complete, "mark a claimed task done")
     complete.add_argument("task_id", metavar="ID", help="the claimed task's id")
     complete.add_argument("--token", type=int, required=True, help="the claim's token")
@@ -855,8 +856,15 @@ def _claim(args: argparse.Namespace) -> int:
 
 def _heartbeat(args: argparse.Namespace) -> int:
     # Renew for the length it was claimed with, unless --lease-s says otherwise.
-    queue = _queue(_settings(args), args=args)
+    settings = _settings(args)
+    queue = _queue(settings, args=args)
     expires = queue.heartbeat(args.task_id, args.token, lease_s=args.lease_s)
+    if not args.no_memory:
+        from coordinator.remember import remember_heartbeat
+        from memory_db import AgentMemory
+
+        with _warn_if_memory_fails(), AgentMemory(settings.db) as memory:
+            remember_heartbeat(memory, queue.get(args.task_id))
     print(f"{args.task_id}: lease renewed for {expires - time.time():.0f}s")
     return 0
 

@@ -36,6 +36,7 @@ from coordinator.agents import (
     check_env_names,
 )
 from coordinator.errors import LeaseLost
+from coordinator.heartbeat_memory import HeartbeatMemory
 from coordinator.lease import Owner
 from coordinator.metrics import EventKind, FleetEvent, FleetEvents, FleetMetrics, FleetSnapshot
 from coordinator.queue import Claim, FolderQueue
@@ -79,6 +80,9 @@ class AttemptMemory(Protocol):
         self, attempt_id: int, *, outcome: AttemptOutcome, exit_code: int | None,
         reason: str | None = None,
     ) -> None: ...
+
+    def record_heartbeat(self, attempt_id: int, *, lease_expires_at: float,
+                         count: int = 1) -> None: ...
 
 
 HEARTBEATS_PER_LEASE = 3
@@ -186,6 +190,7 @@ class Fleet:
         self._tunables = tunables or (lambda: defaults)
         self.profiles = {**BUILTIN_PROFILES, **(profiles or {})}
         self.memory = memory
+        self._heartbeats: HeartbeatMemory | None = None  # while `run` runs, with a memory
         self.events = events or FleetEvents()
         if on_event is not None:
             self.events.subscribe(on_event)
@@ -275,17 +280,22 @@ class Fleet:
         Follows `tunables.current.agents` while it runs: loops are started when it grows;
         when it shrinks, the loops numbered above it stop after their current task.
         """
-        while True:
-            self._wake.clear()
-            if not self._stop.is_set() and not self._drained.is_set():
-                self._start_missing_loops(until_empty)
-            with self._lock:
-                alive = [t for t in self._loops.values() if t.is_alive()]
-            if not alive and (self._stop.is_set() or self._drained.is_set()):
-                break
-            # Looking again every 0.2 s follows the tunables, and keeps the main thread
-            # responsive to signals; a loop that ends wakes it at once.
-            self._wake.wait(0.2)
+        self._heartbeats = HeartbeatMemory(self.memory) if self.memory is not None else None
+        try:
+            while True:
+                self._wake.clear()
+                if not self._stop.is_set() and not self._drained.is_set():
+                    self._start_missing_loops(until_empty)
+                with self._lock:
+                    alive = [t for t in self._loops.values() if t.is_alive()]
+                if not alive and (self._stop.is_set() or self._drained.is_set()):
+                    break
+                # Looking again every 0.2 s follows the tunables, and keeps the main thread
+                # responsive to signals; a loop that ends wakes it at once.
+                self._wake.wait(0.2)
+        finally:
+            if self._heartbeats is not None:
+                self._heartbeats.close()
         return FleetResult(
             counts=self.queue.counts(), stopped_by_signal=self._stopped_by_signal
         )
@@ -412,13 +422,15 @@ class Fleet:
         deadline = self._clock() + task.timeout_s
         with open(log_path, "ab") as log_file:
             command = profile.render(prompt=task.prompt, task_id=task.id)
-            outcome = self._run(command, claim, cwd, env, log_file, prompt_path, deadline)
+            outcome = self._run(command, claim, memory_id, cwd, env, log_file, prompt_path,
+                                deadline)
             reason = _describe(outcome, "agent", task.timeout_s)
             if outcome.kind == "exited" and outcome.exit_code == 0:
                 for check in task.acceptance:
                     log_file.write(f"\n$ {check}  # acceptance\n".encode())
                     log_file.flush()
-                    outcome = self._run(check, claim, cwd, env, log_file, None, deadline)
+                    outcome = self._run(check, claim, memory_id, cwd, env, log_file, None,
+                                        deadline)
                     if outcome.kind != "exited" or outcome.exit_code != 0:
                         reason = _describe(outcome, f"acceptance command {check!r}",
                                            task.timeout_s)
@@ -426,12 +438,13 @@ class Fleet:
                             outcome = _Outcome(outcome.exit_code or 1, "acceptance")
                         break
             if worktree is not None:
-                outcome, reason = self._through_gate(claim, worktree, outcome, reason, log_file)
+                outcome, reason = self._through_gate(claim, memory_id, worktree, outcome, reason,
+                                                    log_file)
         self._finish(claim, agent, memory_id, log_path, started, outcome, reason=reason)
 
     def _through_gate(
-        self, claim: Claim, worktree: Worktree, outcome: _Outcome, reason: str | None,
-        log_file: BinaryIO,
+        self, claim: Claim, memory_id: int | None, worktree: Worktree, outcome: _Outcome,
+        reason: str | None, log_file: BinaryIO,
     ) -> tuple[_Outcome, str | None]:
         """Run the validation gate on a gated attempt's worktree, renewing the lease meanwhile.
 
@@ -456,7 +469,7 @@ class Fleet:
             while judge.is_alive():
                 judge.join(timeout=self._tunables().heartbeat_s)
                 if judge.is_alive():
-                    self.queue.heartbeat(task.id, claim.token, lease_s=self._tunables().lease_s)
+                    self._renew(claim, memory_id)
         except LeaseLost as exc:
             judge.join()
             return _Outcome(None, "lease_lost"), str(exc)
@@ -472,6 +485,7 @@ class Fleet:
         self,
         command: str,
         claim: Claim,
+        memory_id: int | None,
         cwd: Path,
         env: dict[str, str],
         log_file: BinaryIO,
@@ -491,8 +505,7 @@ class Fleet:
             if stdin_path:
                 stdin.close()  # type: ignore[union-attr]
         try:
-            self.queue.heartbeat(claim.task.id, claim.token,
-                                 lease_s=self._tunables().lease_s, agent_pgid=proc.pid)
+            self._renew(claim, memory_id, agent_pgid=proc.pid)
             last_beat = self._clock()
             while True:
                 if self._kill.is_set():
@@ -504,9 +517,8 @@ class Fleet:
                 now = self._clock()
                 if now >= deadline:
                     return _Outcome(None, "timed_out")
-                tunables = self._tunables()  # read live: a new lease applies at once
-                if now - last_beat >= tunables.heartbeat_s:
-                    self.queue.heartbeat(claim.task.id, claim.token, lease_s=tunables.lease_s)
+                if now - last_beat >= self._tunables().heartbeat_s:  # read live
+                    self._renew(claim, memory_id)
                     self.metrics.heartbeat(self._clock() - last_beat)
                     last_beat = now
         except LeaseLost as exc:
@@ -514,6 +526,15 @@ class Fleet:
             return _Outcome(None, "lease_lost")
         finally:
             proc.close()
+
+    def _renew(self, claim: Claim, memory_id: int | None, *,
+               agent_pgid: int | None = None) -> None:
+        """Renew the claim's lease for the live lease length (raises `LeaseLost`), and
+        report the renewal to agent memory without waiting for it."""
+        expires = self.queue.heartbeat(claim.task.id, claim.token,
+                                       lease_s=self._tunables().lease_s, agent_pgid=agent_pgid)
+        if self._heartbeats is not None and memory_id is not None:
+            self._heartbeats.renewed(memory_id, expires)
 
     def _finish(
         self,

@@ -16,7 +16,7 @@ from typing import Protocol
 from coordinator.record import TaskRecord
 from coordinator.task import TaskState
 
-__all__ = ["MemoryOfAttempts", "remember"]
+__all__ = ["MemoryOfAttempts", "remember", "remember_heartbeat"]
 
 _ALL = 1_000_000  # every attempt of one task
 
@@ -41,6 +41,9 @@ class MemoryOfAttempts(Protocol):
                        reason: str | None = None) -> None: ...
 
     def attempts(self, task_id: str | None = None, *, limit: int = ...) -> list[_Attempt]: ...
+
+    def record_heartbeat(self, attempt_id: int, *, lease_expires_at: float,
+                         count: int = 1) -> None: ...
 
 
 def remember(memory: MemoryOfAttempts, record: TaskRecord) -> None:
@@ -68,3 +71,15 @@ def remember(memory: MemoryOfAttempts, record: TaskRecord) -> None:
             and not any(r.outcome is None for r in rows[next_row:]):
         memory.start_attempt(task.id, attempt=record.attempts + 1, agent=record.lease.agent,
                              log_path=None)
+
+
+def remember_heartbeat(memory: MemoryOfAttempts, record: TaskRecord) -> None:
+    """Make the memory agree with `record` (a claimed task whose lease was just renewed) and
+    count the renewal on its running attempt."""
+    remember(memory, record)
+    if record.state != TaskState.CLAIMED or record.lease is None:
+        return
+    running = [r for r in memory.attempts(record.task.id, limit=_ALL) if r.outcome is None]
+    if running:
+        newest = max(running, key=lambda r: (r.started_at, r.attempt_id))
+        memory.record_heartbeat(newest.attempt_id, lease_expires_at=record.lease.expires_at)

@@ -197,6 +197,18 @@ class AgentMemory:
         with transaction(self._engine, read_only=True) as session:
             return _attempt_record(_get(session, AttemptRow, attempt_id, "attempt"))
 
+    def record_heartbeat(
+        self, attempt_id: int, *, lease_expires_at: float, count: int = 1
+    ) -> None:
+        """Record `count` lease renewals of a running attempt, the latest setting the lease's
+        wall-clock expiry to `lease_expires_at`."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be an int >= 1, got {count!r}")
+        with transaction(self._engine) as session:
+            row = _get(session, AttemptRow, attempt_id, "attempt")
+            row.heartbeats = (row.heartbeats or 0) + count
+            row.last_heartbeat_at, row.lease_expires_at = self._clock(), float(lease_expires_at)
+
     def attempts(
         self, task_id: str | None = None, *, limit: int = DEFAULT_LIMIT
     ) -> list[AttemptRecord]:
@@ -524,6 +536,9 @@ def _attempt_record(row: AttemptRow) -> AttemptRecord:
         duration_s=row.duration_s,
         log_path=row.log_path,
         reason=row.reason,
+        heartbeats=row.heartbeats or 0,
+        last_heartbeat_at=row.last_heartbeat_at,
+        lease_expires_at=row.lease_expires_at,
     )
 
 

@@ -100,6 +100,10 @@ class AttemptRow(Base):
     duration_s: Mapped[float | None]
     log_path: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)  # added by migration 1
+    # Lease renewals (added by migration 5): how many, the latest, and the expiry it set.
+    heartbeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_heartbeat_at: Mapped[float | None]
+    lease_expires_at: Mapped[float | None]
 
 
 class ModificationRow(Base):

@@ -333,6 +333,8 @@ def _attempts(
         AttemptRow.duration_s,
         AttemptRow.started_at,
         AttemptRow.ended_at,
+        AttemptRow.heartbeats,
+        AttemptRow.last_heartbeat_at,
         AttemptRow.reason,
         AttemptRow.log_path,
     ).order_by(AttemptRow.started_at.desc(), AttemptRow.id.desc())

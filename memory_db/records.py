@@ -37,7 +37,10 @@ class TaskRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptRecord:
-    """One agent's attempt at a task; `outcome` is None while it is still running."""
+    """One agent's attempt at a task; `outcome` is None while it is still running.
+
+    `heartbeats` counts the lease renewals recorded for it; `lease_expires_at` is the
+    wall-clock expiry the latest one set."""
 
     attempt_id: int
     task_id: str
@@ -50,6 +53,9 @@ class AttemptRecord:
     duration_s: float | None
     log_path: str | None
     reason: str | None
+    heartbeats: int = 0
+    last_heartbeat_at: float | None = None
+    lease_expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ Version history (each migration takes the database from version N-1 to N):
     2  `modifications.branch`, `.commit_sha`, `.verdicts` added (the validation gate's record)
     3  `learner_states` added (learned router state restored on start)
     4  `telemetry` added (snapshots of the self-improvement loop's telemetry)
+    5  `attempts.heartbeats`, `.last_heartbeat_at`, `.lease_expires_at` added (lease renewals)
 
 A fresh database gets `Base.metadata` (always the current shape) and is stamped with
 `SCHEMA_VERSION` directly. Migrations run inside one write transaction that first takes
@@ -28,7 +29,7 @@ from memory_db.models import Base, LearnerStateRow, SchemaVersionRow, TelemetryR
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "ensure_schema", "read_schema_version"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code reads and writes."""
 
 Migration = Callable[[Connection], None]
@@ -57,12 +58,19 @@ def _v4_add_telemetry(conn: Connection) -> None:
     TelemetryRow.__table__.create(conn, checkfirst=True)  # a new table only, as in v3
 
 
+def _v5_add_attempt_heartbeats(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE attempts ADD COLUMN heartbeats INTEGER NOT NULL DEFAULT 0"))
+    for column in ("last_heartbeat_at", "lease_expires_at"):
+        conn.execute(text(f"ALTER TABLE attempts ADD COLUMN {column} DOUBLE PRECISION"))
+
+
 MIGRATIONS: Mapping[int, Migration] = MappingProxyType(
     {
         1: _v1_add_attempt_reason,
         2: _v2_add_modification_gate_fields,
         3: _v3_add_learner_states,
         4: _v4_add_telemetry,
+        5: _v5_add_attempt_heartbeats,
     }
 )
 """Migration N takes a database from version N-1 to N; keys are exactly 1..SCHEMA_VERSION."""

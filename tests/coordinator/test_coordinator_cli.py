@@ -366,6 +366,20 @@ def test_an_attempt_claimed_outside_shows_as_running_in_memory(cli):
     assert attempt["outcome"] is None and attempt["agent"] == "outside"
 
 
+def test_an_external_heartbeat_is_counted_on_the_running_attempt(cli):
+    """`heartbeat` reaches agent memory: the running attempt counts each renewal and keeps
+    the expiry the latest one set."""
+    cli("tasks", "add", "x", "--id", "beating")
+    claim = json.loads(cli("claim", "--agent", "outside", "--json", "--lease-s", "120")[1])
+    for _ in range(2):
+        assert cli("heartbeat", "beating", "--token", str(claim["token"]))[0] == 0
+    [attempt] = json.loads(cli("memory", "query", "attempts", "--json")[1])
+    assert attempt["heartbeats"] == 2 and attempt["last_heartbeat_at"] is not None
+    assert cli("heartbeat", "beating", "--token", str(claim["token"]), "--no-memory")[0] == 0
+    [attempt] = json.loads(cli("memory", "query", "attempts", "--json")[1])
+    assert attempt["heartbeats"] == 2
+
+
 def test_no_memory_leaves_agent_memory_alone(cli, tmp_path):
     """With --no-memory the external commands write no database."""
     cli("tasks", "add", "x", "--id", "quiet", "--no-memory")

@@ -374,6 +374,62 @@ def test_every_attempt_is_recorded_in_agent_memory(tmp_path):
 
 
 
+def test_the_fleets_heartbeats_are_counted_in_agent_memory(tmp_path):
+    """Every lease renewal of a running attempt reaches agent memory: its count grows while
+    the agent works, and the expiry recorded is the queue's."""
+    from memory_db import AgentMemory
+
+    queue = make_queue(tmp_path, ("long.toml", 'prompt = "x"\n'))
+    memory = AgentMemory(f"sqlite:///{tmp_path / 'memory.db'}")
+    release = tmp_path / "release"
+    fleet = Fleet(queue, resolve_profile(f"while [ ! -e {release} ]; do sleep 0.02; done", {}),
+                  settings=FleetSettings(poll_s=0.05, workdir=tmp_path), memory=memory,
+                  tunables=lambda: FleetTunables(lease_s=0.6))
+    runner = threading.Thread(target=fleet.run, kwargs={"until_empty": True})
+    runner.start()
+    try:
+        seen = 0
+        for _ in range(1500):  # renewals every 0.2 s: wait for the third one to be recorded
+            running = [a for a in memory.attempts("long") if a.outcome is None]
+            seen = running[0].heartbeats if running else 0
+            if seen >= 3 or not runner.is_alive():
+                break
+            threading.Event().wait(0.02)
+        assert seen >= 3
+        expiry = queue.get("long").lease.expires_at
+    finally:
+        release.touch()
+        runner.join(30)
+    [attempt] = memory.attempts("long")
+    assert attempt.outcome == "succeeded" and attempt.heartbeats >= 3
+    assert attempt.lease_expires_at >= expiry - 1e-6
+    memory.close()
+
+
+def test_heartbeats_wait_for_no_memory_and_coalesce_while_it_is_slow():
+    """A memory that blocks never holds a renewal back: `renewed` returns at once, and the
+    renewals made meanwhile arrive as one write with their count and the latest expiry."""
+    from coordinator.heartbeat_memory import HeartbeatMemory
+
+    unblock, entered, writes = threading.Event(), threading.Event(), []
+
+    class SlowMemory:
+        def record_heartbeat(self, attempt_id, *, lease_expires_at, count=1):
+            entered.set()
+            unblock.wait(10)
+            writes.append((attempt_id, lease_expires_at, count))
+
+    recorder = HeartbeatMemory(SlowMemory())
+    recorder.renewed(7, 100.0)
+    assert entered.wait(10)  # the writer is stuck in the first write
+    for expiry in (101.0, 102.0, 103.0):
+        recorder.renewed(7, expiry)  # returns while the memory is stuck
+    recorder.renewed(8, 50.0)
+    unblock.set()
+    recorder.close()
+    assert writes == [(7, 100.0, 1), (7, 103.0, 3), (8, 50.0, 1)]
+
+
 def test_a_setsid_grandchild_dies_even_when_its_supervisor_was_sigkilled(tmp_path):
     """The supervisor itself SIGKILLed (as the OOM killer would) cannot kill the grandchild
     that left its group: the fleet finds it by the attempt's environment and kills it."""
