@@ -36,6 +36,7 @@ from orchestrator.server import (
 from orchestrator.server.auth import TokenAuth
 from orchestrator.server.body_limit import BodyLimit
 from orchestrator.server.dashboard import mount_dashboard
+from orchestrator.server.docs_page import mount_docs
 from orchestrator.server.embedder import LazyEmbedder
 from orchestrator.server.hot_routes import HotRoutes
 from orchestrator.server.http_errors import (
@@ -97,7 +98,7 @@ def create_app(
         title="prompt-orchestrator",
         summary="The inference pipeline's HTTP API, with Anthropic- and OpenAI-compatible doors.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # Swagger UI comes from a CDN: /docs is our own page (docs_page)
         redoc_url=None,
         # No OpenTelemetry here (metrics are Prometheus'): FastAPI's own checks whether it is
         # configured ran on every request.
@@ -133,6 +134,7 @@ def create_app(
               self_tune_status=self_tune_status, requests=requests)
     mount_dashboard(app, pipeline, fleet_status, config=config,
                     self_tune_status=self_tune_status, requests=requests)
+    mount_docs(app)
     _install_error_handlers(app)
     # Innermost of ours: inside the body limit, auth and origin guard like every route.
     app.add_middleware(
