@@ -465,11 +465,18 @@ class SemanticDedup(Generic[V]):
             return None
         verifier = self._the_verifier()
         best: tuple[float, float, _Entry] | None = None
+        # Nearest first: the nearest candidate the verifier passes is served, never a farther
+        # one it happens to score higher (on the fleet replay that was "Is Pluto a planet?"
+        # served "Which planet is the biggest?" past "Is Pluto still considered a planet?").
+        # A nearer candidate turned down does not end the search: this verifier also turns
+        # down near-identical rewordings ("What's the way" / "What is the way", cosine 0.999),
+        # so a rejection is not evidence that the prompt is distinct from that neighbourhood.
         # The verifier is pure-Python feature extraction: only the nearest few are worth it.
         for entry, cos in candidates[:3]:
             confidence = verifier.probability(text, entry.text, cos)
-            if confidence >= max(bar, entry.learned_bar) and (best is None or confidence > best[0]):
+            if confidence >= max(bar, entry.learned_bar):
                 best = (confidence, cos, entry)
+                break
         with self._lock:
             if best is None:
                 if candidates:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 
+import numpy as np
 import pytest
 from fakeclock import FakeClock
 
 from intelligence import IndexFileError, SemanticDedup
-from intelligence.embed import TransformerEmbedder
+from intelligence.embed import EmbedderKind, TransformerEmbedder
 
 
 @pytest.fixture
@@ -257,3 +259,85 @@ def test_a_lookup_searches_in_its_own_thread_only(dedup: SemanticDedup[str]) -> 
     worker.start()
     worker.join()
     assert seen == [1]
+
+
+class _Unused:
+    """An embedder for tests that pass every vector in: it must never be asked to embed."""
+
+    dim = 8
+    kind = EmbedderKind.TRANSFORMER
+
+    def embed(self, texts):
+        raise AssertionError(f"embedded {texts!r}")
+
+
+class _ScriptedVerifier:
+    """A verifier whose verdict on each stored text is scripted (the query is not looked at)."""
+
+    def __init__(self, verdicts: dict[str, float]) -> None:
+        self.verdicts = verdicts
+        self.asked: list[str] = []
+
+    def probability(self, a: str, b: str, cosine: float) -> float:
+        self.asked.append(b)
+        return self.verdicts[b]
+
+
+def _at_cosine(cos: float) -> np.ndarray:
+    """A unit vector at cosine `cos` from the query vector e0 (all in the e0/e1 plane)."""
+    v = np.zeros(8, dtype=np.float32)
+    v[0], v[1] = cos, math.sqrt(1.0 - cos * cos)
+    return v
+
+
+_QUERY = _at_cosine(1.0)
+
+
+def _scripted(verdicts: dict[str, float], cosines: dict[str, float]) -> SemanticDedup[str]:
+    dedup: SemanticDedup[str] = SemanticDedup(
+        _Unused(), verifier=_ScriptedVerifier(verdicts), threshold=0.92, clock=FakeClock(0.0)
+    )
+    for text, cos in cosines.items():
+        dedup.insert(text, f"answer to {text}", scope="s", vector=_at_cosine(cos))
+    return dedup
+
+
+def test_a_nearer_candidate_turned_down_does_not_hide_a_farther_one_that_passes() -> None:
+    """The verifier also turns down near-identical rewordings (MiniLM puts "What's the way to
+    reverse a Python list?" at 0.999 from "What is the way ...", and the verifier scores it
+    0.34), so a rejection is not taken as "another question than that neighbourhood".
+    """
+    dedup = _scripted(
+        {"What's the way to reverse a Python list?": 0.34, "How do I reverse a list?": 1.0},
+        {"What's the way to reverse a Python list?": 0.999, "How do I reverse a list?": 0.97},
+    )
+    hit = dedup.lookup("What is the way to reverse a Python list?", scope="s", vector=_QUERY)
+    assert hit is not None and hit.value == "answer to How do I reverse a list?"
+
+
+def test_the_nearest_passing_candidate_is_served_not_the_most_confident() -> None:
+    """Two candidates both pass: the nearer one is served even if a farther one scores higher
+    (the fleet replay served "Is Pluto a planet?" the answer to "Which planet is the biggest?"
+    past "Is Pluto still considered a planet?").
+    """
+    dedup = _scripted(
+        {"Is Pluto still considered a planet?": 0.95, "Which planet is the biggest?": 1.0},
+        {"Is Pluto still considered a planet?": 0.93, "Which planet is the biggest?": 0.63},
+    )
+    hit = dedup.lookup("Is Pluto a planet?", scope="s", vector=_QUERY)
+    assert hit is not None and hit.value == "answer to Is Pluto still considered a planet?"
+
+
+def test_a_candidate_held_back_by_its_learned_bar_lets_the_next_one_be_served() -> None:
+    """A nearer entry whose own bar was raised by wrong reports is skipped for the next one."""
+    dedup = _scripted(
+        {"How do I exit vim?": 0.95, "how do you quit vim": 0.97},
+        {"How do I exit vim?": 0.95, "how do you quit vim": 0.9},
+    )
+    near = dedup.lookup("How can I leave vim?", scope="s", vector=_QUERY)
+    assert near is not None and near.value == "answer to How do I exit vim?"
+    for _ in range(3):
+        dedup.feedback(near, correct=False)
+    assert dedup.entry_bar(near.entry_id) > 0.95
+    hit = dedup.lookup("How can I leave vim?", scope="s", vector=_QUERY)
+    assert hit is not None and hit.value == "answer to how do you quit vim"
