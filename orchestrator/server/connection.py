@@ -10,8 +10,9 @@ returns an `HttpToolsProtocol` that, before the app (and so before auth) sees an
 - closes a connection whose request head is not complete `header_timeout_s` after its first
   byte (or after the connection opened), however slowly the bytes trickle in;
 - closes a connection whose request body stops arriving for `body_idle_timeout_s`;
-- and, through uvicorn's `limit_concurrency`, answers 503 beyond `max_connections` open
-  connections (capped below the process's file-descriptor limit, so `/health` keeps working).
+- and answers 503 beyond `max_connections` open connections (uvicorn's `limit_concurrency`,
+  capped below the process's file-descriptor limit) and closes such a connection as soon as
+  it opens, so a flood of idle sockets never holds the descriptors `/health` needs.
 
 `limited_ws_protocol` does the same for WebSockets: what the server has written and the client
 has not read is held to `ws_write_buffer_bytes` (past it, the app's next send waits), and a
@@ -84,6 +85,9 @@ _TOO_LARGE = _head_response(
 )
 
 
+_OVER_CAP = _head_response(b"503 Service Unavailable", b"too many connections; try again")
+
+
 def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     """An `HttpToolsProtocol` class enforcing `limits` (pass it as uvicorn's `http`)."""
 
@@ -97,6 +101,14 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            if self.limit_concurrency is not None and (
+                len(self.connections) > self.limit_concurrency
+            ):
+                # Over the cap: answer and let go of the descriptor now, not when the client
+                # gets round to sending a request (idle ones would hold it till the timeout).
+                transport.write(_OVER_CAP)
+                transport.close()
+                return
             self._arm(limits.header_timeout_s)
 
         def connection_lost(self, exc: Exception | None) -> None:

@@ -199,6 +199,22 @@ def test_beyond_the_connection_cap_requests_get_503(serve_with: Callable[..., st
             sock.close()
 
 
+def test_a_connection_over_the_cap_is_let_go_before_it_sends_anything(
+    serve_with: Callable[..., str],
+) -> None:
+    """An idle connection past the cap is answered 503 and closed at once, not held (with
+    its file descriptor) until the header timeout."""
+    url = serve_with(limits=ConnectionLimits(max_connections=2, header_timeout_s=60))
+    held = [rawhttp.connect(url) for _ in range(2)]
+    try:
+        with rawhttp.connect(url) as extra:
+            answer = rawhttp.read_until_closed(extra, timeout_s=5)
+        assert rawhttp.status_of(answer) == 503
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_the_connection_cap_fits_the_file_limit() -> None:
     """The cap stays below the open-file limit, leaving descriptors for everything else."""
     import resource
