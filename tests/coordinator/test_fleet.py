@@ -166,7 +166,8 @@ def test_acceptance_commands_must_pass_for_done(tmp_path):
 def test_timeout_kills_the_whole_process_group(tmp_path):
     """On timeout the agent and everything it started are killed; the attempt times out."""
     pid_file = tmp_path / "child.pid"
-    queue = make_queue(tmp_path, ("slow.toml", 'prompt = "x"\ntimeout_s = 0.5\nmax_attempts = 1\n'))
+    # Long enough for the shell to start and write the pid on a loaded machine (0.5 s was not).
+    queue = make_queue(tmp_path, ("slow.toml", 'prompt = "x"\ntimeout_s = 4\nmax_attempts = 1\n'))
     run_fleet(queue, f"sleep 300 & echo $! > {pid_file}; wait")
     record = queue.get("slow")
     assert record.state == TaskState.FAILED
