@@ -3,7 +3,8 @@
 `PipelineMetrics` is the recorder the pipeline updates on its hot path (plain counters and a
 ring of the last `window` outcomes); `MetricsSnapshot` is what `Pipeline.snapshot()` returns.
 Latency percentiles and the error rate are over the ring; throughput is over the ring's
-outcomes within the last `throughput_window_s` seconds.
+outcomes within the last `throughput_window_s` seconds, and `throughput_history` keeps the
+last fifteen minutes of it (`ThroughputHistory`) for the dashboards.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from orchestrator.throughput import ThroughputHistory
 
 __all__ = [
     "MetricsSnapshot",
@@ -171,6 +174,7 @@ class PipelineMetrics:
         "semantic_hits",
         "semantic_lookups",
         "started_at_s",
+        "throughput_history",
         "throughput_window_s",
         "upstream_calls",
         "window",
@@ -191,6 +195,7 @@ class PipelineMetrics:
         self.throughput_window_s = throughput_window_s
         self._clock = clock
         self.started_at_s = clock()
+        self.throughput_history = ThroughputHistory(clock=clock)
         self._times: list[float] = []
         self._latencies_s: list[float] = []
         self._ok: list[bool] = []
@@ -210,6 +215,7 @@ class PipelineMetrics:
 
     def observe(self, latency_s: float, ok: bool, now: float) -> None:
         """Record one finished request (answered or failed) `latency_s` after it arrived."""
+        self.throughput_history.record(now)
         if len(self._times) < self.window:
             self._times.append(now)
             self._latencies_s.append(latency_s)

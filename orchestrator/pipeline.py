@@ -348,6 +348,11 @@ class Pipeline:
             return None
         return shard_for(request.session_id, self.inference.shards)
 
+    def throughput_history(self) -> dict[str, Any]:
+        """The last fifteen minutes of throughput, JSON-ready (`ThroughputHistory.to_dict()`:
+        `bucket_s`, `horizon_s`, `points` as `[end_s, rps]` on the clock of `taken_at_s`)."""
+        return self.metrics.throughput_history.to_dict()
+
     def snapshot(self) -> MetricsSnapshot:
         """Every measurement, now."""
         metrics = self.metrics

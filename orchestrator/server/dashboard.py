@@ -4,9 +4,12 @@
 
 `GET /dashboard/events` sends a `status` event every `interval_s` seconds whose data is the
 JSON `GET /v1/status` returns: the pipeline snapshot's fields and, when a fleet is attached,
-its task counts under `"fleet"`. The page (`dashboard.html`, package data next to this module:
-plain HTML/CSS/JS, no build step, nothing fetched from elsewhere) draws every panel from those
-events alone and keeps the last minutes of throughput itself to draw its chart.
+its task counts under `"fleet"`. The first event of each stream also carries the pipeline's
+throughput history (`Pipeline.throughput_history()`, what `GET /v1/status/history` answers)
+under `"throughput_history"`, so a page opened late draws the last fifteen minutes at once.
+The page (`dashboard.html`, package data next to this module: plain HTML/CSS/JS, no build
+step, nothing fetched from elsewhere) draws every panel from those events alone, its chart
+from that history followed by the throughput of each event since.
 
 An ASGI app is not told when the server starts shutting down, and uvicorn waits for open
 responses (then cancels them, logging an error, after its graceful-shutdown timeout: 5 s in
@@ -75,6 +78,8 @@ def mount_dashboard(
                 await sleep(interval_s)
             status = status_payload(pipeline, fleet_status, config, self_tune_status,
                                     requests=requests)
+            if not n:  # each stream starts with the history the chart draws at once
+                status["throughput_history"] = pipeline.throughput_history()
             data = json.dumps(status, separators=(",", ":"))
             yield f"event: status\ndata: {data}\n\n"
         yield "event: end\ndata: {}\n\n"

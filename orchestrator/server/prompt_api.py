@@ -352,3 +352,9 @@ async def health(request: Request, state: State) -> JSONResponse:
 async def status(state: State) -> dict[str, Any]:
     return status_payload(state.pipeline, state.fleet_status, state.config,
                           state.self_tune_status, requests=state.requests)
+
+
+@router.get("/v1/status/history",
+            summary="The last fifteen minutes of throughput (requests per second per bucket)")
+async def status_history(state: State) -> dict[str, Any]:
+    return state.pipeline.throughput_history()

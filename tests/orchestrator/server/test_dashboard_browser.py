@@ -70,8 +70,8 @@ class Site:
 async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     """A server with the dashboard. An `indirect` param may say `{"fleet": False}` (attach no
     fleet), `{"tuning": True}` (a tuning loop the test drives), `{"learned": True}` (the
-    learned router and semantic dedup) or give `stream_s` (how long each event stream
-    lasts)."""
+    learned router and semantic dedup), `{"fake_clock": True}` (the pipeline on the site's
+    clock) or give `stream_s` (how long each event stream lasts)."""
     options = getattr(request, "param", {})
     with_fleet = options.get("fleet", True)
     gate = asyncio.Event()
@@ -86,12 +86,14 @@ async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
         learned["dedup_hooks"] = [
             SemanticDedupHook(SemanticDedup(LexicalEmbedder(), verify=False))
         ]
+    clock = FakeClock()
+    if options.get("fake_clock"):
+        learned["clock"] = clock
     pipeline = Pipeline(
         PipelineConfig(), EchoWorker(latency_s=1.0, sleep=wait_for_gate), **learned
     )
     app = FastAPI()
     fleet_status = (lambda: fleet) if with_fleet else None
-    clock = FakeClock()
     tuning = SelfTuning([PipelineSource(pipeline.snapshot)], config=LocalConfig(pipeline.live),
                         clock=clock, monotonic=clock) if options.get("tuning") else None
     timings = {"interval_s": 0.1} | {k: v for k, v in options.items() if k == "stream_s"}
@@ -193,6 +195,28 @@ async def test_live_numbers_appear_and_follow_real_traffic(site: Site, page: Pag
         arg=points,
         timeout=10_000,
     )
+
+
+@pytest.mark.parametrize("site", [{"fake_clock": True}], indirect=True)
+async def test_a_page_opened_after_traffic_draws_the_servers_history_at_once(
+    site: Site, browser: Browser
+) -> None:
+    """Traffic served before the page was opened is on its chart from the first update: one
+    point per bucket the server kept, and their peak."""
+    site.gate.set()
+    for bucket in range(6):  # 1, 2, ..., 6 requests in six 5 s buckets
+        await asyncio.gather(*(site.pipeline.infer(InferenceRequest(f"q {bucket} {i}"))
+                               for i in range(bucket + 1)))
+        site.clock.advance(5.0)
+    page = await browser.new_page()
+    try:
+        await page.goto(f"{site.url}/dashboard")
+        await text_becomes(page, "#connection", "live")
+        points = int(await page.get_attribute("#throughput-chart", "data-points") or 0)
+        assert points >= 7  # six kept buckets and the first update's own
+        assert await page.text_content("#throughput-peak") == "1.20"  # 6 requests in 5 s
+    finally:
+        await page.close()
 
 
 async def test_stage_flow_shows_every_stage_with_its_capacity(site: Site, page: Page) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakeclock import FakeClock
 from fastapi import FastAPI
 
 from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
@@ -124,3 +125,20 @@ def test_public_names() -> None:
     from orchestrator.server import dashboard
 
     assert sorted(dashboard.__all__) == ["mount_dashboard"]
+
+
+async def test_each_stream_starts_with_the_throughput_history() -> None:
+    """The first event of a stream carries the pipeline's kept history; later events do not
+    (the page appends their own throughput)."""
+    clock = FakeClock(start=1000.0)
+    async with Pipeline(PipelineConfig(), EchoWorker(latency_s=0.0), clock=clock) as pipeline:
+        for i in range(3):
+            await pipeline.infer(InferenceRequest(f"q {i}"))
+        clock.advance(5.0)
+        app = FastAPI()
+        mount_dashboard(app, pipeline, interval_s=1.0, stream_s=2.0, sleep=clock.sleep)
+        async with client_for(app) as client:
+            body = (await client.get("/dashboard/events")).text
+    first, *rest = status_events(body)
+    assert first["throughput_history"]["points"] == [[1005.0, 0.6]]
+    assert rest and all("throughput_history" not in event for event in rest)

@@ -135,3 +135,20 @@ async def test_keys_never_appear_in_logs(caplog: pytest.LogCaptureFixture) -> No
     logged = caplog.text + "".join(repr(r.args) for r in caplog.records)
     assert caplog.records, "the server logged nothing: the test would prove nothing"
     assert upstream_key not in logged and TOKEN not in logged
+
+
+def test_the_throughput_history_is_behind_the_token_like_the_status(
+    start_server: Callable[..., str],
+) -> None:
+    """`GET /v1/status/history` needs the token /v1/status needs, and holds the traffic the
+    server answered, bucket by bucket."""
+    url = start_server(settings=ServerSettings(provider="echo", api_key=TOKEN))
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    assert httpx.get(url + "/v1/status/history").status_code == 401
+    assert httpx.get(url + f"/v1/status/history?token={TOKEN}").status_code == 401
+    assert httpx.post(url + "/v1/prompt", json={"input": "hi"}, headers=bearer).status_code == 200
+    history = httpx.get(url + "/v1/status/history", headers=bearer)
+    assert history.status_code == 200
+    body = history.json()
+    assert body["bucket_s"] == 5.0 and body["horizon_s"] == 900.0
+    assert isinstance(body["points"], list)
