@@ -265,13 +265,15 @@ class Fleet:
                 signal.signal(sig, handler)
 
     def snapshot(self) -> FleetSnapshot:
-        """The fleet now: the queue's counts, recent rates and latencies, agents busy/idle."""
+        """The fleet now: the queue's counts, recent rates and latencies, agents busy/idle, and
+        the running tasks with their agents and leases."""
         with self._lock:
             alive = sum(1 for thread in self._loops.values() if thread.is_alive())
             busy = len(self._busy)
         return self.metrics.snapshot(
             tasks=self.queue.counts(), agents_target=self._tunables().agents,
             agents_busy=busy, agents_idle=max(0, alive - busy),
+            running=self.queue.records(TaskState.CLAIMED),
         )
 
     def run(self, *, until_empty: bool = False) -> FleetResult:

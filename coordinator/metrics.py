@@ -10,9 +10,10 @@ dashboards.
 
 `FleetSnapshot.to_json()` is flat where dashboards count: one number per task state, with
 `claimed` shown as `running` (the name the dashboards and the TUI use), plus `backlog`,
-`agents_busy`, `agents_idle`; the counts again under `tasks`, and the rates, distributions
-and clock, are nested objects, so a panel that shows every top-level number shows only
-counts. A running fleet publishes it (`FleetStatusFile`) for `coordinator status` to show.
+`agents_busy`, `agents_idle`; the counts again under `tasks`, and the rates, distributions,
+clock and the running tasks (`running_tasks`: each with its agent, attempt and lease), are
+nested, so a panel that shows every top-level number shows only counts. A running fleet
+publishes it (`FleetStatusFile`) for `coordinator status` to show.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 
 from coordinator.errors import QueueWriteError
 from coordinator.layout import atomic_write
+from coordinator.record import TaskRecord
 from coordinator.task import TaskState
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "FleetMetrics",
     "FleetSnapshot",
     "FleetStatusFile",
+    "RunningTask",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,6 +151,38 @@ class Distribution:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RunningTask:
+    """A claimed task at one moment: who runs it, which attempt, and its lease.
+
+    `lease_expires_at_s` is wall-clock epoch seconds; `lease_remaining_s` how long the lease
+    had left when the snapshot was taken (negative once it ran out and nobody reclaimed it
+    yet); `lease_s` the length it is renewed for.
+    """
+
+    task_id: str
+    agent: str
+    attempt: int
+    lease_expires_at_s: float
+    lease_remaining_s: float
+    lease_s: float
+
+    @classmethod
+    def of(cls, record: TaskRecord, *, now_s: float) -> RunningTask | None:
+        """The running task `record` holds at wall time `now_s`, or None without a lease."""
+        lease = record.lease
+        if lease is None:
+            return None
+        return cls(task_id=record.task.id, agent=lease.agent, attempt=record.attempts + 1,
+                   lease_expires_at_s=lease.expires_at,
+                   lease_remaining_s=lease.expires_at - now_s, lease_s=lease.lease_s)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "agent": self.agent, "attempt": self.attempt,
+                "lease_expires_at_s": self.lease_expires_at_s,
+                "lease_remaining_s": self.lease_remaining_s, "lease_s": self.lease_s}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FleetSnapshot:
     """The fleet at one moment.
 
@@ -161,7 +196,8 @@ class FleetSnapshot:
     lease since the fleet started.
     `agents_target` is the live `FleetTunables.agents`; busy and idle count running loops.
     `taken_at_s` is wall-clock epoch seconds, `taken_at_monotonic_s` the fleet's monotonic
-    clock, so a sampler can put this and the pipeline's snapshot on one clock.
+    clock, so a sampler can put this and the pipeline's snapshot on one clock. `running` are
+    the claimed tasks with their agent, attempt and lease, soonest lease end first.
     """
 
     tasks: Mapping[TaskState, int]
@@ -179,6 +215,7 @@ class FleetSnapshot:
     window_s: float
     taken_at_s: float
     taken_at_monotonic_s: float
+    running: tuple[RunningTask, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready; see the module docstring for the shape."""
@@ -199,6 +236,7 @@ class FleetSnapshot:
             "heartbeat_gap": self.heartbeat_gap.to_json(),
             "leases": {"lost_total": self.lease_lost_total},
             "taken_at": {"wall_s": self.taken_at_s, "monotonic_s": self.taken_at_monotonic_s},
+            "running_tasks": [task.to_json() for task in self.running],
         }
 
 
@@ -256,10 +294,15 @@ class FleetMetrics:
 
     def snapshot(
         self, *, tasks: Mapping[TaskState, int], agents_target: int, agents_busy: int,
-        agents_idle: int,
+        agents_idle: int, running: Iterable[TaskRecord] = (),
     ) -> FleetSnapshot:
-        """The snapshot now, with the queue's `tasks` counts and the fleet's agents."""
+        """The snapshot now, with the queue's `tasks` counts, the fleet's agents, and the
+        `running` (claimed) tasks' records, their leases timed on the wall clock."""
         now = self._clock()
+        wall_now = self._wall_clock()
+        leased = (RunningTask.of(record, now_s=wall_now) for record in running)
+        running_tasks = tuple(sorted((task for task in leased if task is not None),
+                                     key=lambda task: (task.lease_expires_at_s, task.task_id)))
         with self._lock:
             cutoff = now - self._window_s
             rates = {}
@@ -280,7 +323,8 @@ class FleetMetrics:
             failed_per_min=rates["failed"], claim_latency=claim, attempt_duration=duration,
             heartbeat_gap=gaps, lease_lost_total=lease_lost,
             agents_target=agents_target, agents_busy=agents_busy, agents_idle=agents_idle,
-            window_s=self._window_s, taken_at_s=self._wall_clock(), taken_at_monotonic_s=now,
+            window_s=self._window_s, taken_at_s=wall_now, taken_at_monotonic_s=now,
+            running=running_tasks,
         )
 
 

@@ -71,6 +71,53 @@ def test_snapshot_json_names_claimed_running_and_keeps_counts_flat():
     assert data["taken_at"]["monotonic_s"] == 5.0
 
 
+def test_snapshot_lists_running_tasks_with_agent_attempt_and_lease():
+    """Each claimed task shows who runs it, which attempt it is, and how long its lease has
+    left on the wall clock; soonest lease end first, and as JSON under `running_tasks`."""
+    from coordinator.memory_queue import MemoryQueue
+
+    wall = FakeClock(1.7e9)
+    queue = MemoryQueue(clock=wall)
+    for name in ("slow", "quick"):
+        queue.add(f"do {name}", task_id=name)
+    slow = queue.claim("agent-1", lease_s=60.0)
+    assert slow is not None and slow.task.id == "slow"
+    queue.fail("slow", slow.token, reason="try again")
+    wall.advance(10.0)  # past the retry's backoff
+    assert queue.claim("agent-1", lease_s=60.0) is not None  # "slow", its second attempt
+    wall.advance(5.0)
+    assert queue.claim("agent-2", lease_s=30.0) is not None
+    wall.advance(20.0)
+    metrics = FleetMetrics(clock=FakeClock(5.0), wall_clock=wall)
+    snap = metrics.snapshot(tasks=queue.counts(), agents_target=2, agents_busy=2,
+                            agents_idle=0, running=queue.records(TaskState.CLAIMED))
+    assert [(t.task_id, t.agent, t.attempt, t.lease_remaining_s, t.lease_s)
+            for t in snap.running] == [("quick", "agent-2", 1, 10.0, 30.0),
+                                       ("slow", "agent-1", 2, 35.0, 60.0)]
+    data = snap.to_json()
+    json.dumps(data)
+    assert data["running_tasks"][0] == {
+        "task_id": "quick", "agent": "agent-2", "attempt": 1,
+        "lease_expires_at_s": 1.7e9 + 45.0, "lease_remaining_s": 10.0, "lease_s": 30.0}
+
+
+def test_a_real_fleets_status_lists_what_its_queue_has_claimed(tmp_path):
+    """`Fleet.snapshot()` reads the claimed tasks from its queue, leases included."""
+    from coordinator.agents import resolve_profile
+    from coordinator.fleet import Fleet
+    from coordinator.queue import FolderQueue
+
+    (tmp_path / "a.toml").write_text('prompt = "one"\n')
+    queue = FolderQueue(tmp_path)
+    queue.ingest()
+    claim = queue.claim("agent-7", lease_s=600.0)
+    assert claim is not None
+    (running,) = Fleet(queue, resolve_profile("echo", {})).snapshot().to_json()["running_tasks"]
+    assert (running["task_id"], running["agent"], running["attempt"]) == ("a", "agent-7", 1)
+    assert 0 < running["lease_remaining_s"] <= 600.0
+    assert running["lease_expires_at_s"] == claim.expires_at
+
+
 def test_distribution_percentiles_are_order_statistics():
     """p50/p95/p99 of 1..100 are 50, 95 and 99."""
     dist = Distribution.of([float(i) for i in range(100, 0, -1)])

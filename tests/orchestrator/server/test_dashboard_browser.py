@@ -54,7 +54,7 @@ class Site:
     url: str
     pipeline: Pipeline
     gate: asyncio.Event
-    fleet: dict[str, int]
+    fleet: dict[str, Any]
     tuning: SelfTuning | None
     clock: FakeClock
     server: uvicorn.Server
@@ -79,7 +79,7 @@ async def site(request: pytest.FixtureRequest) -> AsyncIterator[Site]:
     async def wait_for_gate(_latency_s: float) -> None:
         await gate.wait()
 
-    fleet = {"pending": 4, "running": 0, "done": 0, "failed": 0}
+    fleet: dict[str, Any] = {"pending": 4, "running": 0, "done": 0, "failed": 0}
     learned: dict[str, Any] = {}
     if options.get("learned"):  # the learned router and semantic dedup (lexical: no torch)
         learned["router"] = LearnedRouting(LearnedRouter(["echo"], seed=3))
@@ -255,6 +255,29 @@ async def test_fleet_panel_follows_the_fleet(site: Site, page: Page) -> None:
     await text_becomes(page, "#fleet-pending", "2")
     await text_becomes(page, "#fleet-running", "2")
     assert await page.is_visible("#panel-fleet")
+
+
+async def test_fleet_panel_lists_running_tasks_with_agent_attempt_and_lease(
+    site: Site, page: Page
+) -> None:
+    """Each running task shows with its agent, its attempt and the time its lease has left;
+    a lease that ran out says so; with none running the list says that."""
+    await text_becomes(page, "#fleet-pending", "4")
+    assert not await page.is_visible("#fleet-running")  # a fleet that reports no list
+    site.fleet.update(pending=2, running=2, running_tasks=[
+        {"task_id": "fix-login", "agent": "agent-1", "attempt": 2, "lease_expires_at_s": 0.0,
+         "lease_remaining_s": 42.4, "lease_s": 60.0},
+        {"task_id": "write-docs", "agent": "agent-2", "attempt": 1, "lease_expires_at_s": 0.0,
+         "lease_remaining_s": -3.0, "lease_s": 60.0},
+    ])
+    row = '#fleet-running-tasks tr[data-task="fix-login"]'
+    await text_becomes(page, f"{row} .agent", "agent-1")
+    await text_becomes(page, f"{row} .attempt", "2")
+    await text_becomes(page, f"{row} .lease", "42s")
+    await text_becomes(page, '#fleet-running-tasks tr[data-task="write-docs"] .lease', "expired")
+    assert await page.is_visible("#fleet-running")
+    site.fleet.update(running=0, running_tasks=[])
+    await text_becomes(page, "#fleet-running-tasks", "none running")
 
 
 @pytest.mark.parametrize("site", [{"fleet": False}], indirect=True)
