@@ -7,6 +7,11 @@ routing, throughput over the last minutes, dedup and cache savings, cost, and th
 tasks when the server has a fleet attached — drawn from the status JSON alone, fetched every
 `refresh_s` seconds. The throughput history is what this app has seen since it started. If
 the server cannot be reached the last numbers stay on screen, marked with the error.
+
+Laid out for 80×24 and up: each grid of figures takes as many columns as its widest label
+or value allows (no label wraps, no number is cut), and the side-by-side panels stack below
+100 columns (two abreast below 150) so that no table is cut; what does not fit the height
+scrolls.
 """
 
 from __future__ import annotations
@@ -118,10 +123,42 @@ class Figure(Vertical):
     def value(self) -> str:
         return str(self._value.content)
 
+    @property
+    def label(self) -> str:
+        return self._label
+
     @value.setter
     def value(self, text: str) -> None:
         if text != self.value:
             self._value.update(text)
+            if isinstance(self.parent, Figures):
+                self.parent.fit()
+
+
+class Figures(Grid):
+    """A grid of `Figure`s with as many columns as fit the width it has: every column is as
+    wide as the longest label or value in it, so no label wraps and no number is cut."""
+
+    DEFAULT_CSS = """
+    Figures { height: auto; grid-gutter: 0 2; grid-rows: 2; }
+    """
+
+    def on_resize(self) -> None:
+        self.fit()
+
+    def on_mount(self) -> None:
+        self.fit()
+
+    def fit(self) -> None:
+        """Set the column count from the content width and the widest figure."""
+        figures = [child for child in self.children if isinstance(child, Figure)]
+        if not figures or not self.content_size.width:
+            return
+        need = max(max(len(f.label), len(f.value)) for f in figures)
+        gutter = self.styles.grid_gutter_vertical
+        columns = max(1, min(len(figures), (self.content_size.width + gutter) // (need + gutter)))
+        if self.styles.grid_size_columns != columns:
+            self.styles.grid_size_columns = columns
 
 
 def _panel(title: str, *children: Any, id: str, classes: str = "panel") -> Vertical:
@@ -152,18 +189,20 @@ class DashboardApp(App[None]):
              height: auto; padding: 0 1; }
     #connection { height: 1; padding: 0 1; color: $text-muted; }
     #connection.down { color: $error; }
-    #figures { grid-size: 9; grid-gutter: 0 1; height: 2; }
-    #savings-figures, #cost-figures, #fleet-figures {
-        grid-size: 3; grid-gutter: 1 1; height: auto;
-    }
     #middle, #bottom { height: auto; }
     #middle { grid-size: 2; }
     #bottom { grid-size: 3; }
+    /* Side by side only where the panels' tables and figures fit. */
+    Screen.-narrow #middle, Screen.-narrow #bottom { grid-size: 1; }
+    Screen.-medium #bottom { grid-size: 2; }
     #middle > .panel, #bottom > .panel { width: 1fr; }
     DataTable { height: auto; max-height: 8; }
     #throughput-chart { height: 4; }
     #inference-load, #routing-note, #throughput-note { color: $text-muted; }
     """
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"), (100, "-medium"), (150, "-wide"),
+    ]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("r", "refresh_now", "Refresh"),
@@ -200,7 +239,7 @@ class DashboardApp(App[None]):
         yield Static("connecting…", id="connection")
         yield _panel(
             "Requests",
-            Grid(
+            Figures(
                 Figure("requests", id="requests-total"),
                 Figure("completed", id="completed-total"),
                 Figure("in flight", id="in-flight"),
@@ -241,7 +280,7 @@ class DashboardApp(App[None]):
         with Grid(id="bottom"):
             yield _panel(
                 "Dedup and cache",
-                Grid(
+                Figures(
                     Figure("coalesced", id="dedup-hits"),
                     Figure("dedup rate", id="dedup-rate"),
                     Figure("calls saved", id="calls-saved"),
@@ -255,7 +294,7 @@ class DashboardApp(App[None]):
             )
             yield _panel(
                 "Cost",
-                Grid(
+                Figures(
                     Figure("spent", id="cost-total"),
                     Figure("per answer", id="cost-per-answer"),
                     Figure("budget warnings", id="budget-warnings"),
@@ -266,7 +305,7 @@ class DashboardApp(App[None]):
             )
             yield _panel(
                 "Fleet tasks",
-                Grid(id="fleet-figures"),
+                Figures(id="fleet-figures"),
                 Static("", id="fleet-error"),
                 id="panel-fleet",
             )
@@ -455,7 +494,7 @@ class DashboardApp(App[None]):
         panel.display = fleet is not None
         if fleet is None:
             return
-        figures = self.query_one("#fleet-figures", Grid)
+        figures = self.query_one("#fleet-figures", Figures)
         error = self.query_one("#fleet-error", Static)
         if isinstance(fleet.get("error"), str):
             error.update(fleet["error"])

@@ -377,3 +377,47 @@ async def test_learned_routing_and_semantic_panels_show_only_when_reported() -> 
         semantic = text(app, "semantic-text")
         assert "lexical" in semantic and "fallback: no torch" in semantic
         assert "hits 4 (40.0%)" in semantic and "req_a: similarity 0.973, joined" in semantic
+
+
+def screen_lines(app: DashboardApp) -> list[str]:
+    """The text the terminal shows now, one string per row."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_every_figure_shows_its_whole_label_and_value(size: tuple[int, int]) -> None:
+    """At 80×24 and at 120×40 each figure's label fits on its line (no wrap, no ellipsis)
+    and its value shows in full on the line below, in every panel, the fleet's included."""
+    fleet = {"pending": 12, "running": 3, "done": 1_400, "failed": 2}
+    app = DashboardApp("http://test", fetch=Statuses(status(fleet=fleet)), refresh_s=NEVER_S)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        figures = [f for f in app.query(Figure) if f.visible and f.parent is not None
+                   and f.parent.parent is not None and f.parent.parent.display]
+        assert len(figures) == 9 + 7 + 4 + 4
+        for fig in figures:
+            app.screen.scroll_to_widget(fig, animate=False, immediate=True)
+            await pilot.pause()
+            x, y, width, _ = fig.region
+            lines = screen_lines(app)
+            assert width > 0, fig.id
+            assert lines[y][x:x + width].strip() == fig.label, (size, fig.id, lines[y])
+            assert lines[y + 1][x:x + width].strip() == fig.value, (size, fig.id, lines[y + 1])
+            assert "…" not in lines[y] + lines[y + 1]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_no_table_is_cut_at_80x24_or_120x40(size: tuple[int, int]) -> None:
+    """The stage, breaker and routing tables are as wide as their panels allow: no column
+    is scrolled out of sight, and every column's heading is on screen."""
+    app = DashboardApp("http://test", fetch=Statuses(status()), refresh_s=NEVER_S)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        for table in app.query(DataTable):
+            app.screen.scroll_to_widget(table, animate=False, immediate=True)
+            await pilot.pause()
+            assert table.virtual_size.width <= table.scrollable_content_region.width, table.id
+            x, y, width, _ = table.region
+            heading = screen_lines(app)[y][x:x + width]
+            for column in table.columns.values():
+                assert str(column.label) in heading, (size, table.id, heading)
