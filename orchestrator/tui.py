@@ -5,8 +5,9 @@
 The same panels as the web dashboard — requests and latency, stage flow, circuit breakers,
 routing, throughput over the last minutes, dedup and cache savings, cost, and the fleet's
 tasks when the server has a fleet attached — drawn from the status JSON alone, fetched every
-`refresh_s` seconds. The throughput history is what this app has seen since it started. If
-the server cannot be reached the last numbers stay on screen, marked with the error.
+`refresh_s` seconds. The throughput chart starts with the history the server kept (`GET
+/v1/status/history`) and goes on with what this app reads. If the server cannot be reached
+the last numbers stay on screen, marked with the error.
 
 Laid out for 80×24 and up: each grid of figures takes as many columns as its widest label
 or value allows (no label wraps, no number is cut), and the side-by-side panels stack below
@@ -45,15 +46,26 @@ _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # fleet states usable as widget id
 def http_fetch(client: httpx.AsyncClient, url: str, *, api_key: str | None = None) -> StatusFetch:
     """A `StatusFetch` that GETs `url` + `/v1/status` with `client` (bearer `api_key` if set).
 
-    The coroutine raises `httpx.HTTPError` for a connection failure or a non-2xx answer.
+    The first status it reads carries the server's throughput history too (`GET
+    /v1/status/history`, under `"throughput_history"`, as the web dashboard's first event
+    does), once the server has answered it. The coroutine raises `httpx.HTTPError` for a
+    connection failure or a non-2xx status.
     """
     status_url = url.rstrip("/") + "/v1/status"
+    history_url = status_url + "/history"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    history_read = False
 
     async def fetch() -> Mapping[str, Any]:
+        nonlocal history_read
         response = await client.get(status_url, headers=headers)
         response.raise_for_status()
-        data: Mapping[str, Any] = response.json()
+        data: dict[str, Any] = response.json()
+        if not history_read:
+            kept = await client.get(history_url, headers=headers)
+            if kept.status_code == 200:  # an older server has none: the app's own samples
+                data["throughput_history"] = kept.json()
+                history_read = True
         return data
 
     return fetch
@@ -467,6 +479,10 @@ class DashboardApp(App[None]):
     def _show_throughput(self, s: Mapping[str, Any]) -> None:
         taken_at_s, rps = s["taken_at_s"], s["throughput_rps"]
         history = self._history
+        kept = s.get("throughput_history")
+        if isinstance(kept, Mapping) and isinstance(kept.get("points"), list):
+            history.clear()  # what the server kept (5 s buckets), then this app's samples
+            history.extend((float(t), float(v)) for t, v in kept["points"] if t <= taken_at_s)
         if history and taken_at_s < history[-1][0]:
             history.clear()  # the server restarted: its clock started again
         history.append((taken_at_s, rps))
@@ -476,7 +492,7 @@ class DashboardApp(App[None]):
         peak = max(v for _, v in history)
         self.query_one("#panel-throughput").border_title = f"Throughput — {_rps(rps)} req/s"
         self.query_one("#throughput-note", Static).update(
-            f"completed requests/s as the pipeline measures it, over the last "
+            f"finished requests/s as the server measures them, over the last "
             f"{_duration(min(self.history_s, taken_at_s - history[0][0]))} "
             f"({len(history)} samples, peak {_rps(peak)} req/s)"
         )

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from fakeclock import FakeClock
 from textual.widgets import DataTable, Sparkline, Static
 
 from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
@@ -202,6 +203,42 @@ async def test_throughput_history_keeps_only_the_last_minutes() -> None:
         statuses.current = status(taken_at_s=5.0, throughput_rps=4.0)
         await app.refresh_status()
         assert app.query_one("#throughput-chart", Sparkline).data == [4.0]
+
+
+async def test_the_chart_starts_with_the_history_the_server_kept() -> None:
+    """A status carrying the server's throughput history puts those buckets on the chart
+    before the app's own sample; later statuses add to them."""
+    first = status(taken_at_s=100.0, throughput_rps=1.5)
+    first["throughput_history"] = {"bucket_s": 5.0, "horizon_s": 900.0,
+                                   "points": [[85.0, 2.0], [90.0, 0.0], [95.0, 4.0]]}
+    statuses = Statuses(first)
+    app = DashboardApp("http://test", fetch=statuses, refresh_s=NEVER_S)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.query_one("#throughput-chart", Sparkline).data == [2.0, 0.0, 4.0, 1.5]
+        assert "peak 4.00 req/s" in text(app, "throughput-note")
+        statuses.current = status(taken_at_s=101.0, throughput_rps=1.0)
+        await app.refresh_status()
+        assert app.query_one("#throughput-chart", Sparkline).data == [2.0, 0.0, 4.0, 1.5, 1.0]
+
+
+async def test_the_app_reads_a_real_servers_kept_history() -> None:
+    """Against a real server that answered traffic before the app started, the first read
+    brings that traffic's buckets onto the chart."""
+    clock = FakeClock(start=1000.0)
+    pipeline = Pipeline(PipelineConfig(), EchoWorker(latency_s=0.0), clock=clock)
+    async with ServerTask(create_app(pipeline)) as url:
+        for bucket in range(3):
+            for i in range(bucket + 1):
+                await pipeline.infer(InferenceRequest(f"question {bucket} {i}"))
+            clock.advance(5.0)
+        app = DashboardApp(url, refresh_s=NEVER_S)
+        async with app.run_test(size=SIZE) as pilot:
+            await app.refresh_status()
+            await pilot.pause()
+            assert app.last_error is None
+            data = app.query_one("#throughput-chart", Sparkline).data
+            assert data is not None and list(data)[:3] == [0.2, 0.4, 0.6]
 
 
 async def test_the_app_polls_on_its_own_every_refresh_period() -> None:
