@@ -22,7 +22,8 @@ for a minute). Four strategies on the same seeded arrivals:
   and acting through `LocalConfig` on the same `LiveConfig`.
 
 Per run: recovery (seconds from t0 until p95 latency of finished requests, in 1 s buckets,
-is back within the objective and stays there 10 s), overshoot (worst p95 / objective − 1),
+is back within the objective and stays there 10 s; a request that expires while queued is
+measured at its deadline, where the pipeline fails it), overshoot (worst p95 / objective − 1),
 oscillation (direction reversals of the concurrency limit per minute), and the share of
 requests shed. The last line is one JSON object: `recovery_s` (tuned, worst scenario),
 `shed_rate` (tuned, all scenarios), `static_shed_rate`, `aimd_recovery_s`,
@@ -162,8 +163,15 @@ class Sim:
             req = next((q.popleft() for q in self.queues if q), None)
             if req is None:
                 return
-            if self.now >= req.deadline or self._circuit_blocks():
-                self._finish(req, ok=False)  # expired, or the breaker fails it at once
+            if self.now >= req.deadline:
+                # Expired while queued. The pipeline fails a request at its deadline wherever
+                # it is, so it is measured there (latency = the deadline), not when a slot
+                # happened to reach it (which once recorded 66 s for a 30 s deadline, in the
+                # bucket of whenever the queue drained).
+                self._finish(req, ok=False, at=req.deadline)
+                continue
+            if self._circuit_blocks():
+                self._finish(req, ok=False)  # the breaker fails it at once
                 continue
             self.active += 1
             self._attempt(req)
@@ -263,14 +271,15 @@ class Sim:
         self._finish(req, ok=ok)
         self._dispatch()
 
-    def _finish(self, req: Request, *, ok: bool) -> None:
-        latency = self.now - req.arrival
+    def _finish(self, req: Request, *, ok: bool, at: float | None = None) -> None:
+        at = self.now if at is None else at
+        latency = at - req.arrival
         if ok:
             self.completed_total += 1
         else:
             self.errors_total += 1
         self.ring.append((latency, ok))
-        self.buckets.setdefault(int(self.now), Bucket()).latencies.append(latency)
+        self.buckets.setdefault(int(at), Bucket()).latencies.append(latency)
 
     # -- the snapshot, in the pipeline's metric names ------------------------------------
 

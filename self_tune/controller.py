@@ -130,7 +130,8 @@ class TuningController:
             made = self._maybe_roll_back(snapshot, now)
         current = self.port.values()
         forecast_rps = self._forecast() if self._forecast is not None else None
-        signals = Signals(snapshot, objective=self.objective, forecast_rps=forecast_rps)
+        signals = Signals(snapshot, objective=self.objective, forecast_rps=forecast_rps,
+                          config=current)
         wanted: dict[str, tuple[Value, Value, str]] = {}
         for name, param in self.parameters.items():
             law = self._laws[name]

@@ -79,9 +79,10 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p(
         name="inference_concurrency", owner=Owner.PIPELINE, unit="calls", low=1, high=1024,
         max_step=1.0, cooldown_s=2, integer=True, method=Method.LITTLE_GRADIENT,
-        signal="arrivals/s, call time (inference_active / calls/s), queue depth, failure ratio",
+        signal="arrivals/s, call time (inference_active / calls/s), queue depth, failure "
+        "ratio, the rate limit in force and the 429 ratio (the capped call rate)",
         setpoint="demand × no-load call time × 1.3 while the call time stays within 1.5× of "
-        "its no-load value",
+        "its no-load value; the capped rate instead of demand while calls run at a cap",
         why="concurrency is right when it carries demand without queueing at the provider; "
         "the call time rising above no-load is the provider's queue, which more slots worsen",
         metric="latency_p95_ms", law=policies.ConcurrencyLaw,
@@ -89,17 +90,22 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p(
         name="inference_queue_capacity", owner=Owner.PIPELINE, unit="requests", low=8,
         high=65536, max_step=1.0, cooldown_s=5, integer=True, method=Method.LITTLE,
-        signal="drain rate (calls/s), queue wait, shed share",
-        setpoint="drain rate × half the p95 objective",
+        signal="drain rate (calls/s the upstream accepts), queue wait, shed share, p95 "
+        "while the queue is full",
+        setpoint="drain rate × half the p95 objective, less while p95 nears it with the "
+        "queue full",
         why="a request queued beyond what drains within the objective misses it anyway; "
         "shedding it at once is kinder than a timeout",
         metric="shed_per_s", law=policies.QueueCapacityLaw,
     ),
     _p(
         name="shed_threshold", owner=Owner.PIPELINE, unit="fraction of capacity", low=0.3,
-        high=0.95, max_step=0.25, cooldown_s=5, integer=False, method=Method.PID,
-        signal="p95 latency over its objective", setpoint="p95 ≤ objective",
-        why="shedding low priority earlier keeps headroom for the rest when latency suffers",
+        high=0.95, max_step=2.0, cooldown_s=5, integer=False, method=Method.PID,
+        signal="p95 latency over its objective; arrivals a full queue sheds; arrivals over "
+        "the capped drain rate (feed-forward: to the floor at once)",
+        setpoint="p95 ≤ objective, no low priority queued where it cannot be served",
+        why="shedding low priority earlier keeps headroom for the rest when latency suffers; "
+        "in a priority queue the lowest level waits behind every higher arrival",
         metric="latency_p95_ms", law=policies.ShedThresholdLaw,
     ),
     _p(
@@ -142,7 +148,8 @@ PARAMETERS: tuple[Parameter, ...] = (
         name="rate_limit_rps", owner=Owner.PIPELINE, unit="requests/s", low=0.5, high=100_000,
         max_step=1.0, cooldown_s=2, integer=False, method=Method.AIMD,
         signal="429 ratio (provider.*.rate_limited_total rates) and the call rate; 5xx and "
-        "timeouts do not move it", setpoint="no 429s",
+        "timeouts do not move it", setpoint="no 429s (after a burst, +10% probes up to "
+        "1.25 × what was accepted, then doubling again)",
         why="the upstream's limit is unknown and moves; AIMD finds it and tracks it, as TCP",
         metric="upstream_error_rate", law=policies.RateLimitLaw,
     ),

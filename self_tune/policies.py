@@ -12,7 +12,7 @@ its signal (the snapshot does not carry it) proposes nothing: it never guesses.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from self_tune.limiter import GradientLimiter
@@ -51,9 +51,12 @@ class Proposal:
 
 
 class Signals:
-    """One snapshot, read through the names the laws need, with derived quantities."""
+    """One snapshot, read through the names the laws need, with derived quantities.
 
-    __slots__ = ("forecast_rps", "objective", "snapshot")
+    `config` is the values in force (the controller passes its port's), for a law whose
+    parameter another one bounds: the rate limit caps what more concurrency can carry."""
+
+    __slots__ = ("config", "forecast_rps", "objective", "snapshot")
 
     def __init__(
         self,
@@ -61,10 +64,12 @@ class Signals:
         *,
         objective: Objective,
         forecast_rps: float | None = None,
+        config: Mapping[str, float | None] | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.objective = objective
         self.forecast_rps = forecast_rps
+        self.config = config or {}
 
     def get(self, metric: str, default: float = 0.0) -> float:
         return self.snapshot.get(metric, default)
@@ -106,6 +111,29 @@ class Signals:
         calls = self.calls_per_s
         refused = self._sum("provider.", ".rate_limited_per_s")
         return min(1.0, refused / calls) if calls > 0 else 0.0
+
+    @property
+    def rate_limit_rps(self) -> float | None:
+        """The client rate limit in force (None: unlimited, or not known to the controller)."""
+        value = self.config.get("rate_limit_rps")
+        return float(value) if value is not None else None
+
+    @property
+    def throughput_cap(self) -> float | None:
+        """Calls per second the upstream path carries now, when something other than demand
+        caps it: our own rate limit while calls run at it, or the upstream's 429s (what it
+        accepted). None while demand is what sets the call rate."""
+        calls = self.calls_per_s
+        if calls <= 0:
+            return None
+        caps = []
+        limit = self.rate_limit_rps
+        if limit is not None and calls >= 0.9 * limit:
+            caps.append(limit)
+        refused = self.refusal_ratio
+        if refused > 0.05:
+            caps.append(calls * (1 - refused))
+        return min(caps) if caps else None
 
     @property
     def call_time_s(self) -> float | None:
@@ -167,6 +195,13 @@ class ConcurrencyLaw(Law):
     to it, and demand then asks for more slots, not fewer. The congestion hypothesis is also
     tested: if two cuts in a row leave the call time where it was, it is not our load, and
     the no-load estimate moves to the new call time.
+
+    While something else caps the call rate (`Signals.throughput_cap`: our rate limit with
+    calls running at it, or the upstream's 429s), a slot held longer is a call waiting for a
+    token, not a slower provider: the no-load estimate does not follow it, and the slots are
+    what the capped rate needs (capped rate × no-load call time × `headroom`), both ways.
+    More would only wait in the limiter until their deadlines, and Little's law on the
+    inflated call time would ask for more still (the run-away a 429 storm caused).
     """
 
     def __init__(self, *, headroom: float = 1.3, tolerance: float = 1.5) -> None:
@@ -186,6 +221,9 @@ class ConcurrencyLaw(Law):
         call_s = signals.call_time_s
         if call_s is None or call_s <= 0:
             return None
+        cap = signals.throughput_cap
+        if cap is not None and self._no_load_s is not None:
+            return self._capped(signals, current, call_s, cap)
         inflight = signals.get("inference_active")
         raised = current > 1.1 * self._no_load_limit
         if self._gradient is None:
@@ -239,20 +277,74 @@ class ConcurrencyLaw(Law):
             )
         return None
 
+    def _capped(
+        self, signals: Signals, current: float, call_s: float, cap: float
+    ) -> Proposal | None:
+        assert self._no_load_s is not None
+        if call_s < self._no_load_s:
+            self._no_load_s, self._no_load_limit = call_s, current
+        else:
+            self._no_load_s *= 1.01  # as above: the estimate may still follow slow change
+        self._congested_at_s = None
+        demand = max(signals.arrivals_per_s, signals.forecast_rps or 0.0)
+        carried = min(demand, cap)
+        needed = max(1.0, carried * self._no_load_s * self.headroom)
+        waiting = call_s > self.tolerance * self._no_load_s  # slots wait for tokens
+        if (waiting and current > needed * 1.25) or needed > current * 1.25:
+            limit = signals.rate_limit_rps
+            by = (
+                f"rate limit {limit:g} req/s"
+                if limit is not None and cap >= limit
+                else f"{signals.refusal_ratio:.0%} refused (429)"
+            )
+            return Proposal(
+                value=needed,
+                reason=(
+                    f"calls capped at {cap:.1f}/s ({by}): {carried:.1f} req/s × "
+                    f"{self._no_load_s * 1000:.0f} ms × {self.headroom:g} = {needed:.0f} slots; "
+                    f"call time {call_s * 1000:.0f} ms is waiting for the cap, not the provider"
+                ),
+            )
+        return None
+
 
 class QueueCapacityLaw(Law):
     """Inference queue capacity: as long as a queue the drain rate empties within the wait
     budget (`wait_share` of the p95 objective), so an overload sheds at once instead of
-    queueing requests that will miss their objective anyway."""
+    queueing requests that will miss their objective anyway.
 
-    def __init__(self, *, wait_share: float = 0.5) -> None:
+    The drain rate is what the upstream accepts (`Signals.throughput_cap` while 429s or our
+    rate limit cap it): a refused attempt drains nothing. Depth ÷ drain is the wait of a
+    first-in-first-out queue; in a priority queue the lower levels wait longer (every
+    higher arrival goes ahead), so the budget is also corrected by feedback: while p95 is
+    near the objective (over `guard` of it) with the queue at least half full, the budget
+    shrinks by a fifth per interval (to a quarter at most); it grows back while p95 is well
+    within (under `relax`)."""
+
+    def __init__(
+        self, *, wait_share: float = 0.5, guard: float = 0.7, relax: float = 0.5
+    ) -> None:
         self.wait_share = wait_share
+        self.guard = guard
+        self.relax = relax
+        self._scale = 1.0
+
+    def reset(self) -> None:
+        self._scale = 1.0
 
     def propose(self, signals: Signals, current: float) -> Proposal | None:
         calls = signals.calls_per_s
         if calls <= 0:
             return None
-        budget_s = signals.objective.p95_ms / 1000 * self.wait_share
+        cap = signals.throughput_cap
+        if cap is not None:
+            calls = min(calls, cap)  # 429s drain nothing: the queue empties at what is accepted
+        p95_share = signals.get("latency_p95_ms") / signals.objective.p95_ms
+        if p95_share > self.guard and signals.queue_depth >= current / 2:
+            self._scale = max(0.25, self._scale * 0.8)
+        elif p95_share < self.relax:
+            self._scale = min(1.0, self._scale * 1.1)
+        budget_s = signals.objective.p95_ms / 1000 * self.wait_share * self._scale
         target = calls * budget_s
         if signals.shed_share > 0 and signals.queue_wait_s < budget_s / 2 and target > current:
             return Proposal(
@@ -275,8 +367,10 @@ class ShedThresholdLaw(Law):
     """Shed threshold: PID on p95 latency against its objective — shed low priority earlier
     while latency is above the objective, relax back while it is below."""
 
-    def __init__(self, *, default: float = 0.9, low: float = 0.3) -> None:
+    def __init__(self, *, default: float = 0.9, low: float = 0.3, overload: float = 0.1) -> None:
         self.default = default
+        self.low = low
+        self.overload = overload
         self._pid = PID(0.3, 0.05, 0.0, setpoint=0.0, output_limits=(low - default, 0.0))
 
     def reset(self) -> None:
@@ -285,17 +379,39 @@ class ShedThresholdLaw(Law):
     def propose(self, signals: Signals, current: float) -> Proposal | None:
         if signals.get("requests_per_s") <= 0:
             return None
-        # Measurement: how far over the objective p95 is (0 when within it).
+        # Measurement: how far over the objective p95 is (0 when within it), or the share
+        # of arrivals the full queue turns away, whichever is larger.
         over = max(0.0, signals.get("latency_p95_ms") / signals.objective.p95_ms - 1.0)
-        value = self.default + self._pid.update(over, dt=1.0)
+        overflow = signals.shed_share if signals.queue_depth > 0 else 0.0
+        value = self.default + self._pid.update(max(over, overflow), dt=1.0)
+        cap = signals.throughput_cap
+        arrivals = signals.arrivals_per_s
+        overload = max(0.0, 1.0 - cap / arrivals) if cap is not None else 0.0
+        if overload > self.overload:
+            # Feed-forward: more arrives than the capped upstream drains, so the queue will
+            # fill, and the lowest priority, served last, would wait in it to its deadline.
+            # Shed it at the door from the start, not once p95 shows the damage.
+            if current <= self.low + 0.01:
+                return None
+            return Proposal(
+                value=self.low,
+                reason=(
+                    f"{arrivals:.0f} req/s arrive, {cap:.0f}/s drain: shed low priority "
+                    "before it queues to its deadline"
+                ),
+            )
         if abs(value - current) < 0.01:
             return None
-        return Proposal(
-            value=value,
-            reason=f"p95 {signals.get('latency_p95_ms'):.0f} ms is {over:.0%} over objective"
-            if over > 0
-            else "p95 within objective: relax shedding",
-        )
+        if over >= overflow and over > 0:
+            reason = f"p95 {signals.get('latency_p95_ms'):.0f} ms is {over:.0%} over objective"
+        elif overflow > 0:
+            reason = (
+                f"queue full: {overflow:.0%} of arrivals shed; low priority would wait behind "
+                "it until its deadline"
+            )
+        else:
+            reason = "p95 within objective, queue not overflowing: relax shedding"
+        return Proposal(value=value, reason=reason)
 
 
 class BreakerThresholdLaw(Law):
@@ -374,7 +490,20 @@ class RateLimitLaw(Law):
     long as calls run at the limit (slow start: a limit cut during a storm, when few calls
     got through, must not take minutes to climb back) and grows by 10% once they do not.
     5xx and timeouts move nothing here: throttling a failing upstream is the breaker's
-    and the retry's business, and would keep the limit low after it recovers."""
+    and the retry's business, and would keep the limit low after it recovers.
+
+    As TCP after a loss, a burst leaves a ceiling (the rate the upstream accepted): below
+    `ceiling_margin` × that ceiling the limit probes by 10%, not by doubling, so a storm that
+    still holds is not hit again at twice its rate every other interval (the saw-tooth that
+    kept half the calls refused and the slots waiting); once the limit is past the margin
+    with no 429s, the ceiling has lifted and slow start resumes."""
+
+    def __init__(self, *, ceiling_margin: float = 1.25) -> None:
+        self.ceiling_margin = ceiling_margin
+        self._ceiling: float | None = None
+
+    def reset(self) -> None:
+        self._ceiling = None
 
     def propose(self, signals: Signals, current: float | None) -> Proposal | None:  # type: ignore[override]
         ratio = signals.refusal_ratio
@@ -383,12 +512,20 @@ class RateLimitLaw(Law):
             return None
         accepted = calls * (1 - ratio)
         if ratio > 0.05:
+            self._ceiling = accepted
             value = max(accepted * 0.9, calls * 0.5)
             if current is not None and value >= current:
                 return None
             return Proposal(value=value, reason=f"{ratio:.0%} of {calls:.0f} calls/s got 429")
         if current is not None and ratio == 0:
-            if calls >= 0.8 * current:  # the limit is what holds traffic back: slow start
+            if self._ceiling is not None and current >= self.ceiling_margin * self._ceiling:
+                self._ceiling = None  # past the last storm's ceiling without a 429: it lifted
+            if calls >= 0.8 * current:  # the limit is what holds traffic back
+                if self._ceiling is not None:
+                    return Proposal(
+                        value=current * 1.1,
+                        reason=f"no 429s near the last ceiling ({self._ceiling:.1f}/s): probe",
+                    )
                 return Proposal(value=current * 2, reason="no 429s at the limit: double it")
             return Proposal(value=current * 1.1, reason="no 429s: probe upward")
         return None
