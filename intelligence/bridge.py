@@ -18,13 +18,19 @@ The composition root (`orchestrator.assembly.build_pipeline`) does exactly this.
 
 Each part has its switch: `learned_routing` (only with two or more providers: one has
 nothing to choose) and `semantic_dedup`. Nothing heavy is imported here.
+
+With a `store`, the router's state is saved while the pipeline runs (`autosave`, a
+`Checkpointer`: every `save_interval_s` that learned something, or after `save_every` updates),
+and once more at close (`save`), so a killed server loses at most that much.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from intelligence.checkpoint import Checkpointer
 from intelligence.feedback import FeedbackCollector
 from intelligence.quality import QualityEstimator
 from intelligence.router import LearnedRouter, LearnerStore, Policy, RewardWeights
@@ -38,8 +44,9 @@ class IntelligenceBridge:
     """The learned router, quality, feedback and semantic dedup for one pipeline (see the
     module docstring). `providers` are the pipeline's provider (route) names, each an arm.
     `seed` makes the router's choices reproducible; `store` (an `AgentMemory`) restores its
-    state at start and keeps it on `save()`. `dedup_hook` passes a ready hook instead of
-    building one (tests, a preloaded model)."""
+    state at start, keeps it on `save()` and, while `autosave()` runs, every
+    `save_interval_s` seconds (on `clock`) or `save_every` updates. `dedup_hook` passes a ready
+    hook instead of building one (tests, a preloaded model)."""
 
     def __init__(
         self,
@@ -54,6 +61,9 @@ class IntelligenceBridge:
         seed: int | None = None,
         store: LearnerStore | None = None,
         dedup_hook: SemanticDedupHook | None = None,
+        save_interval_s: float = 60.0,
+        save_every: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         names = list(providers)
         self.router: LearnedRouter | None = None
@@ -73,6 +83,16 @@ class IntelligenceBridge:
             else None
         )
         self._estimator = estimator if estimator is not None else QualityEstimator()
+        self.checkpointer: Checkpointer | None = None
+        if self.router is not None and store is not None:
+            router = self.router
+            self.checkpointer = Checkpointer(
+                router.save,
+                lambda: router.updates_total,
+                interval_s=save_interval_s,
+                every_updates=save_every,
+                clock=clock,
+            )
 
     # -- what the pipeline is built with -----------------------------------------------------
 
@@ -106,9 +126,16 @@ class IntelligenceBridge:
         return self.collector.task_outcome(task_id, verdict)
 
     def save(self) -> None:
-        """Persist the router's state in its store (when it has one)."""
-        if self.router is not None:
-            self.router.save()
+        """Persist the router's state in its store (when it has one). Blocking: call it from a
+        worker thread when on an event loop."""
+        if self.checkpointer is not None:
+            self.checkpointer.save()
+
+    async def autosave(self) -> None:
+        """Until cancelled, save the router's state when due (`Checkpointer.run`: the write
+        runs in a worker thread). Without a store, returns at once."""
+        if self.checkpointer is not None:
+            await self.checkpointer.run()
 
     # -- status ------------------------------------------------------------------------------
 

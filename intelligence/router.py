@@ -322,6 +322,12 @@ class LearnedRouter:
         return tuple(sorted(out, key=lambda e: -e.mean_reward))
 
     @property
+    def updates_total(self) -> int:
+        """Updates learned since the state began (restored ones included; 0 after `reset`)."""
+        with self._lock:
+            return self._books[None].step
+
+    @property
     def contexts(self) -> tuple[str, ...]:
         """The contexts seen so far (not counting None)."""
         with self._lock:

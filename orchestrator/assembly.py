@@ -57,9 +57,10 @@ def build_pipeline(
     dedup reading the live `semantic_dedup_threshold`; client feedback reaches both.
     `settings.prompt_optimizer` (the default) runs the `PromptOptimizer` on each request that
     opts in (`metadata["optimize_prompt"]` = "1"/"true"/"on"); off, the opt-in is ignored.
-    `memory` (an `AgentMemory`) keeps the learned router's state: restored here, saved when
-    the pipeline closes. The bridge is `pipeline.intelligence` (fleet task outcomes reach it
-    through `task_outcome`).
+    `memory` (an `AgentMemory`) keeps the learned router's state: restored here, saved while
+    the pipeline runs (every `settings.router_save_interval_s` that learned something, or
+    after `settings.router_save_every` updates, in a worker thread) and when it closes. The
+    bridge is `pipeline.intelligence` (fleet task outcomes reach it through `task_outcome`).
     """
     config = config if config is not None else PipelineConfig()
     if settings.prices_file is not None:
@@ -86,6 +87,8 @@ def build_pipeline(
             semantic_dedup=settings.semantic_dedup and not dedup_hooks,
             threshold=lambda: tunables.current.semantic_dedup_threshold,
             store=memory,
+            save_interval_s=settings.router_save_interval_s,
+            save_every=settings.router_save_every,
         )
         router = router if router is not None else bridge.router_seam
         dedup_hooks = (*dedup_hooks, *bridge.dedup_hooks)

@@ -117,8 +117,9 @@ class Pipeline:
         self.live = live if live is not None else LiveConfig(config.tunables)
         self.router: Router = router if router is not None else FallbackRouter()
         self.feedback = FeedbackLog()
-        # The intelligence layer's bridge the composition root plugged in (None: none). The
-        # pipeline only saves it when it closes (the learned router's state, to its memory).
+        # The intelligence layer's bridge the composition root plugged in (None: none). While
+        # the pipeline runs, its `autosave()` task keeps the learned router's state in its
+        # memory; the pipeline saves it once more when it closes.
         self.intelligence: Any = None
         # Front-door rewrites of a request (the prompt optimizer), before any key is computed:
         # what they return is what the stages, dedup and the provider see.
@@ -275,6 +276,11 @@ class Pipeline:
             for q, step, name in stages
         ]
         self._tasks += self.inference.start()
+        autosave = getattr(self.intelligence, "autosave", None)
+        if autosave is not None:
+            self._tasks.append(
+                asyncio.create_task(autosave(), name="orchestrator-intelligence-autosave")
+            )
         # Registered here, on the loop, so a change made from another thread reaches the
         # concurrency limit's futures through the loop (see `LiveConfig.on_change`).
         self.live.on_change(self._on_live_change)

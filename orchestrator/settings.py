@@ -79,6 +79,8 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "semantic_dedup": "SEMANTIC_DEDUP",
     "learned_routing": "LEARNED_ROUTING",
     "prompt_optimizer": "PROMPT_OPTIMIZER",
+    "router_save_interval_s": "ROUTER_SAVE_INTERVAL_S",
+    "router_save_every": "ROUTER_SAVE_EVERY",
 }
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -164,6 +166,10 @@ class ServerSettings:
     learned_routing: bool = True
     # The prompt optimizer for requests that opt in (metadata `optimize_prompt`); off: ignored.
     prompt_optimizer: bool = True
+    # With an agent memory (`--db`): the learned router's state is saved while serving, every
+    # this many seconds that learned something, or after this many updates, and at close.
+    router_save_interval_s: float = 60.0
+    router_save_every: int = 1000
 
     def __post_init__(self) -> None:
         for name in _SECRET_FIELDS:
@@ -225,6 +231,25 @@ class ServerSettings:
         if self.log_format not in ("text", "json"):
             raise SettingsError(
                 f"LOG_FORMAT must be text or json, got {self.log_format!r}", names=("LOG_FORMAT",)
+            )
+        if (
+            isinstance(self.router_save_interval_s, bool)
+            or not isinstance(self.router_save_interval_s, int | float)
+            or not (math.isfinite(self.router_save_interval_s) and self.router_save_interval_s > 0)
+        ):
+            raise SettingsError(
+                "ROUTER_SAVE_INTERVAL_S must be a number > 0, "
+                f"got {self.router_save_interval_s!r}",
+                names=("ROUTER_SAVE_INTERVAL_S",),
+            )
+        if (
+            isinstance(self.router_save_every, bool)
+            or not isinstance(self.router_save_every, int)
+            or self.router_save_every < 1
+        ):
+            raise SettingsError(
+                f"ROUTER_SAVE_EVERY must be an integer >= 1, got {self.router_save_every!r}",
+                names=("ROUTER_SAVE_EVERY",),
             )
         self._check_required()
         if self.max_spend_usd is not None:
@@ -297,6 +322,8 @@ _CONVERTERS: Mapping[str, Any] = {
     "semantic_dedup": switch,
     "learned_routing": switch,
     "prompt_optimizer": switch,
+    "router_save_interval_s": float,
+    "router_save_every": int,
 }
 
 

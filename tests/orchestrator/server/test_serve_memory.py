@@ -5,15 +5,24 @@ there, not only in its status."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 from fakeclock import FakeClock
+from processes import ends_within
 
 from memory_db import AgentMemory
 from orchestrator.cli import build_parser
 from orchestrator.request import InferenceRequest
 from orchestrator.server.runner import ServerThread, build_app
 from orchestrator.settings import ServerSettings
+
+REPO = Path(__file__).resolve().parents[3]
 
 # Two providers, so the learned router has something to choose; llama.cpp is never called.
 SETTINGS = ServerSettings(provider="echo", fallback=("llamacpp",), semantic_dedup=False,
@@ -75,3 +84,75 @@ def test_self_tune_changes_are_recorded_in_the_memory(tmp_path: Path) -> None:
 def test_serve_takes_db() -> None:
     args = build_parser().parse_args(["serve", "--db", "sqlite:///m.db", "--self-tune"])
     assert args.db == "sqlite:///m.db" and args.self_tune
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _learned_total(url: str) -> int:
+    routing = httpx.get(url + "/v1/status", timeout=10).json()["routing"]
+    return sum(arm["updates_total"] for arm in routing["arms"])
+
+
+def _saved_total(memory: AgentMemory) -> int:
+    state = memory.load_learner_state("router")
+    if state is None:
+        return 0
+    return next(book["step"] for book in state["books"] if book["context"] is None)
+
+
+def test_a_killed_server_keeps_what_its_router_learned(tmp_path: Path) -> None:
+    """`orchestrator serve --db URL` saves the learned router's state while it serves: after a
+    SIGKILL (no close, no final save) a restarted server restores what the traffic taught."""
+    db = f"sqlite:///{tmp_path / 'memory.db'}"
+    port = _free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "LOG_LEVEL": "WARNING",
+        "FALLBACK": "llamacpp",
+        "LLAMA_CPP_URL": "http://127.0.0.1:9",
+        "SEMANTIC_DEDUP": "0",
+        "ROUTER_SAVE_INTERVAL_S": "0.05",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "serve", "--provider", "echo",
+         "--port", str(port), "--db", db],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
+            time.sleep(0.05)  # polling for the process to listen, not waiting for time to pass
+        for i in range(12):
+            answer = httpx.post(url + "/v1/prompt", json={"input": f"teach the router {i}"},
+                                timeout=30)
+            assert answer.status_code == 200, answer.text
+        learned = _learned_total(url)
+        assert learned >= 12
+        with AgentMemory(db) as memory:
+            deadline = time.monotonic() + 30
+            while _saved_total(memory) != learned:  # the periodic save, not a close
+                assert time.monotonic() < deadline, (_saved_total(memory), learned)
+                time.sleep(0.05)  # polling the database for the save, not waiting for time
+        process.kill()
+        assert ends_within(process.pid)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    with AgentMemory(db) as memory:
+        restarted, _ = build_app(SETTINGS, memory=memory)
+        restored = _estimates(restarted)
+    assert sum(updates for _, updates in restored.values()) == learned
+    assert restored["echo"][1] > 0
