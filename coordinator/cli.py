@@ -436,6 +436,8 @@ def _run(args: argparse.Namespace) -> int:
             where, lambda: fleet.snapshot().to_json() if fleet else {}, tunables,
             lambda: improvement.status() if improvement is not None else None,
             say=progress.note))
+        if embedded is not None:  # each finished attempt teaches the embedded pipeline
+            events.subscribe(embedded.on_fleet_event)
         if loop_settings is not None:
             improvement = _self_improvement(
                 stack, loop_settings, settings, queue=queue, memory=memory, where=where,

@@ -19,10 +19,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from coordinator.metrics import EventKind, FleetEvent
+
 if TYPE_CHECKING:
     from orchestrator.config import LiveConfig
 
 PLACEHOLDER_KEY = "via-orchestrator"  # the SDKs refuse to start without some key
+
+# How a finished attempt reads as a task verdict (`intelligence.TaskVerdict`'s values); a
+# released or lost attempt is no verdict on the answers it got.
+_VERDICTS = {EventKind.SUCCEEDED: "passed", EventKind.FAILED: "failed"}
 
 
 def agent_env(url: str, token: str | None = None) -> dict[str, str]:
@@ -119,3 +125,15 @@ class EmbeddedOrchestrator:
     ) -> None:
         if self._server is not None:
             self._server.stop()
+
+    def on_fleet_event(self, event: FleetEvent) -> None:
+        """A `FleetEvents` subscriber: each attempt the fleet finishes reaches the pipeline's
+        intelligence bridge (`IntelligenceBridge.task_outcome`), which credits the requests
+        made for that task: succeeded is `passed`; failed, timed out, or refused by its
+        acceptance commands or the validation gate is `failed`. A released or lost attempt,
+        and a pipeline without the intelligence layer, report nothing."""
+        verdict = _VERDICTS.get(event.kind)
+        bridge = getattr(self.pipeline, "intelligence", None)
+        if verdict is None or bridge is None:
+            return
+        bridge.task_outcome(event.task_id, verdict)

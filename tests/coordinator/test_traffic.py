@@ -8,8 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coordinator.fleet import FleetTunables
+from coordinator.agents import resolve_profile
+from coordinator.fleet import Fleet, FleetSettings, FleetTunables
+from coordinator.metrics import FleetEvents
+from coordinator.queue import FolderQueue
+from coordinator.task import TaskState
 from coordinator.traffic import EmbeddedOrchestrator
+from intelligence.feedback import Attribution
 from orchestrator.config import LiveConfig
 
 
@@ -44,3 +49,41 @@ def test_agents_cannot_reconfigure_but_the_coordinator_can(
     assert accepted.json()["changed"] == {"agents": {"old": 2, "new": 4}}
     assert fleet.current.agents == 4
     assert embedded.admin_token not in env.values()
+
+
+def test_each_finished_attempt_reaches_the_intelligence_bridge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real fleet run on the echo agent, subscribed to the embedded orchestrator: every
+    finished attempt reaches `IntelligenceBridge.task_outcome`, a pass crediting the requests
+    made for its task as passed and a failure as failed."""
+    monkeypatch.setenv("FALLBACK", "llamacpp")  # two providers: a learned router
+    monkeypatch.setenv("LLAMA_CPP_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("SEMANTIC_DEDUP", "0")
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "good.toml").write_text('prompt = "fine"\n')
+    (folder / "bad.toml").write_text('prompt = "x"\nmax_attempts = 2\nacceptance = ["false"]\n')
+    queue = FolderQueue(folder, retry_backoff_s=0)
+    embedded = EmbeddedOrchestrator(lambda: {}, env_file=tmp_path / "none.env")
+    with embedded as env:
+        bridge = embedded.pipeline.intelligence
+        assert bridge.router is not None
+        # What an agent's request for each task was answered by, as the pipeline records it.
+        bridge.collector.attribute(Attribution(request_id="r-good", provider="echo",
+                                               model="echo", arm="echo", task_id="good"))
+        bridge.collector.attribute(Attribution(request_id="r-bad", provider="llamacpp",
+                                               model="local", arm="llamacpp", task_id="bad"))
+        events = FleetEvents()
+        events.subscribe(embedded.on_fleet_event)
+        Fleet(queue, resolve_profile("echo", {}),
+              settings=FleetSettings(poll_s=0.05, workdir=tmp_path, env=env),
+              events=events).run(until_empty=True)
+        stats = bridge.collector.stats
+        estimates = {e.arm: e for e in bridge.router.estimates()}
+    assert queue.get("good").state == TaskState.DONE
+    assert queue.get("bad").state == TaskState.FAILED
+    assert stats.received["task"] == 3  # one pass, two failed attempts
+    assert stats.router_updates == 2  # each task's request credited once
+    assert estimates["echo"].updates_total == 1 and estimates["llamacpp"].updates_total == 1
+    assert estimates["echo"].mean_reward > estimates["llamacpp"].mean_reward
