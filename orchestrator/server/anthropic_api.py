@@ -52,6 +52,7 @@ from orchestrator.request import (
 )
 from orchestrator.server.bodies import (
     MAX_ITEMS,
+    OPTIMIZE_FIELD,
     SEMANTIC_FIELD,
     body_schema,
     body_size,
@@ -65,6 +66,7 @@ from orchestrator.server.bodies import (
     off_loop,
     semantic_wanted,
     validated,
+    with_optimize_opt_in,
 )
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
 from orchestrator.server.responses import JsonResponse
@@ -316,6 +318,7 @@ async def messages(http: Request) -> Response:
     x_stainless_timeout = header(http, *_TIMEOUT)
     data = await json_object(http)
     semantic = semantic_wanted(http.headers, data.pop(SEMANTIC_FIELD, None))  # ours, not sent on
+    optimize = data.pop(OPTIMIZE_FIELD, None)  # ours too
     request, native = await off_loop(
         body_size(http),
         _prepare,
@@ -328,6 +331,7 @@ async def messages(http: Request) -> Response:
     )
     if not semantic:
         request = dataclasses.replace(request, semantic_dedup=False)
+    request = with_optimize_opt_in(request, http.headers, optimize)
     stream = data.get("stream") is True
     model = request.model or ""
     if stream:

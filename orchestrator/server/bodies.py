@@ -9,6 +9,7 @@ A body must be `application/json` (or say no type); it may hold at most `MAX_ITE
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -19,7 +20,9 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from intelligence.optimize import OPTIMIZE_PROMPT
 from orchestrator import codec
+from orchestrator.request import InferenceRequest
 from orchestrator.server.http_errors import ApiError, RequestRejected, bad_request
 
 __all__ = [
@@ -27,6 +30,8 @@ __all__ = [
     "LARGE_BODY_BYTES",
     "MAX_CLIENT_TIMEOUT_S",
     "MAX_ITEMS",
+    "OPTIMIZE_FIELD",
+    "OPTIMIZE_HEADER",
     "SEMANTIC_FIELD",
     "SEMANTIC_HEADER",
     "SIMILARITY_HEADER",
@@ -42,9 +47,11 @@ __all__ = [
     "json_object",
     "model_of",
     "off_loop",
+    "optimize_wanted",
     "parse_json",
     "semantic_wanted",
     "validated",
+    "with_optimize_opt_in",
 ]
 
 LARGE_BODY_BYTES = 256 * 1024
@@ -66,7 +73,16 @@ request was cached or in flight) or `semantic` (a semantic match)."""
 SIMILARITY_HEADER = "x-orchestrator-similarity"
 """A response header on a semantic match: the cosine similarity of the two prompts."""
 
+OPTIMIZE_HEADER = "x-orchestrator-optimize-prompt"
+"""A request header: `1` (or `on`, `true`, `yes`) opts the request in to the prompt optimizer
+(`intelligence.PromptOptimizer`, when the server's `prompt_optimizer` setting is on)."""
+
+OPTIMIZE_FIELD = OPTIMIZE_PROMPT
+"""A request body field on `/v1/prompt`, `/v1/messages` and `/v1/chat/completions`: `true`
+opts the request in to the prompt optimizer, `false` keeps it out whatever the header says."""
+
 _OFF = frozenset({"off", "0", "false", "no"})
+_ON = frozenset({"on", "1", "true", "yes"})
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -272,6 +288,28 @@ def semantic_wanted(headers: Mapping[str, str], field: Any = None) -> bool:
         )
     header = headers.get(SEMANTIC_HEADER)
     return field is not False and (header is None or header.strip().lower() not in _OFF)
+
+
+def optimize_wanted(headers: Mapping[str, str], field: Any = None) -> bool:
+    """Whether the client opts in to the prompt optimizer: the body's `OPTIMIZE_FIELD` when
+    given (anything but a boolean there is a 400 naming it), else `OPTIMIZE_HEADER` on."""
+    if field is not None and not isinstance(field, bool):
+        raise RequestRejected(
+            bad_request(f"{OPTIMIZE_FIELD}: expected true or false", field=OPTIMIZE_FIELD)
+        )
+    if field is not None:
+        return field
+    header = headers.get(OPTIMIZE_HEADER)
+    return header is not None and header.strip().lower() in _ON
+
+
+def with_optimize_opt_in(request: InferenceRequest, headers: Mapping[str, str],
+                         field: Any = None) -> InferenceRequest:
+    """`request`, opted in to the prompt optimizer (`metadata[OPTIMIZE_PROMPT]` = "1", what
+    the pipeline's `PromptRewriter` reads) when `optimize_wanted(headers, field)`."""
+    if not optimize_wanted(headers, field):
+        return request
+    return dataclasses.replace(request, metadata={**request.metadata, OPTIMIZE_PROMPT: "1"})
 
 
 def cache_headers(response: Any) -> dict[str, str]:

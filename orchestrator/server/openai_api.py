@@ -38,6 +38,7 @@ from orchestrator.server.anthropic_api import takes_native
 from orchestrator.server.anthropic_api import to_request as anthropic_request
 from orchestrator.server.bodies import (
     MAX_ITEMS,
+    OPTIMIZE_FIELD,
     SEMANTIC_FIELD,
     body_schema,
     body_size,
@@ -48,6 +49,7 @@ from orchestrator.server.bodies import (
     off_loop,
     semantic_wanted,
     validated,
+    with_optimize_opt_in,
 )
 from orchestrator.server.chat_anthropic import chat_chunks, chat_completion, messages_body
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
@@ -254,8 +256,10 @@ async def chat_completions(http: Request, state: State) -> Response:
         client_timeout_s(http.headers.get("x-stainless-timeout")), client_retries(http.headers),
         http.headers if native else None, takes_native(state.pipeline, NATIVE_ANTHROPIC),
     )
-    if not semantic_wanted(http.headers, (body.model_extra or {}).get(SEMANTIC_FIELD)):
+    extra = body.model_extra or {}
+    if not semantic_wanted(http.headers, extra.get(SEMANTIC_FIELD)):
         request = dataclasses.replace(request, semantic_dedup=False)
+    request = with_optimize_opt_in(request, http.headers, extra.get(OPTIMIZE_FIELD))
     created = int(state.wall_clock())
     if request.native_format == NATIVE_ANTHROPIC and request.native is not None:
         # tools through an Anthropic provider: its Messages answer, in Chat Completions shape

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse, Response
 
+from intelligence.optimize import OPTIMIZE_PROMPT
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, InferenceResponse, Priority, StreamChunk
 from orchestrator.resilience.breaker import BreakerState
@@ -24,6 +25,7 @@ from orchestrator.server.bodies import (
     json_body,
     parse_json,
     semantic_wanted,
+    with_optimize_opt_in,
 )
 from orchestrator.server.http_errors import RequestRejected, field_path, from_exception
 from orchestrator.server.state import ServerState, server_state, state_of
@@ -63,9 +65,12 @@ class PromptBody(BaseModel):
     timeout_s: float | None = Field(None, ge=0.1, le=3600)  # below 0.1 s nothing can answer
     stream: bool = False
     semantic_dedup: bool = True  # False: never answered by a semantic match
+    # True: the prompt optimizer may rewrite it; None: the OPTIMIZE_HEADER decides.
+    optimize_prompt: bool | None = None
 
     def to_request(self) -> InferenceRequest:
         return InferenceRequest(
+            metadata={OPTIMIZE_PROMPT: "1"} if self.optimize_prompt else {},
             prompt=self.input,
             system=self.system,
             session_id=self.session_id,
@@ -158,6 +163,7 @@ async def prompt(http: Request, state: State) -> Response | PromptResult:
     request = body.to_request()
     if not semantic_wanted(http.headers):
         request = dataclasses.replace(request, semantic_dedup=False)
+    request = with_optimize_opt_in(request, http.headers, body.optimize_prompt)
     if not body.stream:
         response = await state.pipeline.infer(request)
         result = PromptResult.of(response)
