@@ -445,6 +445,7 @@ def _run(args: argparse.Namespace) -> int:
         fleet_settings = FleetSettings(
             grace_s=settings.grace_s, poll_s=settings.poll_s, workdir=settings.workdir,
             env=agent_env, pass_env=settings.pass_env,
+            agent_env=_agent_headers if agent_env else None,
         )
         with progress:
             events.subscribe(progress.on_event)
@@ -554,6 +555,12 @@ def _unmet_dependencies(queue: FolderQueue) -> list[str]:
                           for dep in record.waiting_for)
         lines.append(f"{record.task.id} did not run: it waits for {waits}")
     return lines
+
+
+def _agent_headers(agent: str, env: Mapping[str, str]) -> Mapping[str, str]:
+    from coordinator.traffic import agent_headers
+
+    return agent_headers(agent, env)
 
 
 @contextlib.contextmanager

@@ -119,6 +119,9 @@ class FleetSettings:
     workdir: Path = field(default_factory=Path.cwd)
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for every agent
     pass_env: tuple[str, ...] = ()  # names of our environment agents see beyond ALLOWED_ENV
+    # More environment for one agent, given its id and the environment so far (None: none);
+    # with an orchestrator, the header that names the agent (`traffic.agent_headers`).
+    agent_env: Callable[[str, Mapping[str, str]], Mapping[str, str]] | None = None
 
     def __post_init__(self) -> None:
         check_env_names(self.pass_env)
@@ -419,6 +422,8 @@ class Fleet:
             "COORDINATOR_ATTEMPT": str(claim.attempt),
             "COORDINATOR_PROMPT_FILE": str(prompt_path),
         }
+        if self.settings.agent_env is not None:
+            env.update(self.settings.agent_env(agent, env))
         if _fits_in_environment("COORDINATOR_PROMPT", task.prompt):
             env["COORDINATOR_PROMPT"] = task.prompt  # else the kernel would refuse (E2BIG)
         deadline = self._clock() + task.timeout_s

@@ -8,6 +8,11 @@ reach the upstream once, and every call is metered and visible on its dashboard.
 get the server's client token (or a placeholder) as their API key: the real provider key
 stays with the orchestrator and never reaches an agent process, and neither does the admin
 token, so an agent cannot change the live configuration.
+
+Each agent also names itself to the orchestrator (`agent_headers`), so the usage ledger shows
+requests, tokens and cost per agent: Claude Code sends the `x-orchestrator-agent` header given
+in `ANTHROPIC_CUSTOM_HEADERS`. Codex and the OpenAI SDK read no such variable, so their traffic
+is labelled by its token's role (`client`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,20 @@ def agent_env(url: str, token: str | None = None) -> dict[str, str]:
         "OPENAI_API_KEY": key,
         "CODEX_API_KEY": key,  # what `codex exec` authenticates with
     }
+
+
+AGENT_HEADER = "x-orchestrator-agent"  # orchestrator.server.auth.AGENT_HEADER (not imported:
+# `coordinator --help` stays fast)
+
+
+def agent_headers(agent: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment that makes `agent`'s Claude Code name it in `AGENT_HEADER` (the fleet's
+    `agent-N@pid` ids are sent as `agent-N`, one label per loop across runs), keeping any
+    `ANTHROPIC_CUSTOM_HEADERS` lines `env` already has."""
+    name = agent.partition("@")[0]
+    line = f"{AGENT_HEADER}: {name}"
+    existing = (env or {}).get("ANTHROPIC_CUSTOM_HEADERS", "").strip()
+    return {"ANTHROPIC_CUSTOM_HEADERS": f"{existing}\n{line}" if existing else line}
 
 
 def _one_log_style(settings: Any) -> None:

@@ -46,7 +46,8 @@ def build_pipeline(
     `settings.fallback`, tried in that order.
 
     `config` defaults to `PipelineConfig()`; `settings.max_spend_usd`, when set, becomes its
-    global budget and `settings.prices_file` its price table. The configured model is the
+    global budget, `settings.prices_file` its price table, and `settings.log_prompts` turns
+    on its prompt log. The configured model is the
     primary's; a fallback answers with its own default model. Provider SDKs are imported
     here, not at module import.
 
@@ -67,6 +68,8 @@ def build_pipeline(
         config = dataclasses.replace(config, price_table_path=Path(settings.prices_file))
     if settings.max_spend_usd is not None:
         config = dataclasses.replace(config, global_budget_usd=settings.max_spend_usd)
+    if settings.log_prompts:
+        config = dataclasses.replace(config, log_prompts=True)
     chain = (settings.provider, *settings.fallback)
     config = dataclasses.replace(config, fallback_order=chain)
     workers = []

@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the inference pipeline: a setup wizard on first run, then a REPL in the "
             "terminal while the web API (Anthropic- and OpenAI-compatible, MCP at /mcp) serves."
         ),
-        epilog="Logging: LOG_FORMAT=json for JSON lines, LOG_LEVEL=DEBUG|INFO|WARNING|ERROR.",
+        epilog="Logging: LOG_FORMAT=json for JSON lines, LOG_LEVEL=DEBUG|INFO|WARNING|ERROR, "
+        "LOG_PROMPTS=1 to log prompts and answers (masked, truncated).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _settings_flags(parser, web=True, suppress=False)
@@ -246,6 +247,7 @@ def _configure_logging(settings: ServerSettings, *, quiet: bool = False) -> None
         level="WARNING" if quiet else settings.log_level,
         fmt=settings.log_format,
         secrets=[s.reveal() for s in secrets if s is not None],
+        log_prompts=settings.log_prompts,
     )
 
 

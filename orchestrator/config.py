@@ -433,6 +433,9 @@ class PipelineConfig:
     breaker_close_success_ratio: float = 0.8
     metrics_window: int = 4096
     seed: int | None = None
+    # Log each answer's prompt and text (masked, truncated) on `orchestrator.prompts` at INFO;
+    # off, no prompt or answer text reaches any log.
+    log_prompts: bool = False
 
     def __post_init__(self) -> None:
         for name in (

@@ -22,16 +22,24 @@ from typing import Any, Literal, TextIO
 
 __all__ = [
     "MASK",
+    "MAX_PROMPT_LOG_CHARS",
+    "PROMPT_LOGGER",
     "SECRET_ENV_VARS",
     "JsonFormatter",
     "LogFormat",
     "SecretFilter",
     "configure_logging",
     "mask_secrets",
+    "prompt_log_text",
 ]
 
 LogFormat = Literal["text", "json"]
 MASK = "[REDACTED]"
+
+PROMPT_LOGGER = "orchestrator.prompts"
+"""The logger that records prompts and answers, at INFO, only when asked (`LOG_PROMPTS`)."""
+MAX_PROMPT_LOG_CHARS = 2000
+"""How much of one prompt or answer a log line keeps."""
 
 SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "API_KEY", "ADMIN_API_KEY")
 """Environment variables whose values are always masked."""
@@ -67,6 +75,15 @@ def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
     for pattern in _KEY_PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + MASK, text)
     return text
+
+
+def prompt_log_text(text: str, limit: int = MAX_PROMPT_LOG_CHARS) -> str:
+    """`text` as a prompt log keeps it: key-like strings masked, at most `limit` characters
+    (then marked with how many were cut)."""
+    masked = mask_secrets(text)
+    if len(masked) <= limit:
+        return masked
+    return f"{masked[:limit]}… [{len(masked) - limit} more chars]"
 
 
 class SecretFilter(logging.Filter):
@@ -147,10 +164,13 @@ def configure_logging(
     secrets: Iterable[str | None] = (),
     environ: Mapping[str, str] | None = None,
     stream: TextIO | None = None,
+    log_prompts: bool = False,
 ) -> logging.Handler:
     """Send all logging to `stream` (stderr) in the chosen format; return the handler.
 
     `level` and `fmt` default to `LOG_LEVEL` (INFO) and `LOG_FORMAT` (text) from `environ`.
+    `log_prompts` lets the `PROMPT_LOGGER` records (INFO) through whatever the level; the
+    pipeline writes them only when its `PipelineConfig.log_prompts` is on.
     `secrets` are masked along with the values of `SECRET_ENV_VARS`. Calling again replaces
     the handler installed before. Raises ValueError naming a bad LOG_LEVEL or LOG_FORMAT.
     """
@@ -172,4 +192,5 @@ def configure_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(resolved_level)
+    logging.getLogger(PROMPT_LOGGER).setLevel(logging.INFO if log_prompts else logging.NOTSET)
     return handler

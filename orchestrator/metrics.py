@@ -124,6 +124,9 @@ class MetricsSnapshot:
     routing: Mapping[str, Any] | None = None
     """With a router that reports its state (`status()`, the learned router): its arms and
     their estimated rewards."""
+    usage: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The usage ledger (`UsageLedger.to_dict()`): requests, tokens and cost of the answered
+    upstream calls, by model, by client, and by (model, client) in `rows`."""
     semantic_dedup: Mapping[str, Any] | None = None
     """With a semantic dedup hook: lookups, hits, hit rate, errors, the recent hits with their
     similarity, and the hook's own state (embedder, entries, threshold, wrong-hit rate)."""
@@ -134,6 +137,7 @@ class MetricsSnapshot:
         data["errors_by_type"] = dict(self.errors_by_type)
         data["unpriced_models"] = dict(self.unpriced_models)
         data["saved_usd"] = dict(self.saved_usd)
+        data["usage"] = dict(self.usage)
         for name in ("routing", "semantic_dedup"):
             value = getattr(self, name)
             if value is None:

@@ -33,6 +33,7 @@ from orchestrator.errors import (
     ProviderError,
 )
 from orchestrator.feedback import FeedbackLog
+from orchestrator.logging_setup import PROMPT_LOGGER, prompt_log_text
 from orchestrator.metrics import (
     MetricsSnapshot,
     PipelineMetrics,
@@ -63,10 +64,12 @@ from orchestrator.stages.postprocess import PostProcessStage, QualityHook
 from orchestrator.stages.rag import RagStage
 from orchestrator.stages.semantic import SemanticStage
 from orchestrator.stages.stream import StreamStage, response_for
+from orchestrator.usage import UsageLedger
 
 __all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
+prompt_log = logging.getLogger(PROMPT_LOGGER)
 
 
 class Pipeline:
@@ -133,6 +136,8 @@ class Pipeline:
             global_limit_usd=config.global_budget_usd,
             warn_fraction=config.budget_warn_fraction,
         )
+        self.usage = UsageLedger()
+        self._log_prompts = config.log_prompts
         self.coalescer: Coalescer[Job] = Coalescer()
         self.semantic = SemanticStage(
             dedup_hooks,
@@ -231,6 +236,7 @@ class Pipeline:
             router=self.router,
             clock=clock,
             sleep=sleep,
+            usage=self.usage,
         )
         self.postprocess = PostProcessStage(quality_hooks)
         self.stream_stage = StreamStage(metrics=self.metrics, land=self._land, clock=clock)
@@ -431,6 +437,7 @@ class Pipeline:
             embedding_cost_usd=metrics.embedding_cost_usd,
             unpriced_models=dict(self.prices.unpriced),
             saved_usd={**metrics.saved_usd, "total": sum(metrics.saved_usd.values())},
+            usage=self.usage.to_dict(),
             routing=self._router_status(),
             semantic_dedup=self.semantic.status() if self.semantic.hooks else None,
         )
@@ -687,11 +694,28 @@ class Pipeline:
             self.feedback.answered(response)
             if response.cached or response.deduped:
                 self._count_saved(response)
+        if self._log_prompts:
+            self._log_prompt(job, delivered)
         if self.postprocess.hooks:
             leader = next((r for r in delivered if not r.deduped), None)
             if leader is None:  # its caller left; the hooks still judge the answer it made
                 leader = response_for(job, job, self._final_text(job), self._clock())
             self.postprocess.run_hooks(job.assembled, leader)
+
+    @staticmethod
+    def _log_prompt(job: Job, delivered: Sequence[InferenceResponse]) -> None:
+        requests = {each.request.request_id: each.request for each in (job, *job.followers)}
+        for response in delivered:
+            request = requests.get(response.request_id, job.request)
+            prompt = "\n".join(f"{m.role}: {m.content}" for m in request.messages_or_prompt)
+            prompt_log.info(
+                "request %s model=%s client=%s prompt=%r answer=%r",
+                response.request_id,
+                response.model,
+                request.client or "anonymous",
+                prompt_log_text(prompt),
+                prompt_log_text(response.text),
+            )
 
     def _count_saved(self, response: InferenceResponse) -> None:
         """Cost avoided by an answer that made no upstream call: priced like the call."""

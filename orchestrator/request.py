@@ -86,6 +86,8 @@ class InferenceRequest:
     itself (its SDK announced `x-stainless-retry-count`): the pipeline then tries each provider
     once instead of stacking its own retry rounds on top of the client's. `semantic_dedup`
     False opts the request out of semantic dedup (exact dedup and the cache still apply).
+    `client` labels who asked in the usage ledger (`orchestrator.usage`): an agent name or an
+    auth role, never a token; it is not part of any dedup or cache key.
     """
 
     prompt: str | None = None
@@ -103,6 +105,7 @@ class InferenceRequest:
     native: Mapping[str, Any] | None = None
     client_retries: bool = False
     semantic_dedup: bool = True
+    client: str | None = None
 
     def __post_init__(self) -> None:
         if self.prompt is None and not self.messages:

@@ -76,6 +76,7 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "max_body_bytes": "MAX_BODY_BYTES",
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
+    "log_prompts": "LOG_PROMPTS",
     "semantic_dedup": "SEMANTIC_DEDUP",
     "learned_routing": "LEARNED_ROUTING",
     "prompt_optimizer": "PROMPT_OPTIMIZER",
@@ -160,6 +161,8 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # Log each request's prompt and answer (masked, truncated) on `orchestrator.prompts`.
+    log_prompts: bool = False
     # The intelligence layer: semantic dedup of near-identical prompts (loads on first use),
     # and the learned router choosing among the providers (with a fallback configured).
     semantic_dedup: bool = True
@@ -324,6 +327,7 @@ _CONVERTERS: Mapping[str, Any] = {
     "prompt_optimizer": switch,
     "router_save_interval_s": float,
     "router_save_every": int,
+    "log_prompts": switch,
 }
 
 

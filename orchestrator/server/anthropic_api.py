@@ -329,8 +329,9 @@ async def messages(http: Request) -> Response:
         client_timeout_s(x_stainless_timeout),
         client_retries(http.headers),
     )
-    if not semantic:
-        request = dataclasses.replace(request, semantic_dedup=False)
+    request = dataclasses.replace(
+        request, semantic_dedup=request.semantic_dedup and semantic, client=state.client_of(http)
+    )
     request = with_optimize_opt_in(request, http.headers, optimize)
     stream = data.get("stream") is True
     model = request.model or ""

@@ -17,15 +17,27 @@ token every route is open and changing the configuration needs it. Routes ask `i
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 from enum import StrEnum
 from urllib.parse import parse_qsl
 
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from orchestrator.logging_setup import mask_secrets
 from orchestrator.server.http_errors import ApiError, dialect_of, error_response
+from orchestrator.usage import client_label
 
-__all__ = ["OPEN_PATHS", "QUERY_TOKEN_PATHS", "Role", "TokenAuth", "is_admin", "is_authenticated"]
+__all__ = [
+    "AGENT_HEADER",
+    "OPEN_PATHS",
+    "QUERY_TOKEN_PATHS",
+    "Role",
+    "TokenAuth",
+    "client_of",
+    "is_admin",
+    "is_authenticated",
+]
 
 OPEN_PATHS = frozenset({"/health", "/"})
 _ROLE = "orchestrator.role"  # the scope key TokenAuth sets: a Role, or None on an open path
@@ -136,6 +148,42 @@ def is_admin(scope: Scope) -> bool:
     """Whether the request in `scope` may change the configuration: it proved the admin token
     (True on a server without any token)."""
     return scope.get(_ROLE, Role.ADMIN) is Role.ADMIN
+
+
+AGENT_HEADER = "x-orchestrator-agent"
+"""The request header naming the agent that sends it (the usage ledger's client label)."""
+
+_MIN_SECRET_OVERLAP = 4  # a label this long found inside a token is taken as part of it
+
+
+def client_of(scope: Scope, secrets: Iterable[str] = ()) -> str:
+    """Who the request in `scope` is for the usage ledger: its `x-orchestrator-agent` header
+    made safe (`client_label`), else its role (`admin`, `client`, or `anonymous` on a server
+    without tokens or an open path).
+
+    Never a token: a header that contains one of `secrets` (any case), is part of one, or is
+    shaped like a key falls back to the role."""
+    raw = next((v for n, v in scope.get("headers", ()) if n == AGENT_HEADER.encode()), None)
+    if raw is not None:
+        text = raw.decode("latin-1")
+        label = client_label(text)
+        if label is not None and not _names_secret(text, label, secrets):
+            return label
+    role = scope.get(_ROLE)
+    return "anonymous" if role is None else str(role)
+
+
+def _names_secret(text: str, label: str, secrets: Iterable[str]) -> bool:
+    if mask_secrets(text) != text:
+        return True
+    lowered, low_label = text.lower(), label.lower()
+    for secret in secrets:
+        low_secret = secret.lower()
+        if low_secret in lowered or (
+            len(low_label) >= _MIN_SECRET_OVERLAP and low_label in low_secret
+        ):
+            return True
+    return False
 
 
 def _wants_page(scope: Scope) -> bool:

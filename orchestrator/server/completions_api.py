@@ -13,6 +13,7 @@ when `stream_options.include_usage` is set, then `data: [DONE]`. What the pipeli
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -127,11 +128,15 @@ def _usage(usage: Usage) -> dict[str, int]:
 )
 async def completions(http: Request, state: State) -> Response:
     body = await json_body(http, CompletionBody)
-    requests = to_requests(
-        body,
-        timeout_s=client_timeout_s(http.headers.get("x-stainless-timeout")),
-        retries=client_retries(http.headers),
-    )
+    client = state.client_of(http)
+    requests = [
+        dataclasses.replace(request, client=client)
+        for request in to_requests(
+            body,
+            timeout_s=client_timeout_s(http.headers.get("x-stainless-timeout")),
+            retries=client_retries(http.headers),
+        )
+    ]
     created = int(state.wall_clock())
     if body.stream:
         if len(requests) != 1:

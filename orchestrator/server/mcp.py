@@ -138,6 +138,7 @@ def _request(
     max_tokens: int,
     session_id: str | None,
     priority: PriorityName,
+    client: str | None = None,
 ) -> InferenceRequest:
     if not prompt.strip():
         raise ToolError("prompt must not be empty")
@@ -149,6 +150,7 @@ def _request(
             max_tokens=max_tokens,
             session_id=session_id,
             priority=Priority(priority),
+            client=client,
         )
     except ValueError as exc:
         raise ToolError(str(exc)) from exc
@@ -161,6 +163,9 @@ async def _answer(pipeline: Pipeline, request: InferenceRequest) -> InferResult:
         # The message a client of the HTTP doors would get: no upstream text past 4xx.
         raise ToolError(f"{type(exc).__name__}: {from_exception(exc).message}") from exc
 
+
+ClientOf = Callable[[Any], str | None]
+"""Given the HTTP request a tool call came in (None over stdio), its usage-ledger label."""
 
 MayConfigure = Callable[[Any], bool]
 """Given the HTTP request a tool call came in (None over stdio), whether it may change the
@@ -184,11 +189,13 @@ def create_mcp_server(
     fleet_status: FleetStatus | None = None,
     self_tune_status: SelfTuneStatus | None = None,
     requests: RequestCounts | None = None,
+    client_of: ClientOf = lambda request: None,
 ) -> MCPServer:
     """An `MCPServer` whose tools call `pipeline`; the caller runs the pipeline.
 
     `config` is what `configure_pipeline` tunes (default: the pipeline's live config);
-    `may_configure` decides, per call, whether the caller may (default: always, as over stdio).
+    `may_configure` decides, per call, whether the caller may (default: always, as over stdio);
+    `client_of` labels the caller in the usage ledger (default: none, `anonymous`).
     `pipeline_status` answers what `GET /v1/status` does (`status_payload`), `fleet_status`,
     `self_tune_status` and the server's `requests` included when given.
     """
@@ -215,6 +222,8 @@ def create_mcp_server(
             str | None, Field(description="Session id, for affinity and budgets.")
         ] = None,
         priority: PriorityName = "normal",
+        *,
+        ctx: Context,
     ) -> InferResult:
         """Answer one prompt through the pipeline: text, provider, model, usage, cost,
         and whether it was deduplicated or served from cache."""
@@ -225,6 +234,7 @@ def create_mcp_server(
             max_tokens=max_tokens,
             session_id=session_id,
             priority=priority,
+            client=client_of(ctx.request_context.request),
         )
         return await _answer(pipeline, request)
 
@@ -245,9 +255,13 @@ def create_mcp_server(
         ] = 1024,
         session_id: Annotated[str | None, Field(description="Session id for all.")] = None,
         priority: PriorityName = "normal",
+        *,
+        ctx: Context,
     ) -> BatchResult:
         """Answer several prompts concurrently through the pipeline; one failing prompt
         does not fail the others (its item carries the error)."""
+        client = client_of(ctx.request_context.request)
+
         async def one(prompt: str) -> InferResult:
             request = _request(
                 prompt,
@@ -256,6 +270,7 @@ def create_mcp_server(
                 max_tokens=max_tokens,
                 session_id=session_id,
                 priority=priority,
+                client=client,
             )
             return await _answer(pipeline, request)
 
@@ -329,6 +344,7 @@ def mount_mcp(
     server = create_mcp_server(
         pipeline, config=config, may_configure=_admin_request, fleet_status=fleet_status,
         self_tune_status=self_tune_status, requests=requests,
+        client_of=lambda request: _client_of(app, request),
     )
     host = settings.host if settings is not None else "127.0.0.1"
     mcp_app = server.streamable_http_app(streamable_http_path="/mcp", host=host)
@@ -341,6 +357,14 @@ def _admin_request(request: Any) -> bool:
     # Fail closed: a call over HTTP whose request we cannot see may not reconfigure.
     scope = getattr(request, "scope", None)
     return scope is not None and is_admin(scope)
+
+
+def _client_of(app: FastAPI, request: Any) -> str | None:
+    state = getattr(app.state, "orchestrator", None)
+    if state is None or getattr(request, "scope", None) is None:
+        return None
+    label: str = state.client_of(request)
+    return label
 
 
 def _with_session_manager(

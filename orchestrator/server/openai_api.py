@@ -260,6 +260,7 @@ async def chat_completions(http: Request, state: State) -> Response:
     if not semantic_wanted(http.headers, extra.get(SEMANTIC_FIELD)):
         request = dataclasses.replace(request, semantic_dedup=False)
     request = with_optimize_opt_in(request, http.headers, extra.get(OPTIMIZE_FIELD))
+    request = dataclasses.replace(request, client=state.client_of(http))
     created = int(state.wall_clock())
     if request.native_format == NATIVE_ANTHROPIC and request.native is not None:
         # tools through an Anthropic provider: its Messages answer, in Chat Completions shape

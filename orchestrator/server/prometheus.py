@@ -144,6 +144,7 @@ class SnapshotCollector(Collector):
             failures.add_metric([provider.name], provider.failures_total)
             opened.add_metric([provider.name], provider.breaker_opened_total)
         yield from (breaker, calls, failures, opened)
+        yield from _usage_metrics(snap.usage.get("rows", ()))
         if self._requests is not None:
             http = CounterMetricFamily(
                 "orchestrator_http_requests",
@@ -161,6 +162,37 @@ class SnapshotCollector(Collector):
                 log.exception("the fleet's status could not be read for /metrics")
             else:
                 yield from _fleet_metrics(fleet)
+
+
+_TOKEN_FIELDS = (
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cache_read", "cache_read_input_tokens"),
+    ("cache_creation", "cache_creation_input_tokens"),
+)
+
+
+def _usage_metrics(rows: Any) -> Iterator[Metric]:
+    """The usage ledger's rows (`UsageLedger.to_dict()["rows"]`) by model and client."""
+    labels = ["model", "client"]
+    requests = CounterMetricFamily(
+        "orchestrator_usage_requests", "Answered upstream calls, by model and client.",
+        labels=labels,
+    )
+    tokens = CounterMetricFamily(
+        "orchestrator_usage_tokens", "Tokens the provider reported, by model, client and kind "
+        "(input, output, cache_read, cache_creation).", labels=[*labels, "kind"],
+    )
+    cost = CounterMetricFamily(
+        "orchestrator_usage_cost_usd", "Spend in US dollars, by model and client.", labels=labels
+    )
+    for row in rows:
+        pair = [row["model"], row["client"]]
+        requests.add_metric(pair, row["requests"])
+        for kind, field in _TOKEN_FIELDS:
+            tokens.add_metric([*pair, kind], row[field])
+        cost.add_metric(pair, row["cost_usd"])
+    yield from (requests, tokens, cost)
 
 
 def _fleet_metrics(fleet: Mapping[str, Any]) -> Iterator[Metric]:

@@ -160,7 +160,7 @@ def chunk_json(chunk: StreamChunk, request_id: str) -> dict[str, Any]:
 )
 async def prompt(http: Request, state: State) -> Response | PromptResult:
     body = await json_body(http, PromptBody)
-    request = body.to_request()
+    request = dataclasses.replace(body.to_request(), client=state.client_of(http))
     if not semantic_wanted(http.headers):
         request = dataclasses.replace(request, semantic_dedup=False)
     request = with_optimize_opt_in(request, http.headers, body.optimize_prompt)
@@ -303,7 +303,7 @@ async def _answer_one(websocket: WebSocket, state: ServerState, text: str | None
         message = f"{field}: {first.get('msg', 'invalid value')}"
         await websocket.send_json(_ws_error(message, field, None, client_id))
         return
-    request = body.to_request()
+    request = dataclasses.replace(body.to_request(), client=state.client_of(websocket))
     try:
         # aclosing: if sending fails (the client left), the pipeline's stream is closed now,
         # not whenever the garbage collector finds it.

@@ -380,9 +380,11 @@ async def responses(http: Request, state: State) -> Response:
     timeout_s = client_timeout_s(http.headers.get("x-stainless-timeout"))
     retries = client_retries(http.headers)
     if not native and uses_tools(data) and takes_native(state.pipeline, NATIVE_ANTHROPIC):
-        return await _through_anthropic(data, state, timeout_s, retries)
-    request = to_request(
-        data, native=native, headers=http.headers, timeout_s=timeout_s, retries=retries
+        return await _through_anthropic(data, state, timeout_s, retries, state.client_of(http))
+    request = dataclasses.replace(
+        to_request(data, native=native, headers=http.headers, timeout_s=timeout_s,
+                   retries=retries),
+        client=state.client_of(http),
     )
     stream = data.get("stream") is True
     model = request.model or ""
@@ -402,7 +404,11 @@ async def responses(http: Request, state: State) -> Response:
 
 
 async def _through_anthropic(
-    data: Mapping[str, Any], state: ServerState, timeout_s: float | None, retries: bool
+    data: Mapping[str, Any],
+    state: ServerState,
+    timeout_s: float | None,
+    retries: bool,
+    client: str,
 ) -> Response:
     """Tools through an Anthropic provider: the body as a native Messages body, its answer
     (or its stream of Messages events) back as a Responses `response` (or its events)."""
@@ -414,6 +420,7 @@ async def _through_anthropic(
         translated,
         metadata={**translated.metadata, "api": "openai"},
         session_id=_session_of(data) or translated.session_id,
+        client=client,
     )
     shaped = _Response(data, model, int(state.wall_clock()))
     if data.get("stream") is True:

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 
 from orchestrator.config import LiveConfigSet
 from orchestrator.pipeline import Pipeline
+from orchestrator.server.auth import client_of
 from orchestrator.server.embedder import LazyEmbedder
 from orchestrator.server.request_counts import RequestCounts
 from orchestrator.server.status import FleetStatus, SelfTuneStatus
@@ -33,6 +34,18 @@ class ServerState:
     embedder: LazyEmbedder = field(default_factory=LazyEmbedder)
     requests: RequestCounts = field(default_factory=RequestCounts)
     wall_clock: Callable[[], float] = time.time
+
+    def client_of(self, connection: HTTPConnection) -> str:
+        """The usage ledger's label for who sent `connection` (`auth.client_of`, never a
+        token)."""
+        settings = self.settings
+        secrets = [] if settings is None else [
+            s.reveal()
+            for s in (settings.api_key, settings.admin_api_key, settings.anthropic_api_key,
+                      settings.openai_api_key)
+            if s is not None
+        ]
+        return client_of(connection.scope, secrets)
 
 
 def state_of(connection: HTTPConnection) -> ServerState:

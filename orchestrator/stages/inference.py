@@ -32,6 +32,7 @@ from orchestrator.routing import ErrorClass, FallbackRouter, Route, RouteOutcome
 from orchestrator.stages.job import Job
 from orchestrator.stages.postprocess import normalise_chunk
 from orchestrator.tokens import estimate_tokens
+from orchestrator.usage import UsageLedger
 
 __all__ = ["ConcurrencyLimit", "InferenceStage", "shard_for"]
 
@@ -127,6 +128,7 @@ class InferenceStage:
         router: Router | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        usage: UsageLedger | None = None,
     ) -> None:
         if not routes:
             raise ValueError("routes: at least one provider is needed")
@@ -141,6 +143,7 @@ class InferenceStage:
         self._metrics = metrics
         self._prices = prices
         self._budget = budget
+        self._usage = usage if usage is not None else UsageLedger()
         self._forward = forward
         self._fail = fail
         self._finish_stream = finish_stream
@@ -299,6 +302,12 @@ class InferenceStage:
         job.completion, job.provider, job.cost_usd = completion, route.name, cost_usd
         self._budget.charge(job.request.session_id, cost_usd)
         self._metrics.cost_usd_total += cost_usd
+        self._usage.record(
+            model=completion.model,
+            client=job.request.client,
+            usage=completion.usage,
+            cost_usd=cost_usd,
+        )
         route.limiter.debit_tokens(completion.usage.output_tokens)
         if self._cache is not None and job.cache_key is not None:
             answer = CachedAnswer(

@@ -34,10 +34,13 @@ def test_public_surface() -> None:
         "JsonFormatter",
         "LogFormat",
         "MASK",
+        "MAX_PROMPT_LOG_CHARS",
+        "PROMPT_LOGGER",
         "SECRET_ENV_VARS",
         "SecretFilter",
         "configure_logging",
         "mask_secrets",
+        "prompt_log_text",
     ]
 
 
