@@ -432,3 +432,18 @@ def test_reading_commands_never_create_agent_memory_for_dropped_files(cli, tmp_p
     (tmp_path / "tasks" / "dropped.toml").write_text('id = "dropped"\nprompt = "y"\n')
     assert cli("tasks", "list")[0] == 0
     assert not (tmp_path / ".coordinator" / "memory.db").exists()
+
+
+def test_agents_routed_through_an_orchestrator_name_themselves_in_a_header(cli, tmp_path):
+    """With `--orchestrator URL` each agent gets `ANTHROPIC_CUSTOM_HEADERS` naming it in
+    `x-orchestrator-agent` (its loop, without the pid), so usage is counted per agent."""
+    from orchestrator import EchoWorker, Pipeline, PipelineConfig
+    from orchestrator.server import ServerThread, create_app
+
+    with ServerThread(create_app(Pipeline(PipelineConfig(), EchoWorker()))) as url:
+        cli("tasks", "add", "x", "--id", "named")
+        code, _, err = cli("run", "--until-empty", "--no-memory", "--orchestrator", url,
+                           "--agent", 'printf %s "$ANTHROPIC_CUSTOM_HEADERS"')
+    assert code == 0, err
+    log = (tmp_path / "tasks/logs/named/attempt-1.log").read_text()
+    assert log == "x-orchestrator-agent: agent-1"

@@ -13,7 +13,7 @@ from coordinator.fleet import Fleet, FleetSettings, FleetTunables
 from coordinator.metrics import FleetEvents
 from coordinator.queue import FolderQueue
 from coordinator.task import TaskState
-from coordinator.traffic import EmbeddedOrchestrator
+from coordinator.traffic import EmbeddedOrchestrator, agent_headers
 from intelligence.feedback import Attribution
 from orchestrator.config import LiveConfig
 
@@ -87,3 +87,11 @@ def test_each_finished_attempt_reaches_the_intelligence_bridge(
     assert stats.router_updates == 2  # each task's request credited once
     assert estimates["echo"].updates_total == 1 and estimates["llamacpp"].updates_total == 1
     assert estimates["echo"].mean_reward > estimates["llamacpp"].mean_reward
+
+
+def test_agent_headers_keep_the_headers_an_agent_already_sends() -> None:
+    """The agent's name is added as one more `ANTHROPIC_CUSTOM_HEADERS` line, not in place of
+    the lines the operator set."""
+    env = agent_headers("agent-3@999", {"ANTHROPIC_CUSTOM_HEADERS": "x-team: blue"})
+    assert env == {"ANTHROPIC_CUSTOM_HEADERS": "x-team: blue\nx-orchestrator-agent: agent-3"}
+    assert agent_headers("agent-1@1") == {"ANTHROPIC_CUSTOM_HEADERS": "x-orchestrator-agent: agent-1"}

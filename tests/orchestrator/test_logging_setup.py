@@ -85,6 +85,28 @@ def test_log_level_sets_the_level(restore_root: None) -> None:
     assert "loud" in out.getvalue()
 
 
+def test_log_prompts_lets_the_prompt_log_through_a_higher_level(restore_root: None) -> None:
+    """`log_prompts=True` shows `orchestrator.prompts` at INFO even under LOG_LEVEL=WARNING;
+    without it the prompt logger follows the level like any other."""
+    prompts = logging.getLogger(logging_setup.PROMPT_LOGGER)
+    out = io.StringIO()
+    configure_logging(environ={"LOG_LEVEL": "WARNING"}, stream=out, log_prompts=True)
+    prompts.info("the prompt line")
+    logging.getLogger("x").info("other info")
+    assert "the prompt line" in out.getvalue() and "other info" not in out.getvalue()
+    out = io.StringIO()
+    configure_logging(environ={"LOG_LEVEL": "WARNING"}, stream=out)
+    prompts.info("hidden prompt line")
+    assert "hidden prompt line" not in out.getvalue()
+
+
+def test_prompt_log_text_masks_keys_and_cuts_long_texts() -> None:
+    """Key-shaped strings are masked; past the limit the text is cut and says by how much."""
+    text = logging_setup.prompt_log_text("key sk-ant-" + "a" * 30 + " " + "b" * 50, limit=20)
+    assert "sk-ant-" not in text and text.startswith("key [REDACTED]")
+    assert text.endswith("more chars]")
+
+
 def test_bad_log_settings_are_named() -> None:
     """An unknown LOG_LEVEL or LOG_FORMAT is a ValueError naming the variable."""
     with pytest.raises(ValueError, match="LOG_LEVEL"):

@@ -231,3 +231,26 @@ def test_the_default_models_start_with_a_budget() -> None:
 def test_echo_takes_a_budget_whatever_its_model() -> None:
     """The echo provider costs nothing, so any model name is fine under a budget."""
     ServerSettings(provider="echo", model="claude-opus-5-5-unknown-xyz", max_spend_usd=1.0)
+
+
+async def test_log_prompts_is_off_unless_set_and_reaches_the_pipeline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`LOG_PROMPTS` (default off) is an on/off setting; on, the pipeline built from it logs
+    each prompt and answer on `orchestrator.prompts`."""
+    import logging
+
+    plain = {"PROVIDER": "echo", "SEMANTIC_DEDUP": "off", "LEARNED_ROUTING": "off"}
+    off = load_settings(environ=plain, env_file=None)
+    on = load_settings(environ={**plain, "LOG_PROMPTS": "on"}, env_file=None)
+    assert (off.log_prompts, on.log_prompts) == (False, True)
+    with pytest.raises(SettingsError, match="LOG_PROMPTS"):
+        load_settings(environ={"PROVIDER": "echo", "LOG_PROMPTS": "maybe"}, env_file=None)
+    for settings, expected in ((off, 0), (on, 1)):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG):
+            async with build_pipeline(settings) as pipeline:
+                await pipeline.infer(InferenceRequest("narwhal question"))
+        lines = [r for r in caplog.records if "narwhal" in r.getMessage()]
+        assert len(lines) == expected
+        assert all(r.name == "orchestrator.prompts" for r in lines)
