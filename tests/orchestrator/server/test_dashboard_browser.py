@@ -403,3 +403,17 @@ async def test_learned_panels_are_hidden_without_them(site: Site, page: Page) ->
     await text_becomes(page, "#connection", "live")
     assert not await page.is_visible("#panel-learned-routing")
     assert not await page.is_visible("#panel-semantic")
+
+
+async def test_usage_panel_shows_requests_by_model_and_client(site: Site, page: Page) -> None:
+    """The usage panel lists each (model, client) pair with its requests and tokens."""
+    await text_becomes(page, "#connection", "live")
+    await text_becomes(page, "#usage-rows td", "none yet")
+    site.gate.set()
+    for i in range(3):
+        await site.pipeline.infer(InferenceRequest(f"usage question {i}", client="planner"))
+    await site.pipeline.infer(InferenceRequest("another question", client="reviewer"))
+    row = '#usage-rows tr[data-model="echo"][data-client="planner"]'
+    await text_becomes(page, f"{row} .requests", "3")
+    await number_exceeds(page, f"{row} .output", 0)
+    await text_becomes(page, '#usage-rows tr[data-client="reviewer"] .requests', "1")

@@ -278,3 +278,26 @@ async def test_http_mcp_needs_the_token_when_the_server_has_one() -> None:
             answer = structured(await client.call_tool("infer", {"prompt": "with a token"}))
     assert refused.status_code == 401
     assert answer["text"] == "with a token"
+
+
+async def test_http_mcp_calls_are_counted_under_the_agent_that_names_itself() -> None:
+    """`infer` and `batch_infer` over HTTP count in the usage ledger under the caller's
+    `x-orchestrator-agent` header (its role without one); never under its token."""
+    token = "mcp-usage-token-0123456789"
+    pipeline = Pipeline(PipelineConfig(), EchoWorker())
+    app = create_app(pipeline, settings=ServerSettings(provider="echo", api_key=token))
+    async with ServerTask(app) as url:
+        for headers in ({"x-orchestrator-agent": "mcp-agent"}, {}):
+            http_client = httpx2.AsyncClient(
+                headers={"Authorization": f"Bearer {token}", **headers}
+            )
+            async with (
+                http_client,
+                Client(streamable_http_client(url + "/mcp", http_client=http_client)) as client,
+            ):
+                name = headers.get("x-orchestrator-agent", "role")
+                structured(await client.call_tool("infer", {"prompt": f"one {name}"}))
+                structured(await client.call_tool("batch_infer", {"prompts": [f"two {name}"]}))
+    clients = pipeline.usage.to_dict()["by_client"]
+    # One token (API_KEY, no ADMIN_API_KEY) is the admin token too: its role is `admin`.
+    assert {name: c["requests"] for name, c in clients.items()} == {"mcp-agent": 2, "admin": 2}
