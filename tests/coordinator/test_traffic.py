@@ -94,4 +94,5 @@ def test_agent_headers_keep_the_headers_an_agent_already_sends() -> None:
     the lines the operator set."""
     env = agent_headers("agent-3@999", {"ANTHROPIC_CUSTOM_HEADERS": "x-team: blue"})
     assert env == {"ANTHROPIC_CUSTOM_HEADERS": "x-team: blue\nx-orchestrator-agent: agent-3"}
-    assert agent_headers("agent-1@1") == {"ANTHROPIC_CUSTOM_HEADERS": "x-orchestrator-agent: agent-1"}
+    alone = agent_headers("agent-1@1")
+    assert alone == {"ANTHROPIC_CUSTOM_HEADERS": "x-orchestrator-agent: agent-1"}

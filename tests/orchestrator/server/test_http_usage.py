@@ -102,7 +102,8 @@ def test_metrics_carry_usage_by_model_client_and_kind(start_server: Callable[...
 
 @pytest.mark.parametrize(
     "header",
-    [TOKEN, ADMIN, f"Bearer {TOKEN}", TOKEN.upper(), TOKEN[:12], f"x{TOKEN}y", "sk-ant-abcdef0123456789xyz"],
+    [TOKEN, ADMIN, f"Bearer {TOKEN}", TOKEN.upper(), TOKEN[:12], f"x{TOKEN}y",
+     "sk-ant-abcdef0123456789xyz"],
 )
 def test_a_token_sent_as_the_agent_name_never_becomes_a_label(
     start_server: Callable[..., str], header: str
