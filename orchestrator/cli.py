@@ -1,14 +1,15 @@
-"""The `orchestrator` command: setup wizard, banner and REPL, `serve`, `mcp`, `tui`.
+"""The `orchestrator` command: setup wizard, banner and REPL, `serve`, `mcp`, `tui`, `doctor`.
 
     orchestrator                         wizard if needed, then banner + REPL (+ web API)
     orchestrator --reset                 wipe orchestrator.env and run the wizard again
     orchestrator serve --provider echo   the web API alone (no wizard, no REPL)
     orchestrator mcp                     the MCP tools over stdin/stdout
     orchestrator tui [--url URL]         the terminal dashboard of a running server
+    orchestrator doctor [--json]         check the setup (env file, key, upstream, prices, port)
 
 Settings come from flags > environment > `orchestrator.env` > defaults (`orchestrator.settings`).
-Exit codes: 0 done, 1 the wizard was left or the port is taken, 2 bad or missing settings,
-130 interrupted.
+Exit codes: 0 done, 1 the wizard was left or the port is taken (or `doctor` found a `fail`),
+2 bad or missing settings, 130 interrupted.
 This module imports only the standard library at load time, so `--help` stays fast.
 """
 
@@ -141,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
         "configure_pipeline) over stdin/stdout.",
     )
     _settings_flags(mcp, web=False, suppress=True)
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the setup and say what to fix",
+        description="Check what `serve` would use: the env file's mode, the settings, each "
+        "provider (upstream reachable, key accepted, by one call that spends no tokens), the "
+        "models' prices and the port. Prints one ok/warn/fail line each; exits 1 on a fail. "
+        "Never prints a key.",
+    )
+    _settings_flags(doctor, web=True, suppress=True)
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.add_argument(
+        "--timeout-s",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds each network check may wait (default 5)",
+    )
     if _has_tui():
         tui = commands.add_parser(
             "tui", help="terminal dashboard of a running server", description="Dashboard."
@@ -336,17 +354,9 @@ def _can_listen(host: str, port: int) -> bool:
     Checked before starting, because uvicorn ends a failed bind with SystemExit, which would
     tear through the REPL's event loop instead of giving a clear message.
     """
-    import socket
+    from orchestrator.doctor import port_free
 
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, address = infos[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError:
-        return False
-    return True
+    return port_free(host, port)
 
 
 def _cannot_listen(settings: ServerSettings, *, err: TextIO) -> int:
@@ -379,12 +389,33 @@ def _tui(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _doctor(args: argparse.Namespace, *, out: TextIO, err: TextIO) -> int:
+    import json
+
+    from orchestrator.doctor import Status, run_checks
+
+    if not (0 < args.timeout_s < float("inf")):
+        return _fail(f"--timeout-s must be > 0, got {args.timeout_s:g}", err=err)
+    checks = run_checks(_flags(args), env_file=_env_file(args), timeout_s=args.timeout_s)
+    failed = any(c.status is Status.FAIL for c in checks)
+    if args.json:
+        out.write(json.dumps({"ok": not failed, "checks": [c.to_json() for c in checks]}) + "\n")
+    else:
+        out.writelines(c.line() + "\n" for c in checks)
+        fails = sum(c.status is Status.FAIL for c in checks)
+        warns = sum(c.status is Status.WARN for c in checks)
+        out.write(f"\n{fails} fail, {warns} warn\n" if fails or warns else "\nall ok\n")
+    return EXIT_ABORTED if failed else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `orchestrator` command; return its exit code."""
     args = build_parser().parse_args(argv)
     err = sys.stderr
     if args.command == "tui":
         return _tui(args)
+    if args.command == "doctor":
+        return _doctor(args, out=sys.stdout, err=err)
     if args.command is None:
         loaded = _interactive_settings(args, err=err)
     else:

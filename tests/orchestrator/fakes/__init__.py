@@ -5,7 +5,8 @@ Each fake is a real aiohttp server on 127.0.0.1 (ephemeral port), started with `
 - `FakeAnthropic` (`/v1/messages`; point `AnthropicWorker(base_url=fake.url)` at it),
   `FakeOpenAI` (`/v1/chat/completions`; `OpenAIWorker(base_url=fake.api_url)`),
   `FakeLlamaCpp` (`/completion`; `LlamaCppWorker(fake.url)`).
-- Answers: `fake.reply` (one token per word), streamed or not, with usage.
+- Answers: `fake.reply` (one token per word), streamed or not, with usage; `GET /v1/models`
+  (FakeAnthropic, FakeOpenAI) and `GET /health` (FakeLlamaCpp) answer too, `Fail` applying.
 - Counters: `request_count`, `requests` (each a `ReceivedRequest`), `disconnects` (clients that
   hung up mid-request); `await wait_for_requests(n)` / `wait_for_disconnects(n)`.
 - Faults: `fail_next(*faults)` for the next requests, `fail_always(fault)` until

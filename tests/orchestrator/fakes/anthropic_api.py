@@ -57,7 +57,12 @@ class FakeAnthropic(FakeUpstream):
     """
 
     routes = ("/v1/messages", "/v1/messages/count_tokens")
+    get_routes = ("/v1/models",)
     cache_usage: Mapping[str, int] = {}
+
+    def get_body(self, path: str) -> Mapping[str, Any]:
+        model = {"type": "model", "id": "claude-sonnet-5-5", "display_name": "Claude Sonnet"}
+        return {"data": [model], "has_more": False, "first_id": model["id"]}
 
     def error_body(self, fail: Fail) -> Mapping[str, Any]:
         kind = _ERROR_TYPE.get(fail.status, "api_error" if fail.status >= 500 else "error")

@@ -24,6 +24,10 @@ class FakeLlamaCpp(FakeUpstream):
     """
 
     routes = ("/completion",)
+    get_routes = ("/health",)
+
+    def get_body(self, path: str) -> Mapping[str, Any]:
+        return {"status": "ok"}
 
     def error_body(self, fail: Fail) -> Mapping[str, Any]:
         kind = _ERROR_TYPE.get(fail.status, "server_error")

@@ -94,6 +94,7 @@ class FakeOpenAI(FakeUpstream):
     """
 
     routes = ("/v1/chat/completions", "/v1/responses")
+    get_routes = ("/v1/models",)
 
     def __init__(self, *, reply: str = "Hello from the fake upstream.") -> None:
         super().__init__(reply=reply)
@@ -105,6 +106,10 @@ class FakeOpenAI(FakeUpstream):
     def api_url(self) -> str:
         """The base URL to give the OpenAI SDK."""
         return self.url + "/v1"
+
+    def get_body(self, path: str) -> Mapping[str, Any]:
+        model = {"id": "gpt-5.4-mini", "object": "model", "owned_by": "fake"}
+        return {"object": "list", "data": [model]}
 
     def error_body(self, fail: Fail) -> Mapping[str, Any]:
         kind = _ERROR_TYPE.get(fail.status, "server_error" if fail.status >= 500 else "error")

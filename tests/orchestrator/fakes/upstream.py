@@ -76,6 +76,8 @@ class FakeUpstream:
     """
 
     routes: Sequence[str] = ()
+    # GET routes (model lists, health) that `get_body` answers; counted, and `Fail` applies.
+    get_routes: Sequence[str] = ()
 
     def __init__(self, *, reply: str = "Hello from the fake upstream.") -> None:
         self.reply = reply
@@ -97,6 +99,8 @@ class FakeUpstream:
         app = web.Application(client_max_size=64 * 2**20)  # agents send long contexts
         for path in self.routes:
             app.router.add_post(path, self._handle)
+        for path in self.get_routes:
+            app.router.add_get(path, self._handle_get)
         # handler_cancellation: a client that hangs up cancels its handler, which we count.
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
         await runner.setup()
@@ -192,6 +196,10 @@ class FakeUpstream:
     def answer_events(self, body: Mapping[str, Any]) -> list[Event]:
         raise NotImplementedError
 
+    def get_body(self, path: str) -> Mapping[str, Any]:
+        """The answer to `GET path` (one of `get_routes`)."""
+        raise NotImplementedError
+
     def is_stream(self, body: Mapping[str, Any]) -> bool:
         return bool(body.get("stream"))
 
@@ -220,6 +228,22 @@ class FakeUpstream:
             self.disconnects += 1
             self._notify()
             raise
+
+    async def _handle_get(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(
+            ReceivedRequest(
+                method=request.method,
+                path=request.path,
+                headers=CIMultiDictProxy(CIMultiDict(request.headers)),
+                body={},
+                client_port=_client_port(request),
+            )
+        )
+        self._notify()
+        fault = self._faults.popleft() if self._faults else self._persistent
+        if isinstance(fault, Fail):
+            return web.json_response(self.error_body(fault), status=fault.status)
+        return web.json_response(self.get_body(request.path))
 
     async def _respond(
         self, request: web.Request, body: Mapping[str, Any], fault: Fault | None
