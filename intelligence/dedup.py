@@ -133,11 +133,15 @@ def _learned_bar(observations: Sequence[tuple[float, bool]], bound: float) -> fl
     return candidates[-1]
 
 
+_EF_SEARCH = 64  # HNSW's breadth per query: recall 0.88 at 310 µs on 100,000 (16: 0.73, 95 µs)
+
+
 class _ScopeIndex:
     """One scope's vectors in FAISS: flat (exact) while small, HNSW once large.
 
-    FAISS's HNSW cannot delete, so removals are tombstones filtered out of results, and the
-    index is rebuilt from the live vectors when tombstones pile up.
+    FAISS's HNSW cannot delete, so removals are tombstones that a search skips inside FAISS
+    (an ID selector: a query still asks for k neighbours, however many tombstones lie near
+    it), and the index is rebuilt from the live vectors when tombstones pile up.
     """
 
     def __init__(self, dim: int) -> None:
@@ -146,6 +150,7 @@ class _ScopeIndex:
         self._dead: set[int] = set()
         self._index: Any = None
         self._graph = False
+        self._skip_dead: tuple[Any, ...] | None = None  # search params, and what they hold
 
     def __len__(self) -> int:
         return len(self._vectors)
@@ -157,11 +162,12 @@ class _ScopeIndex:
         if self._graph:
             inner = faiss.IndexHNSWFlat(self._dim, 32, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = 40
-            inner.hnsw.efSearch = 64
+            inner.hnsw.efSearch = _EF_SEARCH
         else:
             inner = faiss.IndexFlatIP(self._dim)
         self._index = faiss.IndexIDMap2(inner)
         self._dead.clear()
+        self._skip_dead = None
         if self._vectors:
             ids = np.fromiter(self._vectors, dtype=np.int64, count=len(self._vectors))
             self._index.add_with_ids(np.vstack([self._vectors[i] for i in ids]), ids)
@@ -182,6 +188,7 @@ class _ScopeIndex:
         if self._vectors.pop(entry_id, None) is None:
             return
         self._dead.add(entry_id)
+        self._skip_dead = None
         if len(self._dead) > 64 + len(self._vectors) // 4:
             self._build()
 
@@ -194,15 +201,36 @@ class _ScopeIndex:
         # than it saves, and stalls behind BLAS/torch threads still spinning from an
         # embedding. The setting is the calling thread's own (OpenMP's nthreads-var).
         faiss.omp_set_num_threads(1)
-        want = min(k + len(self._dead), len(self._vectors) + len(self._dead))
-        scores, ids = self._index.search(vector.reshape(1, -1), want)
+        scores, ids = self._index.search(
+            vector.reshape(1, -1), min(k, len(self._vectors)), params=self._search_params()
+        )
         live = self._vectors
-        out = [
+        return [
             (i, s)
             for s, i in zip(scores[0].tolist(), ids[0].tolist(), strict=True)
             if i >= 0 and i in live
         ]
-        return out[:k]
+
+    def _search_params(self) -> Any:
+        """FAISS search parameters that skip the tombstones (None while there are none).
+        Asking for k + tombstones instead made a query over 100,000 entries with 258
+        tombstones search for 266 neighbours: 3x slower."""
+        if not self._dead:
+            return None
+        if self._skip_dead is None:
+            import faiss
+
+            dead = faiss.IDSelectorBatch(
+                np.fromiter(self._dead, dtype=np.int64, count=len(self._dead))
+            )
+            skip = faiss.IDSelectorNot(dead)
+            params = (
+                faiss.SearchParametersHNSW(sel=skip, efSearch=_EF_SEARCH)
+                if self._graph
+                else faiss.SearchParameters(sel=skip)
+            )
+            self._skip_dead = (params, skip, dead)  # the selectors must outlive the params
+        return self._skip_dead[0]
 
 
 class SemanticDedup(Generic[V]):

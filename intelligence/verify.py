@@ -19,6 +19,7 @@ different code spans, numbers or identifiers never match (`PairVerifier.hard_vet
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -343,6 +344,7 @@ _NUMBER_WORDS = {
 }  # "one", "once", "single" are left out: mostly not quantities ("into one", "read once")
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
+_CAPITALISED = re.compile(r"(?<!^)(?<![.?!]\s)\b[A-Z][a-zA-Z]+")
 # Single quotes count only as quotes, not apostrophes ("user's", "what's").
 _QUOTED = re.compile(r"\"([^\"]+)\"|(?<!\w)'([^']+)'(?!\w)")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)*(?![\w])")
@@ -455,53 +457,84 @@ FEATURES: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What `pair_features` reads of one text on its own; computed once per text (a lookup
+    compares one prompt with up to three stored ones, each compared again and again)."""
+
+    words: tuple[str, ...]
+    stems: tuple[str, ...]
+    stem_set: frozenset[str]
+    numbers: tuple[str, ...]
+    code: tuple[str, ...]
+    idents: tuple[str, ...]
+    quoted: tuple[str, ...]
+    lower: frozenset[str]
+    negated: bool
+    scope: frozenset[str]
+    caps: frozenset[str]
+    ngrams: frozenset[str]
+    length: int
+
+
+# Bounded small: a long prompt's facts (its character trigrams) are not small.
+@functools.lru_cache(maxsize=4096)
+def _facts(text: str) -> _Facts:
+    words = _words(text)
+    stems = tuple(_stem(w) for w in _content(words))
+    lower = frozenset(words)
+    return _Facts(
+        words=tuple(words),
+        stems=stems,
+        stem_set=frozenset(stems),
+        numbers=tuple(_numbers(text)),
+        code=tuple(_norm_code(s) for s in _CODE_SPAN.findall(text)),
+        idents=tuple(
+            m.group(0).lower().rstrip(".") for m in _IDENT.finditer(_CODE_SPAN.sub(" ", text))
+        ),
+        quoted=tuple(x or y for x, y in _QUOTED.findall(text)),
+        lower=lower,
+        negated=any(w in _NEGATIONS or w.endswith("n't") for w in words),
+        scope=lower & _SCOPE_WORDS,
+        # Capitalised words past the first word: names of places, people, products.
+        caps=frozenset(w.lower() for w in _CAPITALISED.findall(text)),
+        ngrams=frozenset(_char_ngrams(text)),
+        length=len(text),
+    )
+
+
 def pair_features(a: str, b: str, cosine: float) -> list[float]:
     """The feature row for one candidate pair (order as in `FEATURES`)."""
-    words_a, words_b = _words(a), _words(b)
-    stems_a = [_stem(w) for w in _content(words_a)]
-    stems_b = [_stem(w) for w in _content(words_b)]
-    set_a, set_b = set(stems_a), set(stems_b)
+    fa, fb = _facts(a), _facts(b)
+    set_a, set_b = fa.stem_set, fb.stem_set
     only_a, only_b = set_a - set_b, set_b - set_a
-
-    nums_a, nums_b = _numbers(a), _numbers(b)
-    code_a = [_norm_code(s) for s in _CODE_SPAN.findall(a)]
-    code_b = [_norm_code(s) for s in _CODE_SPAN.findall(b)]
-    ident_a = [m.group(0).lower().rstrip(".") for m in _IDENT.finditer(_CODE_SPAN.sub(" ", a))]
-    ident_b = [m.group(0).lower().rstrip(".") for m in _IDENT.finditer(_CODE_SPAN.sub(" ", b))]
-    quoted_a = [x or y for x, y in _QUOTED.findall(a)]
-    quoted_b = [x or y for x, y in _QUOTED.findall(b)]
-    lower_a, lower_b = set(words_a), set(words_b)
-    neg_a = sum(1 for w in words_a if w in _NEGATIONS or w.endswith("n't"))
-    neg_b = sum(1 for w in words_b if w in _NEGATIONS or w.endswith("n't"))
-    scope_a, scope_b = lower_a & _SCOPE_WORDS, lower_b & _SCOPE_WORDS
-    # Capitalised words past the first word: names of places, people, products.
-    caps_a = {w.lower() for w in re.findall(r"(?<!^)(?<![.?!]\s)\b[A-Z][a-zA-Z]+", a)}
-    caps_b = {w.lower() for w in re.findall(r"(?<!^)(?<![.?!]\s)\b[A-Z][a-zA-Z]+", b)}
-    caps_diff = len((caps_a - lower_b) | (caps_b - lower_a))
-
-    both_code = bool(code_a) and bool(code_b)
+    caps_diff = len((fa.caps - fb.lower) | (fb.caps - fa.lower))
+    both_code = bool(fa.code) and bool(fb.code)
     return [
         float(cosine),
-        _jaccard(set(words_a), set(words_b)),
-        _jaccard(_char_ngrams(a), _char_ngrams(b)),
+        _jaccard(fa.lower, fb.lower),
+        _jaccard(fa.ngrams, fb.ngrams),
         _jaccard(set_a, set_b),
-        _set_mismatch(nums_a, nums_b),
-        1.0 if set(nums_a) == set(nums_b) and nums_a != nums_b and len(nums_a) > 1 else 0.0,
-        1.0 if both_code and set(code_a) != set(code_b) else 0.0,
-        1.0 if bool(code_a) != bool(code_b) else 0.0,
-        _set_mismatch(ident_a, ident_b),
-        _order_disagreement(ident_a, ident_b),
-        1.0 if quoted_a and quoted_b and set(quoted_a) != set(quoted_b) else 0.0,
-        1.0 if bool(quoted_a) != bool(quoted_b) else 0.0,
-        1.0 if (neg_a > 0) != (neg_b > 0) else 0.0,
-        _antonym_hits(lower_a | set_a, lower_b | set_b),
-        1.0 if scope_a != scope_b else 0.0,
-        _order_disagreement(stems_a, stems_b),
+        _set_mismatch(fa.numbers, fb.numbers),
+        1.0
+        if set(fa.numbers) == set(fb.numbers) and fa.numbers != fb.numbers
+        and len(fa.numbers) > 1
+        else 0.0,
+        1.0 if both_code and set(fa.code) != set(fb.code) else 0.0,
+        1.0 if bool(fa.code) != bool(fb.code) else 0.0,
+        _set_mismatch(fa.idents, fb.idents),
+        _order_disagreement(fa.idents, fb.idents),
+        1.0 if fa.quoted and fb.quoted and set(fa.quoted) != set(fb.quoted) else 0.0,
+        1.0 if bool(fa.quoted) != bool(fb.quoted) else 0.0,
+        1.0 if fa.negated != fb.negated else 0.0,
+        _antonym_hits(fa.lower | set_a, fb.lower | set_b),
+        1.0 if fa.scope != fb.scope else 0.0,
+        _order_disagreement(fa.stems, fb.stems),
         float(len(only_a)),
         float(len(only_b)),
         float(min(len(only_a), len(only_b))),
         float(caps_diff),
-        min(len(a), len(b)) / max(len(a), len(b), 1),
+        min(fa.length, fb.length) / max(fa.length, fb.length, 1),
     ]
 
 

@@ -341,3 +341,25 @@ def test_a_candidate_held_back_by_its_learned_bar_lets_the_next_one_be_served() 
     assert dedup.entry_bar(near.entry_id) > 0.95
     hit = dedup.lookup("How can I leave vim?", scope="s", vector=_QUERY)
     assert hit is not None and hit.value == "answer to how do you quit vim"
+
+
+@pytest.mark.parametrize("entries", [50, 6_000])  # flat, and HNSW (from 4,096)
+def test_tombstones_nearest_the_query_are_skipped_inside_the_search(entries: int) -> None:
+    """Removed entries nearest the query never crowd out live ones: a search over an index
+    whose nearest vectors are all tombstones still returns the k nearest live neighbours."""
+    from intelligence.dedup import _ScopeIndex
+
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((entries, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = _ScopeIndex(16)
+    index.add_many([(i, v) for i, v in enumerate(vectors)])
+    query = vectors[0]
+    order = np.argsort(-(vectors @ query))
+    removed = {int(i) for i in order[:20]}  # the 20 nearest are gone
+    for i in removed:
+        index.remove(i)
+    found = [i for i, _ in index.search(query, 5)]
+    assert len(found) == 5 and not set(found) & removed
+    nearest_live = {int(i) for i in order[20:25]}
+    assert len(set(found) & nearest_live) >= (5 if entries < 4096 else 4)  # HNSW: approximate
