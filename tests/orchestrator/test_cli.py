@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from served import free_port
 
 from orchestrator import cli
 from orchestrator.settings import ENV_NAMES, ServerSettings, read_env_file
@@ -240,12 +241,6 @@ def test_banner_names_the_token_when_one_is_set() -> None:
     assert "your API_KEY" in text
     assert "tok-123456789" not in text
     assert "web API   off" in cli.banner(settings, url=None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fakes import Fail, FakeAnthropic, FakeLlamaCpp, FakeOpenAI
+from served import free_port
 
 from orchestrator.settings import ENV_NAMES
 
@@ -44,12 +45,6 @@ def write_env(path: Path, entries: Mapping[str, str], *, mode: int = 0o600) -> P
     path.write_text("".join(f"{k}={v}\n" for k, v in entries.items()), encoding="utf-8")
     path.chmod(mode)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -4,15 +4,14 @@ moves the live config of a server in another, with the admin token, and is refus
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from served import free_port, wait_until_serving
 
 from self_tune.controller import TuningController
 from self_tune.errors import ConfigUpdateRejected
@@ -24,17 +23,11 @@ CLIENT = "client-token-for-the-fleet-0001"
 ADMIN = "admin-token-for-the-tuner-0002"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`orchestrator serve --provider echo` in its own process, with a client and an admin
     token; waits (bounded) until /health answers."""
-    port = _free_port()
+    port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(REPO),
@@ -51,17 +44,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
     try:
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
-            time.sleep(0.05)  # polling for the process to listen, not waiting for time to pass
+        wait_until_serving(url, process)
         yield url
     finally:
         process.terminate()
@@ -115,7 +99,7 @@ def test_a_refused_value_names_its_field(server_url: str) -> None:
 
 def test_an_unreachable_server_is_a_rejection_not_a_crash() -> None:
     """A server that is not there raises `ConfigUpdateRejected`, which the controller logs."""
-    port = HttpConfig(f"http://127.0.0.1:{_free_port()}", admin_token=ADMIN, timeout_s=1)
+    port = HttpConfig(f"http://127.0.0.1:{free_port()}", admin_token=ADMIN, timeout_s=1)
     with pytest.raises(ConfigUpdateRejected, match="ConnectError"):
         port.apply({"cache_ttl_s": 60.0})
     port.close()

@@ -3,11 +3,11 @@ that loops back into the server is refused at once."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import httpx
 import pytest
+from served import free_port
 
 from orchestrator import AnthropicWorker, OpenAIWorker, Pipeline, PipelineConfig
 from orchestrator.server import ServerThread, create_app
@@ -24,16 +24,10 @@ def test_workers_ignore_the_sdks_base_url_variables(monkeypatch: pytest.MonkeyPa
     assert str(openai_worker._client.base_url).startswith("https://api.openai.com/v1")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_request_looping_back_into_the_server_is_refused_at_once() -> None:
     """An upstream URL pointing at the server itself: the looped request gets 508 and the
     client an error within seconds, not after its deadline."""
-    port = _free_port()
+    port = free_port()
     worker = AnthropicWorker("sk-ant-loop-key-000", base_url=f"http://127.0.0.1:{port}")
     app = create_app(Pipeline(PipelineConfig(), worker))
     with ServerThread(app, port=port) as url:

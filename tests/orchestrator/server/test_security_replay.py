@@ -31,6 +31,7 @@ from typing import ClassVar
 import httpx
 import pytest
 import rawhttp
+from served import free_port, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[3]
 CLIENT = "tok-client-replay-41d7"
@@ -53,16 +54,10 @@ class Served:
         raise AssertionError("no VmRSS")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _serve(
     tmp: Path, provider: str, env: dict[str, str], preexec: Callable[[], None] | None = None
 ) -> Iterator[Served]:
-    port = _free_port()
+    port = free_port()
     log = tmp / "server.log"
     base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "SEMANTIC_DEDUP": "0"}
     with log.open("wb") as out:
@@ -73,15 +68,9 @@ def _serve(
             preexec_fn=preexec,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
     try:
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/health", timeout=1).status_code in (200, 503):
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.05)  # polling for the process to listen, not waiting for time to pass
+        wait_until_serving(url, process, statuses=(200, 503),
+                           printed=lambda: log.read_text()[-2000:])
         yield Served(url, process, log)
     finally:
         process.terminate()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 from fakeclock import FakeClock
 from processes import ends_within
+from served import free_port, wait_until_serving
 
 from memory_db import AgentMemory
 from orchestrator.cli import build_parser
@@ -86,12 +86,6 @@ def test_serve_takes_db() -> None:
     assert args.db == "sqlite:///m.db" and args.self_tune
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _learned_total(url: str) -> int:
     routing = httpx.get(url + "/v1/status", timeout=10).json()["routing"]
     return sum(arm["updates_total"] for arm in routing["arms"])
@@ -108,7 +102,7 @@ def test_a_killed_server_keeps_what_its_router_learned(tmp_path: Path) -> None:
     """`orchestrator serve --db URL` saves the learned router's state while it serves: after a
     SIGKILL (no close, no final save) a restarted server restores what the traffic taught."""
     db = f"sqlite:///{tmp_path / 'memory.db'}"
-    port = _free_port()
+    port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(REPO),
@@ -125,16 +119,7 @@ def test_a_killed_server_keeps_what_its_router_learned(tmp_path: Path) -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
-            time.sleep(0.05)  # polling for the process to listen, not waiting for time to pass
+        wait_until_serving(url, process)
         for i in range(12):
             answer = httpx.post(url + "/v1/prompt", json={"input": f"teach the router {i}"},
                                 timeout=30)
