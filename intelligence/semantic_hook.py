@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,9 @@ class SemanticDedupHook:
     threshold) in the loading thread; `dedup` passes a ready one instead. `clock` is wall
     time in seconds (answers' TTLs). `collector` (a `FeedbackCollector`), when set, is told
     which entry answered each request served by a match, so a verdict on that request
-    reaches the entry (`feedback`, the collector's `DedupFeedback`)."""
+    reaches the entry (`feedback`, the collector's `DedupFeedback`). `feedback_window` is how
+    many of the latest verdicts `wrong_hit_rate` is over: the self-tuner moves the threshold
+    by it, so it must follow what the threshold does now, not average the whole uptime."""
 
     def __init__(
         self,
@@ -74,7 +77,10 @@ class SemanticDedupHook:
         make: Callable[[], SemanticDedup[Any]] | None = None,
         clock: Callable[[], float] = time.time,
         collector: FeedbackCollector | None = None,
+        feedback_window: int = 200,
     ) -> None:
+        if feedback_window < 1:
+            raise ValueError(f"feedback_window must be >= 1, got {feedback_window!r}")
         self.collector = collector
         self._threshold = threshold
         self._make = make
@@ -87,6 +93,7 @@ class SemanticDedupHook:
         self._flights: dict[str, tuple[_Slot, int]] = {}
         self.skipped_while_loading = 0
         self.joined = self.answered_from_store = 0
+        self._verdicts: deque[bool] = deque(maxlen=feedback_window)  # True: a wrong hit
 
     # --- loading ------------------------------------------------------------------------------
 
@@ -220,12 +227,15 @@ class SemanticDedupHook:
 
     def feedback(self, hit: int, *, correct: bool, confidence: float | None = None) -> None:
         """Whether the answer entry `hit` served was right; a wrong one raises its bar."""
+        self._verdicts.append(not correct)
         if self._dedup is not None:
             self._dedup.feedback(hit, correct=correct, confidence=confidence)
 
     def status(self) -> dict[str, Any]:
         """JSON-ready state: loading state, embedder (and why the fallback, if it serves),
-        entries, the live threshold, hits by kind and the reported wrong-hit rate."""
+        entries, the live threshold, hits by kind and, once hits were reported on, the share of
+        the latest `feedback_window` reports that said wrong (`wrong_hit_rate`; absent before
+        any, so a tuner reading it holds instead of taking silence for "never wrong")."""
         data: dict[str, Any] = {
             "state": self._state,
             "joined_flights": self.joined,
@@ -244,8 +254,11 @@ class SemanticDedupHook:
             entries=stats.entries,
             threshold=dedup.threshold,
             reported_hits=stats.reported_hits,
-            wrong_hit_rate=stats.false_hit_rate or 0.0,
+            reported_wrong=stats.reported_wrong,
         )
+        verdicts = tuple(self._verdicts)
+        if verdicts:
+            data["wrong_hit_rate"] = sum(verdicts) / len(verdicts)
         reason = getattr(embedder, "fallback_reason", None)
         if reason:
             data["fallback_reason"] = reason

@@ -1,0 +1,79 @@
+"""The signals some tuning laws wait for, measured from real traffic and feedback: each moves
+in the sampled telemetry, and the law's proposal changes because of it (a law whose signal
+is absent holds).
+
+The components' own reaction to a tuned value is in tests/orchestrator/test_tuned_parameters.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fakeclock import FakeClock
+from pipeline_fakes import ScriptedWorker
+
+from intelligence.bridge import IntelligenceBridge
+from intelligence.dedup import SemanticDedup
+from intelligence.embed import LexicalEmbedder
+from intelligence.semantic_hook import SemanticDedupHook
+from orchestrator import InferenceRequest, LiveConfig, Pipeline, PipelineConfig, Tunables
+from self_tune.controller import TuningController
+from self_tune.experiment import ExperimentSettings
+from self_tune.live import LocalConfig
+from self_tune.sources import PIPELINE_COUNTERS, PipelineSource
+from self_tune.telemetry import InProcessBus, Sampler, TelemetrySnapshot
+
+
+def sampler_for(pipeline: Pipeline, clock: FakeClock) -> Sampler:
+    """The sampler `orchestrator serve --self-tune` runs, over this pipeline, on `clock`."""
+    bus: InProcessBus[TelemetrySnapshot] = InProcessBus()
+    return Sampler(bus, (PipelineSource(pipeline.snapshot),), counters=PIPELINE_COUNTERS,
+                   clock=clock, monotonic=clock)
+
+
+def controller_for(live: LiveConfig[Tunables], name: str, clock: FakeClock) -> TuningController:
+    """A controller tuning only `name`, changes applied outright (no A/B experiment)."""
+    return TuningController(LocalConfig(live), only=[name], clock=clock,
+                            experiments=ExperimentSettings(min_change=math.inf))
+
+
+async def test_wrong_hit_feedback_is_sampled_and_raises_the_live_threshold() -> None:
+    """A client's negative verdict on a semantic hit becomes `semantic_dedup.wrong_hit_rate`
+    (absent before any verdict: the law holds); the controller raises the threshold the hook
+    reads, and the same near pair, asked again in a fresh scope, is no longer served."""
+    stored, asked = "how do I reverse a list in python", "how do I reverse a list in python 3"
+    probe = SemanticDedup(LexicalEmbedder(), threshold=0.0, verify=False)
+    probe.insert(stored, "answer")
+    hit = probe.lookup(asked)
+    assert hit is not None and 0.81 < hit.similarity < 0.985, hit
+    live = LiveConfig(Tunables(semantic_dedup_threshold=round(hit.similarity - 0.005, 4)))
+    hook = SemanticDedupHook(SemanticDedup(
+        LexicalEmbedder(), verify=False, threshold=lambda: live.current.semantic_dedup_threshold))
+    assert hook.wait_ready(30)
+    bridge = IntelligenceBridge(["scripted"], learned_routing=False, dedup_hook=hook)
+    clock = FakeClock(0.0)
+    controller = controller_for(live, "semantic_dedup_threshold", clock)
+    async with Pipeline(PipelineConfig(), ScriptedWorker(), live=live,
+                        dedup_hooks=bridge.dedup_hooks) as pipeline:
+        bridge.attach(pipeline)
+        sampler = sampler_for(pipeline, clock)
+        await pipeline.infer(InferenceRequest(stored))
+        served = await pipeline.infer(InferenceRequest(asked))
+        assert served.cache_kind == "semantic"
+        clock.advance(5.0)
+        quiet = sampler.sample()
+        assert "semantic_dedup.wrong_hit_rate" not in quiet.values
+        assert quiet.get("semantic_dedup.hit_rate") > 0
+        assert controller.step(quiet) == []
+
+        pipeline.feedback.record(served.request_id, -1.0, "another question's answer")
+        clock.advance(5.0)
+        told = sampler.sample()
+        assert told.get("semantic_dedup.wrong_hit_rate") == 1.0
+        (change,) = controller.step(told)
+        assert change.parameter == "semantic_dedup_threshold" and change.new > change.old
+        assert pipeline.snapshot().semantic_dedup["threshold"] == change.new  # type: ignore[index]
+
+        await pipeline.infer(InferenceRequest(stored, system="a fresh scope"))
+        again = await pipeline.infer(InferenceRequest(asked, system="a fresh scope"))
+    assert again.cache_kind is None and again.text == asked
