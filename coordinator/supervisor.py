@@ -15,8 +15,11 @@ and dies of SIGTERM.
 `Supervised` is the fleet's side: it never reaps the supervisor before it has killed the
 supervisor's process group, so the group id (the supervisor's pid) cannot have been reused
 by an unrelated process when it is signalled. A supervisor that was itself killed (SIGKILL,
-the OOM killer) cannot kill what left its group, so `close()` also kills every process that
-still carries the attempt's `COORDINATOR_*` marks (`coordinator.orphans`).
+the OOM killer) cannot kill what left its group, so the fleet's process is a child
+subreaper too (`coordinator.reaper`): the dead supervisor's orphans are reparented to it,
+and `close()` kills and reaps them, even those that cleared their environment and left
+their session; it also kills every process that still carries the attempt's
+`COORDINATOR_*` marks (`coordinator.orphans`), for a fleet that could not be a subreaper.
 """
 
 from __future__ import annotations
@@ -55,11 +58,15 @@ class Supervised:
         self, command: str, *, cwd: Path, env: dict[str, str], stdin: IO[bytes] | int,
         stdout: IO[bytes] | int,
     ) -> None:
-        self._proc = subprocess.Popen(
+        from coordinator import reaper  # the fleet's side only: not at start-up
+
+        reaper.adopt_orphans()  # so a killed supervisor's orphans come to us, not to init
+        self._proc = reaper.own(lambda: subprocess.Popen(
             [sys.executable, "-I", __file__, str(os.getpid()), command], cwd=cwd, env=env,
             stdin=stdin, stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.pid = self._proc.pid  # also its process group's id
+        ))
+        self.pid = self._proc.pid  # also its process group's and its session's id
+        self._born = reaper.birth_ticks(self.pid)  # its descendants are born no earlier
         self._env = env
         self._exit_code: int | None = None
         try:  # readable once the supervisor has exited, without reaping it
@@ -98,7 +105,14 @@ class Supervised:
         self._exit_code = self._proc.wait()
         if self._pidfd is not None:
             os.close(self._pidfd)
-        self._kill_marked()  # what a supervisor killed before its own clean-up left behind
+        from coordinator import reaper
+
+        reaper.disown(self.pid)
+        # Killed by a signal (SIGKILL, or one it passed on from the command after cleaning
+        # up): what it had not killed yet was reparented to us. Nothing to find otherwise.
+        if self._exit_code < 0 and self._born is not None:
+            reaper.reclaim(born_since=self._born)
+        self._kill_marked()  # for a fleet that is not a subreaper (not Linux, old kernel)
         return self._exit_code
 
     def _kill_marked(self) -> None:

@@ -349,7 +349,10 @@ class ValidationGate:
             proc = subprocess.Popen(
                 command.command, shell=True, cwd=cwd, env=self._env, text=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                # A group of its own, to kill what it leaves behind; not a session of its
+                # own: a coordinator kills its adopted children outside its session
+                # (coordinator.reaper), and this one is not adopted.
+                process_group=0,
             )
         except OSError as exc:
             return Verdict(name=command.name, command=command.command, passed=False,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -440,3 +445,86 @@ def test_a_setsid_grandchild_dies_even_when_its_supervisor_was_sigkilled(tmp_pat
     run_fleet(queue, f"{escape}; {_wait_for_pid(pid_file)}; kill -KILL $PPID; sleep 300")
     assert queue.get("oom").state == TaskState.FAILED
     assert ends_within(int(pid_file.read_text()), timeout_s=10)
+
+
+def _reaped_within(pid: int, timeout_s: float = 10.0) -> bool:
+    """True once `pid` has ended and been reaped: no zombie of it is left in /proc."""
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _kill(*pid_files: Path) -> None:
+    """Kill what a test's agent left running (a test must not leak a process)."""
+    for path in pid_files:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(path.read_text()), signal.SIGKILL)
+
+
+def _unmarked_escape(script: str) -> str:
+    """Shell that starts `script` in the background with an empty environment (no
+    COORDINATOR_* marks) in a session and group of its own."""
+    env, setsid = shutil.which("env"), shutil.which("setsid")
+    return f"({env} -i {setsid} /bin/sh -c '{script}' &)"
+
+
+def test_an_unmarked_process_that_left_its_session_dies_when_its_supervisor_was_sigkilled(
+    tmp_path,
+):
+    """`env -i setsid sleep`: no COORDINATOR_* mark, no group or session of the attempt's;
+    with its supervisor SIGKILLed, the fleet (its subreaper's subreaper) adopts it, and kills
+    and reaps it when it closes the attempt."""
+    pid_file = tmp_path / "escaped.pid"
+    queue = make_queue(tmp_path, ("oom.toml", 'prompt = "x"\nmax_attempts = 1\n'))
+    escape = _unmarked_escape(f"echo $$ > {pid_file}; exec {shutil.which('sleep')} 45")
+    try:
+        run_fleet(queue, f"{escape}; {_wait_for_pid(pid_file)}; kill -KILL $PPID; sleep 300")
+        assert queue.get("oom").state == TaskState.FAILED
+        assert _reaped_within(int(pid_file.read_text()))
+    finally:
+        _kill(pid_file)
+
+
+def test_what_an_unmarked_escaped_process_started_dies_with_it(tmp_path):
+    """The escaped session leader's own child is reparented to the fleet when its parent is
+    killed, and is killed and reaped in the next round."""
+    leader, child = tmp_path / "leader.pid", tmp_path / "child.pid"
+    queue = make_queue(tmp_path, ("oom.toml", 'prompt = "x"\nmax_attempts = 1\n'))
+    escape = _unmarked_escape(
+        f"{shutil.which('sleep')} 45 & echo $! > {child}; echo $$ > {leader}; wait")
+    try:
+        run_fleet(queue, f"{escape}; {_wait_for_pid(leader)}; kill -KILL $PPID; sleep 300")
+        assert _reaped_within(int(leader.read_text()))
+        assert _reaped_within(int(child.read_text()))
+    finally:
+        _kill(leader, child)
+
+
+def test_the_fleets_own_children_survive_a_sigkilled_supervisors_clean_up(tmp_path):
+    """A child the fleet's process starts while the attempt runs (as the validation gate
+    does: a group of its own, in our session) is not taken for an orphan and stays alive."""
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    queue = make_queue(tmp_path, ("oom.toml", 'prompt = "x"\nmax_attempts = 1\n'))
+    agent = (f"echo $$ > {ready}; {_wait_for_pid(go)}; kill -KILL $PPID; sleep 300")
+    fleet = threading.Thread(target=run_fleet, args=(queue, agent), daemon=True)
+    fleet.start()
+    bystander = None
+    try:
+        for _ in range(1000):  # bounded: the agent writes it as soon as it starts
+            if ready.exists() and ready.read_text():
+                break
+            time.sleep(0.01)
+        bystander = subprocess.Popen(["sleep", "300"], process_group=0)
+        go.write_text("1")
+        fleet.join(timeout=60)
+        assert not fleet.is_alive()
+        assert queue.get("oom").state == TaskState.FAILED
+        assert bystander.poll() is None
+    finally:
+        if bystander is not None:
+            bystander.kill()
+            bystander.wait()
+        fleet.join(timeout=60)
