@@ -9,7 +9,10 @@ names that task, that attempt and that queue's task file, and kills them before 
 the task to someone else, so the same work never runs twice. Matching all three guards
 against a recycled pid and against another queue on the same host with the same task id.
 A process that rewrote its own environment (`env -i`) is not found this way; the killed
-supervisor's process group is signalled too, for those that stayed in it.
+supervisor's process group is signalled too, for those that stayed in it. While the
+coordinator that ran it lives, such a process is caught all the same: that coordinator is
+the child subreaper its orphans come to (`coordinator.reaper`); this scan is for what a
+coordinator that died left behind (and for one that could not be a subreaper).
 """
 
 from __future__ import annotations
