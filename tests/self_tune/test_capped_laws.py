@@ -3,11 +3,6 @@ storm of 429s take 68 simulated seconds to recover from in benchmarks/tuning.py.
 
 from __future__ import annotations
 
-import importlib.util
-import math
-import sys
-from pathlib import Path
-
 import pytest
 from fakeclock import FakeClock
 
@@ -124,27 +119,3 @@ def test_a_full_priority_queue_with_p95_near_the_objective_is_shortened() -> Non
         clock.now += 10
     assert live.current.inference_queue_capacity > shrunk
 
-
-def _tuning_benchmark() -> object:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "tuning.py"
-    spec = importlib.util.spec_from_file_location("tuning_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_benchmark_measures_a_request_that_expired_in_the_queue_at_its_deadline() -> None:
-    """One slot, calls that outlast the deadline: requests expire while queued. As in the
-    pipeline (which fails a request at its deadline wherever it is), each is measured at its
-    deadline, never later, and in the bucket of that second."""
-    bt = _tuning_benchmark()
-    scenario = bt.Scenario("stuck", 0.0, 200.0, lambda t: 1.0, lambda t: 100.0,  # type: ignore[attr-defined]
-                           lambda t: math.inf)
-    sim = bt.Sim(scenario, LiveConfig(Tunables(inference_concurrency=1)), seed=3)  # type: ignore[attr-defined]
-    sim.start()
-    sim.run_until(200.0)
-    latencies = [x for b in sim.buckets.values() for x in b.latencies]
-    assert len(latencies) > 20
-    assert max(latencies) <= bt.DEADLINE_S + 1e-9  # type: ignore[attr-defined]
