@@ -343,14 +343,18 @@ def test_a_candidate_held_back_by_its_learned_bar_lets_the_next_one_be_served() 
     assert hit is not None and hit.value == "answer to how do you quit vim"
 
 
-@pytest.mark.parametrize("entries", [50, 6_000])  # flat, and HNSW (from 4,096)
-def test_tombstones_nearest_the_query_are_skipped_inside_the_search(entries: int) -> None:
-    """Removed entries nearest the query never crowd out live ones: a search over an index
-    whose nearest vectors are all tombstones still returns the k nearest live neighbours."""
+@pytest.mark.parametrize("entries", [50, 6_000])  # an exact scan, and an inverted file (from 4,096)
+def test_removed_vectors_nearest_the_query_are_gone_and_the_nearest_live_ones_found(
+    entries: int,
+) -> None:
+    """Removal is real: a search whose 20 nearest vectors were removed returns none of them
+    and still the near neighbours left."""
     from intelligence.dedup import _ScopeIndex
 
     rng = np.random.default_rng(5)
     vectors = rng.standard_normal((entries, 16)).astype(np.float32)
+    # 25 rewordings of the first prompt (cosine ~0.9 to it): the neighbours dedup looks for.
+    vectors[1:26] = vectors[0] + 0.3 * rng.standard_normal((25, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index = _ScopeIndex(16)
     index.add_many([(i, v) for i, v in enumerate(vectors)])
@@ -359,7 +363,32 @@ def test_tombstones_nearest_the_query_are_skipped_inside_the_search(entries: int
     removed = {int(i) for i in order[:20]}  # the 20 nearest are gone
     for i in removed:
         index.remove(i)
+    assert len(index) == entries - 20
     found = [i for i, _ in index.search(query, 5)]
     assert len(found) == 5 and not set(found) & removed
     nearest_live = {int(i) for i in order[20:25]}
-    assert len(set(found) & nearest_live) >= (5 if entries < 4096 else 4)  # HNSW: approximate
+    assert len(set(found) & nearest_live) >= (5 if entries < 4096 else 4)  # IVF: approximate
+
+
+def test_the_index_is_retrained_as_it_grows_and_shrinks_and_finds_every_stored_vector() -> None:
+    """From 4,096 vectors the scope's index is an inverted file, rebuilt with more lists at 4×
+    the size it was trained with and with fewer (or an exact scan) at a quarter; through
+    every rebuild each stored vector is its own nearest neighbour and removed ones are gone."""
+    from intelligence.dedup import _lists_for, _ScopeIndex
+
+    rng = np.random.default_rng(9)
+    vectors = rng.standard_normal((17_000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = _ScopeIndex(16)
+    for i, v in enumerate(vectors):
+        index.add(i, v)
+    assert index._index.nlist == _lists_for(16_384)  # rebuilt at 4,096, then at 16,384
+    for i in range(0, 17_000, 997):
+        assert index.search(vectors[i], 1)[0][0] == i
+    for i in range(16_000):
+        index.remove(i)
+    assert len(index) == 1_000 and index._index.ntotal == 1_000
+    assert not hasattr(index._index, "nlist")  # back to an exact scan below a quarter
+    for i in range(16_000, 17_000, 97):
+        assert index.search(vectors[i], 1)[0][0] == i
+    assert all(found >= 16_000 for found, _ in index.search(vectors[5], 10))
