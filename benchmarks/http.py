@@ -50,6 +50,7 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -279,11 +280,13 @@ def run_layers(requests: int) -> None:
 
 
 def run_load(
-    url: str, rate: float, duration_s: float, warmup_s: float, tag: str, stream: bool
+    url: str, rate: float, duration_s: float, warmup_s: float, tag: str, stream: bool, out: str
 ) -> None:
-    """Open-loop load at `rate` req/s for `warmup_s + duration_s`; prints a JSON result with the
-    latencies (ms) of requests scheduled after the warm-up, and with `stream` (`"stream": true`
-    requests) each one's time to the first byte of its body too."""
+    """Open-loop load at `rate` req/s for `warmup_s + duration_s`; writes to the file `out` a
+    JSON result with the latencies (ms) of requests scheduled after the warm-up, and with
+    `stream` (`"stream": true` requests) each one's time to the first byte of its body too.
+    A file, not stdout: at 2,000/s the result is hundreds of kB, and once a run's result
+    reached its parent cut at 160 kB through the pipe."""
     import aiohttp
     import uvloop
 
@@ -359,7 +362,7 @@ def run_load(
             "max_send_lag_ms": max_lag_s * 1000,
         }
 
-    print(json.dumps(uvloop.run(main())), flush=True)
+    Path(out).write_text(json.dumps(uvloop.run(main())))
 
 
 # -- orchestration -------------------------------------------------------------------------------
@@ -459,14 +462,12 @@ def load(
 ) -> dict[str, Any]:
     args = ["--role", "load", "--url", url, "--rate", str(rate), "--duration", str(duration_s)]
     args += ["--warmup", str(warmup_s), "--tag", tag, *(["--stream"] if stream else [])]
-    out = subprocess.run(
-        placement.command(placement.others, *args),
-        capture_output=True,
-        text=True,
-        check=True,
-        env=_env(),
-    ).stdout
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as folder:
+        out = Path(folder) / "load.json"
+        subprocess.run(
+            placement.command(placement.others, *args, "--out", str(out)), check=True, env=_env()
+        )
+        result: dict[str, Any] = json.loads(out.read_text())
     result["latencies_ms"].sort()
     result["first_byte_ms"].sort()
     return result
@@ -488,6 +489,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument("--tag", default="run")
+    parser.add_argument("--out", default="", help="load role: the file its JSON result goes to")
     parser.add_argument("--worker", choices=["anthropic", "echo"], default="anthropic")
     parser.add_argument(
         "--probe-steps", type=int, default=2, help="bisection steps to locate the max rate"
@@ -509,7 +511,9 @@ def main() -> None:
     if args.role == "server":
         return run_server(args.url, args.concurrency, args.worker)
     if args.role == "load":
-        return run_load(args.url, args.rate, args.duration, args.warmup, args.tag, args.stream)
+        return run_load(
+            args.url, args.rate, args.duration, args.warmup, args.tag, args.stream, args.out
+        )
     if args.role == "layers":
         # As many requests as the EchoWorker run at 500/s sends.
         return run_layers(max(50, round(500 * (args.warmup + args.duration) / 50) * 50))
