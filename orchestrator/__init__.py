@@ -27,7 +27,12 @@ if TYPE_CHECKING:
         ProviderError,
     )
     from orchestrator.feedback import Feedback, FeedbackLog
-    from orchestrator.metrics import MetricsSnapshot, ProviderSnapshot, StageSnapshot
+    from orchestrator.metrics import (
+        MetricsSnapshot,
+        PrioritySnapshot,
+        ProviderSnapshot,
+        StageSnapshot,
+    )
     from orchestrator.pipeline import Pipeline
     from orchestrator.providers.anthropic import AnthropicWorker
     from orchestrator.providers.base import Worker
@@ -74,6 +79,7 @@ _HOMES: dict[str, str] = {
     "PipelineConfig": "orchestrator.config",
     "Priority": "orchestrator.request",
     "ProviderError": "orchestrator.errors",
+    "PrioritySnapshot": "orchestrator.metrics",
     "ProviderSnapshot": "orchestrator.metrics",
     "QualityHook": "orchestrator.stages.postprocess",
     "Route": "orchestrator.routing",
@@ -111,6 +117,7 @@ __all__ = [
     "PipelineClosed",
     "PipelineConfig",
     "Priority",
+    "PrioritySnapshot",
     "ProviderError",
     "ProviderSnapshot",
     "QualityHook",

@@ -22,6 +22,7 @@ from orchestrator.throughput import ThroughputHistory
 __all__ = [
     "MetricsSnapshot",
     "PipelineMetrics",
+    "PrioritySnapshot",
     "ProviderSnapshot",
     "Stage",
     "StageSnapshot",
@@ -60,6 +61,20 @@ class StageSnapshot:
     latency_p50_ms: float = 0.0
     latency_p95_ms: float = 0.0
     latency_p99_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrioritySnapshot:
+    """The answered requests of one priority class (the client's, before any ageing): how
+    many, and the latency percentiles of the recent ones. The shed threshold protects every
+    class but `low`; their own latency is what it is tuned by, not the overall p95 that the
+    low class's waits behind them inflate."""
+
+    name: str
+    completed_total: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,9 +142,15 @@ class MetricsSnapshot:
     usage: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """The usage ledger (`UsageLedger.to_dict()`): requests, tokens and cost of the answered
     upstream calls, by model, by client, and by (model, client) in `rows`."""
+    priorities: tuple[PrioritySnapshot, ...] = ()
+    """Per priority class that has answered requests, highest first: count and latency."""
     semantic_dedup: Mapping[str, Any] | None = None
     """With a semantic dedup hook: lookups, hits, hit rate, errors, the recent hits with their
     similarity, and the hook's own state (embedder, entries, threshold, wrong-hit rate)."""
+    feedback: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Client feedback (`FeedbackLog.status()`): verdicts received and attributed, those that
+    said stale, answers served from a cache, and once a verdict on one arrived, `stale_rate`
+    (the share of the recent cache-served answers reported stale)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
@@ -138,6 +159,7 @@ class MetricsSnapshot:
         data["unpriced_models"] = dict(self.unpriced_models)
         data["saved_usd"] = dict(self.saved_usd)
         data["usage"] = dict(self.usage)
+        data["feedback"] = dict(self.feedback)
         for name in ("routing", "semantic_dedup"):
             value = getattr(self, name)
             if value is None:
@@ -155,6 +177,7 @@ class PipelineMetrics:
         "_latencies_s",
         "_next",
         "_ok",
+        "_priority_s",
         "_stage_s",
         "_times",
         "cache_errors",
@@ -216,6 +239,8 @@ class PipelineMetrics:
         self.recent_semantic_hits: deque[dict[str, Any]] = deque(maxlen=20)
         self.saved_usd = {"cache": 0.0, "dedup": 0.0, "semantic": 0.0}
         self._stage_s: dict[str, deque[float]] = {}
+        # Per priority class: answered count and the last `window` answered latencies.
+        self._priority_s: dict[str, tuple[list[int], deque[float]]] = {}
 
     def observe(self, latency_s: float, ok: bool, now: float) -> None:
         """Record one finished request (answered or failed) `latency_s` after it arrived."""
@@ -245,9 +270,24 @@ class PipelineMetrics:
             percentile(values, 99) * 1000,
         )
 
-    def completed(self, latency_s: float, now: float) -> None:
+    def completed(self, latency_s: float, now: float, priority: str | None = None) -> None:
+        """Record an answered request; `priority` (its class) also counts it for that class."""
         self.completed_total += 1
         self.observe(latency_s, True, now)
+        if priority is not None:
+            found = self._priority_s.get(priority)
+            if found is None:
+                found = self._priority_s[priority] = ([0], deque(maxlen=self.window))
+            found[0][0] += 1
+            found[1].append(latency_s)
+
+    def priority_stats(self) -> dict[str, tuple[int, float, float, float]]:
+        """Per priority class seen: (answered, p50_ms, p95_ms, p99_ms) of its recent ones."""
+        out = {}
+        for name, (count, ring) in self._priority_s.items():
+            values = sorted(ring)
+            out[name] = (count[0], *(percentile(values, q) * 1000 for q in (50, 95, 99)))
+        return out
 
     def failed(self, error: BaseException, latency_s: float, now: float) -> None:
         self.errors_total += 1

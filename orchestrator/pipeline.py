@@ -37,6 +37,7 @@ from orchestrator.logging_setup import PROMPT_LOGGER, prompt_log_text
 from orchestrator.metrics import (
     MetricsSnapshot,
     PipelineMetrics,
+    PrioritySnapshot,
     ProviderSnapshot,
     Stage,
     StageSnapshot,
@@ -46,6 +47,7 @@ from orchestrator.request import (
     Completion,
     InferenceRequest,
     InferenceResponse,
+    Priority,
     StreamChunk,
     Usage,
 )
@@ -119,7 +121,7 @@ class Pipeline:
         self.config = config
         self.live = live if live is not None else LiveConfig(config.tunables)
         self.router: Router = router if router is not None else FallbackRouter()
-        self.feedback = FeedbackLog()
+        self.feedback = FeedbackLog(clock=clock)
         # The intelligence layer's bridge the composition root plugged in (None: none). While
         # the pipeline runs, its `autosave()` task keeps the learned router's state in its
         # memory; the pipeline saves it once more when it closes.
@@ -439,8 +441,21 @@ class Pipeline:
             saved_usd={**metrics.saved_usd, "total": sum(metrics.saved_usd.values())},
             usage=self.usage.to_dict(),
             routing=self._router_status(),
+            priorities=self._priority_snapshots(),
             semantic_dedup=self.semantic.status() if self.semantic.hooks else None,
+            feedback=self.feedback.status(),
         )
+
+    def _priority_snapshots(self) -> tuple[PrioritySnapshot, ...]:
+        stats = self.metrics.priority_stats()
+        snapshots = []
+        for level in sorted(Priority, key=lambda level: level.rank):
+            if level in stats:
+                count, p50, p95, p99 = stats[level]
+                snapshots.append(PrioritySnapshot(
+                    name=str(level), completed_total=count, latency_p50_ms=p50,
+                    latency_p95_ms=p95, latency_p99_ms=p99))
+        return tuple(snapshots)
 
     def _router_status(self) -> dict[str, Any] | None:
         status = getattr(self.router, "status", None)
@@ -805,7 +820,7 @@ class Pipeline:
             elif future.cancelled() or future.exception() is not None:
                 continue  # the caller left or already failed (and was counted then)
             if error is None:
-                self.metrics.completed(now - each.submitted_at, now)
+                self.metrics.completed(now - each.submitted_at, now, each.request.priority)
                 if job.completion is not None:
                     delivered.append(response_for(job, each, broadcast.text, now))
             else:

@@ -101,8 +101,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p(
         name="shed_threshold", owner=Owner.PIPELINE, unit="fraction of capacity", low=0.3,
         high=0.95, max_step=2.0, cooldown_s=5, integer=False, method=Method.PID,
-        signal="p95 latency over its objective; arrivals a full queue sheds; arrivals over "
-        "the capped drain rate (feed-forward: to the floor at once)",
+        signal="p95 latency of the protected classes (priority.<class>.latency_p95_ms of "
+        "critical, high, normal; overall p95 without them) over its objective; arrivals a full "
+        "queue sheds; arrivals over the capped drain rate (feed-forward: to the floor at once)",
         setpoint="p95 ≤ objective, no low priority queued where it cannot be served",
         why="shedding low priority earlier keeps headroom for the rest when latency suffers; "
         "in a priority queue the lowest level waits behind every higher arrival",
@@ -166,7 +167,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p(
         name="cache_ttl_s", owner=Owner.PIPELINE, unit="s", low=10, high=86_400, max_step=0.5,
         cooldown_s=300, integer=False, method=Method.MULTIPLICATIVE,
-        signal="cache hit rate vs stale-answer feedback (feedback.stale_rate)",
+        signal="cache hit rate vs stale-answer feedback (feedback.stale_rate: stale reports "
+        "over the answers a cache served in the last 5 minutes)",
         setpoint="no stale answers",
         why="a longer TTL saves calls only while answers stay true; without stale feedback "
         "the law holds",

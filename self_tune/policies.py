@@ -15,12 +15,14 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from orchestrator.request import Priority
 from self_tune.limiter import GradientLimiter
 from self_tune.objective import Objective, shed_share
 from self_tune.pid import PID
 from self_tune.telemetry import TelemetrySnapshot
 
 __all__ = [
+    "PROTECTED_PRIORITIES",
     "BreakerOpenLaw",
     "BreakerThresholdLaw",
     "CacheTtlLaw",
@@ -363,9 +365,20 @@ class QueueCapacityLaw(Law):
         return None
 
 
+PROTECTED_PRIORITIES = tuple(str(level) for level in Priority if level is not Priority.LOW)
+"""The classes the shed threshold protects: a queue past the threshold sheds only `low`."""
+
+
 class ShedThresholdLaw(Law):
     """Shed threshold: PID on p95 latency against its objective — shed low priority earlier
-    while latency is above the objective, relax back while it is below."""
+    while latency is above the objective, relax back while it is below.
+
+    The latency is that of the classes shedding protects (`priority.<class>.latency_p95_ms`
+    of critical, high and normal: the worst of those measured), not the overall p95: the
+    low class, served last, waits behind every higher arrival, and its waits would have the
+    law shed it harder though the others are served in time. Without per-class figures (a
+    snapshot that lacks them, or no protected request answered yet) it reads the overall p95.
+    """
 
     def __init__(self, *, default: float = 0.9, low: float = 0.3, overload: float = 0.1) -> None:
         self.default = default
@@ -381,7 +394,8 @@ class ShedThresholdLaw(Law):
             return None
         # Measurement: how far over the objective p95 is (0 when within it), or the share
         # of arrivals the full queue turns away, whichever is larger.
-        over = max(0.0, signals.get("latency_p95_ms") / signals.objective.p95_ms - 1.0)
+        p95_ms, whose = self.protected_p95_ms(signals)
+        over = max(0.0, p95_ms / signals.objective.p95_ms - 1.0)
         overflow = signals.shed_share if signals.queue_depth > 0 else 0.0
         value = self.default + self._pid.update(max(over, overflow), dt=1.0)
         cap = signals.throughput_cap
@@ -403,15 +417,28 @@ class ShedThresholdLaw(Law):
         if abs(value - current) < 0.01:
             return None
         if over >= overflow and over > 0:
-            reason = f"p95 {signals.get('latency_p95_ms'):.0f} ms is {over:.0%} over objective"
+            reason = f"p95 {p95_ms:.0f} ms ({whose}) is {over:.0%} over objective"
         elif overflow > 0:
             reason = (
                 f"queue full: {overflow:.0%} of arrivals shed; low priority would wait behind "
                 "it until its deadline"
             )
         else:
-            reason = "p95 within objective, queue not overflowing: relax shedding"
+            reason = f"p95 ({whose}) within objective, queue not overflowing: relax shedding"
         return Proposal(value=value, reason=reason)
+
+    @staticmethod
+    def protected_p95_ms(signals: Signals) -> tuple[float, str]:
+        """The worst p95 (ms) of the protected classes measured, and whose it is (`"all"`:
+        the overall p95, when no protected class is)."""
+        measured = [
+            (signals.get(f"priority.{name}.latency_p95_ms"), name)
+            for name in PROTECTED_PRIORITIES
+            if signals.has(f"priority.{name}.latency_p95_ms")
+        ]
+        if not measured:
+            return signals.get("latency_p95_ms"), "all"
+        return max(measured)
 
 
 class BreakerThresholdLaw(Law):

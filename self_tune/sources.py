@@ -4,7 +4,8 @@ The sampler never reaches into a component: it reads the snapshot each already p
 the pipeline's (`Pipeline.snapshot()` in process, or a running server's `GET /v1/status`) and
 the fleet's — and flattens it. Flattening is generic, so a field the snapshot gains is
 telemetry at once: numbers keep their names, nested mappings join with dots, lists of named
-entries are keyed by name (``stage.inference.depth``, ``provider.echo.breaker_open``), a
+entries are keyed by name (``stage.inference.depth``, ``provider.echo.breaker_open``,
+``priority.high.latency_p95_ms``), a
 breaker's state becomes a number (closed 0, half-open 0.5, open 1) and every stage gets its
 ``fill`` (depth / capacity).
 """
@@ -111,7 +112,9 @@ def _flatten_into(out: dict[str, float], data: Mapping[str, Any], prefix: str) -
 
 
 def _singular(name: str) -> str:
-    # "stages" -> "stage", "providers" -> "provider": the per-entry metric reads naturally.
+    # "stages" -> "stage", "priorities" -> "priority": the per-entry metric reads naturally.
+    if name.endswith("ies"):
+        return name[:-3] + "y"
     return name[:-1] if name.endswith("s") else name
 
 

@@ -126,13 +126,15 @@ class PromptResult(BaseModel):
 
 
 class FeedbackBody(BaseModel):
-    """Feedback on one answer: `score` from -1 (bad) to 1 (good)."""
+    """Feedback on one answer: `score` from -1 (bad) to 1 (good); `stale` true when the
+    answer was out of date (a cached answer that was true once): the cache TTL's signal."""
 
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(min_length=1, max_length=256)
     score: float = Field(ge=-1, le=1)
     comment: str | None = Field(None, max_length=4000)
+    stale: bool = False
 
 
 def chunk_json(chunk: StreamChunk, request_id: str) -> dict[str, Any]:
@@ -326,12 +328,16 @@ async def feedback(http: Request, state: State) -> dict[str, Any]:
     """Recorded in the pipeline's `FeedbackLog`, attributed to the provider and model that
     produced that request's answer (both null when the request id is not remembered)."""
     body = await json_body(http, FeedbackBody)
-    recorded = state.pipeline.feedback.record(body.request_id, body.score, body.comment)
+    recorded = state.pipeline.feedback.record(
+        body.request_id, body.score, body.comment, stale=body.stale
+    )
     return {
         "accepted": True,
         "request_id": body.request_id,
         "provider": recorded.provider,
         "model": recorded.model,
+        "cached": recorded.cached,
+        "stale": recorded.stale,
     }
 
 

@@ -78,7 +78,7 @@ class StreamStage:
             response = response_for(job, each, job.text, now)
             each.future.set_result(response)
             delivered.append(response)
-            metrics.completed(now - each.submitted_at, now)
+            metrics.completed(now - each.submitted_at, now, each.request.priority)
         self._land(job)
         return delivered
 

@@ -36,6 +36,7 @@ def test_all_is_the_intended_public_api() -> None:
             "PipelineClosed",
             "PipelineConfig",
             "Priority",
+            "PrioritySnapshot",
             "ProviderError",
             "ProviderSnapshot",
             "QualityHook",

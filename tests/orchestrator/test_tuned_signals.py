@@ -7,6 +7,7 @@ The components' own reaction to a tuned value is in tests/orchestrator/test_tune
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 from fakeclock import FakeClock
@@ -16,10 +17,19 @@ from intelligence.bridge import IntelligenceBridge
 from intelligence.dedup import SemanticDedup
 from intelligence.embed import LexicalEmbedder
 from intelligence.semantic_hook import SemanticDedupHook
-from orchestrator import InferenceRequest, LiveConfig, Pipeline, PipelineConfig, Tunables
+from orchestrator import (
+    InferenceRequest,
+    LiveConfig,
+    Pipeline,
+    PipelineConfig,
+    Priority,
+    Tunables,
+)
+from orchestrator.request import Completion, Usage
 from self_tune.controller import TuningController
 from self_tune.experiment import ExperimentSettings
 from self_tune.live import LocalConfig
+from self_tune.objective import Objective
 from self_tune.sources import PIPELINE_COUNTERS, PipelineSource
 from self_tune.telemetry import InProcessBus, Sampler, TelemetrySnapshot
 
@@ -77,3 +87,54 @@ async def test_wrong_hit_feedback_is_sampled_and_raises_the_live_threshold() -> 
         await pipeline.infer(InferenceRequest(stored, system="a fresh scope"))
         again = await pipeline.infer(InferenceRequest(asked, system="a fresh scope"))
     assert again.cache_kind is None and again.text == asked
+
+
+class OneSecondWorker:
+    """Answers each call after one second of the test's clock: a provider with a fixed
+    service time, so a request's latency is how long it queued plus one second."""
+
+    name = "timed"
+    default_model = "echo"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+
+    async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
+        self.clock.advance(1.0)
+        return Completion(text="ok", usage=Usage(input_tokens=1, output_tokens=1), model="echo")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_the_shed_law_reads_the_p95_of_the_priorities_it_protects() -> None:
+    """With one call at a time, four high-priority requests are served before four low ones:
+    the snapshot carries each class's p95 (`priority.high.latency_p95_ms` 4 s, low 8 s), and
+    the shed law, reading the protected classes' 4 s against a 5 s objective, holds where
+    the overall p95 (8 s, the low class's waits) had it shed low priority earlier."""
+    clock = FakeClock(0.0)
+    live = LiveConfig(Tunables(inference_concurrency=1))
+    async with Pipeline(PipelineConfig(inference_shards=1), OneSecondWorker(clock), live=live,
+                        clock=clock) as pipeline:
+        sampler = sampler_for(pipeline, clock)
+        sampler.sample()
+        levels = [Priority.HIGH] * 4 + [Priority.LOW] * 4
+        await asyncio.gather(*(
+            pipeline.infer(InferenceRequest(f"request {i}", priority=level))
+            for i, level in enumerate(levels)))
+        snapshot = sampler.sample()
+    assert snapshot.get("priority.high.latency_p95_ms") == 4000.0
+    assert snapshot.get("priority.low.latency_p95_ms") == 8000.0
+    assert snapshot.get("priority.high.completed_total") == 4
+    assert snapshot.get("latency_p95_ms") == 8000.0
+    overall_only = TelemetrySnapshot(taken_at=snapshot.taken_at, values={
+        k: v for k, v in snapshot.values.items() if not k.startswith("priority.")})
+    objective = Objective(p95_ms=5000.0)
+
+    def proposed(seen: TelemetrySnapshot) -> list[object]:
+        return TuningController(LocalConfig(live), objective=objective, only=["shed_threshold"],
+                                dry_run=True, clock=FakeClock(0.0)).step(seen)
+
+    (before,) = proposed(overall_only)
+    assert before.new < before.old and "(all)" in before.reason
+    assert proposed(snapshot) == []
