@@ -90,6 +90,11 @@ class ProviderSnapshot:
     rate_limited_total: int = 0  # 429s: backpressure, not counted against the breaker
     timeouts_total: int = 0  # attempts with no answer in time (also in failures_total)
     rejected_total: int = 0  # 4xx: the request (or our key) at fault, not the provider
+    retry_after_s: float | None = None  # the latest Retry-After a 429 sent (None: none yet)
+    retry_after_p50_s: float | None = None  # the median of its latest 32
+    paused_s: float = 0.0
+    """Seconds its rate limiter still admits nothing: what is left of the last 429's
+    Retry-After (1 s when it sent none)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

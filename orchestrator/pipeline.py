@@ -395,6 +395,9 @@ class Pipeline:
                 rate_limited_total=r.rate_limited_total,
                 timeouts_total=r.timeouts_total,
                 rejected_total=r.rejected_total,
+                retry_after_s=r.retry_after_s,
+                retry_after_p50_s=r.retry_after_p50_s,
+                paused_s=r.limiter.paused_s,
             )
             for r in self.routes
         )

@@ -14,6 +14,8 @@ router (`intelligence.routing.LearnedRouting`) implements the same protocol.
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,10 +39,16 @@ __all__ = [
 ]
 
 
+_RETRY_AFTER_KEPT = 32
+"""How many of a provider's latest Retry-After values `Route.retry_after_p50_s` is over."""
+
+
 class Route:
-    """One provider as the pipeline uses it: the worker, its breaker and its rate limiter."""
+    """One provider as the pipeline uses it: the worker, its breaker and its rate limiter,
+    and its call counts and the Retry-After its recent 429s asked for."""
 
     __slots__ = (
+        "_retry_after_s",
         "breaker",
         "calls_total",
         "failures_total",
@@ -67,6 +75,21 @@ class Route:
         self.limiter = limiter
         self.calls_total = 0
         self.failures_total = 0
+        self._retry_after_s: deque[float] = deque(maxlen=_RETRY_AFTER_KEPT)
+
+    def observe_retry_after(self, seconds: float) -> None:
+        """A 429 from this provider asked us to wait `seconds` (its Retry-After)."""
+        self._retry_after_s.append(seconds)
+
+    @property
+    def retry_after_s(self) -> float | None:
+        """The latest Retry-After the provider sent with a 429 (None: none seen)."""
+        return self._retry_after_s[-1] if self._retry_after_s else None
+
+    @property
+    def retry_after_p50_s(self) -> float | None:
+        """The median of the latest 32 Retry-Afters (None: none seen)."""
+        return statistics.median(self._retry_after_s) if self._retry_after_s else None
 
     def __repr__(self) -> str:
         return f"Route({self.name!r})"

@@ -148,7 +148,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p(
         name="rate_limit_rps", owner=Owner.PIPELINE, unit="requests/s", low=0.5, high=100_000,
         max_step=1.0, cooldown_s=2, integer=False, method=Method.AIMD,
-        signal="429 ratio (provider.*.rate_limited_total rates) and the call rate; 5xx and "
+        signal="429 ratio (provider.*.rate_limited_total rates) and the call rate; the "
+        "observed Retry-After (provider.*.paused_s: no raise before it passed); 5xx and "
         "timeouts do not move it", setpoint="no 429s (after a burst, +10% probes up to "
         "1.25 × what was accepted, then doubling again)",
         why="the upstream's limit is unknown and moves; AIMD finds it and tracks it, as TCP",

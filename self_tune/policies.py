@@ -158,6 +158,12 @@ class Signals:
         return shed_share(self.snapshot)
 
     @property
+    def paused_s(self) -> float:
+        """The longest a provider's rate limiter still admits nothing: the rest of the
+        Retry-After its last 429 asked for (0 when none is paused)."""
+        return self._max("provider.", ".paused_s")
+
+    @property
     def breaker_open(self) -> bool:
         return self._max("provider.", ".breaker_open") >= 1.0
 
@@ -523,7 +529,12 @@ class RateLimitLaw(Law):
     `ceiling_margin` × that ceiling the limit probes by 10%, not by doubling, so a storm that
     still holds is not hit again at twice its rate every other interval (the saw-tooth that
     kept half the calls refused and the slots waiting); once the limit is past the margin
-    with no 429s, the ceiling has lifted and slow start resumes."""
+    with no 429s, the ceiling has lifted and slow start resumes.
+
+    Nor does it raise while an upstream's Retry-After has not passed (`provider.*.paused_s`,
+    what is left of the pause the last 429 asked for): an interval without 429s then says
+    only that the paused provider was not asked (the others carried the calls), not that it
+    would accept more. Cuts still happen meanwhile."""
 
     def __init__(self, *, ceiling_margin: float = 1.25) -> None:
         self.ceiling_margin = ceiling_margin
@@ -545,6 +556,9 @@ class RateLimitLaw(Law):
                 return None
             return Proposal(value=value, reason=f"{ratio:.0%} of {calls:.0f} calls/s got 429")
         if current is not None and ratio == 0:
+            paused_s = signals.paused_s
+            if paused_s > 0:
+                return None  # the upstream's Retry-After still holds: no evidence to raise on
             if self._ceiling is not None and current >= self.ceiling_margin * self._ceiling:
                 self._ceiling = None  # past the last storm's ceiling without a 429: it lifted
             if calls >= 0.8 * current:  # the limit is what holds traffic back

@@ -523,6 +523,8 @@ class InferenceStage:
                     # Backpressure: the provider is up and asks us to slow down.
                     breaker.record_success()
                     route.rate_limited_total += 1
+                    if error.retry_after_s is not None:
+                        route.observe_retry_after(error.retry_after_s)
                     route.limiter.pause(error.retry_after_s or 1.0)
                 else:
                     breaker.record_failure()

@@ -23,11 +23,13 @@ from orchestrator import (
     Pipeline,
     PipelineConfig,
     Priority,
+    ProviderError,
     Tunables,
 )
 from orchestrator.request import Completion, Usage
 from self_tune.controller import TuningController
 from self_tune.experiment import ExperimentSettings
+from self_tune.journal import Change
 from self_tune.live import LocalConfig
 from self_tune.objective import Objective
 from self_tune.sources import PIPELINE_COUNTERS, PipelineSource
@@ -138,3 +140,49 @@ async def test_the_shed_law_reads_the_p95_of_the_priorities_it_protects() -> Non
     (before,) = proposed(overall_only)
     assert before.new < before.old and "(all)" in before.reason
     assert proposed(snapshot) == []
+
+
+async def test_the_rate_limit_law_waits_out_an_upstream_retry_after() -> None:
+    """A 429 with `Retry-After: 30` is sampled as `provider.primary.retry_after_s` and, while
+    it holds, `paused_s`: the fallback carries the calls without a 429, which alone would
+    have the AIMD law raise the limit; it holds until the 30 s have passed, then raises."""
+    clock = FakeClock(0.0)
+    live = LiveConfig(Tunables(rate_limit_rps=10.0))
+    refused = ProviderError("primary", "slow down", status=429, retryable=True,
+                            retry_after_s=30.0)
+    primary, fallback = ScriptedWorker("primary", [refused]), ScriptedWorker("fallback")
+    async with Pipeline(PipelineConfig(), primary, fallback, live=live,
+                        clock=clock) as pipeline:
+        sampler = sampler_for(pipeline, clock)
+        sampler.sample()
+
+        async def interval(n: int) -> TelemetrySnapshot:
+            for i in range(n):
+                await pipeline.infer(InferenceRequest(f"request {clock.now} {i}"))
+            clock.advance(5.0)
+            return sampler.sample()
+
+        storm = await interval(5)
+        assert storm.get("provider.primary.rate_limited_per_s") > 0
+        assert storm.get("provider.primary.retry_after_s") == 30.0
+        assert storm.get("provider.primary.retry_after_p50_s") == 30.0
+        paused = await interval(5)
+        assert paused.get("provider.primary.paused_s") == 20.0
+        assert paused.get("provider.fallback.calls_per_s") == 1.0
+        assert paused.get("provider.primary.rate_limited_per_s") == 0.0
+        clock.advance(20.0)
+        passed = await interval(5)
+    assert passed.get("provider.primary.paused_s") == 0.0
+    assert primary.calls == 6  # the one refused, then the five after the pause
+
+    def proposed(seen: TelemetrySnapshot) -> list[Change]:
+        return TuningController(LocalConfig(live), only=["rate_limit_rps"], dry_run=True,
+                                clock=FakeClock(0.0)).step(seen)
+
+    unpaused = TelemetrySnapshot(taken_at=paused.taken_at, values={
+        k: v for k, v in paused.values.items() if not k.endswith(".paused_s")})
+    (would,) = proposed(unpaused)
+    assert would.new > would.old
+    assert proposed(paused) == []
+    (raised,) = proposed(passed)
+    assert raised.new > raised.old
