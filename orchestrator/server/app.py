@@ -3,9 +3,9 @@
     app = create_app(pipeline, settings=settings)
 
 The routers live in their own modules (`prompt_api`, `anthropic_api`, `openai_api`,
-`prometheus`, and the `/mcp` and `/dashboard` mounts); this module only wires them, the auth
-middleware, the body limit and the error handlers that keep every client mistake a 4xx in the
-caller's API dialect.
+`responses_api`, `responses_ws`, `prometheus`, …, and the `/mcp` and `/dashboard` mounts);
+this module only wires them, the auth middleware, the body limit and the error handlers that
+keep every client mistake a 4xx in the caller's API dialect.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from orchestrator.server import (
     prometheus,
     prompt_api,
     responses_api,
+    responses_ws,
 )
 from orchestrator.server.auth import TokenAuth
 from orchestrator.server.body_limit import BodyLimit
@@ -125,6 +126,7 @@ def create_app(
     app.include_router(prompt_api.router)
     app.include_router(config_api.router)
     app.include_router(responses_api.router)
+    app.include_router(responses_ws.router)
     app.include_router(completions_api.router)
     app.include_router(embeddings_api.router)
     feedback = pipeline.feedback

@@ -29,8 +29,8 @@ and Codex read: `response.created`, `response.in_progress`, `response.output_ite
 `response.content_part.done`, `response.output_item.done`, `response.completed` (with usage),
 or `response.failed` when the pipeline fails mid-stream.
 
-`GET /v1/responses` (Codex first tries the API's WebSocket mode) answers 426: Codex then
-falls back to HTTP at once.
+The API's WebSocket mode (`WS /v1/responses`, what Codex tries first) is `responses_ws`: it
+runs each `response.create` through `open_events`, the path a `stream: true` body takes here.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import aclosing
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, WebSocket
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
@@ -67,11 +68,19 @@ from orchestrator.server.chat_anthropic import (
     tool_result,
     tool_use,
 )
-from orchestrator.server.http_errors import ApiError, RequestRejected, bad_request, from_exception
+from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
 from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import dumps, open_stream, sse, sse_response
 
-__all__ = ["forwarded_headers", "messages_body", "router", "to_request", "uses_tools"]
+__all__ = [
+    "forwarded_headers",
+    "messages_body",
+    "open_events",
+    "prewarmed_events",
+    "router",
+    "to_request",
+    "uses_tools",
+]
 
 router = APIRouter(tags=["openai"])
 State = Annotated[ServerState, Depends(server_state)]
@@ -376,24 +385,23 @@ def _status_of(finish_reason: str | None) -> str:
 )
 async def responses(http: Request, state: State) -> Response:
     data = await json_object(http)
-    native = takes_native(state.pipeline, NATIVE_OPENAI_RESPONSES)
     timeout_s = client_timeout_s(http.headers.get("x-stainless-timeout"))
     retries = client_retries(http.headers)
+    client = state.client_of(http)
+    if data.get("stream") is True:
+        events, chunks = await open_events(
+            data, state, client=client, headers=http.headers, timeout_s=timeout_s,
+            retries=retries,
+        )
+        return sse_response(_encoded(events), chunks)
+    native = takes_native(state.pipeline, NATIVE_OPENAI_RESPONSES)
     if not native and uses_tools(data) and takes_native(state.pipeline, NATIVE_ANTHROPIC):
-        return await _through_anthropic(data, state, timeout_s, retries, state.client_of(http))
+        return await _through_anthropic(data, state, timeout_s, retries, client)
     request = dataclasses.replace(
         to_request(data, native=native, headers=http.headers, timeout_s=timeout_s,
                    retries=retries),
-        client=state.client_of(http),
+        client=client,
     )
-    stream = data.get("stream") is True
-    model = request.model or ""
-    if stream:
-        chunks = await open_stream(state.pipeline, request)
-        if native:
-            return sse_response(_native_events(chunks), chunks)
-        shaped = _Response(data, model, int(state.wall_clock()))
-        return sse_response(_events(chunks, shaped), chunks)
     response = await state.pipeline.infer(request)
     if response.native is not None:
         return JSONResponse(response.native)  # as the provider sent it
@@ -401,6 +409,73 @@ async def responses(http: Request, state: State) -> Response:
     status = _status_of(response.finish_reason)
     item = _message_item(shaped.item_id, response.text, status)
     return JSONResponse(shaped.object(status, [item], response.usage))
+
+
+async def open_events(
+    data: Mapping[str, Any],
+    state: ServerState,
+    *,
+    client: str,
+    headers: Mapping[str, str],
+    timeout_s: float | None = None,
+    retries: bool = False,
+) -> tuple[AsyncIterator[dict[str, Any]], AsyncIterator[StreamChunk]]:
+    """The Responses stream events answering `data` as a `stream: true` body (each a JSON
+    object with its `type`), and the pipeline stream under them, which the caller must close
+    as well. A refusal (a field the provider cannot carry, overload, budget, the provider
+    down) raises here, before the first event."""
+    native = takes_native(state.pipeline, NATIVE_OPENAI_RESPONSES)
+    if not native and uses_tools(data) and takes_native(state.pipeline, NATIVE_ANTHROPIC):
+        request = _anthropic_request(data, timeout_s, retries, client)
+        shaped = _Response(data, model_of(data) or "", int(state.wall_clock()))
+        chunks = await open_stream(state.pipeline, request)
+        return _anthropic_events(chunks, shaped), chunks
+    request = dataclasses.replace(
+        to_request(data, native=native, headers=headers, timeout_s=timeout_s,
+                   retries=retries),
+        client=client,
+    )
+    chunks = await open_stream(state.pipeline, request)
+    if native:
+        return _native_events(chunks), chunks
+    shaped = _Response(data, request.model or "", int(state.wall_clock()))
+    return _events(chunks, shaped), chunks
+
+
+def prewarmed_events(data: Mapping[str, Any], state: ServerState) -> list[dict[str, Any]]:
+    """The events of a response created and completed with no output and no model call:
+    the answer to a request that asks for no generation (`generate: false`, with which a
+    client warms a connection up before its first turn)."""
+    shaped = _Response(data, model_of(data) or "", int(state.wall_clock()))
+    event = _numbered()
+    return [
+        event({"type": "response.created", "response": shaped.object("in_progress", [])}),
+        event({"type": "response.completed",
+               "response": shaped.object("completed", [], Usage())}),
+    ]
+
+
+async def _encoded(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """`events` as server-sent events, each named by its type."""
+    async with aclosing(events):  # type: ignore[type-var]
+        async for event in events:
+            yield sse(event, str(event.get("type", "message")))
+
+
+def _anthropic_request(
+    data: Mapping[str, Any], timeout_s: float | None, retries: bool, client: str
+) -> InferenceRequest:
+    """The pipeline request taking a Responses body with tools to an Anthropic provider as a
+    native Messages body."""
+    translated = anthropic_request(
+        messages_body(data), native=True, timeout_s=timeout_s, retries=retries
+    )
+    return dataclasses.replace(
+        translated,
+        metadata={**translated.metadata, "api": "openai"},
+        session_id=_session_of(data) or translated.session_id,
+        client=client,
+    )
 
 
 async def _through_anthropic(
@@ -411,21 +486,9 @@ async def _through_anthropic(
     client: str,
 ) -> Response:
     """Tools through an Anthropic provider: the body as a native Messages body, its answer
-    (or its stream of Messages events) back as a Responses `response` (or its events)."""
-    model = model_of(data)
-    translated = anthropic_request(
-        messages_body(data), native=True, timeout_s=timeout_s, retries=retries
-    )
-    request = dataclasses.replace(
-        translated,
-        metadata={**translated.metadata, "api": "openai"},
-        session_id=_session_of(data) or translated.session_id,
-        client=client,
-    )
-    shaped = _Response(data, model, int(state.wall_clock()))
-    if data.get("stream") is True:
-        events = await open_stream(state.pipeline, request)
-        return sse_response(_anthropic_events(events, shaped), events)
+    back as a Responses `response`."""
+    request = _anthropic_request(data, timeout_s, retries, client)
+    shaped = _Response(data, model_of(data) or "", int(state.wall_clock()))
     answer = await state.pipeline.infer(request)
     message = answer.native or {}
     status = _status_of(finish_reason(message.get("stop_reason")))
@@ -445,63 +508,39 @@ def _call_item(block: Mapping[str, Any], arguments: str, status: str) -> dict[st
             "call_id": block["id"], "name": block["name"], "arguments": arguments}
 
 
-@router.get("/v1/responses", include_in_schema=False)
-async def responses_over_http_only() -> Response:
-    return _upgrade_required()
-
-
-@router.websocket("/v1/responses")
-async def responses_websocket(websocket: WebSocket) -> None:
-    # Codex tries the WebSocket mode first; a 426 sends it to HTTP at once (other refusals
-    # make it retry the upgrade five times first).
-    await websocket.send_denial_response(_upgrade_required())
-
-
-def _upgrade_required() -> Response:
-    error = ApiError(
-        status=426,
-        kind="upgrade_required",
-        message="this server serves the Responses API over HTTP only: POST /v1/responses",
-    )
-    return JSONResponse(error.body_for("openai"), status_code=426)
-
-
-async def _native_events(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[bytes]:
-    """The provider's own stream events, under their own names."""
+async def _native_events(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[dict[str, Any]]:
+    """The provider's own stream events, as it sent them."""
     try:
         async for chunk in chunks:
             event = chunk.native
             if event is not None:
-                yield sse(event, str(event.get("type", "message")))
+                yield dict(event)
     except OrchestratorError as exc:
         yield _failed(exc)
 
 
-def _failed(exc: OrchestratorError, shaped: _Response | None = None) -> bytes:
+def _failed(exc: OrchestratorError, shaped: _Response | None = None) -> dict[str, Any]:
     error = from_exception(exc)
     body = {"code": error.openai_code or error.kind, "message": error.message}
     if shaped is None:
-        return sse({"type": "error", **body, "param": None}, "error")
-    return sse(
-        {"type": "response.failed", "response": shaped.object("failed", [], error=body)},
-        "response.failed",
-    )
+        return {"type": "error", **body, "param": None}
+    return {"type": "response.failed", "response": shaped.object("failed", [], error=body)}
 
 
-def _numbered() -> Callable[[dict[str, Any]], bytes]:
-    """An SSE encoder numbering the events of one stream in order."""
+def _numbered() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Numbers the events of one stream in order (`sequence_number`)."""
     sequence = itertools.count()
 
-    def event(payload: dict[str, Any]) -> bytes:
+    def event(payload: dict[str, Any]) -> dict[str, Any]:
         payload["sequence_number"] = next(sequence)
-        return sse(payload, payload["type"])
+        return payload
 
     return event
 
 
 async def _anthropic_events(
     chunks: AsyncIterator[StreamChunk], shaped: _Response
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[dict[str, Any]]:
     """The Responses events for a stream of Anthropic Messages events: each text block a
     `message` item, each `tool_use` block a `function_call` item with its arguments in
     `function_call_arguments` deltas."""
@@ -585,7 +624,9 @@ def _item_done(
            "item": finished}
 
 
-async def _events(chunks: AsyncIterator[StreamChunk], shaped: _Response) -> AsyncIterator[bytes]:
+async def _events(
+    chunks: AsyncIterator[StreamChunk], shaped: _Response
+) -> AsyncIterator[dict[str, Any]]:
     event = _numbered()
     where = {"item_id": shaped.item_id, "output_index": 0, "content_index": 0}
     started = shaped.object("in_progress", [])

@@ -45,18 +45,6 @@ __all__ = ["ServerTask", "ServerThread", "build_app", "serve", "uvicorn_config"]
 log = logging.getLogger(__name__)
 
 
-class _DenialIsNotAnError(logging.Filter):
-    """Drops uvicorn's "returned without completing handshake" error after a WebSocket
-    *denial* response (`GET /v1/responses` answers Codex's upgrade with a 426): its
-    websockets-sansio protocol sends the denial but never marks the handshake as done."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "ASGI callable returned without completing handshake."
-
-
-_DENIAL_FILTER = _DenialIsNotAnError()
-
-
 def uvicorn_config(
     app: FastAPI,
     *,
@@ -72,7 +60,6 @@ def uvicorn_config(
     logging left to the caller (uvicorn's default config would replace the process's
     handlers)."""
     limits = limits if limits is not None else ConnectionLimits()
-    logging.getLogger("uvicorn.error").addFilter(_DENIAL_FILTER)  # addFilter ignores repeats
     return uvicorn.Config(
         app,
         host=host,
@@ -80,8 +67,9 @@ def uvicorn_config(
         loop="uvloop",
         http=limited_protocol(limits),
         ws=limited_ws_protocol(limits),
-        # WS /v1/stream carries prompts: the limit of /v1/prompt (the only other socket,
-        # /v1/responses, answers 426 before any message).
+        # WS /v1/stream carries prompts: the limit of /v1/prompt. WS /v1/responses carries
+        # what came after the previous response (the whole conversation only on a socket's
+        # first request), which fits too.
         ws_max_size=min(max_message_bytes, PROMPT_BODY_BYTES),
         # No permessage-deflate: a compressed socket holds zlib state per connection and lets a
         # small frame inflate to ws_max_size; answers are text the client reads at once.

@@ -128,8 +128,9 @@ async def test_claude_code_print_mode_answers_through_the_gateway_with_a_tool_ro
 async def test_codex_exec_answers_through_the_gateway_natively(
     openai_gateway: tuple[FakeOpenAI, Pipeline, str], tmp_path: Path
 ) -> None:
-    """The built-in `codex` profile: `codex exec` posts its Responses body to our server,
-    which forwards it natively to the OpenAI upstream; the answer comes out, billed."""
+    """The built-in `codex` profile: `codex exec` opens the Responses API's WebSocket mode on
+    our server (one socket, no HTTP fallback), which forwards its body natively to the OpenAI
+    upstream over HTTP, the whole conversation in it; the answer comes out, billed."""
     upstream, pipeline, url = openai_gateway
     _cli("codex")
     env = _isolated_env(tmp_path / "home", agent_env(url))
@@ -147,21 +148,37 @@ async def test_codex_exec_answers_through_the_gateway_natively(
         if isinstance(part, dict)
     ]
     assert "Say hello." in "".join(t for t in user_texts if t)
+    assert all("previous_response_id" not in r.body for r in calls)
     snapshot = pipeline.snapshot()
     assert snapshot.cost_usd_total > 0 and not snapshot.unpriced_models
+    assert await _responses_route(url) == {"101": 1}  # the socket, and no POST
 
 
 async def test_codex_exec_answers_offline_through_the_echo_provider(tmp_path: Path) -> None:
     """With only the echo provider, Codex's Responses body is translated to text: `codex
-    exec` prints the echo of its prompt and exits 0."""
+    exec`, over the WebSocket mode (its warm-up first, then its turn), prints the echo of its
+    prompt and exits 0."""
     _cli("codex")
     pipeline = Pipeline(PipelineConfig(), EchoWorker())
     async with ServerTask(create_app(pipeline)) as url:
         env = _isolated_env(tmp_path / "home", agent_env(url))
         command = BUILTIN_PROFILES["codex"].render(prompt="", task_id="t1")
         out = await _run(command, env=env, cwd=tmp_path, stdin="ping pong")
+        assert await _responses_route(url) == {"101": 1}
     assert "ping pong" in out
     assert pipeline.snapshot().requests_total >= 1
+
+
+async def _responses_route(url: str) -> dict[str, int]:
+    """How the server answered `/v1/responses`, by status, once the CLI's socket is counted
+    (a socket is counted when it closes, which the server may see after the CLI exits)."""
+    async with httpx.AsyncClient() as client, asyncio.timeout(10):
+        while True:
+            status = (await client.get(f"{url}/v1/status")).json()
+            route: dict[str, int] = status["http_requests"]["by_route"].get("/v1/responses", {})
+            if "101" in route or "200" in route:
+                return route
+            await asyncio.sleep(0.02)  # the close is on its way: the CLI has exited
 
 
 async def test_a_two_task_claude_fleet_through_an_embedded_orchestrator_ends_done_and_billed(

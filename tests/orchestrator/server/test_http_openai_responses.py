@@ -8,10 +8,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx2
 import openai
 import pytest
-import websockets
 from conftest import PricedEcho, echo_pipeline
 from fakes import FakeOpenAI, StreamError
 from fakes.openai_api import FUNCTION_ARGUMENTS
@@ -155,22 +153,6 @@ def test_a_budget_refusal_is_openais_insufficient_quota(
     with pytest.raises(openai.RateLimitError) as caught:
         client(url).responses.create(model=MODEL, input="spend a little money here")
     assert caught.value.code == "insufficient_quota"
-
-
-def test_the_websocket_mode_is_refused_with_426(start_server: Callable[..., str]) -> None:
-    """Codex first asks for a WebSocket on GET /v1/responses: a 426 (its cue to use HTTP),
-    and a plain GET gets the same answer."""
-    url = start_server()
-
-    async def upgrade() -> int:
-        ws_url = url.replace("http://", "ws://") + "/v1/responses"
-        with pytest.raises(websockets.InvalidStatus) as caught:
-            async with websockets.connect(ws_url):
-                pass
-        return caught.value.response.status_code
-
-    assert asyncio.run(upgrade()) == 426
-    assert httpx2.get(url + "/v1/responses").status_code == 426
 
 
 # --- native: an OpenAI provider --------------------------------------------------------------
