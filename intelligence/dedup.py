@@ -18,13 +18,19 @@ entry inserted under an equal scope. Entries expire after `ttl_s` and the least 
 go first beyond `max_entries`. With `path`, the entries persist to that file (`save()`, and
 `close()`) and load again on first use.
 
-Embedding is blocking CPU work: `alookup`/`ainsert` run it in a worker thread and batch the
-lookups that arrive together into one embedding call.
+Embedding is blocking CPU work, so `alookup`/`ainsert` run it off the event loop, on one worker
+thread of this dedup's own: at most one embedding runs at a time (several at once only fight
+over the same cores). `alookup` batches dynamically: the lookups that arrive while a batch is
+embedded wait for the next one (up to `max_batch` prompts), which starts as soon as the running
+one ends. With `max_wait_s`, a lookup that would wait longer than that for the embedder is a
+miss at once (counted in `DedupStats.skipped_busy`): the estimate is the running batch's
+remaining time plus the queued prompts times the per-prompt time of recent batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import math
 import os
@@ -76,7 +82,8 @@ class Hit(Generic[V]):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DedupStats:
-    """Counters since start: lookups, hits (semantic ones apart), feedback, evictions."""
+    """Counters since start: lookups searched, hits (semantic ones apart), feedback,
+    evictions, and async lookups skipped because the embedder was busy."""
 
     entries: int
     lookups: int
@@ -87,6 +94,9 @@ class DedupStats:
     reported_wrong: int
     expired: int
     evicted: int
+    skipped_busy: int
+    """Async lookups answered as a miss without a search: the embedder's backlog would have
+    kept them waiting longer than `max_wait_s`."""
 
     @property
     def false_hit_rate(self) -> float | None:
@@ -106,6 +116,14 @@ class _Entry:
     # (confidence, correct) for each hit of this entry that someone reported on
     observations: list[tuple[float, bool]] = field(default_factory=list)
     learned_bar: float = 0.0
+
+
+# How far one timed batch moves the per-prompt estimate: it follows a change of load (batch
+# sizes, CPU contention) within a few batches, and one slow batch (a GC pause) moves it a fifth.
+_COST_EWMA = 0.2
+
+# A lookup waiting for a batch: its text, scope, and the future its caller awaits.
+_Waiting = tuple[str, Hashable, asyncio.Future[Hit[V] | None]]
 
 
 def _text_key(text: str) -> str:
@@ -242,6 +260,10 @@ class SemanticDedup(Generic[V]):
     `min_cosine` only bounds which neighbours are worth verifying. `clock` gives wall-clock
     seconds (TTLs survive a restart through the persisted file).
 
+    `alookup` embeds at most `max_batch` prompts in one call; `max_wait_s` (None: no limit)
+    is how long a lookup may wait for the embedder before it is answered as a miss instead,
+    estimated on `timer` (monotonic seconds) from how long recent batches took.
+
     Raises ValueError for a bad parameter; `IndexFileError` when `path` holds a file that
     cannot be read (at first use).
     """
@@ -260,6 +282,9 @@ class SemanticDedup(Generic[V]):
         max_false_hit_rate: float = 0.03,
         path: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.time,
+        max_batch: int = 64,
+        max_wait_s: float | None = None,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if not callable(threshold) and not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
@@ -273,6 +298,10 @@ class SemanticDedup(Generic[V]):
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
         if not 0.0 <= max_false_hit_rate < 1.0:
             raise ValueError(f"max_false_hit_rate must be in [0, 1), got {max_false_hit_rate}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_wait_s is not None and not (0.0 <= max_wait_s < float("inf")):
+            raise ValueError(f"max_wait_s must be a finite number >= 0 or None, got {max_wait_s}")
         self._embedder: Embedder = embedder if embedder is not None else DefaultEmbedder()
         self._threshold = threshold if callable(threshold) else (lambda t=float(threshold): t)
         self._verify = verify
@@ -284,6 +313,9 @@ class SemanticDedup(Generic[V]):
         self._bound = max_false_hit_rate
         self._path = Path(path) if path is not None else None
         self._clock = clock
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._timer = timer
 
         self._lock = threading.RLock()
         self._entries: dict[int, _Entry] = {}
@@ -304,12 +336,18 @@ class SemanticDedup(Generic[V]):
                 "reported_wrong",
                 "expired",
                 "evicted",
+                "skipped_busy",
             ),
             0,
         )
-        self._pending: list[tuple[str, Hashable, asyncio.Future[Hit[V] | None]]] = []
-        self._flush_scheduled = False
-        self._flush_task: asyncio.Task[None] | None = None
+        # The async side, touched only on the event loop's thread: the lookups waiting for the
+        # next batch, the task that runs batches while any wait, the running batch's (start,
+        # size), and the per-prompt seconds of recent batches (None until one was timed).
+        self._pending: list[_Waiting[V]] = []
+        self._batcher: asyncio.Task[None] | None = None
+        self._running: tuple[float, int] | None = None
+        self._per_prompt_s: float | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     # --- properties ------------------------------------------------------------------------
 
@@ -560,45 +598,100 @@ class SemanticDedup(Generic[V]):
 
     # --- async: off the event loop, batched -------------------------------------------------
 
+    def _worker(self) -> concurrent.futures.ThreadPoolExecutor:
+        # One thread: embeddings run one at a time, in the order they were asked for. The
+        # default executor would run as many at once as arrive, each slower for the others.
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="semantic-dedup"
+            )
+        return self._executor
+
+    def expected_wait_s(self) -> float:
+        """Seconds a lookup made now would wait for the embedder before its batch starts: the
+        running batch's remaining time plus the queued prompts, each at the per-prompt time of
+        recent batches (0 before any batch was timed, and whenever the embedder is idle)."""
+        per = self._per_prompt_s
+        if per is None:
+            return 0.0
+        wait = len(self._pending) * per
+        if self._running is not None:
+            started, size = self._running
+            wait += max(0.0, started + size * per - self._timer())
+        return wait
+
     async def alookup(self, text: str, *, scope: Hashable = None) -> Hit[V] | None:
-        """`lookup` without blocking the event loop; concurrent calls share one embedding."""
+        """`lookup` without blocking the event loop: embedded in the next batch, or None at once
+        (counted in `skipped_busy`) when the wait for it is estimated beyond `max_wait_s`."""
         hash(scope)
+        if self._max_wait_s is not None and self.expected_wait_s() > self._max_wait_s:
+            with self._lock:
+                self._counts["skipped_busy"] += 1
+            return None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Hit[V] | None] = loop.create_future()
         self._pending.append((text, scope, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if self._batcher is None:
             # kept so the task is not garbage-collected mid-flight
-            self._flush_task = loop.create_task(self._flush())
+            self._batcher = loop.create_task(self._run_batches())
         return await future
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the lookups that arrive in this tick join the batch
-        batch, self._pending = self._pending, []
-        self._flush_scheduled = False
-        texts = [t for t, _, _ in batch]
-
-        def work() -> list[Hit[V] | None]:
-            rows = self._embed(texts)
-            return [
-                self._lookup_vector(t, s, row)
-                for (t, s, _), row in zip(batch, rows, strict=True)
-            ]
-
+    async def _run_batches(self) -> None:
+        """Embed and search the waiting lookups, `max_batch` at a time, one batch after the
+        other, until none wait."""
+        loop = asyncio.get_running_loop()
+        batch: list[_Waiting[V]] = []
         try:
-            results = await asyncio.to_thread(work)
-        except BaseException as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+            await asyncio.sleep(0)  # the lookups that arrive in this tick join the first batch
+            while self._pending:
+                taken = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                batch = [w for w in taken if not w[2].done()]  # callers that stopped waiting
+                if not batch:
+                    continue
+                started = self._timer()
+                self._running = (started, len(batch))
+                try:
+                    results = await loop.run_in_executor(self._worker(), self._search, batch)
+                except Exception as exc:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                finally:
+                    self._running = None
+                self._timed(len(batch), self._timer() - started)
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+            batch = []
+        except asyncio.CancelledError:  # the loop shuts down: nobody waits any more
+            for _, _, future in (*batch, *self._pending):
+                future.cancel()
+            self._pending = []
+            raise
+        finally:
+            self._batcher = None
+
+    def _search(self, batch: Sequence[_Waiting[V]]) -> list[Hit[V] | None]:
+        rows = self._embed([text for text, _, _ in batch])
+        return [
+            self._lookup_vector(text, scope, row)
+            for (text, scope, _), row in zip(batch, rows, strict=True)
+        ]
+
+    def _timed(self, size: int, elapsed_s: float) -> None:
+        per = max(0.0, elapsed_s) / size
+        last = self._per_prompt_s
+        self._per_prompt_s = per if last is None else last + _COST_EWMA * (per - last)
 
     async def ainsert(self, text: str, value: V, *, scope: Hashable = None) -> int:
-        """`insert` without blocking the event loop."""
-        return await asyncio.to_thread(lambda: self.insert(text, value, scope=scope))
+        """`insert` without blocking the event loop (on the embedding thread: an insert that
+        must embed waits its turn behind the running batch)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._worker(), lambda: self.insert(text, value, scope=scope)
+        )
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -677,6 +770,10 @@ class SemanticDedup(Generic[V]):
         os.replace(tmp, self._path)
 
     def close(self) -> None:
-        """Save (when there is a path and anything was loaded or stored)."""
+        """Save (when there is a path and anything was loaded or stored) and let the embedding
+        thread go once it is idle (a later async call starts another)."""
         if self._path is not None and self._loaded:
             self.save()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
