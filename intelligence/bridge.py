@@ -46,7 +46,8 @@ class IntelligenceBridge:
     `seed` makes the router's choices reproducible; `store` (an `AgentMemory`) restores its
     state at start, keeps it on `save()` and, while `autosave()` runs, every
     `save_interval_s` seconds (on `clock`) or `save_every` updates. `dedup_hook` passes a ready
-    hook instead of building one (tests, a preloaded model)."""
+    hook instead of building one (tests, a preloaded model); a built one reads `threshold`
+    and lets a lookup wait at most `semantic_dedup_max_wait_s` for the embedder."""
 
     def __init__(
         self,
@@ -55,6 +56,7 @@ class IntelligenceBridge:
         learned_routing: bool = True,
         semantic_dedup: bool = True,
         threshold: float | Callable[[], float] = 0.92,
+        semantic_dedup_max_wait_s: float | None = None,
         policy: Policy | str = Policy.THOMPSON,
         weights: RewardWeights | None = None,
         estimator: QualityEstimator | None = None,
@@ -73,7 +75,9 @@ class IntelligenceBridge:
             )
         self.dedup_hook: SemanticDedupHook | None = None
         if semantic_dedup:
-            self.dedup_hook = dedup_hook or SemanticDedupHook(threshold=threshold)
+            self.dedup_hook = dedup_hook or SemanticDedupHook(
+                threshold=threshold, max_wait_s=semantic_dedup_max_wait_s
+            )
         self.collector = FeedbackCollector(router=self.router, dedup=self.dedup_hook)
         if self.dedup_hook is not None:
             self.dedup_hook.collector = self.collector

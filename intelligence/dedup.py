@@ -356,6 +356,11 @@ class SemanticDedup(Generic[V]):
         return self._embedder
 
     @property
+    def max_wait_s(self) -> float | None:
+        """The longest an async lookup may wait for the embedder (None: no limit)."""
+        return self._max_wait_s
+
+    @property
     def threshold(self) -> float:
         """The live bar as read now."""
         return float(self._threshold())

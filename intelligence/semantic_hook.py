@@ -14,8 +14,11 @@ an answer is forgotten.
 
 Nothing heavy loads at construction: the first `match` starts loading the model, the verifier
 and FAISS in a background thread (`warm()` starts it earlier) and, until they are ready,
-every lookup is a miss at once, so no request ever waits for the model. `status()` says
-which embedder serves (`lexical` with the reason when sentence-transformers cannot load).
+every lookup is a miss at once, so no request ever waits for the model. Once loaded, a
+lookup that would wait for the embedder longer than `max_wait_s` (the embedding thread is
+busy with a backlog) is a miss at once too: the request goes upstream as it would without
+semantic dedup. `status()` says which embedder serves (`lexical` with the reason when
+sentence-transformers cannot load) and counts both kinds of skipped lookups.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ class _Slot:
 class SemanticDedupHook:
     """See the module docstring. `threshold` (a callable is read at every lookup) is the
     verifier's bar; `make` builds the `SemanticDedup` (default: the packaged model with that
-    threshold) in the loading thread; `dedup` passes a ready one instead. `clock` is wall
+    threshold and `max_wait_s`, the longest a lookup may wait for the embedder, None: no
+    limit) in the loading thread; `dedup` passes a ready one instead. `clock` is wall
     time in seconds (answers' TTLs). `collector` (a `FeedbackCollector`), when set, is told
     which entry answered each request served by a match, so a verdict on that request
     reaches the entry (`feedback`, the collector's `DedupFeedback`). `feedback_window` is how
@@ -74,6 +78,7 @@ class SemanticDedupHook:
         dedup: SemanticDedup[Any] | None = None,
         *,
         threshold: float | Callable[[], float] = 0.92,
+        max_wait_s: float | None = None,
         make: Callable[[], SemanticDedup[Any]] | None = None,
         clock: Callable[[], float] = time.time,
         collector: FeedbackCollector | None = None,
@@ -83,6 +88,7 @@ class SemanticDedupHook:
             raise ValueError(f"feedback_window must be >= 1, got {feedback_window!r}")
         self.collector = collector
         self._threshold = threshold
+        self._max_wait_s = max_wait_s
         self._make = make
         self._clock = clock
         self._dedup = dedup
@@ -96,6 +102,11 @@ class SemanticDedupHook:
         self._verdicts: deque[bool] = deque(maxlen=feedback_window)  # True: a wrong hit
 
     # --- loading ------------------------------------------------------------------------------
+
+    @property
+    def max_wait_s(self) -> float | None:
+        """The wait budget the hook builds its `SemanticDedup` with (not a passed-in one's)."""
+        return self._max_wait_s
 
     @property
     def ready(self) -> bool:
@@ -126,7 +137,9 @@ class SemanticDedupHook:
                 else:
                     from intelligence.dedup import SemanticDedup
 
-                    dedup = SemanticDedup(threshold=self._threshold)
+                    dedup = SemanticDedup(
+                        threshold=self._threshold, max_wait_s=self._max_wait_s
+                    )
             dedup.warm()
         except Exception as exc:  # a broken install: dedup stays off, requests go upstream
             log.exception("semantic dedup could not load; it stays off")
@@ -233,14 +246,17 @@ class SemanticDedupHook:
 
     def status(self) -> dict[str, Any]:
         """JSON-ready state: loading state, embedder (and why the fallback, if it serves),
-        entries, the live threshold, hits by kind and, once hits were reported on, the share of
-        the latest `feedback_window` reports that said wrong (`wrong_hit_rate`; absent before
-        any, so a tuner reading it holds instead of taking silence for "never wrong")."""
+        entries, the live threshold, hits by kind, lookups skipped (`skipped_while_loading`,
+        and `skipped_busy`: the embedder's backlog was over the wait budget, `max_wait_ms`)
+        and, once hits were reported on, the share of the latest `feedback_window` reports
+        that said wrong (`wrong_hit_rate`; absent before any, so a tuner reading it holds
+        instead of taking silence for "never wrong")."""
         data: dict[str, Any] = {
             "state": self._state,
             "joined_flights": self.joined,
             "answered_from_store": self.answered_from_store,
             "skipped_while_loading": self.skipped_while_loading,
+            "skipped_busy": 0,
         }
         if self._failure is not None:
             data["failure"] = self._failure
@@ -255,7 +271,10 @@ class SemanticDedupHook:
             threshold=dedup.threshold,
             reported_hits=stats.reported_hits,
             reported_wrong=stats.reported_wrong,
+            skipped_busy=stats.skipped_busy,
         )
+        if dedup.max_wait_s is not None:
+            data["max_wait_ms"] = dedup.max_wait_s * 1000
         verdicts = tuple(self._verdicts)
         if verdicts:
             data["wrong_hit_rate"] = sum(verdicts) / len(verdicts)

@@ -55,7 +55,8 @@ def build_pipeline(
     `settings.learned_routing` (the default; with a fallback, when no `router` is given) puts
     the learned router in the routing seam, rewarded by the quality of each answer;
     `settings.semantic_dedup` (the default; unless `dedup_hooks` are given) adds semantic
-    dedup reading the live `semantic_dedup_threshold`; client feedback reaches both.
+    dedup reading the live `semantic_dedup_threshold`, a lookup waiting at most
+    `settings.semantic_dedup_max_wait_ms` for the embedder; client feedback reaches both.
     `settings.prompt_optimizer` (the default) runs the `PromptOptimizer` on each request that
     opts in (`metadata["optimize_prompt"]` = "1"/"true"/"on"); off, the opt-in is ignored.
     `memory` (an `AgentMemory`) keeps the learned router's state: restored here, saved while
@@ -89,6 +90,7 @@ def build_pipeline(
             learned_routing=settings.learned_routing and router is None,
             semantic_dedup=settings.semantic_dedup and not dedup_hooks,
             threshold=lambda: tunables.current.semantic_dedup_threshold,
+            semantic_dedup_max_wait_s=settings.semantic_dedup_max_wait_ms / 1000,
             store=memory,
             save_interval_s=settings.router_save_interval_s,
             save_every=settings.router_save_every,

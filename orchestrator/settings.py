@@ -78,6 +78,7 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "log_format": "LOG_FORMAT",
     "log_prompts": "LOG_PROMPTS",
     "semantic_dedup": "SEMANTIC_DEDUP",
+    "semantic_dedup_max_wait_ms": "SEMANTIC_DEDUP_MAX_WAIT_MS",
     "learned_routing": "LEARNED_ROUTING",
     "prompt_optimizer": "PROMPT_OPTIMIZER",
     "router_save_interval_s": "ROUTER_SAVE_INTERVAL_S",
@@ -166,6 +167,12 @@ class ServerSettings:
     # The intelligence layer: semantic dedup of near-identical prompts (loads on first use),
     # and the learned router choosing among the providers (with a fallback configured).
     semantic_dedup: bool = True
+    # The longest a request's semantic lookup may wait for the embedder (its thread busy with
+    # earlier prompts) before the request goes upstream as a miss. 20 ms: one MiniLM embedding
+    # alone is ~9 ms on a CPU, so an idle or nearly idle embedder always takes the lookup, while
+    # a backlog is never allowed to add more than a small fraction of an upstream call's own
+    # latency (hundreds of ms to seconds) to every request it does not save.
+    semantic_dedup_max_wait_ms: float = 20.0
     learned_routing: bool = True
     # The prompt optimizer for requests that opt in (metadata `optimize_prompt`); off: ignored.
     prompt_optimizer: bool = True
@@ -234,6 +241,19 @@ class ServerSettings:
         if self.log_format not in ("text", "json"):
             raise SettingsError(
                 f"LOG_FORMAT must be text or json, got {self.log_format!r}", names=("LOG_FORMAT",)
+            )
+        if (
+            isinstance(self.semantic_dedup_max_wait_ms, bool)
+            or not isinstance(self.semantic_dedup_max_wait_ms, int | float)
+            or not (
+                math.isfinite(self.semantic_dedup_max_wait_ms)
+                and self.semantic_dedup_max_wait_ms >= 0
+            )
+        ):
+            raise SettingsError(
+                "SEMANTIC_DEDUP_MAX_WAIT_MS must be a number >= 0, "
+                f"got {self.semantic_dedup_max_wait_ms!r}",
+                names=("SEMANTIC_DEDUP_MAX_WAIT_MS",),
             )
         if (
             isinstance(self.router_save_interval_s, bool)
@@ -323,6 +343,7 @@ _CONVERTERS: Mapping[str, Any] = {
     "max_spend_usd": float,
     "max_body_bytes": int,
     "semantic_dedup": switch,
+    "semantic_dedup_max_wait_ms": float,
     "learned_routing": switch,
     "prompt_optimizer": switch,
     "router_save_interval_s": float,

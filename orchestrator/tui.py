@@ -569,7 +569,8 @@ def routing_text(routing: Mapping[str, Any]) -> str:
 
 
 def semantic_text(dedup: Mapping[str, Any]) -> str:
-    """The semantic dedup panel: state, embedder, hits and the recent ones' similarity."""
+    """The semantic dedup panel: state, embedder, hits, lookups skipped while the embedder was
+    busy, and the recent hits' similarity."""
     head = [str(dedup.get("state", ""))]
     if dedup.get("embedder"):
         head.append(str(dedup["embedder"]))
@@ -579,7 +580,8 @@ def semantic_text(dedup: Mapping[str, Any]) -> str:
         " · ".join(head),
         f"lookups {_int(dedup.get('lookups', 0))} · hits {_int(dedup.get('hits', 0))} "
         f"({_pct(dedup.get('hit_rate', 0.0))}) · wrong reported "
-        f"{_pct(dedup.get('wrong_hit_rate', 0.0))}",
+        f"{_pct(dedup.get('wrong_hit_rate', 0.0))} · skipped (embedder busy) "
+        f"{_int(dedup.get('skipped_busy', 0))}",
     ]
     for hit in list(dedup.get("recent_hits") or [])[-5:][::-1]:
         where = "joined a call in flight" if hit.get("served_from") == "flight" else "stored"

@@ -1,7 +1,8 @@
 """`GET /metrics`: the pipeline snapshot in Prometheus text format, read at scrape time.
 
 A custom collector turns one `Pipeline.snapshot()` into metric families named `orchestrator_*`
-(per-stage and per-provider series carry `stage` / `provider` labels), registered in a registry
+(per-stage and per-provider series carry `stage` / `provider` labels; semantic dedup's are
+`orchestrator_semantic_dedup_*`, with a semantic dedup hook), registered in a registry
 of its own, so several apps in one process never collide.
 """
 
@@ -145,6 +146,8 @@ class SnapshotCollector(Collector):
             opened.add_metric([provider.name], provider.breaker_opened_total)
         yield from (breaker, calls, failures, opened)
         yield from _usage_metrics(snap.usage.get("rows", ()))
+        if snap.semantic_dedup is not None:
+            yield from _semantic_metrics(snap.semantic_dedup)
         if self._requests is not None:
             http = CounterMetricFamily(
                 "orchestrator_http_requests",
@@ -193,6 +196,28 @@ def _usage_metrics(rows: Any) -> Iterator[Metric]:
             tokens.add_metric([*pair, kind], row[field])
         cost.add_metric(pair, row["cost_usd"])
     yield from (requests, tokens, cost)
+
+
+def _semantic_metrics(dedup: Mapping[str, Any]) -> Iterator[Metric]:
+    """The semantic dedup counters (`MetricsSnapshot.semantic_dedup`, what `/v1/status`
+    shows under `"semantic_dedup"`)."""
+    for key, doc in (
+        ("lookups", "Semantic dedup lookups asked."),
+        ("hits", "Requests served by a semantic match."),
+        ("errors", "Semantic dedup lookups that failed (served as misses)."),
+    ):
+        yield CounterMetricFamily(
+            f"orchestrator_semantic_dedup_{key}", doc, value=dedup.get(key, 0)
+        )
+    skipped = CounterMetricFamily(
+        "orchestrator_semantic_dedup_skipped",
+        "Semantic dedup lookups answered as a miss without a search, by reason: the model "
+        "still loading, or the embedder's backlog over the wait budget (busy).",
+        labels=["reason"],
+    )
+    skipped.add_metric(["loading"], dedup.get("skipped_while_loading", 0))
+    skipped.add_metric(["busy"], dedup.get("skipped_busy", 0))
+    yield skipped
 
 
 def _fleet_metrics(fleet: Mapping[str, Any]) -> Iterator[Metric]:

@@ -7,8 +7,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+from fakeclock import FakeClock
+from gatedembedder import GatedEmbedder
 from pipeline_fakes import GatedWorker, ScriptedWorker, settle
 
+from intelligence.dedup import SemanticDedup
+from intelligence.semantic_hook import SemanticDedupHook
 from orchestrator import InferenceRequest, Message, Pipeline, PipelineConfig
 from orchestrator.resilience.coalesce import DedupHook, semantic_query
 
@@ -191,3 +196,37 @@ async def test_money_saved_is_priced_like_the_call_it_avoided() -> None:
     assert first.cost_usd > 0
     assert saved["cache"] == first.cost_usd and saved["semantic"] == first.cost_usd
     assert saved["dedup"] == 0.0 and saved["total"] == 2 * first.cost_usd
+
+
+async def test_a_lookup_over_the_wait_budget_goes_upstream_and_is_counted_in_status() -> None:
+    """While the real hook's embedder is held with a backlog beyond `max_wait_s`, a new request
+    is not held: it skips semantic dedup, is answered upstream at once, and `skipped_busy`
+    counts it in the pipeline's semantic dedup status (what /v1/status shows)."""
+    clock = FakeClock(0.0)
+    embedder = GatedEmbedder(clock, cost_s=0.010)
+    dedup = SemanticDedup(embedder, verify=False, max_wait_s=0.015, timer=clock)
+    hook = SemanticDedupHook(dedup)
+    embedder.gate.set()
+    assert await asyncio.to_thread(hook.wait_ready, 60)
+    worker = ScriptedWorker()
+    async with Pipeline(PipelineConfig(), worker, dedup_hooks=[hook]) as pipeline:
+        await pipeline.infer(InferenceRequest("timed"))  # the embedder's cost: 10 ms a prompt
+        embedder.gate.clear()
+        embedder.entered.clear()
+        held = asyncio.create_task(pipeline.infer(InferenceRequest("held")))
+        assert await asyncio.to_thread(embedder.entered.wait, 60)
+        queued = asyncio.create_task(pipeline.infer(InferenceRequest("queued")))
+        for _ in range(1000):  # loop turns until "queued" waits behind "held": 20 ms
+            if dedup.expected_wait_s() > 0.019:
+                break
+            await asyncio.sleep(0)
+        assert dedup.expected_wait_s() == pytest.approx(0.020)
+        calls = worker.calls
+        late = await asyncio.wait_for(pipeline.infer(InferenceRequest("late")), 30)
+        assert late.cache_kind is None and worker.calls == calls + 1
+        status = pipeline.snapshot().semantic_dedup
+        assert status is not None
+        assert status["skipped_busy"] == 1 and status["max_wait_ms"] == 15.0
+        embedder.gate.set()
+        await asyncio.gather(held, queued)
+    assert ["late"] not in embedder.calls

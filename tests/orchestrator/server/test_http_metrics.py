@@ -8,7 +8,7 @@ import httpx
 from conftest import PricedEcho
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator import Pipeline, PipelineConfig
+from orchestrator import EchoWorker, Pipeline, PipelineConfig
 
 
 def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -62,3 +62,40 @@ def test_errors_are_counted_by_type(start_server: Callable[..., str]) -> None:
     samples = scrape(url)
     assert samples["orchestrator_errors_total"][(("type", "BudgetExceeded"),)] == 1
     assert samples["orchestrator_budget_refusals_total"][()] == 1
+
+
+class ReportingHook:
+    """A semantic dedup hook that never matches and reports fixed skip counts in its status."""
+
+    async def match(self, text: str, scope: str) -> None:
+        return None
+
+    def started(self, flight_key: str, text: str, scope: str) -> None: ...
+
+    def answered(self, flight_key: str, answer: object, ttl_s: float) -> None: ...
+
+    def finished(self, flight_key: str) -> None: ...
+
+    def served(self, request_id: str, match: object) -> None: ...
+
+    def status(self) -> dict[str, int]:
+        return {"skipped_while_loading": 2, "skipped_busy": 3}
+
+
+def test_semantic_dedup_counters_are_exported(start_server: Callable[..., str]) -> None:
+    """With a semantic dedup hook: its lookups, hits, errors and skipped lookups by reason."""
+    url = start_server(Pipeline(PipelineConfig(), EchoWorker(), dedup_hooks=[ReportingHook()]))
+    httpx.post(url + "/v1/prompt", json={"input": "a"})
+    samples = scrape(url)
+    assert samples["orchestrator_semantic_dedup_lookups_total"][()] == 1
+    assert samples["orchestrator_semantic_dedup_hits_total"][()] == 0
+    skipped = samples["orchestrator_semantic_dedup_skipped_total"]
+    assert skipped == {(("reason", "loading"),): 2, (("reason", "busy"),): 3}
+
+
+def test_without_semantic_dedup_there_are_no_semantic_series(
+    start_server: Callable[..., str],
+) -> None:
+    """A pipeline without a semantic dedup hook exports none of its series."""
+    samples = scrape(start_server())
+    assert not [name for name in samples if name.startswith("orchestrator_semantic_dedup")]

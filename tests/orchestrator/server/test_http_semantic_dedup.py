@@ -66,6 +66,9 @@ def test_a_paraphrase_gets_the_stored_answer_marked_semantic(served: tuple[str, 
     assert snapshot.upstream_calls == 1
     assert snapshot.semantic_dedup is not None
     assert snapshot.semantic_dedup["embedder"] == "sentence-transformers"
+    # one request after the other: the embedder is idle for each, never over the budget
+    assert snapshot.semantic_dedup["skipped_busy"] == 0
+    assert snapshot.semantic_dedup["max_wait_ms"] == 20.0
     (hit,) = snapshot.semantic_dedup["recent_hits"]
     assert hit["served_from"] == "cache" and hit["similarity"] > 0.9
 
@@ -214,3 +217,18 @@ def test_the_setting_turns_it_off() -> None:
     assert build_pipeline(settings).semantic.hooks == ()
     with pytest.raises(SettingsError, match="SEMANTIC_DEDUP"):
         load_settings(environ={"PROVIDER": "echo", "SEMANTIC_DEDUP": "maybe"}, env_file=None)
+
+
+def test_the_wait_budget_is_a_setting_the_hook_gets() -> None:
+    """`SEMANTIC_DEDUP_MAX_WAIT_MS` (20 by default) is how long the hook's lookups may wait for
+    the embedder; a negative one is refused by name."""
+    (hook,) = build_pipeline(ServerSettings(provider="echo")).semantic.hooks
+    assert isinstance(hook, SemanticDedupHook) and hook.max_wait_s == 0.020
+    settings = load_settings(
+        environ={"PROVIDER": "echo", "SEMANTIC_DEDUP_MAX_WAIT_MS": "5"}, env_file=None
+    )
+    (hook,) = build_pipeline(settings).semantic.hooks
+    assert isinstance(hook, SemanticDedupHook) and hook.max_wait_s == 0.005
+    with pytest.raises(SettingsError, match="SEMANTIC_DEDUP_MAX_WAIT_MS"):
+        load_settings(environ={"PROVIDER": "echo", "SEMANTIC_DEDUP_MAX_WAIT_MS": "-1"},
+                      env_file=None)
