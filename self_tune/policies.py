@@ -12,6 +12,7 @@ its signal (the snapshot does not carry it) proposes nothing: it never guesses.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -534,27 +535,42 @@ class RateLimitLaw(Law):
     Nor does it raise while an upstream's Retry-After has not passed (`provider.*.paused_s`,
     what is left of the pause the last 429 asked for): an interval without 429s then says
     only that the paused provider was not asked (the others carried the calls), not that it
-    would accept more. Cuts still happen meanwhile."""
+    would accept more. Cuts still happen meanwhile.
 
-    def __init__(self, *, ceiling_margin: float = 1.25) -> None:
+    "Half of what was attempted" is half the highest call rate of the last `memory`
+    intervals, not of this one alone: the first 429s pause every call for their Retry-After,
+    so the interval they land in attempts few calls (3/s of a demand of 60/s in
+    benchmarks/tuning.py's storm) and halving that rate cut the limit to 1.5/s against an
+    upstream still accepting 30/s; slow start then took 10 s to climb back while the queue
+    grew. As TCP halves the window it was sending at before the loss."""
+
+    def __init__(self, *, ceiling_margin: float = 1.25, memory: int = 3) -> None:
         self.ceiling_margin = ceiling_margin
+        self.memory = memory
         self._ceiling: float | None = None
+        self._recent_calls: deque[float] = deque(maxlen=memory)
 
     def reset(self) -> None:
         self._ceiling = None
+        self._recent_calls.clear()
 
     def propose(self, signals: Signals, current: float | None) -> Proposal | None:  # type: ignore[override]
         ratio = signals.refusal_ratio
         calls = signals.calls_per_s
+        self._recent_calls.append(calls)
         if calls <= 0:
             return None
         accepted = calls * (1 - ratio)
         if ratio > 0.05:
             self._ceiling = accepted
-            value = max(accepted * 0.9, calls * 0.5)
+            value = max(accepted * 0.9, max(self._recent_calls) * 0.5)
             if current is not None and value >= current:
                 return None
-            return Proposal(value=value, reason=f"{ratio:.0%} of {calls:.0f} calls/s got 429")
+            return Proposal(
+                value=value,
+                reason=f"{ratio:.0%} of {calls:.0f} calls/s got 429 (attempted up to "
+                f"{max(self._recent_calls):.0f} calls/s)",
+            )
         if current is not None and ratio == 0:
             paused_s = signals.paused_s
             if paused_s > 0:

@@ -62,6 +62,22 @@ def test_after_a_burst_of_429s_the_limit_probes_before_it_doubles() -> None:
     assert seen == pytest.approx([59.4, 65.34, 71.874, 79.0614, 158.123], rel=1e-4)
 
 
+def test_a_storm_paused_by_retry_after_halves_the_rate_attempted_before_it() -> None:
+    """60 calls/s go through; then the first 429s pause every call for their Retry-After, so
+    the interval they land in attempts 3 calls/s, two of them refused. Halving that interval's
+    rate cut the limit to 1.5/s against an upstream accepting 30/s (10 s of slow start while
+    the queue grew: benchmarks/tuning.py's storm took 34 s to recover); the cut is to half
+    the rate attempted just before, as TCP halves the window it was sending at."""
+    controller, live, clock = tuner("rate_limit_rps")
+    controller.step(snap(requests_per_s=60.0, upstream_calls_per_s=60.0, inference_active=30.0))
+    clock.now += 1
+    (change,) = controller.step(snap(requests_per_s=60.0, upstream_calls_per_s=3.0,
+                                     inference_active=30.0,
+                                     **{"provider.a.rate_limited_per_s": 2.0}))
+    assert live.current.rate_limit_rps == pytest.approx(30.0)
+    assert "up to 60 calls/s" in change.reason
+
+
 def test_low_priority_is_shed_as_soon_as_arrivals_outrun_the_cap() -> None:
     """Twice what the upstream accepts arrives. p95 is still fine, but the queue will fill and
     low priority, served last, would wait in it to its deadline: the threshold drops to the
