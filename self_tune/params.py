@@ -131,7 +131,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     _p(
         name="retry_max_attempts", owner=Owner.PIPELINE, unit="attempts", low=1, high=6,
         max_step=0.5, cooldown_s=30, integer=True, method=Method.FEEDBACK_STEP,
-        signal="share of retries that rescue a request (1 - errors/s ÷ retries/s)",
+        signal="share of retries that rescue a request (1 - (errors/s - sheds/s) ÷ retries/s)",
         setpoint="retries rescue at least 30% of the requests they retry",
         why="a retry that rarely succeeds only adds load to an upstream already failing",
         metric="error_rate", law=policies.RetryAttemptsLaw, experiment=True,

@@ -488,16 +488,21 @@ class BreakerOpenLaw(Law):
 
 class RetryAttemptsLaw(Law):
     """Retry max attempts: fewer when retries rarely rescue a request (they only add load),
-    more when they usually do and requests still fail."""
+    more when they usually do and requests still fail.
+
+    The failures weighed against the retries are those a retry could have rescued: the
+    pipeline's error count includes the requests shed at the door (`shed_per_s`), which
+    never reached a provider, and counting them made shedding look like retries failing."""
 
     def propose(self, signals: Signals, current: float) -> Proposal | None:
         retries = signals.get("retries_per_s")
         if retries <= 0:
             return None
-        rescued = max(0.0, 1.0 - signals.get("errors_per_s") / retries)
+        failed = max(0.0, signals.get("errors_per_s") - signals.get("shed_per_s"))
+        rescued = max(0.0, 1.0 - failed / retries)
         if rescued < 0.3:
             return Proposal(value=current - 1, reason=f"only {rescued:.0%} of retries help")
-        if rescued > 0.8 and signals.get("errors_per_s") > 0:
+        if rescued > 0.8 and failed > 0:
             return Proposal(value=current + 1, reason=f"{rescued:.0%} of retries succeed")
         return None
 

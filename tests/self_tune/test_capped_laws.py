@@ -135,3 +135,19 @@ def test_a_full_priority_queue_with_p95_near_the_objective_is_shortened() -> Non
         clock.now += 10
     assert live.current.inference_queue_capacity > shrunk
 
+
+
+def test_requests_shed_at_the_door_are_not_retries_that_failed() -> None:
+    """10 retries/s, 2 requests/s failing after them, and 20/s shed at the door (never sent
+    upstream, but in the error count): retries rescue most requests, so attempts are not
+    cut; counted as failed retries, the sheds made the law cut them."""
+    from self_tune.objective import Objective
+    from self_tune.policies import RetryAttemptsLaw, Signals
+
+    def propose(**values: float) -> float | None:
+        signals = Signals(TelemetrySnapshot(taken_at=0.0, values=values), objective=Objective())
+        proposal = RetryAttemptsLaw().propose(signals, 3)
+        return None if proposal is None else proposal.value
+
+    assert propose(retries_per_s=10.0, errors_per_s=22.0, shed_per_s=20.0) is None
+    assert propose(retries_per_s=10.0, errors_per_s=9.0, shed_per_s=0.0) == 2  # 10% rescued
