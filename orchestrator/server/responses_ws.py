@@ -1,6 +1,7 @@
 """`WS /v1/responses`: the Responses API's WebSocket mode (what Codex tries before HTTP).
 
-One socket carries one conversation, a response at a time. Each client text message is a JSON
+One socket carries one conversation, a response at a time; a client that leaves mid-answer
+stops the upstream call answering it. Each client text message is a JSON
 event; `{"type": "response.create", …}` holds the fields of a `POST /v1/responses` body and is
 answered by the events a `stream: true` body gets over SSE (`response.created`, the output
 deltas, `response.completed` with usage), one JSON event per text message, through the same
@@ -29,6 +30,7 @@ held to `ConnectionLimits.ws_write_buffer_bytes` and a client that stops reading
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.types import Message
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import StreamChunk
@@ -66,7 +69,7 @@ class _Answered:
     """One response of the socket: the conversation up to and including its output."""
 
     items: tuple[Any, ...]
-    size: int  # bytes of JSON the conversation came in as (the bound's measure)
+    size: int  # characters of JSON the conversation came in as (the bound's measure)
 
 
 class _History:
@@ -92,16 +95,33 @@ async def responses_websocket(websocket: WebSocket) -> None:
     state = state_of(websocket)
     settings = state.settings
     history = _History(settings.max_body_bytes if settings else DEFAULT_MAX_BODY_BYTES)
+    reading: asyncio.Task[Message] | None = None
+    answering: asyncio.Task[None] | None = None
     try:
         while True:
-            message = await websocket.receive()
+            reading = reading or asyncio.create_task(websocket.receive())
+            message = await reading
+            reading = None
             if message["type"] == "websocket.disconnect":
                 return
-            # One at a time: the next request is not read before this one is answered, so a
-            # client that sends faster than it reads is held back by TCP, not buffered here.
-            await _answer(websocket, state, history, message.get("text"))
+            answering = asyncio.create_task(
+                _answer(websocket, state, history, message.get("text"))
+            )
+            # Read on while answering, to see the client leave (and stop its upstream call):
+            # at most one message, the next request, waits here until this one is answered,
+            # so a client that sends faster than it reads is held back by TCP.
+            reading = asyncio.create_task(websocket.receive())
+            await asyncio.wait((answering, reading), return_when=asyncio.FIRST_COMPLETED)
+            if not answering.done() and reading.result()["type"] == "websocket.disconnect":
+                return
+            await answering
     except (WebSocketDisconnect, RuntimeError, OSError):
         return  # the client left (or the socket is closing): nothing to answer to
+    finally:
+        for task in (reading, answering):
+            if task is not None and not task.done():
+                task.cancel()
+        await asyncio.gather(*(t for t in (reading, answering) if t), return_exceptions=True)
 
 
 async def _answer(

@@ -13,6 +13,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+import websockets
 from conftest import PricedEcho, echo_pipeline
 from fakes import FakeOpenAI
 from fakes.openai_api import FUNCTION_ARGUMENTS
@@ -323,6 +324,20 @@ async def test_a_tool_round_trip_reaches_the_upstream_as_whole_conversations(
         assert not {"previous_response_id", "stream_id", "type", "generate"} & set(body)
     assert all("openai-beta" not in r.headers for r in upstream.requests)
     assert pipeline.snapshot().cost_usd_total > 0
+
+
+async def test_a_client_that_leaves_mid_answer_stops_the_upstream_call(
+    native: tuple[FakeOpenAI, Pipeline, str],
+) -> None:
+    """Closing the socket while the upstream has not answered yet (nothing was sent, so only
+    reading the socket can tell) hangs up the upstream call."""
+    upstream, _, url = native
+    upstream.hold()
+    async with websockets.connect(url.replace("http", "ws", 1) + "/v1/responses") as ws:
+        await ws.send(json.dumps({"type": "response.create", "model": MODEL, "input": ASK}))
+        await upstream.wait_for_requests(1, timeout_s=10)
+    await upstream.wait_for_disconnects(1, timeout_s=10)
+    upstream.release()
 
 
 async def _until_done(connection: Any) -> AsyncIterator[Any]:
