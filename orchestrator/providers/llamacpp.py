@@ -2,6 +2,10 @@
 
 For llama.cpp's OpenAI-compatible `/v1/chat/completions`, use `OpenAIWorker(base_url=...)`;
 this worker is for servers where the raw endpoint (and our own chat template) is wanted.
+Text requests go to `/completion`, rendered through the template. A native Chat Completions
+body (one that uses tools, from `/v1/chat/completions`) goes as it came to the same server's
+`/v1/chat/completions`, which llama-server speaks (tool calls need it started with
+`--jinja`): a template of ours could not render tool definitions the model was trained on.
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from orchestrator.providers._http import (
     status_error,
     truncated_stream_error,
 )
-from orchestrator.request import Completion, InferenceRequest, Message, StreamChunk, Usage
+from orchestrator.request import (
+    NATIVE_OPENAI_CHAT,
+    Completion,
+    InferenceRequest,
+    Message,
+    StreamChunk,
+    Usage,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +76,8 @@ class LlamaCppWorker:
     `base_url` is the server root (e.g. `http://127.0.0.1:8080`). `model` is only the name we
     report (llama.cpp serves the one model it loaded). `api_key` is sent as a bearer token for
     servers started with `--api-key`. One aiohttp session, opened on first use, serves every call.
+    Takes native Chat Completions bodies (`native_formats`): posted to `/v1/chat/completions`,
+    the answer (or each streamed chunk) returned in `native` as the server sent it.
     """
 
     def __init__(
@@ -89,7 +102,9 @@ class LlamaCppWorker:
         )
         self.name = name
         self.default_model = model
+        self.native_formats = frozenset({NATIVE_OPENAI_CHAT})
         self._url = base_url.rstrip("/") + "/completion"
+        self._chat_url = base_url.rstrip("/") + "/v1/chat/completions"
         self._api_key = api_key
         self._template = template
         self._stall_timeout_s = stall_timeout_s
@@ -101,8 +116,11 @@ class LlamaCppWorker:
         return f"LlamaCppWorker(name={self.name!r}, url={self._url!r})"
 
     async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
-        """One `/completion` call; raises `ProviderError` on failure or after `timeout_s`."""
+        """One `/completion` call (`/v1/chat/completions` for a native body); raises
+        `ProviderError` on failure or after `timeout_s`."""
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        if request.native is not None:
+            return await self._complete_chat(request, timer)
         try:
             response = await timer.within(self._post(request, stream=False))
             try:
@@ -132,9 +150,14 @@ class LlamaCppWorker:
         """Yield one chunk per `data:` event with content, then a final chunk with finish and usage.
 
         Raises a retryable `ProviderError` if the stream stalls, runs past `timeout_s`, or ends
-        before an event with `stop: true`.
+        before an event with `stop: true`. A native body streams `/v1/chat/completions`' chunks
+        instead.
         """
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
+        if request.native is not None:
+            async for chunk in self._stream_chat(request, timer):
+                yield chunk
+            return
         index = 0
         final: Mapping[str, Any] | None = None
         try:
@@ -175,6 +198,89 @@ class LlamaCppWorker:
             text="", index=index, finish_reason=_finish_reason(final), usage=_usage(final)
         )
 
+    async def _complete_chat(self, request: InferenceRequest, timer: CallTimer) -> Completion:
+        body = _chat_body(request, stream=False)
+        try:
+            response = await timer.within(self._post_json(self._chat_url, body))
+            try:
+                await self._raise_for_status(response, timer)
+                raw = await timer.within(response.read())
+            finally:
+                response.close()
+            answer = _json_object(raw)
+        except aiohttp.ClientError as exc:
+            raise connection_error(
+                self.name, "request failed", exc, secrets=self._secrets
+            ) from None
+        except ValueError as exc:
+            raise connection_error(self.name, "bad response", exc, secrets=self._secrets) from None
+        if "error" in answer:
+            raise self._error_payload(answer)
+        choices = answer.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise ProviderError(self.name, "response has no choices", retryable=True)
+        message = choices[0].get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+        return Completion(
+            text=text if isinstance(text, str) else "",
+            usage=_chat_usage(answer.get("usage")),
+            model=self.default_model,
+            finish_reason=choices[0].get("finish_reason"),
+            native=dict(answer),
+        )
+
+    async def _stream_chat(
+        self, request: InferenceRequest, timer: CallTimer
+    ) -> AsyncIterator[StreamChunk]:
+        """The server's chat chunks, each in `native` (the usage chunk we asked for only if
+        the client asked too), then a final chunk with the finish reason and usage."""
+        body = _chat_body(request, stream=True)
+        client_options = (request.native or {}).get("stream_options")
+        client_wants_usage = isinstance(client_options, Mapping) and bool(
+            client_options.get("include_usage"))
+        index, finish, usage, done = 0, None, None, False
+        try:
+            response = await timer.within(self._post_json(self._chat_url, body))
+            try:
+                await self._raise_for_status(response, timer)
+                pending = bytearray()
+                while data := await timer.within(response.content.readany(), stall=True):
+                    pending += data
+                    *lines, rest = pending.split(b"\n")
+                    pending = bytearray(rest)
+                    for line in lines:
+                        if done or line.strip() == b"data: [DONE]":
+                            done = True
+                            continue
+                        event = _sse_payload(bytes(line))
+                        if event is None:
+                            continue
+                        if "error" in event:
+                            raise self._error_payload(event)
+                        if event.get("usage"):
+                            usage = _chat_usage(event["usage"])
+                        choices = event.get("choices") or []
+                        if not choices and not client_wants_usage:
+                            continue  # the usage chunk we asked for, not the client
+                        first = choices[0] if choices and isinstance(choices[0], dict) else {}
+                        delta = first.get("delta")
+                        text = delta.get("content") if isinstance(delta, dict) else None
+                        finish = first.get("finish_reason") or finish
+                        yield StreamChunk(text=text if isinstance(text, str) else "",
+                                          index=index, native=dict(event))
+                        index += 1
+            finally:
+                response.close()
+        except aiohttp.ClientError as exc:
+            raise connection_error(
+                self.name, "connection lost mid-stream", exc, secrets=self._secrets
+            ) from None
+        except ValueError as exc:
+            raise connection_error(self.name, "bad event", exc, secrets=self._secrets) from None
+        if finish is None:
+            raise truncated_stream_error(self.name, index)
+        yield StreamChunk(text="", index=index, finish_reason=finish, usage=usage or Usage())
+
     async def aclose(self) -> None:
         """Close the shared HTTP session (if one was opened)."""
         if self._session is not None:
@@ -206,10 +312,13 @@ class LlamaCppWorker:
         }
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        return await self._post_json(self._url, body)
+
+    async def _post_json(self, url: str, body: Mapping[str, Any]) -> aiohttp.ClientResponse:
         headers = dict(HOP_HEADERS)
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        return await self._session_for_call().post(self._url, json=body, headers=headers)
+        return await self._session_for_call().post(url, json=body, headers=headers)
 
     async def _raise_for_status(self, response: aiohttp.ClientResponse, timer: CallTimer) -> None:
         if response.status < 400:
@@ -260,6 +369,28 @@ def _usage(payload: Mapping[str, Any]) -> Usage:
     return Usage(
         input_tokens=int(payload.get("tokens_evaluated", timings.get("prompt_n", 0)) or 0),
         output_tokens=int(payload.get("tokens_predicted", timings.get("predicted_n", 0)) or 0),
+    )
+
+
+def _chat_body(request: InferenceRequest, *, stream: bool) -> dict[str, Any]:
+    """A native Chat Completions body as the client sent it; streamed, with the usage chunk
+    asked for (the call is billed by it)."""
+    assert request.native is not None
+    body = {k: v for k, v in request.native.items() if k != "stream"}
+    if stream:
+        body["stream"] = True
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, Mapping) else {}),
+                                  "include_usage": True}
+    return body
+
+
+def _chat_usage(usage: Any) -> Usage:
+    if not isinstance(usage, Mapping):
+        return Usage()
+    return Usage(
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
     )
 
 

@@ -7,7 +7,10 @@ as a string or text parts) the conversation; `user` the session. Streaming sends
 `tool_choice`, tool turns) goes natively, as sent, to a provider that takes Chat Completions
 bodies (an OpenAI-compatible one) and comes back as it answered; with an Anthropic provider
 instead it is translated to a Messages body and its answer back (`chat_anthropic`), plain
-and streamed. What the pipeline cannot carry otherwise (tools without either provider,
+and streamed. To any other provider (echo, llama.cpp's `/completion`) the body is text:
+tools may be offered (a model may always answer without calling one; these never call),
+and a tool conversation's calls and results reach it rendered as turns. What the pipeline
+cannot carry (a `tool_choice` that forces a call without a provider that calls tools,
 images, `n` > 1, stop sequences) is refused with a 400 naming the field.
 """
 
@@ -125,12 +128,16 @@ def _text_of(content: str | list[ContentPart] | None, where: str) -> str:
 def to_request(
     body: ChatBody, *, timeout_s: float | None = None, retries: bool = False
 ) -> InferenceRequest:
-    """The pipeline request for `body` (`timeout_s`: the client's own, `retries`: whether the
-    client retries by itself); raises `RequestRejected` naming a field it cannot carry."""
-    if body.tools:
-        raise _refuse("tools", "tool calls are not supported by this server")
-    if body.tool_choice not in (None, "none"):
-        raise _refuse("tool_choice", "tool calls are not supported by this server")
+    """The text pipeline request for `body` (`timeout_s`: the client's own, `retries`: whether
+    the client retries by itself): offered tools are not sent (the model answers in text),
+    tool calls and results become text turns; raises `RequestRejected` naming a field it
+    cannot carry."""
+    if body.tool_choice not in (None, "none", "auto"):
+        raise _refuse(
+            "tool_choice",
+            "forcing a tool call needs an OpenAI-compatible or Anthropic provider; this "
+            "server's providers answer in text (tools may be offered with tool_choice 'auto')",
+        )
     if body.n not in (None, 1):
         raise _refuse("n", "only n=1 is supported")
     if body.stop:
@@ -139,11 +146,15 @@ def to_request(
     turns: list[Message] = []
     for i, m in enumerate(body.messages):
         where = f"messages[{i}]"
-        if m.role == "tool" or m.tool_calls:
-            raise _refuse(f"{where}.role", "tool messages are not supported by this server")
         text = _text_of(m.content, f"{where}.content")
         if m.role in ("system", "developer"):
             system.append(text)
+        elif m.role == "tool":
+            turns.append(Message("user", f"[tool_result] {text}"))
+        elif m.tool_calls:
+            calls = [call.get("function", call) for call in m.tool_calls]
+            rendered = f"[tool_calls] {json.dumps(calls, ensure_ascii=False)}"
+            turns.append(Message("assistant", f"{text}\n{rendered}" if text else rendered))
         else:
             turns.append(Message(m.role, text))
     if not turns:

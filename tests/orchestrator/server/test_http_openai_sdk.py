@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import openai
 import pytest
@@ -106,16 +107,53 @@ def test_a_bad_field_is_a_400_in_openai_shape(start_server: Callable[..., str]) 
     assert body["type"] == "invalid_request_error"
 
 
-def test_tool_calls_are_refused_naming_the_field(start_server: Callable[..., str]) -> None:
-    """Tools, which the pipeline cannot carry, are refused with param `tools`."""
+def test_tools_offered_to_the_echo_provider_are_answered_in_text(
+    start_server: Callable[..., str],
+) -> None:
+    """The echo provider never calls a tool, so a request offering tools (tool_choice auto)
+    is answered in text, plain and streamed; a tool conversation's call and result reach it
+    as text turns."""
+    url = start_server()  # the EchoWorker
+    tools: Any = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    answer = client(url).chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "hi there"}], tools=tools,
+        tool_choice="auto",
+    )
+    assert answer.choices[0].message.content == "hi there"
+    assert answer.choices[0].message.tool_calls is None
+    stream = client(url).chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "a b c"}], tools=tools, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "a b c"
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    worker = ScriptedWorker()
+    client(start_server(echo_pipeline(worker))).chat.completions.create(
+        model="echo", tools=tools,
+        messages=[
+            {"role": "user", "content": "run f"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},  # type: ignore[list-item]
+            {"role": "tool", "tool_call_id": "call_1", "content": "f said 42"},
+        ],
+    )
+    turns = worker.requests[-1].messages
+    assert [m.role for m in turns] == ["user", "assistant", "user"]
+    assert '"name": "f"' in turns[1].content and turns[2].content.endswith("f said 42")
+
+
+def test_a_forced_tool_call_is_refused_naming_the_field(
+    start_server: Callable[..., str],
+) -> None:
+    """A tool_choice that forces a call, which a provider answering in text cannot honour, is
+    refused with param `tool_choice`."""
     url = start_server()
     with pytest.raises(openai.BadRequestError) as caught:
         client(url).chat.completions.create(
             model="echo",
             messages=[{"role": "user", "content": "hi"}],
             tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            tool_choice="required",
         )
-    assert caught.value.body["param"] == "tools"  # type: ignore[index]
+    assert caught.value.body["param"] == "tool_choice"  # type: ignore[index]
 
 
 def test_an_error_mid_stream_reaches_the_sdk(start_server: Callable[..., str]) -> None:
