@@ -8,6 +8,7 @@ psycopg 3 driver. Every read and write goes through `transaction()`.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,11 +131,29 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the database to WAL (a no-op once it is: the mode is kept in the file).
+
+    Switching needs an exclusive lock, and SQLite answers "database is locked" at once
+    instead of calling the busy handler when another connection holds a lock on the file at
+    that moment: processes opening a fresh database together failed (3 of 150 under load).
+    So retry, for as long as the busy timeout would have waited."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)  # another connection holds the lock for a few milliseconds
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -185,3 +186,46 @@ def test_memory_db_imports_nothing_else_of_ours() -> None:
             else:
                 continue
             assert not roots & ours, f"{module.name} imports {roots & ours}"
+
+
+def test_switching_to_wal_waits_for_a_lock_another_connection_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite refuses the switch to WAL at once ("database is locked", no busy handler) while
+    another connection holds a lock on the file: processes opening a fresh database together
+    failed now and then. The switch waits for the lock instead."""
+    import threading
+
+    from memory_db import engine as engine_module
+
+    path = tmp_path / "fresh.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # a write lock, as a sibling creating the schema holds
+    holder.execute("INSERT INTO t VALUES (1)")
+    retried = threading.Event()
+    real_sleep = engine_module.time.sleep
+
+    def sleep(seconds: float) -> None:
+        retried.set()  # the switch was refused once and is waiting
+        real_sleep(seconds)
+
+    monkeypatch.setattr(engine_module.time, "sleep", sleep)
+    opener = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
+    errors: list[BaseException] = []
+
+    def switch() -> None:
+        try:
+            engine_module._enable_wal(opener.cursor())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=switch)
+    thread.start()
+    assert retried.wait(10)
+    holder.execute("COMMIT")
+    thread.join(10)
+    assert not errors
+    assert opener.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    holder.close()
+    opener.close()
