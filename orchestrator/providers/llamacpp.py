@@ -3,9 +3,10 @@
 For llama.cpp's OpenAI-compatible `/v1/chat/completions`, use `OpenAIWorker(base_url=...)`;
 this worker is for servers where the raw endpoint (and our own chat template) is wanted.
 Text requests go to `/completion`, rendered through the template. A native Chat Completions
-body (one that uses tools, from `/v1/chat/completions`) goes as it came to the same server's
-`/v1/chat/completions`, which llama-server speaks (tool calls need it started with
-`--jinja`): a template of ours could not render tool definitions the model was trained on.
+body (one that uses tools, from `/v1/chat/completions` or translated from `/v1/responses`)
+goes as it came to the same server's `/v1/chat/completions`, which llama-server speaks (tool
+calls need it started with `--jinja`): a template of ours could not render tool definitions
+the model was trained on.
 """
 
 from __future__ import annotations

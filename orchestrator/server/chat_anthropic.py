@@ -39,6 +39,7 @@ __all__ = [
     "chat_chunks",
     "chat_completion",
     "finish_reason",
+    "function_tools",
     "messages_body",
     "tool_result",
     "tool_use",
@@ -82,24 +83,43 @@ def _arguments(raw: Any, where: str) -> Any:
         raise _refuse(where, "a tool call's arguments must be JSON") from None
 
 
-def anthropic_tools(tools: Any, field: str = "tools") -> list[dict[str, Any]]:
-    """Anthropic tools for OpenAI function tools: the chat form (`{"type": "function",
-    "function": {...}}`) or the Responses form (the function's fields at the top level).
-    Raises `RequestRejected` for a tool of another type."""
+def function_tools(tools: Any, field: str = "tools") -> list[dict[str, Any]]:
+    """The functions OpenAI function tools declare, in the chat form (`{"type": "function",
+    "function": {...}}`) or the Responses form (the function's fields at the top level): each
+    its `name`, `parameters` (an empty object schema if none), and `description` and
+    `strict` when given. Raises `RequestRejected` naming a tool of another type."""
     out = []
     for i, tool in enumerate(tools if isinstance(tools, list) else ()):
         if not isinstance(tool, Mapping) or tool.get("type", "function") != "function":
             kind = tool.get("type") if isinstance(tool, Mapping) else None
-            raise _refuse(f"{field}[{i}].type", f"tools of type {kind!r} need an OpenAI provider")
+            raise _refuse(
+                f"{field}[{i}].type",
+                f"tools of type {kind!r} need an OpenAI provider; only function tools are "
+                "translated for this one",
+            )
         spec = tool.get("function", tool)
         name = spec.get("name") if isinstance(spec, Mapping) else None
         if not isinstance(name, str) or not name:
             raise _refuse(f"{field}[{i}].name", "a function tool needs a name")
         entry: dict[str, Any] = {
             "name": name,
-            "input_schema": spec.get("parameters") or {"type": "object", "properties": {}},
+            "parameters": spec.get("parameters") or {"type": "object", "properties": {}},
         }
         if isinstance(spec.get("description"), str):
+            entry["description"] = spec["description"]
+        if isinstance(spec.get("strict"), bool):
+            entry["strict"] = spec["strict"]
+        out.append(entry)
+    return out
+
+
+def anthropic_tools(tools: Any, field: str = "tools") -> list[dict[str, Any]]:
+    """Anthropic tools for OpenAI function tools (`function_tools`); raises
+    `RequestRejected` for a tool of another type."""
+    out = []
+    for spec in function_tools(tools, field):
+        entry: dict[str, Any] = {"name": spec["name"], "input_schema": spec["parameters"]}
+        if "description" in spec:
             entry["description"] = spec["description"]
         out.append(entry)
     return out

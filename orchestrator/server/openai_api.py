@@ -183,7 +183,7 @@ def _prepare(
     request."""
     body: ChatBody = validated(ChatBody, data)
     if native_headers is not None and _uses_tools(body):
-        return body, native_request(data, body, headers=native_headers, timeout_s=timeout_s,
+        return body, native_request(data, headers=native_headers, timeout_s=timeout_s,
                                     retries=retries)
     if anthropic and _uses_tools(body):
         translated = anthropic_request(
@@ -203,11 +203,11 @@ def _uses_tools(body: ChatBody) -> bool:
 
 
 def native_request(
-    data: dict[str, Any], body: ChatBody, *, headers: Any, timeout_s: float | None,
-    retries: bool,
+    data: Mapping[str, Any], *, headers: Any, timeout_s: float | None, retries: bool,
 ) -> InferenceRequest:
     """The pipeline request carrying a Chat Completions body as it came (for a provider that
-    takes it natively); its text is rendered only for token estimates."""
+    takes it natively): a client's, or one translated from a Responses body; its text is
+    rendered only for token estimates."""
     from orchestrator.server.responses_api import forwarded_headers
     from orchestrator.server.streaming import dumps
 
@@ -215,12 +215,14 @@ def native_request(
     forwarded = forwarded_headers(headers)
     if forwarded:
         metadata[OPENAI_CLIENT_HEADERS] = json.dumps(forwarded, sort_keys=True)
+    max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
+    temperature, user = data.get("temperature"), data.get("user")
     return InferenceRequest(
         messages=(Message("user", dumps(data.get("messages", []))),),
-        model=body.model,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=body.temperature,
-        session_id=body.user or None,
+        model=str(data["model"]),
+        max_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens >= 1 else None,
+        temperature=temperature if isinstance(temperature, int | float) else None,
+        session_id=user if isinstance(user, str) and user else None,
         metadata=metadata,
         native={k: v for k, v in data.items() if k != "stream"},
         timeout_s=timeout_s,

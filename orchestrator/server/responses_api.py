@@ -15,7 +15,17 @@ answer's text blocks come back as `message` output items and its `tool_use` bloc
 `output_item.added` … `output_item.done` run, text as `output_text` deltas and arguments as
 `function_call_arguments` deltas, then `response.completed` with usage.
 
-Otherwise (echo, llama.cpp, Anthropic without tools) the body is translated to text:
+With neither but a provider that takes Chat Completions bodies (llama.cpp, whose
+llama-server calls tools at its own `/v1/chat/completions`), such a body is translated to one
+(`chat_body`): `instructions` and system/developer messages become system messages,
+`function_call` items an assistant message's `tool_calls`, `function_call_output` items
+`tool` messages, function tools and `tool_choice` the chat forms; it goes down the path
+`/v1/chat/completions` bodies with tools take. The answer's content comes back as a `message`
+item and each of its `tool_calls` as a `function_call` item, streamed as the same events
+(the items the chat chunks open, ended with the stream). Either way a tool of another type
+than `function` (web search, a custom tool, …) is refused with a 400 naming its type.
+
+Otherwise (echo, llama.cpp or Anthropic without tools) the body is translated to text:
 `instructions` and system/developer messages become the system prompt; user and assistant
 messages (a string, or `input_text` / `output_text` parts) the conversation; function calls
 and their outputs are rendered as text turns; every other item (reasoning, Codex's tool lists
@@ -41,7 +51,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, NamedTuple
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
@@ -51,6 +61,7 @@ from orchestrator.providers.anthropic import usage_of
 from orchestrator.request import (
     NATIVE_ANTHROPIC,
     NATIVE_FORMAT,
+    NATIVE_OPENAI_CHAT,
     NATIVE_OPENAI_RESPONSES,
     OPENAI_CLIENT_HEADERS,
     InferenceRequest,
@@ -65,14 +76,17 @@ from orchestrator.server.chat_anthropic import (
     append_turn,
     assemble,
     finish_reason,
+    function_tools,
     tool_result,
     tool_use,
 )
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
+from orchestrator.server.openai_api import native_request as native_chat_request
 from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import dumps, open_stream, sse, sse_response
 
 __all__ = [
+    "chat_body",
     "forwarded_headers",
     "messages_body",
     "open_events",
@@ -219,6 +233,82 @@ def messages_body(data: Mapping[str, Any]) -> dict[str, Any]:
     return assemble(data, turns, system, data.get("max_output_tokens"))
 
 
+def chat_body(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The Chat Completions body for a Responses body that uses tools (for a provider that
+    speaks Chat Completions natively, llama.cpp's llama-server): `instructions` and
+    system/developer messages become system messages, user and assistant messages theirs,
+    `function_call` items an assistant message's `tool_calls` (with the text before them),
+    `function_call_output` items `tool` messages; function tools and `tool_choice` in the
+    chat form, `max_output_tokens` as `max_tokens`, a JSON `text.format` as
+    `response_format`. Raises `RequestRejected` naming a field it cannot carry (a tool of
+    another type than `function`)."""
+    _check_stateless(data)
+    messages: list[dict[str, Any]] = []
+    if isinstance(data.get("instructions"), str) and data["instructions"]:
+        messages.append({"role": "system", "content": data["instructions"]})
+    for i, item in enumerate(_items(data.get("input", ""))):
+        where = f"input[{i}]"
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            arguments = item.get("arguments")
+            call = {"id": str(item.get("call_id")), "type": "function", "function": {
+                "name": str(item.get("name")),
+                "arguments": arguments if isinstance(arguments, str) else dumps(arguments or {}),
+            }}
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": str(item.get("call_id")),
+                             "content": _output_text(item, where)})
+        elif (turn := _turn(item, where)) is not None:
+            role, text = turn
+            if role in ("system", "developer"):
+                messages.append({"role": "system", "content": text})
+            elif text:
+                messages.append({"role": role, "content": text})
+    if all(m["role"] == "system" for m in messages):
+        raise _refuse("input", "at least one user or assistant message is needed")
+    body: dict[str, Any] = {"model": model_of(data), "messages": messages}
+    if data.get("tools"):
+        body["tools"] = [{"type": "function", "function": spec}
+                         for spec in function_tools(data["tools"])]
+    choice = _chat_tool_choice(data.get("tool_choice"))
+    if choice is not None:
+        body["tool_choice"] = choice
+    max_tokens = data.get("max_output_tokens")
+    if isinstance(max_tokens, int) and max_tokens >= 1:
+        body["max_tokens"] = max_tokens
+    for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
+        if data.get(name) is not None:
+            body[name] = data[name]
+    text = data.get("text")
+    text_format = text.get("format") if isinstance(text, Mapping) else None
+    if isinstance(text_format, Mapping) and text_format.get("type") == "json_schema":
+        schema = {k: text_format[k] for k in ("name", "description", "schema", "strict")
+                  if k in text_format}
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    elif isinstance(text_format, Mapping) and text_format.get("type") == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    return body
+
+
+def _chat_tool_choice(choice: Any) -> Any:
+    """Chat Completions' `tool_choice` for a Responses one (None: the default)."""
+    if choice is None or choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, Mapping) and choice.get("type") == "function":
+        name = choice.get("name")
+        if not isinstance(name, str) or not name:
+            raise _refuse("tool_choice", "a function tool_choice needs the function's name")
+        return {"type": "function", "function": {"name": name}}
+    kind = choice.get("type") if isinstance(choice, Mapping) else choice
+    raise _refuse("tool_choice", f"tool_choice {kind!r} needs an OpenAI provider; this one "
+                  "takes 'auto', 'none', 'required' or a function")
+
+
 def _session_of(data: Mapping[str, Any]) -> str | None:
     """The conversation a body belongs to: Codex names its thread in `prompt_cache_key`."""
     for name in ("prompt_cache_key", "safety_identifier", "user"):
@@ -283,8 +373,8 @@ def _check_translatable(data: Mapping[str, Any]) -> None:
     if choice not in (None, "auto", "none"):
         raise _refuse(
             "tool_choice",
-            "forcing a tool call needs an OpenAI or Anthropic provider; this server's "
-            "providers take text only (tools may be offered with tool_choice 'auto')",
+            "forcing a tool call needs an OpenAI, Anthropic or llama.cpp provider; this "
+            "server's providers take text only (tools may be offered with tool_choice 'auto')",
         )
     _check_stateless(data)
 
@@ -395,8 +485,9 @@ async def responses(http: Request, state: State) -> Response:
         )
         return sse_response(_encoded(events), chunks)
     native = takes_native(state.pipeline, NATIVE_OPENAI_RESPONSES)
-    if not native and uses_tools(data) and takes_native(state.pipeline, NATIVE_ANTHROPIC):
-        return await _through_anthropic(data, state, timeout_s, retries, client)
+    route = None if native else _tools_route(state, data)
+    if route is not None:
+        return await _through_translation(data, state, route, timeout_s, retries, client)
     request = dataclasses.replace(
         to_request(data, native=native, headers=http.headers, timeout_s=timeout_s,
                    retries=retries),
@@ -425,11 +516,13 @@ async def open_events(
     as well. A refusal (a field the provider cannot carry, overload, budget, the provider
     down) raises here, before the first event."""
     native = takes_native(state.pipeline, NATIVE_OPENAI_RESPONSES)
-    if not native and uses_tools(data) and takes_native(state.pipeline, NATIVE_ANTHROPIC):
-        request = _anthropic_request(data, timeout_s, retries, client)
-        shaped = _Response(data, model_of(data) or "", int(state.wall_clock()))
+    route = None if native else _tools_route(state, data)
+    if route is not None:
+        request = _translated_request(data, route, timeout_s, retries, client)
+        shaped = _Response(data, model_of(data), int(state.wall_clock()))
         chunks = await open_stream(state.pipeline, request)
-        return _anthropic_events(chunks, shaped), chunks
+        parts = _anthropic_parts(chunks) if route == NATIVE_ANTHROPIC else _chat_parts(chunks)
+        return _item_events(parts, shaped), chunks
     request = dataclasses.replace(
         to_request(data, native=native, headers=headers, timeout_s=timeout_s,
                    retries=retries),
@@ -462,14 +555,31 @@ async def _encoded(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes
             yield sse(event, str(event.get("type", "message")))
 
 
-def _anthropic_request(
-    data: Mapping[str, Any], timeout_s: float | None, retries: bool, client: str
+def _tools_route(state: ServerState, data: Mapping[str, Any]) -> str | None:
+    """The native format a Responses body that uses tools is translated to for a provider
+    that calls tools (Anthropic's Messages, else Chat Completions: llama.cpp), or None (no
+    tools, or no such provider: the text path)."""
+    if not uses_tools(data):
+        return None
+    for route in (NATIVE_ANTHROPIC, NATIVE_OPENAI_CHAT):
+        if takes_native(state.pipeline, route):
+            return route
+    return None
+
+
+def _translated_request(
+    data: Mapping[str, Any], route: str, timeout_s: float | None, retries: bool, client: str
 ) -> InferenceRequest:
-    """The pipeline request taking a Responses body with tools to an Anthropic provider as a
-    native Messages body."""
-    translated = anthropic_request(
-        messages_body(data), native=True, timeout_s=timeout_s, retries=retries
-    )
+    """The pipeline request taking a Responses body with tools to a provider as a native
+    body of `route`: a Messages body (Anthropic) or a Chat Completions one."""
+    if route == NATIVE_ANTHROPIC:
+        translated = anthropic_request(
+            messages_body(data), native=True, timeout_s=timeout_s, retries=retries
+        )
+    else:
+        translated = native_chat_request(
+            chat_body(data), headers={}, timeout_s=timeout_s, retries=retries
+        )
     return dataclasses.replace(
         translated,
         metadata={**translated.metadata, "api": "openai"},
@@ -478,34 +588,52 @@ def _anthropic_request(
     )
 
 
-async def _through_anthropic(
+async def _through_translation(
     data: Mapping[str, Any],
     state: ServerState,
+    route: str,
     timeout_s: float | None,
     retries: bool,
     client: str,
 ) -> Response:
-    """Tools through an Anthropic provider: the body as a native Messages body, its answer
-    back as a Responses `response`."""
-    request = _anthropic_request(data, timeout_s, retries, client)
-    shaped = _Response(data, model_of(data) or "", int(state.wall_clock()))
+    """Tools through an Anthropic or Chat Completions provider: the body translated to its
+    native format, its answer back as a Responses `response`."""
+    request = _translated_request(data, route, timeout_s, retries, client)
+    shaped = _Response(data, model_of(data), int(state.wall_clock()))
     answer = await state.pipeline.infer(request)
-    message = answer.native or {}
-    status = _status_of(finish_reason(message.get("stop_reason")))
-    output = []
-    for block in message.get("content") or ():
-        if block.get("type") == "text" and block.get("text"):
+    native = answer.native or {}
+    output: list[dict[str, Any]] = []
+
+    def text_item(text: Any, status: str) -> None:
+        if isinstance(text, str) and text:
             item_id = shaped.item_id if not output else "msg_" + uuid.uuid4().hex
-            output.append(_message_item(item_id, block["text"], status))
-        elif block.get("type") == "tool_use":
-            output.append(_call_item(block, json.dumps(block.get("input") or {}), "completed"))
-    return JSONResponse(shaped.object(status, output, usage_of(message.get("usage"))))
+            output.append(_message_item(item_id, text, status))
+
+    if route == NATIVE_ANTHROPIC:
+        status = _status_of(finish_reason(native.get("stop_reason")))
+        usage = usage_of(native.get("usage"))
+        for block in native.get("content") or ():
+            if block.get("type") == "text":
+                text_item(block.get("text"), status)
+            elif block.get("type") == "tool_use":
+                arguments = json.dumps(block.get("input") or {})
+                output.append(_call_item(block["id"], block["name"], arguments, "completed"))
+    else:
+        choices = native.get("choices") or [{}]
+        status, usage = _status_of(choices[0].get("finish_reason")), answer.usage
+        message = choices[0].get("message") or {}
+        text_item(message.get("content"), status)
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            output.append(_call_item(str(call.get("id")), str(function.get("name")),
+                                     function.get("arguments") or "{}", "completed"))
+    return JSONResponse(shaped.object(status, output, usage))
 
 
-def _call_item(block: Mapping[str, Any], arguments: str, status: str) -> dict[str, Any]:
-    """The `function_call` output item for an Anthropic `tool_use` block."""
+def _call_item(call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+    """A `function_call` output item."""
     return {"id": "fc_" + uuid.uuid4().hex, "type": "function_call", "status": status,
-            "call_id": block["id"], "name": block["name"], "arguments": arguments}
+            "call_id": call_id, "name": name, "arguments": arguments}
 
 
 async def _native_events(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[dict[str, Any]]:
@@ -538,68 +666,144 @@ def _numbered() -> Callable[[dict[str, Any]], dict[str, Any]]:
     return event
 
 
-async def _anthropic_events(
-    chunks: AsyncIterator[StreamChunk], shaped: _Response
+class _Part(NamedTuple):
+    """One step of a translated answer's stream, whatever its native format: an output item
+    starting (`value` None for a message, `(call_id, name)` for a function call), text or
+    arguments for it (`value`), its end, the usage so far, or the finish reason (OpenAI's)."""
+
+    kind: Literal["start", "delta", "stop", "usage", "finish"]
+    key: Any = None  # the item, as the native stream names it
+    value: Any = None
+
+
+async def _anthropic_parts(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[_Part]:
+    """The parts of a stream of Anthropic Messages events: each text or `tool_use` block an
+    item (thinking and the like are skipped)."""
+    usage = Usage()
+    async for piece in chunks:
+        native = piece.native or {}
+        kind, index = native.get("type"), native.get("index")
+        if kind == "message_start":
+            usage = usage_of(native.get("message", {}).get("usage"))
+            yield _Part("usage", value=usage)
+        elif kind == "content_block_start":
+            block = native.get("content_block") or {}
+            if block.get("type") == "text":
+                yield _Part("start", index)
+            elif block.get("type") == "tool_use":
+                yield _Part("start", index, (block["id"], block["name"]))
+        elif kind == "content_block_delta":
+            delta = native.get("delta") or {}
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                yield _Part("delta", index, delta["text"])
+            elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                yield _Part("delta", index, delta["partial_json"])
+        elif kind == "content_block_stop":
+            yield _Part("stop", index)
+        elif kind == "message_delta":
+            stop = (native.get("delta") or {}).get("stop_reason")
+            if stop:
+                yield _Part("finish", value=finish_reason(stop))
+            usage = usage_of(native.get("usage"), usage)
+            yield _Part("usage", value=usage)
+
+
+async def _chat_parts(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[_Part]:
+    """The parts of a stream of `chat.completion.chunk`s: the content one message item,
+    each `tool_calls` index a function call item, all ended with the stream; the finish
+    reason and usage from the provider's last chunk."""
+    started: set[Any] = set()
+    async for piece in chunks:
+        choices = (piece.native or {}).get("choices") or [{}]
+        delta = choices[0].get("delta") if isinstance(choices[0], Mapping) else None
+        delta = delta if isinstance(delta, Mapping) else {}
+        if isinstance(delta.get("content"), str) and delta["content"]:
+            if "text" not in started:
+                started.add("text")
+                yield _Part("start", "text")
+            yield _Part("delta", "text", delta["content"])
+        for call in delta.get("tool_calls") or ():
+            key = ("call", call.get("index", 0))
+            function = call.get("function") or {}
+            if key not in started:
+                started.add(key)
+                call_id = call.get("id") or "call_" + uuid.uuid4().hex
+                yield _Part("start", key, (call_id, function.get("name") or ""))
+            if function.get("arguments"):
+                yield _Part("delta", key, function["arguments"])
+        if piece.usage is not None:
+            yield _Part("usage", value=piece.usage)
+        if piece.finish_reason is not None:
+            yield _Part("finish", value=piece.finish_reason)
+
+
+async def _item_events(
+    parts: AsyncIterator[_Part], shaped: _Response
 ) -> AsyncIterator[dict[str, Any]]:
-    """The Responses events for a stream of Anthropic Messages events: each text block a
-    `message` item, each `tool_use` block a `function_call` item with its arguments in
-    `function_call_arguments` deltas."""
+    """The Responses events for a translated answer's `parts`: each text item a `message`
+    item with `output_text` deltas, each call a `function_call` item with its arguments in
+    `function_call_arguments` deltas (an item the stream leaves open ends with it), then
+    `response.completed` (or `.incomplete`) with usage."""
     event = _numbered()
     started = shaped.object("in_progress", [])
     yield event({"type": "response.created", "response": started})
     yield event({"type": "response.in_progress", "response": started})
     output: list[dict[str, Any]] = []
-    open_items: dict[int, tuple[dict[str, Any], list[str]]] = {}  # block index -> item, parts
+    open_items: dict[Any, tuple[dict[str, Any], list[str], dict[str, Any]]] = {}
     usage = Usage()
-    stop: str | None = None
+    finish: str | None = None
     try:
-        async for piece in chunks:
-            native = piece.native or {}
-            kind = native.get("type")
-            index = native.get("index")
-            if kind == "message_start":
-                usage = usage_of(native.get("message", {}).get("usage"))
-            elif kind == "content_block_start":
-                block = native.get("content_block") or {}
-                if block.get("type") == "text":
-                    item_id = shaped.item_id if not open_items else "msg_" + uuid.uuid4().hex
-                    item = _message_item(item_id, "", "in_progress")
-                elif block.get("type") == "tool_use":
-                    item = _call_item(block, "", "in_progress")
-                else:
-                    continue  # thinking and the like: nothing a Responses client reads here
-                open_items[index] = item, []
-                where = {"item_id": item["id"], "output_index": len(open_items) - 1}
-                yield event({"type": "response.output_item.added",
-                             "output_index": where["output_index"], "item": item})
-                if item["type"] == "message":
-                    yield event({"type": "response.content_part.added", **where,
-                                 "content_index": 0, "part": _empty_part()})
-            elif kind in ("content_block_delta", "content_block_stop") and index in open_items:
-                item, parts = open_items[index]
-                where = {"item_id": item["id"], "output_index": list(open_items).index(index)}
-                delta = native.get("delta") or {}
-                if delta.get("type") == "text_delta" and delta.get("text"):
-                    parts.append(delta["text"])
-                    yield event({"type": "response.output_text.delta", **where,
-                                 "content_index": 0, "delta": delta["text"], "logprobs": []})
-                elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                    parts.append(delta["partial_json"])
-                    yield event({"type": "response.function_call_arguments.delta", **where,
-                                 "delta": delta["partial_json"]})
-                elif kind == "content_block_stop":
-                    for done in _item_done(item, "".join(parts), where):
+        async with aclosing(parts):  # type: ignore[type-var]
+            async for part in parts:
+                if part.kind == "start" and part.key not in open_items:
+                    if part.value is None:
+                        item_id = shaped.item_id if not output else "msg_" + uuid.uuid4().hex
+                        item = _message_item(item_id, "", "in_progress")
+                    else:
+                        item = _call_item(*part.value, "", "in_progress")
+                    where = {"item_id": item["id"], "output_index": len(output)}
+                    open_items[part.key] = item, [], where
+                    output.append(item)
+                    yield event({"type": "response.output_item.added",
+                                 "output_index": where["output_index"], "item": item})
+                    if item["type"] == "message":
+                        yield event({"type": "response.content_part.added", **where,
+                                     "content_index": 0, "part": _empty_part()})
+                elif part.kind == "delta" and part.key in open_items:
+                    item, pieces, where = open_items[part.key]
+                    pieces.append(part.value)
+                    if item["type"] == "message":
+                        yield event({"type": "response.output_text.delta", **where,
+                                     "content_index": 0, "delta": part.value, "logprobs": []})
+                    else:
+                        yield event({"type": "response.function_call_arguments.delta",
+                                     **where, "delta": part.value})
+                elif part.kind == "stop" and part.key in open_items:
+                    for done in _closed(open_items.pop(part.key), output):
                         yield event(done)
-                    output.append(done["item"])
-            elif kind == "message_delta":
-                stop = (native.get("delta") or {}).get("stop_reason") or stop
-                usage = usage_of(native.get("usage"), usage)
+                elif part.kind == "usage":
+                    usage = part.value
+                elif part.kind == "finish":
+                    finish = part.value
     except OrchestratorError as exc:
         yield _failed(exc, shaped)
         return
-    status = _status_of(finish_reason(stop))
+    for key in list(open_items):
+        for done in _closed(open_items.pop(key), output):
+            yield event(done)
+    status = _status_of(finish)
     done_kind = "response.incomplete" if status == "incomplete" else "response.completed"
     yield event({"type": done_kind, "response": shaped.object(status, output, usage)})
+
+
+def _closed(
+    opened: tuple[dict[str, Any], list[str], dict[str, Any]], output: list[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    """The events ending an open item; the finished item takes its place in `output`."""
+    item, pieces, where = opened
+    for done in _item_done(item, "".join(pieces), where):
+        yield done
+    output[where["output_index"]] = done["item"]
 
 
 def _empty_part() -> dict[str, Any]:
