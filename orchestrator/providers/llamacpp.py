@@ -98,7 +98,9 @@ class LlamaCppWorker:
         if api_key is not None and not api_key:
             raise ValueError("api_key must be a non-empty string or None")
         check_worker_args(
-            model=model, name=name, stall_timeout_s=stall_timeout_s,
+            model=model,
+            name=name,
+            stall_timeout_s=stall_timeout_s,
             max_connections=max_connections,
         )
         self.name = name
@@ -238,7 +240,8 @@ class LlamaCppWorker:
         body = _chat_body(request, stream=True)
         client_options = (request.native or {}).get("stream_options")
         client_wants_usage = isinstance(client_options, Mapping) and bool(
-            client_options.get("include_usage"))
+            client_options.get("include_usage")
+        )
         index, finish, usage, done = 0, None, None, False
         try:
             response = await timer.within(self._post_json(self._chat_url, body))
@@ -267,8 +270,11 @@ class LlamaCppWorker:
                         delta = first.get("delta")
                         text = delta.get("content") if isinstance(delta, dict) else None
                         finish = first.get("finish_reason") or finish
-                        yield StreamChunk(text=text if isinstance(text, str) else "",
-                                          index=index, native=dict(event))
+                        yield StreamChunk(
+                            text=text if isinstance(text, str) else "",
+                            index=index,
+                            native=dict(event),
+                        )
                         index += 1
             finally:
                 response.close()
@@ -381,8 +387,10 @@ def _chat_body(request: InferenceRequest, *, stream: bool) -> dict[str, Any]:
     if stream:
         body["stream"] = True
         options = body.get("stream_options")
-        body["stream_options"] = {**(options if isinstance(options, Mapping) else {}),
-                                  "include_usage": True}
+        body["stream_options"] = {
+            **(options if isinstance(options, Mapping) else {}),
+            "include_usage": True,
+        }
     return body
 
 

@@ -45,8 +45,14 @@ __all__ = [
     "tool_use",
 ]
 
-_FINISH = {"tool_use": "tool_calls", "end_turn": "stop", "stop_sequence": "stop",
-           "max_tokens": "length", "pause_turn": "stop", "refusal": "content_filter"}
+_FINISH = {
+    "tool_use": "tool_calls",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "pause_turn": "stop",
+    "refusal": "content_filter",
+}
 
 
 def _refuse(field: str, message: str) -> RequestRejected:
@@ -187,21 +193,29 @@ def messages_body(data: Mapping[str, Any]) -> dict[str, Any]:
                 blocks.append({"type": "text", "text": text})
             for j, call in enumerate(m.get("tool_calls") or ()):
                 fn = call.get("function") or {}
-                blocks.append(tool_use(str(call.get("id")), str(fn.get("name")),
-                                       fn.get("arguments"), f"{where}.tool_calls[{j}]"))
+                blocks.append(
+                    tool_use(
+                        str(call.get("id")),
+                        str(fn.get("name")),
+                        fn.get("arguments"),
+                        f"{where}.tool_calls[{j}]",
+                    )
+                )
             append_turn(turns, "assistant", blocks)
         elif role == "tool":
             call_id = m.get("tool_call_id")
             if not isinstance(call_id, str):
                 raise _refuse(f"{where}.tool_call_id", "a tool message needs its tool_call_id")
-            append_turn(turns, "user",
-                        [tool_result(call_id, _text(m.get("content"), f"{where}.content"))])
+            append_turn(
+                turns, "user", [tool_result(call_id, _text(m.get("content"), f"{where}.content"))]
+            )
     if not turns:
         raise _refuse("messages", "at least one user or assistant message is needed")
     if data.get("n") not in (None, 1):
         raise _refuse("n", "only n=1 is supported")
-    body = assemble(data, turns, system,
-                    data.get("max_completion_tokens") or data.get("max_tokens"))
+    body = assemble(
+        data, turns, system, data.get("max_completion_tokens") or data.get("max_tokens")
+    )
     stop = data.get("stop")
     if stop:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -254,14 +268,17 @@ def chat_completion(
         if block.get("type") == "text":
             text.append(block.get("text") or "")
         elif block.get("type") == "tool_use":
-            calls.append({
-                "id": block["id"],
-                "type": "function",
-                "function": {"name": block["name"],
-                             "arguments": json.dumps(block.get("input") or {})},
-            })
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None,
-                             "refusal": None}
+            calls.append(
+                {
+                    "id": block["id"],
+                    "type": "function",
+                    "function": {
+                        "name": block["name"],
+                        "arguments": json.dumps(block.get("input") or {}),
+                    },
+                }
+            )
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None, "refusal": None}
     if calls:
         reply["tool_calls"] = calls
     return {
@@ -269,8 +286,14 @@ def chat_completion(
         "object": "chat.completion",
         "created": created,
         "model": message.get("model"),
-        "choices": [{"index": 0, "message": reply, "logprobs": None,
-                     "finish_reason": finish_reason(message.get("stop_reason"))}],
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "logprobs": None,
+                "finish_reason": finish_reason(message.get("stop_reason")),
+            }
+        ],
         "usage": _usage(usage_of(message.get("usage"))),
     }
 
@@ -286,13 +309,17 @@ async def chat_chunks(
     """The `chat.completion.chunk` SSE lines for a stream of Anthropic events, then `[DONE]`."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse({
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        })
+        return sse(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
+        )
 
     tool_index: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
     usage = Usage()
@@ -308,17 +335,33 @@ async def chat_chunks(
                 block = event.get("content_block") or {}
                 if block.get("type") == "tool_use":
                     n = tool_index[event["index"]] = len(tool_index)
-                    yield chunk({"tool_calls": [{
-                        "index": n, "id": block["id"], "type": "function",
-                        "function": {"name": block["name"], "arguments": ""}}]})
+                    yield chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": n,
+                                    "id": block["id"],
+                                    "type": "function",
+                                    "function": {"name": block["name"], "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
             elif kind == "content_block_delta":
                 delta = event.get("delta") or {}
                 if delta.get("type") == "text_delta" and delta.get("text"):
                     yield chunk({"content": delta["text"]})
                 elif delta.get("type") == "input_json_delta" and event["index"] in tool_index:
-                    yield chunk({"tool_calls": [{
-                        "index": tool_index[event["index"]],
-                        "function": {"arguments": delta.get("partial_json", "")}}]})
+                    yield chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": tool_index[event["index"]],
+                                    "function": {"arguments": delta.get("partial_json", "")},
+                                }
+                            ]
+                        }
+                    )
             elif kind == "message_delta":
                 stop = (event.get("delta") or {}).get("stop_reason") or stop
                 usage = usage_of(event.get("usage"), usage)
@@ -327,7 +370,14 @@ async def chat_chunks(
         return
     yield chunk({}, finish_reason(stop))
     if include_usage:
-        yield sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                   "model": model, "choices": [], "usage": _usage(usage)})
+        yield sse(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _usage(usage),
+            }
+        )
     yield sse("[DONE]")
-

@@ -174,8 +174,11 @@ def to_request(
 
 
 def _prepare(
-    data: dict[str, Any], timeout_s: float | None = None, retries: bool = False,
-    native_headers: Mapping[str, str] | None = None, anthropic: bool = False,
+    data: dict[str, Any],
+    timeout_s: float | None = None,
+    retries: bool = False,
+    native_headers: Mapping[str, str] | None = None,
+    anthropic: bool = False,
 ) -> tuple[ChatBody, InferenceRequest]:
     """The validated body and its pipeline request: with `native_headers` (the provider takes
     Chat Completions bodies) a body that uses tools goes as it came; else, with `anthropic`
@@ -183,8 +186,9 @@ def _prepare(
     request."""
     body: ChatBody = validated(ChatBody, data)
     if native_headers is not None and _uses_tools(body):
-        return body, native_request(data, headers=native_headers, timeout_s=timeout_s,
-                                    retries=retries)
+        return body, native_request(
+            data, headers=native_headers, timeout_s=timeout_s, retries=retries
+        )
     if anthropic and _uses_tools(body):
         translated = anthropic_request(
             messages_body(data), native=True, timeout_s=timeout_s, retries=retries
@@ -198,12 +202,19 @@ def _prepare(
 def _uses_tools(body: ChatBody) -> bool:
     """Whether the body needs a provider that calls tools: it offers some, or holds turns of
     a tool conversation."""
-    return bool(body.tools) or body.tool_choice not in (None, "none") or any(
-        m.role == "tool" or m.tool_calls for m in body.messages)
+    return (
+        bool(body.tools)
+        or body.tool_choice not in (None, "none")
+        or any(m.role == "tool" or m.tool_calls for m in body.messages)
+    )
 
 
 def native_request(
-    data: Mapping[str, Any], *, headers: Any, timeout_s: float | None, retries: bool,
+    data: Mapping[str, Any],
+    *,
+    headers: Any,
+    timeout_s: float | None,
+    retries: bool,
 ) -> InferenceRequest:
     """The pipeline request carrying a Chat Completions body as it came (for a provider that
     takes it natively): a client's, or one translated from a Responses body; its text is
@@ -265,9 +276,13 @@ async def chat_completions(http: Request, state: State) -> Response:
     data = await json_object(http)
     native = takes_native(state.pipeline, NATIVE_OPENAI_CHAT)
     body, request = await off_loop(
-        body_size(http), _prepare, data,
-        client_timeout_s(http.headers.get("x-stainless-timeout")), client_retries(http.headers),
-        http.headers if native else None, takes_native(state.pipeline, NATIVE_ANTHROPIC),
+        body_size(http),
+        _prepare,
+        data,
+        client_timeout_s(http.headers.get("x-stainless-timeout")),
+        client_retries(http.headers),
+        http.headers if native else None,
+        takes_native(state.pipeline, NATIVE_ANTHROPIC),
     )
     extra = body.model_extra or {}
     if not semantic_wanted(http.headers, extra.get(SEMANTIC_FIELD)):
@@ -280,8 +295,13 @@ async def chat_completions(http: Request, state: State) -> Response:
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             events = await open_stream(state.pipeline, request)
-            translated = chat_chunks(events, completion_id=_completion_id(), created=created,
-                                     model=body.model, include_usage=include_usage)
+            translated = chat_chunks(
+                events,
+                completion_id=_completion_id(),
+                created=created,
+                model=body.model,
+                include_usage=include_usage,
+            )
             return sse_response(translated, events)
         answer = await state.pipeline.infer(request)
         assert answer.native is not None

@@ -197,10 +197,17 @@ def uses_tools(data: Mapping[str, Any]) -> bool:
     """Whether a Responses body needs a provider that calls tools: it offers some, forces a
     call, or holds function calls or their outputs."""
     items = data.get("input")
-    return bool(data.get("tools")) or data.get("tool_choice") not in (None, "auto", "none") or (
-        isinstance(items, list) and any(
-            isinstance(item, Mapping) and item.get("type") in _CALLS | _CALL_OUTPUTS
-            for item in items))
+    return (
+        bool(data.get("tools"))
+        or data.get("tool_choice") not in (None, "auto", "none")
+        or (
+            isinstance(items, list)
+            and any(
+                isinstance(item, Mapping) and item.get("type") in _CALLS | _CALL_OUTPUTS
+                for item in items
+            )
+        )
+    )
 
 
 def messages_body(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -215,8 +222,12 @@ def messages_body(data: Mapping[str, Any]) -> dict[str, Any]:
         where = f"input[{i}]"
         kind = item.get("type", "message")
         if kind == "function_call":
-            call = tool_use(str(item.get("call_id")), str(item.get("name")),
-                            item.get("arguments"), f"{where}.arguments")
+            call = tool_use(
+                str(item.get("call_id")),
+                str(item.get("name")),
+                item.get("arguments"),
+                f"{where}.arguments",
+            )
             append_turn(turns, "assistant", [call])
         elif kind == "function_call_output":
             result = tool_result(str(item.get("call_id")), _output_text(item, where))
@@ -226,8 +237,11 @@ def messages_body(data: Mapping[str, Any]) -> dict[str, Any]:
             if role in ("system", "developer"):
                 system.append(text)
             elif text:
-                append_turn(turns, "assistant" if role == "assistant" else "user",
-                            [{"type": "text", "text": text}])
+                append_turn(
+                    turns,
+                    "assistant" if role == "assistant" else "user",
+                    [{"type": "text", "text": text}],
+                )
     if not turns:
         raise _refuse("input", "at least one user or assistant message is needed")
     return assemble(data, turns, system, data.get("max_output_tokens"))
@@ -251,18 +265,29 @@ def chat_body(data: Mapping[str, Any]) -> dict[str, Any]:
         kind = item.get("type", "message")
         if kind == "function_call":
             arguments = item.get("arguments")
-            call = {"id": str(item.get("call_id")), "type": "function", "function": {
-                "name": str(item.get("name")),
-                "arguments": arguments if isinstance(arguments, str) else dumps(arguments or {}),
-            }}
+            call = {
+                "id": str(item.get("call_id")),
+                "type": "function",
+                "function": {
+                    "name": str(item.get("name")),
+                    "arguments": arguments
+                    if isinstance(arguments, str)
+                    else dumps(arguments or {}),
+                },
+            }
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
-            messages.append({"role": "tool", "tool_call_id": str(item.get("call_id")),
-                             "content": _output_text(item, where)})
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": str(item.get("call_id")),
+                    "content": _output_text(item, where),
+                }
+            )
         elif (turn := _turn(item, where)) is not None:
             role, text = turn
             if role in ("system", "developer"):
@@ -273,8 +298,9 @@ def chat_body(data: Mapping[str, Any]) -> dict[str, Any]:
         raise _refuse("input", "at least one user or assistant message is needed")
     body: dict[str, Any] = {"model": model_of(data), "messages": messages}
     if data.get("tools"):
-        body["tools"] = [{"type": "function", "function": spec}
-                         for spec in function_tools(data["tools"])]
+        body["tools"] = [
+            {"type": "function", "function": spec} for spec in function_tools(data["tools"])
+        ]
     choice = _chat_tool_choice(data.get("tool_choice"))
     if choice is not None:
         body["tool_choice"] = choice
@@ -287,8 +313,11 @@ def chat_body(data: Mapping[str, Any]) -> dict[str, Any]:
     text = data.get("text")
     text_format = text.get("format") if isinstance(text, Mapping) else None
     if isinstance(text_format, Mapping) and text_format.get("type") == "json_schema":
-        schema = {k: text_format[k] for k in ("name", "description", "schema", "strict")
-                  if k in text_format}
+        schema = {
+            k: text_format[k]
+            for k in ("name", "description", "schema", "strict")
+            if k in text_format
+        }
         body["response_format"] = {"type": "json_schema", "json_schema": schema}
     elif isinstance(text_format, Mapping) and text_format.get("type") == "json_object":
         body["response_format"] = {"type": "json_object"}
@@ -305,8 +334,11 @@ def _chat_tool_choice(choice: Any) -> Any:
             raise _refuse("tool_choice", "a function tool_choice needs the function's name")
         return {"type": "function", "function": {"name": name}}
     kind = choice.get("type") if isinstance(choice, Mapping) else choice
-    raise _refuse("tool_choice", f"tool_choice {kind!r} needs an OpenAI provider; this one "
-                  "takes 'auto', 'none', 'required' or a function")
+    raise _refuse(
+        "tool_choice",
+        f"tool_choice {kind!r} needs an OpenAI provider; this one "
+        "takes 'auto', 'none', 'required' or a function",
+    )
 
 
 def _session_of(data: Mapping[str, Any]) -> str | None:
@@ -480,7 +512,11 @@ async def responses(http: Request, state: State) -> Response:
     client = state.client_of(http)
     if data.get("stream") is True:
         events, chunks = await open_events(
-            data, state, client=client, headers=http.headers, timeout_s=timeout_s,
+            data,
+            state,
+            client=client,
+            headers=http.headers,
+            timeout_s=timeout_s,
             retries=retries,
         )
         return sse_response(_encoded(events), chunks)
@@ -489,8 +525,7 @@ async def responses(http: Request, state: State) -> Response:
     if route is not None:
         return await _through_translation(data, state, route, timeout_s, retries, client)
     request = dataclasses.replace(
-        to_request(data, native=native, headers=http.headers, timeout_s=timeout_s,
-                   retries=retries),
+        to_request(data, native=native, headers=http.headers, timeout_s=timeout_s, retries=retries),
         client=client,
     )
     response = await state.pipeline.infer(request)
@@ -524,8 +559,7 @@ async def open_events(
         parts = _anthropic_parts(chunks) if route == NATIVE_ANTHROPIC else _chat_parts(chunks)
         return _item_events(parts, shaped), chunks
     request = dataclasses.replace(
-        to_request(data, native=native, headers=headers, timeout_s=timeout_s,
-                   retries=retries),
+        to_request(data, native=native, headers=headers, timeout_s=timeout_s, retries=retries),
         client=client,
     )
     chunks = await open_stream(state.pipeline, request)
@@ -543,8 +577,7 @@ def prewarmed_events(data: Mapping[str, Any], state: ServerState) -> list[dict[s
     event = _numbered()
     return [
         event({"type": "response.created", "response": shaped.object("in_progress", [])}),
-        event({"type": "response.completed",
-               "response": shaped.object("completed", [], Usage())}),
+        event({"type": "response.completed", "response": shaped.object("completed", [], Usage())}),
     ]
 
 
@@ -625,15 +658,27 @@ async def _through_translation(
         text_item(message.get("content"), status)
         for call in message.get("tool_calls") or ():
             function = call.get("function") or {}
-            output.append(_call_item(str(call.get("id")), str(function.get("name")),
-                                     function.get("arguments") or "{}", "completed"))
+            output.append(
+                _call_item(
+                    str(call.get("id")),
+                    str(function.get("name")),
+                    function.get("arguments") or "{}",
+                    "completed",
+                )
+            )
     return JSONResponse(shaped.object(status, output, usage))
 
 
 def _call_item(call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
     """A `function_call` output item."""
-    return {"id": "fc_" + uuid.uuid4().hex, "type": "function_call", "status": status,
-            "call_id": call_id, "name": name, "arguments": arguments}
+    return {
+        "id": "fc_" + uuid.uuid4().hex,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
 
 
 async def _native_events(chunks: AsyncIterator[StreamChunk]) -> AsyncIterator[dict[str, Any]]:
@@ -764,20 +809,43 @@ async def _item_events(
                     where = {"item_id": item["id"], "output_index": len(output)}
                     open_items[part.key] = item, [], where
                     output.append(item)
-                    yield event({"type": "response.output_item.added",
-                                 "output_index": where["output_index"], "item": item})
+                    yield event(
+                        {
+                            "type": "response.output_item.added",
+                            "output_index": where["output_index"],
+                            "item": item,
+                        }
+                    )
                     if item["type"] == "message":
-                        yield event({"type": "response.content_part.added", **where,
-                                     "content_index": 0, "part": _empty_part()})
+                        yield event(
+                            {
+                                "type": "response.content_part.added",
+                                **where,
+                                "content_index": 0,
+                                "part": _empty_part(),
+                            }
+                        )
                 elif part.kind == "delta" and part.key in open_items:
                     item, pieces, where = open_items[part.key]
                     pieces.append(part.value)
                     if item["type"] == "message":
-                        yield event({"type": "response.output_text.delta", **where,
-                                     "content_index": 0, "delta": part.value, "logprobs": []})
+                        yield event(
+                            {
+                                "type": "response.output_text.delta",
+                                **where,
+                                "content_index": 0,
+                                "delta": part.value,
+                                "logprobs": [],
+                            }
+                        )
                     else:
-                        yield event({"type": "response.function_call_arguments.delta",
-                                     **where, "delta": part.value})
+                        yield event(
+                            {
+                                "type": "response.function_call_arguments.delta",
+                                **where,
+                                "delta": part.value,
+                            }
+                        )
                 elif part.kind == "stop" and part.key in open_items:
                     for done in _closed(open_items.pop(part.key), output):
                         yield event(done)
@@ -822,10 +890,16 @@ def _item_done(
         yield {"type": "response.content_part.done", **part, "part": finished["content"][0]}
     else:
         finished = {**item, "status": "completed", "arguments": content or "{}"}
-        yield {"type": "response.function_call_arguments.done", **where, "arguments":
-               finished["arguments"]}
-    yield {"type": "response.output_item.done", "output_index": where["output_index"],
-           "item": finished}
+        yield {
+            "type": "response.function_call_arguments.done",
+            **where,
+            "arguments": finished["arguments"],
+        }
+    yield {
+        "type": "response.output_item.done",
+        "output_index": where["output_index"],
+        "item": finished,
+    }
 
 
 async def _events(
@@ -852,8 +926,12 @@ async def _events(
             if chunk.text:
                 parts.append(chunk.text)
                 yield event(
-                    {"type": "response.output_text.delta", **where, "delta": chunk.text,
-                     "logprobs": []}
+                    {
+                        "type": "response.output_text.delta",
+                        **where,
+                        "delta": chunk.text,
+                        "logprobs": [],
+                    }
                 )
             usage = chunk.usage or usage
             finish = chunk.finish_reason or finish
