@@ -55,7 +55,7 @@ class IntelligenceBridge:
         *,
         learned_routing: bool = True,
         semantic_dedup: bool = True,
-        threshold: float | Callable[[], float] = 0.92,
+        threshold: float | Callable[[], float] = 0.8,
         semantic_dedup_max_wait_s: float | None = None,
         policy: Policy | str = Policy.THOMPSON,
         weights: RewardWeights | None = None,

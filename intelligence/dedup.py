@@ -272,7 +272,7 @@ class SemanticDedup(Generic[V]):
         self,
         embedder: Embedder | None = None,
         *,
-        threshold: float | Callable[[], float] = 0.92,
+        threshold: float | Callable[[], float] = 0.8,
         verify: bool = True,
         verifier: PairVerifier | None = None,
         min_cosine: float = 0.6,

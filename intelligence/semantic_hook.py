@@ -77,7 +77,7 @@ class SemanticDedupHook:
         self,
         dedup: SemanticDedup[Any] | None = None,
         *,
-        threshold: float | Callable[[], float] = 0.92,
+        threshold: float | Callable[[], float] = 0.8,
         max_wait_s: float | None = None,
         make: Callable[[], SemanticDedup[Any]] | None = None,
         clock: Callable[[], float] = time.time,

@@ -180,7 +180,7 @@ class Tunables:
         None, low=100.0, high=1e12, unit="tokens/min", unlimited_ok=True
     )
     cache_ttl_s: float = tunable(300.0, low=1.0, high=604_800.0, unit="s")
-    semantic_dedup_threshold: float = tunable(0.92, low=0.5, high=1.0, unit="cosine similarity")
+    semantic_dedup_threshold: float = tunable(0.8, low=0.5, high=1.0, unit="match probability")
 
     def __post_init__(self) -> None:
         check_bounds(self)

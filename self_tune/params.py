@@ -156,7 +156,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         metric="upstream_error_rate", law=policies.RateLimitLaw,
     ),
     _p(
-        name="semantic_dedup_threshold", owner=Owner.PIPELINE, unit="cosine similarity",
+        name="semantic_dedup_threshold", owner=Owner.PIPELINE, unit="match probability",
         low=0.8, high=0.99, max_step=0.02, cooldown_s=300, integer=False,
         method=Method.FEEDBACK_STEP,
         signal="wrong-hit feedback rate (semantic_dedup.wrong_hit_rate) and hit rate",

@@ -153,12 +153,12 @@ def test_a_corrupt_index_file_is_an_error_naming_it(minilm: TransformerEmbedder,
 
 def test_a_wrong_hit_raises_that_entrys_bar(dedup: SemanticDedup[str]) -> None:
     """After a hit is reported wrong, the same lookup no longer gets that entry."""
-    dedup.insert("How do I exit vim?", ":q", scope="s")
-    hit = dedup.lookup("how do you quit vim", scope="s")
+    dedup.insert("How do I reverse a list in Python?", "use reversed()", scope="s")
+    hit = dedup.lookup("What's the way to reverse a Python list?", scope="s")
     assert hit is not None and hit.confidence < 1.0
     dedup.feedback(hit, correct=False)
     assert dedup.entry_bar(hit.entry_id) > hit.confidence
-    assert dedup.lookup("how do you quit vim", scope="s") is None
+    assert dedup.lookup("What's the way to reverse a Python list?", scope="s") is None
     assert dedup.stats().false_hit_rate == 1.0
 
 
@@ -202,14 +202,14 @@ def test_concurrent_async_lookups_share_one_embedding_call(
 
     counting = Counting()
     dedup: SemanticDedup[str] = SemanticDedup(counting, clock=clock)
-    dedup.insert("How do I exit vim?", ":q", scope="s")
+    dedup.insert("How do I reverse a list in Python?", "use reversed()", scope="s")
     counting.calls.clear()
 
     async def main() -> list[object]:
         return await asyncio.gather(
-            dedup.alookup("how do you quit vim", scope="s"),
+            dedup.alookup("What's the way to reverse a Python list?", scope="s"),
             dedup.alookup("What is the capital of Sweden?", scope="s"),
-            dedup.alookup("How do I exit vim?", scope="other"),
+            dedup.alookup("How do I reverse a list in Python?", scope="other"),
         )
 
     hits = asyncio.run(main())
