@@ -93,3 +93,43 @@ def test_a_bad_pairs_line_names_file_and_line(tmp_path) -> None:
     path.write_text('{"id": 1}\n')
     with pytest.raises(ValueError, match=r"pairs\.jsonl:1"):
         load_pairs(path)
+
+
+def test_a_swapped_direction_registers_and_a_reordered_sentence_does_not() -> None:
+    """From/to, off/onto and "instead of" name an old and a new end; swapping them counts."""
+    a = "Move the database from PostgreSQL to SQLite."
+    assert feature(a, "Migrate the database off SQLite onto PostgreSQL.", "direction_swap") == 2
+    assert feature(a, "From PostgreSQL, move the database to SQLite.", "direction_swap") == 0
+    assert (
+        feature(
+            "Return an empty list rather than None.",
+            "Return None instead of an empty list.",
+            "direction_swap",
+        )
+        >= 1
+    )
+
+
+def test_implied_pairs_follow_from_the_labels() -> None:
+    """Within a group, two paraphrases of the base match; a paraphrase and a negative, or two
+    negatives, do not; given pairs are neither repeated nor relabelled."""
+    from intelligence.verify import LabelledPair, implied_pairs
+
+    def pair(n: int, b: str, match: bool, kind: str = "paraphrase") -> LabelledPair:
+        return LabelledPair(id=n, group=0, split="train", kind=kind, a="base", b=b, match=match)
+
+    given = [
+        pair(1, "p1", True),
+        pair(2, "p2", True),
+        pair(3, "n1", False, "entity"),
+        pair(4, "n2", False, "number"),
+    ]
+    derived = {frozenset((p.a, p.b)): p.match for p in implied_pairs(given)[len(given) :]}
+    assert derived == {
+        frozenset(("p1", "p2")): True,
+        frozenset(("p1", "n1")): False,
+        frozenset(("p1", "n2")): False,
+        frozenset(("p2", "n1")): False,
+        frozenset(("p2", "n2")): False,
+        frozenset(("n1", "n2")): False,
+    }
