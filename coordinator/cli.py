@@ -438,6 +438,11 @@ def _run(args: argparse.Namespace) -> int:
             say=progress.note))
         if embedded is not None:  # each finished attempt teaches the embedded pipeline
             events.subscribe(embedded.on_fleet_event)
+        elif where:  # ... or the one at the URL, over HTTP
+            from coordinator.traffic import TaskOutcomePoster
+
+            poster = stack.enter_context(TaskOutcomePoster(where, os.environ.get("API_KEY")))
+            events.subscribe(poster.on_fleet_event)
         if loop_settings is not None:
             improvement = _self_improvement(
                 stack, loop_settings, settings, queue=queue, memory=memory, where=where,

@@ -11,14 +11,24 @@ token, so an agent cannot change the live configuration.
 
 Each agent also names itself to the orchestrator (`agent_headers`), so the usage ledger shows
 requests, tokens and cost per agent: Claude Code sends the `x-orchestrator-agent` header given
-in `ANTHROPIC_CUSTOM_HEADERS`. Codex and the OpenAI SDK read no such variable, so their traffic
-is labelled by its token's role (`client`).
+in `ANTHROPIC_CUSTOM_HEADERS`, and with it `x-orchestrator-task` naming the attempt's task
+(`COORDINATOR_TASK_ID`), so the intelligence layer attributes each answer to its task. Codex
+and the OpenAI SDK read no such variable, so their traffic is labelled by its token's role
+(`client`) and credited to no task.
+
+When an attempt ends, its task's verdict (`passed`/`failed`) reaches the orchestrator's
+intelligence bridge, which credits the router arm and dedup entry behind every request made
+for that task: in process for an embedded orchestrator (`EmbeddedOrchestrator.on_fleet_event`),
+over HTTP (`POST /v1/feedback/task`, `TaskOutcomePoster`) for one at a URL.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import queue
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +38,8 @@ from coordinator.metrics import EventKind, FleetEvent
 
 if TYPE_CHECKING:
     from orchestrator.config import LiveConfig
+
+log = logging.getLogger(__name__)
 
 PLACEHOLDER_KEY = "via-orchestrator"  # the SDKs refuse to start without some key
 
@@ -51,16 +63,85 @@ def agent_env(url: str, token: str | None = None) -> dict[str, str]:
 
 AGENT_HEADER = "x-orchestrator-agent"  # orchestrator.server.auth.AGENT_HEADER (not imported:
 # `coordinator --help` stays fast)
+TASK_HEADER = "x-orchestrator-task"  # orchestrator.server.bodies.TASK_HEADER
 
 
 def agent_headers(agent: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment that makes `agent`'s Claude Code name it in `AGENT_HEADER` (the fleet's
-    `agent-N@pid` ids are sent as `agent-N`, one label per loop across runs), keeping any
+    `agent-N@pid` ids are sent as `agent-N`, one label per loop across runs) and, when `env`
+    is an attempt's (it has `COORDINATOR_TASK_ID`), its task in `TASK_HEADER`, keeping any
     `ANTHROPIC_CUSTOM_HEADERS` lines `env` already has."""
-    name = agent.partition("@")[0]
-    line = f"{AGENT_HEADER}: {name}"
-    existing = (env or {}).get("ANTHROPIC_CUSTOM_HEADERS", "").strip()
-    return {"ANTHROPIC_CUSTOM_HEADERS": f"{existing}\n{line}" if existing else line}
+    env = env or {}
+    lines = [f"{AGENT_HEADER}: {agent.partition('@')[0]}"]
+    task_id = env.get("COORDINATOR_TASK_ID")
+    if task_id:
+        lines.append(f"{TASK_HEADER}: {task_id}")
+    existing = env.get("ANTHROPIC_CUSTOM_HEADERS", "").strip()
+    return {"ANTHROPIC_CUSTOM_HEADERS": "\n".join([existing, *lines] if existing else lines)}
+
+
+class TaskOutcomePoster:
+    """A `FleetEvents` subscriber that tells an orchestrator at `url` each task verdict
+    (`POST /v1/feedback/task`, with `token` as the bearer), so one the coordinator did not
+    start learns from the fleet too. Posts go out from one background thread, in order, each
+    with a `timeout_s`; a failure is logged once (then counted in `failed`, quietly) and never
+    reaches the fleet. Use as a context manager: leaving it sends what is queued, waiting at
+    most `drain_s`."""
+
+    def __init__(
+        self, url: str, token: str | None = None, *, timeout_s: float = 5.0,
+        drain_s: float = 5.0,
+    ) -> None:
+        self.endpoint = f"{url.rstrip('/')}/v1/feedback/task"
+        self._token = token
+        self._timeout_s = timeout_s
+        self._drain_s = drain_s
+        self._queue: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.posted = 0
+        self.failed = 0
+
+    def __enter__(self) -> TaskOutcomePoster:
+        self._thread = threading.Thread(target=self._send_all, name="task-outcomes",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(self._drain_s)
+            self._thread = None
+
+    def on_fleet_event(self, event: FleetEvent) -> None:
+        """Queue the verdict of a finished attempt (a released or lost one has none)."""
+        verdict = _VERDICTS.get(event.kind)
+        if verdict is not None:
+            self._queue.put((event.task_id, verdict))
+
+    def _send_all(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self._post(*item)
+
+    def _post(self, task_id: str, verdict: str) -> None:
+        import json
+        import urllib.request
+
+        headers = {"content-type": "application/json"}
+        if self._token:
+            headers["authorization"] = f"Bearer {self._token}"
+        body = json.dumps({"task_id": task_id, "verdict": verdict}).encode()
+        request = urllib.request.Request(self.endpoint, data=body, headers=headers,
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s):
+                self.posted += 1
+        except Exception as exc:  # the fleet never fails for this: say it once
+            self.failed += 1
+            if self.failed == 1:
+                log.warning("could not tell the orchestrator a task outcome (%s %s): %s; "
+                            "further failures are not logged", self.endpoint, task_id,
+                            getattr(exc, "reason", None) or exc)
 
 
 def _one_log_style(settings: Any) -> None:

@@ -32,12 +32,20 @@ from intelligence.quality import FAILED_TASK_FACTOR, TaskVerdict
 from intelligence.router import LearnedRouter, RewardWeights
 
 __all__ = [
+    "TASK_ID",
     "Attribution",
     "DedupFeedback",
     "FeedbackCollector",
     "FeedbackSource",
     "FeedbackStats",
 ]
+
+
+TASK_ID = "task_id"  # orchestrator.request.TASK_ID (not imported: this package never
+# imports the pipeline)
+"""The request `metadata` key naming the fleet task a request was made for (the server sets
+it from the `x-orchestrator-task` header); it becomes `Attribution.task_id`, so the task's
+outcome (`FeedbackCollector.task_outcome`) credits that request."""
 
 
 class FeedbackSource(StrEnum):

@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from intelligence.complexity import score_complexity
-from intelligence.feedback import Attribution, FeedbackCollector
+from intelligence.feedback import TASK_ID, Attribution, FeedbackCollector
 from intelligence.quality import QualityEstimator
 from intelligence.router import LearnedRouter
 
-__all__ = ["LearnedRouting", "complexity_context", "last_user_text"]
+__all__ = ["LearnedRouting", "complexity_context", "last_user_text", "task_of"]
 
 _NO_LESSON = "rejected"  # orchestrator.routing.ErrorClass.REJECTED: the request was at fault
 
@@ -49,6 +49,13 @@ def last_user_text(request: Any) -> str:
         if getattr(message, "role", None) == "user":
             return str(getattr(message, "content", "") or "")
     return ""
+
+
+def task_of(request: Any) -> str | None:
+    """The fleet task `request` was made for (its `metadata[TASK_ID]`), if it names one."""
+    metadata = getattr(request, "metadata", None) or {}
+    task_id = metadata.get(TASK_ID)
+    return task_id if isinstance(task_id, str) and task_id else None
 
 
 def complexity_context(request: Any) -> str | None:
@@ -116,6 +123,7 @@ class LearnedRouting:
                 context=context,
                 latency_ms=outcome.latency_ms,
                 cost_usd=outcome.cost_usd,
+                task_id=task_of(outcome.request),
             )
         )
 

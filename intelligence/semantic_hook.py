@@ -216,8 +216,9 @@ class SemanticDedupHook:
         if slot.answer is None:
             self._dedup.remove(entry)
 
-    def served(self, request_id: str, match: SemanticMatch) -> None:
-        """`request_id` was answered by `match`: attributed to its entry for feedback."""
+    def served(self, request_id: str, match: SemanticMatch, task_id: str | None = None) -> None:
+        """`request_id` was answered by `match`: attributed to its entry for feedback (and to
+        `task_id`, the fleet task it was made for, whose outcome then judges the hit)."""
         if match.answer is None:
             self.joined += 1
         else:
@@ -233,6 +234,7 @@ class SemanticDedupHook:
                     dedup_entry=match.entry,
                     similarity=match.similarity,
                     confidence=match.confidence,
+                    task_id=task_id,
                 )
             )
 

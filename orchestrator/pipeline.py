@@ -44,6 +44,7 @@ from orchestrator.metrics import (
 )
 from orchestrator.providers.base import Worker
 from orchestrator.request import (
+    TASK_ID,
     Completion,
     InferenceRequest,
     InferenceResponse,
@@ -680,7 +681,7 @@ class Pipeline:
                     "at_s": time.time(),
                 }
             )
-            self.semantic.served(request_id, match)
+            self.semantic.served(request_id, match, each.request.metadata.get(TASK_ID))
 
     def _store_semantic(self, job: Job, text: str) -> None:
         """Hand a fresh upstream answer to the hooks, to serve later equivalent requests."""

@@ -29,6 +29,12 @@ OPENAI_CLIENT_HEADERS = "openai-client-headers"
 """The `metadata` key of the client's `openai-beta` and `x-openai-*` headers (a JSON object),
 forwarded with a native OpenAI body."""
 
+TASK_ID = "task_id"
+"""The `metadata` key naming the fleet task the request was made for (the server's doors set
+it from the `x-orchestrator-task` header); the intelligence layer attributes the answer to that
+task, whose outcome credits it (`intelligence.feedback.TASK_ID`, the same key). Not part of any
+dedup or cache key, and never sent upstream."""
+
 NATIVE_FORMAT = "native-format"
 """The `metadata` key naming the format of `InferenceRequest.native` (default
 `NATIVE_ANTHROPIC`)."""

@@ -234,7 +234,8 @@ class DedupHook(Protocol):
     methods are called on the loop and must not block. After a miss the request leads its
     own flight: `started`, then `answered` with its answer (to serve later requests, for
     `ttl_s` seconds), then `finished` when the flight lands (answered or not). `served`
-    says a match was used to answer `request_id` (for feedback on it).
+    says a match was used to answer `request_id` (for feedback on it), with the fleet task
+    the request was made for when it names one (`task_id`, passed only then).
     """
 
     async def match(self, text: str, scope: str) -> DedupMatch | None: ...
@@ -245,7 +246,9 @@ class DedupHook(Protocol):
 
     def finished(self, flight_key: str) -> None: ...
 
-    def served(self, request_id: str, match: DedupMatch) -> None: ...
+    def served(
+        self, request_id: str, match: DedupMatch, task_id: str | None = None
+    ) -> None: ...
 
 
 class Coalescer(Generic[F]):

@@ -67,6 +67,7 @@ from orchestrator.server.bodies import (
     semantic_wanted,
     validated,
     with_optimize_opt_in,
+    with_task,
 )
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
 from orchestrator.server.responses import JsonResponse
@@ -332,7 +333,7 @@ async def messages(http: Request) -> Response:
     request = dataclasses.replace(
         request, semantic_dedup=request.semantic_dedup and semantic, client=state.client_of(http)
     )
-    request = with_optimize_opt_in(request, http.headers, optimize)
+    request = with_task(with_optimize_opt_in(request, http.headers, optimize), http.headers)
     stream = data.get("stream") is True
     model = request.model or ""
     if stream:

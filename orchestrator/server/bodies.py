@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from email.message import Message
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from intelligence.optimize import OPTIMIZE_PROMPT
 from orchestrator import codec
-from orchestrator.request import InferenceRequest
+from orchestrator.request import TASK_ID, InferenceRequest
 from orchestrator.server.http_errors import ApiError, RequestRejected, bad_request
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "SEMANTIC_FIELD",
     "SEMANTIC_HEADER",
     "SIMILARITY_HEADER",
+    "TASK_HEADER",
     "body_schema",
     "body_size",
     "cache_headers",
@@ -50,8 +52,10 @@ __all__ = [
     "optimize_wanted",
     "parse_json",
     "semantic_wanted",
+    "task_of",
     "validated",
     "with_optimize_opt_in",
+    "with_task",
 ]
 
 LARGE_BODY_BYTES = 256 * 1024
@@ -310,6 +314,32 @@ def with_optimize_opt_in(request: InferenceRequest, headers: Mapping[str, str],
     if not optimize_wanted(headers, field):
         return request
     return dataclasses.replace(request, metadata={**request.metadata, OPTIMIZE_PROMPT: "1"})
+
+
+TASK_HEADER = "x-orchestrator-task"
+"""The request header naming the fleet task a request is made for (the coordinator gives each
+attempt's agent one, beside `x-orchestrator-agent`)."""
+
+_TASK_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")  # a coordinator task id, roomier
+
+
+def task_of(headers: Mapping[str, str]) -> str | None:
+    """The task id `TASK_HEADER` names, or None: no header, or one that is not a sane id
+    (1-128 of letters, digits, `.`, `_`, `-`), which is ignored without an error."""
+    raw = headers.get(TASK_HEADER)
+    if raw is None:
+        return None
+    value = raw.strip()
+    return value if _TASK_ID.fullmatch(value) else None
+
+
+def with_task(request: InferenceRequest, headers: Mapping[str, str]) -> InferenceRequest:
+    """`request` attributed to the fleet task its `TASK_HEADER` names (`metadata[TASK_ID]`,
+    which the intelligence layer's attribution carries), or as it is without one."""
+    task_id = task_of(headers)
+    if task_id is None:
+        return request
+    return dataclasses.replace(request, metadata={**request.metadata, TASK_ID: task_id})
 
 
 def cache_headers(response: Any) -> dict[str, str]:

@@ -21,6 +21,7 @@ PROMPT_BODY_BYTES = 4 * 1024 * 1024
 ROUTE_LIMITS: dict[str, int] = {
     "/v1/prompt": PROMPT_BODY_BYTES,
     "/v1/feedback": 16 * 1024,
+    "/v1/feedback/task": 16 * 1024,
     "/v1/config": 64 * 1024,
     "/mcp": PROMPT_BODY_BYTES,  # batch_infer carries several prompts
 }

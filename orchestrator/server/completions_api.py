@@ -24,7 +24,13 @@ from starlette.responses import JSONResponse, Response
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, StreamChunk, Usage
-from orchestrator.server.bodies import body_schema, client_retries, client_timeout_s, json_body
+from orchestrator.server.bodies import (
+    body_schema,
+    client_retries,
+    client_timeout_s,
+    json_body,
+    with_task,
+)
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
 from orchestrator.server.state import ServerState, server_state
 from orchestrator.server.streaming import open_stream, sse, sse_response
@@ -130,7 +136,7 @@ async def completions(http: Request, state: State) -> Response:
     body = await json_body(http, CompletionBody)
     client = state.client_of(http)
     requests = [
-        dataclasses.replace(request, client=client)
+        with_task(dataclasses.replace(request, client=client), http.headers)
         for request in to_requests(
             body,
             timeout_s=client_timeout_s(http.headers.get("x-stainless-timeout")),

@@ -53,6 +53,7 @@ from orchestrator.server.bodies import (
     semantic_wanted,
     validated,
     with_optimize_opt_in,
+    with_task,
 )
 from orchestrator.server.chat_anthropic import chat_chunks, chat_completion, messages_body
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
@@ -288,7 +289,7 @@ async def chat_completions(http: Request, state: State) -> Response:
     if not semantic_wanted(http.headers, extra.get(SEMANTIC_FIELD)):
         request = dataclasses.replace(request, semantic_dedup=False)
     request = with_optimize_opt_in(request, http.headers, extra.get(OPTIMIZE_FIELD))
-    request = dataclasses.replace(request, client=state.client_of(http))
+    request = with_task(dataclasses.replace(request, client=state.client_of(http)), http.headers)
     created = int(state.wall_clock())
     if request.native_format == NATIVE_ANTHROPIC and request.native is not None:
         # tools through an Anthropic provider: its Messages answer, in Chat Completions shape

@@ -26,6 +26,7 @@ from orchestrator.server.bodies import (
     parse_json,
     semantic_wanted,
     with_optimize_opt_in,
+    with_task,
 )
 from orchestrator.server.http_errors import RequestRejected, field_path, from_exception
 from orchestrator.server.state import ServerState, server_state, state_of
@@ -37,6 +38,7 @@ __all__ = [
     "FeedbackBody",
     "PromptBody",
     "PromptResult",
+    "TaskFeedbackBody",
     "chunk_json",
     "router",
 ]
@@ -137,6 +139,16 @@ class FeedbackBody(BaseModel):
     stale: bool = False
 
 
+class TaskFeedbackBody(BaseModel):
+    """A fleet task's outcome: every request made for it (sent with `x-orchestrator-task:
+    <task_id>`) is credited, `passed` as a good answer and `failed` as a poor one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+    verdict: Literal["passed", "failed"]
+
+
 def chunk_json(chunk: StreamChunk, request_id: str) -> dict[str, Any]:
     """A stream chunk as sent to clients (usage only on the last chunk)."""
     data: dict[str, Any] = {
@@ -162,7 +174,8 @@ def chunk_json(chunk: StreamChunk, request_id: str) -> dict[str, Any]:
 )
 async def prompt(http: Request, state: State) -> Response | PromptResult:
     body = await json_body(http, PromptBody)
-    request = dataclasses.replace(body.to_request(), client=state.client_of(http))
+    request = with_task(dataclasses.replace(body.to_request(), client=state.client_of(http)),
+                        http.headers)
     if not semantic_wanted(http.headers):
         request = dataclasses.replace(request, semantic_dedup=False)
     request = with_optimize_opt_in(request, http.headers, body.optimize_prompt)
@@ -305,7 +318,10 @@ async def _answer_one(websocket: WebSocket, state: ServerState, text: str | None
         message = f"{field}: {first.get('msg', 'invalid value')}"
         await websocket.send_json(_ws_error(message, field, None, client_id))
         return
-    request = dataclasses.replace(body.to_request(), client=state.client_of(websocket))
+    request = with_task(
+        dataclasses.replace(body.to_request(), client=state.client_of(websocket)),
+        websocket.headers,
+    )
     try:
         # aclosing: if sending fails (the client left), the pipeline's stream is closed now,
         # not whenever the garbage collector finds it.
@@ -338,6 +354,29 @@ async def feedback(http: Request, state: State) -> dict[str, Any]:
         "model": recorded.model,
         "cached": recorded.cached,
         "stale": recorded.stale,
+    }
+
+
+@router.post(
+    "/v1/feedback/task",
+    status_code=202,
+    summary="Record a fleet task's outcome (credits the requests made for it)",
+    openapi_extra=body_schema(TaskFeedbackBody),
+)
+async def task_feedback(http: Request, state: State) -> dict[str, Any]:
+    """Handed to the intelligence layer (`IntelligenceBridge.task_outcome`), which rewards
+    the router arm and judges the semantic-dedup entry behind each request the task's agent
+    made; `credited` says how many reached a learner (0 without the intelligence layer, or
+    when no remembered request named the task). What `coordinator run --orchestrator URL`
+    posts for each attempt that ends."""
+    body = await json_body(http, TaskFeedbackBody)
+    bridge = getattr(state.pipeline, "intelligence", None)
+    credited = 0 if bridge is None else bridge.task_outcome(body.task_id, body.verdict)
+    return {
+        "accepted": True,
+        "task_id": body.task_id,
+        "verdict": body.verdict,
+        "credited": credited,
     }
 
 

@@ -71,7 +71,13 @@ from orchestrator.request import (
 )
 from orchestrator.server.anthropic_api import takes_native
 from orchestrator.server.anthropic_api import to_request as anthropic_request
-from orchestrator.server.bodies import client_retries, client_timeout_s, json_object, model_of
+from orchestrator.server.bodies import (
+    client_retries,
+    client_timeout_s,
+    json_object,
+    model_of,
+    with_task,
+)
 from orchestrator.server.chat_anthropic import (
     append_turn,
     assemble,
@@ -523,10 +529,17 @@ async def responses(http: Request, state: State) -> Response:
     native = takes_native(state.pipeline, NATIVE_OPENAI_RESPONSES)
     route = None if native else _tools_route(state, data)
     if route is not None:
-        return await _through_translation(data, state, route, timeout_s, retries, client)
-    request = dataclasses.replace(
-        to_request(data, native=native, headers=http.headers, timeout_s=timeout_s, retries=retries),
-        client=client,
+        return await _through_translation(
+            data, state, route, timeout_s, retries, client, http.headers
+        )
+    request = with_task(
+        dataclasses.replace(
+            to_request(
+                data, native=native, headers=http.headers, timeout_s=timeout_s, retries=retries
+            ),
+            client=client,
+        ),
+        http.headers,
     )
     response = await state.pipeline.infer(request)
     if response.native is not None:
@@ -553,14 +566,17 @@ async def open_events(
     native = takes_native(state.pipeline, NATIVE_OPENAI_RESPONSES)
     route = None if native else _tools_route(state, data)
     if route is not None:
-        request = _translated_request(data, route, timeout_s, retries, client)
+        request = _translated_request(data, route, timeout_s, retries, client, headers)
         shaped = _Response(data, model_of(data), int(state.wall_clock()))
         chunks = await open_stream(state.pipeline, request)
         parts = _anthropic_parts(chunks) if route == NATIVE_ANTHROPIC else _chat_parts(chunks)
         return _item_events(parts, shaped), chunks
-    request = dataclasses.replace(
-        to_request(data, native=native, headers=headers, timeout_s=timeout_s, retries=retries),
-        client=client,
+    request = with_task(
+        dataclasses.replace(
+            to_request(data, native=native, headers=headers, timeout_s=timeout_s, retries=retries),
+            client=client,
+        ),
+        headers,
     )
     chunks = await open_stream(state.pipeline, request)
     if native:
@@ -601,10 +617,16 @@ def _tools_route(state: ServerState, data: Mapping[str, Any]) -> str | None:
 
 
 def _translated_request(
-    data: Mapping[str, Any], route: str, timeout_s: float | None, retries: bool, client: str
+    data: Mapping[str, Any],
+    route: str,
+    timeout_s: float | None,
+    retries: bool,
+    client: str,
+    headers: Mapping[str, str],
 ) -> InferenceRequest:
     """The pipeline request taking a Responses body with tools to a provider as a native
-    body of `route`: a Messages body (Anthropic) or a Chat Completions one."""
+    body of `route`: a Messages body (Anthropic) or a Chat Completions one (for the task
+    `headers` name, if any)."""
     if route == NATIVE_ANTHROPIC:
         translated = anthropic_request(
             messages_body(data), native=True, timeout_s=timeout_s, retries=retries
@@ -613,11 +635,14 @@ def _translated_request(
         translated = native_chat_request(
             chat_body(data), headers={}, timeout_s=timeout_s, retries=retries
         )
-    return dataclasses.replace(
-        translated,
-        metadata={**translated.metadata, "api": "openai"},
-        session_id=_session_of(data) or translated.session_id,
-        client=client,
+    return with_task(
+        dataclasses.replace(
+            translated,
+            metadata={**translated.metadata, "api": "openai"},
+            session_id=_session_of(data) or translated.session_id,
+            client=client,
+        ),
+        headers,
     )
 
 
@@ -628,10 +653,11 @@ async def _through_translation(
     timeout_s: float | None,
     retries: bool,
     client: str,
+    headers: Mapping[str, str],
 ) -> Response:
     """Tools through an Anthropic or Chat Completions provider: the body translated to its
     native format, its answer back as a Responses `response`."""
-    request = _translated_request(data, route, timeout_s, retries, client)
+    request = _translated_request(data, route, timeout_s, retries, client, headers)
     shaped = _Response(data, model_of(data), int(state.wall_clock()))
     answer = await state.pipeline.infer(request)
     native = answer.native or {}

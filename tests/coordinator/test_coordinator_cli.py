@@ -436,7 +436,8 @@ def test_reading_commands_never_create_agent_memory_for_dropped_files(cli, tmp_p
 
 def test_agents_routed_through_an_orchestrator_name_themselves_in_a_header(cli, tmp_path):
     """With `--orchestrator URL` each agent gets `ANTHROPIC_CUSTOM_HEADERS` naming it in
-    `x-orchestrator-agent` (its loop, without the pid), so usage is counted per agent."""
+    `x-orchestrator-agent` (its loop, without the pid), so usage is counted per agent, and
+    the attempt's task in `x-orchestrator-task`, so its answers are credited to the task."""
     from orchestrator import EchoWorker, Pipeline, PipelineConfig
     from orchestrator.server import ServerThread, create_app
 
@@ -446,4 +447,4 @@ def test_agents_routed_through_an_orchestrator_name_themselves_in_a_header(cli, 
                            "--agent", 'printf %s "$ANTHROPIC_CUSTOM_HEADERS"')
     assert code == 0, err
     log = (tmp_path / "tasks/logs/named/attempt-1.log").read_text()
-    assert log == "x-orchestrator-agent: agent-1"
+    assert log == "x-orchestrator-agent: agent-1\nx-orchestrator-task: named"
