@@ -59,51 +59,85 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _config_flag(parser, default=None)
-    parser.add_argument("--self-improve", action="store_true",
-                        help="the same as `coordinator run --self-improve`")
+    parser.add_argument(
+        "--self-improve", action="store_true", help="the same as `coordinator run --self-improve`"
+    )
     sub = parser.add_subparsers(metavar="COMMAND")
 
     run = _command(sub, "run", _run, "claim and run tasks with a fleet of agents")
     run.add_argument("--agents", type=int, help="agent loops to run (default 1)")
-    run.add_argument("--agent", help="agent profile (echo, claude, a configured one) or a "
-                     "shell command; {prompt} and {task_id} are substituted, shell-quoted")
-    run.add_argument("--until-empty", action="store_true",
-                     help="exit when nothing is claimable or running (exit 1 if any task "
-                     "did not end done)")
+    run.add_argument(
+        "--agent",
+        help="agent profile (echo, claude, a configured one) or a "
+        "shell command; {prompt} and {task_id} are substituted, shell-quoted",
+    )
+    run.add_argument(
+        "--until-empty",
+        action="store_true",
+        help="exit when nothing is claimable or running (exit 1 if any task did not end done)",
+    )
     run.add_argument("--lease-s", type=float, help="lease length in seconds (default 60)")
-    run.add_argument("--grace-s", type=float,
-                     help="on SIGINT/SIGTERM, seconds running agents may finish (default 10)")
-    run.add_argument("--workdir", type=Path,
-                     help="directory agents run in (a task's workdir is relative to it)")
-    run.add_argument("--pass-env", action="append", metavar="NAME",
-                     help="let agents see this variable of our environment (repeatable); "
-                     "they get only PATH, HOME, USER, LOGNAME, SHELL, TMPDIR, TZ, TERM, LANG, "
-                     "LANGUAGE, LC_* and the COORDINATOR_* contract otherwise")
+    run.add_argument(
+        "--grace-s",
+        type=float,
+        help="on SIGINT/SIGTERM, seconds running agents may finish (default 10)",
+    )
+    run.add_argument(
+        "--workdir", type=Path, help="directory agents run in (a task's workdir is relative to it)"
+    )
+    run.add_argument(
+        "--pass-env",
+        action="append",
+        metavar="NAME",
+        help="let agents see this variable of our environment (repeatable); "
+        "they get only PATH, HOME, USER, LOGNAME, SHELL, TMPDIR, TZ, TERM, LANG, "
+        "LANGUAGE, LC_* and the COORDINATOR_* contract otherwise",
+    )
     run.add_argument("--no-memory", action="store_true", help="do not record in agent memory")
-    run.add_argument("--orchestrator", metavar="start|URL",
-                     help="route the agents' LLM traffic through an orchestrator: 'start' runs "
-                     "one in this process (configured by PROVIDER, ANTHROPIC_API_KEY, PORT, … "
-                     "or orchestrator.env), a URL uses a running one")
+    run.add_argument(
+        "--orchestrator",
+        metavar="start|URL",
+        help="route the agents' LLM traffic through an orchestrator: 'start' runs "
+        "one in this process (configured by PROVIDER, ANTHROPIC_API_KEY, PORT, … "
+        "or orchestrator.env), a URL uses a running one",
+    )
     _db_flag(run)
     loop = run.add_argument_group(
-        "self-improvement", "run the loop beside the fleet: telemetry, tuning, meta-tasks for "
+        "self-improvement",
+        "run the loop beside the fleet: telemetry, tuning, meta-tasks for "
         "what degrades, and the validation gate for gated tasks ([self_improve] and [gate] in "
-        "coordinator.toml)")
-    loop.add_argument("--self-improve", action="store_true",
-                      help="run the self-improvement loop (starts an orchestrator unless "
-                      "--orchestrator URL names one)")
-    loop.add_argument("--repo", type=Path,
-                      help="the git repository the fleet improves (default: the one "
-                      "containing the working directory)")
-    loop.add_argument("--target-branch", help="branch gated changes merge into (default: the "
-                      "repository's current branch)")
-    loop.add_argument("--merge", choices=["auto", "review"],
-                      help="merge a change that passed the gate at once, or keep its branch "
-                      "for `coordinator gate merge` (default review)")
-    loop.add_argument("--telemetry-interval-s", type=float,
-                      help="seconds between telemetry samples (default 5)")
-    loop.add_argument("--dry-run", action="store_true",
-                      help="detect and tune on paper only: write no task, change nothing")
+        "coordinator.toml)",
+    )
+    loop.add_argument(
+        "--self-improve",
+        action="store_true",
+        help="run the self-improvement loop (starts an orchestrator unless "
+        "--orchestrator URL names one)",
+    )
+    loop.add_argument(
+        "--repo",
+        type=Path,
+        help="the git repository the fleet improves (default: the one "
+        "containing the working directory)",
+    )
+    loop.add_argument(
+        "--target-branch",
+        help="branch gated changes merge into (default: the repository's current branch)",
+    )
+    loop.add_argument(
+        "--merge",
+        choices=["auto", "review"],
+        help="merge a change that passed the gate at once, or keep its branch "
+        "for `coordinator gate merge` (default review)",
+    )
+    loop.add_argument(
+        "--telemetry-interval-s", type=float, help="seconds between telemetry samples (default 5)"
+    )
+    loop.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="detect and tune on paper only: write no task, change nothing",
+    )
 
     status = _command(sub, "status", _status, "task counts, running tasks and rejected files")
     _json_flag(status)
@@ -115,19 +149,35 @@ def _parser() -> argparse.ArgumentParser:
     _json_flag(lst)
     add = _command(tasks_sub, "add", _tasks_add, "add a task (written atomically to the folder)")
     add.add_argument("prompt", help="what the agent is asked to do")
-    add.add_argument("--priority", choices=[p.value for p in Priority], default="normal",
-                     help="claimed earlier when higher (default normal)")
+    add.add_argument(
+        "--priority",
+        choices=[p.value for p in Priority],
+        default="normal",
+        help="claimed earlier when higher (default normal)",
+    )
     add.add_argument("--id", dest="task_id", help="task id (default: generated)")
-    add.add_argument("--depends-on", nargs="+", default=[], metavar="ID",
-                     help="tasks that must be done first")
+    add.add_argument(
+        "--depends-on", nargs="+", default=[], metavar="ID", help="tasks that must be done first"
+    )
     add.add_argument("--title", default="", help="a short name for listings")
-    add.add_argument("--acceptance", action="append", default=[], metavar="COMMAND",
-                     help="a shell command that must exit 0 after the agent (repeatable)")
+    add.add_argument(
+        "--acceptance",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="a shell command that must exit 0 after the agent (repeatable)",
+    )
     add.add_argument("--max-attempts", type=int, help="failed attempts allowed (default 3)")
     add.add_argument("--timeout-s", type=float, help="seconds an attempt may run (default 600)")
     add.add_argument("--agent", help="the agent profile to run it with")
-    add.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
-                     help="a free label (repeatable)")
+    add.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="a free label (repeatable)",
+    )
     _memory_flags(add)
     show = _command(tasks_sub, "show", _tasks_show, "everything about one task")
     show.add_argument("task_id", metavar="ID", help="the task's id")
@@ -138,18 +188,30 @@ def _parser() -> argparse.ArgumentParser:
     cancel = _command(tasks_sub, "cancel", _tasks_cancel, "cancel a pending or running task")
     cancel.add_argument("task_id", metavar="ID", help="the task's id")
     _memory_flags(cancel)
-    clear = _command(tasks_sub, "clear", _tasks_clear,
-                     "remove done, cancelled or rejected entries from the listings (kept "
-                     "under archive/, never deleted)")
-    clear.add_argument("--state", required=True, choices=["done", "cancelled", "rejected"],
-                       help="which entries to remove")
+    clear = _command(
+        tasks_sub,
+        "clear",
+        _tasks_clear,
+        "remove done, cancelled or rejected entries from the listings (kept "
+        "under archive/, never deleted)",
+    )
+    clear.add_argument(
+        "--state",
+        required=True,
+        choices=["done", "cancelled", "rejected"],
+        help="which entries to remove",
+    )
     clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     logs = _command(sub, "logs", _logs, "show (or follow) the output of a task's attempt")
     logs.add_argument("task_id", metavar="ID", help="the task's id")
     logs.add_argument("--attempt", type=int, help="which attempt (default the latest)")
-    logs.add_argument("-f", "--follow", action="store_true",
-                      help="keep printing output as the attempt writes it, until it ends")
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing output as the attempt writes it, until it ends",
+    )
 
     claim = _command(sub, "claim", _claim, "claim the next task for an agent outside the fleet")
     claim.add_argument("--agent", required=True, help="the claiming agent's name")
@@ -159,8 +221,11 @@ def _parser() -> argparse.ArgumentParser:
     heartbeat = _command(sub, "heartbeat", _heartbeat, "renew a claim's lease")
     heartbeat.add_argument("task_id", metavar="ID", help="the claimed task's id")
     heartbeat.add_argument("--token", type=int, required=True, help="the claim's token")
-    heartbeat.add_argument("--lease-s", type=float,
-                           help="renew for this long (default: the length it was claimed with)")
+    heartbeat.add_argument(
+        "--lease-s",
+        type=float,
+        help="renew for this long (default: the length it was claimed with)",
+    )
     _memory_flags(heartbeat)
     complete = _command(sub, "complete", _complete, "mark a claimed task done")
     complete.add_argument("task_id", metavar="ID", help="the claimed task's id")
@@ -172,18 +237,25 @@ def _parser() -> argparse.ArgumentParser:
     fail.add_argument("--reason", required=True, help="why it failed (shown in listings)")
     _memory_flags(fail)
 
-    gate = sub.add_parser("gate", help="changes that passed the validation gate and wait for "
-                          "review (--merge review)")
+    gate = sub.add_parser(
+        "gate", help="changes that passed the validation gate and wait for review (--merge review)"
+    )
     gate_sub = gate.add_subparsers(metavar="ACTION")
     gate_list = _command(gate_sub, "list", _gate_list, "branches waiting for review")
     _db_flag(gate_list)
     _json_flag(gate_list)
-    for action, handler, text in (("merge", _gate_merge, "merge a waiting branch"),
-                                  ("discard", _gate_discard, "delete a waiting branch")):
+    for action, handler, text in (
+        ("merge", _gate_merge, "merge a waiting branch"),
+        ("discard", _gate_discard, "delete a waiting branch"),
+    ):
         cmd = _command(gate_sub, action, handler, text)
         cmd.add_argument("task_id", metavar="ID", help="the task whose branch it is")
-        cmd.add_argument("--repo", type=Path, help="the repository (default: [self_improve] "
-                         "repo, or the one containing the working directory)")
+        cmd.add_argument(
+            "--repo",
+            type=Path,
+            help="the repository (default: [self_improve] "
+            "repo, or the one containing the working directory)",
+        )
         _db_flag(cmd)
 
     memory = sub.add_parser("memory", help="read agent memory (read-only)")
@@ -192,17 +264,26 @@ def _parser() -> argparse.ArgumentParser:
     query.set_defaults(handler=_memory_query)
     query.add_argument("name", nargs="?", help="query name")
     query.add_argument("--list", action="store_true", help="list the named queries")
-    for flag, text in (("--task", "only this task"), ("--agent", "only this agent"),
-                       ("--state", "only tasks in this state"), ("--module", "only this module"),
-                       ("--outcome", "only this outcome"), ("--limit", "at most this many rows")):
+    for flag, text in (
+        ("--task", "only this task"),
+        ("--agent", "only this agent"),
+        ("--state", "only tasks in this state"),
+        ("--module", "only this module"),
+        ("--outcome", "only this outcome"),
+        ("--limit", "at most this many rows"),
+    ):
         query.add_argument(flag, help=text)
     _db_flag(query)
     _json_flag(query)
     sql = memory_sub.add_parser("sql", help="run one read-only SQL statement")
     sql.set_defaults(handler=_memory_sql)
     sql.add_argument("statement", metavar="SQL", help="one SELECT (writes are refused)")
-    sql.add_argument("--timeout-s", type=_positive_s, default=10.0,
-                     help="stop the query after this many seconds (default 10)")
+    sql.add_argument(
+        "--timeout-s",
+        type=_positive_s,
+        default=10.0,
+        help="stop the query after this many seconds (default 10)",
+    )
     _db_flag(sql)
     _json_flag(sql)
     return parser
@@ -224,8 +305,9 @@ def _command(
 def _config_flag(parser: argparse.ArgumentParser, *, default: Any) -> None:
     # Accepted before and after the subcommand; SUPPRESS keeps a subcommand from resetting
     # a value given before it.
-    parser.add_argument("--config", type=Path, default=default,
-                        help="settings file (default ./coordinator.toml)")
+    parser.add_argument(
+        "--config", type=Path, default=default, help="settings file (default ./coordinator.toml)"
+    )
 
 
 def _version() -> str:
@@ -248,13 +330,15 @@ def _positive_s(value: str) -> float:
 
 
 def _memory_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-memory", action="store_true",
-                        help="do not record the change in agent memory")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="do not record the change in agent memory"
+    )
     _db_flag(parser)
 
 
-def _remember(args: argparse.Namespace, settings: Settings, task_id: str,
-              queue: FolderQueue) -> None:
+def _remember(
+    args: argparse.Namespace, settings: Settings, task_id: str, queue: FolderQueue
+) -> None:
     """Record what this command changed in agent memory, as the fleet records its own."""
     if not args.no_memory:
         _remember_in_db(settings, queue, (task_id,))
@@ -268,8 +352,7 @@ def _remember_in_db(settings: Settings, queue: FolderQueue, task_ids: Sequence[s
         _remember_tasks(memory, queue, task_ids)
 
 
-def _remember_tasks(memory: MemoryOfAttempts, queue: FolderQueue,
-                    task_ids: Sequence[str]) -> None:
+def _remember_tasks(memory: MemoryOfAttempts, queue: FolderQueue, task_ids: Sequence[str]) -> None:
     from coordinator.remember import remember
 
     for task_id in task_ids:
@@ -283,8 +366,10 @@ def _warn_if_memory_fails() -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        print(f"coordinator: warning: agent memory not updated ({exc}); the queue has the "
-              "change", file=sys.stderr)
+        print(
+            f"coordinator: warning: agent memory not updated ({exc}); the queue has the change",
+            file=sys.stderr,
+        )
 
 
 def _memory_exists(url: str | None) -> bool:
@@ -296,8 +381,12 @@ def _memory_exists(url: str | None) -> bool:
     except ValueError:
         return False
     database = parsed.database
-    return parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+    return (
+        parsed.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
         or Path(database).is_file()
+    )
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -305,8 +394,11 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _db_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", help="agent memory SQLAlchemy URL "
-                        "(default sqlite:///.coordinator/memory.db, or COORDINATOR_DB_URL)")
+    parser.add_argument(
+        "--db",
+        help="agent memory SQLAlchemy URL "
+        "(default sqlite:///.coordinator/memory.db, or COORDINATOR_DB_URL)",
+    )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -315,14 +407,30 @@ def _db_flag(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     from coordinator.settings import load_settings
 
-    flags = {name: getattr(args, name, None) for name in
-             ("tasks", "agents", "agent", "lease_s", "grace_s", "db", "workdir", "orchestrator",
-              "pass_env")}
+    flags = {
+        name: getattr(args, name, None)
+        for name in (
+            "tasks",
+            "agents",
+            "agent",
+            "lease_s",
+            "grace_s",
+            "db",
+            "workdir",
+            "orchestrator",
+            "pass_env",
+        )
+    }
     return load_settings(flags, config_path=args.config)
 
 
-def _queue(settings: Settings, *, create: bool = False, args: argparse.Namespace | None = None,
-           memory: MemoryOfAttempts | None = None) -> FolderQueue:
+def _queue(
+    settings: Settings,
+    *,
+    create: bool = False,
+    args: argparse.Namespace | None = None,
+    memory: MemoryOfAttempts | None = None,
+) -> FolderQueue:
     """The queue in `--tasks`. Only `run` and `tasks add` create a missing folder (and say
     so); every other command refuses it, creating nothing (`QueueNotFound`). A folder that
     exists — made by hand and filled with task files — is set up as a queue by any command.
@@ -343,8 +451,11 @@ def _queue(settings: Settings, *, create: bool = False, args: argparse.Namespace
         elif not getattr(args, "no_memory", False) and _memory_exists(settings.db):
             _remember_in_db(settings, queue, result.accepted)
 
-    options: dict[str, Any] = {"retry_backoff_s": settings.retry_backoff_s,
-                               "agents": _profile_names(settings), "on_ingest": remember_accepted}
+    options: dict[str, Any] = {
+        "retry_backoff_s": settings.retry_backoff_s,
+        "agents": _profile_names(settings),
+        "on_ingest": remember_accepted,
+    }
     try:
         queue = FolderQueue.open(settings.tasks, **options)
         return queue
@@ -398,8 +509,7 @@ def _attempts_made(record: TaskRecord) -> int:
 def _table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
-              for row in rows]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -432,10 +542,15 @@ def _run(args: argparse.Namespace) -> int:
     fleet: Fleet | None = None
     improvement: Any = None
     with contextlib.ExitStack() as stack:
-        agent_env, embedded = stack.enter_context(_traffic(
-            where, lambda: fleet.snapshot().to_json() if fleet else {}, tunables,
-            lambda: improvement.status() if improvement is not None else None,
-            say=progress.note))
+        agent_env, embedded = stack.enter_context(
+            _traffic(
+                where,
+                lambda: fleet.snapshot().to_json() if fleet else {},
+                tunables,
+                lambda: improvement.status() if improvement is not None else None,
+                say=progress.note,
+            )
+        )
         if embedded is not None:  # each finished attempt teaches the embedded pipeline
             events.subscribe(embedded.on_fleet_event)
         elif where:  # ... or the one at the URL, over HTTP
@@ -445,19 +560,36 @@ def _run(args: argparse.Namespace) -> int:
             events.subscribe(poster.on_fleet_event)
         if loop_settings is not None:
             improvement = _self_improvement(
-                stack, loop_settings, settings, queue=queue, memory=memory, where=where,
-                embedded=embedded, tunables=tunables, fleet=lambda: fleet)
+                stack,
+                loop_settings,
+                settings,
+                queue=queue,
+                memory=memory,
+                where=where,
+                embedded=embedded,
+                tunables=tunables,
+                fleet=lambda: fleet,
+            )
         fleet_settings = FleetSettings(
-            grace_s=settings.grace_s, poll_s=settings.poll_s, workdir=settings.workdir,
-            env=agent_env, pass_env=settings.pass_env,
+            grace_s=settings.grace_s,
+            poll_s=settings.poll_s,
+            workdir=settings.workdir,
+            env=agent_env,
+            pass_env=settings.pass_env,
             agent_env=_agent_headers if agent_env else None,
         )
         with progress:
             events.subscribe(progress.on_event)
-            fleet = Fleet(queue, profile, settings=fleet_settings,
-                          tunables=lambda: tunables.current, profiles=settings.profiles,
-                          memory=memory, events=events,
-                          gating=improvement.gating if improvement is not None else None)
+            fleet = Fleet(
+                queue,
+                profile,
+                settings=fleet_settings,
+                tunables=lambda: tunables.current,
+                profiles=settings.profiles,
+                memory=memory,
+                events=events,
+                gating=improvement.gating if improvement is not None else None,
+            )
             if improvement is not None:
                 improvement.start()
                 stack.callback(improvement.stop)
@@ -497,14 +629,27 @@ def _configure_logging() -> str:
 def _loop_settings(args: argparse.Namespace, settings: Settings) -> Any:
     from coordinator.self_improve import with_flags
 
-    return with_flags(settings.self_improve_settings(), repo=args.repo,
-                      target_branch=args.target_branch, merge=args.merge,
-                      telemetry_interval_s=args.telemetry_interval_s, dry_run=args.dry_run)
+    return with_flags(
+        settings.self_improve_settings(),
+        repo=args.repo,
+        target_branch=args.target_branch,
+        merge=args.merge,
+        telemetry_interval_s=args.telemetry_interval_s,
+        dry_run=args.dry_run,
+    )
 
 
 def _self_improvement(
-    stack: contextlib.ExitStack, loop_settings: Any, settings: Settings, *, queue: FolderQueue,
-    memory: Any, where: str | None, embedded: Any, tunables: Any, fleet: Callable[[], Any],
+    stack: contextlib.ExitStack,
+    loop_settings: Any,
+    settings: Settings,
+    *,
+    queue: FolderQueue,
+    memory: Any,
+    where: str | None,
+    embedded: Any,
+    tunables: Any,
+    fleet: Callable[[], Any],
 ) -> Any:
     """The loop for this folder, or None (and why, printed) when another process runs it."""
     from coordinator.agents import agent_environment
@@ -531,21 +676,30 @@ def _self_improvement(
         # our own fleet's knobs first: a remote coordinator's /v1/config serves its fleet's
         config = CombinedConfig(
             LocalConfig(tunables),
-            HttpConfig(where, admin_token=os.environ.get("ADMIN_API_KEY") or token))
+            HttpConfig(where, admin_token=os.environ.get("ADMIN_API_KEY") or token),
+        )
     open_states = (TaskState.PENDING, TaskState.CLAIMED)
     try:
         improvement = SelfImprovement(
-            loop_settings, tasks_dir=settings.tasks, memory=memory, sources=sources,
+            loop_settings,
+            tasks_dir=settings.tasks,
+            memory=memory,
+            sources=sources,
             config=config,
             # gate commands see what agents see (the allow-list), never provider keys
             gate_env=agent_environment(os.environ, pass_env=settings.pass_env),
-            open_task_ids=lambda: [r.task.id for s in open_states for r in queue.records(s)])
+            open_task_ids=lambda: [r.task.id for s in open_states for r in queue.records(s)],
+        )
     except GateError as exc:
         raise ConfigError(f"--self-improve: {exc}") from exc
     gate = improvement.gating.gate
-    print(f"self-improve: watching every {loop_settings.telemetry_interval_s:g}s; gated changes "
-          f"go to {gate.root} branch {gate.target_branch} (merge {loop_settings.merge.value}"
-          f"{', dry run' if loop_settings.dry_run else ''})", file=sys.stderr, flush=True)
+    print(
+        f"self-improve: watching every {loop_settings.telemetry_interval_s:g}s; gated changes "
+        f"go to {gate.root} branch {gate.target_branch} (merge {loop_settings.merge.value}"
+        f"{', dry run' if loop_settings.dry_run else ''})",
+        file=sys.stderr,
+        flush=True,
+    )
     return improvement
 
 
@@ -556,8 +710,9 @@ def _unmet_dependencies(queue: FolderQueue) -> list[str]:
         if not record.waiting_for:
             continue
         unknown = set(record.unknown_dependencies)
-        waits = ", ".join(f"{dep} (no task has this id)" if dep in unknown else dep
-                          for dep in record.waiting_for)
+        waits = ", ".join(
+            f"{dep} (no task has this id)" if dep in unknown else dep for dep in record.waiting_for
+        )
         lines.append(f"{record.task.id} did not run: it waits for {waits}")
     return lines
 
@@ -570,8 +725,12 @@ def _agent_headers(agent: str, env: Mapping[str, str]) -> Mapping[str, str]:
 
 @contextlib.contextmanager
 def _traffic(
-    where: str | None, fleet_status: Callable[[], Mapping[str, Any]], tunables: LiveConfig[Any],
-    self_tune_status: Callable[[], Mapping[str, Any] | None], *, say: Callable[..., None],
+    where: str | None,
+    fleet_status: Callable[[], Mapping[str, Any]],
+    tunables: LiveConfig[Any],
+    self_tune_status: Callable[[], Mapping[str, Any] | None],
+    *,
+    say: Callable[..., None],
 ) -> Iterator[tuple[dict[str, str], Any]]:
     """The agents' environment for routing their LLM traffic (empty: not routed), and the
     orchestrator this process runs for them (None: none, or a running one at `where`). An
@@ -590,15 +749,17 @@ def _traffic(
         return
     from orchestrator.errors import OrchestratorError
 
-    embedded = EmbeddedOrchestrator(fleet_status, fleet_config=tunables,
-                                    self_tune_status=self_tune_status)
+    embedded = EmbeddedOrchestrator(
+        fleet_status, fleet_config=tunables, self_tune_status=self_tune_status
+    )
     with contextlib.ExitStack() as stack:
         try:
             env = stack.enter_context(embedded)
         except (OrchestratorError, RuntimeError) as exc:
             raise ConfigError(f"could not start the orchestrator: {exc}") from exc
-        say(f"serving on {embedded.url} (dashboard {embedded.url}/dashboard)",
-            source="orchestrator")
+        say(
+            f"serving on {embedded.url} (dashboard {embedded.url}/dashboard)", source="orchestrator"
+        )
         yield env, embedded
 
 
@@ -615,8 +776,10 @@ def _check_answers(url: str, *, timeout_s: float = 5.0) -> None:
         return  # it answered (e.g. 401 or a degraded 503): it is there
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ConfigError(f"--orchestrator {url}: nothing answers there ({reason}); start one "
-                          "with `orchestrator serve`, or use --orchestrator start") from None
+        raise ConfigError(
+            f"--orchestrator {url}: nothing answers there ({reason}); start one "
+            "with `orchestrator serve`, or use --orchestrator start"
+        ) from None
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -631,36 +794,55 @@ def _status(args: argparse.Namespace) -> int:
     loop = _loop_status(settings)
     fleet = FleetStatusFile.read(settings.tasks)  # what a fleet running here publishes
     if args.json:
-        _print_json({
-            "counts": {state.value: n for state, n in counts.items()},
-            "running": [_record_summary(r) for r in running],
-            "rejected": [{"file": r.name, "reason": r.reason} for r in rejected],
-            "fleet": fleet,
-            "self_improve": loop,
-        })
+        _print_json(
+            {
+                "counts": {state.value: n for state, n in counts.items()},
+                "running": [_record_summary(r) for r in running],
+                "rejected": [{"file": r.name, "reason": r.reason} for r in rejected],
+                "fleet": fleet,
+                "self_improve": loop,
+            }
+        )
         return 0
     if fleet is not None:
         agents, rates = fleet["agents"], fleet["per_min"]
-        print(f"fleet (pid {fleet['pid']}): {agents['busy']} busy, {agents['idle']} idle of "
-              f"{agents['target']} agents; per minute {rates['claimed']:.0f} claimed, "
-              f"{rates['done']:.0f} done, {rates['failed']:.0f} failed\n")
+        print(
+            f"fleet (pid {fleet['pid']}): {agents['busy']} busy, {agents['idle']} idle of "
+            f"{agents['target']} agents; per minute {rates['claimed']:.0f} claimed, "
+            f"{rates['done']:.0f} done, {rates['failed']:.0f} failed\n"
+        )
     print(_table([[state.value, str(n)] for state, n in counts.items()], ["state", "tasks"]))
     if running:
         now = time.time()
         print("\nrunning:")
-        print(_table(
-            [[r.task.id, r.lease.agent if r.lease else "?", str(r.attempts + 1),
-              f"{(r.lease.expires_at - now):.0f}s" if r.lease else "?"] for r in running],
-            ["task", "agent", "attempt", "lease left"],
-        ))
+        print(
+            _table(
+                [
+                    [
+                        r.task.id,
+                        r.lease.agent if r.lease else "?",
+                        str(r.attempts + 1),
+                        f"{(r.lease.expires_at - now):.0f}s" if r.lease else "?",
+                    ]
+                    for r in running
+                ],
+                ["task", "agent", "attempt", "lease left"],
+            )
+        )
     if rejected:
         print("\nrejected:")
         for r in rejected:
             print(f"  {r.reason}")
     if loop is not None:
-        _print_loop(loop, open_meta=[r.task.id for s in (TaskState.PENDING, TaskState.CLAIMED)
-                                     for r in queue.records(s)
-                                     if r.task.created_by == "self-improve"])
+        _print_loop(
+            loop,
+            open_meta=[
+                r.task.id
+                for s in (TaskState.PENDING, TaskState.CLAIMED)
+                for r in queue.records(s)
+                if r.task.created_by == "self-improve"
+            ],
+        )
     return 0
 
 
@@ -676,30 +858,43 @@ def _loop_status(settings: Settings) -> dict[str, Any] | None:
 
     with AgentMemory(settings.db) as memory:
         loop["gate_results"] = [
-            {"task": m.task_id, "outcome": str(m.outcome), "branch": m.branch,
-             "commit": m.commit, "verdicts": [dict(v) for v in m.verdicts],
-             "metric_deltas": dict(m.metric_deltas)}
-            for m in [m for m in memory.modifications(limit=200) if m.branch][:5]]
+            {
+                "task": m.task_id,
+                "outcome": str(m.outcome),
+                "branch": m.branch,
+                "commit": m.commit,
+                "verdicts": [dict(v) for v in m.verdicts],
+                "metric_deltas": dict(m.metric_deltas),
+            }
+            for m in [m for m in memory.modifications(limit=200) if m.branch][:5]
+        ]
     return loop
 
 
 def _print_loop(loop: Mapping[str, Any], *, open_meta: list[str]) -> None:
     age = time.time() - float(loop.get("updated_at", 0))
-    print(f"\nself-improvement loop ({loop.get('holder')}, updated {age:.0f}s ago; merge "
-          f"{loop.get('merge')}, tuning {loop.get('tuning')}"
-          + (", dry run" if loop.get("dry_run") else "") + "):")
+    print(
+        f"\nself-improvement loop ({loop.get('holder')}, updated {age:.0f}s ago; merge "
+        f"{loop.get('merge')}, tuning {loop.get('tuning')}"
+        + (", dry run" if loop.get("dry_run") else "")
+        + "):"
+    )
     anomalies = loop.get("anomalies") or []
     print("  anomalies:" + ("" if anomalies else " none"))
     for a in anomalies[-5:]:
         against = "limit" if a["detector"] == "slo" else "baseline"
-        print(f"    {a['severity']} {a['metric']} = {a['value']:.4g} ({against} "
-              f"{a['baseline']:.4g}, {a['detector']}): {a['action']}")
+        print(
+            f"    {a['severity']} {a['metric']} = {a['value']:.4g} ({against} "
+            f"{a['baseline']:.4g}, {a['detector']}): {a['action']}"
+        )
     changed = [p for p in loop.get("parameters") or [] if p.get("last_change")]
     print("  parameters:" + ("" if changed else " all at their defaults"))
     for p in changed:
         last = p["last_change"]
-        print(f"    {p['name']} = {p['value']} {p['unit']} (default {p['default']}); last "
-              f"change {last['old']} → {last['new']}: {last['reason']}")
+        print(
+            f"    {p['name']} = {p['value']} {p['unit']} (default {p['default']}); last "
+            f"change {last['old']} → {last['new']}: {last['reason']}"
+        )
     from self_tune.experiment import status_lines
 
     for line in status_lines(loop.get("experiments")):
@@ -708,45 +903,72 @@ def _print_loop(loop: Mapping[str, Any], *, open_meta: list[str]) -> None:
     results = loop.get("gate_results") or []
     print("  gate results:" + ("" if results else " none yet"))
     for r in results:
-        verdicts = ", ".join(f"{v['name']} {'ok' if v['passed'] else 'FAILED'}"
-                             for v in r["verdicts"])
-        print(f"    {r['task']}: {r['outcome']} on {r['branch']}"
-              + (f" ({verdicts})" if verdicts else ""))
+        verdicts = ", ".join(
+            f"{v['name']} {'ok' if v['passed'] else 'FAILED'}" for v in r["verdicts"]
+        )
+        print(
+            f"    {r['task']}: {r['outcome']} on {r['branch']}"
+            + (f" ({verdicts})" if verdicts else "")
+        )
 
 
 def _tasks_list(args: argparse.Namespace) -> int:
     queue = _queue(_settings(args), args=args)
     queue.ingest()
     state = TaskState(args.state) if args.state else None
-    rows = [_record_summary(r) for r in queue.records(state)] if state != TaskState.REJECTED \
-        else []
+    rows = [_record_summary(r) for r in queue.records(state)] if state != TaskState.REJECTED else []
     if state in (None, TaskState.REJECTED):
-        rows += [{"id": r.name, "state": "rejected", "priority": "", "title": "",
-                  "attempts": 0, "reason": r.reason, "file": str(r.path)}
-                 for r in queue.rejected()]
+        rows += [
+            {
+                "id": r.name,
+                "state": "rejected",
+                "priority": "",
+                "title": "",
+                "attempts": 0,
+                "reason": r.reason,
+                "file": str(r.path),
+            }
+            for r in queue.rejected()
+        ]
     if args.json:
         _print_json(rows)
         return 0
     if not rows:
         print("no tasks")
         return 0
-    print(_table(
-        [[r["id"], r["state"], r["priority"], f"{r['attempts']}",
-          "; ".join((r.get("reason") or r["title"]).splitlines())] for r in rows],
-        ["id", "state", "priority", "attempts", "title / reason"],
-    ))
+    print(
+        _table(
+            [
+                [
+                    r["id"],
+                    r["state"],
+                    r["priority"],
+                    f"{r['attempts']}",
+                    "; ".join((r.get("reason") or r["title"]).splitlines()),
+                ]
+                for r in rows
+            ],
+            ["id", "state", "priority", "attempts", "title / reason"],
+        )
+    )
     return 0
 
 
 def _tasks_add(args: argparse.Namespace) -> int:
-    given = {"max_attempts": args.max_attempts, "timeout_s": args.timeout_s,
-             "agent": args.agent}
+    given = {"max_attempts": args.max_attempts, "timeout_s": args.timeout_s, "agent": args.agent}
     fields = {name: value for name, value in given.items() if value is not None}
     settings = _settings(args)
     queue = _queue(settings, create=True, args=args)
-    task = queue.add(args.prompt, task_id=args.task_id, priority=Priority(args.priority),
-                     depends_on=tuple(args.depends_on), title=args.title,
-                     acceptance=tuple(args.acceptance), tags=tuple(args.tags), **fields)
+    task = queue.add(
+        args.prompt,
+        task_id=args.task_id,
+        priority=Priority(args.priority),
+        depends_on=tuple(args.depends_on),
+        title=args.title,
+        acceptance=tuple(args.acceptance),
+        tags=tuple(args.tags),
+        **fields,
+    )
     _remember(args, settings, task.id, queue)
     print(task.id)
     return 0
@@ -767,14 +989,18 @@ def _tasks_show(args: argparse.Namespace) -> int:
     print(f"  depends on: {', '.join(task.depends_on) or '-'}")
     print(f"  source:     {queue.root / record.source}")
     if record.lease:
-        print(f"  lease:      {record.lease.agent}, token {record.lease.token}, "
-              f"{record.lease.expires_at - time.time():.0f}s left")
+        print(
+            f"  lease:      {record.lease.agent}, token {record.lease.token}, "
+            f"{record.lease.expires_at - time.time():.0f}s left"
+        )
     print(f"  prompt:     {task.prompt}")
     for attempt in record.history:
-        print(f"  attempt {attempt.attempt}: {attempt.outcome} by {attempt.agent}"
-              + (f", exit {attempt.exit_code}" if attempt.exit_code is not None else "")
-              + (f" — {attempt.reason}" if attempt.reason else "")
-              + (f" (log {attempt.log_path})" if attempt.log_path else ""))
+        print(
+            f"  attempt {attempt.attempt}: {attempt.outcome} by {attempt.agent}"
+            + (f", exit {attempt.exit_code}" if attempt.exit_code is not None else "")
+            + (f" — {attempt.reason}" if attempt.reason else "")
+            + (f" (log {attempt.log_path})" if attempt.log_path else "")
+        )
     return 0
 
 
@@ -805,16 +1031,21 @@ def _tasks_clear(args: argparse.Namespace) -> int:
         return 0
     if not args.yes:
         if not sys.stdin.isatty():
-            raise ConfigError(f"tasks clear: would remove {count} {state.value} entries; "
-                              "confirm with --yes")
-        answer = input(f"remove {count} {state.value} entries from the listings (kept under "
-                       f"{queue.root / 'archive' / state.value})? [y/N] ")
+            raise ConfigError(
+                f"tasks clear: would remove {count} {state.value} entries; confirm with --yes"
+            )
+        answer = input(
+            f"remove {count} {state.value} entries from the listings (kept under "
+            f"{queue.root / 'archive' / state.value})? [y/N] "
+        )
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing removed")
             return 1
     cleared = queue.clear(state)
-    print(f"cleared {len(cleared)} {state.value}: {', '.join(cleared)} "
-          f"(kept under {queue.root / 'archive' / state.value})")
+    print(
+        f"cleared {len(cleared)} {state.value}: {', '.join(cleared)} "
+        f"(kept under {queue.root / 'archive' / state.value})"
+    )
     return 0
 
 
@@ -827,8 +1058,10 @@ def _logs(args: argparse.Namespace) -> int:
         raise ConfigError(f"{record.task.id}: no attempt has run yet ({record.state.value})")
     attempt = args.attempt or made[-1]
     if attempt not in made:
-        raise ConfigError(f"{record.task.id}: no attempt {attempt} (attempts with logs: "
-                          f"{', '.join(map(str, made))})")
+        raise ConfigError(
+            f"{record.task.id}: no attempt {attempt} (attempts with logs: "
+            f"{', '.join(map(str, made))})"
+        )
     path = queue.log_path(record.task.id, attempt)
     out = sys.stdout.buffer
     with open(path, "rb") as log:
@@ -845,8 +1078,10 @@ def _logs(args: argparse.Namespace) -> int:
 
 def _still_running(queue: FolderQueue, task_id: str, attempt: int) -> bool:
     """True while the task runs and `attempt` is its latest."""
-    return (queue.get(task_id).state == TaskState.CLAIMED
-            and not queue.log_path(task_id, attempt + 1).exists())
+    return (
+        queue.get(task_id).state == TaskState.CLAIMED
+        and not queue.log_path(task_id, attempt + 1).exists()
+    )
 
 
 def _claim(args: argparse.Namespace) -> int:
@@ -858,11 +1093,17 @@ def _claim(args: argparse.Namespace) -> int:
         return 1
     _remember(args, settings, claim.task.id, queue)
     if args.json:
-        _print_json({
-            "id": claim.task.id, "token": claim.token, "attempt": claim.attempt,
-            "prompt": claim.task.prompt, "task_file": str(claim.source),
-            "expires_at": claim.expires_at, "lease_s": settings.lease_s,
-        })
+        _print_json(
+            {
+                "id": claim.task.id,
+                "token": claim.token,
+                "attempt": claim.attempt,
+                "prompt": claim.task.prompt,
+                "task_file": str(claim.source),
+                "expires_at": claim.expires_at,
+                "lease_s": settings.lease_s,
+            }
+        )
     else:
         print(f"{claim.task.id} {claim.token}")
     return 0
@@ -913,8 +1154,12 @@ def _gated(args: argparse.Namespace) -> Any:
     loop = settings.self_improve_settings()
     repo = getattr(args, "repo", None) or loop.repo or Path.cwd()
     try:
-        gate = ValidationGate(repo, target_branch=loop.target_branch, settings=loop.gate,
-                              scope=worktree_scope(settings.tasks))
+        gate = ValidationGate(
+            repo,
+            target_branch=loop.target_branch,
+            settings=loop.gate,
+            scope=worktree_scope(settings.tasks),
+        )
     except GateError as exc:
         raise ConfigError(str(exc)) from exc
     return GatedAttempts(gate, memory=AgentMemory(settings.db))
@@ -925,14 +1170,34 @@ def _gate_list(args: argparse.Namespace) -> int:
 
     with AgentMemory(_settings(args).db) as memory:
         waiting = [m for m in memory.modifications(ModificationOutcome.IN_PROGRESS) if m.branch]
-    rows = [{"task": m.task_id, "branch": m.branch, "commit": m.commit,
-             "files": list(m.files_changed), "description": m.description} for m in waiting]
+    rows = [
+        {
+            "task": m.task_id,
+            "branch": m.branch,
+            "commit": m.commit,
+            "files": list(m.files_changed),
+            "description": m.description,
+        }
+        for m in waiting
+    ]
     if args.json:
         _print_json(rows)
     elif rows:
-        print(_table([[r["task"] or "", r["branch"] or "", (r["commit"] or "")[:10],
-                       str(len(r["files"])), r["description"][:60]] for r in rows],
-                     ["task", "branch", "commit", "files", "description"]))
+        print(
+            _table(
+                [
+                    [
+                        r["task"] or "",
+                        r["branch"] or "",
+                        (r["commit"] or "")[:10],
+                        str(len(r["files"])),
+                        r["description"][:60],
+                    ]
+                    for r in rows
+                ],
+                ["task", "branch", "commit", "files", "description"],
+            )
+        )
     else:
         print("no branch waits for review")
     return 0
@@ -966,8 +1231,14 @@ def _memory_query(args: argparse.Namespace) -> int:
         for name, query in NAMED_QUERIES.items():
             print(f"{name:16} {query.description}")
         return 0
-    given = {"task_id": args.task, "agent": args.agent, "state": args.state,
-             "module": args.module, "outcome": args.outcome, "limit": args.limit}
+    given = {
+        "task_id": args.task,
+        "agent": args.agent,
+        "state": args.state,
+        "module": args.module,
+        "outcome": args.outcome,
+        "limit": args.limit,
+    }
     filters = {name: value for name, value in given.items() if value is not None}
     engine = _existing_memory(_settings(args).db, open_engine)
     columns, rows = run_named_query(engine, args.name, **filters)
@@ -993,8 +1264,10 @@ def _existing_memory(url: str | None, open_engine: Callable[[str | None], Any]) 
     except ValueError as exc:
         raise ConfigError(f"--db: {exc}") from None
     if not _memory_exists(url):
-        raise ConfigError(f"no agent memory at {database} (nothing has been recorded there; "
-                          "`coordinator run` creates it, or give --db / COORDINATOR_DB_URL)")
+        raise ConfigError(
+            f"no agent memory at {database} (nothing has been recorded there; "
+            "`coordinator run` creates it, or give --db / COORDINATOR_DB_URL)"
+        )
     return open_engine(url)
 
 
@@ -1018,8 +1291,12 @@ def _print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, as_jso
     if as_json:
         _print_json([dict(zip(columns, row, strict=True)) for row in rows])
     elif rows:
-        print(_table([[_cell(c, v) for c, v in zip(columns, row, strict=True)] for row in rows],
-                     list(columns)))
+        print(
+            _table(
+                [[_cell(c, v) for c, v in zip(columns, row, strict=True)] for row in rows],
+                list(columns),
+            )
+        )
     else:
         print("(no rows)")
 

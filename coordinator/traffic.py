@@ -89,7 +89,11 @@ class TaskOutcomePoster:
     most `drain_s`."""
 
     def __init__(
-        self, url: str, token: str | None = None, *, timeout_s: float = 5.0,
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout_s: float = 5.0,
         drain_s: float = 5.0,
     ) -> None:
         self.endpoint = f"{url.rstrip('/')}/v1/feedback/task"
@@ -102,8 +106,7 @@ class TaskOutcomePoster:
         self.failed = 0
 
     def __enter__(self) -> TaskOutcomePoster:
-        self._thread = threading.Thread(target=self._send_all, name="task-outcomes",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._send_all, name="task-outcomes", daemon=True)
         self._thread.start()
         return self
 
@@ -131,17 +134,20 @@ class TaskOutcomePoster:
         if self._token:
             headers["authorization"] = f"Bearer {self._token}"
         body = json.dumps({"task_id": task_id, "verdict": verdict}).encode()
-        request = urllib.request.Request(self.endpoint, data=body, headers=headers,
-                                         method="POST")
+        request = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self._timeout_s):
                 self.posted += 1
         except Exception as exc:  # the fleet never fails for this: say it once
             self.failed += 1
             if self.failed == 1:
-                log.warning("could not tell the orchestrator a task outcome (%s %s): %s; "
-                            "further failures are not logged", self.endpoint, task_id,
-                            getattr(exc, "reason", None) or exc)
+                log.warning(
+                    "could not tell the orchestrator a task outcome (%s %s): %s; "
+                    "further failures are not logged",
+                    self.endpoint,
+                    task_id,
+                    getattr(exc, "reason", None) or exc,
+                )
 
 
 def _one_log_style(settings: Any) -> None:
@@ -151,10 +157,17 @@ def _one_log_style(settings: Any) -> None:
     wrapped lines, in the middle of the fleet's output)."""
     from orchestrator.logging_setup import configure_logging
 
-    keys = (settings.anthropic_api_key, settings.openai_api_key, settings.api_key,
-            settings.admin_api_key)
-    configure_logging(level=settings.log_level, fmt=settings.log_format,
-                      secrets=[k.reveal() for k in keys if k is not None])
+    keys = (
+        settings.anthropic_api_key,
+        settings.openai_api_key,
+        settings.api_key,
+        settings.admin_api_key,
+    )
+    configure_logging(
+        level=settings.log_level,
+        fmt=settings.log_format,
+        secrets=[k.reveal() for k in keys if k is not None],
+    )
 
 
 class EmbeddedOrchestrator:
@@ -201,9 +214,13 @@ class EmbeddedOrchestrator:
         assert settings.admin_api_key is not None
         self.admin_token = settings.admin_api_key.reveal()
         pipeline = self.pipeline = build_pipeline(settings)
-        lives = (pipeline.live,) if self._fleet_config is None else (
-            pipeline.live,
-            self._fleet_config,
+        lives = (
+            (pipeline.live,)
+            if self._fleet_config is None
+            else (
+                pipeline.live,
+                self._fleet_config,
+            )
         )
         app = create_app(
             pipeline,

@@ -127,9 +127,7 @@ class LearnedRouting:
             )
         )
 
-    def quality_hook(
-        self, estimator: QualityEstimator | None = None
-    ) -> Callable[[Any, Any], None]:
+    def quality_hook(self, estimator: QualityEstimator | None = None) -> Callable[[Any, Any], None]:
         """A pipeline quality hook that scores each answer with `estimator` (default: a
         `QualityEstimator()`) and hands the score to the collector, which rewards the arm
         that produced it. Cached and coalesced answers teach nothing (no choice was made)."""

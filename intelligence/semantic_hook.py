@@ -137,9 +137,7 @@ class SemanticDedupHook:
                 else:
                     from intelligence.dedup import SemanticDedup
 
-                    dedup = SemanticDedup(
-                        threshold=self._threshold, max_wait_s=self._max_wait_s
-                    )
+                    dedup = SemanticDedup(threshold=self._threshold, max_wait_s=self._max_wait_s)
             dedup.warm()
         except Exception as exc:  # a broken install: dedup stays off, requests go upstream
             log.exception("semantic dedup could not load; it stays off")
@@ -284,4 +282,3 @@ class SemanticDedupHook:
         if reason:
             data["fallback_reason"] = reason
         return data
-

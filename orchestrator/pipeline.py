@@ -195,9 +195,7 @@ class Pipeline:
             )
 
         self._rag_queue = queue(Stage.RAG, lambda: live_.current.rag_queue_capacity)
-        self._assemble_queue = queue(
-            Stage.ASSEMBLE, lambda: live_.current.assemble_queue_capacity
-        )
+        self._assemble_queue = queue(Stage.ASSEMBLE, lambda: live_.current.assemble_queue_capacity)
         self._postprocess_queue = queue(
             Stage.POSTPROCESS, lambda: live_.current.postprocess_queue_capacity
         )
@@ -456,9 +454,15 @@ class Pipeline:
         for level in sorted(Priority, key=lambda level: level.rank):
             if level in stats:
                 count, p50, p95, p99 = stats[level]
-                snapshots.append(PrioritySnapshot(
-                    name=str(level), completed_total=count, latency_p50_ms=p50,
-                    latency_p95_ms=p95, latency_p99_ms=p99))
+                snapshots.append(
+                    PrioritySnapshot(
+                        name=str(level),
+                        completed_total=count,
+                        latency_p50_ms=p50,
+                        latency_p95_ms=p95,
+                        latency_p99_ms=p99,
+                    )
+                )
         return tuple(snapshots)
 
     def _router_status(self) -> dict[str, Any] | None:

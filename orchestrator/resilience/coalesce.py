@@ -66,9 +66,13 @@ def request_key(request: InferenceRequest) -> str:
     native_format = request.native_format
     if request.native is not None and native_format is not None:
         # The body is the whole question (the text fields only render it for estimates).
-        body = (keyed_body(request.native) if native_format == NATIVE_ANTHROPIC
-                else keyed_responses_body(request.native)
-                if native_format == NATIVE_OPENAI_RESPONSES else request.native)
+        body = (
+            keyed_body(request.native)
+            if native_format == NATIVE_ANTHROPIC
+            else keyed_responses_body(request.native)
+            if native_format == NATIVE_OPENAI_RESPONSES
+            else request.native
+        )
         parts = [
             "6:native",
             _field(request.model),
@@ -162,8 +166,12 @@ def keyed_responses_body(body: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _content_item_with_id(item: object) -> bool:
-    return (isinstance(item, Mapping) and "id" in item and item.get("type") != "item_reference"
-            and len(item) > 2)  # more than its type and its id: it carries content
+    return (
+        isinstance(item, Mapping)
+        and "id" in item
+        and item.get("type") != "item_reference"
+        and len(item) > 2
+    )  # more than its type and its id: it carries content
 
 
 def _field(value: str | None) -> str:
@@ -246,9 +254,7 @@ class DedupHook(Protocol):
 
     def finished(self, flight_key: str) -> None: ...
 
-    def served(
-        self, request_id: str, match: DedupMatch, task_id: str | None = None
-    ) -> None: ...
+    def served(self, request_id: str, match: DedupMatch, task_id: str | None = None) -> None: ...
 
 
 class Coalescer(Generic[F]):

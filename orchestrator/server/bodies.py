@@ -307,8 +307,9 @@ def optimize_wanted(headers: Mapping[str, str], field: Any = None) -> bool:
     return header is not None and header.strip().lower() in _ON
 
 
-def with_optimize_opt_in(request: InferenceRequest, headers: Mapping[str, str],
-                         field: Any = None) -> InferenceRequest:
+def with_optimize_opt_in(
+    request: InferenceRequest, headers: Mapping[str, str], field: Any = None
+) -> InferenceRequest:
     """`request`, opted in to the prompt optimizer (`metadata[OPTIMIZE_PROMPT]` = "1", what
     the pipeline's `PromptRewriter` reads) when `optimize_wanted(headers, field)`."""
     if not optimize_wanted(headers, field):

@@ -202,9 +202,7 @@ async def _chunks(
             "object": "text_completion",
             "created": created,
             "model": model,
-            "choices": [
-                {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
-            ],
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
         }
 
     if prefix:

@@ -174,8 +174,9 @@ def chunk_json(chunk: StreamChunk, request_id: str) -> dict[str, Any]:
 )
 async def prompt(http: Request, state: State) -> Response | PromptResult:
     body = await json_body(http, PromptBody)
-    request = with_task(dataclasses.replace(body.to_request(), client=state.client_of(http)),
-                        http.headers)
+    request = with_task(
+        dataclasses.replace(body.to_request(), client=state.client_of(http)), http.headers
+    )
     if not semantic_wanted(http.headers):
         request = dataclasses.replace(request, semantic_dedup=False)
     request = with_optimize_opt_in(request, http.headers, body.optimize_prompt)
@@ -401,11 +402,18 @@ async def health(request: Request, state: State) -> JSONResponse:
 
 @router.get("/v1/status", summary="The pipeline's metrics snapshot (and the fleet's, if attached)")
 async def status(state: State) -> dict[str, Any]:
-    return status_payload(state.pipeline, state.fleet_status, state.config,
-                          state.self_tune_status, requests=state.requests)
+    return status_payload(
+        state.pipeline,
+        state.fleet_status,
+        state.config,
+        state.self_tune_status,
+        requests=state.requests,
+    )
 
 
-@router.get("/v1/status/history",
-            summary="The last fifteen minutes of throughput (requests per second per bucket)")
+@router.get(
+    "/v1/status/history",
+    summary="The last fifteen minutes of throughput (requests per second per bucket)",
+)
 async def status_history(state: State) -> dict[str, Any]:
     return state.pipeline.throughput_history()

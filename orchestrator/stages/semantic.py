@@ -77,8 +77,7 @@ class SemanticStage:
                 raise
             except Exception:
                 self._metrics.semantic_errors += 1
-                log.warning("semantic dedup hook %r failed; treated as a miss", hook,
-                            exc_info=True)
+                log.warning("semantic dedup hook %r failed; treated as a miss", hook, exc_info=True)
                 match = None
             if match is not None:
                 break

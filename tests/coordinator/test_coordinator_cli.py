@@ -17,8 +17,12 @@ from coordinator.cli import main
 def cli(tmp_path, monkeypatch, capsys):
     """Run the CLI in-process in an empty directory; return (exit code, stdout, stderr)."""
     monkeypatch.chdir(tmp_path)
-    for name in ("COORDINATOR_TASKS", "COORDINATOR_CONFIG", "COORDINATOR_DB_URL",
-                 "COORDINATOR_LEASE_S"):
+    for name in (
+        "COORDINATOR_TASKS",
+        "COORDINATOR_CONFIG",
+        "COORDINATOR_DB_URL",
+        "COORDINATOR_LEASE_S",
+    ):
         monkeypatch.delenv(name, raising=False)
 
     def run(*argv: str) -> tuple[int, str, str]:
@@ -122,9 +126,17 @@ def test_rejected_files_are_listed_with_their_reason(cli, tmp_path):
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "bad.toml").write_text('prompt = "x"\npriority = "urgent"\n')
     rows = json.loads(cli("tasks", "list", "--state", "rejected", "--json")[1])
-    assert rows == [{"id": "bad.toml", "state": "rejected", "priority": "", "title": "",
-                     "attempts": 0, "reason": rows[0]["reason"],
-                     "file": "tasks/rejected/bad.toml"}]
+    assert rows == [
+        {
+            "id": "bad.toml",
+            "state": "rejected",
+            "priority": "",
+            "title": "",
+            "attempts": 0,
+            "reason": rows[0]["reason"],
+            "file": "tasks/rejected/bad.toml",
+        }
+    ]
     assert rows[0]["reason"].startswith("bad.toml:2: field 'priority': expected one of")
 
 
@@ -132,8 +144,14 @@ def test_status_json_counts_every_state(cli):
     """status --json reports counts for every state."""
     cli("tasks", "add", "x", "--id", "s")
     status = json.loads(cli("status", "--json")[1])
-    assert status["counts"] == {"pending": 1, "claimed": 0, "done": 0, "failed": 0,
-                                "cancelled": 0, "rejected": 0}
+    assert status["counts"] == {
+        "pending": 1,
+        "claimed": 0,
+        "done": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "rejected": 0,
+    }
 
 
 def test_tasks_flag_beats_environment_beats_config_file(cli, tmp_path, monkeypatch):
@@ -156,11 +174,26 @@ def test_a_malformed_config_file_is_named(cli, tmp_path):
     assert "coordinator.toml: key 'lease_s': expected float, got 'soon'" in err
 
 
-@pytest.mark.parametrize("command", [
-    ["run"], ["status"], ["tasks", "list"], ["tasks", "add"], ["tasks", "show"],
-    ["tasks", "retry"], ["tasks", "cancel"], ["claim"], ["heartbeat"], ["complete"],
-    ["fail"], ["memory", "query"], ["memory", "sql"], ["tasks", "clear"], ["logs"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run"],
+        ["status"],
+        ["tasks", "list"],
+        ["tasks", "add"],
+        ["tasks", "show"],
+        ["tasks", "retry"],
+        ["tasks", "cancel"],
+        ["claim"],
+        ["heartbeat"],
+        ["complete"],
+        ["fail"],
+        ["memory", "query"],
+        ["memory", "sql"],
+        ["tasks", "clear"],
+        ["logs"],
+    ],
+)
 def test_every_command_has_help(cli, command):
     """Every command answers --help with a usage line, and every option has help text."""
     from coordinator.cli import _parser
@@ -170,8 +203,9 @@ def test_every_command_has_help(cli, command):
     assert exit_info.value.code == 0
     parser = _parser()
     for word in command:
-        parser = next(a for a in parser._actions
-                      if isinstance(a, argparse._SubParsersAction)).choices[word]
+        parser = next(
+            a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+        ).choices[word]
     silent = [a.dest for a in parser._actions if not a.help and a.dest != "help"]
     assert silent == []
 
@@ -187,8 +221,13 @@ def test_help_does_not_import_heavy_modules(tmp_path):
         " 'orchestrator.config', 'memory_db.memory', 'memory_db.engine', 'filelock')"
         " if m in sys.modules]\nprint(heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         cwd=Path(__file__).parent, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        check=True,
+    ).stdout
     assert out.strip().splitlines()[-1] == "[]"
 
 
@@ -197,8 +236,15 @@ def test_run_passes_only_the_variables_named_with_pass_env(cli, tmp_path, monkey
     monkeypatch.setenv("FOO", "foo")
     monkeypatch.setenv("BAR", "bar")
     assert cli("tasks", "add", "x", "--id", "seen")[0] == 0
-    code, _, err = cli("run", "--agent", 'echo "${FOO-}|${BAR-}"', "--pass-env", "FOO",
-                       "--until-empty", "--no-memory")
+    code, _, err = cli(
+        "run",
+        "--agent",
+        'echo "${FOO-}|${BAR-}"',
+        "--pass-env",
+        "FOO",
+        "--until-empty",
+        "--no-memory",
+    )
     assert code == 0, err
     assert (tmp_path / "tasks/logs/seen/attempt-1.log").read_text() == "foo|\n"
 
@@ -210,9 +256,17 @@ def test_run_refuses_a_pass_env_entry_that_is_not_a_name(cli):
     assert "'A=B' is not an environment variable name" in err
 
 
-@pytest.mark.parametrize("command", [["tasks", "list"], ["status"], ["tasks", "show", "x"],
-                                     ["claim", "--agent", "a"], ["logs", "x"],
-                                     ["tasks", "clear", "--state", "done", "--yes"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tasks", "list"],
+        ["status"],
+        ["tasks", "show", "x"],
+        ["claim", "--agent", "a"],
+        ["logs", "x"],
+        ["tasks", "clear", "--state", "done", "--yes"],
+    ],
+)
 def test_reading_commands_on_a_missing_folder_fail_and_create_nothing(cli, tmp_path, command):
     """A typo in --tasks is a clear error naming the path; no queue appears there."""
     code, out, err = cli(*command, "--tasks", "fleet1/taks")
@@ -263,9 +317,27 @@ def test_a_plain_heartbeat_keeps_the_lease_length_of_the_claim(cli):
 
 def test_tasks_add_sets_every_attempt_field(cli):
     """`tasks add` takes acceptance, max_attempts, timeout_s, agent and tags."""
-    cli("tasks", "add", "x", "--id", "full", "--acceptance", "pytest -q", "--acceptance",
-        "ruff check .", "--max-attempts", "5", "--timeout-s", "30", "--agent", "echo",
-        "--tag", "docs", "--tag", "small")
+    cli(
+        "tasks",
+        "add",
+        "x",
+        "--id",
+        "full",
+        "--acceptance",
+        "pytest -q",
+        "--acceptance",
+        "ruff check .",
+        "--max-attempts",
+        "5",
+        "--timeout-s",
+        "30",
+        "--agent",
+        "echo",
+        "--tag",
+        "docs",
+        "--tag",
+        "small",
+    )
     task = json.loads(cli("tasks", "show", "full", "--json")[1])["task"]
     assert task["acceptance"] == ["pytest -q", "ruff check ."]
     assert (task["max_attempts"], task["timeout_s"], task["agent"]) == (5, 30.0, "echo")
@@ -305,8 +377,9 @@ def test_an_orchestrator_url_that_does_not_answer_is_an_error_at_start(cli):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, never listening: connections are refused
         cli("tasks", "add", "x", "--id", "kept")
-        code, _, err = cli("run", "--until-empty", "--no-memory", "--orchestrator",
-                           f"http://127.0.0.1:{port}")
+        code, _, err = cli(
+            "run", "--until-empty", "--no-memory", "--orchestrator", f"http://127.0.0.1:{port}"
+        )
     assert code == 2
     assert f"--orchestrator http://127.0.0.1:{port}: nothing answers there" in err
     assert json.loads(cli("tasks", "list", "--json")[1])[0]["attempts"] == 0
@@ -351,7 +424,9 @@ def test_external_claims_and_endings_reach_agent_memory(cli):
     assert {t["task_id"]: t["state"] for t in remembered} == listed
     attempts = json.loads(cli("memory", "query", "attempts", "--json")[1])
     assert sorted((a["task_id"], a["agent"], a["outcome"]) for a in attempts) == [
-        ("a", "outside", "succeeded"), ("b", "outside", "failed")]
+        ("a", "outside", "succeeded"),
+        ("b", "outside", "failed"),
+    ]
     stats = json.loads(cli("memory", "query", "stats", "--json")[1])
     assert [s["agent"] for s in stats] == ["outside"]
 
@@ -420,7 +495,8 @@ def test_a_run_records_dropped_tasks_that_never_start(cli, tmp_path):
     for a dependency that never comes)."""
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "waits.toml").write_text(
-        'id = "waits"\nprompt = "y"\ndepends_on = ["ghost"]\n')
+        'id = "waits"\nprompt = "y"\ndepends_on = ["ghost"]\n'
+    )
     assert cli("run", "--until-empty", "--agent", "echo")[0] == 1
     [task] = json.loads(cli("memory", "query", "tasks", "--json")[1])
     assert (task["task_id"], task["state"]) == ("waits", "pending")
@@ -443,8 +519,15 @@ def test_agents_routed_through_an_orchestrator_name_themselves_in_a_header(cli, 
 
     with ServerThread(create_app(Pipeline(PipelineConfig(), EchoWorker()))) as url:
         cli("tasks", "add", "x", "--id", "named")
-        code, _, err = cli("run", "--until-empty", "--no-memory", "--orchestrator", url,
-                           "--agent", 'printf %s "$ANTHROPIC_CUSTOM_HEADERS"')
+        code, _, err = cli(
+            "run",
+            "--until-empty",
+            "--no-memory",
+            "--orchestrator",
+            url,
+            "--agent",
+            'printf %s "$ANTHROPIC_CUSTOM_HEADERS"',
+        )
     assert code == 0, err
     log = (tmp_path / "tasks/logs/named/attempt-1.log").read_text()
     assert log == "x-orchestrator-agent: agent-1\nx-orchestrator-task: named"

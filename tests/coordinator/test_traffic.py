@@ -36,9 +36,7 @@ def test_agents_cannot_reconfigure_but_the_coordinator_can(
     if api_key is not None:
         monkeypatch.setenv("API_KEY", api_key)
     fleet = LiveConfig(FleetTunables(agents=2))
-    embedded = EmbeddedOrchestrator(
-        lambda: {}, env_file=tmp_path / "none.env", fleet_config=fleet
-    )
+    embedded = EmbeddedOrchestrator(lambda: {}, env_file=tmp_path / "none.env", fleet_config=fleet)
     with embedded as env:
         agent = {"x-api-key": env["ANTHROPIC_API_KEY"]}
         url = embedded.url + "/v1/config"
@@ -71,15 +69,28 @@ def test_each_finished_attempt_reaches_the_intelligence_bridge(
         bridge = embedded.pipeline.intelligence
         assert bridge.router is not None
         # What an agent's request for each task was answered by, as the pipeline records it.
-        bridge.collector.attribute(Attribution(request_id="r-good", provider="echo",
-                                               model="echo", arm="echo", task_id="good"))
-        bridge.collector.attribute(Attribution(request_id="r-bad", provider="llamacpp",
-                                               model="local", arm="llamacpp", task_id="bad"))
+        bridge.collector.attribute(
+            Attribution(
+                request_id="r-good", provider="echo", model="echo", arm="echo", task_id="good"
+            )
+        )
+        bridge.collector.attribute(
+            Attribution(
+                request_id="r-bad",
+                provider="llamacpp",
+                model="local",
+                arm="llamacpp",
+                task_id="bad",
+            )
+        )
         events = FleetEvents()
         events.subscribe(embedded.on_fleet_event)
-        Fleet(queue, resolve_profile("echo", {}),
-              settings=FleetSettings(poll_s=0.05, workdir=tmp_path, env=env),
-              events=events).run(until_empty=True)
+        Fleet(
+            queue,
+            resolve_profile("echo", {}),
+            settings=FleetSettings(poll_s=0.05, workdir=tmp_path, env=env),
+            events=events,
+        ).run(until_empty=True)
         stats = bridge.collector.stats
         estimates = {e.arm: e for e in bridge.router.estimates()}
     assert queue.get("good").state == TaskState.DONE
@@ -101,10 +112,14 @@ def test_agent_headers_keep_the_headers_an_agent_already_sends() -> None:
 
 def test_agent_headers_name_the_attempts_task() -> None:
     """An attempt's environment (it has COORDINATOR_TASK_ID) adds `x-orchestrator-task`."""
-    env = agent_headers("agent-2@7", {"COORDINATOR_TASK_ID": "fix-7",
-                                      "ANTHROPIC_CUSTOM_HEADERS": "x-team: blue"})
-    assert env == {"ANTHROPIC_CUSTOM_HEADERS":
-                   "x-team: blue\nx-orchestrator-agent: agent-2\nx-orchestrator-task: fix-7"}
+    env = agent_headers(
+        "agent-2@7", {"COORDINATOR_TASK_ID": "fix-7", "ANTHROPIC_CUSTOM_HEADERS": "x-team: blue"}
+    )
+    assert env == {
+        "ANTHROPIC_CUSTOM_HEADERS": "x-team: blue\n"
+        "x-orchestrator-agent: agent-2\n"
+        "x-orchestrator-task: fix-7"
+    }
 
 
 def test_each_attempts_environment_carries_its_own_task_header(tmp_path: Path) -> None:
@@ -115,9 +130,11 @@ def test_each_attempts_environment_carries_its_own_task_header(tmp_path: Path) -
     for name in ("one", "two"):
         (folder / f"{name}.toml").write_text('prompt = "p"\n')
     queue = FolderQueue(folder)
-    Fleet(queue, resolve_profile('printf %s "$ANTHROPIC_CUSTOM_HEADERS"', {}),
-          settings=FleetSettings(poll_s=0.05, workdir=tmp_path, agent_env=agent_headers),
-          ).run(until_empty=True)
+    Fleet(
+        queue,
+        resolve_profile('printf %s "$ANTHROPIC_CUSTOM_HEADERS"', {}),
+        settings=FleetSettings(poll_s=0.05, workdir=tmp_path, agent_env=agent_headers),
+    ).run(until_empty=True)
     for name in ("one", "two"):
         log = (folder / "logs" / name / "attempt-1.log").read_text()
         assert log.splitlines()[-1] == f"x-orchestrator-task: {name}"
@@ -146,10 +163,12 @@ def _sdk_fleet(tmp_path: Path, env: dict[str, str], events: FleetEvents) -> Fold
     (folder / "good.toml").write_text('prompt = "fine"\n')
     (folder / "bad.toml").write_text('prompt = "x"\nmax_attempts = 2\nacceptance = ["false"]\n')
     queue = FolderQueue(folder, retry_backoff_s=0)
-    Fleet(queue, resolve_profile(f"{sys.executable} {agent}", {}),
-          settings=FleetSettings(poll_s=0.05, workdir=tmp_path, env=env,
-                                 agent_env=agent_headers),
-          events=events).run(until_empty=True)
+    Fleet(
+        queue,
+        resolve_profile(f"{sys.executable} {agent}", {}),
+        settings=FleetSettings(poll_s=0.05, workdir=tmp_path, env=env, agent_env=agent_headers),
+        events=events,
+    ).run(until_empty=True)
     assert queue.get("good").state == TaskState.DONE
     assert queue.get("bad").state == TaskState.FAILED
     return queue
@@ -217,12 +236,17 @@ def test_task_outcomes_that_cannot_be_posted_are_logged_once_and_never_fail_the_
         (folder / f"{name}.toml").write_text('prompt = "p"\n')
     queue = FolderQueue(folder)
     events = FleetEvents()
-    with caplog.at_level("WARNING", logger="coordinator.traffic"), \
-            TaskOutcomePoster("http://127.0.0.1:9", timeout_s=1) as poster:
+    with (
+        caplog.at_level("WARNING", logger="coordinator.traffic"),
+        TaskOutcomePoster("http://127.0.0.1:9", timeout_s=1) as poster,
+    ):
         events.subscribe(poster.on_fleet_event)
-        Fleet(queue, resolve_profile("echo", {}),
-              settings=FleetSettings(poll_s=0.05, workdir=tmp_path), events=events,
-              ).run(until_empty=True)
+        Fleet(
+            queue,
+            resolve_profile("echo", {}),
+            settings=FleetSettings(poll_s=0.05, workdir=tmp_path),
+            events=events,
+        ).run(until_empty=True)
     assert all(queue.get(n).state == TaskState.DONE for n in ("a", "b", "c"))
     assert poster.failed == 3 and poster.posted == 0
     warnings = [r for r in caplog.records if "task outcome" in r.getMessage()]

@@ -35,8 +35,12 @@ class Provider:
     async def complete(self, request: InferenceRequest, *, timeout_s: float) -> Completion:
         self.requests.append(request)
         text = "It compiles the sources into objects. Then the linker joins them."
-        return Completion(text=text, usage=Usage(input_tokens=20, output_tokens=20),
-                          model=self.default_model, finish_reason="stop")
+        return Completion(
+            text=text,
+            usage=Usage(input_tokens=20, output_tokens=20),
+            model=self.default_model,
+            finish_reason="stop",
+        )
 
     def stream(self, request: InferenceRequest, *, timeout_s: float) -> AsyncIterator[StreamChunk]:
         raise NotImplementedError("not streamed here")
@@ -48,8 +52,12 @@ class Provider:
 def _served(start_server: Callable[..., str]) -> tuple[str, IntelligenceBridge, list[Provider]]:
     providers = [Provider("one"), Provider("two")]
     bridge = IntelligenceBridge([p.name for p in providers], semantic_dedup=False, seed=3)
-    pipeline = Pipeline(PipelineConfig(cache_enabled=False), *providers,
-                        router=bridge.router_seam, quality_hooks=bridge.quality_hooks)
+    pipeline = Pipeline(
+        PipelineConfig(cache_enabled=False),
+        *providers,
+        router=bridge.router_seam,
+        quality_hooks=bridge.quality_hooks,
+    )
     bridge.attach(pipeline)
     pipeline.intelligence = bridge  # as the composition root does
     return start_server(pipeline), bridge, providers
@@ -57,7 +65,8 @@ def _served(start_server: Callable[..., str]) -> tuple[str, IntelligenceBridge, 
 
 def _ask(client: anthropic.Anthropic, i: int) -> str:
     message = client.messages.create(
-        model="any", max_tokens=64,
+        model="any",
+        max_tokens=64,
         messages=[{"role": "user", "content": f"Explain step {i} of the build."}],
     )
     return "req_" + message.id.removeprefix("msg_")
@@ -78,8 +87,9 @@ def test_a_task_outcome_posted_over_http_rewards_the_arms_of_its_requests(
     for no task; the task's `passed` verdict reaches the router once per answer of the task:
     the arms' updates and evidence on /v1/status grow by two, and the collector counts it."""
     url, bridge, _ = _served(start_server)
-    agent = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0,
-                                default_headers={"x-orchestrator-task": TASK})
+    agent = anthropic.Anthropic(
+        base_url=url, api_key="unused", max_retries=0, default_headers={"x-orchestrator-task": TASK}
+    )
     plain = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
     ids = [_ask(agent, 1), _ask(agent, 2)]
     other = _ask(plain, 3)
@@ -89,13 +99,14 @@ def test_a_task_outcome_posted_over_http_rewards_the_arms_of_its_requests(
     before = _routing(url)
     posted = httpx.post(f"{url}/v1/feedback/task", json={"task_id": TASK, "verdict": "passed"})
     assert posted.status_code == 202
-    assert posted.json() == {"accepted": True, "task_id": TASK, "verdict": "passed",
-                             "credited": 2}
+    assert posted.json() == {"accepted": True, "task_id": TASK, "verdict": "passed", "credited": 2}
     after = _routing(url)
     assert after["feedback"]["received"]["task"] == 1
     assert after["feedback"]["router_updates"] == before["feedback"]["router_updates"] + 2
-    grown = {name: (n - _evidence(before)[name][0], e - _evidence(before)[name][1])
-             for name, (n, e) in _evidence(after).items()}
+    grown = {
+        name: (n - _evidence(before)[name][0], e - _evidence(before)[name][1])
+        for name, (n, e) in _evidence(after).items()
+    }
     assert sum(n for n, _ in grown.values()) == 2
     assert all(e > 0 for n, e in grown.values() if n)
 
@@ -108,9 +119,11 @@ def test_task_feedback_bodies_are_checked(start_server: Callable[..., str]) -> N
     """A verdict other than passed/failed, a task id that is no id, or a missing field is a 400
     naming it; a server without the intelligence layer accepts and credits nothing."""
     url, _, _ = _served(start_server)
-    for body, field in (({"task_id": TASK, "verdict": "maybe"}, "verdict"),
-                        ({"task_id": "a b", "verdict": "passed"}, "task_id"),
-                        ({"verdict": "passed"}, "task_id")):
+    for body, field in (
+        ({"task_id": TASK, "verdict": "maybe"}, "verdict"),
+        ({"task_id": "a b", "verdict": "passed"}, "task_id"),
+        ({"verdict": "passed"}, "task_id"),
+    ):
         refused = httpx.post(f"{url}/v1/feedback/task", json=body)
         assert refused.status_code == 400, refused.text
         assert field in refused.text
@@ -124,14 +137,19 @@ def test_every_door_carries_the_task_header(start_server: Callable[..., str]) ->
     task as Messages does; a header that is not a sane id is ignored, without an error."""
     url, bridge, providers = _served(start_server)
     headers = {"x-orchestrator-task": TASK}
-    oai = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
-                        default_headers=headers)
+    oai = openai.OpenAI(
+        base_url=f"{url}/v1", api_key="unused", max_retries=0, default_headers=headers
+    )
     oai.chat.completions.create(model="any", messages=[{"role": "user", "content": "chat"}])
     oai.responses.create(model="any", input="responses")
     prompt = httpx.post(f"{url}/v1/prompt", json={"input": "prompt"}, headers=headers)
     assert prompt.status_code == 200
-    odd = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0,
-                              default_headers={"x-orchestrator-task": "no/such id" + "x" * 200})
+    odd = anthropic.Anthropic(
+        base_url=url,
+        api_key="unused",
+        max_retries=0,
+        default_headers={"x-orchestrator-task": "no/such id" + "x" * 200},
+    )
     odd_id = _ask(odd, 4)
     assert bridge.collector.attribution(odd_id).task_id is None  # type: ignore[union-attr]
     sent = [r for p in providers for r in p.requests]
@@ -144,8 +162,17 @@ def test_every_door_carries_the_task_header(start_server: Callable[..., str]) ->
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [(TASK, TASK), (f"  {TASK} ", TASK), ("a" * 128, "a" * 128), ("a" * 129, None),
-     ("", None), ("../etc", None), ("x y", None), ("é", None), (None, None)],
+    [
+        (TASK, TASK),
+        (f"  {TASK} ", TASK),
+        ("a" * 128, "a" * 128),
+        ("a" * 129, None),
+        ("", None),
+        ("../etc", None),
+        ("x y", None),
+        ("é", None),
+        (None, None),
+    ],
 )
 def test_task_header_validation(header: str | None, expected: str | None) -> None:
     assert task_of({} if header is None else {"x-orchestrator-task": header}) == expected
