@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,22 +124,7 @@ class LlamaCppWorker:
         timer = CallTimer(self.name, timeout_s, self._stall_timeout_s)
         if request.native is not None:
             return await self._complete_chat(request, timer)
-        try:
-            response = await timer.within(self._post(request, stream=False))
-            try:
-                await self._raise_for_status(response, timer)
-                raw = await timer.within(response.read())
-            finally:
-                response.close()
-            payload = _json_object(raw)
-        except aiohttp.ClientError as exc:
-            raise connection_error(
-                self.name, "request failed", exc, secrets=self._secrets
-            ) from None
-        except ValueError as exc:
-            raise connection_error(self.name, "bad response", exc, secrets=self._secrets) from None
-        if "error" in payload:
-            raise self._error_payload(payload)
+        payload = await self._answer(self._post(request, stream=False), timer)
         return Completion(
             text=str(payload.get("content", "")),
             usage=_usage(payload),
@@ -163,38 +148,15 @@ class LlamaCppWorker:
             return
         index = 0
         final: Mapping[str, Any] | None = None
-        try:
-            response = await timer.within(self._post(request, stream=True))
-            try:
-                await self._raise_for_status(response, timer)
-                # Lines are split here, not with readline(): the final event echoes the whole
-                # prompt and can outgrow aiohttp's line limit. Reading on past the final event
-                # to the end of the body lets the connection be reused.
-                pending = bytearray()
-                while data := await timer.within(response.content.readany(), stall=True):
-                    pending += data
-                    *lines, rest = pending.split(b"\n")
-                    pending = bytearray(rest)
-                    for line in lines:
-                        event = _sse_payload(bytes(line))
-                        if event is None or final is not None:
-                            continue
-                        if "error" in event:
-                            raise self._error_payload(event)
-                        content = str(event.get("content", ""))
-                        if content:
-                            yield StreamChunk(text=content, index=index)
-                            index += 1
-                        if event.get("stop"):
-                            final = event
-            finally:
-                response.close()
-        except aiohttp.ClientError as exc:
-            raise connection_error(
-                self.name, "connection lost mid-stream", exc, secrets=self._secrets
-            ) from None
-        except ValueError as exc:
-            raise connection_error(self.name, "bad event", exc, secrets=self._secrets) from None
+        async for event in self._events(self._post(request, stream=True), timer):
+            if final is not None:
+                continue  # read on to the end of the body, so the connection can be reused
+            content = str(event.get("content", ""))
+            if content:
+                yield StreamChunk(text=content, index=index)
+                index += 1
+            if event.get("stop"):
+                final = event
         if final is None:
             raise truncated_stream_error(self.name, index)
         yield StreamChunk(
@@ -203,22 +165,7 @@ class LlamaCppWorker:
 
     async def _complete_chat(self, request: InferenceRequest, timer: CallTimer) -> Completion:
         body = _chat_body(request, stream=False)
-        try:
-            response = await timer.within(self._post_json(self._chat_url, body))
-            try:
-                await self._raise_for_status(response, timer)
-                raw = await timer.within(response.read())
-            finally:
-                response.close()
-            answer = _json_object(raw)
-        except aiohttp.ClientError as exc:
-            raise connection_error(
-                self.name, "request failed", exc, secrets=self._secrets
-            ) from None
-        except ValueError as exc:
-            raise connection_error(self.name, "bad response", exc, secrets=self._secrets) from None
-        if "error" in answer:
-            raise self._error_payload(answer)
+        answer = await self._answer(self._post_json(self._chat_url, body), timer)
         choices = answer.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise ProviderError(self.name, "response has no choices", retryable=True)
@@ -242,12 +189,62 @@ class LlamaCppWorker:
         client_wants_usage = isinstance(client_options, Mapping) and bool(
             client_options.get("include_usage")
         )
-        index, finish, usage, done = 0, None, None, False
+        index, finish, usage = 0, None, None
+        async for event in self._events(self._post_json(self._chat_url, body), timer):
+            if event.get("usage"):
+                usage = _chat_usage(event["usage"])
+            choices = event.get("choices") or []
+            if not choices and not client_wants_usage:
+                continue  # the usage chunk we asked for, not the client
+            first = choices[0] if choices and isinstance(choices[0], dict) else {}
+            delta = first.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else None
+            finish = first.get("finish_reason") or finish
+            yield StreamChunk(
+                text=text if isinstance(text, str) else "", index=index, native=dict(event)
+            )
+            index += 1
+        if finish is None:
+            raise truncated_stream_error(self.name, index)
+        yield StreamChunk(text="", index=index, finish_reason=finish, usage=usage or Usage())
+
+    async def _answer(
+        self, post: Awaitable[aiohttp.ClientResponse], timer: CallTimer
+    ) -> Mapping[str, Any]:
+        """The JSON object one non-streamed call answered; `ProviderError` for a failed call,
+        an error status or an error payload."""
         try:
-            response = await timer.within(self._post_json(self._chat_url, body))
+            response = await timer.within(post)
             try:
                 await self._raise_for_status(response, timer)
+                raw = await timer.within(response.read())
+            finally:
+                response.close()
+            payload = _json_object(raw)
+        except aiohttp.ClientError as exc:
+            raise connection_error(
+                self.name, "request failed", exc, secrets=self._secrets
+            ) from None
+        except ValueError as exc:
+            raise connection_error(self.name, "bad response", exc, secrets=self._secrets) from None
+        if "error" in payload:
+            raise self._error_payload(payload)
+        return payload
+
+    async def _events(
+        self, post: Awaitable[aiohttp.ClientResponse], timer: CallTimer
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """The JSON objects of a streamed call's events, to the end of the body (or `[DONE]`);
+        `ProviderError` for a failed call, an error status, an error event or a bad event."""
+        try:
+            response = await timer.within(post)
+            try:
+                await self._raise_for_status(response, timer)
+                # Lines are split here, not with readline(): llama.cpp's final event echoes the
+                # whole prompt and can outgrow aiohttp's line limit. Reading on to the end of
+                # the body (past `[DONE]` too) lets the connection be reused.
                 pending = bytearray()
+                done = False
                 while data := await timer.within(response.content.readany(), stall=True):
                     pending += data
                     *lines, rest = pending.split(b"\n")
@@ -261,21 +258,7 @@ class LlamaCppWorker:
                             continue
                         if "error" in event:
                             raise self._error_payload(event)
-                        if event.get("usage"):
-                            usage = _chat_usage(event["usage"])
-                        choices = event.get("choices") or []
-                        if not choices and not client_wants_usage:
-                            continue  # the usage chunk we asked for, not the client
-                        first = choices[0] if choices and isinstance(choices[0], dict) else {}
-                        delta = first.get("delta")
-                        text = delta.get("content") if isinstance(delta, dict) else None
-                        finish = first.get("finish_reason") or finish
-                        yield StreamChunk(
-                            text=text if isinstance(text, str) else "",
-                            index=index,
-                            native=dict(event),
-                        )
-                        index += 1
+                        yield event
             finally:
                 response.close()
         except aiohttp.ClientError as exc:
@@ -284,9 +267,6 @@ class LlamaCppWorker:
             ) from None
         except ValueError as exc:
             raise connection_error(self.name, "bad event", exc, secrets=self._secrets) from None
-        if finish is None:
-            raise truncated_stream_error(self.name, index)
-        yield StreamChunk(text="", index=index, finish_reason=finish, usage=usage or Usage())
 
     async def aclose(self) -> None:
         """Close the shared HTTP session (if one was opened)."""
