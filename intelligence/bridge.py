@@ -21,11 +21,16 @@ nothing to choose) and `semantic_dedup`. Nothing heavy is imported here.
 
 With a `store`, the router's state is saved while the pipeline runs (`autosave`, a
 `Checkpointer`: every `save_interval_s` that learned something, or after `save_every` updates),
-and once more at close (`save`), so a killed server loses at most that much.
+and once more at close (`save`), so a killed server loses at most that much. With a
+`semantic_dedup_path` the semantic dedup's answered entries are kept in that file the same
+way (the same interval and count, its changes being answers stored and verdicts), and
+`autosave` starts loading them when the pipeline starts, not at its first lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,8 +51,9 @@ class IntelligenceBridge:
     `seed` makes the router's choices reproducible; `store` (an `AgentMemory`) restores its
     state at start, keeps it on `save()` and, while `autosave()` runs, every
     `save_interval_s` seconds (on `clock`) or `save_every` updates. `dedup_hook` passes a ready
-    hook instead of building one (tests, a preloaded model); a built one reads `threshold`
-    and lets a lookup wait at most `semantic_dedup_max_wait_s` for the embedder."""
+    hook instead of building one (tests, a preloaded model); a built one reads `threshold`,
+    lets a lookup wait at most `semantic_dedup_max_wait_s` for the embedder and persists its
+    entries to `semantic_dedup_path` (None: memory only; a passed hook brings its own path)."""
 
     def __init__(
         self,
@@ -57,6 +63,7 @@ class IntelligenceBridge:
         semantic_dedup: bool = True,
         threshold: float | Callable[[], float] = 0.8,
         semantic_dedup_max_wait_s: float | None = None,
+        semantic_dedup_path: str | os.PathLike[str] | None = None,
         policy: Policy | str = Policy.THOMPSON,
         weights: RewardWeights | None = None,
         estimator: QualityEstimator | None = None,
@@ -76,7 +83,9 @@ class IntelligenceBridge:
         self.dedup_hook: SemanticDedupHook | None = None
         if semantic_dedup:
             self.dedup_hook = dedup_hook or SemanticDedupHook(
-                threshold=threshold, max_wait_s=semantic_dedup_max_wait_s
+                threshold=threshold,
+                max_wait_s=semantic_dedup_max_wait_s,
+                path=semantic_dedup_path,
             )
         self.collector = FeedbackCollector(router=self.router, dedup=self.dedup_hook)
         if self.dedup_hook is not None:
@@ -93,6 +102,16 @@ class IntelligenceBridge:
             self.checkpointer = Checkpointer(
                 router.save,
                 lambda: router.updates_total,
+                interval_s=save_interval_s,
+                every_updates=save_every,
+                clock=clock,
+            )
+        self.dedup_checkpointer: Checkpointer | None = None
+        hook = self.dedup_hook
+        if hook is not None and hook.path is not None:
+            self.dedup_checkpointer = Checkpointer(
+                hook.save,
+                lambda: hook.changes_total,
                 interval_s=save_interval_s,
                 every_updates=save_every,
                 clock=clock,
@@ -129,17 +148,33 @@ class IntelligenceBridge:
         """A fleet task ended (`passed`/`failed`): credit every request made for it."""
         return self.collector.task_outcome(task_id, verdict)
 
+    def _checkpointers(self) -> list[Checkpointer]:
+        return [c for c in (self.checkpointer, self.dedup_checkpointer) if c is not None]
+
     def save(self) -> None:
-        """Persist the router's state in its store (when it has one). Blocking: call it from a
-        worker thread when on an event loop."""
-        if self.checkpointer is not None:
-            self.checkpointer.save()
+        """Persist the router's state in its store (when it has one) and the semantic dedup's
+        entries in their file (when it has one); one failing does not keep the other from
+        saving (the first error is raised after both ran). Blocking: call it from a worker
+        thread when on an event loop."""
+        errors: list[Exception] = []
+        for checkpointer in self._checkpointers():
+            try:
+                checkpointer.save()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     async def autosave(self) -> None:
-        """Until cancelled, save the router's state when due (`Checkpointer.run`: the write
-        runs in a worker thread). Without a store, returns at once."""
-        if self.checkpointer is not None:
-            await self.checkpointer.run()
+        """Until cancelled, save the router's state and the semantic entries when due
+        (`Checkpointer.run`: the write runs in a worker thread); with a dedup path, start
+        loading the semantic dedup (and the entries the file holds) now. With nothing to
+        save, returns at once."""
+        if self.dedup_checkpointer is not None and self.dedup_hook is not None:
+            self.dedup_hook.warm()
+        runs = [c.run() for c in self._checkpointers()]
+        if runs:
+            await asyncio.gather(*runs)
 
     # -- status ------------------------------------------------------------------------------
 

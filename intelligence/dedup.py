@@ -325,6 +325,9 @@ class SemanticDedup(Generic[V]):
         self._keys: dict[tuple[Hashable, str], int] = {}
         self._next_id = 1
         self._loaded = False
+        self.load_problem: str | None = None
+        """Why the file at `path` was not loaded (another embedder kind or dimension), once
+        the first use found it so; None otherwise."""
         self._recent_vectors: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._counts = dict.fromkeys(
             (
@@ -359,6 +362,11 @@ class SemanticDedup(Generic[V]):
     def max_wait_s(self) -> float | None:
         """The longest an async lookup may wait for the embedder (None: no limit)."""
         return self._max_wait_s
+
+    @property
+    def path(self) -> Path | None:
+        """The file the entries persist to (None: kept in memory only)."""
+        return self._path
 
     @property
     def threshold(self) -> float:
@@ -714,12 +722,11 @@ class SemanticDedup(Generic[V]):
         if not isinstance(doc, dict) or doc.get("format") != _FILE_FORMAT:
             raise IndexFileError(self._path, f"not a semantic-dedup index, format {_FILE_FORMAT}")
         if doc.get("embedder") != str(self._embedder.kind) or doc.get("dim") != self._embedder.dim:
-            log.warning(
-                "%s was written with the %s embedder; starting empty under %s",
-                self._path,
-                doc.get("embedder"),
-                self._embedder.kind,
+            self.load_problem = (
+                f"written with the {doc.get('embedder')} embedder (dimension {doc.get('dim')}), "
+                f"not {self._embedder.kind} (dimension {self._embedder.dim})"
             )
+            log.warning("%s was %s; starting empty", self._path, self.load_problem)
             return
         now = self._clock()
         by_scope: dict[Hashable, list[tuple[int, npt.NDArray[np.float32]]]] = {}
@@ -739,13 +746,17 @@ class SemanticDedup(Generic[V]):
             index.add_many(items)
         self._next_id = max([doc["next_id"], *[i + 1 for i in self._entries]])
 
-    def save(self) -> None:
-        """Write every live entry to `path` (atomically: a crash leaves the old file)."""
+    def save(self, export: Callable[[V], Any] | None = None) -> int:
+        """Write every live entry to `path` (atomically: a crash leaves the old file); return
+        how many were written. `export`, when given, maps each entry's value to what is
+        written for it (read under the lock), None leaving that entry out."""
         if self._path is None:
             raise ValueError("this SemanticDedup has no path to save to")
         with self._lock:
             self._ensure_loaded()
             self._sweep_expired()
+            live = [self._entries[i] for i in self._lru]  # LRU order survives
+            values = [e.value if export is None else export(e.value) for e in live]
             doc = {
                 "format": _FILE_FORMAT,
                 "embedder": str(self._embedder.kind),
@@ -757,13 +768,14 @@ class SemanticDedup(Generic[V]):
                         "scope": e.scope,
                         "text": e.text,
                         "key": e.key,
-                        "value": e.value,
+                        "value": value,
                         "vector": e.vector,
                         "expires_at": e.expires_at,
                         "observations": list(e.observations),
                         "learned_bar": e.learned_bar,
                     }
-                    for e in (self._entries[i] for i in self._lru)  # LRU order survives
+                    for e, value in zip(live, values, strict=True)
+                    if export is None or value is not None
                 ],
             }
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -773,6 +785,7 @@ class SemanticDedup(Generic[V]):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._path)
+        return len(doc["entries"])
 
     def close(self) -> None:
         """Save (when there is a path and anything was loaded or stored) and let the embedding

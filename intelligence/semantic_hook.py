@@ -19,18 +19,27 @@ lookup that would wait for the embedder longer than `max_wait_s` (the embedding 
 busy with a backlog) is a miss at once too: the request goes upstream as it would without
 semantic dedup. `status()` says which embedder serves (`lexical` with the reason when
 sentence-transformers cannot load) and counts both kinds of skipped lookups.
+
+With `path` the answered entries (text, scope, answer, the answer's expiry and the entry's
+own, feedback) outlive the process: `save()` writes them (flights still in the air and
+expired answers are left out) and the load reads them back. A file that cannot be read, or
+was written under another embedder kind or dimension, is logged naming it, moved aside (to
+`<name>.rejected`, so the next save does not destroy it) and the index starts empty.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from intelligence.errors import IndexFileError
 from intelligence.feedback import Attribution, FeedbackCollector
 
 if TYPE_CHECKING:
@@ -71,7 +80,10 @@ class SemanticDedupHook:
     which entry answered each request served by a match, so a verdict on that request
     reaches the entry (`feedback`, the collector's `DedupFeedback`). `feedback_window` is how
     many of the latest verdicts `wrong_hit_rate` is over: the self-tuner moves the threshold
-    by it, so it must follow what the threshold does now, not average the whole uptime."""
+    by it, so it must follow what the threshold does now, not average the whole uptime.
+    `path` is the file the built `SemanticDedup` persists to (a passed `dedup`, or one from
+    `make`, persists to its own `path`, if any); `changes_total` counts what a save would
+    keep that changed (answers stored, verdicts), for a `Checkpointer`."""
 
     def __init__(
         self,
@@ -83,9 +95,16 @@ class SemanticDedupHook:
         clock: Callable[[], float] = time.time,
         collector: FeedbackCollector | None = None,
         feedback_window: int = 200,
+        path: str | os.PathLike[str] | None = None,
     ) -> None:
         if feedback_window < 1:
             raise ValueError(f"feedback_window must be >= 1, got {feedback_window!r}")
+        self._path = Path(path) if path is not None else None
+        self.changes_total = 0
+        self.saved_entries: int | None = None
+        """How many entries the last save wrote (None before one)."""
+        self.load_problem: str | None = None
+        """Why the persisted file was not loaded (reported, moved aside), if it was not."""
         self.collector = collector
         self._threshold = threshold
         self._max_wait_s = max_wait_s
@@ -107,6 +126,15 @@ class SemanticDedupHook:
     def max_wait_s(self) -> float | None:
         """The wait budget the hook builds its `SemanticDedup` with (not a passed-in one's)."""
         return self._max_wait_s
+
+    @property
+    def path(self) -> Path | None:
+        """Where the entries persist (None: in memory only): the dedup's own once it is
+        built, else the `path` given."""
+        dedup = self._dedup
+        if dedup is not None:
+            return dedup.path
+        return self._path
 
     @property
     def ready(self) -> bool:
@@ -137,8 +165,16 @@ class SemanticDedupHook:
                 else:
                     from intelligence.dedup import SemanticDedup
 
-                    dedup = SemanticDedup(threshold=self._threshold, max_wait_s=self._max_wait_s)
-            dedup.warm()
+                    dedup = SemanticDedup(
+                        threshold=self._threshold, max_wait_s=self._max_wait_s, path=self._path
+                    )
+            try:
+                dedup.warm()
+            except IndexFileError as exc:  # loaded as far as the file: the index starts empty
+                self._reject_file(exc.path, exc.reason)
+            else:
+                if dedup.load_problem is not None and dedup.path is not None:
+                    self._reject_file(dedup.path, dedup.load_problem)
         except Exception as exc:  # a broken install: dedup stays off, requests go upstream
             log.exception("semantic dedup could not load; it stays off")
             self._failure = f"{type(exc).__name__}: {exc}"
@@ -147,6 +183,41 @@ class SemanticDedupHook:
             self._dedup = dedup
             self._state = "ready"
         self._ready.set()
+
+    def _reject_file(self, path: Path, reason: str) -> None:
+        aside = path.with_name(path.name + ".rejected")
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            where = f"left in place ({exc}); the next save replaces it"
+        else:
+            where = f"moved to {aside}"
+        self.load_problem = f"{path}: {reason}"
+        log.error(
+            "semantic dedup index %s not loaded: %s; %s; starting with an empty index",
+            path,
+            reason,
+            where,
+        )
+
+    # --- persistence --------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the answered, unexpired entries to the dedup's `path`. Nothing happens without
+        a path, or before the dedup loaded (what the file holds is not read yet: writing now
+        would replace it with nothing). Blocking: call it from a worker thread."""
+        dedup = self._dedup
+        if not self.ready or dedup is None or dedup.path is None:
+            return
+        now = self._clock()
+
+        def export(slot: _Slot) -> _Slot | None:
+            answer, expires_at = slot.answer, slot.expires_at  # read once: the loop may write
+            if answer is None or expires_at is None or expires_at <= now:
+                return None  # in the air (its flight ends with this process), or expired
+            return _Slot(None, answer, expires_at)
+
+        self.saved_entries = dedup.save(export)
 
     # --- the DedupHook protocol ---------------------------------------------------------------
 
@@ -204,6 +275,7 @@ class SemanticDedupHook:
         slot, _ = found
         slot.answer, slot.flight_key = answer, None
         slot.expires_at = self._clock() + ttl_s
+        self.changes_total += 1
 
     def finished(self, flight_key: str) -> None:
         """The flight landed; without an answer its entry goes."""
@@ -241,6 +313,7 @@ class SemanticDedupHook:
     def feedback(self, hit: int, *, correct: bool, confidence: float | None = None) -> None:
         """Whether the answer entry `hit` served was right; a wrong one raises its bar."""
         self._verdicts.append(not correct)
+        self.changes_total += 1
         if self._dedup is not None:
             self._dedup.feedback(hit, correct=correct, confidence=confidence)
 
@@ -260,6 +333,12 @@ class SemanticDedupHook:
         }
         if self._failure is not None:
             data["failure"] = self._failure
+        if self.path is not None:
+            data["path"] = str(self.path)
+            if self.saved_entries is not None:
+                data["saved_entries"] = self.saved_entries
+        if self.load_problem is not None:
+            data["load_problem"] = self.load_problem
         dedup = self._dedup
         if dedup is None or not self.ready:
             return data

@@ -56,7 +56,10 @@ def build_pipeline(
     the learned router in the routing seam, rewarded by the quality of each answer;
     `settings.semantic_dedup` (the default; unless `dedup_hooks` are given) adds semantic
     dedup reading the live `semantic_dedup_threshold`, a lookup waiting at most
-    `settings.semantic_dedup_max_wait_ms` for the embedder; client feedback reaches both.
+    `settings.semantic_dedup_max_wait_ms` for the embedder and, with
+    `settings.semantic_dedup_path`, keeping its answered entries in that file (loaded as the
+    pipeline starts, saved as the router's state is and at close); client feedback reaches
+    both.
     `settings.prompt_optimizer` (the default) runs the `PromptOptimizer` on each request that
     opts in (`metadata["optimize_prompt"]` = "1"/"true"/"on"); off, the opt-in is ignored.
     `memory` (an `AgentMemory`) keeps the learned router's state: restored here, saved while
@@ -91,6 +94,7 @@ def build_pipeline(
             semantic_dedup=settings.semantic_dedup and not dedup_hooks,
             threshold=lambda: tunables.current.semantic_dedup_threshold,
             semantic_dedup_max_wait_s=settings.semantic_dedup_max_wait_ms / 1000,
+            semantic_dedup_path=settings.semantic_dedup_path,
             store=memory,
             save_interval_s=settings.router_save_interval_s,
             save_every=settings.router_save_every,

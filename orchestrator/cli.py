@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mcp",
         help="serve the MCP tools over stdin/stdout (for Claude Desktop, Claude Code)",
         description="Serve the MCP tools (infer, batch_infer, pipeline_status, "
-        "configure_pipeline) over stdin/stdout.",
+        "configure_pipeline, feedback) over stdin/stdout.",
     )
     _settings_flags(mcp, web=False, suppress=True)
     doctor = commands.add_parser(
@@ -304,7 +304,12 @@ def banner(settings: ServerSettings, *, url: str | None) -> str:
             ("Claude Code (MCP)", "claude mcp add orchestrator -- orchestrator mcp"),
         ]
         lines += [f"  {label:<36} {how}" for label, how in ways]
-    lines += ["", "Type a prompt and press Enter; 'exit' or 'quit' (or Ctrl-D) leaves.", ""]
+    lines += [
+        "",
+        "Type a prompt and press Enter; 'exit' or 'quit' (or Ctrl-D) leaves.",
+        "Rate the last answer with /good, /wrong or /stale (out of date), a comment optional.",
+        "",
+    ]
     return "\n".join(lines)
 
 

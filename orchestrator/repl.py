@@ -8,6 +8,14 @@ cache, retries and budgets as the web API. The conversation so far goes with eac
 `exit`, `quit`, end of input or SIGTERM leave; a pipeline error is printed and the prompt
 comes back; Ctrl-C while an answer streams stops that answer, at the prompt it ends the program.
 
+`/good`, `/wrong` and `/stale` (each optionally followed by a comment) rate the last answer
+given: recorded by its request id in the pipeline's `FeedbackLog`, what `POST /v1/feedback`
+records into (the REPL shares the web API's pipeline, so both see it, and `/v1/status`
+counts it). `/good` is score 1 and `/wrong` -1 (the learned router and the semantic entry
+that served the answer learn from them); `/stale` says the answer was out of date (score 0:
+neither the provider's fault nor a wrong match), the signal the cache TTL law reads. The line
+printed says what was recorded and which provider and model the verdict went to.
+
 However the REPL ends (Ctrl-C, Ctrl-D, SIGTERM, an exception), a terminal is left with the
 attributes it had when the REPL started: readline switches it to raw mode (`-icanon -echo`)
 while it waits for a line, and a reader thread stopped mid-line never switches it back.
@@ -31,12 +39,18 @@ from orchestrator.request import InferenceRequest, Message
 if TYPE_CHECKING:
     from orchestrator.pipeline import Pipeline
 
-__all__ = ["EXIT_WORDS", "PROMPT", "run_repl"]
+__all__ = ["EXIT_WORDS", "FEEDBACK_COMMANDS", "PROMPT", "run_repl"]
 
 _T = TypeVar("_T")
 
 PROMPT = "› "
 EXIT_WORDS = frozenset({"exit", "quit", ":q"})
+FEEDBACK_COMMANDS: dict[str, tuple[float, bool]] = {
+    "/good": (1.0, False),
+    "/wrong": (-1.0, False),
+    "/stale": (0.0, True),
+}
+"""Each rating command's (score, stale)."""
 
 
 async def _blocking(fn: Callable[[], _T]) -> _T:
@@ -124,6 +138,7 @@ async def _prompts(
     """The read-answer loop; `answered[0]` counts the prompts answered so far."""
     session = session_id or "repl-" + uuid.uuid4().hex[:12]
     history: list[Message] = []
+    last_answer: str | None = None  # the request id of the last answer given
     while True:
         line = await _read_line(stdin, out)
         if line is None:
@@ -134,6 +149,12 @@ async def _prompts(
             continue
         if prompt.lower() in EXIT_WORDS:
             break
+        command, _, comment = prompt.partition(" ")
+        verdict = FEEDBACK_COMMANDS.get(command.lower())
+        if verdict is not None:
+            out.write(_rate(pipeline, last_answer, command.lower(), *verdict, comment.strip()))
+            out.flush()
+            continue
         request = InferenceRequest(
             prompt, messages=tuple(history), session_id=session, max_tokens=max_tokens
         )
@@ -147,15 +168,42 @@ async def _prompts(
                 raise  # the REPL itself is being stopped
             out.write("\n[interrupted]\n")
             out.flush()
+            last_answer = None
             continue
         except OrchestratorError as exc:
             out.write(f"\n[error] {exc}\n")
             out.flush()
+            last_answer = None
             continue
         out.write("\n")
         out.flush()
         history += [Message("user", prompt), Message("assistant", text)]
+        last_answer = request.request_id
         answered[0] += 1
+
+
+def _rate(
+    pipeline: Pipeline,
+    request_id: str | None,
+    command: str,
+    score: float,
+    stale: bool,
+    comment: str,
+) -> str:
+    """Record a rating command's verdict on the last answer; the line that says what was
+    recorded."""
+    if request_id is None:
+        return f"[feedback] no answer to rate: {command} rates the last answer given\n"
+    recorded = pipeline.feedback.record(request_id, score, comment or None, stale=stale)
+    if recorded.provider is None:
+        source = "its answer is no longer remembered"
+    else:
+        source = f"answered by {recorded.provider}/{recorded.model}"
+        if recorded.cached:
+            source += ", not by a call of its own (cache or dedup)"
+    what = "stale (out of date)" if stale else f"score {score:+g}"
+    note = f", comment {comment!r}" if comment else ""
+    return f"[feedback] recorded {what}{note} for {request_id}: {source}\n"
 
 
 async def _stream_answer(pipeline: Pipeline, request: InferenceRequest, out: TextIO) -> str:

@@ -79,6 +79,7 @@ ENV_NAMES: Final[Mapping[str, str]] = {
     "log_prompts": "LOG_PROMPTS",
     "semantic_dedup": "SEMANTIC_DEDUP",
     "semantic_dedup_max_wait_ms": "SEMANTIC_DEDUP_MAX_WAIT_MS",
+    "semantic_dedup_path": "SEMANTIC_DEDUP_PATH",
     "learned_routing": "LEARNED_ROUTING",
     "prompt_optimizer": "PROMPT_OPTIMIZER",
     "router_save_interval_s": "ROUTER_SAVE_INTERVAL_S",
@@ -173,6 +174,10 @@ class ServerSettings:
     # a backlog is never allowed to add more than a small fraction of an upstream call's own
     # latency (hundreds of ms to seconds) to every request it does not save.
     semantic_dedup_max_wait_ms: float = 20.0
+    # The file the semantic dedup's answered entries (scopes and TTLs with them) are kept in:
+    # saved while serving (as often as the router's state) and at shutdown, loaded at start.
+    # None (the default): in memory only, lost at a restart.
+    semantic_dedup_path: str | None = None
     learned_routing: bool = True
     # The prompt optimizer for requests that opt in (metadata `optimize_prompt`); off: ignored.
     prompt_optimizer: bool = True

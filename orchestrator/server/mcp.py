@@ -1,16 +1,21 @@
-"""The MCP front door: four tools over a running `Pipeline`, for stdio and streamable HTTP.
+"""The MCP front door: five tools over a running `Pipeline`, for stdio and streamable HTTP.
 
     server = create_mcp_server(pipeline)      # an `mcp` SDK `MCPServer`
     mount_mcp(app, pipeline)                  # serve it at /mcp on a FastAPI app
     await serve_stdio(pipeline)               # or over stdin/stdout (`orchestrator mcp`)
 
-Tools: `infer`, `batch_infer`, `pipeline_status`, `configure_pipeline`. Every tool runs on the
-pipeline's event loop. Anticipated failures (a shed request, a spent budget, a bad tunable)
-come back as tool errors naming the problem; nothing a client sends crashes the server.
+Tools: `infer`, `batch_infer`, `pipeline_status`, `configure_pipeline`, `feedback`. Every tool
+runs on the pipeline's event loop. Anticipated failures (a shed request, a spent budget, a bad
+tunable) come back as tool errors naming the problem; nothing a client sends crashes the server.
 
 `configure_pipeline` applies its changes through the server's `LiveConfigSet`, the code
 `PATCH /v1/config` calls. Over HTTP it needs the admin token; over stdio the client is the
 local user who started the process, and may.
+
+`feedback` records a verdict on an answer by its `request_id` (the one `infer` returned) in the
+pipeline's `FeedbackLog`, as `POST /v1/feedback` does: `correct` (or a `score` in [-1, 1])
+reaches the learned router and the semantic dedup entry that served it; `stale` (the answer
+was out of date) is the cache TTL's signal (`feedback.stale_rate` in `pipeline_status`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ __all__ = [
     "BatchResult",
     "ConfigChange",
     "ConfigureResult",
+    "FeedbackResult",
     "InferResult",
     "create_mcp_server",
     "mount_mcp",
@@ -113,6 +119,32 @@ class ConfigureResult:
 
     changed: dict[str, ConfigChange]
     version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedbackResult:
+    """What `feedback` recorded: the score and staleness, and what produced the answer
+    (`attributed` false, provider and model null, when the request id is not remembered)."""
+
+    request_id: str
+    score: float
+    stale: bool
+    attributed: bool
+    provider: str | None
+    model: str | None
+    cached: bool
+
+
+def _feedback_score(score: float | None, correct: bool | None, stale: bool) -> float:
+    if score is not None and correct is not None:
+        raise ToolError("give correct or score, not both")
+    if score is not None:
+        return score
+    if correct is not None:
+        return 1.0 if correct else -1.0
+    if stale:
+        return 0.0  # out of date, not a wrong match nor a bad provider: neutral for the learners
+    raise ToolError("give correct (true or false), a score in [-1, 1], or stale: true")
 
 
 def _infer_result(response: InferenceResponse) -> InferResult:
@@ -318,6 +350,40 @@ def create_mcp_server(
         return ConfigureResult(
             changed={k: ConfigChange(old=old, new=new) for k, (old, new) in changed.items()},
             version=config.version,
+        )
+
+    @server.tool()
+    async def feedback(
+        request_id: Annotated[
+            str,
+            Field(min_length=1, max_length=256, description="The request_id infer returned."),
+        ],
+        correct: Annotated[
+            bool | None,
+            Field(description="Whether the answer was right (true: score 1, false: -1)."),
+        ] = None,
+        score: Annotated[
+            float | None,
+            Field(ge=-1, le=1, description="A score from -1 (bad) to 1 (good), for correct."),
+        ] = None,
+        stale: Annotated[
+            bool,
+            Field(description="The answer was out of date (true once): the cache TTL's signal."),
+        ] = False,
+        comment: Annotated[str | None, Field(max_length=4000, description="Why.")] = None,
+    ) -> FeedbackResult:
+        """Rate an answer by its request_id: correct (or a score) teaches the learned router and
+        semantic dedup; stale says a cached answer was out of date (score 0 unless given)."""
+        value = _feedback_score(score, correct, stale)
+        recorded = pipeline.feedback.record(request_id, value, comment, stale=stale)
+        return FeedbackResult(
+            request_id=request_id,
+            score=recorded.score,
+            stale=recorded.stale,
+            attributed=recorded.provider is not None,
+            provider=recorded.provider,
+            model=recorded.model,
+            cached=recorded.cached,
         )
 
     return server

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import signal
 from collections.abc import AsyncIterator
 
+import httpx
 from pipeline_fakes import ScriptedWorker
 
 from orchestrator import (
@@ -21,6 +23,9 @@ from orchestrator import (
     Usage,
 )
 from orchestrator.repl import PROMPT, run_repl
+from orchestrator.server.app import create_app
+from orchestrator.server.runner import ServerTask
+from orchestrator.settings import ServerSettings
 
 
 class Recorder(io.StringIO):
@@ -137,4 +142,53 @@ def test_public_surface() -> None:
     """The REPL module exports exactly its documented names."""
     from orchestrator import repl as module
 
-    assert sorted(module.__all__) == ["EXIT_WORDS", "PROMPT", "run_repl"]
+    assert sorted(module.__all__) == ["EXIT_WORDS", "FEEDBACK_COMMANDS", "PROMPT", "run_repl"]
+
+
+async def test_rating_commands_reach_the_feedback_log_the_server_reports() -> None:
+    """/good, /wrong and /stale rate the last answer by its request id in the feedback log
+    of the pipeline the web API serves: /v1/status counts them and the stale rate moves. A
+    rating is not a prompt; before any answer there is nothing to rate."""
+    async with Pipeline(PipelineConfig(), EchoWorker()) as pipeline:
+        app = create_app(
+            pipeline, settings=ServerSettings(provider="echo", port=0), start_pipeline=False
+        )
+        async with ServerTask(app) as url, httpx.AsyncClient(base_url=url) as http:
+            before = (await http.get("/v1/status")).json()["feedback"]
+            assert before["received_total"] == 0 and "stale_rate" not in before
+            first = Recorder()
+            await run_repl(
+                pipeline,
+                stdout=first,
+                stdin=io.StringIO("/good\nthe capital of France\n/wrong   says Lyon\n/good\n"),
+            )
+            # a new session asks again: the exact cache answers, and it was out of date
+            second = Recorder()
+            answered = await run_repl(
+                pipeline, stdout=second, stdin=io.StringIO("the capital of France\n/STALE moved\n")
+            )
+            after = (await http.get("/v1/status")).json()["feedback"]
+    assert answered == 1
+    lines = [line for line in first.getvalue().split("\n") if "[feedback]" in line]
+    assert "no answer to rate" in lines[0]
+    (request_id,) = set(re.findall(r"for (\S+):", "\n".join(lines[1:])))
+    assert "recorded score -1, comment 'says Lyon' for" in lines[1]
+    assert lines[1].endswith("answered by echo/echo") and "score +1" in lines[2]
+    assert pipeline.feedback.get(request_id).score == 1.0  # the newer verdict replaced
+    (stale_line,) = [line for line in second.getvalue().split("\n") if "[feedback]" in line]
+    assert "recorded stale (out of date), comment 'moved'" in stale_line
+    assert "cache or dedup" in stale_line
+    assert after["received_total"] == 3 and after["attributed_total"] == 3
+    assert after["stale_total"] == 1 and after["cache_served_total"] == 1
+    assert after["stale_rate"] == 1.0
+    assert pipeline.snapshot().completed_total == 2  # ratings never went to the provider
+
+
+async def test_a_failed_answer_is_not_rated() -> None:
+    """After an error, /wrong has no answer to rate (not the one before the error)."""
+    refusal = ProviderError("scripted", "bad request", status=400, retryable=False)
+    out = io.StringIO()
+    async with Pipeline(PipelineConfig(), ScriptedWorker(script=[None, refusal])) as pipeline:
+        await run_repl(pipeline, stdin=io.StringIO("one\ntwo\n/wrong\n"), stdout=out)
+        assert pipeline.feedback.received_total == 0
+    assert "[feedback] no answer to rate" in out.getvalue()

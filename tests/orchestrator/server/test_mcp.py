@@ -25,7 +25,7 @@ from orchestrator.server.mcp import create_mcp_server
 from orchestrator.server.runner import ServerTask
 from orchestrator.settings import ServerSettings
 
-TOOLS = {"infer", "batch_infer", "pipeline_status", "configure_pipeline"}
+TOOLS = {"infer", "batch_infer", "pipeline_status", "configure_pipeline", "feedback"}
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -61,6 +61,7 @@ def test_public_surface() -> None:
             "BatchResult",
             "ConfigChange",
             "ConfigureResult",
+            "FeedbackResult",
             "InferResult",
             "create_mcp_server",
             "mount_mcp",
@@ -69,9 +70,9 @@ def test_public_surface() -> None:
     )
 
 
-async def test_http_lists_the_four_tools(http_url: str) -> None:
-    """Over streamable HTTP at /mcp the server lists infer, batch_infer, pipeline_status and
-    configure_pipeline, each with an input schema."""
+async def test_http_lists_the_five_tools(http_url: str) -> None:
+    """Over streamable HTTP at /mcp the server lists infer, batch_infer, pipeline_status,
+    configure_pipeline and feedback, each with an input schema."""
     async with Client(http_url) as client:
         tools = (await client.list_tools()).tools
     assert {t.name for t in tools} == TOOLS
@@ -216,6 +217,62 @@ async def test_http_bad_arguments_are_tool_errors(
     assert after["text"] == "still here"
 
 
+async def test_http_feedback_rates_an_answer_and_moves_the_stale_rate(http_url: str) -> None:
+    """`feedback` records a verdict by the request_id `infer` returned, attributed to what
+    answered; a stale verdict on a cached answer moves `feedback.stale_rate` in the status."""
+    async with Client(http_url) as client:
+        fresh = structured(await client.call_tool("infer", {"prompt": "rate me"}))
+        cached = structured(await client.call_tool("infer", {"prompt": "rate me"}))
+        good = structured(
+            await client.call_tool("feedback", {"request_id": fresh["request_id"], "correct": True})
+        )
+        stale = structured(
+            await client.call_tool(
+                "feedback", {"request_id": cached["request_id"], "stale": True, "comment": "old"}
+            )
+        )
+        unknown = structured(
+            await client.call_tool("feedback", {"request_id": "req_nobody", "score": -0.5})
+        )
+        status = structured(await client.call_tool("pipeline_status", {}))
+    assert cached["cached"] is True
+    assert good == {
+        "request_id": fresh["request_id"],
+        "score": 1.0,
+        "stale": False,
+        "attributed": True,
+        "provider": "echo",
+        "model": "echo",
+        "cached": False,
+    }
+    assert stale["stale"] is True and stale["score"] == 0.0 and stale["cached"] is True
+    assert unknown["attributed"] is False and unknown["provider"] is None
+    assert unknown["score"] == -0.5
+    feedback = status["feedback"]
+    assert feedback["received_total"] == 3 and feedback["attributed_total"] == 2
+    assert feedback["stale_total"] == 1 and feedback["stale_rate"] == 1.0
+    assert status["feedback_total"] == 3
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"request_id": "r"}, "give correct (true or false), a score in [-1, 1], or stale"),
+        ({"request_id": "r", "correct": True, "score": 1}, "not both"),
+        ({"request_id": "r", "score": 2}, "score"),
+        ({"request_id": "", "correct": True}, "request_id"),
+    ],
+)
+async def test_http_bad_feedback_is_a_tool_error_and_records_nothing(
+    http_url: str, arguments: dict[str, Any], message: str
+) -> None:
+    async with Client(http_url) as client:
+        result = await client.call_tool("feedback", arguments)
+        status = structured(await client.call_tool("pipeline_status", {}))
+    assert message in error_text(result)
+    assert status["feedback_total"] == 0
+
+
 async def test_a_refused_configuration_changes_nothing(http_url: str) -> None:
     """A change list with one bad value applies none of its values."""
     async with Client(http_url) as client:
@@ -250,6 +307,9 @@ async def test_stdio_server_serves_every_tool(tmp_path: Path) -> None:
             await client.call_tool("configure_pipeline", {"changes": {"shed_threshold": 0.5}})
         )
         bad = await client.call_tool("configure_pipeline", {"changes": {"shed_threshold": -1}})
+        rated = structured(
+            await client.call_tool("feedback", {"request_id": answer["request_id"], "stale": True})
+        )
         status = structured(await client.call_tool("pipeline_status", {}))
     assert answer["text"] == "over stdio" and answer["provider"] == "echo"
     assert [item["result"]["text"] for item in batch["items"]] == ["a", "b"]
@@ -257,6 +317,7 @@ async def test_stdio_server_serves_every_tool(tmp_path: Path) -> None:
     assert "shed_threshold" in error_text(bad)
     assert status["live_config"]["shed_threshold"] == 0.5
     assert status["completed_total"] == 3
+    assert rated["attributed"] is True and status["feedback"]["stale_total"] == 1
     json.dumps(status)  # plain JSON all the way down
 
 
