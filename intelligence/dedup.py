@@ -247,9 +247,7 @@ class _ScopeIndex:
         # embedding. The setting is the calling thread's own (OpenMP's nthreads-var).
         faiss.omp_set_num_threads(1)
         scores, ids = self._index.search(vector.reshape(1, -1), min(k, len(self._vectors)))
-        return [
-            (i, s) for s, i in zip(scores[0].tolist(), ids[0].tolist(), strict=True) if i >= 0
-        ]
+        return [(i, s) for s, i in zip(scores[0].tolist(), ids[0].tolist(), strict=True) if i >= 0]
 
 
 class SemanticDedup(Generic[V]):
@@ -533,9 +531,7 @@ class SemanticDedup(Generic[V]):
             if index is None:
                 return None
             found = index.search(vector, self._k)
-            candidates = [
-                (self._entries[i], cos) for i, cos in found if cos >= self._min_cosine
-            ]
+            candidates = [(self._entries[i], cos) for i, cos in found if cos >= self._min_cosine]
         if not self._verify:
             for entry, cos in candidates:
                 if cos >= max(bar, entry.learned_bar):

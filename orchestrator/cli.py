@@ -372,14 +372,24 @@ def _cannot_listen(settings: ServerSettings, *, err: TextIO) -> int:
     return EXIT_ABORTED
 
 
-def _serve(settings: ServerSettings, *, self_tune_interval_s: float | None, dry_run: bool,
-           err: TextIO, db: str | None = None) -> int:
+def _serve(
+    settings: ServerSettings,
+    *,
+    self_tune_interval_s: float | None,
+    dry_run: bool,
+    err: TextIO,
+    db: str | None = None,
+) -> int:
     from orchestrator.server.runner import serve
 
     if not _can_listen(settings.host, settings.port):
         return _cannot_listen(settings, err=err)
-    serve(settings, self_tune_interval_s=self_tune_interval_s, self_tune_dry_run=dry_run,
-          memory_url=db)
+    serve(
+        settings,
+        self_tune_interval_s=self_tune_interval_s,
+        self_tune_dry_run=dry_run,
+        memory_url=db,
+    )
     return EXIT_OK
 
 
@@ -440,8 +450,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fail(f"--telemetry-interval-s must be > 0, got {interval:g}", err=err)
             if args.dry_run and not args.self_tune:
                 return _fail("--dry-run needs --self-tune (it is the tuner's)", err=err)
-            return _serve(settings, self_tune_interval_s=interval if args.self_tune else None,
-                          dry_run=args.dry_run, err=err, db=args.db)
+            return _serve(
+                settings,
+                self_tune_interval_s=interval if args.self_tune else None,
+                dry_run=args.dry_run,
+                err=err,
+                db=args.db,
+            )
         if args.command == "mcp":
             asyncio.run(_mcp_stdio(settings))
             return EXIT_OK

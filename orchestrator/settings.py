@@ -266,8 +266,7 @@ class ServerSettings:
             or not (math.isfinite(self.router_save_interval_s) and self.router_save_interval_s > 0)
         ):
             raise SettingsError(
-                "ROUTER_SAVE_INTERVAL_S must be a number > 0, "
-                f"got {self.router_save_interval_s!r}",
+                f"ROUTER_SAVE_INTERVAL_S must be a number > 0, got {self.router_save_interval_s!r}",
                 names=("ROUTER_SAVE_INTERVAL_S",),
             )
         if (

@@ -323,8 +323,7 @@ def create_mcp_server(
     async def pipeline_status() -> dict[str, Any]:
         """The pipeline's live measurements (stages with queue depth and capacity, latency
         percentiles, throughput, errors, dedup, cache, breakers, cost) and its live config."""
-        return status_payload(pipeline, fleet_status, config, self_tune_status,
-                              requests=requests)
+        return status_payload(pipeline, fleet_status, config, self_tune_status, requests=requests)
 
     @server.tool()
     async def configure_pipeline(
@@ -408,8 +407,12 @@ def mount_mcp(
     `configure_pipeline` needs the admin token (the role that middleware recorded).
     """
     server = create_mcp_server(
-        pipeline, config=config, may_configure=_admin_request, fleet_status=fleet_status,
-        self_tune_status=self_tune_status, requests=requests,
+        pipeline,
+        config=config,
+        may_configure=_admin_request,
+        fleet_status=fleet_status,
+        self_tune_status=self_tune_status,
+        requests=requests,
         client_of=lambda request: _client_of(app, request),
     )
     host = settings.host if settings is not None else "127.0.0.1"
