@@ -72,6 +72,8 @@ _UNAUTHORIZED = ApiError(
 )
 
 
+_DENIAL = "websocket.http.response"  # the ASGI extension: an HTTP answer to an upgrade
+
 QUERY_TOKEN_PATHS = frozenset({"/dashboard", "/dashboard/", "/dashboard/events"})
 
 
@@ -91,8 +93,12 @@ def _presented_token(scope: Scope) -> bytes | None:
 
 
 class TokenAuth:
-    """Refuses HTTP (401, in the caller's API dialect) and WebSocket (close 1008) requests
-    that carry neither `token` nor `admin_token`, and records each request's `Role`.
+    """Refuses HTTP requests and WebSocket upgrades that carry neither `token` nor
+    `admin_token` with a 401 (the JSON error in the caller's API dialect and
+    `WWW-Authenticate: Bearer`), and records each request's `Role`. An upgrade gets that 401
+    as its HTTP answer where the ASGI server offers the `websocket.http.response` extension
+    (uvicorn's websockets implementations do); elsewhere it is closed (1008) before the
+    handshake, which the server answers as it does (uvicorn: 403).
 
     `token` None leaves every route open (as `Role.CLIENT`); `admin_token` None makes `token`
     the admin token too. At least one must be given.
@@ -128,7 +134,9 @@ class TokenAuth:
             scope[_ROLE] = role
             await self.app(scope, receive, send)
             return
-        if kind == "websocket":
+        if kind == "websocket" and _DENIAL not in scope.get("extensions", {}):
+            # A server that cannot answer the upgrade with a response of ours refuses it as
+            # it does any closed-before-accept socket (uvicorn's websockets: 403).
             await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
             return
         if _wants_page(scope):

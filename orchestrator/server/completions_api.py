@@ -25,10 +25,12 @@ from starlette.responses import JSONResponse, Response
 from orchestrator.errors import OrchestratorError
 from orchestrator.request import InferenceRequest, StreamChunk, Usage
 from orchestrator.server.bodies import (
+    OPTIMIZE_FIELD,
     body_schema,
     client_retries,
     client_timeout_s,
     json_body,
+    with_optimize_opt_in,
     with_task,
 )
 from orchestrator.server.http_errors import RequestRejected, bad_request, from_exception
@@ -135,8 +137,13 @@ def _usage(usage: Usage) -> dict[str, int]:
 async def completions(http: Request, state: State) -> Response:
     body = await json_body(http, CompletionBody)
     client = state.client_of(http)
+    optimize = (body.model_extra or {}).get(OPTIMIZE_FIELD)  # the opt-in, as on every door
     requests = [
-        with_task(dataclasses.replace(request, client=client), http.headers)
+        with_optimize_opt_in(
+            with_task(dataclasses.replace(request, client=client), http.headers),
+            http.headers,
+            optimize,
+        )
         for request in to_requests(
             body,
             timeout_s=client_timeout_s(http.headers.get("x-stainless-timeout")),

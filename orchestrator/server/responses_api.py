@@ -72,10 +72,12 @@ from orchestrator.request import (
 from orchestrator.server.anthropic_api import takes_native
 from orchestrator.server.anthropic_api import to_request as anthropic_request
 from orchestrator.server.bodies import (
+    OPTIMIZE_FIELD,
     client_retries,
     client_timeout_s,
     json_object,
     model_of,
+    with_optimize_opt_in,
     with_task,
 )
 from orchestrator.server.chat_anthropic import (
@@ -365,8 +367,10 @@ def to_request(
     retries: bool = False,
 ) -> InferenceRequest:
     """The pipeline request for a Responses body: with `native` the body itself (with the
-    client's `forwarded_headers`), else its text translation; raises `RequestRejected`
-    naming a field the translation cannot carry."""
+    client's `forwarded_headers`), else its text translation; opted in to the prompt
+    optimizer by the body's `optimize_prompt` or the header in `headers`, as on the other
+    doors (`with_optimize_opt_in`; the field is ours, never forwarded). Raises
+    `RequestRejected` naming a field the translation cannot carry."""
     model = model_of(data)
     metadata = {"api": "openai"}
     if native:
@@ -392,7 +396,7 @@ def to_request(
             raise _refuse("input", "at least one user or assistant message is needed")
     max_tokens = data.get("max_output_tokens")
     temperature = data.get("temperature")
-    return InferenceRequest(
+    request = InferenceRequest(
         messages=tuple(turns) or (Message("user", ""),),
         system=system,
         model=model,
@@ -400,10 +404,14 @@ def to_request(
         temperature=temperature if isinstance(temperature, int | float) else None,
         session_id=_session_of(data),
         metadata=metadata,
-        native={k: v for k, v in data.items() if k != "stream"} if native else None,
+        native={k: v for k, v in data.items() if k not in _NOT_FORWARDED} if native else None,
         timeout_s=timeout_s,
         client_retries=retries,
     )
+    return with_optimize_opt_in(request, headers or {}, data.get(OPTIMIZE_FIELD))
+
+
+_NOT_FORWARDED = frozenset({"stream", OPTIMIZE_FIELD})  # ours, or set by the server
 
 
 def _check_translatable(data: Mapping[str, Any]) -> None:

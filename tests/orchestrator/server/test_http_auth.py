@@ -84,6 +84,36 @@ def test_websocket_needs_the_token_too(start_server: Callable[..., str]) -> None
         assert json.loads(ws.recv(timeout=5))["text"] == "hi"
 
 
+@pytest.mark.parametrize("path", ["/v1/stream", "/v1/responses"])
+def test_a_websocket_without_the_token_is_answered_401_like_http(
+    start_server: Callable[..., str], path: str
+) -> None:
+    """A refused upgrade gets the HTTP door's answer: 401, the same JSON error body (in the
+    path's dialect) and `WWW-Authenticate: Bearer`; a wrong token too. A foreign Origin stays
+    a 403, token or not."""
+    url = start_server(settings=ServerSettings(provider="echo", api_key=TOKEN))
+    ws_url = url.replace("http", "ws", 1) + path
+    http = httpx.get(url + path)
+    assert http.status_code == 401
+    for headers in ({}, {"authorization": "Bearer nope"}):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url, open_timeout=5, additional_headers=headers).close()
+        answer = refused.value.response
+        assert answer.status_code == 401, headers
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert answer.headers["content-type"].startswith("application/json")
+        assert json.loads(answer.body) == http.json()
+    for headers in ({}, {"authorization": f"Bearer {TOKEN}"}):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(
+                ws_url,
+                open_timeout=5,
+                origin="http://evil.example",  # type: ignore[arg-type]
+                additional_headers=headers,
+            ).close()
+        assert refused.value.response.status_code == 403
+
+
 def test_a_non_loopback_host_without_a_token_is_refused() -> None:
     """Binding beyond loopback without API_KEY fails at start-up, naming what to set."""
     with pytest.raises(SettingsError) as caught:

@@ -242,8 +242,9 @@ def test_the_socket_needs_the_token_and_a_same_site_origin(
     """Without the server's token the upgrade is refused, as is one from another site's
     page; the SDK, whose API key is the token, is answered."""
     url = start_server(settings=ServerSettings(provider="echo", api_key=TOKEN))
-    with pytest.raises(InvalidStatus):
+    with pytest.raises(InvalidStatus) as refused:
         raw_socket(url).close()
+    assert refused.value.response.status_code == 401
     with pytest.raises(InvalidStatus) as refused:
         raw_socket(url, origin="http://evil.example",  # type: ignore[arg-type]
                    additional_headers={"authorization": f"Bearer {TOKEN}"}).close()
