@@ -12,7 +12,10 @@ the last numbers stay on screen, marked with the error.
 Laid out for 80×24 and up: each grid of figures takes as many columns as its widest label
 or value allows (no label wraps, no number is cut), and the side-by-side panels stack below
 100 columns (two abreast below 150) so that no table is cut; what does not fit the height
-scrolls.
+scrolls. The fleet panel lists the running tasks under its counts as the web dashboard does
+(task, agent, attempt, lease left, soonest lease end first): a name too long for the panel
+is cut with an ellipsis, the attempt and the lease never are, and past `RUNNING_ROWS` rows a
+last line says how many more there are.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -32,7 +35,7 @@ from textual.widgets import DataTable, Footer, Header, Sparkline, Static
 
 from orchestrator.metrics import Stage
 
-__all__ = ["DashboardApp", "Figure", "StatusFetch", "http_fetch"]
+__all__ = ["DashboardApp", "Figure", "RunningTasks", "StatusFetch", "http_fetch", "running_lines"]
 
 StatusFetch = Callable[[], Awaitable[Mapping[str, Any]]]
 """A zero-argument coroutine function returning the status JSON (`GET /v1/status`)."""
@@ -41,6 +44,8 @@ STAGE_ORDER = tuple(Stage)
 FLEET_ORDER = ("pending", "running", "done", "failed")
 _STATE_STYLE = {"closed": "bold green", "half_open": "bold yellow", "open": "bold red"}
 _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # fleet states usable as widget ids
+RUNNING_ROWS = 5
+"""At most this many running tasks are listed in the fleet panel; a line counts the rest."""
 
 
 def http_fetch(client: httpx.AsyncClient, url: str, *, api_key: str | None = None) -> StatusFetch:
@@ -173,6 +178,82 @@ class Figures(Grid):
             self.styles.grid_size_columns = columns
 
 
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def running_lines(
+    tasks: Sequence[Mapping[str, Any]], width: int, max_rows: int = RUNNING_ROWS
+) -> list[str]:
+    """The fleet's running tasks as lines at most `width` wide: a heading, then one row per
+    task (task, agent, attempt, lease left or `expired`), at most `max_rows` of them and then
+    `+N more`; `none running` for none. The attempt and lease columns are as wide as their
+    widest value; the task and agent names share what is left, each cut with an ellipsis
+    only when both do not fit."""
+    if not tasks:
+        return ["none running"]
+    shown = list(tasks[:max_rows])
+    rows = []
+    for t in shown:
+        left = float(t.get("lease_remaining_s", 0.0))
+        rows.append(
+            (
+                str(t.get("task_id", "")),
+                str(t.get("agent", "")),
+                _int(t.get("attempt", 0)),
+                _duration(left) if left > 0 else "expired",
+            )
+        )
+    heading = ("task", "agent", "attempt", "lease left")
+    attempt_w, lease_w = (max(len(r[i]) for r in [heading, *rows]) for i in (2, 3))
+    task_w, agent_w = (max(len(r[i]) for r in [heading, *rows]) for i in (0, 1))
+    gap = 2
+    room = width - attempt_w - lease_w - 3 * gap
+    if task_w + agent_w > room:  # share the room: the agent a third (or what the task
+        # leaves), the task the rest
+        agent_w = max(len("agent"), min(agent_w, max(room // 3, room - task_w)))
+        task_w = max(len("task"), room - agent_w)
+
+    def line(task: str, agent: str, attempt: str, lease: str) -> str:
+        return (
+            f"{_cut(task, task_w):<{task_w}}{'':{gap}}{_cut(agent, agent_w):<{agent_w}}"
+            f"{'':{gap}}{attempt:>{attempt_w}}{'':{gap}}{lease:>{lease_w}}"
+        ).rstrip()
+
+    lines = [line(*heading), *(line(*r) for r in rows)]
+    if len(tasks) > len(shown):
+        lines.append(f"+{len(tasks) - len(shown)} more")
+    return lines
+
+
+class RunningTasks(Static):
+    """The fleet's running tasks (`running_lines`), redrawn at the width the panel gives."""
+
+    DEFAULT_CSS = """
+    RunningTasks { height: auto; margin-top: 1; }
+    """
+
+    def __init__(self, *, id: str, max_rows: int = RUNNING_ROWS) -> None:
+        super().__init__("", id=id)
+        self.max_rows = max_rows
+        self._tasks: list[Mapping[str, Any]] = []
+
+    @property
+    def lines(self) -> list[str]:
+        """The lines shown now."""
+        return running_lines(self._tasks, self.content_size.width or 76, self.max_rows)
+
+    def show(self, tasks: Sequence[Mapping[str, Any]]) -> None:
+        self._tasks = list(tasks)
+        self._draw()
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        self.update(Text("\n".join(self.lines), no_wrap=True, overflow="ellipsis"))
+
+
 def _panel(title: str, *children: Any, id: str, classes: str = "panel") -> Vertical:
     panel = Vertical(*children, id=id, classes=classes)
     panel.border_title = title
@@ -213,7 +294,9 @@ class DashboardApp(App[None]):
     #inference-load, #routing-note, #throughput-note { color: $text-muted; }
     """
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
-        (0, "-narrow"), (100, "-medium"), (150, "-wide"),
+        (0, "-narrow"),
+        (100, "-medium"),
+        (150, "-wide"),
     ]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
@@ -318,6 +401,7 @@ class DashboardApp(App[None]):
             yield _panel(
                 "Fleet tasks",
                 Figures(id="fleet-figures"),
+                RunningTasks(id="fleet-running-tasks"),
                 Static("", id="fleet-error"),
                 id="panel-fleet",
             )
@@ -511,14 +595,19 @@ class DashboardApp(App[None]):
         if fleet is None:
             return
         figures = self.query_one("#fleet-figures", Figures)
+        running = self.query_one("#fleet-running-tasks", RunningTasks)
         error = self.query_one("#fleet-error", Static)
         if isinstance(fleet.get("error"), str):
             error.update(fleet["error"])
             error.display = True
-            figures.display = False
+            figures.display = running.display = False
             return
         error.display = False
         figures.display = True
+        tasks = fleet.get("running_tasks")
+        running.display = isinstance(tasks, list)  # a fleet that reports no list: counts only
+        if isinstance(tasks, list):
+            running.show([t for t in tasks if isinstance(t, Mapping)])
         counts = {
             key: _int(fleet[key])
             for key in _ordered(fleet, FLEET_ORDER)
@@ -537,16 +626,21 @@ def tuning_text(tuning: Mapping[str, Any]) -> str:
     """The self-tuning panel's lines."""
     if isinstance(tuning.get("error"), str):
         return str(tuning["error"])
-    lines = [f"tuning {tuning.get('tuning')} · every {tuning.get('interval_s')}s · "
-             f"{_int(tuning.get('ticks', 0))} rounds"]
+    lines = [
+        f"tuning {tuning.get('tuning')} · every {tuning.get('interval_s')}s · "
+        f"{_int(tuning.get('ticks', 0))} rounds"
+    ]
     for p in tuning.get("parameters") or []:
         last = p.get("last_change")
         change = f"  {last['old']} → {last['new']}: {last['reason']}" if last else ""
         lines.append(f"{p['name']} = {p['value']} (default {p['default']}){change}")
     anomalies = list(tuning.get("anomalies") or [])[-5:]
     lines.append("anomalies:" + ("" if anomalies else " none"))
-    lines += [f"  {a['severity']} {a['metric']} = {a['value']:.3g} (baseline "
-              f"{a['baseline']:.3g}): {a['action']}" for a in reversed(anomalies)]
+    lines += [
+        f"  {a['severity']} {a['metric']} = {a['value']:.3g} (baseline "
+        f"{a['baseline']:.3g}): {a['action']}"
+        for a in reversed(anomalies)
+    ]
     from self_tune.experiment import status_lines  # the panel shows only with self_tune
 
     lines += status_lines(tuning.get("experiments"))

@@ -49,6 +49,7 @@ class Role(StrEnum):
     CLIENT = "client"  # every route, but not changing the configuration
     ADMIN = "admin"  # every route, the configuration included
 
+
 _TOKEN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>prompt-orchestrator: token</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -104,9 +105,7 @@ class TokenAuth:
     the admin token too. At least one must be given.
     """
 
-    def __init__(
-        self, app: ASGIApp, *, token: str | None, admin_token: str | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, token: str | None, admin_token: str | None = None) -> None:
         if token == "" or admin_token == "":
             raise ValueError("token and admin_token must be non-empty strings (or None)")
         if token is None and admin_token is None:

@@ -15,7 +15,7 @@ from orchestrator import EchoWorker, InferenceRequest, Pipeline, PipelineConfig
 from orchestrator.metrics import MetricsSnapshot, ProviderSnapshot, StageSnapshot
 from orchestrator.server import ServerTask, create_app
 from orchestrator.settings import ServerSettings
-from orchestrator.tui import DashboardApp, Figure
+from orchestrator.tui import RUNNING_ROWS, DashboardApp, Figure, RunningTasks, running_lines
 
 SIZE = (160, 60)
 NEVER_S = 3600.0  # a refresh period no test reaches: tests refresh explicitly
@@ -209,8 +209,11 @@ async def test_the_chart_starts_with_the_history_the_server_kept() -> None:
     """A status carrying the server's throughput history puts those buckets on the chart
     before the app's own sample; later statuses add to them."""
     first = status(taken_at_s=100.0, throughput_rps=1.5)
-    first["throughput_history"] = {"bucket_s": 5.0, "horizon_s": 900.0,
-                                   "points": [[85.0, 2.0], [90.0, 0.0], [95.0, 4.0]]}
+    first["throughput_history"] = {
+        "bucket_s": 5.0,
+        "horizon_s": 900.0,
+        "points": [[85.0, 2.0], [90.0, 0.0], [95.0, 4.0]],
+    }
     statuses = Statuses(first)
     app = DashboardApp("http://test", fetch=statuses, refresh_s=NEVER_S)
     async with app.run_test(size=SIZE) as pilot:
@@ -349,22 +352,44 @@ def test_non_positive_periods_are_refused(bad: dict[str, float]) -> None:
 
 
 def test_public_names() -> None:
-    """The module exports the app, its figure widget, the fetch type and the HTTP fetch."""
+    """The module exports the app, its figure and running-task widgets, the fetch type, the
+    HTTP fetch and the running tasks' lines."""
     from orchestrator import tui
 
-    assert sorted(tui.__all__) == ["DashboardApp", "Figure", "StatusFetch", "http_fetch"]
+    assert sorted(tui.__all__) == [
+        "DashboardApp",
+        "Figure",
+        "RunningTasks",
+        "StatusFetch",
+        "http_fetch",
+        "running_lines",
+    ]
 
 
 TUNING = {
-    "tuning": "on", "interval_s": 5.0, "ticks": 12,
+    "tuning": "on",
+    "interval_s": 5.0,
+    "ticks": 12,
     "parameters": [
-        {"name": "inference_concurrency", "value": 32, "default": 64, "unit": "slots",
-         "last_change": {"old": 64, "new": 32, "reason": "demand needs only 1 of 64 slots"}},
-        {"name": "cache_ttl_s", "value": 300.0, "default": 300.0, "unit": "s",
-         "last_change": None},
+        {
+            "name": "inference_concurrency",
+            "value": 32,
+            "default": 64,
+            "unit": "slots",
+            "last_change": {"old": 64, "new": 32, "reason": "demand needs only 1 of 64 slots"},
+        },
+        {"name": "cache_ttl_s", "value": 300.0, "default": 300.0, "unit": "s", "last_change": None},
     ],
-    "anomalies": [{"metric": "upstream_error_rate", "severity": "Critical", "value": 0.5,
-                   "baseline": 0.2, "detector": "slo", "action": "wrote si-x.toml"}],
+    "anomalies": [
+        {
+            "metric": "upstream_error_rate",
+            "severity": "Critical",
+            "value": 0.5,
+            "baseline": 0.2,
+            "detector": "slo",
+            "action": "wrote si-x.toml",
+        }
+    ],
 }
 
 
@@ -385,14 +410,25 @@ async def test_tuning_panel_shows_parameters_changes_and_anomalies() -> None:
 
 
 ROUTING = {
-    "policy": "thompson", "changes_total": 1, "answers_recorded": 9, "failures_recorded": 0,
-    "arms": [{"name": "strong", "mean_reward": 0.912, "evidence": 7.5, "updates_total": 8},
-             {"name": "weak", "mean_reward": 0.4, "evidence": 1.0, "updates_total": 1}],
+    "policy": "thompson",
+    "changes_total": 1,
+    "answers_recorded": 9,
+    "failures_recorded": 0,
+    "arms": [
+        {"name": "strong", "mean_reward": 0.912, "evidence": 7.5, "updates_total": 8},
+        {"name": "weak", "mean_reward": 0.4, "evidence": 1.0, "updates_total": 1},
+    ],
     "contexts": {},
 }
 SEMANTIC = {
-    "state": "ready", "embedder": "lexical", "fallback_reason": "no torch", "lookups": 10,
-    "hits": 4, "hit_rate": 0.4, "errors": 0, "wrong_hit_rate": 0.25,
+    "state": "ready",
+    "embedder": "lexical",
+    "fallback_reason": "no torch",
+    "lookups": 10,
+    "hits": 4,
+    "hit_rate": 0.4,
+    "errors": 0,
+    "wrong_hit_rate": 0.25,
     "recent_hits": [{"request_id": "req_a", "similarity": 0.9731, "served_from": "flight"}],
 }
 
@@ -429,8 +465,14 @@ async def test_every_figure_shows_its_whole_label_and_value(size: tuple[int, int
     app = DashboardApp("http://test", fetch=Statuses(status(fleet=fleet)), refresh_s=NEVER_S)
     async with app.run_test(size=size) as pilot:
         await pilot.pause()
-        figures = [f for f in app.query(Figure) if f.visible and f.parent is not None
-                   and f.parent.parent is not None and f.parent.parent.display]
+        figures = [
+            f
+            for f in app.query(Figure)
+            if f.visible
+            and f.parent is not None
+            and f.parent.parent is not None
+            and f.parent.parent.display
+        ]
         assert len(figures) == 9 + 7 + 4 + 4
         for fig in figures:
             app.screen.scroll_to_widget(fig, animate=False, immediate=True)
@@ -438,8 +480,8 @@ async def test_every_figure_shows_its_whole_label_and_value(size: tuple[int, int
             x, y, width, _ = fig.region
             lines = screen_lines(app)
             assert width > 0, fig.id
-            assert lines[y][x:x + width].strip() == fig.label, (size, fig.id, lines[y])
-            assert lines[y + 1][x:x + width].strip() == fig.value, (size, fig.id, lines[y + 1])
+            assert lines[y][x : x + width].strip() == fig.label, (size, fig.id, lines[y])
+            assert lines[y + 1][x : x + width].strip() == fig.value, (size, fig.id, lines[y + 1])
             assert "…" not in lines[y] + lines[y + 1]
 
 
@@ -455,6 +497,111 @@ async def test_no_table_is_cut_at_80x24_or_120x40(size: tuple[int, int]) -> None
             await pilot.pause()
             assert table.virtual_size.width <= table.scrollable_content_region.width, table.id
             x, y, width, _ = table.region
-            heading = screen_lines(app)[y][x:x + width]
+            heading = screen_lines(app)[y][x : x + width]
             for column in table.columns.values():
                 assert str(column.label) in heading, (size, table.id, heading)
+
+
+def running_task(task_id: str, agent: str, attempt: int, left_s: float) -> dict[str, Any]:
+    """One `running_tasks` entry as `FleetSnapshot.to_json()` writes it."""
+    return {
+        "task_id": task_id,
+        "agent": agent,
+        "attempt": attempt,
+        "lease_expires_at_s": 0.0,
+        "lease_remaining_s": left_s,
+        "lease_s": 60.0,
+    }
+
+
+LONG_ID = "migrate-the-billing-service-to-the-new-ledger-schema-and-backfill-2025"
+RUNNING = [
+    running_task("fix-login", "agent-1", 2, 42.4),
+    running_task(LONG_ID, "claude-code-agent-with-a-very-long-name-7", 1, 125.0),
+    running_task("write-docs", "agent-2", 12, -3.0),
+    *(running_task(f"task-{n}", f"agent-{n}", 1, 50.0 + n) for n in range(3, 8)),
+]
+
+
+async def test_fleet_panel_lists_running_tasks_with_agent_attempt_and_lease() -> None:
+    """Under the counts, each running task with its agent, attempt and lease left (a lease
+    that ran out says so), as the web dashboard shows them; `none running` for an empty list;
+    a fleet that reports no list shows its counts only, and a fleet error hides the list."""
+    fleet = {"pending": 2, "running": 3, "running_tasks": RUNNING[:3]}
+    statuses = Statuses(status(fleet=fleet))
+    app = DashboardApp("http://test", fetch=statuses, refresh_s=NEVER_S)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert figure(app, "fleet-running") == "3"  # the list is no count of its own
+        assert not app.query("#fleet-running_tasks")
+        tasks = app.query_one("#fleet-running-tasks", RunningTasks)
+        assert tasks.display
+        heading, *rows = tasks.lines
+        assert heading.split() == ["task", "agent", "attempt", "lease", "left"]
+        assert rows[0].split() == ["fix-login", "agent-1", "2", "42s"]
+        assert rows[1].split()[2:] == ["1", "2m", "5s"]
+        assert rows[2].split() == ["write-docs", "agent-2", "12", "expired"]
+
+        statuses.current = status(fleet={**fleet, "running": 0, "running_tasks": []})
+        await app.refresh_status()
+        await pilot.pause()
+        assert tasks.lines == ["none running"] and tasks.display
+
+        statuses.current = status(fleet={"pending": 2, "running": 1})
+        await app.refresh_status()
+        await pilot.pause()
+        assert not tasks.display and figure(app, "fleet-running") == "1"
+
+        statuses.current = status(fleet={"error": "fleet status unavailable (OSError)"})
+        await app.refresh_status()
+        await pilot.pause()
+        assert not tasks.display
+
+
+def test_running_lines_cut_names_never_the_attempt_or_the_lease() -> None:
+    """Narrow, the task and agent names are cut with an ellipsis to the width; the attempt
+    and the lease come whole; past the row limit a line says how many more run."""
+    lines = running_lines(RUNNING, 50)
+    assert len(lines) == 1 + RUNNING_ROWS + 1 and lines[-1] == f"+{len(RUNNING) - 5} more"
+    assert all(len(line) <= 50 for line in lines)
+    long_row = lines[2]
+    assert "…" in long_row and LONG_ID not in long_row
+    assert long_row.split()[-3:] == ["1", "2m", "5s"]
+    assert lines[3].split()[-2:] == ["12", "expired"]
+    assert running_lines(RUNNING[:1], 50)[1].split() == ["fix-login", "agent-1", "2", "42s"]
+    assert running_lines(RUNNING[:3], 400)[2].split()[:2] == [
+        LONG_ID,
+        "claude-code-agent-with-a-very-long-name-7",
+    ]  # room enough: nothing cut
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_running_tasks_fit_the_fleet_panel_at_80x24_and_120x40(
+    size: tuple[int, int],
+) -> None:
+    """On screen every running-task line is whole inside the panel (what is cut is a name,
+    cut with an ellipsis, never a line by the panel's edge), with `+N more` past the rows."""
+    fleet = {
+        "pending": 12,
+        "running": len(RUNNING),
+        "done": 1_400,
+        "failed": 2,
+        "running_tasks": RUNNING,
+    }
+    app = DashboardApp("http://test", fetch=Statuses(status(fleet=fleet)), refresh_s=NEVER_S)
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        tasks = app.query_one("#fleet-running-tasks", RunningTasks)
+        app.screen.scroll_to_widget(tasks, animate=False, immediate=True)
+        await pilot.pause()
+        x, y, width, height = tasks.region
+        lines = tasks.lines
+        assert height == len(lines) == 1 + RUNNING_ROWS + 1
+        assert all(len(line) <= width for line in lines), (size, width)
+        shown = screen_lines(app)
+        for n, line in enumerate(lines):
+            assert shown[y + n][x : x + width].rstrip() == line, (size, n, shown[y + n])
+        assert lines[-1] == f"+{len(RUNNING) - RUNNING_ROWS} more"
+        assert "…" in lines[2]  # the long task id, cut to the panel
+        assert lines[2].split()[-3:] == ["1", "2m", "5s"]
+        assert lines[3].split()[-2:] == ["12", "expired"]

@@ -71,9 +71,15 @@ def test_v1_prompt_opts_in_by_body_field_which_wins_over_the_header(url: str) ->
 
 
 def test_a_field_that_is_not_a_boolean_is_refused_naming_it(url: str) -> None:
-    answer = httpx.post(url + "/v1/messages", json={
-        "model": "echo", "max_tokens": 64, "optimize_prompt": "yes",
-        "messages": [{"role": "user", "content": written(6)}]})
+    answer = httpx.post(
+        url + "/v1/messages",
+        json={
+            "model": "echo",
+            "max_tokens": 64,
+            "optimize_prompt": "yes",
+            "messages": [{"role": "user", "content": written(6)}],
+        },
+    )
     assert answer.status_code == 400
     assert "optimize_prompt" in answer.text
 
@@ -82,8 +88,9 @@ def test_the_anthropic_door_opts_in_by_header_or_field(url: str) -> None:
     client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
 
     def ask(n: int, **kw: object) -> str:
-        message = client.messages.create(model="echo", max_tokens=256, messages=[
-            {"role": "user", "content": written(n)}], **kw)  # type: ignore[call-overload]
+        message = client.messages.create(
+            model="echo", max_tokens=256, messages=[{"role": "user", "content": written(n)}], **kw
+        )  # type: ignore[call-overload]
         return str(message.content[0].text)
 
     assert ask(7, extra_headers={HEADER: "1"}) == optimized(7)
@@ -95,8 +102,9 @@ def test_the_openai_door_opts_in_by_header_or_field(url: str) -> None:
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
 
     def ask(n: int, **kw: object) -> str:
-        completion = client.chat.completions.create(model="echo", messages=[
-            {"role": "user", "content": written(n)}], **kw)  # type: ignore[call-overload]
+        completion = client.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": written(n)}], **kw
+        )  # type: ignore[call-overload]
         return str(completion.choices[0].message.content)
 
     assert ask(10, extra_headers={HEADER: "true"}) == optimized(10)
@@ -109,8 +117,9 @@ def test_the_completions_door_opts_in_by_header_or_field(url: str) -> None:
 
     def ask(n: int, **kw: object) -> tuple[str, int]:
         before = tokens_saved()
-        completion = client.completions.create(model="echo", prompt=written(n), max_tokens=256,
-                                               **kw)  # type: ignore[call-overload]
+        completion = client.completions.create(
+            model="echo", prompt=written(n), max_tokens=256, **kw
+        )  # type: ignore[call-overload]
         return completion.choices[0].text, tokens_saved() - before
 
     answer, saved = ask(13, extra_headers={HEADER: "1"})
@@ -119,9 +128,12 @@ def test_the_completions_door_opts_in_by_header_or_field(url: str) -> None:
     assert answer == optimized(14) and saved > 0
     assert ask(15) == (written(15), 0)
     assert ask(16, extra_headers={HEADER: "1"}, extra_body={"optimize_prompt": False}) == (
-        written(16), 0)
-    streamed = client.completions.create(model="echo", prompt=written(17), max_tokens=256,
-                                         stream=True, extra_headers={HEADER: "on"})
+        written(16),
+        0,
+    )
+    streamed = client.completions.create(
+        model="echo", prompt=written(17), max_tokens=256, stream=True, extra_headers={HEADER: "on"}
+    )
     assert "".join(chunk.choices[0].text for chunk in streamed if chunk.choices) == optimized(17)
 
 
@@ -130,8 +142,7 @@ def test_the_responses_door_opts_in_by_header_or_field(url: str) -> None:
 
     def ask(n: int, **kw: object) -> tuple[str, int]:
         before = tokens_saved()
-        response = client.responses.create(model="echo", input=written(n),
-                                           **kw)  # type: ignore[call-overload]
+        response = client.responses.create(model="echo", input=written(n), **kw)  # type: ignore[call-overload]
         return response.output_text, tokens_saved() - before
 
     answer, saved = ask(18, extra_headers={HEADER: "1"})
@@ -140,12 +151,17 @@ def test_the_responses_door_opts_in_by_header_or_field(url: str) -> None:
     assert answer == optimized(19) and saved > 0
     assert ask(20) == (written(20), 0)
     assert ask(21, extra_headers={HEADER: "true"}, extra_body={"optimize_prompt": False}) == (
-        written(21), 0)
-    with client.responses.stream(model="echo", input=written(22),
-                                 extra_headers={HEADER: "1"}) as stream:
+        written(21),
+        0,
+    )
+    with client.responses.stream(
+        model="echo", input=written(22), extra_headers={HEADER: "1"}
+    ) as stream:
         assert stream.get_final_response().output_text == optimized(22)
-    bad = httpx.post(url + "/v1/responses", json={
-        "model": "echo", "input": written(23), "optimize_prompt": "yes"})
+    bad = httpx.post(
+        url + "/v1/responses",
+        json={"model": "echo", "input": written(23), "optimize_prompt": "yes"},
+    )
     assert bad.status_code == 400 and "optimize_prompt" in bad.text
 
 
@@ -168,20 +184,26 @@ def test_the_responses_websocket_opts_in_by_the_upgrades_header_or_a_field(url: 
         with client.responses.connect(extra_headers=headers) as connection:
             for body in bodies:
                 before = tokens_saved()
-                connection.send({"type": "response.create", "model": "echo",
-                                 **body})  # type: ignore[typeddict-item]
+                connection.send({"type": "response.create", "model": "echo", **body})  # type: ignore[typeddict-item]
                 last = until_done(iter(connection))[-1]
                 assert last.type == "response.completed", last  # type: ignore[attr-defined]
-                got.append((last.response.output_text,  # type: ignore[attr-defined]
-                            tokens_saved() - before))
+                got.append(
+                    (
+                        last.response.output_text,  # type: ignore[attr-defined]
+                        tokens_saved() - before,
+                    )
+                )
         return got
 
-    opted = answers({HEADER: "1"}, {"input": written(24)}, {"input": written(25)},
-                    {"input": written(26), "optimize_prompt": False})
+    opted = answers(
+        {HEADER: "1"},
+        {"input": written(24)},
+        {"input": written(25)},
+        {"input": written(26), "optimize_prompt": False},
+    )
     assert [text for text, _ in opted] == [optimized(24), optimized(25), written(26)]
     assert opted[0][1] > 0 and opted[1][1] > 0 and opted[2][1] == 0
-    plain = answers({}, {"input": written(27)},
-                    {"input": written(28), "optimize_prompt": True})
+    plain = answers({}, {"input": written(27)}, {"input": written(28), "optimize_prompt": True})
     assert plain[0] == (written(27), 0)
     assert plain[1][0] == optimized(28) and plain[1][1] > 0
 

@@ -38,7 +38,11 @@ TOOLS: list[Any] = [
     }
 ]
 ASK: list[Any] = [
-    {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Be a coder."}]},  # noqa: E501
+    {
+        "type": "message",
+        "role": "developer",
+        "content": [{"type": "input_text", "text": "Be a coder."}],
+    },
     {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "open main"}]},
 ]
 
@@ -52,8 +56,7 @@ def until_done(events: Iterator[Any]) -> list[Any]:
     answer = []
     for event in events:
         answer.append(event)
-        if event.type in ("response.completed", "response.incomplete", "response.failed",
-                          "error"):
+        if event.type in ("response.completed", "response.incomplete", "response.failed", "error"):
             return answer
     raise AssertionError(f"the socket closed after {[e.type for e in answer]}")
 
@@ -111,7 +114,9 @@ def test_previous_response_id_puts_the_sockets_conversation_before_the_input(
     assert second.status == "completed" and second.id != first.id
     last = worker.requests[-1]
     assert [(m.role, m.content) for m in last.messages] == [
-        ("user", "red green"), ("assistant", first.output_text), ("user", "blue"),
+        ("user", "red green"),
+        ("assistant", first.output_text),
+        ("user", "blue"),
     ]
     assert last.system == "Be brief."
 
@@ -185,12 +190,10 @@ def test_a_conversation_grows_only_to_what_one_body_could_carry(
         connection.response.create(model="echo", input="a " * 500)
         first = until_done(iter(connection))[-1].response
         assert first.status == "completed"
-        connection.response.create(model="echo", input="b " * 1000,
-                                   previous_response_id=first.id)
+        connection.response.create(model="echo", input="b " * 1000, previous_response_id=first.id)
         (error,) = until_done(iter(connection))
         assert error.type == "error" and error.status == 413 and error.error.param == "input"
-        connection.response.create(model="echo", input="small",
-                                   previous_response_id=first.id)
+        connection.response.create(model="echo", input="small", previous_response_id=first.id)
         assert until_done(iter(connection))[-1].type == "response.completed"
 
 
@@ -208,8 +211,18 @@ def test_bad_messages_are_error_events_and_the_socket_serves_on(
             ("[1, 2]", "type"),
             (json.dumps({"type": "session.update"}), "type"),
             (b"\x00\x01", None),
-            (json.dumps({"type": "response.create", "model": "echo", "input": "hi",
-                         "tool_choice": "required", "tools": TOOLS}), "tool_choice"),
+            (
+                json.dumps(
+                    {
+                        "type": "response.create",
+                        "model": "echo",
+                        "input": "hi",
+                        "tool_choice": "required",
+                        "tools": TOOLS,
+                    }
+                ),
+                "tool_choice",
+            ),
         ]:
             ws.send(bad)
             (error,) = raw_answer(ws)
@@ -217,8 +230,11 @@ def test_bad_messages_are_error_events_and_the_socket_serves_on(
             assert error["error"]["type"] == "invalid_request_error"
             assert error["error"]["param"] == param and error["error"]["message"]
         ws.send(json.dumps({"type": "response.processed", "response_id": "resp_x"}))
-        ws.send(json.dumps({"type": "response.create", "model": "echo", "input": "fine",
-                            "stream_id": "lane-1"}))
+        ws.send(
+            json.dumps(
+                {"type": "response.create", "model": "echo", "input": "fine", "stream_id": "lane-1"}
+            )
+        )
         answer = raw_answer(ws)
     assert answer[0]["type"] == "response.created"  # nothing answered response.processed
     assert answer[-1]["response"]["output"][0]["content"][0]["text"] == "fine"
@@ -246,8 +262,11 @@ def test_the_socket_needs_the_token_and_a_same_site_origin(
         raw_socket(url).close()
     assert refused.value.response.status_code == 401
     with pytest.raises(InvalidStatus) as refused:
-        raw_socket(url, origin="http://evil.example",  # type: ignore[arg-type]
-                   additional_headers={"authorization": f"Bearer {TOKEN}"}).close()
+        raw_socket(
+            url,
+            origin="http://evil.example",  # type: ignore[arg-type]
+            additional_headers={"authorization": f"Bearer {TOKEN}"},
+        ).close()
     assert refused.value.response.status_code == 403
     with sdk(url, TOKEN).responses.connect() as connection:
         connection.response.create(model="echo", input="hi")
@@ -262,8 +281,11 @@ def test_a_message_over_the_size_limit_closes_the_socket(
     writing to), before the server parses it."""
     url = start_server()
     with pytest.raises(ConnectionClosed) as closed, raw_socket(url, max_size=None) as ws:
-        ws.send(json.dumps({"type": "response.create", "model": "echo",
-                            "input": "x" * (4 * 1024 * 1024)}))
+        ws.send(
+            json.dumps(
+                {"type": "response.create", "model": "echo", "input": "x" * (4 * 1024 * 1024)}
+            )
+        )
         ws.recv(timeout=5)
     assert closed.value.rcvd is None or closed.value.rcvd.code == 1009
 
@@ -303,11 +325,14 @@ async def test_a_tool_round_trip_reaches_the_upstream_as_whole_conversations(
         first = [event async for event in _until_done(connection)]
         call = first[-1].response.output[1]
         assert call.type == "function_call" and call.arguments == FUNCTION_ARGUMENTS
-        output = {"type": "function_call_output", "call_id": call.call_id,
-                  "output": "print('hi')"}
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": "print('hi')"}
         await connection.response.create(
-            model=MODEL, input=[output], tools=TOOLS, store=False,
-            previous_response_id=first[-1].response.id, stream_id="lane-9",
+            model=MODEL,
+            input=[output],
+            tools=TOOLS,
+            store=False,
+            previous_response_id=first[-1].response.id,
+            stream_id="lane-9",
         )
         second = [event async for event in _until_done(connection)]
     await client.close()
@@ -317,8 +342,10 @@ async def test_a_tool_round_trip_reaches_the_upstream_as_whole_conversations(
     one, two = (r.body for r in upstream.requests)
     assert one["input"] == ASK and one["stream"] is True
     assert two["input"][: len(ASK)] == ASK
-    assert [item["type"] for item in two["input"][len(ASK):]] == [
-        "message", "function_call", "function_call_output",
+    assert [item["type"] for item in two["input"][len(ASK) :]] == [
+        "message",
+        "function_call",
+        "function_call_output",
     ]
     assert two["input"][-1] == output
     for body in (one, two):
