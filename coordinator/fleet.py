@@ -209,6 +209,11 @@ class Fleet:
         self._loops: dict[int, threading.Thread] = {}  # loop number -> its thread
         self._busy: dict[str, str] = {}  # agent -> the task it runs now
         self._stopped_by_signal = False
+        # Stop signals received (by the handler) and acted on (by `run`'s loop); see
+        # `signals_handled` for why the handler does nothing else.
+        self._signals_received = 0
+        self._signals_acted_on = 0
+        self._announce: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -248,24 +253,37 @@ class Fleet:
 
     @contextlib.contextmanager
     def signals_handled(self, announce: Callable[[str], None] | None = None) -> Iterator[Fleet]:
-        """Route SIGINT and SIGTERM to `request_stop` while running (main thread only);
-        `announce` is told what each stop request does (`stop_notice`)."""
+        """Route SIGINT and SIGTERM to `request_stop` while `run` runs (main thread only);
+        `announce` is told what each stop request does (`stop_notice`).
+
+        The handler only counts the signal, and `run`'s loop acts on it within 0.2 s: a handler
+        runs in the main thread between any two bytecodes, also while that thread holds
+        `_lock` (it does around its look at the loops) or is inside `announce`, so a handler
+        that took a lock there would wait for itself forever. One that did hung a Ctrl-C'd
+        coordinator under load, its main thread and an agent loop both waiting on `_lock`.
+        """
 
         def handle(*_: object) -> None:
-            # Stop first, announce after: once the notice is out, a second Ctrl-C (its
-            # handler may run before this one returns) already means "now".
-            notice = self.stop_notice()
-            self.request_stop()
-            if announce is not None:
-                with contextlib.suppress(RuntimeError):  # a print it interrupted
-                    announce(notice)
+            self._signals_received += 1
 
+        self._announce = announce
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield self
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self._announce = None
+
+    def _act_on_signals(self) -> None:
+        """Each stop signal received since the last look: request the stop, then say what it
+        does (once the notice is out, the next Ctrl-C already means "now")."""
+        while self._signals_acted_on < self._signals_received:
+            self._signals_acted_on += 1
+            notice = self.stop_notice()
+            self.request_stop()
+            if self._announce is not None:
+                self._announce(notice)
 
     def snapshot(self) -> FleetSnapshot:
         """The fleet now: the queue's counts, recent rates and latencies, agents busy/idle, and
@@ -288,6 +306,7 @@ class Fleet:
         self._heartbeats = HeartbeatMemory(self.memory) if self.memory is not None else None
         try:
             while True:
+                self._act_on_signals()
                 self._wake.clear()
                 if not self._stop.is_set() and not self._drained.is_set():
                     self._start_missing_loops(until_empty)
@@ -299,6 +318,7 @@ class Fleet:
                 # responsive to signals; a loop that ends wakes it at once.
                 self._wake.wait(0.2)
         finally:
+            self._act_on_signals()  # one that came as the loop ended still counts
             if self._heartbeats is not None:
                 self._heartbeats.close()
         return FleetResult(

@@ -528,3 +528,36 @@ def test_the_fleets_own_children_survive_a_sigkilled_supervisors_clean_up(tmp_pa
             bystander.kill()
             bystander.wait()
         fleet.join(timeout=60)
+
+
+def test_the_stop_signal_handler_takes_no_lock_and_run_acts_on_it(tmp_path):
+    """A signal handler runs in the main thread between any two bytecodes, also while that
+    thread holds the fleet's lock: a handler that took the lock would wait for itself forever
+    (a Ctrl-C'd coordinator hung so). Here another thread holds the lock while the signal
+    comes: the handler must return at once, and `run` acts on the signal."""
+    queue = make_queue(tmp_path)
+    fleet = Fleet(
+        queue,
+        resolve_profile("true", {}),
+        settings=FleetSettings(poll_s=0.05, grace_s=0.0, workdir=tmp_path),
+    )
+    notes: list[str] = []
+    held, holder_done = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with fleet._lock:
+            held.set()
+            time.sleep(5)  # the handler, if it wanted the lock, would wait out this sleep
+        holder_done.set()
+
+    with fleet.signals_handled(announce=notes.append):
+        holder = threading.Thread(target=hold_the_lock)
+        holder.start()
+        assert held.wait(10)
+        signal.raise_signal(signal.SIGINT)
+        returned_while_held = not holder_done.is_set()
+        holder.join()
+        result = fleet.run()
+    assert returned_while_held
+    assert result.stopped_by_signal
+    assert notes == ["stopping: no agent is running"]
