@@ -713,10 +713,12 @@ class Pipeline:
     def _answered(self, job: Job, delivered: Sequence[InferenceResponse]) -> None:
         """The one place a final answer is observed, plain or streamed: feedback attribution
         for every caller's response, then the quality hooks on the leader's answer."""
+        requests = {each.request.request_id: each.request for each in (job, *job.followers)}
         for response in delivered:
             self.feedback.answered(response)
             if response.cached or response.deduped:
-                self._count_saved(response)
+                request = requests.get(response.request_id, job.request)
+                self._count_saved(response, request.client)
         if self._log_prompts:
             self._log_prompt(job, delivered)
         if self.postprocess.hooks:
@@ -740,19 +742,21 @@ class Pipeline:
                 prompt_log_text(response.text),
             )
 
-    def _count_saved(self, response: InferenceResponse) -> None:
-        """Cost avoided by an answer that made no upstream call: priced like the call."""
+    def _count_saved(self, response: InferenceResponse, client: str | None) -> None:
+        """An answer that made no upstream call, for `client`: counted in the usage ledger,
+        and the cost avoided (priced like the call; nothing for a free route or an unpriced
+        model) in `saved_usd` by kind."""
         route = self._routes_by_name.get(response.provider)
-        if route is None or route.free:
-            return
         price = self.prices.price(response.model)
-        if price is None:
-            return
+        saved = 0.0 if route is None or route.free or price is None else price.cost_usd(
+            response.usage
+        )
+        self.usage.record_without_call(model=response.model, client=client, saved_usd=saved)
         if response.cache_kind == "semantic":
             kind = "semantic"
         else:
             kind = "cache" if response.cached else "dedup"
-        self.metrics.saved_usd[kind] += price.cost_usd(response.usage)
+        self.metrics.saved_usd[kind] += saved
 
     @staticmethod
     def _final_text(job: Job) -> str:

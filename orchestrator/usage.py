@@ -5,12 +5,14 @@
     ledger.to_dict()   # {"by_model": {...}, "by_client": {...}, "rows": [...]}
 
 The pipeline records each answered upstream call where it charges the budget, so the ledger's
-cost adds up to the requests' share of `cost_usd_total` (answers served from the cache or by
-dedup made no call: they are in `saved_usd`, not here). The client is a label the front door
-chose (`client_label` of the `x-orchestrator-agent` header, else the auth role), never a
-token. Labels are bounded: at most `max_clients` distinct clients and `max_models` distinct
-models; later ones are counted under `OTHER`, so no caller can grow the ledger (or the
-Prometheus series built from it) without limit.
+requests, tokens and cost add up to the upstream calls and `cost_usd_total`. An answer served
+without a call (the response cache, coalescing, semantic dedup) is counted apart, for the
+client that got it: `answered_without_call`, and `saved_usd`, what the call would have cost
+(priced like it; these add up to `saved_usd` in the pipeline's snapshot). The client is a
+label the front door chose (`client_label` of the `x-orchestrator-agent` header, else the
+auth role), never a token. Labels are bounded: at most `max_clients` distinct clients and
+`max_models` distinct models; later ones are counted under `OTHER`, so no caller can grow the
+ledger (or the Prometheus series built from it) without limit.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class UsageTotals:
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cost_usd: float = 0.0
+    answered_without_call: int = 0
+    saved_usd: float = 0.0
 
     def tokens(self) -> dict[str, int]:
         """Token counts keyed by `TOKEN_KINDS`."""
@@ -78,6 +82,8 @@ class UsageTotals:
                 self.cache_creation_input_tokens + other.cache_creation_input_tokens
             ),
             cost_usd=self.cost_usd + other.cost_usd,
+            answered_without_call=self.answered_without_call + other.answered_without_call,
+            saved_usd=self.saved_usd + other.saved_usd,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,20 +118,31 @@ class UsageLedger:
         self._rows: dict[tuple[str, str], UsageTotals] = {}
 
     def record(self, *, model: str, client: str | None, usage: Usage, cost_usd: float) -> None:
-        """Count one answered request of `model` for `client` (None: `anonymous`)."""
+        """Count one answered upstream call of `model` for `client` (None: `anonymous`)."""
+        self._add(
+            model,
+            client,
+            UsageTotals(
+                requests=1,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_input_tokens=usage.cache_read_input_tokens,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                cost_usd=cost_usd,
+            ),
+        )
+
+    def record_without_call(self, *, model: str, client: str | None, saved_usd: float) -> None:
+        """Count one answer of `model` that `client` got without an upstream call, and what
+        that call would have cost."""
+        self._add(model, client, UsageTotals(answered_without_call=1, saved_usd=saved_usd))
+
+    def _add(self, model: str, client: str | None, totals: UsageTotals) -> None:
         key = (
             self._bounded(self._models, model[:_MAX_MODEL_CHARS] or "unknown", self.max_models),
             self._bounded(self._clients, client_label(client) or "anonymous", self.max_clients),
         )
-        one = UsageTotals(
-            requests=1,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_input_tokens=usage.cache_read_input_tokens,
-            cache_creation_input_tokens=usage.cache_creation_input_tokens,
-            cost_usd=cost_usd,
-        )
-        self._rows[key] = self._rows.get(key, UsageTotals()).plus(one)
+        self._rows[key] = self._rows.get(key, UsageTotals()).plus(totals)
 
     @staticmethod
     def _bounded(seen: set[str], label: str, limit: int) -> str:

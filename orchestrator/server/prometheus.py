@@ -189,13 +189,25 @@ def _usage_metrics(rows: Any) -> Iterator[Metric]:
     cost = CounterMetricFamily(
         "orchestrator_usage_cost_usd", "Spend in US dollars, by model and client.", labels=labels
     )
+    without_call = CounterMetricFamily(
+        "orchestrator_usage_answered_without_call",
+        "Answers served from the cache or by dedup (no upstream call), by model and client.",
+        labels=labels,
+    )
+    saved = CounterMetricFamily(
+        "orchestrator_usage_saved_usd",
+        "What the upstream calls those answers avoided would have cost, by model and client.",
+        labels=labels,
+    )
     for row in rows:
         pair = [row["model"], row["client"]]
         requests.add_metric(pair, row["requests"])
         for kind, field in _TOKEN_FIELDS:
             tokens.add_metric([*pair, kind], row[field])
         cost.add_metric(pair, row["cost_usd"])
-    yield from (requests, tokens, cost)
+        without_call.add_metric(pair, row.get("answered_without_call", 0))
+        saved.add_metric(pair, row.get("saved_usd", 0.0))
+    yield from (requests, tokens, cost, without_call, saved)
 
 
 def _semantic_metrics(dedup: Mapping[str, Any]) -> Iterator[Metric]:

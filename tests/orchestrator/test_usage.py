@@ -34,7 +34,7 @@ def test_records_every_usage_field_by_model_and_client() -> None:
     assert data["rows"][0] == {
         "model": "m1", "client": "planner", "requests": 2, "input_tokens": 20,
         "output_tokens": 10, "cache_read_input_tokens": 200, "cache_creation_input_tokens": 14,
-        "cost_usd": 0.75,
+        "cost_usd": 0.75, "answered_without_call": 0, "saved_usd": 0.0,
     }
     assert data["by_model"]["m2"]["requests"] == 1
     assert data["by_client"]["coder"]["output_tokens"] == 1
@@ -74,3 +74,16 @@ def test_bounds_are_validated() -> None:
     """A bound below 1 is refused, naming the parameter."""
     with pytest.raises(ValueError, match="max_clients"):
         UsageLedger(max_clients=0)
+
+
+def test_an_answer_without_a_call_is_counted_apart_from_the_calls() -> None:
+    """Served from a cache or by dedup: no request, tokens or cost of its own, but one answer
+    without a call and what it saved, under the client that got it."""
+    ledger = UsageLedger()
+    ledger.record(model="m1", client="planner", usage=Usage(input_tokens=10), cost_usd=0.5)
+    ledger.record_without_call(model="m1", client="reviewer", saved_usd=0.5)
+    ledger.record_without_call(model="m1", client="reviewer", saved_usd=0.5)
+    reviewer = ledger.by_client()["reviewer"]
+    assert (reviewer.requests, reviewer.input_tokens, reviewer.cost_usd) == (0, 0, 0.0)
+    assert (reviewer.answered_without_call, reviewer.saved_usd) == (2, 1.0)
+    assert ledger.by_model()["m1"].requests == 1

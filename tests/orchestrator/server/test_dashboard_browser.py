@@ -406,7 +406,8 @@ async def test_learned_panels_are_hidden_without_them(site: Site, page: Page) ->
 
 
 async def test_usage_panel_shows_requests_by_model_and_client(site: Site, page: Page) -> None:
-    """The usage panel lists each (model, client) pair with its requests and tokens."""
+    """The usage panel lists each (model, client) pair with its requests and tokens, and the
+    answers it got without an upstream call."""
     await text_becomes(page, "#connection", "live")
     await text_becomes(page, "#usage-rows td", "none yet")
     site.gate.set()
@@ -417,3 +418,8 @@ async def test_usage_panel_shows_requests_by_model_and_client(site: Site, page: 
     await text_becomes(page, f"{row} .requests", "3")
     await number_exceeds(page, f"{row} .output", 0)
     await text_becomes(page, '#usage-rows tr[data-client="reviewer"] .requests', "1")
+    # The same question again, from a third client: answered without a call (the cache).
+    await site.pipeline.infer(InferenceRequest("another question", client="auditor"))
+    auditor = '#usage-rows tr[data-client="auditor"]'
+    await text_becomes(page, f"{auditor} .without-call", "1")
+    await text_becomes(page, f"{auditor} .requests", "0")

@@ -186,3 +186,32 @@ def test_log_prompts_records_prompt_and_answer_masked_and_truncated(
     assert "walrus" in message and "client=tester" in message
     assert key not in message and "[REDACTED]" in message
     assert "more chars" in message and len(message) < 5000
+
+
+def test_an_answer_served_without_a_call_counts_for_the_client_that_got_it(
+    start_server: Callable[..., str],
+) -> None:
+    """The same prompt from a second agent is answered from the response cache: the second
+    agent's row counts no upstream request and no cost, but one answer without a call and what
+    it saved; the ledger's cost still adds up to the upstream calls'; /metrics says the same."""
+    url = _server(start_server)
+    for agent in ("planner", "reviewer"):
+        client = anthropic.Anthropic(base_url=url, api_key=TOKEN, max_retries=0,
+                                     default_headers={"x-orchestrator-agent": agent})
+        client.messages.create(model=MODEL, max_tokens=64,
+                               messages=[{"role": "user", "content": "the same question"}])
+    rows = _usage(url)
+    planner, reviewer = rows[f"{MODEL}|planner"], rows[f"{MODEL}|reviewer"]
+    assert (planner["requests"], planner["answered_without_call"]) == (1, 0)
+    assert (reviewer["requests"], reviewer["answered_without_call"]) == (0, 1)
+    assert reviewer["cost_usd"] == 0 and reviewer["input_tokens"] == 0
+    assert reviewer["saved_usd"] == pytest.approx(planner["cost_usd"])
+    status = httpx.get(url + "/v1/status", headers={"authorization": f"Bearer {TOKEN}"}).json()
+    assert status["saved_usd"]["total"] == pytest.approx(reviewer["saved_usd"])
+    _, samples = _scrape(url)
+    pair = (("client", "reviewer"), ("model", MODEL))
+    assert samples["orchestrator_usage_answered_without_call_total"][pair] == 1
+    assert samples["orchestrator_usage_saved_usd_total"][pair] == pytest.approx(
+        reviewer["saved_usd"]
+    )
+    assert samples["orchestrator_usage_requests_total"][pair] == 0
