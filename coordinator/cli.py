@@ -134,6 +134,17 @@ def _parser() -> argparse.ArgumentParser:
         "--telemetry-interval-s", type=float, help="seconds between telemetry samples (default 5)"
     )
     loop.add_argument(
+        "--telemetry-nats",
+        metavar="URL",
+        help="publish every telemetry snapshot to this NATS server too (e.g. "
+        "nats://127.0.0.1:4222), so other processes can watch them",
+    )
+    loop.add_argument(
+        "--telemetry-nats-subject",
+        metavar="SUBJECT",
+        help="the NATS subject of --telemetry-nats (default orchestrator.telemetry)",
+    )
+    loop.add_argument(
         "--dry-run",
         action="store_true",
         help="detect and tune on paper only: write no task, change nothing",
@@ -635,6 +646,8 @@ def _loop_settings(args: argparse.Namespace, settings: Settings) -> Any:
         target_branch=args.target_branch,
         merge=args.merge,
         telemetry_interval_s=args.telemetry_interval_s,
+        telemetry_nats=args.telemetry_nats,
+        telemetry_nats_subject=args.telemetry_nats_subject,
         dry_run=args.dry_run,
     )
 
@@ -899,6 +912,13 @@ def _print_loop(loop: Mapping[str, Any], *, open_meta: list[str]) -> None:
 
     for line in status_lines(loop.get("experiments")):
         print("  " + line)
+    nats = (loop.get("telemetry_bus") or {}).get("nats")
+    if nats:
+        print(
+            f"  telemetry on NATS {nats['url']} subject {nats['subject']}: "
+            f"{nats['published']} published, {nats['dropped']} dropped"
+            + ("" if nats.get("connected") else " (not connected)")
+        )
     print(f"  open meta-tasks: {', '.join(open_meta) or 'none'}")
     results = loop.get("gate_results") or []
     print("  gate results:" + ("" if results else " none yet"))

@@ -72,6 +72,8 @@ class SelfImproveSettings:
     target_branch: str | None = None
     merge: MergeMode = MergeMode.REVIEW
     telemetry_interval_s: float = 5.0
+    telemetry_nats: str | None = None  # a NATS URL the telemetry is mirrored to
+    telemetry_nats_subject: str | None = None  # its subject (None: orchestrator.telemetry)
     dry_run: bool = False
     static_findings: bool = True  # ruff and vulture over the repository, hourly, as tasks
     gate: GateSettings = field(default_factory=GateSettings)
@@ -82,6 +84,12 @@ class SelfImproveSettings:
             0 < interval < float("inf")
         ):
             raise ConfigError(f"telemetry_interval_s must be a number > 0, got {interval!r}")
+        if self.telemetry_nats_subject is not None:
+            from self_tune.nats_bus import subject_problem
+
+            problem = subject_problem(self.telemetry_nats_subject)
+            if problem is not None:
+                raise ConfigError(f"telemetry_nats_subject: {problem}")
 
 
 def worktree_scope(tasks_dir: Path) -> str:
@@ -187,7 +195,9 @@ class SelfImprovement:
             sources, config=config, generator=self.generator,
             interval_s=settings.telemetry_interval_s, dry_run=settings.dry_run,
             journal=MemoryJournal(memory) if memory is not None else None,
-            on_tick=self._after_round, clock=clock, monotonic=monotonic)
+            on_tick=self._after_round, telemetry_nats=settings.telemetry_nats,
+            telemetry_nats_subject=settings.telemetry_nats_subject, clock=clock,
+            monotonic=monotonic)
         self._monotonic = monotonic
         self._next_scan_at = monotonic()  # the first round scans
         self._memory = memory
@@ -287,7 +297,8 @@ def with_flags(settings: SelfImproveSettings, **flags: Any) -> SelfImproveSettin
 
 
 _LOOP_KEYS = {"repo": str, "target_branch": str, "merge": str, "telemetry_interval_s": float,
-              "dry_run": bool, "static_findings": bool}
+              "telemetry_nats": str, "telemetry_nats_subject": str, "dry_run": bool,
+              "static_findings": bool}
 
 
 def parse_settings(loop: Any, gate: Any, path: Path) -> SelfImproveSettings:
@@ -298,6 +309,8 @@ def parse_settings(loop: Any, gate: Any, path: Path) -> SelfImproveSettings:
         target_branch = "main"
         merge = "review"           # or "auto"
         telemetry_interval_s = 5
+        telemetry_nats = "nats://127.0.0.1:4222"  # mirror the telemetry there (default: off)
+        telemetry_nats_subject = "orchestrator.telemetry"
         dry_run = false
         static_findings = true     # ruff and vulture findings become tasks (hourly)
 

@@ -124,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between the tuning loop's samples (default 5)",
     )
     serve.add_argument(
+        "--telemetry-nats",
+        metavar="URL",
+        help="with --self-tune: publish every telemetry snapshot to this NATS server too "
+        "(e.g. nats://127.0.0.1:4222), so other processes can watch them",
+    )
+    serve.add_argument(
+        "--telemetry-nats-subject",
+        metavar="SUBJECT",
+        help="the NATS subject of --telemetry-nats (default orchestrator.telemetry)",
+    )
+    serve.add_argument(
         "--db",
         metavar="URL",
         help="agent memory SQLAlchemy URL (e.g. sqlite:///.coordinator/memory.db): keeps the "
@@ -379,6 +390,8 @@ def _serve(
     dry_run: bool,
     err: TextIO,
     db: str | None = None,
+    telemetry_nats: str | None = None,
+    telemetry_nats_subject: str | None = None,
 ) -> int:
     from orchestrator.server.runner import serve
 
@@ -389,6 +402,8 @@ def _serve(
         self_tune_interval_s=self_tune_interval_s,
         self_tune_dry_run=dry_run,
         memory_url=db,
+        telemetry_nats=telemetry_nats,
+        telemetry_nats_subject=telemetry_nats_subject,
     )
     return EXIT_OK
 
@@ -450,12 +465,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _fail(f"--telemetry-interval-s must be > 0, got {interval:g}", err=err)
             if args.dry_run and not args.self_tune:
                 return _fail("--dry-run needs --self-tune (it is the tuner's)", err=err)
+            nats_flags = args.telemetry_nats or args.telemetry_nats_subject
+            if nats_flags and not args.self_tune:
+                return _fail(
+                    "--telemetry-nats needs --self-tune (it publishes the tuner's telemetry)",
+                    err=err,
+                )
+            if args.telemetry_nats_subject and not args.telemetry_nats:
+                return _fail("--telemetry-nats-subject needs --telemetry-nats URL", err=err)
+            if args.telemetry_nats_subject:
+                from self_tune.nats_bus import subject_problem
+
+                problem = subject_problem(args.telemetry_nats_subject)
+                if problem is not None:
+                    return _fail(f"--telemetry-nats-subject: {problem}", err=err)
             return _serve(
                 settings,
                 self_tune_interval_s=interval if args.self_tune else None,
                 dry_run=args.dry_run,
                 err=err,
                 db=args.db,
+                telemetry_nats=args.telemetry_nats,
+                telemetry_nats_subject=args.telemetry_nats_subject,
             )
         if args.command == "mcp":
             asyncio.run(_mcp_stdio(settings))

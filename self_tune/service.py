@@ -5,8 +5,10 @@
                                                       generator, else only recorded)
 
 `orchestrator serve --self-tune` runs one beside its pipeline; `coordinator --self-improve`
-runs one with a `MetaTaskGenerator` and adds the gate. `tick()` is one round, so tests drive
-it with a fake clock; `start()` runs rounds every `interval_s` until `stop()`.
+runs one with a `MetaTaskGenerator` and adds the gate. With `telemetry_nats` (their
+`--telemetry-nats URL`) the bus mirrors every snapshot to a `NatsBus` as well, so other
+processes can watch them; the loop still consumes its own in process. `tick()` is one round,
+so tests drive it with a fake clock; `start()` runs rounds every `interval_s` until `stop()`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from intelligence.forecast import TelemetryForecast
 from self_tune.controller import TuningController
@@ -31,6 +33,9 @@ from self_tune.telemetry import (
     SnapshotSource,
     TelemetrySnapshot,
 )
+
+if TYPE_CHECKING:
+    from self_tune.nats_bus import NatsBus
 
 __all__ = ["PINNED_WINDOWS", "SelfTuning"]
 
@@ -60,12 +65,20 @@ class SelfTuning:
         dry_run: bool = False,
         journal: Journal | None = None,
         on_tick: Callable[[], None] | None = None,
+        telemetry_nats: str | None = None,
+        telemetry_nats_subject: str | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.interval_s = interval_s
         self.dry_run = dry_run
-        self.bus: InProcessBus[TelemetrySnapshot] = InProcessBus()
+        self.nats: NatsBus | None = None
+        if telemetry_nats is not None:
+            from self_tune.nats_bus import DEFAULT_SUBJECT, NatsBus  # loads the nats client
+
+            self.nats = NatsBus(telemetry_nats, telemetry_nats_subject or DEFAULT_SUBJECT)
+        self.bus: InProcessBus[TelemetrySnapshot] = InProcessBus(
+            mirrors=(self.nats,) if self.nats is not None else ())
         self._subscription = self.bus.subscribe()
         # The demand forecast rides on the telemetry (forecast.* metrics) and feeds forward
         # into the controller's demand laws (concurrency); it owns no knob.
@@ -106,6 +119,8 @@ class SelfTuning:
             self._thread.join(timeout=30)
         if self.controller is not None:  # a trial value must not outlive the loop
             self.controller.stop_experiment("the tuning loop stopped")
+        if self.nats is not None:  # sends what is queued, then disconnects
+            self.nats.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -169,6 +184,9 @@ class SelfTuning:
             "tuning": self.tuning,
             "dry_run": self.dry_run,
             "source_errors": dict(self.sampler.source_errors),
+            # where the snapshots go: in process always, NATS (subject, counts) when mirrored
+            "telemetry_bus": {"published": self.bus.published,
+                              "nats": self.nats.status() if self.nats is not None else None},
             "parameters": self.controller.status() if self.controller is not None else [],
             "experiments": (self.controller.experiment_status() if self.controller is not None
                             else {"running": None, "results": []}),

@@ -10,12 +10,15 @@ windows and detectors work over any metric alike. The `Sampler` turns monotonica
 counters (``shed_total``…) into per-second rates over each interval, because a controller
 acts on what is happening now, not on what has happened since start-up.
 
-`TelemetryBus` is the one interface; `InProcessBus` is its in-process implementation (a NATS
-one fits behind the same three methods). Each subscriber has a bounded buffer: when a slow
-subscriber's buffer is full the oldest message is dropped and counted, so publishing never
-blocks and never slows the pipeline.
+`TelemetryBus` is the one interface; `InProcessBus` is its in-process implementation and
+`self_tune.nats_bus.NatsBus` carries snapshots between processes over NATS, behind the same
+three methods and the same `Subscription`. An `InProcessBus` can mirror everything published on
+it to other buses (`--telemetry-nats`: the loop consumes its own snapshots in process, other
+processes watch them on NATS). Each subscriber has a bounded buffer: when a slow subscriber's
+buffer is full the oldest message is dropped and counted, so publishing never blocks and never
+slows the pipeline.
 
-This module is a leaf: it imports nothing else of the project.
+This module is a leaf: it imports nothing else of the project (nor NATS).
 """
 
 from __future__ import annotations
@@ -76,15 +79,44 @@ class TelemetrySnapshot:
         """Plain JSON-ready data."""
         return {"taken_at": self.taken_at, "values": dict(self.values), "sources": self.sources}
 
+    @classmethod
+    def from_dict(cls, data: Any) -> TelemetrySnapshot:
+        """The snapshot `to_dict` gave (after a JSON round trip); ValueError when `data` is not
+        one (a number where a number belongs, names as strings)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a snapshot is an object, got {type(data).__name__}")
+        taken_at, values = data.get("taken_at"), data.get("values")
+        sources = data.get("sources", ())
+        if not _is_number(taken_at):
+            raise ValueError(f"taken_at must be a number, got {taken_at!r}")
+        if not isinstance(values, Mapping) or not all(
+            isinstance(k, str) and _is_number(v) for k, v in values.items()
+        ):
+            raise ValueError("values must map metric names to numbers")
+        if not isinstance(sources, list | tuple) or not all(isinstance(s, str) for s in sources):
+            raise ValueError("sources must be a list of names")
+        return cls(
+            taken_at=float(taken_at),
+            values={k: float(v) for k, v in values.items()},
+            sources=tuple(sources),
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
 
 class Subscription(Generic[M]):
     """One subscriber's bounded buffer. `drain()` takes what has arrived; `dropped` counts
-    messages lost because the buffer was full when they were published."""
+    messages lost because the buffer was full when they were published. `remove` is how the
+    bus that made it forgets it (`close()` calls it once); every bus shares this class."""
 
-    __slots__ = ("_buffer", "_bus", "_closed", "_dropped", "_event", "_lock", "maxlen")
+    __slots__ = ("_buffer", "_closed", "_dropped", "_event", "_lock", "_remove", "maxlen")
 
-    def __init__(self, bus: InProcessBus[M], maxlen: int) -> None:
-        self._bus = bus
+    def __init__(self, remove: Callable[[Subscription[M]], None], maxlen: int) -> None:
+        if maxlen < 1:
+            raise ValueError(f"maxlen must be >= 1, got {maxlen!r}")
+        self._remove = remove
         self.maxlen = maxlen
         self._buffer: deque[M] = deque()
         self._lock = threading.Lock()
@@ -126,7 +158,7 @@ class Subscription(Generic[M]):
         """Stop receiving; idempotent."""
         if not self._closed:
             self._closed = True
-            self._bus._remove(self)
+            self._remove(self)
 
 
 class TelemetryBus(Protocol[M]):
@@ -141,9 +173,14 @@ class TelemetryBus(Protocol[M]):
 
 
 class InProcessBus(Generic[M]):
-    """The in-process `TelemetryBus`: thread-safe fan-out to bounded subscriber buffers."""
+    """The in-process `TelemetryBus`: thread-safe fan-out to bounded subscriber buffers.
 
-    def __init__(self) -> None:
+    `mirrors` are further buses every message is published to as well (a `NatsBus`, so that
+    other processes see what this one samples); subscribers here are fed in process.
+    """
+
+    def __init__(self, *, mirrors: Iterable[TelemetryBus[M]] = ()) -> None:
+        self.mirrors: tuple[TelemetryBus[M], ...] = tuple(mirrors)
         self._subscribers: list[Subscription[M]] = []
         self._lock = threading.Lock()
         self._published = 0
@@ -160,12 +197,12 @@ class InProcessBus(Generic[M]):
             self._published += 1
         for sub in subscribers:
             sub._offer(message)
+        for mirror in self.mirrors:  # each mirror's publish never blocks either
+            mirror.publish(message)
 
     def subscribe(self, *, maxlen: int = 256) -> Subscription[M]:
         """A new subscription that keeps at most `maxlen` undrained messages."""
-        if maxlen < 1:
-            raise ValueError(f"maxlen must be >= 1, got {maxlen!r}")
-        sub = Subscription(self, maxlen)
+        sub = Subscription(self._remove, maxlen)
         with self._lock:
             self._subscribers.append(sub)
         return sub

@@ -103,12 +103,16 @@ def build_app(
     fleet_status: Callable[[], Mapping[str, Any]] | None = None,
     self_tune_interval_s: float | None = None,
     self_tune_dry_run: bool = False,
+    telemetry_nats: str | None = None,
+    telemetry_nats_subject: str | None = None,
     **tuning_clocks: Callable[[], float],
 ) -> tuple[FastAPI, Any]:
     """The app `serve` runs, and its tuning loop (`self_tune.service.SelfTuning`, not started;
     None without `self_tune_interval_s`). `memory` (an `AgentMemory`) keeps the learned
     router's state (restored now, saved when the pipeline closes) and the tuner's journal
     (every parameter change with its reason, versions, rollbacks, experiments).
+    `telemetry_nats` (a NATS URL) mirrors the tuning loop's telemetry there, on
+    `telemetry_nats_subject` (default ``orchestrator.telemetry``).
     `tuning_clocks` (`clock`, `monotonic`) go to the tuning loop (tests)."""
     from orchestrator.server.app import create_app
 
@@ -124,6 +128,8 @@ def build_app(
                             config=LocalConfig(pipeline.live), interval_s=self_tune_interval_s,
                             dry_run=self_tune_dry_run,
                             journal=MemoryJournal(memory) if memory is not None else None,
+                            telemetry_nats=telemetry_nats,
+                            telemetry_nats_subject=telemetry_nats_subject,
                             **tuning_clocks)
     app = create_app(pipeline, settings=settings, fleet_status=fleet_status,
                      self_tune_status=tuning.status if tuning is not None else None)
@@ -138,13 +144,16 @@ def serve(
     self_tune_dry_run: bool = False,
     access_log: bool = True,
     memory_url: str | None = None,
+    telemetry_nats: str | None = None,
+    telemetry_nats_subject: str | None = None,
 ) -> None:
     """Build the pipeline `settings` describe and serve it on `settings.host:port` until
     interrupted (Ctrl-C / SIGTERM). Raises `SettingsError` before binding if the settings are
     unsafe. With `self_tune_interval_s`, the tuning loop (`self_tune.service.SelfTuning`)
     samples the pipeline that often and tunes its live parameters while it serves (with
     `self_tune_dry_run`, only recommends). `memory_url` opens the agent memory (`--db`) that
-    keeps the learned router's state across restarts and the tuner's changes (`build_app`)."""
+    keeps the learned router's state across restarts and the tuner's changes (`build_app`);
+    `telemetry_nats` mirrors the tuning loop's telemetry to NATS (`build_app`)."""
     memory = None
     if memory_url is not None:
         from memory_db import AgentMemory
@@ -153,7 +162,9 @@ def serve(
     try:
         app, tuning = build_app(settings, memory=memory, fleet_status=fleet_status,
                                 self_tune_interval_s=self_tune_interval_s,
-                                self_tune_dry_run=self_tune_dry_run)
+                                self_tune_dry_run=self_tune_dry_run,
+                                telemetry_nats=telemetry_nats,
+                                telemetry_nats_subject=telemetry_nats_subject)
         _check_bind(settings.host, app)
         config = uvicorn_config(
             app,
