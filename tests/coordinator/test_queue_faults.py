@@ -255,8 +255,12 @@ def test_a_fleet_in_another_pid_namespace_keeps_its_leases(root: Path) -> None:
         print(claim.token, flush=True)
         time.sleep(600)
     """)
-    child = subprocess.Popen(["unshare", "-rpf", "--mount-proc", sys.executable, "-c", script],
-                             stdout=subprocess.PIPE, text=True)
+    # --kill-child: the namespace's init (the script) dies with unshare, which kill() ends.
+    child = subprocess.Popen(
+        ["unshare", "-rpf", "--kill-child", "--mount-proc", sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout is not None
         token = int(child.stdout.readline())
