@@ -1,4 +1,6 @@
-"""What every suite shares before any test runs."""
+"""What every test suite shares, loaded before any of them (at the root, not in tests/: a
+conftest there would put tests/ on sys.path, where its folders memory_db/, orchestrator/, …
+would shadow the installed packages as namespace packages)."""
 
 from __future__ import annotations
 
