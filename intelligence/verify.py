@@ -427,6 +427,7 @@ def _order_disagreement(a: Sequence[str], b: Sequence[str]) -> float:
 # "Y rather than X" (X is the old end in each, Y the new).
 _DIRECTION_MARKERS = {"from": "old", "off": "old", "to": "new", "onto": "new", "into": "new"}
 _INSTEAD = (("instead", "of"), ("rather", "than"))
+_FILLER = frozenset(w for pair in _INSTEAD for w in pair)  # never what an end names
 
 
 def _direction_slots(words: Sequence[str]) -> frozenset[tuple[str, str]]:
@@ -451,9 +452,6 @@ def _direction_slots(words: Sequence[str]) -> frozenset[tuple[str, str]]:
             if after is not None:
                 slots.add((end, _stem(after)))
     return frozenset(slots)
-
-
-_FILLER = frozenset(w for pair in _INSTEAD for w in pair)
 
 
 def _direction_swaps(a: frozenset[tuple[str, str]], b: frozenset[tuple[str, str]]) -> float:
