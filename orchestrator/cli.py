@@ -495,7 +495,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.write("\n")
         return EXIT_INTERRUPTED
-    return EXIT_OK
 
 
 if __name__ == "__main__":
