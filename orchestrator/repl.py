@@ -240,16 +240,20 @@ def _terminal_restored(stream: TextIO) -> Iterator[None]:
     A no-op when `stream` is not a terminal or the platform has no termios."""
     try:
         import termios
-
+    except ImportError:
+        yield
+        return
+    try:
         fd = stream.fileno()
         saved = termios.tcgetattr(fd)
-    except (ImportError, AttributeError, ValueError, OSError, io.UnsupportedOperation):
+    # termios.error (a pipe or a file: "Inappropriate ioctl") is no OSError
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation, termios.error):
         yield
         return
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):  # the terminal went away
+        with contextlib.suppress(OSError, termios.error):  # the terminal went away
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import subprocess
 import sys
 import termios
 import time
@@ -84,3 +85,22 @@ def test_the_terminal_is_restored_on_every_way_out(leave: str, tmp_path: Path) -
     assert not at_prompt[3] & termios.ECHO  # readline had the terminal raw at the prompt
     assert after == before
     assert after[3] & termios.ECHO and after[3] & termios.ICANON
+
+
+def test_prompts_piped_in_are_answered_without_a_terminal(tmp_path: Path) -> None:
+    """Standing on a pipe, not a terminal, the REPL answers each line and leaves at the end of
+    input (there is no terminal to save or restore)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PROVIDER="echo")
+    code = "import sys; from orchestrator.cli import main; sys.exit(main())"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--no-web"],
+        input="piped question\n/stale\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "piped question" in done.stdout
+    assert "termios" not in done.stderr
