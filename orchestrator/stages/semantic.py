@@ -105,11 +105,7 @@ class SemanticStage:
             self._tell("finished", job.flight_key)
 
     def served(self, request_id: str, match: DedupMatch, task_id: str | None = None) -> None:
-        # task_id only when known: a hook written before it keeps its two-argument `served`
-        if task_id is None:
-            self._tell("served", request_id, match)
-        else:
-            self._tell("served", request_id, match, task_id)
+        self._tell("served", request_id, match, task_id)
 
     def _tell(self, method: str, *args: Any) -> None:
         for hook in self.hooks:

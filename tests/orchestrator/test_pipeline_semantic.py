@@ -62,7 +62,7 @@ class CaseInsensitiveHook:
         key = self.texts.pop(flight_key, None)
         self.flights.pop(key, None)  # type: ignore[arg-type]
 
-    def served(self, request_id: str, match: Any) -> None:
+    def served(self, request_id: str, match: Any, task_id: str | None = None) -> None:
         self.served_ids.append(request_id)
 
 

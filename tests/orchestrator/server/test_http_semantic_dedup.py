@@ -165,7 +165,7 @@ class WatchedHook(SemanticDedupHook):
         super().__init__(**kwargs)
         self.used = threading.Event()
 
-    def served(self, request_id: str, match: SemanticMatch) -> None:
+    def served(self, request_id: str, match: SemanticMatch, task_id: str | None = None) -> None:
         super().served(request_id, match)
         self.used.set()
 
