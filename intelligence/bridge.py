@@ -155,7 +155,10 @@ class IntelligenceBridge:
         """Persist the router's state in its store (when it has one) and the semantic dedup's
         entries in their file (when it has one); one failing does not keep the other from
         saving (the first error is raised after both ran). Blocking: call it from a worker
-        thread when on an event loop."""
+        thread when on an event loop. A semantic dedup still loading is waited for first:
+        its entries are saved only once loaded, and a process must not exit mid-load."""
+        if self.dedup_hook is not None:
+            self.dedup_hook.settle()
         errors: list[Exception] = []
         for checkpointer in self._checkpointers():
             try:

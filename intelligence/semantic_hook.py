@@ -156,6 +156,15 @@ class SemanticDedupHook:
         self._ready.wait(timeout_s)
         return self.ready
 
+    def settle(self) -> None:
+        """Wait for a load in progress to end; returns at once when none is. Called at close:
+        a process that leaves mid-load would otherwise go on importing torch while the
+        interpreter shuts down, which fails (and logs the load as failed)."""
+        with self._lock:
+            loading = self._state == "loading"
+        if loading:
+            self._ready.wait()
+
     def _load(self) -> None:
         try:
             dedup = self._dedup
