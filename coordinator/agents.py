@@ -41,6 +41,20 @@ class AgentProfile:
 _PLACEHOLDER = re.compile(r"\{(prompt|task_id)\}")
 
 
+# Codex through an orchestrator: a model provider of its own (the built-in `openai` one
+# cannot send extra headers) at OPENAI_BASE_URL, authenticated with CODEX_API_KEY, on the
+# Responses API's WebSocket mode as with OpenAI, sending the headers that name the agent
+# (ORCHESTRATOR_AGENT, which `coordinator.traffic.agent_headers` sets) and its task
+# (COORDINATOR_TASK_ID); Codex leaves out a header whose variable is unset.
+_CODEX_VIA_ORCHESTRATOR = (
+    "-c model_provider=orchestrator "
+    '-c "model_providers.orchestrator={name=\\"orchestrator\\", '
+    'base_url=\\"$OPENAI_BASE_URL\\", env_key=\\"CODEX_API_KEY\\", '
+    'wire_api=\\"responses\\", supports_websockets=true, env_http_headers={'
+    'x-orchestrator-agent=\\"ORCHESTRATOR_AGENT\\", '
+    'x-orchestrator-task=\\"COORDINATOR_TASK_ID\\"}}"'
+)
+
 BUILTIN_PROFILES: dict[str, AgentProfile] = {
     "echo": AgentProfile(
         name="echo",
@@ -59,9 +73,10 @@ BUILTIN_PROFILES: dict[str, AgentProfile] = {
     "codex": AgentProfile(
         name="codex",
         command="codex exec --skip-git-repo-check --sandbox workspace-write "
-        '${OPENAI_BASE_URL:+-c "openai_base_url=\\"$OPENAI_BASE_URL\\""} -',
-        description="Codex in exec mode, pointed at OPENAI_BASE_URL when it is set; override "
-        "`command` in coordinator.toml to add flags such as --model",
+        f"${{OPENAI_BASE_URL:+{_CODEX_VIA_ORCHESTRATOR}}} -",
+        description="Codex in exec mode, through OPENAI_BASE_URL when it is set (naming its "
+        "agent and task to the orchestrator); override `command` in coordinator.toml to add "
+        "flags such as --model",
     ),
 }
 
@@ -75,8 +90,18 @@ def resolve_profile(spec: str, profiles: Mapping[str, AgentProfile]) -> AgentPro
     return AgentProfile(name="command", command=spec, description="a command given on the CLI")
 
 
-ALLOWED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "TERM", "LANG",
-               "LANGUAGE")
+ALLOWED_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "TZ",
+    "TERM",
+    "LANG",
+    "LANGUAGE",
+)
 """What every agent gets of the coordinator's environment (and every `LC_*` locale name)."""
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -96,5 +121,6 @@ def agent_environment(
 ) -> dict[str, str]:
     """The part of `environ` an agent may see: `ALLOWED_ENV`, `LC_*`, and `pass_env`."""
     passed = set(ALLOWED_ENV) | set(pass_env)
-    return {name: value for name, value in environ.items()
-            if name in passed or name.startswith("LC_")}
+    return {
+        name: value for name, value in environ.items() if name in passed or name.startswith("LC_")
+    }

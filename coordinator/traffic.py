@@ -12,9 +12,10 @@ token, so an agent cannot change the live configuration.
 Each agent also names itself to the orchestrator (`agent_headers`), so the usage ledger shows
 requests, tokens and cost per agent: Claude Code sends the `x-orchestrator-agent` header given
 in `ANTHROPIC_CUSTOM_HEADERS`, and with it `x-orchestrator-task` naming the attempt's task
-(`COORDINATOR_TASK_ID`), so the intelligence layer attributes each answer to its task. Codex
-and the OpenAI SDK read no such variable, so their traffic is labelled by its token's role
-(`client`) and credited to no task.
+(`COORDINATOR_TASK_ID`), so the intelligence layer attributes each answer to its task; the
+`codex` profile makes Codex send the same two headers from `ORCHESTRATOR_AGENT` and
+`COORDINATOR_TASK_ID`. A plain OpenAI-SDK program reads no such variable, so its traffic is
+labelled by its token's role (`client`) and credited to no task.
 
 When an attempt ends, its task's verdict (`passed`/`failed`) reaches the orchestrator's
 intelligence bridge, which credits the router arm and dedup entry behind every request made
@@ -70,14 +71,20 @@ def agent_headers(agent: str, env: Mapping[str, str] | None = None) -> dict[str,
     """The environment that makes `agent`'s Claude Code name it in `AGENT_HEADER` (the fleet's
     `agent-N@pid` ids are sent as `agent-N`, one label per loop across runs) and, when `env`
     is an attempt's (it has `COORDINATOR_TASK_ID`), its task in `TASK_HEADER`, keeping any
-    `ANTHROPIC_CUSTOM_HEADERS` lines `env` already has."""
+    `ANTHROPIC_CUSTOM_HEADERS` lines `env` already has; and `ORCHESTRATOR_AGENT`, the label,
+    which the `codex` profile sends as `AGENT_HEADER` (its task header comes from
+    `COORDINATOR_TASK_ID` itself)."""
     env = env or {}
-    lines = [f"{AGENT_HEADER}: {agent.partition('@')[0]}"]
+    label = agent.partition("@")[0]
+    lines = [f"{AGENT_HEADER}: {label}"]
     task_id = env.get("COORDINATOR_TASK_ID")
     if task_id:
         lines.append(f"{TASK_HEADER}: {task_id}")
     existing = env.get("ANTHROPIC_CUSTOM_HEADERS", "").strip()
-    return {"ANTHROPIC_CUSTOM_HEADERS": "\n".join([existing, *lines] if existing else lines)}
+    return {
+        "ANTHROPIC_CUSTOM_HEADERS": "\n".join([existing, *lines] if existing else lines),
+        "ORCHESTRATOR_AGENT": label,
+    }
 
 
 class TaskOutcomePoster:

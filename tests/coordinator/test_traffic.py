@@ -105,9 +105,12 @@ def test_agent_headers_keep_the_headers_an_agent_already_sends() -> None:
     """The agent's name is added as one more `ANTHROPIC_CUSTOM_HEADERS` line, not in place of
     the lines the operator set."""
     env = agent_headers("agent-3@999", {"ANTHROPIC_CUSTOM_HEADERS": "x-team: blue"})
-    assert env == {"ANTHROPIC_CUSTOM_HEADERS": "x-team: blue\nx-orchestrator-agent: agent-3"}
+    assert env == {
+        "ANTHROPIC_CUSTOM_HEADERS": "x-team: blue\nx-orchestrator-agent: agent-3",
+        "ORCHESTRATOR_AGENT": "agent-3",  # what the codex profile sends as the agent header
+    }
     alone = agent_headers("agent-1@1")
-    assert alone == {"ANTHROPIC_CUSTOM_HEADERS": "x-orchestrator-agent: agent-1"}
+    assert alone["ANTHROPIC_CUSTOM_HEADERS"] == "x-orchestrator-agent: agent-1"
 
 
 def test_agent_headers_name_the_attempts_task() -> None:
@@ -115,11 +118,9 @@ def test_agent_headers_name_the_attempts_task() -> None:
     env = agent_headers(
         "agent-2@7", {"COORDINATOR_TASK_ID": "fix-7", "ANTHROPIC_CUSTOM_HEADERS": "x-team: blue"}
     )
-    assert env == {
-        "ANTHROPIC_CUSTOM_HEADERS": "x-team: blue\n"
-        "x-orchestrator-agent: agent-2\n"
-        "x-orchestrator-task: fix-7"
-    }
+    assert env["ANTHROPIC_CUSTOM_HEADERS"] == (
+        "x-team: blue\nx-orchestrator-agent: agent-2\nx-orchestrator-task: fix-7"
+    )
 
 
 def test_each_attempts_environment_carries_its_own_task_header(tmp_path: Path) -> None:

@@ -22,8 +22,16 @@ from fakes import FakeAnthropic, FakeOpenAI, ReceivedRequest
 from coordinator.agents import BUILTIN_PROFILES
 from coordinator.queue import FolderQueue
 from coordinator.task import TaskState
-from coordinator.traffic import agent_env
-from orchestrator import AnthropicWorker, EchoWorker, OpenAIWorker, Pipeline, PipelineConfig
+from coordinator.traffic import agent_env, agent_headers
+from orchestrator import (
+    AnthropicWorker,
+    EchoWorker,
+    InferenceRequest,
+    OpenAIWorker,
+    Pipeline,
+    PipelineConfig,
+)
+from orchestrator.request import TASK_ID
 from orchestrator.server import ServerTask, create_app
 
 BIN = Path(__file__).resolve().parents[2] / ".agent-clis" / "node_modules" / ".bin"
@@ -111,9 +119,7 @@ async def test_claude_code_print_mode_answers_through_the_gateway_with_a_tool_ro
     upstream, pipeline, url = anthropic_gateway
     claude = _cli("claude")
     env = _isolated_env(tmp_path / "home", agent_env(url))
-    out = await _run(
-        f"{claude} --print --output-format text 'Say hello.'", env=env, cwd=tmp_path
-    )
+    out = await _run(f"{claude} --print --output-format text 'Say hello.'", env=env, cwd=tmp_path)
     assert "Hello from the fake upstream." in out
     messages = [r for r in upstream.requests if r.path == "/v1/messages"]
     assert len(messages) >= 2, [r.path for r in upstream.requests]
@@ -152,6 +158,29 @@ async def test_codex_exec_answers_through_the_gateway_natively(
     snapshot = pipeline.snapshot()
     assert snapshot.cost_usd_total > 0 and not snapshot.unpriced_models
     assert await _responses_route(url) == {"101": 1}  # the socket, and no POST
+
+
+async def test_codex_names_its_agent_and_task_to_the_gateway(tmp_path: Path) -> None:
+    """The `codex` profile in a fleet attempt's environment (`agent_headers`, the task id):
+    each Codex call reaches the pipeline labelled with its agent (the usage ledger's client)
+    and its task (what the intelligence layer credits the task's outcome to), on the
+    WebSocket mode still."""
+    _cli("codex")
+    seen: list[tuple[str | None, str | None]] = []
+
+    def record(request: InferenceRequest, response: object) -> None:
+        seen.append((request.client, request.metadata.get(TASK_ID)))
+
+    pipeline = Pipeline(PipelineConfig(), EchoWorker(), quality_hooks=[record])
+    async with ServerTask(create_app(pipeline)) as url:
+        attempt = {"COORDINATOR_TASK_ID": "fix-7"}
+        extra = {**agent_env(url), **attempt, **agent_headers("agent-2@4711", attempt)}
+        env = _isolated_env(tmp_path / "home", extra)
+        command = BUILTIN_PROFILES["codex"].render(prompt="", task_id="fix-7")
+        out = await _run(command, env=env, cwd=tmp_path, stdin="ping pong")
+        assert await _responses_route(url) == {"101": 1}
+    assert "ping pong" in out
+    assert seen and set(seen) == {("agent-2", "fix-7")}, seen
 
 
 async def test_codex_exec_answers_offline_through_the_echo_provider(tmp_path: Path) -> None:
@@ -203,19 +232,30 @@ async def test_a_two_task_claude_fleet_through_an_embedded_orchestrator_ends_don
             },
         )
         coordinator = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "coordinator.cli", "run", "--tasks", str(folder),
-            "--agents", "2", "--agent", "claude", "--until-empty", "--no-memory",
-            "--orchestrator", "start",
-            cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "coordinator.cli",
+            "run",
+            "--tasks",
+            str(folder),
+            "--agents",
+            "2",
+            "--agent",
+            "claude",
+            "--until-empty",
+            "--no-memory",
+            "--orchestrator",
+            "start",
+            cwd=tmp_path,
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
         )
         assert coordinator.stderr is not None
         url = await _orchestrator_url(coordinator.stderr)
         seen: list[float] = [0.0]
         costs = asyncio.create_task(_watch_cost(url, seen))
         try:
-            rest = (
-                await asyncio.wait_for(coordinator.stderr.read(), CLI_TIMEOUT_S * 2)
-            ).decode()
+            rest = (await asyncio.wait_for(coordinator.stderr.read(), CLI_TIMEOUT_S * 2)).decode()
             assert await coordinator.wait() == 0, rest
         finally:
             costs.cancel()
@@ -251,4 +291,3 @@ async def _watch_cost(url: str, seen: list[float]) -> None:
                 return
             seen.append(float(status.get("cost_usd_total") or 0.0))
             await asyncio.sleep(0.05)
-
