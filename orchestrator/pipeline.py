@@ -484,13 +484,18 @@ class Pipeline:
         estimate_usd = tokens * price.input_per_mtok_usd / 1e6 if price is not None else 0.0
         self.budget.check(session_id, estimate_usd)
 
-    def bill_embedding(self, session_id: str | None, model: str, tokens: int) -> float:
+    def bill_embedding(
+        self, session_id: str | None, model: str, tokens: int, *, client: str | None = None
+    ) -> float:
         """Record an answered embedding request: its tokens, and its cost (USD, returned)
-        charged to the budgets and counted in `cost_usd_total`. A model the price table does
+        charged to the budgets, counted in `cost_usd_total` and in the usage ledger for
+        `client` (None: `anonymous`), as its input tokens. A model the price table does
         not know costs 0 and shows in `unpriced_models`, as for any call; the local models
         are priced at 0 in the shipped table, so they never do."""
-        cost_usd = self.prices.cost_usd(model, Usage(input_tokens=tokens))
+        usage = Usage(input_tokens=tokens)
+        cost_usd = self.prices.cost_usd(model, usage)
         self.budget.charge(session_id, cost_usd)
+        self.usage.record(model=model, client=client, usage=usage, cost_usd=cost_usd)
         metrics = self.metrics
         metrics.embedding_requests += 1
         metrics.embedding_tokens += tokens

@@ -5,8 +5,9 @@ works offline.
 
 Embeddings are metered and billed by the pipeline like any call (`Pipeline.admit_embedding`
 before the work, `bill_embedding` after it): their tokens and cost are on `/v1/status` and
-`/metrics`, the cost counts against the session (`user`) and global budgets, and past a budget
-the request is refused as a chat call would be. The model priced is the one that embedded, not
+`/metrics`, and in the usage ledger by model and client (as input tokens), the cost counts
+against the session (`user`) and global budgets, and past a budget the request is refused as
+a chat call would be. The model priced is the one that embedded, not
 the one the request names: the local models are priced at 0 in the shipped table; an embedder
 naming another model (its `model_name` attribute) is looked up there, and an unknown one is
 warned about and listed in `unpriced_models`.
@@ -99,7 +100,7 @@ async def embeddings(http: Request, state: State) -> Response:
     session_id = body.user or None
     state.pipeline.admit_embedding(session_id, model, tokens)
     rows = await asyncio.to_thread(active.embed, texts)
-    state.pipeline.bill_embedding(session_id, model, tokens)
+    state.pipeline.bill_embedding(session_id, model, tokens, client=state.client_of(http))
     data = []
     for index, row in enumerate(rows):
         vector: Any = (

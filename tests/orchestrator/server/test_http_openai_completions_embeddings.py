@@ -189,8 +189,9 @@ def test_embeddings_are_metered_and_the_local_model_costs_nothing_without_a_warn
 def test_a_priced_embedding_model_is_billed_and_refused_past_the_budget(
     start_server: Callable[..., str], tmp_path: Path
 ) -> None:
-    """An embedder's model with a price is billed into the spend like any call, and past the
-    session budget the next request is OpenAI's 429 insufficient_quota."""
+    """An embedder's model with a price is billed into the spend and the usage ledger (by
+    model and client) like any call, and past the session budget the next request is OpenAI's
+    429 insufficient_quota."""
     prices = tmp_path / "prices.toml"
     prices.write_text(
         '[models."remote-embed-1"]\ninput_per_mtok_usd = 10000.0\noutput_per_mtok_usd = 0.0\n'
@@ -198,12 +199,21 @@ def test_a_priced_embedding_model_is_billed_and_refused_past_the_budget(
     pipeline = echo_pipeline(price_table_path=prices, session_budget_usd=0.5)
     url = start_server(pipeline, embedder=RemoteEmbedder("remote-embed-1"))
     sdk = client(url)
-    answer = sdk.embeddings.create(model="m", input="one two three four", user="agent-1")
+    answer = sdk.embeddings.create(
+        model="m",
+        input="one two three four",
+        user="agent-1",
+        extra_headers={"x-orchestrator-agent": "indexer"},
+    )
     assert answer.model == "remote-embed-1"
     status = _status(url)
     cost = answer.usage.prompt_tokens * 10000.0 / 1e6
     assert status["embedding_cost_usd"] == pytest.approx(cost)
     assert status["cost_usd_total"] == pytest.approx(cost)
+    row = status["usage"]["rows"][0]  # the usage ledger has it, under the embedding model
+    assert (row["model"], row["client"], row["requests"]) == ("remote-embed-1", "indexer", 1)
+    assert row["input_tokens"] == answer.usage.prompt_tokens and row["output_tokens"] == 0
+    assert row["cost_usd"] == pytest.approx(cost)
     with pytest.raises(openai.RateLimitError) as caught:
         for _ in range(20):
             sdk.embeddings.create(model="m", input="one two three four", user="agent-1")
