@@ -52,12 +52,12 @@ class Feedback:
 FeedbackListener = Callable[[Feedback], None]
 
 
-@dataclass(frozen=True, slots=True)
-class _Producer:
-    provider: str
-    model: str
-    cached: bool  # no upstream call made it for this caller (a cache hit, or coalesced)
-    from_cache: bool  # served from a cache (exact or semantic store): the TTL decided
+# Who produced an answer: (provider, model, cached, from_cache). `cached`: no upstream call
+# made it for this caller (a cache hit, or coalesced); `from_cache`: served from a cache (exact
+# or semantic store), so the TTL decided. A plain tuple of strings and booleans, which Python's
+# cyclic GC stops tracking: the log holds `max_entries` of them, which every full collection
+# would walk otherwise (see `MemoryCache`).
+_Producer = tuple[str, str, bool, bool]
 
 
 class FeedbackLog:
@@ -97,14 +97,14 @@ class FeedbackLog:
 
     def answered(self, response: InferenceResponse) -> None:
         """Remember who produced the answer to `response.request_id`."""
-        producer = _Producer(
+        producer: _Producer = (
             response.provider,
             response.model,
             response.cached or response.deduped,
-            from_cache=response.cached,
+            response.cached,
         )
         _put(self._answers, response.request_id, producer, self.max_entries)
-        if producer.from_cache:
+        if response.cached:
             self.cache_served_total += 1
             self._expire()
             self._served.append((self._clock(), response.request_id))
@@ -144,25 +144,28 @@ class FeedbackLog:
         """
         if not request_id:
             raise ValueError("request_id must not be empty")
-        if isinstance(score, bool) or not isinstance(score, int | float) or not (
-            math.isfinite(score) and -1 <= score <= 1
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, int | float)
+            or not (math.isfinite(score) and -1 <= score <= 1)
         ):
             raise ValueError(f"score must be a number in [-1, 1], got {score!r}")
         producer = self._answers.get(request_id)
+        provider, model, cached, from_cache = producer or (None, None, False, False)
         feedback = Feedback(
             request_id=request_id,
             score=float(score),
             comment=comment,
-            provider=producer.provider if producer else None,
-            model=producer.model if producer else None,
-            cached=producer.cached if producer else False,
+            provider=provider,
+            model=model,
+            cached=cached,
             stale=stale,
         )
         _put(self._entries, request_id, feedback, self.max_entries)
         self.received_total += 1
         self.attributed_total += producer is not None
         self.stale_total += stale
-        if producer is not None and producer.from_cache:
+        if from_cache:
             self._expire()
             if request_id in self._in_window:
                 self._judged.add(request_id)

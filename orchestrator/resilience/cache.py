@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from orchestrator.codec import dumps
+from orchestrator.codec import dumps, loads
 from orchestrator.request import Usage
 
 __all__ = ["CachedAnswer", "MemoryCache", "RedisCache", "ResponseCache"]
@@ -75,10 +75,22 @@ class MemoryCache:
     least recently used; an answer bigger than `max_bytes` alone is not kept. Expired entries
     go when they are next asked for, and every `sweep_every_s` a put or get sweeps them all,
     so memory is given back even for keys nobody asks for again.
+
+    Each entry is kept as one flat tuple of strings, numbers and bytes (`_flat`; `get` builds
+    the `CachedAnswer` again), which Python's cyclic GC stops tracking: held as objects, a
+    full cache is tens of thousands of objects that every full collection walks while the
+    event loop waits (at 1,000 req/s, 31k objects of the cache and the feedback log made
+    one collection take 19 ms).
     """
 
     __slots__ = (
-        "_bytes", "_clock", "_entries", "_next_sweep", "max_bytes", "max_entries", "sweep_every_s",
+        "_bytes",
+        "_clock",
+        "_entries",
+        "_next_sweep",
+        "max_bytes",
+        "max_entries",
+        "sweep_every_s",
     )
 
     def __init__(
@@ -99,7 +111,7 @@ class MemoryCache:
         self.max_bytes = max_bytes
         self.sweep_every_s = sweep_every_s
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, CachedAnswer, int]] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
         self._next_sweep = clock() + sweep_every_s
 
@@ -115,14 +127,13 @@ class MemoryCache:
         """Drop every expired entry now; returns how many went."""
         now = self._clock()
         self._next_sweep = now + self.sweep_every_s
-        expired = [key for key, (expires, _, _) in self._entries.items() if expires <= now]
+        expired = [key for key, entry in self._entries.items() if entry[0] <= now]
         for key in expired:
             self._drop(key)
         return len(expired)
 
     def _drop(self, key: str) -> None:
-        _, _, size = self._entries.pop(key)
-        self._bytes -= size
+        self._bytes -= self._entries.pop(key)[1]
 
     def _maybe_sweep(self, now: float) -> None:
         if now >= self._next_sweep:
@@ -141,7 +152,7 @@ class MemoryCache:
             self._drop(key)
             return None
         self._entries.move_to_end(key)
-        return entry[1]
+        return _answer(entry)
 
     async def put(self, key: str, answer: CachedAnswer, *, ttl_s: float) -> None:
         if ttl_s <= 0:
@@ -150,11 +161,12 @@ class MemoryCache:
         self._maybe_sweep(now)
         if key in self._entries:
             self._drop(key)
-        size = _size(key, answer)
+        native = None if answer.native is None else dumps(answer.native)
+        size = len(key.encode()) + len(answer.text.encode()) + len(native or b"")
         if size > self.max_bytes:
             return  # alone it would push out everything else
         entries = self._entries
-        entries[key] = (now + ttl_s, answer, size)
+        entries[key] = _flat(now + ttl_s, size, answer, native)
         self._bytes += size
         while len(entries) > self.max_entries or self._bytes > self.max_bytes:
             self._drop(next(iter(entries)))
@@ -167,12 +179,43 @@ class MemoryCache:
         await self.clear()
 
 
-def _size(key: str, answer: CachedAnswer) -> int:
-    """What an entry counts for against `max_bytes`: its key, text and native answer."""
-    size = len(key.encode()) + len(answer.text.encode())
-    if answer.native is not None:
-        size += len(dumps(answer.native))
-    return size
+# expires, size (key, text and native answer in bytes), text, provider, model, finish reason,
+# the four token counts, the native answer as JSON
+_Entry = tuple[float, int, str, str, str, str | None, int, int, int, int, bytes | None]
+
+
+def _flat(expires: float, size: int, answer: CachedAnswer, native: bytes | None) -> _Entry:
+    usage = answer.usage
+    return (
+        expires,
+        size,
+        answer.text,
+        answer.provider,
+        answer.model,
+        answer.finish_reason,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_input_tokens,
+        usage.cache_creation_input_tokens,
+        native,
+    )
+
+
+def _answer(entry: _Entry) -> CachedAnswer:
+    _, _, text, provider, model, finish_reason, tokens_in, tokens_out, read, created, native = entry
+    return CachedAnswer(
+        text=text,
+        usage=Usage(
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cache_read_input_tokens=read,
+            cache_creation_input_tokens=created,
+        ),
+        provider=provider,
+        model=model,
+        finish_reason=finish_reason,
+        native=None if native is None else loads(native),
+    )
 
 
 class RedisCache:

@@ -327,6 +327,10 @@ class Broadcast:
         if self.closed:
             return
         self.closed, self._error = True, error
+        # An ended stream has nothing left to stop; its producer's callback refers back to
+        # the job that refers to this broadcast, so dropping it lets the request be freed by
+        # reference counting instead of waiting, as a cycle, for a full GC pass.
+        self.on_abandoned = None
         self._notify()
 
     async def subscribe(self) -> AsyncIterator[StreamChunk]:
