@@ -86,9 +86,11 @@ class MemoryQueue:
                 raise TaskFileError(target, f"dependency cycle: {' -> '.join(cycle)}",
                                     field="depends_on")
             self._seq += 1
-            created = Created(task=task, seq=self._seq, source=target.name, at=self._clock())
-            self._records[task.id] = TaskRecord.created(created)
+            self._create(Created(task=task, seq=self._seq, source=target.name, at=self._clock()))
         return task
+
+    def _create(self, created: Created) -> None:
+        self._records[created.task.id] = TaskRecord.created(created)
 
     # ------------------------------------------------------------------ claiming
 

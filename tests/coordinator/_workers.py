@@ -107,3 +107,33 @@ def claim_on_a_full_disk(root: str, room: int, conn: object) -> None:
         conn.send("claimed" if claim else "none")  # type: ignore[attr-defined]
     except Exception as exc:
         conn.send(f"{type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+
+
+def redis_claim_until_empty(
+    url: str, prefix: str, log_dir: str, worker: int, start: object
+) -> None:
+    """`claim_until_empty` on a `RedisQueue`."""
+    from coordinator.redis_queue import RedisQueue
+
+    queue = RedisQueue(url, prefix=prefix)
+    start.wait()  # type: ignore[attr-defined]
+    with open(Path(log_dir) / f"worker-{worker}.log", "a") as log:
+        while True:
+            claim = queue.claim(f"w{worker}", lease_s=60)
+            if claim is None:
+                return
+            log.write(f"{claim.task.id} {claim.token}\n")
+            log.flush()
+            queue.complete(claim.task.id, claim.token)
+
+
+def redis_claim_and_die(url: str, prefix: str, lease_s: float, ready: object) -> None:
+    """Claim one task on a `RedisQueue` (with this process as its owner), report it, and die
+    without a word, as a crashed agent does."""
+    from coordinator.redis_queue import RedisQueue
+
+    queue = RedisQueue(url, prefix=prefix)
+    claim = queue.claim("doomed", lease_s=lease_s, owner=Owner.current())
+    assert claim is not None
+    ready.send((claim.task.id, claim.token))  # type: ignore[attr-defined]
+    os._exit(1)

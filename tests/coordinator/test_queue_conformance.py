@@ -1,12 +1,15 @@
-"""One conformance suite for every `TaskQueue`: `FolderQueue` and `MemoryQueue` (a Redis
-queue will be the third). Each test states behaviour any implementation must have."""
+"""One conformance suite for every `TaskQueue`: `FolderQueue`, `MemoryQueue` and `RedisQueue`
+(against the local Redis on 127.0.0.1:6379; skipped, saying so, without one). Each test states
+behaviour any implementation must have."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakeclock import FakeClock
+from redis_queues import redis_queue
 
 from coordinator.errors import InvalidTransition, LeaseLost, TaskFileError, UnknownTask
 from coordinator.memory_queue import MemoryQueue
@@ -14,13 +17,17 @@ from coordinator.queue import FolderQueue, TaskQueue
 from coordinator.task import Priority, TaskState
 
 
-@pytest.fixture(params=["folder", "memory"])
-def tq(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> TaskQueue:
+@pytest.fixture(params=["folder", "memory", "redis"])
+def tq(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[TaskQueue]:
     """Each implementation, on a fake clock, with a 10 s backoff base."""
     if request.param == "folder":
-        return FolderQueue(tmp_path / "tasks", clock=clock, boot_clock=clock, monotonic=clock,
-                           retry_backoff_s=10.0)
-    return MemoryQueue(clock=clock, retry_backoff_s=10.0, logs_dir=tmp_path / "logs")
+        yield FolderQueue(tmp_path / "tasks", clock=clock, boot_clock=clock, monotonic=clock,
+                          retry_backoff_s=10.0)
+    elif request.param == "memory":
+        yield MemoryQueue(clock=clock, retry_backoff_s=10.0, logs_dir=tmp_path / "logs")
+    else:
+        with redis_queue(clock=clock, retry_backoff_s=10.0, logs_dir=tmp_path / "logs") as q:
+            yield q
 
 
 def test_it_is_a_task_queue(tq: TaskQueue) -> None:

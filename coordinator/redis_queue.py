@@ -1,0 +1,339 @@
+"""`RedisQueue`: a `TaskQueue` in Redis, shared by processes on any number of machines.
+
+The rules are `MemoryQueue`'s (records, typed events, fencing, backoffs, dependencies), run
+on a local copy of the records, under one queue-wide lock held in Redis:
+
+    lock    SET <prefix>lock <random> NX PX <lock_lease_s>   (waits, then `LockTimeout`)
+    sync    what changed since this process last looked: <prefix>version, then the ids in
+            <prefix>changes scored above it, and each one's log (LRANGE <prefix>log:<id>)
+    rules   the `MemoryQueue` method, on the synced records
+    commit  one Lua script, only while the lock is still ours: RPUSH each new event (the
+            JSON of a `FolderQueue` log line) to its task's log, INCR the version, ZADD the
+            changed ids at it
+    unlock  DEL <prefix>lock, only while it is still ours
+
+So exactly one claimer gets each task (claims are serialised by the lock), a crashed holder
+of the lock blocks nobody for longer than `lock_lease_s`, and one whose lease ran out
+mid-operation commits nothing (the script refuses: the operation raises `LockTimeout` and
+its effect never happened). A crashed agent's task comes back when its lease expires;
+`reclaim_expired` also takes it back at once when the agent's owner process is on this
+machine and dead (`Owner.is_dead`). Nothing is lost: a task's log is appended, never
+rewritten, and lives in Redis until the keys are deleted (Redis persistence — RDB or AOF —
+decides what survives a restart of Redis itself).
+
+Tasks arrive through `add` (the fleet and the library); there is no folder inbox, so
+`ingest()` finds nothing. Attempt logs are files under `logs_dir` on the machine whose agent
+wrote them. Leases are wall-clock times: the machines' clocks must agree to well within a
+lease. Every operation costs a few round trips to Redis and they are serialised: thousands of
+operations per second on a local Redis, plenty for agents whose tasks take minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from coordinator.errors import LockTimeout
+from coordinator.eventlog import encode
+from coordinator.events import Created, QueueEvent, event_from_json
+from coordinator.lease import Owner
+from coordinator.memory_queue import MemoryQueue
+from coordinator.record import Claim, IngestResult, TaskRecord
+from coordinator.task import Priority, Task, TaskState
+from memory_db.outcome import AttemptOutcome
+
+__all__ = ["RedisQueue"]
+
+_QUEUE = "(the queue)"  # what LockTimeout names: the lock is the whole queue's
+
+# KEYS: lock, version, changes, seq, cleared. ARGV: lock token, prefix, new seq, the number
+# of events, then (task id, event JSON) pairs, then the ids cleared.
+_COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local version = redis.call('INCR', KEYS[2])
+local events = tonumber(ARGV[4])
+for i = 0, events - 1 do
+  local id = ARGV[5 + 2 * i]
+  redis.call('RPUSH', ARGV[2] .. 'log:' .. id, ARGV[6 + 2 * i])
+  redis.call('ZADD', KEYS[3], version, id)
+end
+redis.call('SET', KEYS[4], ARGV[3])
+for i = 5 + 2 * events, #ARGV do redis.call('SADD', KEYS[5], ARGV[i]) end
+return version
+"""
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisQueue(MemoryQueue):
+    """A `TaskQueue` in the Redis at `url`, under the keys starting with `prefix` (one queue
+    per prefix). `lock_lease_s` bounds how long a crashed process can hold the queue's lock;
+    `lock_timeout_s` how long an operation waits for it (on `monotonic`, pausing with
+    `sleep`). `clock` is wall seconds (leases and backoffs); `logs_dir` is where this
+    machine's fleet writes attempt logs. Raises ImportError without the `redis` package."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "coordinator:tasks:",
+        clock: Callable[[], float] = time.time,
+        retry_backoff_s: float = 5.0,
+        max_backoff_s: float = 300.0,
+        logs_dir: Path | str = "logs",
+        lock_lease_s: float = 10.0,
+        lock_timeout_s: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        try:
+            import redis
+        except ImportError as exc:  # an optional dependency: say which
+            raise ImportError(
+                "RedisQueue needs the redis package: pip install 'prompt-orchestrator[redis]'"
+            ) from exc
+        if not lock_lease_s > 0 or not lock_timeout_s > 0:
+            raise ValueError("lock_lease_s and lock_timeout_s must be > 0")
+        super().__init__(
+            clock=clock,
+            retry_backoff_s=retry_backoff_s,
+            max_backoff_s=max_backoff_s,
+            logs_dir=logs_dir,
+        )
+        self._redis = redis.Redis.from_url(url)
+        self._prefix = prefix
+        self._keys = [prefix + k for k in ("lock", "version", "changes", "seq", "cleared")]
+        self._commit = self._redis.register_script(_COMMIT)
+        self._unlock = self._redis.register_script(_UNLOCK)
+        self._lock_lease_ms = max(1, round(lock_lease_s * 1000))
+        self._lock_timeout_s = lock_timeout_s
+        self._monotonic, self._sleep = monotonic, sleep
+        self._depth = 0  # nested operations (claim reclaims first) share one lock and commit
+        self._token = b""
+        self._synced = 0  # the version this copy of the records is at
+        self._events: list[tuple[str, QueueEvent]] = []
+        self._newly_cleared: list[str] = []
+        self._guard = threading.RLock()  # MemoryQueue's lock is taken inside each method
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # ------------------------------------------------------------------ the operation
+
+    @contextlib.contextmanager
+    def _operation(self) -> Iterator[None]:
+        with self._guard:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._acquire()
+            self._depth = 1
+            try:
+                self._sync()
+                yield
+                self._commit_changes()
+            except BaseException:
+                self._forget_local_changes()
+                raise
+            finally:
+                self._depth = 0
+                self._release()
+
+    def _acquire(self) -> None:
+        token = secrets.token_hex(16).encode()
+        lock = self._keys[0]
+        deadline = self._monotonic() + self._lock_timeout_s
+        pause = 0.001
+        while not self._redis.set(lock, token, nx=True, px=self._lock_lease_ms):
+            if self._monotonic() >= deadline:
+                raise LockTimeout(_QUEUE, self._lock_timeout_s)
+            self._sleep(pause)  # another process's operation: a few milliseconds
+            pause = min(pause * 2, 0.05)
+        self._token = token
+
+    def _release(self) -> None:
+        with contextlib.suppress(Exception):  # it expires by itself in lock_lease_s
+            self._unlock(keys=[self._keys[0]], args=[self._token])
+
+    def _sync(self) -> None:
+        """Bring the local records up to what Redis holds (changes by anyone since the last
+        sync: their ids, then each one's whole log)."""
+        _, version_key, changes, seq, cleared = self._keys
+        version = int(self._redis.get(version_key) or 0)
+        if version == self._synced:
+            return
+        ids = [i.decode() for i in self._redis.zrangebyscore(changes, f"({self._synced}", version)]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.lrange(f"{self._prefix}log:{task_id}", 0, -1)
+            pipe.get(seq)
+            pipe.smembers(cleared)
+            *logs, seq_value, cleared_ids = pipe.execute()
+        for task_id, lines in zip(ids, logs, strict=True):
+            events = [event_from_json(json.loads(line)) for line in lines]
+            if events:
+                self._records[task_id] = TaskRecord.from_events(events)
+        self._seq = int(seq_value or 0)
+        self._cleared = {i.decode() for i in cleared_ids}
+        self._synced = version
+
+    def _commit_changes(self) -> None:
+        if not self._events and not self._newly_cleared:
+            return
+        args: list[Any] = [self._token, self._prefix, self._seq, len(self._events)]
+        for task_id, event in self._events:
+            args += [task_id, encode(event).rstrip(b"\n")]  # a FolderQueue log's line
+        args += self._newly_cleared
+        version = self._commit(keys=self._keys, args=args)
+        if version == -1:  # our lease on the lock ran out and someone may have changed things
+            raise LockTimeout(_QUEUE, self._lock_lease_ms / 1000)
+        self._events.clear()
+        self._newly_cleared.clear()
+        self._synced = int(version)
+
+    def _forget_local_changes(self) -> None:
+        """The operation did not commit: drop the local copy (read again next time)."""
+        if self._events or self._newly_cleared:
+            self._records.clear()
+            self._cleared = set()
+            self._synced = 0
+        self._events.clear()
+        self._newly_cleared.clear()
+
+    # ------------------------------------------------------------------ recording changes
+
+    def _apply(self, task_id: str, event: QueueEvent) -> TaskRecord:
+        self._events.append((task_id, event))
+        return super()._apply(task_id, event)
+
+    def _create(self, created: Created) -> None:
+        self._events.append((created.task.id, created))
+        super()._create(created)
+
+    # ------------------------------------------------------------------ the protocol
+
+    def add(
+        self,
+        prompt: str,
+        *,
+        task_id: str | None = None,
+        priority: Priority = Priority.NORMAL,
+        depends_on: tuple[str, ...] = (),
+        **fields: Any,
+    ) -> Task:
+        with self._operation():
+            return super().add(
+                prompt, task_id=task_id, priority=priority, depends_on=depends_on, **fields
+            )
+
+    def claim(self, agent: str, *, lease_s: float, owner: Owner | None = None) -> Claim | None:
+        with self._operation():
+            return super().claim(agent, lease_s=lease_s, owner=owner)
+
+    def heartbeat(
+        self,
+        task_id: str,
+        token: int,
+        *,
+        lease_s: float | None = None,
+        agent_pgid: int | None = None,
+    ) -> float:
+        with self._operation():
+            return super().heartbeat(task_id, token, lease_s=lease_s, agent_pgid=agent_pgid)
+
+    def complete(
+        self,
+        task_id: str,
+        token: int,
+        *,
+        exit_code: int | None = 0,
+        log_path: str | None = None,
+        started_at: float | None = None,
+    ) -> None:
+        with self._operation():
+            super().complete(
+                task_id, token, exit_code=exit_code, log_path=log_path, started_at=started_at
+            )
+
+    def fail(
+        self,
+        task_id: str,
+        token: int,
+        *,
+        reason: str,
+        exit_code: int | None = None,
+        log_path: str | None = None,
+        started_at: float | None = None,
+        outcome: AttemptOutcome = AttemptOutcome.FAILED,
+        permanent: bool = False,
+    ) -> TaskState:
+        with self._operation():
+            return super().fail(
+                task_id,
+                token,
+                reason=reason,
+                exit_code=exit_code,
+                log_path=log_path,
+                started_at=started_at,
+                outcome=outcome,
+                permanent=permanent,
+            )
+
+    def release(self, task_id: str, token: int, *, reason: str = "released") -> None:
+        with self._operation():
+            super().release(task_id, token, reason=reason)
+
+    def reclaim_expired(self) -> list[str]:
+        with self._operation():
+            return super().reclaim_expired()
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        with self._operation():
+            return super().cancel(task_id)
+
+    def retry(self, task_id: str) -> TaskRecord:
+        with self._operation():
+            return super().retry(task_id)
+
+    def clear(self, state: TaskState) -> list[str]:
+        with self._operation():
+            cleared = super().clear(state)
+            self._newly_cleared += cleared
+            return cleared
+
+    def get(self, task_id: str) -> TaskRecord:
+        with self._operation():
+            return super().get(task_id)
+
+    def records(self, state: TaskState | None = None) -> list[TaskRecord]:
+        with self._operation():
+            return super().records(state)
+
+    def counts(self) -> dict[TaskState, int]:
+        with self._operation():
+            return super().counts()
+
+    def count(self, state: TaskState) -> int:
+        with self._operation():
+            return super().count(state)
+
+    def next_ready_at(self) -> float | None:
+        with self._operation():
+            return super().next_ready_at()
+
+    def ingest(self) -> IngestResult:
+        """Tasks come in through `add`: there is no inbox to look at."""
+        return IngestResult()
