@@ -87,10 +87,10 @@ _ARCHIVED = "archived"
 
 @runtime_checkable
 class TaskQueue(Protocol):
-    """What the fleet and the CLI need from a task queue; `FolderQueue` and `MemoryQueue`
-    implement it, and one conformance suite (tests/coordinator/test_queue_conformance.py)
-    runs against each. Everything is keyed by task id and fencing token, so a networked
-    backend (Redis: a hash per task, a sorted set per state) can implement it as well.
+    """What the fleet and the CLI need from a task queue; `FolderQueue`, `MemoryQueue` and
+    `RedisQueue` (`coordinator.redis_queue`) implement it, and one conformance suite
+    (tests/coordinator/test_queue_conformance.py) runs against each. Everything is keyed by
+    task id and fencing token.
 
     Errors: `UnknownTask`, `InvalidTransition`, `LeaseLost`, `TaskFileError` (from
     `coordinator.errors`)."""

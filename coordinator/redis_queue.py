@@ -120,6 +120,7 @@ class RedisQueue(MemoryQueue):
         self._depth = 0  # nested operations (claim reclaims first) share one lock and commit
         self._token = b""
         self._synced = 0  # the version this copy of the records is at
+        self._folded: dict[str, int] = {}  # how many events of each task's log it holds
         self._events: list[tuple[str, QueueEvent]] = []
         self._newly_cleared: list[str] = []
         self._guard = threading.RLock()  # MemoryQueue's lock is taken inside each method
@@ -169,8 +170,9 @@ class RedisQueue(MemoryQueue):
             self._unlock(keys=[self._keys[0]], args=[self._token])
 
     def _sync(self) -> None:
-        """Bring the local records up to what Redis holds (changes by anyone since the last
-        sync: their ids, then each one's whole log)."""
+        """Bring the local records up to what Redis holds: the ids anyone changed since the
+        last sync, then the events each one's log gained since (logs are only appended to,
+        so a task heartbeating for days costs its new events, not its history)."""
         _, version_key, changes, seq, cleared = self._keys
         version = int(self._redis.get(version_key) or 0)
         if version == self._synced:
@@ -178,14 +180,22 @@ class RedisQueue(MemoryQueue):
         ids = [i.decode() for i in self._redis.zrangebyscore(changes, f"({self._synced}", version)]
         with self._redis.pipeline(transaction=False) as pipe:
             for task_id in ids:
-                pipe.lrange(f"{self._prefix}log:{task_id}", 0, -1)
+                pipe.lrange(f"{self._prefix}log:{task_id}", self._folded.get(task_id, 0), -1)
             pipe.get(seq)
             pipe.smembers(cleared)
             *logs, seq_value, cleared_ids = pipe.execute()
         for task_id, lines in zip(ids, logs, strict=True):
             events = [event_from_json(json.loads(line)) for line in lines]
-            if events:
-                self._records[task_id] = TaskRecord.from_events(events)
+            if not events:
+                continue
+            record = self._records.get(task_id)
+            if task_id in self._folded and record is not None:
+                for event in events:
+                    record = record.apply(event)
+            else:
+                record = TaskRecord.from_events(events)
+            self._records[task_id] = record
+            self._folded[task_id] = self._folded.get(task_id, 0) + len(events)
         self._seq = int(seq_value or 0)
         self._cleared = {i.decode() for i in cleared_ids}
         self._synced = version
@@ -200,6 +210,8 @@ class RedisQueue(MemoryQueue):
         version = self._commit(keys=self._keys, args=args)
         if version == -1:  # our lease on the lock ran out and someone may have changed things
             raise LockTimeout(_QUEUE, self._lock_lease_ms / 1000)
+        for task_id, _ in self._events:  # applied here already, and now in the log too
+            self._folded[task_id] = self._folded.get(task_id, 0) + 1
         self._events.clear()
         self._newly_cleared.clear()
         self._synced = int(version)
@@ -208,6 +220,7 @@ class RedisQueue(MemoryQueue):
         """The operation did not commit: drop the local copy (read again next time)."""
         if self._events or self._newly_cleared:
             self._records.clear()
+            self._folded.clear()
             self._cleared = set()
             self._synced = 0
         self._events.clear()

@@ -137,3 +137,18 @@ def redis_claim_and_die(url: str, prefix: str, lease_s: float, ready: object) ->
     assert claim is not None
     ready.send((claim.task.id, claim.token))  # type: ignore[attr-defined]
     os._exit(1)
+
+
+def redis_fleet_until_empty(url: str, prefix: str, logs_dir: str, command: str) -> None:
+    """A fleet of two agents running `command` on a `RedisQueue`, until no task is left."""
+    from coordinator.agents import resolve_profile
+    from coordinator.fleet import Fleet, FleetSettings, FleetTunables
+    from coordinator.redis_queue import RedisQueue
+
+    queue = RedisQueue(url, prefix=prefix, logs_dir=logs_dir)
+    Fleet(
+        queue,
+        resolve_profile(command, {}),
+        settings=FleetSettings(poll_s=0.05, workdir=Path(logs_dir).parent),
+        tunables=lambda: FleetTunables(agents=2, lease_s=60),
+    ).run(until_empty=True)

@@ -10,11 +10,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from _workers import redis_claim_and_die, redis_claim_until_empty
+from _workers import redis_claim_and_die, redis_claim_until_empty, redis_fleet_until_empty
 from fakeclock import FakeClock
 from redis_queues import REDIS_URL, fresh_prefix, redis_queue
 
+from coordinator.agents import resolve_profile
 from coordinator.errors import LeaseLost, LockTimeout
+from coordinator.fleet import Fleet, FleetSettings, FleetTunables
 from coordinator.task import TaskState
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -175,3 +177,44 @@ def test_the_queues_lock_is_waited_for_then_refused() -> None:
             pass  # a millisecond, on Redis's own clock
         assert queue.get("t").state == TaskState.PENDING
     client.close()
+
+
+def test_fleets_in_two_processes_work_one_redis_queue_to_the_end(tmp_path: Path) -> None:
+    """Two fleets (this process and a spawned one, as on two machines), each with two agents
+    running a real command, share one queue: all four agents hold a task at once, every task
+    is done once, and each attempt's output is in the log of the fleet that ran it."""
+    prefix = fresh_prefix()
+    go = tmp_path / "go"
+    command = f"cat; while [ ! -e {go} ]; do sleep 0.01; done"
+    with redis_queue(prefix, logs_dir=tmp_path / "here") as queue:
+        for i in range(12):
+            queue.add(f"job {i}", task_id=f"job-{i:02d}")
+        other = SPAWN.Process(
+            target=redis_fleet_until_empty,
+            args=(REDIS_URL, prefix, str(tmp_path / "there"), command),
+        )
+        other.start()
+        fleet = Fleet(
+            queue,
+            resolve_profile(command, {}),
+            settings=FleetSettings(poll_s=0.05, workdir=tmp_path),
+            tunables=lambda: FleetTunables(agents=2, lease_s=60),
+        )
+        results = []
+        here = threading.Thread(target=lambda: results.append(fleet.run(until_empty=True)))
+        here.start()
+        while queue.count(TaskState.CLAIMED) < 4:  # both fleets' agents are at work
+            assert other.is_alive() and here.is_alive()
+        go.touch()
+        here.join(timeout=120)
+        other.join(timeout=120)
+        assert other.exitcode == 0
+        assert results[0].counts[TaskState.DONE] == 12
+        records = queue.records()
+        assert all(r.state == TaskState.DONE and len(r.history) == 1 for r in records)
+        ran_in = set()
+        for record in records:
+            log = Path(record.history[0].log_path or "")
+            assert log.read_text().startswith(record.task.prompt)
+            ran_in.add(log.parents[1].name)
+        assert ran_in == {"here", "there"}
