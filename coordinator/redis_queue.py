@@ -21,31 +21,39 @@ machine and dead (`Owner.is_dead`). Nothing is lost: a task's log is appended, n
 rewritten, and lives in Redis until the keys are deleted (Redis persistence — RDB or AOF —
 decides what survives a restart of Redis itself).
 
-Tasks arrive through `add` (the fleet and the library); there is no folder inbox, so
-`ingest()` finds nothing. Attempt logs are files under `logs_dir` on the machine whose agent
-wrote them. Leases are wall-clock times: the machines' clocks must agree to well within a
-lease. Every operation costs a few round trips to Redis and they are serialised: thousands of
-operations per second on a local Redis, plenty for agents whose tasks take minutes.
+Tasks arrive through `add`, and, with an `inbox` folder, as task files dropped into it (the
+same files, checked the same way, as a `FolderQueue`'s): `ingest()` (which every claim runs
+first) creates a file's tasks in Redis, then moves it to `inbox/sources/`; a file that fails
+a check moves to `inbox/rejected/` beside `<file>.error` naming the file, line and field.
+Each machine can have its own inbox: what lands in any of them joins the one queue. Attempt
+logs are files under `logs_dir` on the machine whose agent wrote them. Leases are wall-clock
+times: the machines' clocks must agree to well within a lease. Every operation costs a few
+round trips to Redis and they are serialised: thousands of operations per second on a local
+Redis, plenty for agents whose tasks take minutes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from coordinator.errors import LockTimeout
+from coordinator.dependencies import find_cycle
+from coordinator.errors import LockTimeout, TaskFileError
 from coordinator.eventlog import encode
 from coordinator.events import Created, QueueEvent, event_from_json
+from coordinator.ingest import free_name
+from coordinator.layout import atomic_write
 from coordinator.lease import Owner
 from coordinator.memory_queue import MemoryQueue
-from coordinator.record import Claim, IngestResult, TaskRecord
-from coordinator.task import Priority, Task, TaskState
+from coordinator.record import Claim, IngestResult, RejectedFile, TaskRecord
+from coordinator.task import Priority, Task, TaskState, field_line, parse_task_file
 from memory_db.outcome import AttemptOutcome
 
 __all__ = ["RedisQueue"]
@@ -79,7 +87,10 @@ class RedisQueue(MemoryQueue):
     per prefix). `lock_lease_s` bounds how long a crashed process can hold the queue's lock;
     `lock_timeout_s` how long an operation waits for it (on `monotonic`, pausing with
     `sleep`). `clock` is wall seconds (leases and backoffs); `logs_dir` is where this
-    machine's fleet writes attempt logs. Raises ImportError without the `redis` package."""
+    machine's fleet writes attempt logs. `inbox` is the folder task files are dropped into
+    (None: tasks come only through `add`); `agents` the profile names a task file may name;
+    `on_ingest` is called with every ingest pass that accepted something. Raises ImportError
+    without the `redis` package."""
 
     def __init__(
         self,
@@ -94,6 +105,9 @@ class RedisQueue(MemoryQueue):
         lock_timeout_s: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        inbox: Path | str | None = None,
+        agents: Collection[str] | None = None,
+        on_ingest: Callable[[IngestResult], None] | None = None,
     ) -> None:
         try:
             import redis
@@ -124,6 +138,10 @@ class RedisQueue(MemoryQueue):
         self._events: list[tuple[str, QueueEvent]] = []
         self._newly_cleared: list[str] = []
         self._guard = threading.RLock()  # MemoryQueue's lock is taken inside each method
+        self.root = Path(inbox) if inbox is not None else None
+        """The inbox folder (where `sources/` and `rejected/` are), or None."""
+        self._agents = agents
+        self._on_ingest = on_ingest
 
     def close(self) -> None:
         self._redis.close()
@@ -253,6 +271,7 @@ class RedisQueue(MemoryQueue):
             )
 
     def claim(self, agent: str, *, lease_s: float, owner: Owner | None = None) -> Claim | None:
+        self.ingest()  # a file just dropped is claimable now
         with self._operation():
             return super().claim(agent, lease_s=lease_s, owner=owner)
 
@@ -339,14 +358,132 @@ class RedisQueue(MemoryQueue):
         with self._operation():
             return super().counts()
 
-    def count(self, state: TaskState) -> int:
-        with self._operation():
-            return super().count(state)
-
     def next_ready_at(self) -> float | None:
         with self._operation():
             return super().next_ready_at()
 
+    # ------------------------------------------------------------------ the inbox
+
     def ingest(self) -> IngestResult:
-        """Tasks come in through `add`: there is no inbox to look at."""
-        return IngestResult()
+        """Accept or reject every task file in the inbox (nothing without one). A file is
+        checked whole — it parses, names known agents, none of its ids is known, it closes
+        no dependency cycle — before any of its tasks is created. Files move only once the
+        tasks are committed: a crash in between leaves a file to be found again, and one
+        whose tasks are all there already, as it defines them, just moves on."""
+        files = self._inbox_files()
+        if not files:
+            return IngestResult()
+        accepted: list[str] = []
+        moves: list[tuple[Path, Path, str | None]] = []  # file, target, rejection reason
+        with self._operation():
+            for path in files:
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    continue  # another process on this machine took it
+                assert self.root is not None
+                target = free_name(self.root / "sources", path.name)
+                try:
+                    tasks = parse_task_file(path, data=data, agents=self._agents)
+                    if self._all_known_as(tasks):
+                        moves.append((path, target, None))
+                        continue
+                    self._check_new(path, data, tasks)
+                except TaskFileError as exc:
+                    reason = str(exc).replace(str(path), path.name, 1)
+                    moves.append((path, free_name(self.root / "rejected", path.name), reason))
+                    continue
+                for task in tasks:
+                    self._seq += 1
+                    self._create(
+                        Created(
+                            task=task,
+                            seq=self._seq,
+                            source=f"sources/{target.name}",
+                            at=self._clock(),
+                        )
+                    )
+                accepted += [task.id for task in tasks]
+                moves.append((path, target, None))
+        rejected = [r for r in (self._move(*move) for move in moves) if r is not None]
+        result = IngestResult(accepted=tuple(accepted), rejected=tuple(rejected))
+        if accepted and self._on_ingest is not None:
+            self._on_ingest(result)
+        return result
+
+    def rejected(self) -> list[RejectedFile]:
+        if self.root is None or not (self.root / "rejected").is_dir():
+            return []
+        out = []
+        for path in sorted((self.root / "rejected").glob("*.toml")):
+            error = path.with_name(path.name + ".error")
+            reason = error.read_text().strip() if error.exists() else "rejected"
+            out.append(RejectedFile(name=path.name, path=path, reason=reason))
+        return out
+
+    def count(self, state: TaskState) -> int:
+        if state == TaskState.REJECTED:
+            return len(self.rejected())
+        with self._operation():
+            return super().count(state)
+
+    def _inbox_files(self) -> list[Path]:
+        if self.root is None:
+            return []
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        return [
+            self.root / n
+            for n in names
+            if n.endswith(".toml") and not n.startswith(".") and (self.root / n).is_file()
+        ]
+
+    def _all_known_as(self, tasks: list[Task]) -> bool:
+        """Whether every task of a file is created already, as the file defines it (its
+        ingest committed, and a crash kept the file from moving)."""
+        records = [self._records.get(task.id) for task in tasks]
+        return all(r is not None and r.task == t for r, t in zip(records, tasks, strict=True))
+
+    def _check_new(self, path: Path, data: bytes, tasks: list[Task]) -> None:
+        for index, task in enumerate(tasks):
+            known = self._records.get(task.id)
+            if known is not None:
+                raise TaskFileError(
+                    path,
+                    f"task id {task.id!r} is already known (it is {known.state}); "
+                    "give the new task another id",
+                    line=field_line(data, "id", index),
+                    field="id",
+                )
+        new = {task.id: task.depends_on for task in tasks}
+
+        def deps_of(task_id: str) -> tuple[str, ...]:
+            if task_id in new:
+                return new[task_id]
+            record = self._records.get(task_id)
+            return record.task.depends_on if record is not None else ()
+
+        cycle = find_cycle(new, deps_of)
+        if cycle is not None:
+            index = next(i for i, t in enumerate(tasks) if t.id in cycle)
+            raise TaskFileError(
+                path,
+                f"dependency cycle: {' -> '.join(cycle)}",
+                line=field_line(data, "depends_on", index),
+                field="depends_on",
+            )
+
+    @staticmethod
+    def _move(path: Path, target: Path, reason: str | None) -> RejectedFile | None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if reason is not None:
+            atomic_write(str(target) + ".error", (reason + "\n").encode())
+        try:
+            os.rename(path, target)  # moved, never rewritten
+        except FileNotFoundError:
+            return None  # another process on this machine moved it
+        if reason is None:
+            return None
+        return RejectedFile(name=target.name, path=target, reason=reason)

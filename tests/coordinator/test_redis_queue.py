@@ -218,3 +218,38 @@ def test_fleets_in_two_processes_work_one_redis_queue_to_the_end(tmp_path: Path)
             assert log.read_text().startswith(record.task.prompt)
             ran_in.add(log.parents[1].name)
         assert ran_in == {"here", "there"}
+
+
+def test_task_files_dropped_into_an_inbox_join_the_queue(tmp_path: Path) -> None:
+    """A good file's tasks are created and it moves to sources/; a bad one moves to
+    rejected/ with the reason naming its line and field; a file whose tasks are already
+    there (its ingest committed, then a crash kept it in place) just moves on."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    two_tasks = '[[tasks]]\nid = "a"\nprompt = "p"\n'
+    two_tasks += '[[tasks]]\nid = "b"\nprompt = "q"\ndepends_on = ["a"]\n'
+    (inbox / "good.toml").write_text(two_tasks)
+    (inbox / "bad.toml").write_text('prompt = "p"\npriority = "urgent-ish"\n')
+    (inbox / ".partial.toml").write_text('prompt = "not yet"\n')
+    accepted: list[tuple[str, ...]] = []
+    with redis_queue(inbox=inbox, on_ingest=lambda r: accepted.append(r.accepted)) as queue:
+        result = queue.ingest()
+        assert result.accepted == ("a", "b") and accepted == [("a", "b")]
+        [rejected] = result.rejected
+        assert rejected.name == "bad.toml"
+        assert rejected.reason.startswith("bad.toml:2: field 'priority'")
+        assert (inbox / "sources" / "good.toml").exists()
+        assert (inbox / "rejected" / "bad.toml.error").exists()
+        assert (inbox / ".partial.toml").exists()  # still being written: left alone
+        assert queue.get("b").source == "sources/good.toml"
+        assert queue.counts()[TaskState.REJECTED] == 1
+        (inbox / "again.toml").write_text('id = "a"\nprompt = "p"\n')  # as if never moved
+        assert queue.ingest().accepted == ()
+        assert (inbox / "sources" / "again.toml").exists()
+        (inbox / "clash.toml").write_text('id = "a"\nprompt = "something else"\n')
+        [clash] = queue.ingest().rejected
+        assert "already known" in clash.reason
+        (inbox / "late.toml").write_text('prompt = "dropped while fleets run"\n')
+        claim = queue.claim("w", lease_s=60)  # a claim looks at the inbox first
+        assert claim is not None and claim.task.id == "a"
+        assert queue.get("late").state == TaskState.PENDING
