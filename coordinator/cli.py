@@ -23,6 +23,7 @@ from memory_db.errors import MemoryDBError
 
 if TYPE_CHECKING:
     from coordinator.queue import FolderQueue, IngestResult, TaskRecord
+    from coordinator.redis_queue import RedisQueue
     from coordinator.remember import MemoryOfAttempts
     from coordinator.settings import Settings
     from orchestrator.config import LiveConfig
@@ -309,6 +310,12 @@ def _command(
     parser = sub.add_parser(name, help=text, description=text)
     parser.set_defaults(handler=handler)
     parser.add_argument("--tasks", type=Path, help="the task folder (default ./tasks)")
+    parser.add_argument(
+        "--queue",
+        metavar="URL",
+        help="keep the tasks in Redis (redis://host:6379/0#name), shared by fleets on several "
+        "machines; --tasks is then this machine's inbox for task files (or COORDINATOR_QUEUE)",
+    )
     _config_flag(parser, default=argparse.SUPPRESS)
     return parser
 
@@ -430,9 +437,43 @@ def _settings(args: argparse.Namespace) -> Settings:
             "workdir",
             "orchestrator",
             "pass_env",
+            "queue",
         )
     }
     return load_settings(flags, config_path=args.config)
+
+
+def _redis_queue(settings: Settings, *, create: bool, **options: Any) -> RedisQueue:
+    """The `RedisQueue` `settings.queue` names (`#name` after the URL picks the queue; default
+    `tasks`), with `settings.tasks` as this machine's inbox and its `logs/` for attempt logs.
+    Only `run` and `tasks add` create a missing inbox folder."""
+    from urllib.parse import urlsplit
+
+    from coordinator.redis_queue import RedisQueue
+    from coordinator.task import is_valid_id
+
+    url, _, name = (settings.queue or "").partition("#")
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+        raise ConfigError(  # the URL itself may hold a password: not shown
+            f"queue: expected a Redis URL such as redis://host:6379/0#name, got one with the "
+            f"scheme {parts.scheme!r}"
+        )
+    if name and not is_valid_id(name):
+        raise ConfigError(f"queue: the name after # must be letters, digits, . _ -; got {name!r}")
+    if create and not settings.tasks.is_dir():
+        settings.tasks.mkdir(parents=True)
+        print(f"coordinator: created an inbox for task files in {settings.tasks}/", file=sys.stderr)
+    try:
+        return RedisQueue(
+            url,
+            prefix=f"coordinator:{name or 'tasks'}:",
+            inbox=settings.tasks,
+            logs_dir=settings.tasks / "logs",
+            **options,
+        )
+    except ImportError as exc:  # the optional redis package is missing: say how to add it
+        raise ConfigError(str(exc)) from None
 
 
 def _queue(
@@ -441,10 +482,11 @@ def _queue(
     create: bool = False,
     args: argparse.Namespace | None = None,
     memory: MemoryOfAttempts | None = None,
-) -> FolderQueue:
-    """The queue in `--tasks`. Only `run` and `tasks add` create a missing folder (and say
-    so); every other command refuses it, creating nothing (`QueueNotFound`). A folder that
-    exists — made by hand and filled with task files — is set up as a queue by any command.
+) -> FolderQueue | RedisQueue:
+    """The queue in `--tasks`, or with `--queue` the one in Redis (`--tasks` its inbox here).
+    Only `run` and `tasks add` create a missing folder (and say so); every other command
+    refuses it, creating nothing (`QueueNotFound`). A folder that exists — made by hand and
+    filled with task files — is set up as a queue by any command.
 
     Every task this command's ingest accepts (a file dropped into the folder) is recorded in
     agent memory at once: in `memory` if given (the fleet's), else in the memory at `--db` if
@@ -452,7 +494,7 @@ def _queue(
     from coordinator.errors import QueueNotFound
     from coordinator.queue import FolderQueue
 
-    queue: FolderQueue | None = None
+    queue: FolderQueue | RedisQueue | None = None
 
     def remember_accepted(result: IngestResult) -> None:
         assert queue is not None
@@ -467,6 +509,9 @@ def _queue(
         "agents": _profile_names(settings),
         "on_ingest": remember_accepted,
     }
+    if settings.queue is not None:
+        queue = _redis_queue(settings, create=create, **options)
+        return queue
     try:
         queue = FolderQueue.open(settings.tasks, **options)
         return queue
@@ -1007,7 +1052,8 @@ def _tasks_show(args: argparse.Namespace) -> int:
     made = _attempts_made(record)
     print(f"  attempts:   {made} made; {record.attempts} of {task.max_attempts} used by failures")
     print(f"  depends on: {', '.join(task.depends_on) or '-'}")
-    print(f"  source:     {queue.root / record.source}")
+    source = Path(record.source) if queue.root is None else queue.root / record.source
+    print(f"  source:     {source}" + ("" if source.exists() else " (not on this machine)"))
     if record.lease:
         print(
             f"  lease:      {record.lease.agent}, token {record.lease.token}, "
@@ -1043,8 +1089,15 @@ def _tasks_cancel(args: argparse.Namespace) -> int:
 
 
 def _tasks_clear(args: argparse.Namespace) -> int:
+    from coordinator.queue import FolderQueue
+
     queue = _queue(_settings(args), args=args)
     state = TaskState(args.state)
+    kept = (
+        f"kept under {queue.root / 'archive' / state.value}"
+        if isinstance(queue, FolderQueue)
+        else "their records stay in the queue: tasks show finds them"
+    )
     count = queue.count(state)
     if not count:
         print(f"no {state.value} entries")
@@ -1054,18 +1107,12 @@ def _tasks_clear(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"tasks clear: would remove {count} {state.value} entries; confirm with --yes"
             )
-        answer = input(
-            f"remove {count} {state.value} entries from the listings (kept under "
-            f"{queue.root / 'archive' / state.value})? [y/N] "
-        )
+        answer = input(f"remove {count} {state.value} entries from the listings ({kept})? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing removed")
             return 1
     cleared = queue.clear(state)
-    print(
-        f"cleared {len(cleared)} {state.value}: {', '.join(cleared)} "
-        f"(kept under {queue.root / 'archive' / state.value})"
-    )
+    print(f"cleared {len(cleared)} {state.value}: {', '.join(cleared)} ({kept})")
     return 0
 
 

@@ -7,6 +7,7 @@
     ├── LeaseLost            (PermissionError) the caller's lease expired or was taken over
     ├── LockTimeout          (TimeoutError) a task's lock stayed busy too long
     ├── QueueNotFound        (FileNotFoundError) the folder is not a task queue
+    ├── QueueUnreachable     (ConnectionError) the queue's Redis did not answer
     ├── QueueWriteError      (OSError) a write to the queue failed (disk full); nothing moved
     └── ConfigError          (ValueError) coordinator.toml or a flag is malformed
 """
@@ -74,6 +75,15 @@ class LockTimeout(CoordinatorError, TimeoutError):
     def __init__(self, task_id: str, timeout_s: float) -> None:
         self.task_id, self.timeout_s = task_id, timeout_s
         super().__init__(f"task {task_id!r} stayed locked for more than {timeout_s:g}s")
+
+
+class QueueUnreachable(CoordinatorError, ConnectionError):
+    """The Redis a `RedisQueue` lives in did not answer; `where` names it (host, port and
+    database, never a password)."""
+
+    def __init__(self, where: str, error: BaseException) -> None:
+        self.where = where
+        super().__init__(f"the task queue in Redis at {where} did not answer: {error}")
 
 
 class ConfigError(CoordinatorError, ValueError):

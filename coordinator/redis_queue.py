@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.dependencies import find_cycle
-from coordinator.errors import LockTimeout, TaskFileError
+from coordinator.errors import LockTimeout, QueueUnreachable, TaskFileError
 from coordinator.eventlog import encode
 from coordinator.events import Created, QueueEvent, event_from_json
 from coordinator.ingest import free_name
@@ -124,6 +124,13 @@ class RedisQueue(MemoryQueue):
             logs_dir=logs_dir,
         )
         self._redis = redis.Redis.from_url(url)
+        self._redis_error: type[Exception] = redis.RedisError
+        connection = self._redis.connection_pool.connection_kwargs
+        self.where = (
+            f"{connection.get('host', connection.get('path', '?'))}:"
+            f"{connection.get('port', '')}/{connection.get('db', 0)}"
+        )
+        """Where the queue is (host:port/db; never the URL's password)."""
         self._prefix = prefix
         self._keys = [prefix + k for k in ("lock", "version", "changes", "seq", "cleared")]
         self._commit = self._redis.register_script(_COMMIT)
@@ -158,12 +165,18 @@ class RedisQueue(MemoryQueue):
                 finally:
                     self._depth -= 1
                 return
-            self._acquire()
+            try:
+                self._acquire()
+            except self._redis_error as exc:
+                raise QueueUnreachable(self.where, exc) from exc
             self._depth = 1
             try:
                 self._sync()
                 yield
                 self._commit_changes()
+            except self._redis_error as exc:
+                self._forget_local_changes()
+                raise QueueUnreachable(self.where, exc) from exc
             except BaseException:
                 self._forget_local_changes()
                 raise

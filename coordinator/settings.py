@@ -2,7 +2,8 @@
 
 `coordinator.toml` (in the current directory, or `--config PATH` / `COORDINATOR_CONFIG`):
 
-    tasks = "tasks"          # the queue folder
+    tasks = "tasks"          # the queue folder (with `queue`: the inbox for task files)
+    queue = "redis://queue-host:6379/0#my-project"   # tasks in Redis, shared by machines
     agents = 4               # agent loops for `coordinator run`
     agent = "claude"         # default profile name, or a command
     lease_s = 60
@@ -65,6 +66,7 @@ class Settings:
     db: str | None = None
     workdir: Path = field(default_factory=Path.cwd)
     orchestrator: str | None = None  # "start", or the URL of a running orchestrator
+    queue: str | None = None  # a Redis URL (`#name` picks the queue): tasks in Redis
     pass_env: tuple[str, ...] = ()
     profiles: Mapping[str, AgentProfile] = field(default_factory=dict)
     # `[self_improve]` and `[gate]`, kept as read; `self_improve_settings()` parses them
@@ -91,6 +93,7 @@ _SOURCES: dict[str, tuple[str, type]] = {
     "db": ("COORDINATOR_DB_URL", str),
     "workdir": ("COORDINATOR_WORKDIR", Path),
     "orchestrator": ("COORDINATOR_ORCHESTRATOR", str),
+    "queue": ("COORDINATOR_QUEUE", str),
     "pass_env": ("COORDINATOR_PASS_ENV", tuple),
 }
 

@@ -531,3 +531,55 @@ def test_agents_routed_through_an_orchestrator_name_themselves_in_a_header(cli, 
     assert code == 0, err
     log = (tmp_path / "tasks/logs/named/attempt-1.log").read_text()
     assert log == "x-orchestrator-agent: agent-1\nx-orchestrator-task: named"
+
+
+@pytest.fixture
+def redis_queue_url():
+    """A fresh queue name on the local Redis (skipped without one); its keys go afterwards."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=0.5)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    import uuid
+
+    name = f"test-cli-{uuid.uuid4().hex[:12]}"
+    yield f"redis://127.0.0.1:6379/0#{name}"
+    keys = list(client.scan_iter(match=f"coordinator:{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def test_two_machines_inboxes_share_one_queue_in_redis(cli, tmp_path, redis_queue_url):
+    """`--queue redis://…#name`: a file dropped into one machine's inbox is run there; the
+    other machine (another --tasks folder) lists it done, adds a task, and runs it itself."""
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "hello.toml").write_text('prompt = "hello from here"\n')
+    here = ("--queue", redis_queue_url, "--tasks", "here")
+    there = ("--queue", redis_queue_url, "--tasks", "there")
+    code, _, err = cli("run", *here, "--agent", "echo", "--until-empty", "--no-memory")
+    assert code == 0, err
+    assert (tmp_path / "here" / "sources" / "hello.toml").exists()
+    assert "hello from here" in (tmp_path / "here" / "logs" / "hello" / "attempt-1.log").read_text()
+    code, out, _ = cli("tasks", "list", "--json", *there)
+    assert code == 0 and [(r["id"], r["state"]) for r in json.loads(out)] == [("hello", "done")]
+    assert cli("tasks", "add", "and from there", "--id", "second", *there)[0] == 0
+    code, _, err = cli("run", *there, "--agent", "echo", "--until-empty", "--no-memory")
+    assert code == 0, err
+    assert (tmp_path / "there" / "logs" / "second" / "attempt-1.log").exists()
+    code, out, _ = cli("tasks", "show", "second", "--json", *here)
+    assert code == 0 and json.loads(out)["state"] == "done"
+
+
+def test_a_bad_or_unreachable_redis_queue_is_a_clear_error(cli, redis_queue_url):
+    """A URL that is no Redis URL, a bad queue name, and a Redis that does not answer are each
+    an error naming the setting or the host, never the password in the URL."""
+    code, _, err = cli("tasks", "list", "--queue", "http://127.0.0.1:6379/0")
+    assert code == 2 and "queue: expected a Redis URL" in err
+    code, _, err = cli("tasks", "list", "--queue", "redis://127.0.0.1:6379/0#no/slashes")
+    assert code == 2 and "the name after #" in err
+    code, _, err = cli("tasks", "list", "--queue", "redis://:sekrit-pw@127.0.0.1:1/0#x")
+    assert code == 2 and "127.0.0.1:1/0 did not answer" in err
+    assert "sekrit-pw" not in err
