@@ -18,7 +18,12 @@ In one run, on one disk (a fresh folder under --dir):
    first (not timed), then `huey_consumer -w P -k process`; jobs/s is N over the time from
    the first job leaving the queue to the queue being empty (polled every 2 ms).
 
-5. scale (one process, so each figure is the cost of one call): claims/s and p99 claim
+5. the Redis queue (`RedisQueue`, on the local Redis at 127.0.0.1:6379; skipped without one):
+   `--redis-tasks` tasks added through `add` (not timed), then P processes claim and complete
+   them as in 2; its claims scan the pending tasks (O(pending), `MemoryQueue`'s rules), so it
+   runs on fewer tasks than the folder queue.
+
+6. scale (one process, so each figure is the cost of one call): claims/s and p99 claim
    latency with 100 and with 100,000 pending tasks, half of them high-priority tasks blocked
    on a dependency that stays claimed (the worst case for a claim that looked at them);
    and the cost of a heartbeat on a fresh lease against one after 10,000 heartbeats.
@@ -28,7 +33,8 @@ In one run, on one disk (a fresh folder under --dir):
 The last line printed is one JSON object: claims_per_s, p99_claim_ms, duplicates,
 rename_per_s, huey_per_s, claims_per_s_100k, p99_claim_ms_100k, claims_per_s_100,
 p99_claim_ms_100, scale_claims_ratio, heartbeat_first_ms, heartbeat_late_ms,
-heartbeat_ratio (plus a few more keys for the record; with --short only the scale keys).
+heartbeat_ratio, redis_claims_per_s, redis_duplicates (None without Redis) (plus a few more
+keys for the record; with --short only the scale keys).
 """
 
 from __future__ import annotations
@@ -75,6 +81,50 @@ def _queue_worker(root: str, worker: int, profile: str | None, start: Any, out: 
         queue.complete(claim.task.id, claim.token)
         ids.append(claim.task.id)
     Path(out).write_text(json.dumps({"ids": ids, "lat": latencies, "end": time.monotonic()}))
+
+
+def _redis_worker(prefix: str, worker: int, start: Any, out: str) -> None:
+    from coordinator.redis_queue import RedisQueue
+
+    queue = RedisQueue(prefix=prefix)
+    ids: list[str] = []
+    start.wait()
+    while (claim := queue.claim(f"w{worker}", lease_s=300)) is not None:
+        queue.complete(claim.task.id, claim.token)
+        ids.append(claim.task.id)
+    Path(out).write_text(json.dumps({"ids": ids, "end": time.monotonic()}))
+
+
+def bench_redis(base: Path, n: int, procs: int) -> dict[str, Any] | None:
+    """The Redis queue as the folder queue is measured, or None without a Redis to use."""
+    try:
+        import redis
+
+        client = redis.Redis(socket_timeout=1)
+        client.ping()
+        from coordinator.redis_queue import RedisQueue
+    except Exception:
+        return None
+    prefix = f"bench:claims:{os.getpid()}:{time.time_ns()}:"
+    try:
+        queue = RedisQueue(prefix=prefix)
+        for i in range(n):
+            queue.add(f"no-op task {i}", task_id=f"task-{i:05d}")
+        outs = base / "redis-out"
+        outs.mkdir()
+        wall, results = _run_workers(
+            _redis_worker, lambda w: (prefix, w, str(outs / f"{w}.json")), procs
+        )
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+    claims = Counter(task_id for r in results for task_id in r["ids"])
+    return {
+        "claims_per_s": sum(claims.values()) / wall,
+        "duplicates": sum(c - 1 for c in claims.values() if c > 1),
+        "missing": n - len(claims),
+    }
 
 
 def _rename_worker(pending: str, claimed: str, worker: int, procs: int, start: Any,
@@ -324,6 +374,8 @@ def main() -> None:
     parser.add_argument("--profile", default=None,
                         help="write a cProfile of queue worker 0 to this file")
     parser.add_argument("--only-queue", action="store_true", help="skip rename and huey")
+    parser.add_argument("--redis-tasks", type=int, default=2_000,
+                        help="tasks for the Redis queue (0: skip it)")
     parser.add_argument("--short", action="store_true",
                         help="only the scale run, small (100 vs 2,000 tasks, 1,000 heartbeats)")
     args = parser.parse_args()
@@ -355,6 +407,13 @@ def main() -> None:
               f" = {h['huey_per_s']:.0f}/s (enqueueing took {h['enqueue_s']:.2f} s, not timed)")
         print(f"ratios: folder queue / rename limit = {q['claims_per_s'] / r['rename_per_s']:.3f};"
               f" folder queue / huey = {q['claims_per_s'] / h['huey_per_s']:.2f}")
+        rq = bench_redis(base, args.redis_tasks, procs) if args.redis_tasks else None
+        if rq is None:
+            print("redis queue: skipped (no Redis on 127.0.0.1:6379, or --redis-tasks 0)")
+        else:
+            print(f"redis queue ({args.redis_tasks} tasks): {rq['claims_per_s']:.0f} "
+                  f"claim+complete/s; duplicates {rq['duplicates']}, missing {rq['missing']}; "
+                  f"/ folder queue = {rq['claims_per_s'] / q['claims_per_s']:.2f}")
         scale = _scale_summary(bench_scale(base, 100, 100_000, 10_000), 100, 100_000)
     finally:
         if not args.keep:
@@ -365,6 +424,8 @@ def main() -> None:
         "duplicates": q["duplicates"],
         "rename_per_s": round(r["rename_per_s"], 1),
         "huey_per_s": round(h["huey_per_s"], 1),
+        "redis_claims_per_s": None if rq is None else round(rq["claims_per_s"], 1),
+        "redis_duplicates": None if rq is None else rq["duplicates"],
         "p50_claim_ms": round(q["p50_claim_ms"], 3),
         "missing": q["missing"],
         "ingest_s": round(q["ingest_s"], 3),

@@ -55,6 +55,9 @@ class MemoryQueue:
         self._logs = Path(logs_dir)
         self._lock = threading.RLock()
         self._records: dict[str, TaskRecord] = {}
+        # The ids of the pending and of the claimed records: what claims and reclaims look at.
+        self._pending: set[str] = set()
+        self._claimed: set[str] = set()
         self._seq = 0
         self._cleared: set[str] = set()  # ids `clear` removed from the listings
 
@@ -90,7 +93,18 @@ class MemoryQueue:
         return task
 
     def _create(self, created: Created) -> None:
-        self._records[created.task.id] = TaskRecord.created(created)
+        self._put(TaskRecord.created(created))
+
+    def _put(self, record: TaskRecord) -> TaskRecord:
+        """The one place a record changes, keeping `_pending` and `_claimed` true."""
+        task_id = record.task.id
+        self._records[task_id] = record
+        for state, ids in ((TaskState.PENDING, self._pending), (TaskState.CLAIMED, self._claimed)):
+            if record.state == state:
+                ids.add(task_id)
+            else:
+                ids.discard(task_id)
+        return record
 
     # ------------------------------------------------------------------ claiming
 
@@ -100,20 +114,34 @@ class MemoryQueue:
         with self._lock:
             self.reclaim_expired()
             now = self._clock()
-            for record in self._ready(now):
-                lease = Lease(agent=agent, token=record.token + 1, claimed_at=now,
-                              expires_at=now + lease_s, lease_s=lease_s, owner=owner)
-                record = self._apply(record.task.id, Claimed(lease=lease, at=now))
-                return Claim(task=record.task, token=lease.token, agent=agent,
-                             attempt=record.attempts + 1, expires_at=lease.expires_at,
-                             source=Path(record.source))
-        return None
+            record = self._next_ready(now)
+            if record is None:
+                return None
+            lease = Lease(agent=agent, token=record.token + 1, claimed_at=now,
+                          expires_at=now + lease_s, lease_s=lease_s, owner=owner)
+            record = self._apply(record.task.id, Claimed(lease=lease, at=now))
+            return Claim(task=record.task, token=lease.token, agent=agent,
+                         attempt=record.attempts + 1, expires_at=lease.expires_at,
+                         source=Path(record.source))
+
+    def _next_ready(self, now: float) -> TaskRecord | None:
+        """The first ready task in claim order (inherited priority, then arrival), or None;
+        fails those whose dependency never can be done."""
+        pending = self._ready(now)
+        if not pending:
+            return None
+        if any(self._records[i].task.depends_on for i in self._pending):
+            ranks = {i: self._records[i].task.priority.rank for i in self._pending}
+            deps = {i: self._records[i].task.depends_on for i in self._pending}
+            effective = inherited_ranks(ranks, deps)
+            return min(pending, key=lambda r: (effective[r.task.id], r.seq))
+        return min(pending, key=lambda r: (r.task.priority.rank, r.seq))
 
     def _ready(self, now: float) -> list[TaskRecord]:
-        """Pending tasks whose dependencies are done and backoff is over, in claim order;
-        fails those whose dependency never can be done."""
+        """Pending tasks whose dependencies are done and backoff is over (in no order); fails
+        those whose dependency never can be done."""
         while True:
-            pending = {i: r for i, r in self._records.items() if r.state == TaskState.PENDING}
+            pending = {i: self._records[i] for i in self._pending}
             doomed = False
             for task_id, record in pending.items():
                 for dep in record.task.depends_on:
@@ -126,16 +154,12 @@ class MemoryQueue:
                         break
             if not doomed:
                 break
-        ranks = {i: r.task.priority.rank for i, r in pending.items()}
-        effective = inherited_ranks(ranks, {i: r.task.depends_on for i, r in pending.items()})
-        ready = [r for r in pending.values() if r.not_before <= now and all(
+        return [r for r in pending.values() if r.not_before <= now and all(
             d in self._records and self._records[d].state == TaskState.DONE
             for d in r.task.depends_on)]
-        return sorted(ready, key=lambda r: (effective[r.task.id], r.seq))
 
     def _apply(self, task_id: str, event: QueueEvent) -> TaskRecord:
-        record = self._records[task_id] = self._records[task_id].apply(event)
-        return record
+        return self._put(self._records[task_id].apply(event))
 
     def _held(self, task_id: str, token: int) -> TaskRecord:
         record = self._records.get(task_id)
@@ -212,9 +236,10 @@ class MemoryQueue:
         reclaimed = []
         with self._lock:
             now, here = self._clock(), Machine.current()
-            for task_id, record in list(self._records.items()):
+            for task_id in sorted(self._claimed, key=lambda i: self._records[i].seq):
+                record = self._records[task_id]
                 lease = record.lease
-                if record.state != TaskState.CLAIMED or lease is None:
+                if lease is None:
                     continue
                 if lease.expired(now):
                     why = f"lease of agent {lease.agent!r} expired"

@@ -225,7 +225,7 @@ class RedisQueue(MemoryQueue):
                     record = record.apply(event)
             else:
                 record = TaskRecord.from_events(events)
-            self._records[task_id] = record
+            self._put(record)
             self._folded[task_id] = self._folded.get(task_id, 0) + len(events)
         self._seq = int(seq_value or 0)
         self._cleared = {i.decode() for i in cleared_ids}
@@ -251,6 +251,7 @@ class RedisQueue(MemoryQueue):
         """The operation did not commit: drop the local copy (read again next time)."""
         if self._events or self._newly_cleared:
             self._records.clear()
+            self._pending.clear()
             self._folded.clear()
             self._cleared = set()
             self._synced = 0
