@@ -35,7 +35,7 @@ from coordinator.layout import Layout, atomic_write, link_new, write_all
 from coordinator.record import IngestResult, RejectedFile
 from coordinator.task import Task, TaskState, field_line, parse_task_file
 
-__all__ = ["Ingest", "TaskIndex", "free_name"]
+__all__ = ["Ingest", "TaskIndex", "check_new_tasks", "free_name"]
 
 
 class TaskIndex:
@@ -175,32 +175,13 @@ class Ingest:
 
     def check(self, path: Path, data: bytes, tasks: list[Task]) -> None:
         """Raise `TaskFileError` if a task's id is known or the file closes a cycle."""
-        for index, task in enumerate(tasks):
-            state = self.known_state(task.id)
-            if state is not None:
-                raise TaskFileError(
-                    path,
-                    f"task id {task.id!r} is already known (it is {state}); "
-                    "give the new task another id",
-                    line=field_line(data, "id", index),
-                    field="id",
-                )
-        new = {task.id: task.depends_on for task in tasks}
         self._index.refresh()
 
         def deps_of(task_id: str) -> tuple[str, ...]:
-            if task_id in new:
-                return new[task_id]
             static = self._index.static.get(task_id)
             return static[2] if static else ()
 
-        cycle = find_cycle(new, deps_of)
-        if cycle is not None:
-            index = next(i for i, t in enumerate(tasks) if t.id in cycle)
-            raise TaskFileError(
-                path, f"dependency cycle: {' -> '.join(cycle)}",
-                line=field_line(data, "depends_on", index), field="depends_on",
-            )
+        check_new_tasks(path, data, tasks, known_state=self.known_state, depends_on=deps_of)
 
     def known_state(self, task_id: str) -> str | None:
         """The state of the task with this id, if one was ever created ("known")."""
@@ -286,6 +267,37 @@ class Ingest:
         if error.exists():
             os.rename(error, target.with_name(target.name + ".error"))
         os.rename(rejected, target)
+
+
+def check_new_tasks(
+    path: Path,
+    data: bytes,
+    tasks: list[Task],
+    *,
+    known_state: Callable[[str], str | None],
+    depends_on: Callable[[str], tuple[str, ...]],
+) -> None:
+    """Raise `TaskFileError`, naming the line and field, if one of the file's `tasks` has an
+    id already known (`known_state` gives its state, None for an unknown id) or the file
+    would close a dependency cycle with the known tasks (`depends_on` of a known id)."""
+    for index, task in enumerate(tasks):
+        state = known_state(task.id)
+        if state is not None:
+            raise TaskFileError(
+                path,
+                f"task id {task.id!r} is already known (it is {state}); "
+                "give the new task another id",
+                line=field_line(data, "id", index),
+                field="id",
+            )
+    new = {task.id: task.depends_on for task in tasks}
+    cycle = find_cycle(new, lambda task_id: new[task_id] if task_id in new else depends_on(task_id))
+    if cycle is not None:
+        index = next(i for i, t in enumerate(tasks) if t.id in cycle)
+        raise TaskFileError(
+            path, f"dependency cycle: {' -> '.join(cycle)}",
+            line=field_line(data, "depends_on", index), field="depends_on",
+        )
 
 
 def _defined_ids(path: Path, data: bytes) -> list[str]:

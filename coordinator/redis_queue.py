@@ -44,16 +44,15 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from coordinator.dependencies import find_cycle
 from coordinator.errors import LockTimeout, QueueUnreachable, TaskFileError
 from coordinator.eventlog import encode
 from coordinator.events import Created, QueueEvent, event_from_json
-from coordinator.ingest import free_name
+from coordinator.ingest import check_new_tasks, free_name
 from coordinator.layout import atomic_write
 from coordinator.lease import Owner
 from coordinator.memory_queue import MemoryQueue
 from coordinator.record import Claim, IngestResult, RejectedFile, TaskRecord
-from coordinator.task import Priority, Task, TaskState, field_line, parse_task_file
+from coordinator.task import Priority, Task, TaskState, parse_task_file
 from memory_db.outcome import AttemptOutcome
 
 __all__ = ["RedisQueue"]
@@ -461,33 +460,15 @@ class RedisQueue(MemoryQueue):
         return all(r is not None and r.task == t for r, t in zip(records, tasks, strict=True))
 
     def _check_new(self, path: Path, data: bytes, tasks: list[Task]) -> None:
-        for index, task in enumerate(tasks):
-            known = self._records.get(task.id)
-            if known is not None:
-                raise TaskFileError(
-                    path,
-                    f"task id {task.id!r} is already known (it is {known.state}); "
-                    "give the new task another id",
-                    line=field_line(data, "id", index),
-                    field="id",
-                )
-        new = {task.id: task.depends_on for task in tasks}
-
-        def deps_of(task_id: str) -> tuple[str, ...]:
-            if task_id in new:
-                return new[task_id]
+        def known_state(task_id: str) -> str | None:
             record = self._records.get(task_id)
-            return record.task.depends_on if record is not None else ()
+            return None if record is None else str(record.state)
 
-        cycle = find_cycle(new, deps_of)
-        if cycle is not None:
-            index = next(i for i, t in enumerate(tasks) if t.id in cycle)
-            raise TaskFileError(
-                path,
-                f"dependency cycle: {' -> '.join(cycle)}",
-                line=field_line(data, "depends_on", index),
-                field="depends_on",
-            )
+        def depends_on(task_id: str) -> tuple[str, ...]:
+            record = self._records.get(task_id)
+            return () if record is None else record.task.depends_on
+
+        check_new_tasks(path, data, tasks, known_state=known_state, depends_on=depends_on)
 
     @staticmethod
     def _move(path: Path, target: Path, reason: str | None) -> RejectedFile | None:
