@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from coordinator.lease import Owner
 from coordinator.queue import FolderQueue
@@ -25,7 +26,10 @@ def drop(folder: Path, name: str, text: str | bytes) -> Path:
 
 def claim_until_empty(root: str, log_dir: str, worker: int, start: object) -> None:
     """Claim and complete tasks until none is ready, appending each won id to a log."""
-    queue = FolderQueue(root)
+    _claim_until_empty(FolderQueue(root), log_dir, worker, start)
+
+
+def _claim_until_empty(queue: Any, log_dir: str, worker: int, start: object) -> None:
     start.wait()  # type: ignore[attr-defined]
     with open(Path(log_dir) / f"worker-{worker}.log", "a") as log:
         while True:
@@ -115,16 +119,7 @@ def redis_claim_until_empty(
     """`claim_until_empty` on a `RedisQueue`."""
     from coordinator.redis_queue import RedisQueue
 
-    queue = RedisQueue(url, prefix=prefix)
-    start.wait()  # type: ignore[attr-defined]
-    with open(Path(log_dir) / f"worker-{worker}.log", "a") as log:
-        while True:
-            claim = queue.claim(f"w{worker}", lease_s=60)
-            if claim is None:
-                return
-            log.write(f"{claim.task.id} {claim.token}\n")
-            log.flush()
-            queue.complete(claim.task.id, claim.token)
+    _claim_until_empty(RedisQueue(url, prefix=prefix), log_dir, worker, start)
 
 
 def redis_claim_and_die(url: str, prefix: str, lease_s: float, ready: object) -> None:
