@@ -702,27 +702,39 @@ def _self_improvement(
     loop_settings: Any,
     settings: Settings,
     *,
-    queue: FolderQueue,
+    queue: FolderQueue | RedisQueue,
     memory: Any,
     where: str | None,
     embedded: Any,
     tunables: Any,
     fleet: Callable[[], Any],
 ) -> Any:
-    """The loop for this folder, or None (and why, printed) when another process runs it."""
+    """The loop for this folder (or Redis queue), or None (and why, printed) when another
+    process runs it."""
     from coordinator.agents import agent_environment
-    from coordinator.self_improve import LoopLock, LoopLockHeld, SelfImprovement
+    from coordinator.self_improve import LeaderLease, LoopLock, LoopLockHeld, SelfImprovement
     from self_tune.errors import GateError
     from self_tune.live import CombinedConfig, HttpConfig, LocalConfig
     from self_tune.sources import FleetSource, PipelineSource, StatusSource
 
-    lock = LoopLock(settings.tasks)
+    lock = LoopLock(settings.tasks)  # one gate per folder: its start-up clears its worktrees
     try:
         lock.acquire()
     except LoopLockHeld as held:
         print(f"coordinator: {held}; this process runs as a plain fleet", file=sys.stderr)
         return None
     stack.callback(lock.release)
+    lease = None
+    if settings.queue is not None:  # machines share the queue: one loop, a lease in Redis
+        lease = LeaderLease(queue.client, queue.prefix + "self-improve")
+        try:
+            lease.acquire()
+        except LoopLockHeld as held:
+            print(f"coordinator: {held}; this process runs no loop, and gates the gated tasks "
+                  "its agents take", file=sys.stderr)
+            lease = None
+        else:
+            stack.callback(lease.release)
     fleet_source = FleetSource(lambda: fleet().snapshot().to_json() if fleet() else {})
     if embedded is not None:
         sources = (PipelineSource(embedded.pipeline.snapshot), fleet_source)
@@ -747,14 +759,24 @@ def _self_improvement(
             # gate commands see what agents see (the allow-list), never provider keys
             gate_env=agent_environment(os.environ, pass_env=settings.pass_env),
             open_task_ids=lambda: [r.task.id for s in open_states for r in queue.records(s)],
+            runs_loop=settings.queue is None or lease is not None,
         )
     except GateError as exc:
         raise ConfigError(f"--self-improve: {exc}") from exc
+    if lease is not None:
+
+        def lost(why: str) -> None:
+            print(f"coordinator: the self-improvement loop's lease on the queue is lost ({why});"
+                  " the loop stops, the fleet and its gate go on", file=sys.stderr, flush=True)
+            improvement.stop()
+
+        lease.keep_renewing(lost)
     gate = improvement.gating.gate
+    watching = (f"watching every {loop_settings.telemetry_interval_s:g}s; "
+                if improvement.runs_loop else "")
     print(
-        f"self-improve: watching every {loop_settings.telemetry_interval_s:g}s; gated changes "
-        f"go to {gate.root} branch {gate.target_branch} (merge {loop_settings.merge.value}"
-        f"{', dry run' if loop_settings.dry_run else ''})",
+        f"self-improve: {watching}gated changes go to {gate.root} branch {gate.target_branch} "
+        f"(merge {loop_settings.merge.value}{', dry run' if loop_settings.dry_run else ''})",
         file=sys.stderr,
         flush=True,
     )

@@ -130,7 +130,10 @@ class RedisQueue(MemoryQueue):
             f"{connection.get('port', '')}/{connection.get('db', 0)}"
         )
         """Where the queue is (host:port/db; never the URL's password)."""
-        self._prefix = prefix
+        self.prefix = prefix
+        """The queue's keys start with it (others that belong to the queue may use it too)."""
+        self.client = self._redis
+        """The Redis connection (the self-improvement loop keeps its lease through it)."""
         self._keys = [prefix + k for k in ("lock", "version", "changes", "seq", "cleared")]
         self._commit = self._redis.register_script(_COMMIT)
         self._unlock = self._redis.register_script(_UNLOCK)
@@ -210,7 +213,7 @@ class RedisQueue(MemoryQueue):
         ids = [i.decode() for i in self._redis.zrangebyscore(changes, f"({self._synced}", version)]
         with self._redis.pipeline(transaction=False) as pipe:
             for task_id in ids:
-                pipe.lrange(f"{self._prefix}log:{task_id}", self._folded.get(task_id, 0), -1)
+                pipe.lrange(f"{self.prefix}log:{task_id}", self._folded.get(task_id, 0), -1)
             pipe.get(seq)
             pipe.smembers(cleared)
             *logs, seq_value, cleared_ids = pipe.execute()
@@ -233,7 +236,7 @@ class RedisQueue(MemoryQueue):
     def _commit_changes(self) -> None:
         if not self._events and not self._newly_cleared:
             return
-        args: list[Any] = [self._token, self._prefix, self._seq, len(self._events)]
+        args: list[Any] = [self._token, self.prefix, self._seq, len(self._events)]
         for task_id, event in self._events:
             args += [task_id, encode(event).rstrip(b"\n")]  # a FolderQueue log's line
         args += self._newly_cleared

@@ -7,12 +7,14 @@
                                    └─ outcome ──▶ MetaTaskGenerator.record_outcome (dead ends)
 
 `SelfImprovement` composes these parts for one task folder; `coordinator.cli` builds it. One
-process runs the loop per task folder (`LoopLock`); the loop's state goes to
-`.queue/self-improve.json` after every tick, which `coordinator status` shows.
+process runs the loop per task folder (`LoopLock`), and per Redis queue however many machines
+share it (`LeaderLease`); the loop's state goes to `.queue/self-improve.json` after every
+tick, which `coordinator status` shows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -21,6 +23,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ from self_tune.service import SelfTuning
 from self_tune.telemetry import SnapshotSource
 
 __all__ = [
+    "LeaderLease",
     "LoopLock",
     "LoopLockHeld",
     "SelfImproveSettings",
@@ -119,11 +123,11 @@ def _this_process() -> str:
 
 
 class LoopLockHeld(Exception):
-    """Another process runs the loop for this task folder; `holder` says which."""
+    """Another process runs the loop for this task folder (or queue); `holder` says which."""
 
-    def __init__(self, holder: str) -> None:
+    def __init__(self, holder: str, *, what: str = "this folder") -> None:
         self.holder = holder
-        super().__init__(f"the self-improvement loop for this folder runs in {holder}")
+        super().__init__(f"the self-improvement loop for {what} runs in {holder}")
 
 
 class LoopLock:
@@ -164,13 +168,110 @@ class LoopLock:
         self.release()
 
 
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LeaderLease:
+    """One loop per Redis queue, whichever machines share it: a lease in Redis under `key`
+    (`SET NX PX`), renewed every third of `lease_s` while the loop runs, deleted by its holder
+    when the loop ends.
+
+    A `flock` cannot span machines, and a holder that dies cannot delete anything: its lease
+    simply runs out, and the next process to ask gets it. A holder that fails to renew in
+    time (Redis unreachable for a whole lease, or the process stalled) has lost it: `renew()`
+    says so, and the renewing thread calls `on_lost`, so two loops never act for one queue
+    for longer than a renewal interval. The value names the holder for the message a second
+    loop prints.
+    """
+
+    def __init__(self, client: Any, key: str, *, lease_s: float = 30.0) -> None:
+        if not lease_s > 0:
+            raise ValueError("lease_s must be > 0")
+        self._client = client
+        self.key = key
+        self.lease_s = lease_s
+        # unique per acquisition: a pid can repeat on another machine, and in this process
+        self._value = f"{_this_process()} ({os.urandom(6).hex()})"
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, round(self.lease_s * 1000))
+
+    def acquire(self) -> None:
+        """Take the lease or raise `LoopLockHeld` naming who holds it."""
+        if not self._client.set(self.key, self._value, nx=True, px=self._lease_ms):
+            held = self._client.get(self.key)
+            holder = held.decode(errors="replace") if held else "another process"
+            raise LoopLockHeld(holder.rsplit(" (", 1)[0], what="this queue")
+
+    def renew(self) -> bool:
+        """Extend the lease by `lease_s`; False when it is no longer ours (it ran out and
+        another process took it, or it was deleted)."""
+        return bool(self._renew(keys=[self.key], args=[self._value, self._lease_ms]))
+
+    def keep_renewing(
+        self, on_lost: Callable[[str], None], *, every_s: float | None = None
+    ) -> None:
+        """Renew from a daemon thread every `every_s` (default a third of the lease) until
+        `release`; `on_lost(why)` once if the lease is lost (a renewal refused, or failing for
+        longer than the lease)."""
+        interval = every_s if every_s is not None else self.lease_s / 3
+
+        def renewing() -> None:
+            lost_at = time.monotonic() + self.lease_s
+            while not self._stop.wait(interval):
+                try:
+                    if self.renew():
+                        lost_at = time.monotonic() + self.lease_s
+                        continue
+                    why = "another process holds it now"
+                except Exception as exc:  # Redis unreachable: keep trying while it lasts
+                    if time.monotonic() < lost_at:
+                        log.warning("self-improve: the loop's lease was not renewed: %s", exc)
+                        continue
+                    why = f"it could not be renewed for {self.lease_s:g}s ({exc})"
+                on_lost(why)
+                return
+
+        self._thread = threading.Thread(target=renewing, name="loop-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        with contextlib.suppress(Exception):  # unreachable: it runs out by itself
+            self._release(keys=[self.key], args=[self._value])
+
+    def __enter__(self) -> LeaderLease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class SelfImprovement:
     """The loop for one task folder: `SelfTuning` with a `MetaTaskGenerator`, the gate the
     fleet runs gated tasks through, and the status file `coordinator status` reads.
 
     `sources` are what the sampler reads (the pipeline's and the fleet's snapshots); `config`
-    the live parameters (None: detect and write tasks, tune nothing). Call `start()` once the
-    fleet and the pipeline exist, and `stop()` before they go.
+    the live parameters (None: detect and write tasks, tune nothing). With `runs_loop` False
+    (a shared queue whose loop another process leads) it is the gate alone: gated tasks this
+    fleet takes are validated here, and nothing is watched, tuned or written. Call `start()`
+    once the fleet and the pipeline exist, and `stop()` before they go.
     """
 
     def __init__(
@@ -185,8 +286,10 @@ class SelfImprovement:
         gate_env: Mapping[str, str] | None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        runs_loop: bool = True,
     ) -> None:
         self.settings = settings
+        self.runs_loop = runs_loop
         self.tasks_dir = Path(tasks_dir)
         self._clock = clock
         self.generator = MetaTaskGenerator(self.tasks_dir, memory=memory,
@@ -203,6 +306,8 @@ class SelfImprovement:
         self._memory = memory
         self._next_store_at = monotonic()
         self.static_problems: dict[str, str] = {}
+        self._stopped = not runs_loop
+        self._stopping = threading.Lock()
         gate = ValidationGate(settings.repo or Path.cwd(), target_branch=settings.target_branch,
                               settings=settings.gate, env=gate_env,
                               scope=worktree_scope(self.tasks_dir))
@@ -212,12 +317,19 @@ class SelfImprovement:
     def start(self) -> None:
         gate = self.gating.gate
         gate.recover()  # worktrees a crashed run left behind
+        if self._stopped:  # the gate alone, or its lease was lost before it started
+            return
         log.info("self-improve: watching, gate on %s (branch %s, merge %s)", gate.root,
                  gate.target_branch, self.settings.merge.value)
         self.tuning.start()
         self._publish()
 
     def stop(self) -> None:
+        """End the loop (once; later calls do nothing). Gated attempts under way go on."""
+        with self._stopping:  # the lease's thread may stop it while the fleet ends
+            if self._stopped:
+                return
+            self._stopped = True
         self.tuning.stop()
         self._publish()
 

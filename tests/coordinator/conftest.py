@@ -30,3 +30,22 @@ def queue(root: Path, clock: FakeClock) -> FolderQueue:
     backoff base."""
     return FolderQueue(root, clock=clock, boot_clock=clock, monotonic=clock,
                        retry_backoff_s=10.0, max_backoff_s=300.0)
+
+
+@pytest.fixture
+def redis_queue_url():
+    """A fresh queue name on the local Redis (skipped without one); its keys go afterwards."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=0.5)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    import uuid
+
+    name = f"test-cli-{uuid.uuid4().hex[:12]}"
+    yield f"redis://127.0.0.1:6379/0#{name}"
+    keys = list(client.scan_iter(match=f"coordinator:{name}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -533,25 +533,6 @@ def test_agents_routed_through_an_orchestrator_name_themselves_in_a_header(cli, 
     assert log == "x-orchestrator-agent: agent-1\nx-orchestrator-task: named"
 
 
-@pytest.fixture
-def redis_queue_url():
-    """A fresh queue name on the local Redis (skipped without one); its keys go afterwards."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=0.5)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    import uuid
-
-    name = f"test-cli-{uuid.uuid4().hex[:12]}"
-    yield f"redis://127.0.0.1:6379/0#{name}"
-    keys = list(client.scan_iter(match=f"coordinator:{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 def test_two_machines_inboxes_share_one_queue_in_redis(cli, tmp_path, redis_queue_url):
     """`--queue redis://…#name`: a file dropped into one machine's inbox is run there; the
     other machine (another --tasks folder) lists it done, adds a task, and runs it itself."""

@@ -5,6 +5,7 @@ nothing. (The behaviour every `TaskQueue` shares is in test_queue_conformance.py
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,7 @@ from redis_queues import REDIS_URL, fresh_prefix, redis_queue
 from coordinator.agents import resolve_profile
 from coordinator.errors import LeaseLost, LockTimeout
 from coordinator.fleet import Fleet, FleetSettings, FleetTunables
+from coordinator.self_improve import LeaderLease, LoopLockHeld
 from coordinator.task import TaskState
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -253,3 +255,29 @@ def test_task_files_dropped_into_an_inbox_join_the_queue(tmp_path: Path) -> None
         claim = queue.claim("w", lease_s=60)  # a claim looks at the inbox first
         assert claim is not None and claim.task.id == "a"
         assert queue.get("late").state == TaskState.PENDING
+
+
+def test_one_self_improvement_loop_leads_a_shared_queue() -> None:
+    """The loop's lease on a queue: one holder, named to the next; a holder whose lease
+    another process took learns it lost it (and its release leaves the new lease alone)."""
+    with redis_queue() as queue:
+        key = queue.prefix + "self-improve"
+        first = LeaderLease(queue.client, key)
+        first.acquire()
+        assert 0 < queue.client.pttl(key) <= 30_000  # it runs out unless renewed
+        with pytest.raises(LoopLockHeld, match=f"for this queue runs in pid {os.getpid()} on"):
+            LeaderLease(queue.client, key).acquire()
+        assert first.renew()
+        queue.client.set(key, "pid 1 on elsewhere")  # it ran out; another process took it
+        assert not first.renew()
+        lost: list[str] = []
+        told = threading.Event()
+        first.keep_renewing(lambda why: (lost.append(why), told.set()), every_s=0.001)
+        assert told.wait(timeout=30)
+        assert lost == ["another process holds it now"]
+        first.release()
+        assert queue.client.get(key) == b"pid 1 on elsewhere"
+        queue.client.delete(key)
+        with LeaderLease(queue.client, key):  # free again: the next one gets it
+            assert queue.client.get(key) is not None
+        assert queue.client.get(key) is None  # its holder deleted it

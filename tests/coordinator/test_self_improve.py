@@ -262,6 +262,37 @@ def test_a_second_loop_on_the_folder_says_who_holds_it_and_runs_as_a_plain_fleet
     assert "plain fleet" in run.stderr
 
 
+def test_one_loop_leads_a_redis_queue_and_every_coordinator_on_it_gates(
+    project: Path, redis_queue_url: str
+) -> None:
+    """Machines sharing a Redis queue: while another process leads the queue's loop, a
+    coordinator says which, runs no loop, and still validates the gated tasks it takes; once
+    the lease is free, the next coordinator leads."""
+    import redis
+
+    from coordinator.self_improve import LeaderLease
+
+    url, _, name = redis_queue_url.partition("#")
+    client = redis.Redis.from_url(url)
+    shared = (*loop_args(project), "--queue", redis_queue_url, "--tasks", "there")
+    (project / "there").mkdir()
+    gated_task(project)
+    (project / "tasks" / "fix.toml").rename(project / "there" / "fix.toml")
+    with LeaderLease(client, f"coordinator:{name}:self-improve"):
+        run = Coordinator(project, *shared, "--until-empty", "--agent", ADD_COMMENT)
+        assert run.wait() == 0, run.stderr
+    assert f"for this queue runs in pid {os.getpid()} on" in run.stderr
+    assert "runs no loop" in run.stderr and "watching" not in run.stderr
+    (mod,) = modifications(project)  # the gate ran here: the change waits for review
+    assert mod.outcome is ModificationOutcome.IN_PROGRESS, run.stderr
+    assert [v["name"] for v in mod.verdicts][:2] == ["pytest", "ruff"]
+    assert client.get(f"coordinator:{name}:self-improve") is None
+    leader = Coordinator(project, *shared, "--until-empty")
+    assert leader.wait() == 0, leader.stderr
+    assert "self-improve: watching every" in leader.stderr
+    client.close()
+
+
 def test_dry_run_detects_but_writes_no_task(project: Path) -> None:
     run = Coordinator(project, *loop_args(project), "--dry-run", "--telemetry-interval-s", "0.5",
                       env={"ECHO_FAULTS": "20:0.5"})
