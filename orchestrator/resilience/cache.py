@@ -36,6 +36,8 @@ class CachedAnswer:
                 "text": self.text,
                 "input_tokens": self.usage.input_tokens,
                 "output_tokens": self.usage.output_tokens,
+                "cache_read_input_tokens": self.usage.cache_read_input_tokens,
+                "cache_creation_input_tokens": self.usage.cache_creation_input_tokens,
                 "provider": self.provider,
                 "model": self.model,
                 "finish_reason": self.finish_reason,
@@ -48,7 +50,13 @@ class CachedAnswer:
         data: dict[str, Any] = json.loads(raw)
         return cls(
             text=data["text"],
-            usage=Usage(input_tokens=data["input_tokens"], output_tokens=data["output_tokens"]),
+            usage=Usage(
+                input_tokens=data["input_tokens"],
+                output_tokens=data["output_tokens"],
+                # absent in entries written before prompt-cache tokens were kept
+                cache_read_input_tokens=data.get("cache_read_input_tokens", 0),
+                cache_creation_input_tokens=data.get("cache_creation_input_tokens", 0),
+            ),
             provider=data["provider"],
             model=data["model"],
             finish_reason=data["finish_reason"],

@@ -15,7 +15,12 @@ from orchestrator.resilience.cache import CachedAnswer, MemoryCache, RedisCache,
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ANSWER = CachedAnswer(
-    text="hello", usage=Usage(input_tokens=3, output_tokens=1), provider="echo", model="echo"
+    text="hello",
+    usage=Usage(
+        input_tokens=3, output_tokens=1, cache_read_input_tokens=40, cache_creation_input_tokens=7
+    ),
+    provider="echo",
+    model="echo",
 )
 
 
