@@ -603,7 +603,7 @@ def _run(args: argparse.Namespace) -> int:
                 where,
                 lambda: fleet.snapshot().to_json() if fleet else {},
                 tunables,
-                lambda: improvement.status() if improvement is not None else None,
+                lambda: improvement.status() if improvement and improvement.runs_loop else None,
                 say=progress.note,
             )
         )
@@ -709,32 +709,34 @@ def _self_improvement(
     tunables: Any,
     fleet: Callable[[], Any],
 ) -> Any:
-    """The loop for this folder (or Redis queue), or None (and why, printed) when another
-    process runs it."""
+    """The loop for this folder (or Redis queue) with its gate; only the gate (and why,
+    printed) when another process runs the loop."""
     from coordinator.agents import agent_environment
-    from coordinator.self_improve import LeaderLease, LoopLock, LoopLockHeld, SelfImprovement
+    from coordinator.self_improve import (
+        LeaderLease,
+        LoopLock,
+        LoopLockHeld,
+        LoopTakeover,
+        SelfImprovement,
+    )
     from self_tune.errors import GateError
     from self_tune.live import CombinedConfig, HttpConfig, LocalConfig
     from self_tune.sources import FleetSource, PipelineSource, StatusSource
 
-    lock = LoopLock(settings.tasks)  # one gate per folder: its start-up clears its worktrees
+    # One loop per folder (a flock), and per Redis queue whatever machines share it (a
+    # lease); every process gates the gated tasks its own agents take.
+    lock: LoopLock | LeaderLease = LoopLock(settings.tasks)
+    if settings.queue is not None:
+        lock = LeaderLease(queue.client, queue.prefix + "self-improve")
+    runs_loop = True
     try:
         lock.acquire()
     except LoopLockHeld as held:
-        print(f"coordinator: {held}; this process runs as a plain fleet", file=sys.stderr)
-        return None
-    stack.callback(lock.release)
-    lease = None
-    if settings.queue is not None:  # machines share the queue: one loop, a lease in Redis
-        lease = LeaderLease(queue.client, queue.prefix + "self-improve")
-        try:
-            lease.acquire()
-        except LoopLockHeld as held:
-            print(f"coordinator: {held}; this process runs no loop, and gates the gated tasks "
-                  "its agents take", file=sys.stderr)
-            lease = None
-        else:
-            stack.callback(lease.release)
+        print(f"coordinator: {held}; this process runs no loop, and gates the gated tasks its "
+              "agents take", file=sys.stderr)
+        runs_loop = False
+    else:
+        stack.callback(lock.release)
     fleet_source = FleetSource(lambda: fleet().snapshot().to_json() if fleet() else {})
     if embedded is not None:
         sources = (PipelineSource(embedded.pipeline.snapshot), fleet_source)
@@ -759,18 +761,29 @@ def _self_improvement(
             # gate commands see what agents see (the allow-list), never provider keys
             gate_env=agent_environment(os.environ, pass_env=settings.pass_env),
             open_task_ids=lambda: [r.task.id for s in open_states for r in queue.records(s)],
-            runs_loop=settings.queue is None or lease is not None,
+            runs_loop=runs_loop,
         )
     except GateError as exc:
         raise ConfigError(f"--self-improve: {exc}") from exc
-    if lease is not None:
 
-        def lost(why: str) -> None:
-            print(f"coordinator: the self-improvement loop's lease on the queue is lost ({why});"
-                  " the loop stops, the fleet and its gate go on", file=sys.stderr, flush=True)
-            improvement.stop()
+    def lost(why: str) -> None:
+        print(f"coordinator: the self-improvement loop's lease on the queue is lost ({why}); "
+              "the loop stops, the fleet and its gate go on", file=sys.stderr, flush=True)
+        improvement.stop()
 
-        lease.keep_renewing(lost)
+    def lead() -> None:
+        if isinstance(lock, LeaderLease):
+            lock.keep_renewing(lost)
+        if improvement.lead():
+            print("coordinator: the self-improvement loop's holder let go; this process runs "
+                  "the loop now", file=sys.stderr, flush=True)
+
+    if runs_loop and isinstance(lock, LeaderLease):
+        lock.keep_renewing(lost)
+    elif not runs_loop:  # take the loop over when its holder ends or dies
+        takeover = LoopTakeover(lock, every_s=loop_settings.takeover_every_s, on_acquired=lead)
+        takeover.start()
+        stack.callback(takeover.stop)
     gate = improvement.gating.gate
     watching = (f"watching every {loop_settings.telemetry_interval_s:g}s; "
                 if improvement.runs_loop else "")

@@ -46,6 +46,7 @@ __all__ = [
     "LeaderLease",
     "LoopLock",
     "LoopLockHeld",
+    "LoopTakeover",
     "SelfImproveSettings",
     "SelfImprovement",
     "parse_settings",
@@ -80,14 +81,16 @@ class SelfImproveSettings:
     telemetry_nats_subject: str | None = None  # its subject (None: orchestrator.telemetry)
     dry_run: bool = False
     static_findings: bool = True  # ruff and vulture over the repository, hourly, as tasks
+    takeover_every_s: float = 10.0  # a process without the loop tries to take it this often
     gate: GateSettings = field(default_factory=GateSettings)
 
     def __post_init__(self) -> None:
-        interval = self.telemetry_interval_s
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or not (
-            0 < interval < float("inf")
-        ):
-            raise ConfigError(f"telemetry_interval_s must be a number > 0, got {interval!r}")
+        for name in ("telemetry_interval_s", "takeover_every_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                0 < value < float("inf")
+            ):
+                raise ConfigError(f"{name} must be a number > 0, got {value!r}")
         if self.telemetry_nats_subject is not None:
             from self_tune.nats_bus import subject_problem
 
@@ -263,15 +266,55 @@ class LeaderLease:
         self.release()
 
 
+class LoopTakeover:
+    """In a process that runs only the gate: try the loop's `lock` (a `LoopLock` or a
+    `LeaderLease`) every `every_s` from a daemon thread, and once its holder has let go or
+    died, call `on_acquired` (which makes this process lead the loop). `stop` ends the
+    attempts and releases the lock if it was taken."""
+
+    def __init__(self, lock: LoopLock | LeaderLease, *, every_s: float,
+                 on_acquired: Callable[[], None]) -> None:
+        self._lock = lock
+        self._every_s = every_s
+        self._on_acquired = on_acquired
+        self._acquired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loop-takeover", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            try:
+                self._lock.acquire()
+            except LoopLockHeld:
+                continue
+            except Exception as exc:  # e.g. Redis unreachable for now: try again later
+                log.warning("self-improve: could not ask for the loop's lock: %s", exc)
+                continue
+            self._acquired = True
+            self._on_acquired()
+            return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._acquired:
+            self._lock.release()
+
+
 class SelfImprovement:
     """The loop for one task folder: `SelfTuning` with a `MetaTaskGenerator`, the gate the
     fleet runs gated tasks through, and the status file `coordinator status` reads.
 
     `sources` are what the sampler reads (the pipeline's and the fleet's snapshots); `config`
     the live parameters (None: detect and write tasks, tune nothing). With `runs_loop` False
-    (a shared queue whose loop another process leads) it is the gate alone: gated tasks this
-    fleet takes are validated here, and nothing is watched, tuned or written. Call `start()`
-    once the fleet and the pipeline exist, and `stop()` before they go.
+    (another process runs the loop for this folder or queue) it is the gate alone: gated
+    tasks this fleet takes are validated here, and nothing is watched, tuned or written until
+    `lead()`. Call `start()` once the fleet and the pipeline exist, and `stop()` before they
+    go.
     """
 
     def __init__(
@@ -306,8 +349,8 @@ class SelfImprovement:
         self._memory = memory
         self._next_store_at = monotonic()
         self.static_problems: dict[str, str] = {}
-        self._stopped = not runs_loop
-        self._stopping = threading.Lock()
+        self._started = self._ended = False
+        self._state = threading.Lock()  # start, lead and stop may come from three threads
         gate = ValidationGate(settings.repo or Path.cwd(), target_branch=settings.target_branch,
                               settings=settings.gate, env=gate_env,
                               scope=worktree_scope(self.tasks_dir))
@@ -315,10 +358,25 @@ class SelfImprovement:
                                     on_outcome=self._gated_outcome)
 
     def start(self) -> None:
+        self.gating.gate.recover()  # worktrees a crashed run left behind
+        with self._state:
+            self._started = True
+            if self.runs_loop and not self._ended:
+                self._run_loop()
+
+    def lead(self) -> bool:
+        """Start the loop here, in a process that ran only the gate (the loop's holder went
+        away); False once `stop` was called."""
+        with self._state:
+            if self._ended or self.runs_loop:
+                return False
+            self.runs_loop = True
+            if self._started:
+                self._run_loop()
+            return True
+
+    def _run_loop(self) -> None:
         gate = self.gating.gate
-        gate.recover()  # worktrees a crashed run left behind
-        if self._stopped:  # the gate alone, or its lease was lost before it started
-            return
         log.info("self-improve: watching, gate on %s (branch %s, merge %s)", gate.root,
                  gate.target_branch, self.settings.merge.value)
         self.tuning.start()
@@ -326,12 +384,14 @@ class SelfImprovement:
 
     def stop(self) -> None:
         """End the loop (once; later calls do nothing). Gated attempts under way go on."""
-        with self._stopping:  # the lease's thread may stop it while the fleet ends
-            if self._stopped:
+        with self._state:  # a lease's thread may stop it while the fleet ends
+            if self._ended:
                 return
-            self._stopped = True
-        self.tuning.stop()
-        self._publish()
+            self._ended = True
+            running = self.runs_loop and self._started
+        if running:
+            self.tuning.stop()
+            self._publish()
 
     def tick(self) -> None:
         """One round of the loop, then the status file (tests drive it with a fake clock)."""
@@ -410,7 +470,7 @@ def with_flags(settings: SelfImproveSettings, **flags: Any) -> SelfImproveSettin
 
 _LOOP_KEYS = {"repo": str, "target_branch": str, "merge": str, "telemetry_interval_s": float,
               "telemetry_nats": str, "telemetry_nats_subject": str, "dry_run": bool,
-              "static_findings": bool}
+              "static_findings": bool, "takeover_every_s": float}
 
 
 def parse_settings(loop: Any, gate: Any, path: Path) -> SelfImproveSettings:
@@ -425,6 +485,7 @@ def parse_settings(loop: Any, gate: Any, path: Path) -> SelfImproveSettings:
         telemetry_nats_subject = "orchestrator.telemetry"
         dry_run = false
         static_findings = true     # ruff and vulture findings become tasks (hourly)
+        takeover_every_s = 10      # without the loop (another process has it): retry this often
 
         [gate]
         commands = [{ name = "pytest", command = "pytest -q", timeout_s = 1800 },

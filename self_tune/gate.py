@@ -25,11 +25,15 @@ Several loops may gate work on one repository (one per task folder): each gate h
 folder of their own, so `recover()` at one loop's start-up removes only what that loop's
 crashed predecessor left, never another loop's live worktrees. A branch name another worktree
 has checked out is never taken or moved aside; the attempt's branch gets the scope as a suffix.
+Within a scope, several processes may gate at once (coordinators sharing a task folder): each
+holds an exclusive `flock` on `<worktree>.lock` while its worktree lives, and `recover()`
+removes only worktrees whose lock it can take — their holder is gone, however it died.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -232,6 +236,8 @@ class ValidationGate:
         # One merge at a time, across threads (the fleet's agents) and processes.
         self._merge_lock = threading.Lock()
         self._merge_file_lock = FileLock(str(self._git_dir / "self-improve" / "merge.lock"))
+        self._held: dict[Path, int] = {}  # live worktree → the fd of its held lock
+        self._held_lock = threading.Lock()
 
     @property
     def root(self) -> Path:
@@ -256,6 +262,9 @@ class ValidationGate:
         """
         branch = f"{BRANCH_PREFIX}{task_id}-{attempt}"
         path = self._worktrees / f"{task_id}-{attempt}"
+        if not self._hold(path):
+            raise GateError(f"the worktree of {task_id} attempt {attempt} is held by another "
+                            "live process")
         if path.exists():  # a crashed earlier run of this very attempt
             self._remove_worktree(path)
         if self._checkout_of(branch) is not None:
@@ -265,28 +274,65 @@ class ValidationGate:
         if _ref_exists(self._root, f"refs/heads/{branch}"):
             _git(self._root, "branch", "-m", branch, f"{branch}-stale-{int(time.time())}")
         base = _git(self._root, "rev-parse", f"refs/heads/{self._target}").stdout.strip()
-        _git(self._root, "worktree", "add", "--quiet", "-b", branch, str(path), base)
+        try:
+            _git(self._root, "worktree", "add", "--quiet", "-b", branch, str(path), base)
+        except BaseException:
+            self._let_go(path)
+            raise
         return Worktree(task_id=task_id, attempt=attempt, path=path, branch=branch,
                         base_commit=base)
 
     def release(self, worktree: Worktree) -> None:
         """Remove the attempt's worktree (its branch stays)."""
         self._remove_worktree(worktree.path)
+        self._let_go(worktree.path)
 
     def recover(self) -> list[str]:
-        """Remove every worktree of this gate's scope (left by a process that died); return
-        their names. Other scopes' worktrees are left alone.
+        """Remove every worktree of this gate's scope that no live process holds (left by a
+        process that died); return their names. Other scopes' worktrees, and live ones of
+        this scope (another coordinator on the same folder), are left alone.
 
-        Call it when no gated attempt of this scope is running (a coordinator's start-up,
-        under the loop's lock): the queue hands an interrupted attempt out again, and it
-        starts from a fresh worktree.
+        Call it at a coordinator's start-up: the queue hands an interrupted attempt out
+        again, and it starts from a fresh worktree.
         """
         removed = []
-        for path in sorted(self._worktrees.iterdir()):
+        for path in sorted(p for p in self._worktrees.iterdir() if p.suffix != ".lock"):
+            if not self._hold(path):
+                continue  # a live attempt of another process
             self._remove_worktree(path)
+            self._let_go(path)
             removed.append(path.name)
+        for lock in self._worktrees.glob("*.lock"):  # of worktrees already gone
+            path = lock.with_suffix("")
+            if not path.exists() and self._hold(path):
+                self._let_go(path)
         _git(self._root, "worktree", "prune")
         return removed
+
+    def _hold(self, path: Path) -> bool:
+        """Take the lock that says `path`'s worktree is alive; False if a live process (this
+        one included, through another gate object) holds it."""
+        with self._held_lock:
+            if path in self._held:  # this gate's own: a rerun of the same attempt
+                return True
+        lock = path.with_name(path.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        with self._held_lock:
+            self._held[path] = fd
+        return True
+
+    def _let_go(self, path: Path) -> None:
+        with self._held_lock:
+            fd = self._held.pop(path, None)
+        if fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.with_name(path.name + ".lock"))  # while still held: no race
+            os.close(fd)
 
     def _remove_worktree(self, path: Path) -> None:
         _git(self._root, "worktree", "remove", "--force", "--force", str(path), check=False)

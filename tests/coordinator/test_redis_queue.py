@@ -18,7 +18,7 @@ from redis_queues import REDIS_URL, fresh_prefix, redis_queue
 from coordinator.agents import resolve_profile
 from coordinator.errors import LeaseLost, LockTimeout
 from coordinator.fleet import Fleet, FleetSettings, FleetTunables
-from coordinator.self_improve import LeaderLease, LoopLockHeld
+from coordinator.self_improve import LeaderLease, LoopLockHeld, LoopTakeover
 from coordinator.task import TaskState
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -281,3 +281,32 @@ def test_one_self_improvement_loop_leads_a_shared_queue() -> None:
         with LeaderLease(queue.client, key):  # free again: the next one gets it
             assert queue.client.get(key) is not None
         assert queue.client.get(key) is None  # its holder deleted it
+
+
+def test_a_coordinator_without_the_queues_loop_takes_the_lease_when_it_is_free() -> None:
+    with redis_queue() as queue:
+        key = queue.prefix + "self-improve"
+        holder = LeaderLease(queue.client, key)
+        holder.acquire()
+        refused = threading.Semaphore(0)
+
+        class Counted(LeaderLease):
+            def acquire(self) -> None:
+                try:
+                    super().acquire()
+                except LoopLockHeld:
+                    refused.release()
+                    raise
+
+        mine = Counted(queue.client, key)
+        acquired = threading.Event()
+        takeover = LoopTakeover(mine, every_s=0.001, on_acquired=acquired.set)
+        takeover.start()
+        for _ in range(3):  # held: it asks again and again, and does not lead
+            assert refused.acquire(timeout=30)
+        assert not acquired.is_set()
+        holder.release()
+        assert acquired.wait(timeout=30)
+        assert mine.renew()  # the lease is this one's now
+        takeover.stop()
+        assert queue.client.get(key) is None  # and let go when it stopped

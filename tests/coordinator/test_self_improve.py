@@ -251,15 +251,18 @@ def test_discard_deletes_the_waiting_branch(project: Path) -> None:
     assert modifications(project)[0].outcome is ModificationOutcome.REJECTED
 
 
-def test_a_second_loop_on_the_folder_says_who_holds_it_and_runs_as_a_plain_fleet(
-    project: Path,
-) -> None:
-    (project / "tasks" / "plain.toml").write_text('prompt = "hello"\n')
+def test_a_second_loop_on_the_folder_says_who_holds_it_and_only_gates(project: Path) -> None:
+    """Two coordinators on one folder: the second runs no loop, but the gated task its agent
+    takes still goes through its gate (never failed for want of one)."""
+    gated_task(project)
     with LoopLock(project / "tasks"):
-        run = Coordinator(project, *loop_args(project), "--until-empty")
+        run = Coordinator(project, *loop_args(project), "--until-empty", "--agent", ADD_COMMENT)
         assert run.wait() == 0, run.stderr
-    assert f"runs in pid {os.getpid()}" in run.stderr
-    assert "plain fleet" in run.stderr
+    assert f"for this folder runs in pid {os.getpid()}" in run.stderr
+    assert "runs no loop" in run.stderr and "watching" not in run.stderr
+    (mod,) = modifications(project)
+    assert mod.outcome is ModificationOutcome.IN_PROGRESS, run.stderr
+    assert read_status(project / "tasks") is None  # no loop here to show
 
 
 def test_one_loop_leads_a_redis_queue_and_every_coordinator_on_it_gates(
@@ -291,6 +294,32 @@ def test_one_loop_leads_a_redis_queue_and_every_coordinator_on_it_gates(
     assert leader.wait() == 0, leader.stderr
     assert "self-improve: watching every" in leader.stderr
     client.close()
+
+
+def test_a_coordinator_without_the_loop_takes_it_over_when_its_holder_ends(
+    project: Path,
+) -> None:
+    """The loop's holder goes away: the coordinator that ran only the gate starts the loop."""
+    toml = project / "coordinator.toml"
+    toml.write_text(toml.read_text().replace("[self_improve]\n",
+                                             "[self_improve]\ntakeover_every_s = 0.2\n"))
+    holder = LoopLock(project / "tasks")
+    holder.acquire()
+    run = Coordinator(project, *loop_args(project))
+    try:
+        wait_for("the coordinator to run without the loop", lambda: "runs no loop" in run.stderr
+                 or run.proc.poll() is not None)
+        assert read_status(project / "tasks") is None
+        holder.release()  # the loop's holder ends
+        wait_for("the coordinator to take the loop over",
+                 lambda: read_status(project / "tasks") or run.proc.poll() is not None)
+        assert "runs the loop now" in run.stderr
+        assert run.interrupt() == 130, run.stderr
+    finally:
+        holder.release()
+        run.kill()
+    with LoopLock(project / "tasks"):  # it let the lock go when it ended
+        pass
 
 
 def test_dry_run_detects_but_writes_no_task(project: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -222,21 +223,45 @@ def test_release_removes_the_worktree_and_keeps_the_branch(repo: Path) -> None:
     assert str(worktree.path) not in git(repo, "worktree", "list")
 
 
+def prepare_then_die(repo: Path, task_id: str, scope: str = "default") -> Path:
+    """A worktree prepared by a process that then dies without releasing it."""
+    code = ("import os, sys; from self_tune import ValidationGate; "
+            "w = ValidationGate(sys.argv[1], scope=sys.argv[3]).prepare(sys.argv[2], 1); "
+            "print(w.path, flush=True); os._exit(0)")
+    done = subprocess.run([sys.executable, "-c", code, str(repo), task_id, scope],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.strip())
+
+
 def test_recover_removes_worktrees_a_dead_process_left(repo: Path) -> None:
     """Worktrees of a crashed run are cleaned up at start-up."""
-    ValidationGate(repo).prepare("crashed", 1)
+    left = prepare_then_die(repo, "crashed")
+    assert left.is_dir()
     removed = ValidationGate(repo).recover()
     assert removed == ["crashed-1"]
+    assert not left.exists() and not left.with_name(left.name + ".lock").exists()
     assert git(repo, "worktree", "list").count("\n") == 0
 
 
 def test_recover_leaves_another_scopes_worktrees_alone(repo: Path) -> None:
     """Two loops on one repository: one's start-up recovery removes only its own worktrees."""
     live = ValidationGate(repo, scope="folder-a").prepare("t", 1)
-    ValidationGate(repo, scope="folder-b").prepare("crashed", 1)
+    prepare_then_die(repo, "crashed", scope="folder-b")
     assert ValidationGate(repo, scope="folder-b").recover() == ["crashed-1"]
     assert live.path.is_dir()
     assert str(live.path) in git(repo, "worktree", "list")
+
+
+def test_recover_leaves_a_live_processs_worktree_of_the_same_scope_alone(repo: Path) -> None:
+    """Two coordinators on one task folder gate at once: one's start-up recovery removes only
+    what a dead process left, never the other's live attempt."""
+    live = ValidationGate(repo).prepare("live", 1)  # held, as by another process
+    prepare_then_die(repo, "crashed")
+    assert ValidationGate(repo).recover() == ["crashed-1"]
+    assert live.path.is_dir() and str(live.path) in git(repo, "worktree", "list")
+    with pytest.raises(GateError, match="held by another live process"):
+        ValidationGate(repo).prepare("live", 1)
 
 
 def test_a_branch_another_worktree_has_is_never_taken(repo: Path) -> None:
