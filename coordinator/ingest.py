@@ -249,7 +249,7 @@ class Ingest:
         reason = str(error).replace(str(path), path.name, 1)
         atomic_write(str(target) + ".error", (reason + "\n").encode())
         os.rename(path, target)  # moved aside, never rewritten
-        for task_id in _defined_ids(path, data):
+        for task_id in defined_ids(path, data):
             if self.known_state(task_id) is None:
                 self._journal(task_id, TaskState.REJECTED.value)
         return RejectedFile(name=target.name, path=target, reason=reason)
@@ -300,7 +300,7 @@ def check_new_tasks(
         )
 
 
-def _defined_ids(path: Path, data: bytes) -> list[str]:
+def defined_ids(path: Path, data: bytes) -> list[str]:
     """The ids a rejected file meant to define: its tasks' ids if it parses, else (a file
     without [[tasks]] tables) the id its name gives."""
     try:

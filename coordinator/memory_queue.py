@@ -60,6 +60,8 @@ class MemoryQueue:
         self._claimed: set[str] = set()
         self._seq = 0
         self._cleared: set[str] = set()  # ids `clear` removed from the listings
+        # Ids only a rejected task file defined (none here: a subclass with an inbox has them)
+        self._rejected_ids: set[str] = set()
 
     # ------------------------------------------------------------------ adding
 
@@ -148,10 +150,15 @@ class MemoryQueue:
                     other = self._records.get(dep)
                     if other is not None and other.state in (TaskState.FAILED,
                                                              TaskState.CANCELLED):
-                        self._apply(task_id, DependencyFailed(
-                            reason=f"dependency {dep!r} {other.state.value}", at=now))
-                        doomed = True
-                        break
+                        state = other.state.value
+                    elif other is None and dep in self._rejected_ids:
+                        state = TaskState.REJECTED.value  # until a good file defines it
+                    else:
+                        continue
+                    self._apply(task_id, DependencyFailed(
+                        reason=f"dependency {dep!r} {state}", at=now))
+                    doomed = True
+                    break
             if not doomed:
                 break
         return [r for r in pending.values() if r.not_before <= now and all(

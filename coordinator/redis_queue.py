@@ -47,7 +47,7 @@ from typing import Any
 from coordinator.errors import LockTimeout, QueueUnreachable, TaskFileError
 from coordinator.eventlog import encode
 from coordinator.events import Created, QueueEvent, event_from_json
-from coordinator.ingest import check_new_tasks, free_name
+from coordinator.ingest import check_new_tasks, defined_ids, free_name
 from coordinator.layout import atomic_write
 from coordinator.lease import Owner
 from coordinator.memory_queue import MemoryQueue
@@ -59,19 +59,23 @@ __all__ = ["RedisQueue"]
 
 _QUEUE = "(the queue)"  # what LockTimeout names: the lock is the whole queue's
 
-# KEYS: lock, version, changes, seq, cleared. ARGV: lock token, prefix, new seq, the number
-# of events, then (task id, event JSON) pairs, then the ids cleared.
+# KEYS: lock, version, changes, seq, cleared, rejected. ARGV: lock token, prefix, new seq,
+# the number of events, the number of ids cleared, then (task id, event JSON) pairs, then the
+# ids cleared, then the ids only rejected files defined.
 _COMMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local version = redis.call('INCR', KEYS[2])
 local events = tonumber(ARGV[4])
+local cleared = tonumber(ARGV[5])
 for i = 0, events - 1 do
-  local id = ARGV[5 + 2 * i]
-  redis.call('RPUSH', ARGV[2] .. 'log:' .. id, ARGV[6 + 2 * i])
+  local id = ARGV[6 + 2 * i]
+  redis.call('RPUSH', ARGV[2] .. 'log:' .. id, ARGV[7 + 2 * i])
   redis.call('ZADD', KEYS[3], version, id)
 end
 redis.call('SET', KEYS[4], ARGV[3])
-for i = 5 + 2 * events, #ARGV do redis.call('SADD', KEYS[5], ARGV[i]) end
+local first = 6 + 2 * events
+for i = first, first + cleared - 1 do redis.call('SADD', KEYS[5], ARGV[i]) end
+for i = first + cleared, #ARGV do redis.call('SADD', KEYS[6], ARGV[i]) end
 return version
 """
 
@@ -134,7 +138,9 @@ class RedisQueue(MemoryQueue):
         """The queue's keys start with it (others that belong to the queue may use it too)."""
         self.client = self._redis
         """The Redis connection (the self-improvement loop keeps its lease through it)."""
-        self._keys = [prefix + k for k in ("lock", "version", "changes", "seq", "cleared")]
+        self._keys = [
+            prefix + k for k in ("lock", "version", "changes", "seq", "cleared", "rejected")
+        ]
         self._commit = self._redis.register_script(_COMMIT)
         self._unlock = self._redis.register_script(_UNLOCK)
         self._lock_lease_ms = max(1, round(lock_lease_s * 1000))
@@ -146,6 +152,7 @@ class RedisQueue(MemoryQueue):
         self._folded: dict[str, int] = {}  # how many events of each task's log it holds
         self._events: list[tuple[str, QueueEvent]] = []
         self._newly_cleared: list[str] = []
+        self._newly_rejected: list[str] = []
         self._guard = threading.RLock()  # MemoryQueue's lock is taken inside each method
         self.root = Path(inbox) if inbox is not None else None
         """The inbox folder (where `sources/` and `rejected/` are), or None."""
@@ -206,7 +213,7 @@ class RedisQueue(MemoryQueue):
         """Bring the local records up to what Redis holds: the ids anyone changed since the
         last sync, then the events each one's log gained since (logs are only appended to,
         so a task heartbeating for days costs its new events, not its history)."""
-        _, version_key, changes, seq, cleared = self._keys
+        _, version_key, changes, seq, cleared, rejected = self._keys
         version = int(self._redis.get(version_key) or 0)
         if version == self._synced:
             return
@@ -216,7 +223,8 @@ class RedisQueue(MemoryQueue):
                 pipe.lrange(f"{self.prefix}log:{task_id}", self._folded.get(task_id, 0), -1)
             pipe.get(seq)
             pipe.smembers(cleared)
-            *logs, seq_value, cleared_ids = pipe.execute()
+            pipe.smembers(rejected)
+            *logs, seq_value, cleared_ids, rejected_ids = pipe.execute()
         for task_id, lines in zip(ids, logs, strict=True):
             events = [event_from_json(json.loads(line)) for line in lines]
             if not events:
@@ -231,22 +239,28 @@ class RedisQueue(MemoryQueue):
             self._folded[task_id] = self._folded.get(task_id, 0) + len(events)
         self._seq = int(seq_value or 0)
         self._cleared = {i.decode() for i in cleared_ids}
+        self._rejected_ids = {i.decode() for i in rejected_ids}
         self._synced = version
 
     def _commit_changes(self) -> None:
-        if not self._events and not self._newly_cleared:
+        if not self._events and not self._newly_cleared and not self._newly_rejected:
             return
-        args: list[Any] = [self._token, self.prefix, self._seq, len(self._events)]
+        args: list[Any] = [
+            self._token, self.prefix, self._seq, len(self._events), len(self._newly_cleared)
+        ]
         for task_id, event in self._events:
             args += [task_id, encode(event).rstrip(b"\n")]  # a FolderQueue log's line
         args += self._newly_cleared
+        args += self._newly_rejected
         version = self._commit(keys=self._keys, args=args)
         if version == -1:  # our lease on the lock ran out and someone may have changed things
             raise LockTimeout(_QUEUE, self._lock_lease_ms / 1000)
         for task_id, _ in self._events:  # applied here already, and now in the log too
             self._folded[task_id] = self._folded.get(task_id, 0) + 1
+        self._rejected_ids.update(self._newly_rejected)
         self._events.clear()
         self._newly_cleared.clear()
+        self._newly_rejected.clear()
         self._synced = int(version)
 
     def _forget_local_changes(self) -> None:
@@ -259,6 +273,7 @@ class RedisQueue(MemoryQueue):
             self._synced = 0
         self._events.clear()
         self._newly_cleared.clear()
+        self._newly_rejected.clear()
 
     # ------------------------------------------------------------------ recording changes
 
@@ -408,6 +423,9 @@ class RedisQueue(MemoryQueue):
                 except TaskFileError as exc:
                     reason = str(exc).replace(str(path), path.name, 1)
                     moves.append((path, free_name(self.root / "rejected", path.name), reason))
+                    # Its ids fail the tasks waiting for them, until a good file defines them.
+                    self._newly_rejected += [i for i in defined_ids(path, data)
+                                             if i not in self._records]
                     continue
                 for task in tasks:
                     self._seq += 1

@@ -257,6 +257,30 @@ def test_task_files_dropped_into_an_inbox_join_the_queue(tmp_path: Path) -> None
         assert queue.get("late").state == TaskState.PENDING
 
 
+def test_an_id_only_a_rejected_file_defined_fails_its_dependents_on_every_machine(
+    tmp_path: Path,
+) -> None:
+    """a waits for b; b's file, dropped into one machine's inbox, is rejected: a claim on
+    another machine fails a, naming b, as a folder queue does."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with redis_queue(inbox=inbox) as here, redis_queue(here.prefix) as there:
+        here.add("p", task_id="a", depends_on=("b",))
+        (inbox / "b.toml").write_text('prompt = "p"\npriority = "urgent-ish"\n')
+        assert [r.name for r in here.ingest().rejected] == ["b.toml"]
+        assert there.claim("w", lease_s=60) is None
+        record = there.get("a")
+        assert (record.state, record.reason) == (TaskState.FAILED, "dependency 'b' rejected")
+        here.add("p", task_id="c", depends_on=("d",))  # d: rejected, then defined after all
+        (inbox / "d.toml").write_text('prompt = "p"\npriority = "urgent-ish"\n')
+        here.ingest()
+        (inbox / "d.toml").write_text('prompt = "p"\n')
+        assert here.ingest().accepted == ("d",)
+        claim = there.claim("w", lease_s=60)
+        assert claim is not None and claim.task.id == "d"
+        assert there.get("c").state is TaskState.PENDING  # it waits for d, as it should
+
+
 def test_one_self_improvement_loop_leads_a_shared_queue() -> None:
     """The loop's lease on a queue: one holder, named to the next; a holder whose lease
     another process took learns it lost it (and its release leaves the new lease alone)."""
