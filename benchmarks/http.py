@@ -25,7 +25,11 @@ other processes, are reported too (from /proc), split by layer: a server with an
 (everything but the provider) and, in one process without sockets, the ASGI app called
 directly and the pipeline alone, so uvicorn and the sockets, the app (middleware, routing,
 JSON, validation), the pipeline and the AnthropicWorker with its aiohttp client each get a
-figure. The last line is one JSON object with the headline figures. `--quick` is a smoke run.
+figure. Last, the floor of this stack on this machine: a bare pass-through (a plain ASGI app
+on the same uvicorn, forwarding bytes over one aiohttp session, no features) at 1000 req/s,
+its added latency and CPU per request beside the server's, so a run on a slower or busier
+machine can be read against its own floor. The last line is one JSON object with the headline
+figures. `--quick` is a smoke run.
 
 Where the CPU went before the lean request path (issue 14; cProfile of the server process under
 this load, shares of the profiled time of ~1.1 ms per request): ~55% under the AnthropicWorker
@@ -191,6 +195,58 @@ def run_server(upstream_url: str, concurrency: int, worker: str) -> None:
         async with ServerTask(app) as url:
             print(f"READY {url}", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    uvloop.run(main())
+
+
+def run_bare(upstream_url: str) -> None:
+    """The floor of this stack, for comparison: a bare pass-through with no features at all,
+    a plain ASGI app on the same uvicorn configuration (uvloop, httptools, access log off)
+    forwarding each `POST /v1/messages` body to the upstream over one aiohttp session and its
+    answer back."""
+    import aiohttp
+    import uvicorn
+    import uvloop
+
+    async def main() -> None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256),
+            timeout=aiohttp.ClientTimeout(total=None),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        target = upstream_url + "/v1/messages"
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            headers = {k.decode(): v.decode() for k, v in scope["headers"]
+                       if k in (b"x-api-key", b"anthropic-version", b"content-type")}
+            async with session.post(target, data=body, headers=headers) as response:
+                answer = await response.read()
+                status = response.status
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(answer)).encode())]})
+            await send({"type": "http.response.body", "body": answer})
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, loop="none", http="httptools",
+                                access_log=False, log_level="warning", lifespan="off")
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        print(f"READY http://127.0.0.1:{port}", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        server.should_exit = True
+        await serving
+        await session.close()
 
     uvloop.run(main())
 
@@ -475,7 +531,7 @@ def load(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--role", choices=["upstream", "server", "load", "layers"])
+    parser.add_argument("--role", choices=["upstream", "server", "load", "layers", "bare"])
     parser.add_argument("--url", default="")
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--rates", default="100,500,1000,1500,2000")
@@ -510,6 +566,8 @@ def main() -> None:
         return run_upstream()
     if args.role == "server":
         return run_server(args.url, args.concurrency, args.worker)
+    if args.role == "bare":
+        return run_bare(args.url)
     if args.role == "load":
         return run_load(
             args.url, args.rate, args.duration, args.warmup, args.tag, args.stream, args.out
@@ -585,6 +643,7 @@ def main() -> None:
         stop_role(server)
 
     breakdown(placement, rows.get(500.0), args)
+    floor = bare_passthrough(placement, upstream_url, rows.get(1000.0), args)
     stop_role(upstream)
 
     held = [rate for rate, row in rows.items() if row["held"]]
@@ -599,8 +658,45 @@ def main() -> None:
         "ttfb_overhead_ms_p50": _round(streamed["ttfb_overhead_ms_p50"]),
         # at 1000/s (500/s when that rate was not run)
         "server_cpu_us_per_request": None if cpu_ms is None else round(cpu_ms * 1000, 1),
+        "bare_overhead_p99_ms_1000rps": _round(floor.get("overhead_p99_ms")),
+        "bare_cpu_us_per_request": _round(floor.get("cpu_us_per_request")),
     }
     print(json.dumps(headline))
+
+
+def bare_passthrough(
+    placement: Placement, upstream_url: str, row: dict[str, Any] | None,
+    args: argparse.Namespace,
+) -> dict[str, float]:
+    """The bare pass-through (`run_bare`) at 1000 req/s, the same way as the server: what
+    this machine and this stack (uvicorn, uvloop, aiohttp) cost with no features at all, so
+    a run on a slower or busier machine can be read against its own floor."""
+    if row is None:
+        return {}
+    bare, bare_url = start_role(
+        placement.command(placement.server, "--role", "bare", "--url", upstream_url)
+    )
+    try:
+        load(placement, bare_url, 100, 2 * args.warmup, 0, "warm-bare")
+        direct = load(placement, upstream_url, 1000, args.duration, args.warmup, "bare-d")
+        cpu0 = cpu_seconds(bare.pid)
+        through = load(placement, bare_url, 1000, args.duration, args.warmup, "bare-s")
+        cpu_us = (cpu_seconds(bare.pid) - cpu0) * 1e6 / ((args.warmup + args.duration) * 1000)
+    finally:
+        stop_role(bare)
+    out = {"cpu_us_per_request": cpu_us}
+    for q in (50, 99):
+        out[f"overhead_p{q}_ms"] = percentile(through["latencies_ms"], q) - percentile(
+            direct["latencies_ms"], q
+        )
+    server_us = row["server_cpu_ms_per_request"] * 1000
+    print(
+        f"bare pass-through (uvicorn + one aiohttp session, no features) at 1000 req/s: added "
+        f"p50/p99 {out['overhead_p50_ms']:+.2f}/{out['overhead_p99_ms']:+.2f} ms, "
+        f"{cpu_us:.0f} us/request, errors {sum(through['errors'].values())}; the server's "
+        f"{server_us:.0f} us/request is {server_us / cpu_us:.2f}x that"
+    )
+    return out
 
 
 def streaming(

@@ -253,11 +253,14 @@ def to_request(
     version: str | None = None,
     timeout_s: float | None = None,
     retries: bool = False,
+    semantic_dedup: bool = True,
+    client: str | None = None,
 ) -> InferenceRequest:
     """The pipeline request for a Messages body: as text (a validated `MessagesBody`), or with
     `native` the body's JSON itself, forwarded as it came with the client's `anthropic-beta`
     and `anthropic-version` headers; `timeout_s` is its deadline (None: the default);
-    `retries` says the client retries by itself."""
+    `retries` says the client retries by itself; `semantic_dedup` False opts it out of
+    semantic dedup; `client` is who it is for in the usage ledger."""
     data = body.model_dump(exclude_unset=True) if isinstance(body, BaseModel) else dict(body)
     messages = _messages_of(data.get("messages"))
     if not messages:
@@ -286,6 +289,8 @@ def to_request(
         native=raw,
         timeout_s=timeout_s,
         client_retries=retries,
+        semantic_dedup=semantic_dedup,
+        client=client,
     )
 
 
@@ -325,13 +330,14 @@ async def messages(http: Request) -> Response:
         _prepare,
         data,
         takes_native(state.pipeline),
-        anthropic_beta,
-        anthropic_version,
-        client_timeout_s(x_stainless_timeout),
-        client_retries(http.headers),
-    )
-    request = dataclasses.replace(
-        request, semantic_dedup=request.semantic_dedup and semantic, client=state.client_of(http)
+        _Client(
+            beta=anthropic_beta,
+            version=anthropic_version,
+            timeout_s=client_timeout_s(x_stainless_timeout),
+            retries=client_retries(http.headers),
+            semantic=semantic,
+            label=state.client_of(http),
+        ),
     )
     request = with_task(with_optimize_opt_in(request, http.headers, optimize), http.headers)
     stream = data.get("stream") is True
@@ -358,13 +364,20 @@ async def messages(http: Request) -> Response:
     return JsonResponse(message, headers=headers)  # JSON-ready: skip FastAPI's encoder
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _Client:
+    """What the client's headers (and its `SEMANTIC_FIELD`) say about a Messages request."""
+
+    beta: str | None
+    version: str | None
+    timeout_s: float | None
+    retries: bool
+    semantic: bool
+    label: str
+
+
 def _prepare(
-    data: dict[str, Any],
-    native_ok: bool,
-    beta: str | None,
-    version: str | None,
-    timeout_s: float | None,
-    retries: bool,
+    data: dict[str, Any], native_ok: bool, client: _Client
 ) -> tuple[InferenceRequest, bool]:
     """The pipeline request for a Messages body and whether it goes native (see `messages`);
     pure work on the body, so a large one runs on a worker thread."""
@@ -383,7 +396,9 @@ def _prepare(
             )
     body: MessagesBody | dict[str, Any] = data if native else validated(MessagesBody, data)
     request = to_request(
-        body, native=native, beta=beta, version=version, timeout_s=timeout_s, retries=retries
+        body, native=native, beta=client.beta, version=client.version,
+        timeout_s=client.timeout_s, retries=client.retries, semantic_dedup=client.semantic,
+        client=client.label,
     )
     return request, native
 

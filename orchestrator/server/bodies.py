@@ -121,9 +121,12 @@ async def off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
+_PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8"})
+
+
 def _check_content_type(value: str | None) -> None:
-    if not value:
-        return  # curl without -H, some scripts: read as JSON
+    if not value or value in _PLAIN_JSON:
+        return  # curl without -H, some scripts: read as JSON; what SDKs send needs no parsing
     message = Message()
     message["content-type"] = value
     subtype = message.get_content_subtype()

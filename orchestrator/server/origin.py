@@ -23,6 +23,7 @@ server sends no CORS headers, so no other origin can read an answer either.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -55,6 +56,11 @@ def _is_ip(name: str) -> bool:
 
 def host_allowed(host_header: str, allowed_hosts: Iterable[str] = ()) -> bool:
     """Whether a request with `Host: host_header` may be served (see the module docstring)."""
+    return _host_allowed(host_header, tuple(allowed_hosts))
+
+
+@functools.lru_cache(maxsize=1024)  # per request it parsed an IP address: a client sends one
+def _host_allowed(host_header: str, allowed_hosts: tuple[str, ...]) -> bool:
     name = _hostname(host_header)
     if not name:
         return False

@@ -34,18 +34,19 @@ class ServerState:
     embedder: LazyEmbedder = field(default_factory=LazyEmbedder)
     requests: RequestCounts = field(default_factory=RequestCounts)
     wall_clock: Callable[[], float] = time.time
+    _secrets: tuple[str, ...] = field(init=False, repr=False)  # what a client label never is
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        keys = () if settings is None else (settings.api_key, settings.admin_api_key,
+                                             settings.anthropic_api_key, settings.openai_api_key)
+        # frozen: set once here, not read from the settings on every request
+        object.__setattr__(self, "_secrets", tuple(k.reveal() for k in keys if k is not None))
 
     def client_of(self, connection: HTTPConnection) -> str:
         """The usage ledger's label for who sent `connection` (`auth.client_of`, never a
         token)."""
-        settings = self.settings
-        secrets = [] if settings is None else [
-            s.reveal()
-            for s in (settings.api_key, settings.admin_api_key, settings.anthropic_api_key,
-                      settings.openai_api_key)
-            if s is not None
-        ]
-        return client_of(connection.scope, secrets)
+        return client_of(connection.scope, self._secrets)
 
 
 def state_of(connection: HTTPConnection) -> ServerState:
@@ -58,3 +59,4 @@ async def server_state(connection: HTTPConnection) -> ServerState:
     """`state_of` as a FastAPI dependency (async, so FastAPI runs it inline rather than
     hopping to its thread pool on every request)."""
     return state_of(connection)
+
