@@ -24,7 +24,10 @@ was streaming and with it the upstream call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,13 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-__all__ = ["ConnectionLimits", "connection_cap", "limited_protocol", "limited_ws_protocol"]
+__all__ = [
+    "ConnectionLimits",
+    "OverCapLog",
+    "connection_cap",
+    "limited_protocol",
+    "limited_ws_protocol",
+]
 
 # File descriptors kept free for everything that is not a client connection: upstream
 # connections, the memory DB, log files, the event loop's own.
@@ -70,6 +79,42 @@ def connection_cap(limits: ConnectionLimits) -> int:
     if soft == resource.RLIM_INFINITY:
         return limits.max_connections
     return max(1, min(limits.max_connections, soft - _SPARE_FDS))
+
+
+class OverCapLog(logging.Filter):
+    """uvicorn logs "Exceeded concurrency limit." once for every request it refuses past the
+    cap: thousands of lines a second, written while the server is already short of CPU. This
+    filter (on the `uvicorn.error` logger) lets one through every `every_s`, saying how many
+    were held back since the last."""
+
+    MESSAGE = "Exceeded concurrency limit."
+
+    def __init__(self, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self._every_s = every_s
+        self._clock = clock
+        self._next_at = float("-inf")
+        self._held_back = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE:
+            return True
+        now = self._clock()
+        if now < self._next_at:
+            self._held_back += 1
+            return False
+        if self._held_back:
+            record.msg = (f"{self.MESSAGE} ({self._held_back} more refused since the last "
+                          f"report; one line per {self._every_s:g}s)")
+        self._next_at, self._held_back = now + self._every_s, 0
+        return True
+
+    @classmethod
+    def install(cls) -> None:
+        """On the `uvicorn.error` logger, once per process."""
+        logger = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, cls) for f in logger.filters):
+            logger.addFilter(cls())
 
 
 def _head_response(status: bytes, message: bytes) -> bytes:

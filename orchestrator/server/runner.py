@@ -29,6 +29,7 @@ from orchestrator.assembly import build_pipeline
 from orchestrator.server.body_limit import PROMPT_BODY_BYTES
 from orchestrator.server.connection import (
     ConnectionLimits,
+    OverCapLog,
     connection_cap,
     limited_protocol,
     limited_ws_protocol,
@@ -60,6 +61,7 @@ def uvicorn_config(
     logging left to the caller (uvicorn's default config would replace the process's
     handlers)."""
     limits = limits if limits is not None else ConnectionLimits()
+    OverCapLog.install()
     return uvicorn.Config(
         app,
         host=host,

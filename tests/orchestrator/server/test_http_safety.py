@@ -4,6 +4,7 @@ limits, the body limit, redirects, health."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from websockets.sync.client import connect
 
 from orchestrator.config import Tunables
 from orchestrator.server import ServerThread, create_app
-from orchestrator.server.connection import ConnectionLimits, connection_cap
+from orchestrator.server.connection import ConnectionLimits, OverCapLog, connection_cap
 from orchestrator.settings import ServerSettings
 
 TOKEN = "tok-safety-5c1d9e"
@@ -213,6 +214,43 @@ def test_a_connection_over_the_cap_is_let_go_before_it_sends_anything(
     finally:
         for sock in held:
             sock.close()
+
+
+def test_requests_refused_past_the_cap_log_one_line_not_one_each(
+    serve_with: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn logs every request it refuses past the cap; the server lets one line through
+    per interval (at overload, a line per request is thousands a second)."""
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    for old in [f for f in uvicorn_log.filters if isinstance(f, OverCapLog)]:
+        uvicorn_log.removeFilter(old)  # an earlier test's may have reported a moment ago
+    url = serve_with(limits=ConnectionLimits(max_connections=2))
+    held = rawhttp.connect(url)  # with each request's own, the cap is reached: uvicorn refuses
+    try:
+        with caplog.at_level("WARNING", logger="uvicorn.error"):
+            for _ in range(5):
+                answer = rawhttp.exchange(url, rawhttp.request("GET", "/health", "127.0.0.1"))
+                assert rawhttp.status_of(answer) == 503
+    finally:
+        held.close()
+    lines = [r for r in caplog.records if r.getMessage().startswith(OverCapLog.MESSAGE)]
+    assert len(lines) == 1
+
+
+def test_the_over_cap_log_says_how_many_it_held_back() -> None:
+    now = [0.0]
+    log_filter = OverCapLog(every_s=10, clock=lambda: now[0])
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, msg, None, None)
+
+    assert log_filter.filter(record(OverCapLog.MESSAGE))
+    assert [log_filter.filter(record(OverCapLog.MESSAGE)) for _ in range(4)] == [False] * 4
+    assert log_filter.filter(record("something else"))  # other lines are never held back
+    now[0] = 10.0
+    line = record(OverCapLog.MESSAGE)
+    assert log_filter.filter(line)
+    assert "4 more refused since the last report" in line.getMessage()
 
 
 def test_the_connection_cap_fits_the_file_limit() -> None:
