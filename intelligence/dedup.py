@@ -40,7 +40,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -113,8 +113,9 @@ class _Entry:
     value: Any
     vector: npt.NDArray[np.float32]
     expires_at: float | None
-    # (confidence, correct) for each hit of this entry that someone reported on
-    observations: list[tuple[float, bool]] = field(default_factory=list)
+    # (confidence, correct) for each hit of this entry that someone reported on; None until
+    # the first (most entries never get one: an empty list each is an object the GC walks)
+    observations: list[tuple[float, bool]] | None = None
     learned_bar: float = 0.0
 
 
@@ -596,6 +597,8 @@ class SemanticDedup(Generic[V]):
             entry = self._entries.get(entry_id)
             if entry is None:
                 return
+            if entry.observations is None:
+                entry.observations = []
             entry.observations.append((conf, correct))
             entry.learned_bar = _learned_bar(entry.observations, self._bound)
 
@@ -730,6 +733,7 @@ class SemanticDedup(Generic[V]):
             entry = _Entry(**row)
             if entry.expires_at is not None and entry.expires_at <= now:
                 continue
+            entry.observations = entry.observations or None
             self._entries[entry.id] = entry
             self._lru[entry.id] = None
             if entry.expires_at is not None:
@@ -767,7 +771,7 @@ class SemanticDedup(Generic[V]):
                         "value": value,
                         "vector": e.vector,
                         "expires_at": e.expires_at,
-                        "observations": list(e.observations),
+                        "observations": list(e.observations or ()),
                         "learned_bar": e.learned_bar,
                     }
                     for e, value in zip(live, values, strict=True)

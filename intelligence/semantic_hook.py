@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import threading
 import time
 from collections import deque
@@ -64,11 +65,20 @@ class SemanticMatch:
 
 @dataclass(slots=True)
 class _Slot:
-    """What an entry holds: the flight's key while it is in the air, then its answer."""
+    """What an entry holds: the flight's key while it is in the air, then its answer.
+
+    The answer is kept pickled: as bytes it is nothing Python's cyclic GC walks, where the
+    answer object (and its usage) were two more tracked objects per entry, and a full
+    collection walks every one while the event loop waits (tens of milliseconds at tens of
+    thousands of entries). Unpickled on a hit only."""
 
     flight_key: str | None
-    answer: Any = None
+    answer: Any = None  # pickled bytes (an object in files written before)
     expires_at: float | None = None
+
+    def stored_answer(self) -> Any:
+        answer = self.answer
+        return pickle.loads(answer) if isinstance(answer, bytes) else answer  # our own bytes
 
 
 class SemanticDedupHook:
@@ -247,7 +257,7 @@ class SemanticDedupHook:
                 return None
             return SemanticMatch(
                 flight_key=None,
-                answer=slot.answer,
+                answer=slot.stored_answer(),
                 similarity=hit.similarity,
                 confidence=hit.confidence,
                 entry=hit.entry_id,
@@ -282,7 +292,8 @@ class SemanticDedupHook:
         if found is None:
             return
         slot, _ = found
-        slot.answer, slot.flight_key = answer, None
+        slot.answer = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        slot.flight_key = None
         slot.expires_at = self._clock() + ttl_s
         self.changes_total += 1
 

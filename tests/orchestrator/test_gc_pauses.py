@@ -1,12 +1,14 @@
 """What the server keeps per request stays out of the way of Python's cyclic GC, whose full
 collections stop the event loop for as long as they walk the tracked objects: answered
 requests leave no reference cycles behind (they are freed at once, by reference counting), and
-the structures that remember answers (the response cache, the feedback log) hold them in
-forms the GC does not track, so a full cache does not lengthen those pauses."""
+the structures that remember answers (the response cache, the feedback log, semantic dedup's
+entries) hold them in forms the GC does not track, so a full cache does not lengthen those
+pauses."""
 
 from __future__ import annotations
 
 import gc
+import hashlib
 from collections.abc import Iterator
 
 import pytest
@@ -113,3 +115,39 @@ def test_the_feedback_log_remembers_answers_in_untracked_records() -> None:
     assert _tracked() - before < 50
     feedback = log.record("req-4", 1)
     assert (feedback.provider, feedback.model, feedback.cached) == ("anthropic", "claude", True)
+
+
+async def test_semantic_dedup_entries_keep_their_answers_out_of_the_gcs_way() -> None:
+    """A thousand answered semantic-dedup entries add two tracked objects each (the entry and
+    its slot; the answer is kept pickled), not five; a hit still serves the whole answer."""
+    from intelligence.dedup import SemanticDedup
+    from intelligence.embed import LexicalEmbedder
+    from intelligence.semantic_hook import SemanticDedupHook
+
+    hook = SemanticDedupHook(SemanticDedup(LexicalEmbedder(), verify=False))
+    assert hook.wait_ready(60), hook.status()
+    scope = ("claude", "be brief", None)
+
+    def answer(i: int) -> CachedAnswer:
+        return CachedAnswer(text=f"answer {i}", usage=Usage(input_tokens=3, output_tokens=i),
+                            provider="anthropic", model="claude")
+
+    def question(i: int) -> str:  # words of its own: no two of them alike
+        words = hashlib.sha256(str(i).encode()).hexdigest()
+        return f"question {words[:8]} on {words[8:16]} and {words[16:24]}"
+
+    async def answered(i: int) -> None:
+        text = question(i)
+        assert await hook.match(text, scope) is None
+        hook.started(f"flight-{i}", text, scope)
+        hook.answered(f"flight-{i}", answer(i), 300)
+        hook.finished(f"flight-{i}")
+
+    for i in range(20):  # the index and its first lists exist before counting
+        await answered(i)
+    before = _tracked()
+    for i in range(20, 1020):
+        await answered(i)
+    assert (_tracked() - before) / 1000 <= 2.1
+    match = await hook.match(question(77).upper() + " ", scope)  # case and spaces differ
+    assert match is not None and match.answer == answer(77)
