@@ -79,10 +79,11 @@ for i = first + cleared, #ARGV do redis.call('SADD', KEYS[6], ARGV[i]) end
 return version
 """
 
-_UNLOCK = """
+DELETE_IF_OURS = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+"""KEYS[1] deleted only while it still holds ARGV[1]: a lock or lease let go by its holder."""
 
 
 class RedisQueue(MemoryQueue):
@@ -142,7 +143,7 @@ class RedisQueue(MemoryQueue):
             prefix + k for k in ("lock", "version", "changes", "seq", "cleared", "rejected")
         ]
         self._commit = self._redis.register_script(_COMMIT)
-        self._unlock = self._redis.register_script(_UNLOCK)
+        self._unlock = self._redis.register_script(DELETE_IF_OURS)
         self._lock_lease_ms = max(1, round(lock_lease_s * 1000))
         self._lock_timeout_s = lock_timeout_s
         self._monotonic, self._sleep = monotonic, sleep

@@ -176,11 +176,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 class LeaderLease:
     """One loop per Redis queue, whichever machines share it: a lease in Redis under `key`
@@ -204,7 +199,9 @@ class LeaderLease:
         # unique per acquisition: a pid can repeat on another machine, and in this process
         self._value = f"{_this_process()} ({os.urandom(6).hex()})"
         self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        from coordinator.redis_queue import DELETE_IF_OURS
+
+        self._release = client.register_script(DELETE_IF_OURS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -315,8 +315,7 @@ class ValidationGate:
         with self._held_lock:
             if path in self._held:  # this gate's own: a rerun of the same attempt
                 return True
-        lock = path.with_name(path.name + ".lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(_lock_of(path), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -331,7 +330,7 @@ class ValidationGate:
             fd = self._held.pop(path, None)
         if fd is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path.with_name(path.name + ".lock"))  # while still held: no race
+                os.unlink(_lock_of(path))  # before letting go: a new holder makes a new file
             os.close(fd)
 
     def _remove_worktree(self, path: Path) -> None:
@@ -585,3 +584,8 @@ def _last_json_line(output: str) -> dict[str, float]:
 def _minimal_env() -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "VIRTUAL_ENV")
     return {name: os.environ[name] for name in keep if name in os.environ}
+
+
+def _lock_of(worktree: Path) -> Path:
+    """The file whose flock says `worktree` is alive."""
+    return worktree.with_name(worktree.name + ".lock")

@@ -59,4 +59,3 @@ async def server_state(connection: HTTPConnection) -> ServerState:
     """`state_of` as a FastAPI dependency (async, so FastAPI runs it inline rather than
     hopping to its thread pool on every request)."""
     return state_of(connection)
-
