@@ -1,10 +1,11 @@
-"""`AnthropicWorker`: the Messages API over one shared aiohttp session.
+"""`AnthropicWorker`: the Messages API over the providers' own pooled `HttpClient`.
 
 The official `anthropic` SDK is what clients of the gateway are tested with; inside the
 gateway it cost about 0.6 ms of CPU per call (its request and response models, httpx2's URL
 and header objects over the aiohttp transport) for what is here one JSON body, one header
 dict built once, and one POST: measured with `benchmarks/http.py`, that was most of the
-server's CPU per request. So this worker speaks the wire protocol itself: the same headers
+server's CPU per request (and aiohttp's client most of the rest: see `http_client`). So
+this worker speaks the wire protocol itself: the same headers
 the SDK sends, the same classification of statuses and `x-should-retry`, and a small SSE
 decoder (`SseDecoder`) that reads every event, pings included.
 """
@@ -14,8 +15,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
-
-import aiohttp
 
 from orchestrator import codec
 from orchestrator.errors import ProviderError
@@ -29,6 +28,7 @@ from orchestrator.providers._http import (
     status_error,
     truncated_stream_error,
 )
+from orchestrator.providers.http_client import HttpClient, HttpResponse, TransportError
 from orchestrator.providers.sse import SseDecoder
 from orchestrator.request import (
     ANTHROPIC_BETA,
@@ -90,8 +90,8 @@ class AnthropicWorker:
     client's `anthropic-beta` / `anthropic-version`), and the answer comes back as the JSON
     Anthropic sent, so no field this worker does not know is lost.
 
-    One aiohttp session, opened on first use in the running loop, serves every call; the
-    headers every call shares are built once. No retries here: the pipeline retries.
+    One connection pool (`HttpClient`) serves every call; the headers every call shares are
+    built once. No retries here: the pipeline retries.
     `stall_timeout_s` bounds how long a stream may send no bytes at all (pings count);
     `timeout_s` on each call bounds the whole call. Call `aclose()` when done.
     """
@@ -110,7 +110,9 @@ class AnthropicWorker:
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty string")
         check_worker_args(
-            model=model, name=name, stall_timeout_s=stall_timeout_s,
+            model=model,
+            name=name,
+            stall_timeout_s=stall_timeout_s,
             max_connections=max_connections,
         )
         root = (base_url or ANTHROPIC_API_URL).rstrip("/")
@@ -134,9 +136,8 @@ class AnthropicWorker:
             **HOP_HEADERS,
         }
         self._stall_timeout_s = stall_timeout_s
-        self._max_connections = max_connections
         self._wall_clock = wall_clock
-        self._session: aiohttp.ClientSession | None = None
+        self._http = HttpClient(max_connections=max_connections)
 
     def __repr__(self) -> str:
         return f"AnthropicWorker(name={self.name!r}, model={self.default_model!r})"
@@ -187,9 +188,7 @@ class AnthropicWorker:
         last: dict[str, Any] | None = None
         try:
             # Silence counts from the request on: an upstream that never answers has stalled.
-            response = await timer.within(
-                self._post(self._messages_url, body, headers), stall=True
-            )
+            response = await timer.within(self._post(self._messages_url, body, headers), stall=True)
             try:
                 if response.status >= 400:
                     raise await self._status_error(response, timer)
@@ -219,8 +218,8 @@ class AnthropicWorker:
                         yield StreamChunk(text=text, index=index)
                         index += 1
             finally:
-                response.close()
-        except aiohttp.ClientError as exc:
+                response.release()
+        except TransportError as exc:
             raise connection_error(
                 self.name, "connection lost mid-stream", exc, secrets=(self._api_key,)
             ) from None
@@ -261,32 +260,14 @@ class AnthropicWorker:
         return counted
 
     async def aclose(self) -> None:
-        """Close the shared HTTP session (if one was opened)."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-    def _session_for_call(self) -> aiohttp.ClientSession:
-        # Opened lazily: an aiohttp session belongs to the running event loop.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self._max_connections, limit_per_host=self._max_connections
-                ),
-                # CallTimer owns the deadlines; aiohttp's default 5-minute total would fight it.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
-                # No cookies: the gateway's calls are independent of each other.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
+        """Close the pooled upstream connections."""
+        await self._http.aclose()
 
     def _post(
         self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]
-    ) -> Awaitable[aiohttp.ClientResponse]:
-        # No redirects: the key is not for whichever host a redirect names.
-        return self._session_for_call().post(
-            url, data=codec.dumps(body), headers=headers, allow_redirects=False
-        )
+    ) -> Awaitable[HttpResponse]:
+        # No redirects (HttpClient follows none): the key is not for whichever host one names.
+        return self._http.post(url, codec.dumps(body), headers)
 
     async def _post_json(
         self,
@@ -306,7 +287,7 @@ class AnthropicWorker:
                 raw = await timer.within(response.read())
             finally:
                 response.release()
-        except aiohttp.ClientError as exc:
+        except TransportError as exc:
             raise connection_error(self.name, what, exc, secrets=(self._api_key,)) from None
         try:
             return codec.loads(raw)
@@ -316,19 +297,17 @@ class AnthropicWorker:
             ) from None
 
     async def _iter_events(
-        self, response: aiohttp.ClientResponse, timer: CallTimer
+        self, response: HttpResponse, timer: CallTimer
     ) -> AsyncIterator[dict[str, Any]]:
         """The JSON of each named event of an SSE response, as its bytes arrive; any bytes,
         a ping's too, reset the stall limit."""
         decoder = SseDecoder()
-        while chunk := await timer.within(response.content.readany(), stall=True):
+        while chunk := await timer.within(response.readany(), stall=True):
             for name, data in decoder.feed(chunk):
                 if name is not None and data:
                     yield codec.loads(data)
 
-    async def _status_error(
-        self, response: aiohttp.ClientResponse, timer: CallTimer
-    ) -> ProviderError:
+    async def _status_error(self, response: HttpResponse, timer: CallTimer) -> ProviderError:
         """The `ProviderError` for an error status, its body read for the message."""
         raw = await timer.within(response.read())
         try:
@@ -391,6 +370,7 @@ class AnthropicWorker:
             secrets=(self._api_key,),
             now=self._wall_clock,
         )
+
 
 def _finish_reason(stop_reason: str | None) -> str | None:
     if stop_reason is None:

@@ -1,4 +1,4 @@
-"""`LlamaCppWorker`: llama.cpp's native `/completion` endpoint over one shared aiohttp session.
+"""`LlamaCppWorker`: llama.cpp's native `/completion` endpoint over the pooled `HttpClient`.
 
 For llama.cpp's OpenAI-compatible `/v1/chat/completions`, use `OpenAIWorker(base_url=...)`;
 this worker is for servers where the raw endpoint (and our own chat template) is wanted.
@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
+from orchestrator import codec
 from orchestrator.errors import ProviderError
 from orchestrator.providers._http import (
     HOP_HEADERS,
@@ -29,6 +28,7 @@ from orchestrator.providers._http import (
     status_error,
     truncated_stream_error,
 )
+from orchestrator.providers.http_client import HttpClient, HttpResponse, TransportError
 from orchestrator.request import (
     NATIVE_OPENAI_CHAT,
     Completion,
@@ -76,7 +76,7 @@ class LlamaCppWorker:
 
     `base_url` is the server root (e.g. `http://127.0.0.1:8080`). `model` is only the name we
     report (llama.cpp serves the one model it loaded). `api_key` is sent as a bearer token for
-    servers started with `--api-key`. One aiohttp session, opened on first use, serves every call.
+    servers started with `--api-key`. One connection pool (`HttpClient`) serves every call.
     Takes native Chat Completions bodies (`native_formats`): posted to `/v1/chat/completions`,
     the answer (or each streamed chunk) returned in `native` as the server sent it.
     """
@@ -111,9 +111,8 @@ class LlamaCppWorker:
         self._api_key = api_key
         self._template = template
         self._stall_timeout_s = stall_timeout_s
-        self._max_connections = max_connections
         self._wall_clock = wall_clock
-        self._session: aiohttp.ClientSession | None = None
+        self._http = HttpClient(max_connections=max_connections)
 
     def __repr__(self) -> str:
         return f"LlamaCppWorker(name={self.name!r}, url={self._url!r})"
@@ -208,9 +207,7 @@ class LlamaCppWorker:
             raise truncated_stream_error(self.name, index)
         yield StreamChunk(text="", index=index, finish_reason=finish, usage=usage or Usage())
 
-    async def _answer(
-        self, post: Awaitable[aiohttp.ClientResponse], timer: CallTimer
-    ) -> Mapping[str, Any]:
+    async def _answer(self, post: Awaitable[HttpResponse], timer: CallTimer) -> Mapping[str, Any]:
         """The JSON object one non-streamed call answered; `ProviderError` for a failed call,
         an error status or an error payload."""
         try:
@@ -219,9 +216,9 @@ class LlamaCppWorker:
                 await self._raise_for_status(response, timer)
                 raw = await timer.within(response.read())
             finally:
-                response.close()
+                response.release()
             payload = _json_object(raw)
-        except aiohttp.ClientError as exc:
+        except TransportError as exc:
             raise connection_error(
                 self.name, "request failed", exc, secrets=self._secrets
             ) from None
@@ -232,7 +229,7 @@ class LlamaCppWorker:
         return payload
 
     async def _events(
-        self, post: Awaitable[aiohttp.ClientResponse], timer: CallTimer
+        self, post: Awaitable[HttpResponse], timer: CallTimer
     ) -> AsyncIterator[Mapping[str, Any]]:
         """The JSON objects of a streamed call's events, to the end of the body (or `[DONE]`);
         `ProviderError` for a failed call, an error status, an error event or a bad event."""
@@ -241,11 +238,11 @@ class LlamaCppWorker:
             try:
                 await self._raise_for_status(response, timer)
                 # Lines are split here, not with readline(): llama.cpp's final event echoes the
-                # whole prompt and can outgrow aiohttp's line limit. Reading on to the end of
+                # whole prompt and can outgrow a reader's line limit. Reading on to the end of
                 # the body (past `[DONE]` too) lets the connection be reused.
                 pending = bytearray()
                 done = False
-                while data := await timer.within(response.content.readany(), stall=True):
+                while data := await timer.within(response.readany(), stall=True):
                     pending += data
                     *lines, rest = pending.split(b"\n")
                     pending = bytearray(rest)
@@ -260,8 +257,8 @@ class LlamaCppWorker:
                             raise self._error_payload(event)
                         yield event
             finally:
-                response.close()
-        except aiohttp.ClientError as exc:
+                response.release()
+        except TransportError as exc:
             raise connection_error(
                 self.name, "connection lost mid-stream", exc, secrets=self._secrets
             ) from None
@@ -269,26 +266,14 @@ class LlamaCppWorker:
             raise connection_error(self.name, "bad event", exc, secrets=self._secrets) from None
 
     async def aclose(self) -> None:
-        """Close the shared HTTP session (if one was opened)."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        """Close the pooled upstream connections."""
+        await self._http.aclose()
 
     @property
     def _secrets(self) -> tuple[str | None]:
         return (self._api_key,)
 
-    def _session_for_call(self) -> aiohttp.ClientSession:
-        # Opened lazily: an aiohttp session belongs to the running event loop.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
-                # CallTimer owns the deadlines; aiohttp's default 5-minute total would fight it.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
-            )
-        return self._session
-
-    async def _post(self, request: InferenceRequest, *, stream: bool) -> aiohttp.ClientResponse:
+    async def _post(self, request: InferenceRequest, *, stream: bool) -> HttpResponse:
         body: dict[str, Any] = {
             "prompt": self._template.render(request.system, request.messages_or_prompt),
             # -1: no limit of our own (the client gave none)
@@ -301,13 +286,13 @@ class LlamaCppWorker:
             body["temperature"] = request.temperature
         return await self._post_json(self._url, body)
 
-    async def _post_json(self, url: str, body: Mapping[str, Any]) -> aiohttp.ClientResponse:
-        headers = dict(HOP_HEADERS)
+    async def _post_json(self, url: str, body: Mapping[str, Any]) -> HttpResponse:
+        headers = {"content-type": "application/json", **HOP_HEADERS}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        return await self._session_for_call().post(url, json=body, headers=headers)
+        return await self._http.post(url, codec.dumps(body), headers)
 
-    async def _raise_for_status(self, response: aiohttp.ClientResponse, timer: CallTimer) -> None:
+    async def _raise_for_status(self, response: HttpResponse, timer: CallTimer) -> None:
         if response.status < 400:
             return
         raw = await timer.within(response.read())
