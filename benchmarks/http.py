@@ -1,30 +1,35 @@
 """Benchmark the HTTP server's added latency on the Anthropic Messages API, in one run.
 
     .venv/bin/python benchmarks/http.py [--rates 100,500,1000] [--duration 6] [--warmup 1]
-        [--quick] [--semantic-dedup]
+        [--quick] [--semantic-dedup] [--quiet-retries 2]
 
 Three processes, each pinned to CPUs with `taskset` (placement printed):
-- a fake upstream speaking the Anthropic Messages API, answering after a fixed 50 ms;
+- a fake upstream speaking the Anthropic Messages API, answering after a fixed 50 ms (raw
+  asyncio protocols: it shares a CPU with the load generator and must not be what is slow);
 - the server under test: `create_app` over a pipeline whose one worker is the real
-  `AnthropicWorker` (official SDK over aiohttp) pointed at the fake upstream, served with the
+  `AnthropicWorker` (over its pooled `HttpClient`) pointed at the fake upstream, served with the
   uvicorn configuration `orchestrator serve` uses (uvloop, httptools), access log off;
   semantic dedup off unless `--semantic-dedup` (every prompt here is distinct: it would only
   add an embedding per request);
-- an open-loop load generator (one aiohttp session) sending `POST /v1/messages` at a fixed
-  rate with distinct prompts (so neither dedup nor the cache helps).
+- an open-loop load generator (one aiohttp session, its GC off for its one run so that it
+  never pauses while timing) sending `POST /v1/messages` at a fixed rate with distinct
+  prompts (so neither dedup nor the cache helps).
 
 For each rate the same load goes straight to the upstream, then through the server. Latency is
 measured from each request's scheduled send time (so a stalled sender cannot hide queueing).
 Added latency = server minus direct, percentile by percentile. A rate is held when every
 request through the server got a 200 and the added p99 stayed under 100 ms (no queue built up);
 between the highest rate held and the lowest not held, a few bisection steps narrow it down.
+The machine may be shared: a rate during which other processes kept either CPU more than 3%
+busy is measured again, up to `--quiet-retries` times, and the quietest try kept (every try is
+printed, with how busy other processes kept each CPU).
 Streamed requests (`"stream": true`, the upstream's first event 50 ms in) run at
 `--stream-rate` the same way: the time to the first byte of the body the server adds, and the
 time to the whole answer. The server's CPU time per request, and how busy its CPU was with
 other processes, are reported too (from /proc), split by layer: a server with an EchoWorker
 (everything but the provider) and, in one process without sockets, the ASGI app called
 directly and the pipeline alone, so uvicorn and the sockets, the app (middleware, routing,
-JSON, validation), the pipeline and the AnthropicWorker with its aiohttp client each get a
+JSON, validation), the pipeline and the AnthropicWorker with its HTTP client each get a
 figure. Last, the floor of this stack on this machine: a bare pass-through (a plain ASGI app
 on the same uvicorn, forwarding bytes over one aiohttp session, no features) at 1000 req/s,
 its added latency and CPU per request beside the server's, so a run on a slower or busier
@@ -52,6 +57,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -66,85 +72,132 @@ REQUEST_TIMEOUT_S = 10.0
 API_KEY = "bench-upstream-key"
 # A rate is held when no request failed and no queue built up: added p99 stays under this.
 HELD_MAX_ADDED_P99_MS = 100.0
+# The machine is shared: a run during which other processes kept a CPU busier than this is
+# measured again (the quietest of 1 + `--quiet-retries` tries is kept; every try is printed).
+QUIET_MAX_OTHER_LOAD = 0.03
 
 
 # -- roles (each runs in its own process) -------------------------------------------------------
 
 
 def run_upstream() -> None:
-    """A minimal Anthropic Messages API: fixed 50 ms, then a fixed answer with usage."""
+    """A minimal Anthropic Messages API: fixed 50 ms, then a fixed answer with usage.
+
+    Raw asyncio protocols with httptools' request parser, not a web framework: the upstream
+    shares its CPU with the load generator, and both must keep their schedule for the tails
+    to be the server's. With aiohttp's server here, that CPU was 48% busy at 1,000/s (34-45%
+    with this one), and the direct baseline's own p99 ranged over 54-90 ms between runs.
+    """
+    import httptools
     import uvloop
-    from aiohttp import web
 
     counter = 0
 
-    async def messages(request: web.Request) -> web.StreamResponse:
+    def answer(model: str) -> bytes:
         nonlocal counter
-        body = await request.json()
-        if body.get("stream"):
-            return await stream(request, body)
-        await asyncio.sleep(UPSTREAM_LATENCY_S)
         counter += 1
-        answer = {
+        return json.dumps({
             "id": f"msg_bench_{counter}",
             "type": "message",
             "role": "assistant",
-            "model": body.get("model", "claude-bench"),
+            "model": model,
             "content": [{"type": "text", "text": "Backpressure slows producers to match."}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
             "usage": {"input_tokens": 12, "output_tokens": 8},
-        }
-        return web.json_response(answer)
+        }).encode()
 
-    async def stream(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
-        """The Messages event sequence: headers at once, the first event after 50 ms, then
-        the text in STREAM_DELTAS deltas STREAM_DELTA_GAP_S apart."""
+    def events(model: str) -> list[bytes]:
+        """The Messages event sequence, each event as one HTTP chunk."""
         nonlocal counter
         counter += 1
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await asyncio.sleep(UPSTREAM_LATENCY_S)
         message = {
-            "id": f"msg_bench_{counter}",
-            "type": "message",
-            "role": "assistant",
-            "model": body.get("model", "claude-bench"),
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
+            "id": f"msg_bench_{counter}", "type": "message", "role": "assistant",
+            "model": model, "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": 12, "output_tokens": 1},
         }
-        block = {"type": "text", "text": ""}
+        sequence: list[dict[str, Any]] = [
+            {"type": "message_start", "message": message},
+            {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}},
+        ]
+        sequence += [
+            {"type": "content_block_delta", "index": 0,
+             "delta": {"type": "text_delta", "text": f"part {i} "}}
+            for i in range(STREAM_DELTAS)
+        ]
+        sequence += [
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+             "usage": {"output_tokens": 8}},
+            {"type": "message_stop"},
+        ]
+        out = []
+        for data in sequence:
+            event = f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
+            out.append(b"%x\r\n%s\r\n" % (len(event), event))
+        return out
 
-        async def event(data: dict[str, Any]) -> None:
-            await response.write(f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode())
+    class Messages(asyncio.Protocol):
+        """One client connection: requests parsed as they come, each answered 50 ms later."""
 
-        await event({"type": "message_start", "message": message})
-        await event({"type": "content_block_start", "index": 0, "content_block": block})
-        for i in range(STREAM_DELTAS):
-            if i:
-                await asyncio.sleep(STREAM_DELTA_GAP_S)
-            delta = {"type": "text_delta", "text": f"part {i} "}
-            await event({"type": "content_block_delta", "index": 0, "delta": delta})
-        await event({"type": "content_block_stop", "index": 0})
-        stop = {"stop_reason": "end_turn", "stop_sequence": None}
-        await event({"type": "message_delta", "delta": stop, "usage": {"output_tokens": 8}})
-        await event({"type": "message_stop"})
-        await response.write_eof()
-        return response
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+            self.parser = httptools.HttpRequestParser(self)
+            self.body: list[bytes] = []
+            self.loop = asyncio.get_running_loop()
+
+        def data_received(self, data: bytes) -> None:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.transport.close()
+
+        def on_message_begin(self) -> None:
+            self.body = []
+
+        def on_body(self, body: bytes) -> None:
+            self.body.append(body)
+
+        def on_message_complete(self) -> None:
+            request = json.loads(b"".join(self.body))
+            model = request.get("model", "claude-bench")
+            if request.get("stream"):
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"transfer-encoding: chunked\r\n\r\n"
+                )
+                self.loop.call_later(UPSTREAM_LATENCY_S, self.send_events, events(model), 0)
+            else:
+                self.loop.call_later(UPSTREAM_LATENCY_S, self.send_answer, answer(model))
+
+        def send_answer(self, body: bytes) -> None:
+            if not self.transport.is_closing():
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                )
+
+        def send_events(self, chunks: list[bytes], delta: int) -> None:
+            """Up to and including the next text delta at once; the next delta after a gap."""
+            if self.transport.is_closing():
+                return
+            while chunks:
+                chunk = chunks.pop(0)
+                self.transport.write(chunk)
+                if b"text_delta" in chunk and chunks and b"text_delta" in chunks[0]:
+                    self.loop.call_later(STREAM_DELTA_GAP_S, self.send_events, chunks, delta + 1)
+                    return
+            self.transport.write(b"0\r\n\r\n")
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/messages", messages)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server = await asyncio.get_running_loop().create_server(
+            Messages, "127.0.0.1", 0, backlog=4096
+        )
+        port = server.sockets[0].getsockname()[1]
         print(f"READY http://127.0.0.1:{port}", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        await runner.cleanup()
+        server.close()
 
     uvloop.run(main())
 
@@ -343,9 +396,17 @@ def run_load(
     `stream` (`"stream": true` requests) each one's time to the first byte of its body too.
     A file, not stdout: at 2,000/s the result is hundreds of kB, and once a run's result
     reached its parent cut at 160 kB through the pipe."""
+    import gc
+
     import aiohttp
     import uvloop
 
+    # The instrument must not pause: a collection in the load generator delays the
+    # completions it is timing (full ones walk every task it holds, tens of ms at 2,000/s).
+    # It lives for one run, so its garbage can wait until it exits.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     headers = {
         "x-api-key": API_KEY,
         "anthropic-version": "2023-06-01",
@@ -500,6 +561,17 @@ def cpu_busy_seconds(cpus: str) -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def _own_load_cpu(upstream: subprocess.Popen[str]) -> float:
+    """CPU seconds the benchmark's own processes on the load CPUs used so far: the upstream,
+    and the load generators run and waited for (they are this process's children)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return cpu_seconds(upstream.pid) + children.ru_utime + children.ru_stime
+
+
+def _other_load(row: dict[str, Any]) -> float:
+    return max(row["server_cpu_other_load"], row.get("load_cpu_other_load", 0.0))
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by process `pid`."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -554,6 +626,10 @@ def main() -> None:
         "--concurrency", type=int, default=256, help="the pipeline's inference concurrency"
     )
     parser.add_argument(
+        "--quiet-retries", type=int, default=2,
+        help="measure a rate again this many times at most while other processes are busy",
+    )
+    parser.add_argument(
         "--semantic-dedup", action="store_true",
         help="run the server with semantic dedup on (an embedding per distinct prompt)",
     )
@@ -605,18 +681,42 @@ def main() -> None:
     )
     rows: dict[float, dict[str, Any]] = {}
 
-    def measure(rate: float, note: str = "") -> dict[str, Any]:
-        tag = f"r{rate:g}"
+    def measure_once(rate: float, attempt: int) -> dict[str, Any]:
+        tag = f"r{rate:g}a{attempt}"  # distinct prompts every try: the cache must not answer
+        # The load generator's CPU is watched across both runs: the direct one is the baseline.
+        load_busy0, load_own0 = cpu_busy_seconds(placement.others), _own_load_cpu(upstream)
+        load_wall0 = time.perf_counter()
         direct = load(placement, upstream_url, rate, args.duration, args.warmup, tag + "d")
         cpu0, wall0 = cpu_seconds(server.pid), time.perf_counter()
         busy0 = cpu_busy_seconds(placement.server)
         through = load(placement, server_url, rate, args.duration, args.warmup, tag + "s")
         server_cpu_s = cpu_seconds(server.pid) - cpu0
         wall_s = time.perf_counter() - wall0
-        # Time the server's CPU spent on anything else: other processes sharing the machine.
+        # Time the CPUs spent on anything else: other processes sharing the machine.
         others_s = max(0.0, cpu_busy_seconds(placement.server) - busy0 - server_cpu_s)
-        rows[rate] = row = summarise(rate, direct, through, server_cpu_s, wall_s, args)
+        load_others_s = max(
+            0.0,
+            cpu_busy_seconds(placement.others) - load_busy0
+            - (_own_load_cpu(upstream) - load_own0),
+        )
+        row = summarise(rate, direct, through, server_cpu_s, wall_s, args)
         row["server_cpu_other_load"] = others_s / wall_s
+        row["load_cpu_other_load"] = load_others_s / (time.perf_counter() - load_wall0)
+        return row
+
+    def measure(rate: float, note: str = "") -> dict[str, Any]:
+        """One rate's row; measured again (up to `--quiet-retries` times) while other processes
+        kept either CPU more than QUIET_MAX_OTHER_LOAD busy, and the quietest try kept (each
+        try is printed: nothing measured is hidden)."""
+        tries = []
+        retries = 0 if placement.server == placement.others else args.quiet_retries
+        for attempt in range(1 + retries):
+            row = measure_once(rate, attempt)
+            tries.append(row)
+            if _other_load(row) <= QUIET_MAX_OTHER_LOAD:
+                break
+            print(format_row(row) + "  (other processes busy: measuring again)", flush=True)
+        rows[rate] = row = min(tries, key=_other_load)
         print(format_row(row) + note, flush=True)
         return row
 
@@ -738,7 +838,7 @@ def breakdown(placement: Placement, row: dict[str, Any] | None, args: argparse.N
     """Where the server's CPU goes at 500 req/s, by layer: the same server with an EchoWorker
     (everything but the provider), and, in one process without sockets, the ASGI app called
     directly and the pipeline alone (`run_layers`). Differences give uvicorn and the sockets,
-    the app (middleware, routing, JSON, validation) and the AnthropicWorker with its aiohttp
+    the app (middleware, routing, JSON, validation) and the AnthropicWorker with its HTTP
     client."""
     if row is None:
         return
@@ -765,7 +865,7 @@ def breakdown(placement: Placement, row: dict[str, Any] | None, args: argparse.N
         f"where the server's CPU goes at 500 req/s: {total_us:.0f} us/request in all = "
         f"uvicorn and sockets ~{echo_cpu_us - layers['app_us']:.0f} + app (middleware, routing, "
         f"JSON, validation) ~{layers['app_us'] - layers['pipeline_us']:.0f} + pipeline "
-        f"~{layers['pipeline_us']:.0f} + AnthropicWorker and its aiohttp client "
+        f"~{layers['pipeline_us']:.0f} + AnthropicWorker and its HTTP client "
         f"~{total_us - echo_cpu_us:.0f} (EchoWorker server: {echo_cpu_us:.0f} us/request, "
         f"latency p50/p99 {percentile(lat, 50):.2f}/{percentile(lat, 99):.2f} ms; app and "
         "pipeline measured in one process without sockets)"
@@ -814,7 +914,8 @@ def format_row(row: dict[str, Any]) -> str:
         f"{row['overhead_p99_ms']:+.2f} ms | errors direct {row['direct_errors']} server "
         f"{row['server_errors']} {row['server_error_kinds'] or ''} | server CPU "
         f"{row['server_cpu_ms_per_request']:.2f} ms/req ({row['server_cpu_utilisation']:.0%}; "
-        f"other processes {row['server_cpu_other_load']:.0%}) | "
+        f"other processes {row['server_cpu_other_load']:.0%}; on the load's CPU "
+        f"{row.get('load_cpu_other_load', 0.0):.0%}) | "
         f"{'held' if row['held'] else 'NOT held'}"
     )
 

@@ -24,6 +24,8 @@ def test_a_short_benchmark_prints_the_headline_json() -> None:
             "0.2",
             "--probe-steps",
             "0",
+            "--quiet-retries",
+            "0",  # a test run shares the machine by design
         ],
         capture_output=True,
         text=True,
