@@ -39,7 +39,7 @@ from orchestrator.server.body_limit import BodyLimit
 from orchestrator.server.dashboard import mount_dashboard
 from orchestrator.server.docs_page import mount_docs
 from orchestrator.server.embedder import LazyEmbedder
-from orchestrator.server.hot_routes import HotRoutes
+from orchestrator.server.hot_routes import HotRouteApp
 from orchestrator.server.http_errors import (
     ApiError,
     dialect_of,
@@ -95,7 +95,7 @@ def create_app(
             yield
 
     max_body_bytes = settings.max_body_bytes if settings is not None else DEFAULT_MAX_BODY_BYTES
-    app = FastAPI(
+    app = HotRouteApp(
         title="prompt-orchestrator",
         summary="The inference pipeline's HTTP API, with Anthropic- and OpenAI-compatible doors.",
         lifespan=lifespan,
@@ -138,12 +138,8 @@ def create_app(
                     self_tune_status=self_tune_status, requests=requests)
     mount_docs(app)
     _install_error_handlers(app)
-    # Innermost of ours: inside the body limit, auth and origin guard like every route.
-    app.add_middleware(
-        HotRoutes,
-        routes={("POST", "/v1/messages"): anthropic_api.messages},
-        handlers=app.exception_handlers,
-    )
+    # Served ahead of the framework's layers, behind the same middleware as every route.
+    app.hot_routes = {("POST", "/v1/messages"): anthropic_api.messages}
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if settings is not None and settings.admin_token is not None:
         app.add_middleware(

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from orchestrator.server import create_app
-from orchestrator.server.hot_routes import HotRoutes
+from orchestrator.server.hot_routes import HotRouteApp, HotRoutes
 
 BODY = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -64,6 +64,42 @@ def test_an_error_no_handler_takes_is_raised_on() -> None:
 
     with TestClient(_app_with_hot_route(fails), raise_server_exceptions=False) as client:
         assert client.post("/hot").status_code == 500
+
+
+class Mark:
+    """Middleware that notes its name on every request it passes on."""
+
+    def __init__(self, app: object, *, name: str, seen: list[str]) -> None:
+        self.app, self.name, self.seen = app, name, seen
+
+    async def __call__(self, scope: dict, receive: object, send: object) -> None:
+        if scope["type"] == "http":
+            self.seen.append(self.name)
+        await self.app(scope, receive, send)  # type: ignore[operator]
+
+
+def test_a_hot_route_app_passes_its_middleware_once_and_in_order() -> None:
+    """`HotRouteApp`: a hot route and an ordinary one both go through the app's middleware,
+    outermost first, exactly once each."""
+    seen: list[str] = []
+    app = HotRouteApp()
+
+    @app.get("/slow")
+    async def slow() -> dict[str, str]:
+        return {"from": "the router"}
+
+    async def hot(request: Request) -> Response:
+        return PlainTextResponse("hot")
+
+    app.hot_routes = {("POST", "/hot"): hot}
+    app.add_middleware(Mark, name="inner", seen=seen)
+    app.add_middleware(Mark, name="outer", seen=seen)
+    with TestClient(app) as client:
+        assert client.post("/hot").text == "hot"
+        assert seen == ["outer", "inner"]
+        seen.clear()
+        assert client.get("/slow").json() == {"from": "the router"}
+        assert seen == ["outer", "inner"]
 
 
 def test_an_overlong_header_is_the_same_400_as_before(start_server: Callable[..., str]) -> None:
