@@ -331,7 +331,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self._closed = True
-        if self._transport is not None:
+        if self._transport is not None and not self.loop.is_closed():  # else: gone with it
             self._transport.close()
 
     # asyncio.Protocol

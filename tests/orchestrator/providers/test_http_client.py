@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -414,3 +415,35 @@ async def test_https_with_a_certificate_for_another_host_is_refused(
             await http.post(server.url(host="localhost"), b"", {})
     assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
     await http.aclose()
+
+
+def test_one_client_serves_calls_from_one_event_loop_after_another() -> None:
+    """A worker outlives an event loop (a test's, a restarted server's): the next loop's
+    calls get new connections and their own limit, whatever the old loop left behind."""
+    ready = threading.Event()
+    port: list[int] = []
+    server_loop = asyncio.new_event_loop()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(
+            lambda r, w: echo_forever()(r, w), "127.0.0.1", 0
+        )
+        port.append(server.sockets[0].getsockname()[1])
+        ready.set()
+        await server.serve_forever()
+
+    thread = threading.Thread(target=server_loop.run_until_complete, args=(serve(),))
+    thread.daemon = True
+    thread.start()
+    ready.wait(10)
+    http = HttpClient(max_connections=1)
+
+    async def call(text: bytes) -> bytes:
+        response = await http.post(f"http://127.0.0.1:{port[0]}/x", text, {})
+        body = await response.read()
+        response.release()  # its connection stays pooled when this loop ends
+        return body
+
+    assert asyncio.run(call(b"first loop")) == b"first loop"
+    assert asyncio.run(call(b"second loop")) == b"second loop"
+    server_loop.call_soon_threadsafe(server_loop.stop)
