@@ -423,14 +423,22 @@ def test_one_client_serves_calls_from_one_event_loop_after_another() -> None:
     ready = threading.Event()
     port: list[int] = []
     server_loop = asyncio.new_event_loop()
+    stop = server_loop.create_future()
 
     async def serve() -> None:
-        server = await asyncio.start_server(
-            lambda r, w: echo_forever()(r, w), "127.0.0.1", 0
-        )
+        handlers: list[asyncio.Task[None]] = []
+
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            handlers.append(asyncio.create_task(echo_forever()(reader, writer)))
+
+        server = await asyncio.start_server(connected, "127.0.0.1", 0)
         port.append(server.sockets[0].getsockname()[1])
         ready.set()
-        await server.serve_forever()
+        await stop
+        server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     thread = threading.Thread(target=server_loop.run_until_complete, args=(serve(),))
     thread.daemon = True
@@ -446,4 +454,6 @@ def test_one_client_serves_calls_from_one_event_loop_after_another() -> None:
 
     assert asyncio.run(call(b"first loop")) == b"first loop"
     assert asyncio.run(call(b"second loop")) == b"second loop"
-    server_loop.call_soon_threadsafe(server_loop.stop)
+    server_loop.call_soon_threadsafe(stop.set_result, None)
+    thread.join(10)
+    server_loop.close()
