@@ -715,8 +715,11 @@ def main() -> None:
             tries.append(row)
             if _other_load(row) <= QUIET_MAX_OTHER_LOAD:
                 break
-            print(format_row(row) + "  (other processes busy: measuring again)", flush=True)
+            if attempt < retries:
+                print(format_row(row) + "  (other processes busy: measuring again)", flush=True)
         rows[rate] = row = min(tries, key=_other_load)
+        if len(tries) > 1:
+            note += f"  (the quietest of {len(tries)} tries)"
         print(format_row(row) + note, flush=True)
         return row
 

@@ -61,6 +61,7 @@ from orchestrator.server.bodies import (
     client_timeout_s,
     header,
     header_doc,
+    headers_of,
     json_object,
     model_of,
     off_loop,
@@ -319,11 +320,12 @@ def _schema(model: type[BaseModel], *headers: tuple[str, int]) -> dict[str, Any]
 )
 async def messages(http: Request) -> Response:
     state = state_of(http)
-    anthropic_beta = header(http, *_BETA)
-    anthropic_version = header(http, *_VERSION)
-    x_stainless_timeout = header(http, *_TIMEOUT)
+    headers = headers_of(http)
+    anthropic_beta = header(headers, *_BETA)
+    anthropic_version = header(headers, *_VERSION)
+    x_stainless_timeout = header(headers, *_TIMEOUT)
     data = await json_object(http)
-    semantic = semantic_wanted(http.headers, data.pop(SEMANTIC_FIELD, None))  # ours, not sent on
+    semantic = semantic_wanted(headers, data.pop(SEMANTIC_FIELD, None))  # ours, not sent on
     optimize = data.pop(OPTIMIZE_FIELD, None)  # ours too
     request, native = await off_loop(
         body_size(http),
@@ -334,12 +336,12 @@ async def messages(http: Request) -> Response:
             beta=anthropic_beta,
             version=anthropic_version,
             timeout_s=client_timeout_s(x_stainless_timeout),
-            retries=client_retries(http.headers),
+            retries=client_retries(headers),
             semantic=semantic,
             label=state.client_of(http),
         ),
     )
-    request = with_task(with_optimize_opt_in(request, http.headers, optimize), http.headers)
+    request = with_task(with_optimize_opt_in(request, headers, optimize), headers)
     stream = data.get("stream") is True
     model = request.model or ""
     if stream:
@@ -420,8 +422,9 @@ def _usage(usage: Any) -> dict[str, int]:
 )
 async def count_tokens(http: Request) -> Response:
     state = state_of(http)
-    anthropic_beta = header(http, *_BETA)
-    anthropic_version = header(http, *_VERSION)
+    headers = headers_of(http)
+    anthropic_beta = header(headers, *_BETA)
+    anthropic_version = header(headers, *_VERSION)
     data = await json_object(http)
     # A provider that counts (Anthropic) counts exactly, the body as it came; with none (or
     # its breaker open) the pipeline's estimate answers, marked as such.

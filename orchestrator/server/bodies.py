@@ -196,12 +196,19 @@ async def json_body(request: Request, model: type[M]) -> M:
     return await off_loop(body_size(request), validated, model, data)
 
 
-def header(request: Request, name: str, max_length: int) -> str | None:
-    """The request's header `name` (None when absent); longer than `max_length` characters, the
-    server's 400 naming it, as a FastAPI `Header(max_length=...)` parameter answers. Read by
-    hand on the hot routes: FastAPI's per-request dependency solving for three headers cost
-    more than the rest of the route."""
-    value = request.headers.get(name)
+def headers_of(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict, the first value of each name winning (as
+    Starlette's `Headers.get` answers): built once for a route that reads several, since
+    `Headers` decodes and scans the whole header list on every lookup."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(request.scope["headers"])}
+
+
+def header(headers: Mapping[str, str], name: str, max_length: int) -> str | None:
+    """The header `name` of `headers` (`headers_of`; None when absent); longer than
+    `max_length` characters, the server's 400 naming it, as a FastAPI
+    `Header(max_length=...)` parameter answers. Read by hand on the hot routes: FastAPI's
+    per-request dependency solving for three headers cost more than the rest of the route."""
+    value = headers.get(name)
     if value is not None and len(value) > max_length:
         raise RequestValidationError(
             [
@@ -218,7 +225,7 @@ def header(request: Request, name: str, max_length: int) -> str | None:
 
 
 def header_doc(name: str, max_length: int) -> dict[str, Any]:
-    """The OpenAPI parameter documenting an optional `header(request, name, max_length)`."""
+    """The OpenAPI parameter documenting an optional `header(headers, name, max_length)`."""
     return {
         "name": name,
         "in": "header",
