@@ -82,10 +82,10 @@ def connection_cap(limits: ConnectionLimits) -> int:
 
 
 class OverCapLog(logging.Filter):
-    """uvicorn logs "Exceeded concurrency limit." once for every request it refuses past the
-    cap: thousands of lines a second, written while the server is already short of CPU. This
-    filter (on the `uvicorn.error` logger) lets one through every `every_s`, saying how many
-    were held back since the last."""
+    """A connection refused past the cap is logged as uvicorn logs a request it refuses,
+    "Exceeded concurrency limit." on `uvicorn.error`: at overload, thousands of lines a
+    second, written while the server is already short of CPU. This filter (on that logger)
+    lets one through every `every_s`, saying how many were held back since the last."""
 
     MESSAGE = "Exceeded concurrency limit."
 
@@ -134,7 +134,12 @@ _OVER_CAP = _head_response(b"503 Service Unavailable", b"too many connections; t
 
 
 def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
-    """An `HttpToolsProtocol` class enforcing `limits` (pass it as uvicorn's `http`)."""
+    """An `HttpToolsProtocol` class enforcing `limits` (pass it as uvicorn's `http`, with
+    `limit_concurrency` above `connection_cap(limits)`: uvicorn answers 503 to *every*
+    request once the connections reach its limit, where this refuses only the connection
+    past the cap, at once, and serves each of the others)."""
+    cap = connection_cap(limits)
+    refusals = logging.getLogger("uvicorn.error")
 
     class LimitedHttpToolsProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -146,11 +151,10 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            if self.limit_concurrency is not None and (
-                len(self.connections) > self.limit_concurrency
-            ):
+            if len(self.connections) > cap:
                 # Over the cap: answer and let go of the descriptor now, not when the client
                 # gets round to sending a request (idle ones would hold it till the timeout).
+                refusals.warning(OverCapLog.MESSAGE)  # one line per interval: OverCapLog
                 transport.write(_OVER_CAP)
                 transport.close()
                 return

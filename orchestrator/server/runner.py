@@ -76,7 +76,9 @@ def uvicorn_config(
         # No permessage-deflate: a compressed socket holds zlib state per connection and lets a
         # small frame inflate to ws_max_size; answers are text the client reads at once.
         ws_per_message_deflate=False,
-        limit_concurrency=connection_cap(limits),
+        # One above the cap: the protocol refuses the connection past it (uvicorn's own check
+        # would answer 503 to every request on every connection once the cap is reached).
+        limit_concurrency=connection_cap(limits) + 1,
         timeout_keep_alive=limits.keep_alive_timeout_s,
         lifespan="on",
         log_config=None,

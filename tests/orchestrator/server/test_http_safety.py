@@ -200,6 +200,23 @@ def test_beyond_the_connection_cap_requests_get_503(serve_with: Callable[..., st
             sock.close()
 
 
+def test_at_the_cap_every_connection_is_served(serve_with: Callable[..., str]) -> None:
+    """`max_connections` connections open, each one's requests are answered (only a
+    connection past the cap is refused), not all of them 503 once the cap is reached."""
+    url = serve_with(limits=ConnectionLimits(max_connections=3))
+    held = [rawhttp.connect(url) for _ in range(3)]
+    try:
+        answer = rawhttp.exchange(url, rawhttp.request("GET", "/health", "127.0.0.1"))
+        assert rawhttp.status_of(answer) == 503  # the fourth
+        # The first of these is answered with all three still open.
+        for sock in held:
+            sock.sendall(rawhttp.request("GET", "/health", "127.0.0.1"))
+            assert rawhttp.status_of(rawhttp.read_until_closed(sock)) == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_a_connection_over_the_cap_is_let_go_before_it_sends_anything(
     serve_with: Callable[..., str],
 ) -> None:
@@ -219,20 +236,22 @@ def test_a_connection_over_the_cap_is_let_go_before_it_sends_anything(
 def test_requests_refused_past_the_cap_log_one_line_not_one_each(
     serve_with: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """uvicorn logs every request it refuses past the cap; the server lets one line through
-    per interval (at overload, a line per request is thousands a second)."""
+    """Each connection refused past the cap is logged as uvicorn logs its refusals; the
+    server lets one line through per interval (at overload, a line per connection is
+    thousands a second)."""
     uvicorn_log = logging.getLogger("uvicorn.error")
     for old in [f for f in uvicorn_log.filters if isinstance(f, OverCapLog)]:
         uvicorn_log.removeFilter(old)  # an earlier test's may have reported a moment ago
     url = serve_with(limits=ConnectionLimits(max_connections=2))
-    held = rawhttp.connect(url)  # with each request's own, the cap is reached: uvicorn refuses
+    held = [rawhttp.connect(url) for _ in range(2)]  # the cap: each one after is refused
     try:
         with caplog.at_level("WARNING", logger="uvicorn.error"):
             for _ in range(5):
                 answer = rawhttp.exchange(url, rawhttp.request("GET", "/health", "127.0.0.1"))
                 assert rawhttp.status_of(answer) == 503
     finally:
-        held.close()
+        for sock in held:
+            sock.close()
     lines = [r for r in caplog.records if r.getMessage().startswith(OverCapLog.MESSAGE)]
     assert len(lines) == 1
 
