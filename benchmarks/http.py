@@ -711,15 +711,14 @@ def main() -> None:
         tries = []
         retries = 0 if placement.server == placement.others else args.quiet_retries
         for attempt in range(1 + retries):
-            row = measure_once(rate, attempt)
-            tries.append(row)
-            if _other_load(row) <= QUIET_MAX_OTHER_LOAD:
+            tries.append(measure_once(rate, attempt))
+            if _other_load(tries[-1]) <= QUIET_MAX_OTHER_LOAD:
                 break
-            if attempt < retries:
-                print(format_row(row) + "  (other processes busy: measuring again)", flush=True)
+            again = "measuring again" if attempt < retries else "no tries left"
+            print(format_row(tries[-1]) + f"  (other processes busy: {again})", flush=True)
         rows[rate] = row = min(tries, key=_other_load)
         if len(tries) > 1:
-            note += f"  (the quietest of {len(tries)} tries)"
+            note += f"  (kept: the quietest of {len(tries)} tries)"
         print(format_row(row) + note, flush=True)
         return row
 
