@@ -15,6 +15,7 @@ wherever it is. Live values are read from `live` at each use.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -351,8 +352,12 @@ class Pipeline:
         except asyncio.CancelledError:
             self._cancelled(job)
             raise
+        kind, similarity = _reuse_of(job, broadcast)
         async with aclosing(broadcast.subscribe()) as chunks:  # leaving early is seen at once
             async for chunk in chunks:
+                if kind is not None:  # the first chunk says how the answer was reused
+                    chunk = dataclasses.replace(chunk, cache_kind=kind, similarity=similarity)
+                    kind = None
                 yield chunk
 
     def shard_of(self, request: InferenceRequest) -> int | None:
@@ -882,3 +887,15 @@ class Pipeline:
             latency_p95_ms=p95,
             latency_p99_ms=p99,
         )
+
+
+def _reuse_of(job: Job, broadcast: Broadcast) -> tuple[str | None, float | None]:
+    """How the stream `job`'s caller reads was reused, as `response_for` tells a completion's:
+    semantic (a match), exact (a stored answer, or another caller's stream it joined), or
+    None (made for this caller)."""
+    similarity = job.similarity if job.similarity is not None else broadcast.similarity
+    if similarity is not None:
+        return "semantic", similarity
+    if broadcast.cached or job.broadcast is not broadcast:
+        return "exact", None
+    return None, None

@@ -178,6 +178,10 @@ class StreamChunk:
     For a native request each chunk carries one raw provider stream event in `native` (for
     Anthropic: message_start, content_block_start, content_block_delta…, message_stop) and the
     text it adds, if any, in `text`.
+
+    The first chunk a caller reads of an answer not made for it says how it was reused, as
+    `InferenceResponse` does: `cache_kind` "exact" (the response cache, or a stream it
+    joined) or "semantic" (with the match's `similarity`); None on every other chunk.
     """
 
     text: str
@@ -185,6 +189,8 @@ class StreamChunk:
     finish_reason: str | None = None
     usage: Usage | None = None
     native: Mapping[str, Any] | None = None
+    cache_kind: str | None = None
+    similarity: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

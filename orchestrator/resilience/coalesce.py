@@ -295,10 +295,17 @@ class Coalescer(Generic[F]):
 class Broadcast:
     """One streamed answer, delivered to any number of subscribers chunk by chunk."""
 
-    __slots__ = ("_changed", "_error", "_loop", "_subscribers", "chunks", "closed", "on_abandoned")
+    __slots__ = (
+        "_changed", "_error", "_loop", "_subscribers", "cached", "chunks", "closed",
+        "on_abandoned", "similarity",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, *, cached: bool = False, similarity: float | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        # A stored answer replayed (`cached`; `similarity` when a semantic match found it):
+        # what the callers who join it are told.
+        self.cached = cached
+        self.similarity = similarity
         self._changed: asyncio.Future[None] = self._loop.create_future()
         self.chunks: list[StreamChunk] = []
         self.closed = False

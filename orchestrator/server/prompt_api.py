@@ -150,13 +150,16 @@ class TaskFeedbackBody(BaseModel):
 
 
 def chunk_json(chunk: StreamChunk, request_id: str) -> dict[str, Any]:
-    """A stream chunk as sent to clients (usage only on the last chunk)."""
+    """A stream chunk as sent to clients (usage only on the last chunk; `cache_kind` and
+    `similarity` only on the first of a reused answer, as `/v1/prompt`'s JSON has them)."""
     data: dict[str, Any] = {
         "text": chunk.text,
         "index": chunk.index,
         "finish_reason": chunk.finish_reason,
         "request_id": request_id,
     }
+    if chunk.cache_kind is not None:
+        data["cache_kind"], data["similarity"] = chunk.cache_kind, chunk.similarity
     if chunk.usage is not None:
         data["usage"] = {
             "input_tokens": chunk.usage.input_tokens,

@@ -12,8 +12,9 @@ from starlette.types import Receive, Scope, Send
 from orchestrator.codec import dumps_str
 from orchestrator.pipeline import Pipeline
 from orchestrator.request import InferenceRequest, StreamChunk
+from orchestrator.server.bodies import cache_headers
 
-__all__ = ["dumps", "open_stream", "sse", "sse_response"]
+__all__ = ["OpenedStream", "dumps", "open_stream", "sse", "sse_response"]
 
 
 def dumps(data: Any) -> str:
@@ -34,11 +35,10 @@ class _ClosingStream(StreamingResponse):
     the upstream call under them) running until the garbage collector finds them."""
 
     def __init__(self, events: AsyncIterator[bytes], closes: AsyncIterator[Any]) -> None:
-        super().__init__(
-            events,
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+        if isinstance(closes, OpenedStream):  # an answer reused says so, as a JSON one does
+            headers.update(cache_headers(closes.first))
+        super().__init__(events, media_type="text/event-stream", headers=headers)
         self._closes = (events, closes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,7 +61,8 @@ def sse_response(events: AsyncIterator[bytes], chunks: AsyncIterator[Any]) -> St
 async def open_stream(pipeline: Pipeline, request: InferenceRequest) -> AsyncIterator[StreamChunk]:
     """`pipeline.stream(request)`, started: waits for the first chunk, so a refusal (overload,
     budget, provider down) raises here, before any response is sent. Errors after that are
-    raised by the returned iterator, which must be fully consumed or closed."""
+    raised by the returned iterator (an `OpenedStream`), which must be fully consumed or
+    closed."""
     chunks = pipeline.stream(request)
     try:
         first = await anext(chunks)
@@ -70,7 +71,7 @@ async def open_stream(pipeline: Pipeline, request: InferenceRequest) -> AsyncIte
     except BaseException:
         await chunks.aclose()
         raise
-    return _resume(first, chunks)
+    return OpenedStream(first, chunks)
 
 
 async def _empty() -> AsyncIterator[StreamChunk]:
@@ -78,12 +79,24 @@ async def _empty() -> AsyncIterator[StreamChunk]:
     yield
 
 
-async def _resume(
-    first: StreamChunk, rest: AsyncIterator[StreamChunk]
-) -> AsyncIterator[StreamChunk]:
-    try:
-        yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+class OpenedStream:
+    """A started stream: its `first` chunk (already read, so `sse_response` can tell from it
+    whether the answer was reused), then the rest; `aclose` closes what it reads from."""
+
+    def __init__(self, first: StreamChunk, rest: AsyncIterator[StreamChunk]) -> None:
+        self.first = first
+        self._next: StreamChunk | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> OpenedStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        chunk, self._next = self._next, None
+        if chunk is not None:
+            return chunk
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        self._next = None
+        await self._rest.aclose()  # type: ignore[attr-defined]

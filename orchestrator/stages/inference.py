@@ -280,7 +280,7 @@ class InferenceStage:
 
     def replay(self, job: Job, answer: CachedAnswer) -> None:
         """Answer a stream `job` with a stored answer, as one chunk."""
-        job.broadcast = broadcast = Broadcast()
+        job.broadcast = broadcast = Broadcast(cached=True, similarity=job.similarity)
         self._forward(job)
         if not broadcast.closed:
             broadcast.publish(

@@ -74,6 +74,27 @@ async def test_identical_streams_fan_out_chunk_by_chunk() -> None:
     assert all(r == ["s-0 ", "s-1 ", "s-2 ", "s-3 ", ""] for r in results)
 
 
+async def test_a_joined_stream_says_so_on_its_first_chunk_only() -> None:
+    """Of identical streams, the one that made the call reads unmarked chunks; each that
+    joined it reads `cache_kind` "exact" on its first chunk and nothing on the rest."""
+    worker = GatedWorker(chunks=3)
+
+    async def kinds() -> list[str | None]:
+        return [c.cache_kind async for c in pipeline.stream(InferenceRequest("s"))]
+
+    async with Pipeline(PipelineConfig(), worker) as pipeline:
+        readers = [asyncio.create_task(kinds()) for _ in range(3)]
+        await settle()
+        worker.gate.set()
+        results = await asyncio.gather(*readers)
+    assert worker.calls == 1
+    assert sorted(results, key=lambda r: r[0] or "") == [
+        [None, None, None, None],
+        ["exact", None, None, None],
+        ["exact", None, None, None],
+    ]
+
+
 async def test_a_stream_joined_midway_replays_from_the_start() -> None:
     """A reader arriving while the shared stream is flowing still gets all of it."""
     worker = GatedWorker(chunks=200)
@@ -100,11 +121,12 @@ async def test_repeats_after_landing_are_served_from_cache() -> None:
     async with Pipeline(PipelineConfig(), worker) as pipeline:
         first = await pipeline.infer(InferenceRequest("q"))
         second = await pipeline.infer(InferenceRequest("q"))
-        streamed = [c.text async for c in pipeline.stream(InferenceRequest("q"))]
+        chunks = [c async for c in pipeline.stream(InferenceRequest("q"))]
         snapshot = pipeline.snapshot()
     assert worker.calls == 1
     assert not first.cached and second.cached and second.cost_usd == 0.0
-    assert "".join(streamed) == "q"
+    assert "".join(c.text for c in chunks) == "q"
+    assert chunks[0].cache_kind == "exact" and chunks[0].similarity is None
     assert snapshot.cache_hits == 2 and snapshot.cache_hit_rate == 2 / 3
 
 

@@ -98,10 +98,11 @@ async def test_a_near_identical_prompt_later_gets_the_stored_answer() -> None:
     async with Pipeline(PipelineConfig(), worker, dedup_hooks=[hook]) as pipeline:
         first = await pipeline.infer(InferenceRequest("Hello"))
         second = await pipeline.infer(InferenceRequest("hello"))
-        streamed = [c.text async for c in pipeline.stream(InferenceRequest("HeLLo"))]
+        chunks = [c async for c in pipeline.stream(InferenceRequest("HeLLo"))]
     assert len(worker.requests) == 1
-    assert second.text == first.text and "".join(streamed) == first.text
+    assert second.text == first.text and "".join(c.text for c in chunks) == first.text
     assert second.cached and second.cache_kind == "semantic" and second.similarity == 0.97
+    assert (chunks[0].cache_kind, chunks[0].similarity) == ("semantic", 0.97)
 
 
 async def test_another_conversation_never_gets_the_answer() -> None:

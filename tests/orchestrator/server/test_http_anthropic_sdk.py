@@ -13,6 +13,7 @@ from pipeline_fakes import ScriptedWorker
 from orchestrator import AnthropicWorker, Pipeline, PipelineConfig
 from orchestrator.errors import ProviderError
 from orchestrator.server import ServerTask, create_app
+from orchestrator.server.bodies import CACHE_HEADER
 
 
 def client(url: str, **kwargs: object) -> anthropic.Anthropic:
@@ -50,6 +51,27 @@ def test_messages_stream_yields_text_deltas_and_final_usage(
     assert final.content[0].text == "one two three"
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0
+
+
+def test_a_streamed_answer_from_the_cache_says_so_in_its_headers(
+    start_server: Callable[..., str],
+) -> None:
+    """A repeated streamed request is answered from the cache and marked as a JSON answer is
+    (`x-orchestrator-cache: exact`); the first, made upstream, is not."""
+    url = start_server()
+    headers = []
+    for _ in range(2):
+        with client(url).messages.with_streaming_response.create(
+            model="echo",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "stream me twice"}],
+            stream=True,
+        ) as response:
+            headers.append(response.headers)
+            events = list(response.iter_lines())
+        assert any("twice" in line for line in events)
+    assert CACHE_HEADER not in headers[0]
+    assert headers[1][CACHE_HEADER] == "exact"
 
 
 def test_system_blocks_and_user_id_reach_the_pipeline(start_server: Callable[..., str]) -> None:

@@ -67,6 +67,25 @@ def test_websocket_streams_chunks_for_input_or_prompt(start_server: Callable[...
             assert (last["text"], last["index"], last["finish_reason"]) == ("beta", 1, "stop")
 
 
+def test_a_repeated_stream_says_on_its_first_chunk_that_it_came_from_the_cache(
+    start_server: Callable[..., str],
+) -> None:
+    """Asked again, SSE and WebSocket alike: the first chunk carries `cache_kind` "exact"
+    (the SSE response its header too); a first answer's chunks carry none."""
+    url = start_server()
+    body = {"input": "say it again", "stream": True}
+    with httpx.stream("POST", url + "/v1/prompt", json=body) as response:
+        first = [d for name, d in sse_events(response) if name == "chunk"]
+    with httpx.stream("POST", url + "/v1/prompt", json=body) as response:
+        assert response.headers["x-orchestrator-cache"] == "exact"
+        again = [d for name, d in sse_events(response) if name == "chunk"]
+    assert all("cache_kind" not in c for c in first)
+    assert again[0]["cache_kind"] == "exact" and again[0]["similarity"] is None
+    with connect(url.replace("http", "ws", 1) + "/v1/stream") as ws:
+        ws.send(json.dumps({"input": "say it again"}))
+        assert json.loads(ws.recv(timeout=5))["cache_kind"] == "exact"
+
+
 def test_websocket_reports_a_bad_message_and_stays_open(start_server: Callable[..., str]) -> None:
     """A malformed WS message gets an error naming the field; the next one is answered."""
     url = start_server()

@@ -73,6 +73,23 @@ def test_a_paraphrase_gets_the_stored_answer_marked_semantic(served: tuple[str, 
     assert hit["served_from"] == "cache" and hit["similarity"] > 0.9
 
 
+def test_a_streamed_paraphrase_is_marked_semantic_in_its_headers(
+    served: tuple[str, Pipeline],
+) -> None:
+    """Streamed, a paraphrase served from the stored answer carries the same kind and
+    similarity headers as a JSON answer."""
+    url, pipeline = served
+    ask(url, QUESTION)
+    with client(url).messages.with_streaming_response.create(
+        model="echo", max_tokens=64, stream=True,
+        messages=[{"role": "user", "content": PARAPHRASE}],
+    ) as response:
+        assert response.headers[CACHE_HEADER] == "semantic"
+        assert 0.9 < float(response.headers[SIMILARITY_HEADER]) <= 1.0
+        assert any(QUESTION in line for line in response.iter_lines())
+    assert pipeline.snapshot().upstream_calls == 1
+
+
 def test_a_hard_negative_is_not_merged(served: tuple[str, Pipeline]) -> None:
     """Another operation on the same object is another question."""
     url, pipeline = served
