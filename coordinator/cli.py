@@ -727,7 +727,9 @@ def _self_improvement(
     # lease); every process gates the gated tasks its own agents take.
     lock: LoopLock | LeaderLease = LoopLock(settings.tasks)
     if settings.queue is not None:
-        lock = LeaderLease(queue.client, queue.prefix + "self-improve")
+        lock = LeaderLease(
+            queue.client, queue.prefix + "self-improve", lease_s=loop_settings.lease_s
+        )
     runs_loop = True
     try:
         lock.acquire()
@@ -766,10 +768,21 @@ def _self_improvement(
     except GateError as exc:
         raise ConfigError(f"--self-improve: {exc}") from exc
 
+    takeovers: list[LoopTakeover] = []
+    stack.callback(lambda: [t.stop() for t in takeovers])
+
+    def take_over_when_free() -> None:
+        takeover = LoopTakeover(lock, every_s=loop_settings.takeover_every_s, on_acquired=lead)
+        takeovers.append(takeover)
+        takeover.start()
+
     def lost(why: str) -> None:
-        print(f"coordinator: the self-improvement loop's lease on the queue is lost ({why}); "
-              "the loop stops, the fleet and its gate go on", file=sys.stderr, flush=True)
-        improvement.stop()
+        if improvement.step_down():  # and lead again once the lease is free
+            print(f"coordinator: the self-improvement loop's lease on the queue is lost "
+                  f"({why}); the loop stops here, the fleet and its gate go on, and this "
+                  "process takes the loop back when the lease is free",
+                  file=sys.stderr, flush=True)
+            take_over_when_free()
 
     def lead() -> None:
         if isinstance(lock, LeaderLease):
@@ -781,9 +794,7 @@ def _self_improvement(
     if runs_loop and isinstance(lock, LeaderLease):
         lock.keep_renewing(lost)
     elif not runs_loop:  # take the loop over when its holder ends or dies
-        takeover = LoopTakeover(lock, every_s=loop_settings.takeover_every_s, on_acquired=lead)
-        takeover.start()
-        stack.callback(takeover.stop)
+        take_over_when_free()
     gate = improvement.gating.gate
     watching = (f"watching every {loop_settings.telemetry_interval_s:g}s; "
                 if improvement.runs_loop else "")

@@ -82,10 +82,11 @@ class SelfImproveSettings:
     dry_run: bool = False
     static_findings: bool = True  # ruff and vulture over the repository, hourly, as tasks
     takeover_every_s: float = 10.0  # a process without the loop tries to take it this often
+    lease_s: float = 30.0  # a Redis queue's loop lease: a dead leader's loop moves within it
     gate: GateSettings = field(default_factory=GateSettings)
 
     def __post_init__(self) -> None:
-        for name in ("telemetry_interval_s", "takeover_every_s"):
+        for name in ("telemetry_interval_s", "takeover_every_s", "lease_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not (
                 0 < value < float("inf")
@@ -372,6 +373,19 @@ class SelfImprovement:
                 self._run_loop()
             return True
 
+    def step_down(self) -> bool:
+        """Stop running the loop here, ready to `lead()` again (its lease was lost: another
+        process leads now, or it could not be renewed); the gate goes on. False when this
+        process was not leading, or once `stop` was called."""
+        with self._state:  # held while the loop stops: a `lead` waits for it
+            if self._ended or not self.runs_loop:
+                return False
+            self.runs_loop = False
+            if self._started:
+                self.tuning.stop(close=False)
+                self._publish()
+            return True
+
     def _run_loop(self) -> None:
         gate = self.gating.gate
         log.info("self-improve: watching, gate on %s (branch %s, merge %s)", gate.root,
@@ -467,7 +481,7 @@ def with_flags(settings: SelfImproveSettings, **flags: Any) -> SelfImproveSettin
 
 _LOOP_KEYS = {"repo": str, "target_branch": str, "merge": str, "telemetry_interval_s": float,
               "telemetry_nats": str, "telemetry_nats_subject": str, "dry_run": bool,
-              "static_findings": bool, "takeover_every_s": float}
+              "static_findings": bool, "takeover_every_s": float, "lease_s": float}
 
 
 def parse_settings(loop: Any, gate: Any, path: Path) -> SelfImproveSettings:
@@ -483,6 +497,7 @@ def parse_settings(loop: Any, gate: Any, path: Path) -> SelfImproveSettings:
         dry_run = false
         static_findings = true     # ruff and vulture findings become tasks (hourly)
         takeover_every_s = 10      # without the loop (another process has it): retry this often
+        lease_s = 30               # --queue: the loop's lease in Redis (renewed every third)
 
         [gate]
         commands = [{ name = "pytest", command = "pytest -q", timeout_s = 1800 },

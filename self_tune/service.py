@@ -110,16 +110,20 @@ class SelfTuning:
         self.last_snapshot: TelemetrySnapshot | None = None
 
     def start(self) -> None:
+        """Run a round every `interval_s` on a daemon thread (again after a `stop(close=False)`)."""
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="self-tune", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, *, close: bool = True) -> None:
+        """End the rounds and any experiment; with `close` (the default) disconnect the NATS
+        mirror too, which a later `start` would need."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         if self.controller is not None:  # a trial value must not outlive the loop
             self.controller.stop_experiment("the tuning loop stopped")
-        if self.nats is not None:  # sends what is queued, then disconnects
+        if close and self.nats is not None:  # sends what is queued, then disconnects
             self.nats.close()
 
     def _run(self) -> None:

@@ -322,6 +322,42 @@ def test_a_coordinator_without_the_loop_takes_it_over_when_its_holder_ends(
         pass
 
 
+def test_a_leader_that_lost_the_queues_lease_steps_down_and_leads_again_when_it_is_free(
+    project: Path, redis_queue_url: str
+) -> None:
+    """Its lease taken from it (another holder, or Redis gone past the lease), a leader
+    stops its loop and goes on as a fleet with its gate; once the lease is free again, it
+    leads again."""
+    import redis
+
+    url, _, name = redis_queue_url.partition("#")
+    client = redis.Redis.from_url(url)
+    key = f"coordinator:{name}:self-improve"
+    toml = project / "coordinator.toml"
+    toml.write_text(toml.read_text().replace(
+        "[self_improve]\n", "[self_improve]\ntakeover_every_s = 0.2\nlease_s = 0.6\n"))
+    (project / "there").mkdir()
+    run = Coordinator(project, *loop_args(project), "--queue", redis_queue_url,
+                      "--tasks", "there")
+    try:
+        wait_for("the coordinator to lead", lambda: "self-improve: watching every" in run.stderr
+                 or run.proc.poll() is not None)
+        client.set(key, "another process (intruder)", px=60_000)  # the lease is someone else's
+        wait_for("the leader to step down", lambda: "lease on the queue is lost" in run.stderr
+                 or run.proc.poll() is not None)
+        assert "another process holds it now" in run.stderr
+        assert "runs the loop now" not in run.stderr
+        client.delete(key)  # the other holder let go
+        wait_for("the coordinator to lead again", lambda: "runs the loop now" in run.stderr
+                 or run.proc.poll() is not None)
+        assert client.get(key).decode().startswith(f"pid {run.proc.pid} ")
+        assert run.interrupt() == 130, run.stderr
+        assert client.get(key) is None  # it let the lease go when it ended
+    finally:
+        run.kill()
+        client.close()
+
+
 def test_dry_run_detects_but_writes_no_task(project: Path) -> None:
     run = Coordinator(project, *loop_args(project), "--dry-run", "--telemetry-interval-s", "0.5",
                       env={"ECHO_FAULTS": "20:0.5"})
