@@ -4,6 +4,7 @@ and a parameter held at its bound becomes a meta-task."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from fakeclock import FakeClock
@@ -80,3 +81,18 @@ def test_without_a_live_config_it_detects_and_says_it_does_not_tune() -> None:
     tuning.tick()
     assert tuning.status()["tuning"] == "off: no live config"
     assert tuning.status()["parameters"] == []
+
+
+def test_stopped_without_closing_it_starts_again() -> None:
+    """A leader that stepped down (`stop(close=False)`) and leads again runs rounds again."""
+    ticked = threading.Event()
+    tuning = SelfTuning([Idle()], interval_s=0.01, on_tick=ticked.set)
+    tuning.start()
+    assert ticked.wait(10)
+    tuning.stop(close=False)
+    ticks = tuning.ticks
+    ticked.clear()
+    tuning.start()
+    assert ticked.wait(10)
+    tuning.stop()
+    assert tuning.ticks > ticks
