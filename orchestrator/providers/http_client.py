@@ -272,7 +272,10 @@ class _Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return not self._closed and self._error is None
+        transport = self._transport
+        # is_closing: the peer's FIN was read and the close began, connection_lost not yet run
+        return (not self._closed and self._error is None and transport is not None
+                and not transport.is_closing())
 
     # One exchange: start → response → next_chunk… → finish (or abort).
 
