@@ -769,7 +769,12 @@ def _self_improvement(
         raise ConfigError(f"--self-improve: {exc}") from exc
 
     takeovers: list[LoopTakeover] = []
-    stack.callback(lambda: [t.stop() for t in takeovers])
+
+    def stop_takeovers() -> None:
+        for takeover in takeovers:
+            takeover.stop()
+
+    stack.callback(stop_takeovers)
 
     def take_over_when_free() -> None:
         takeover = LoopTakeover(lock, every_s=loop_settings.takeover_every_s, on_acquired=lead)

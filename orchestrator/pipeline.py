@@ -890,9 +890,9 @@ class Pipeline:
 
 
 def _reuse_of(job: Job, broadcast: Broadcast) -> tuple[str | None, float | None]:
-    """How the stream `job`'s caller reads was reused, as `response_for` tells a completion's:
-    semantic (a match), exact (a stored answer, or another caller's stream it joined), or
-    None (made for this caller)."""
+    """How the answer `job`'s caller reads from `broadcast` was reused, as `response_for`
+    tells a completion's caller: semantic (a match), exact (a stored answer, or another
+    caller's stream it joined), or None (made for this caller)."""
     similarity = job.similarity if job.similarity is not None else broadcast.similarity
     if similarity is not None:
         return "semantic", similarity

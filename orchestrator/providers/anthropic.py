@@ -110,9 +110,7 @@ class AnthropicWorker:
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty string")
         check_worker_args(
-            model=model,
-            name=name,
-            stall_timeout_s=stall_timeout_s,
+            model=model, name=name, stall_timeout_s=stall_timeout_s,
             max_connections=max_connections,
         )
         root = (base_url or ANTHROPIC_API_URL).rstrip("/")
